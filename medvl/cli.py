@@ -1,0 +1,232 @@
+"""The `medvl` command. Each subcommand parses its arguments and calls one typed library function.
+
+    medvl data synth --out DIR --n N --seed S      draw the synthetic chest X-ray data set
+    medvl train [RECIPE] [section.field=value ...]  train (default recipe: quickstart)
+    medvl evaluate CKPT [--split test]              metrics.json + predictions.jsonl, next to a baseline
+    medvl predict CKPT IMAGE [IMAGE ...]            a report for one study, or JSONL for a folder
+    medvl quickstart                                train + evaluate the quickstart recipe, print the tables
+    medvl recipes                                   list the shipped recipes
+
+Errors the user can fix (a wrong key, a missing file, a bad data set) print one clear line and exit with status 2;
+set MEDVL_DEBUG=1 to see the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from medvl.config.loader import ConfigError
+    from medvl.data.dataset import StudyError
+    from medvl.data.images import ImageLoadError
+    from medvl.data.sources import DataSourceError
+    from medvl.registry import UnknownNameError
+
+    # ValueError too: the library raises it for settings that cannot work (too little data, bad sizes...).
+    return (ConfigError, DataSourceError, StudyError, ImageLoadError, UnknownNameError, FileNotFoundError,
+            FileExistsError, NotADirectoryError, ValueError)
+
+
+# ------------------------------------------------------------------------------------------------------- subcommands
+def cmd_synth(args: argparse.Namespace) -> int:
+    from medvl.data.synth import generate_dataset
+
+    t0 = time.time()
+    info = generate_dataset(args.out, n=args.n, seed=args.seed, image_size=args.image_size,
+                            lateral=not args.no_lateral, workers=args.workers, progress=True)
+    print(f"wrote {args.n} synthetic studies to {args.out} in {time.time() - t0:.1f}s")
+    print(json.dumps({k: v for k, v in info.items() if k in ("n", "seed", "image_size", "views", "splits")}, indent=1))
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from medvl.config.experiment import load_experiment
+    from medvl.train.loop import train
+
+    recipe, overrides = args.recipe, list(args.overrides)
+    if recipe is not None and "=" in recipe:  # `medvl train train.lr=3e-4`: no recipe, only overrides.
+        recipe, overrides = None, [recipe, *overrides]
+    cfg = load_experiment(recipe, overrides)
+    if args.print_config:
+        import yaml
+
+        print(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        return 0
+    summary = train(cfg, resume=args.resume)
+    print(f"done: {summary['steps']} steps in {summary['seconds']}s; best {cfg.train.select_metric} = "
+          f"{summary['best_metric'][cfg.train.select_metric]} at step {summary['best_metric']['step']}; "
+          f"checkpoints in {Path(cfg.train.output_dir) / 'checkpoints'}")
+    return 0
+
+
+def _generation_overrides(args: argparse.Namespace) -> dict:
+    keys = ("num_beams", "max_new_tokens", "no_repeat_ngram_size", "batch_size")
+    return {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from medvl.evaluate.run import evaluate, format_tables
+
+    result = evaluate(args.checkpoint, split=args.split, out_dir=args.out, data_root=args.data_root,
+                      generation=_generation_overrides(args), max_studies=args.max_studies, device=args.device)
+    print(format_tables(result))
+    print(f"\nwrote {result['out_dir']}/metrics.json and predictions.jsonl")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from medvl.data.images import ImageLoadError
+    from medvl.infer.predictor import collect_studies, load_trained, predict_reports
+
+    studies, from_folder = collect_studies(args.images)
+    loaded = load_trained(args.checkpoint, device=args.device)
+    gen = dataclasses.replace(loaded.config.generation, **_generation_overrides(args))
+    if not from_folder:
+        sid, paths = studies[0]
+        report = predict_reports(loaded, [paths], gen, [sid])[0]
+        if args.out:
+            Path(args.out).write_text(json.dumps({"id": sid, "images": [str(p) for p in paths], "report": report}) + "\n")
+        print(report)
+        return 0
+    out = open(args.out, "w") if args.out else sys.stdout  # noqa: SIM115 - closed below when it is a file
+    failures = 0
+    try:
+        for sid, paths in studies:  # One study at a time so that one bad file fails only its own row.
+            row = {"id": sid, "images": [str(p) for p in paths]}
+            t0 = time.time()
+            try:
+                row["report"] = predict_reports(loaded, [paths], gen, [sid])[0]
+            except ImageLoadError as err:
+                row["error"] = str(err)
+                failures += 1
+            row["seconds"] = round(time.time() - t0, 3)
+            out.write(json.dumps(row) + "\n")
+            out.flush()
+    finally:
+        if out is not sys.stdout:
+            out.close()
+    print(f"{len(studies) - failures} reports written, {failures} studies failed", file=sys.stderr)
+    return 1 if failures == len(studies) else 0
+
+
+def cmd_quickstart(args: argparse.Namespace) -> int:
+    from medvl.config.experiment import load_experiment
+    from medvl.evaluate.run import clinical_gap, evaluate, format_tables
+    from medvl.train.loop import train
+
+    overrides = [f"train.output_dir={args.output_dir}", *args.overrides]
+    cfg = load_experiment("quickstart", overrides)
+    t0 = time.time()
+    summary = train(cfg, resume=args.resume)
+    result = evaluate(summary["best_checkpoint"] or summary["last_checkpoint"], split="test")
+    print()
+    print(format_tables(result))
+    print(f"\nclinical micro-F1: model {result['model']['clinical_micro_f1']:.3f} vs baseline "
+          f"{result['baseline']['clinical_micro_f1']:.3f} (gap {clinical_gap(result):+.3f}); "
+          f"train + evaluate took {time.time() - t0:.0f}s; outputs in {result['out_dir']}")
+    return 0
+
+
+def cmd_recipes(args: argparse.Namespace) -> int:
+    from medvl.config.experiment import shipped_recipes
+
+    for path in shipped_recipes():
+        first = next((ln[1:].strip() for ln in path.read_text().splitlines() if ln.startswith("#")), "")
+        print(f"{path.stem:<24}{first}")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------------------ parser
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="medvl", description="Train, evaluate and use vision-language models for "
+                                     "medical imaging (chest X-ray report generation first).")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    data = sub.add_parser("data", help="data set tools").add_subparsers(dest="data_command", required=True,
+                                                                          metavar="DATA_COMMAND")
+    p = data.add_parser("synth", help="draw the synthetic chest X-ray data set (R2Gen/IU X-ray layout)",
+                        description="Draw synthetic chest radiographs with findings and matching reports into DIR, "
+                                    "in the layout the iu_xray source reads (annotation.json + images/).")
+    p.add_argument("--out", required=True, help="output directory (must be new or a previous synth output)")
+    p.add_argument("--n", type=int, default=2500, help="number of studies (default 2500)")
+    p.add_argument("--seed", type=int, default=0, help="generator seed (default 0)")
+    p.add_argument("--image-size", type=int, default=256, help="image side in pixels (default 256)")
+    p.add_argument("--no-lateral", action="store_true", help="frontal view only")
+    p.add_argument("--workers", type=int, default=None, help="processes (default: up to 2)")
+    p.set_defaults(func=cmd_synth)
+
+    p = sub.add_parser("train", help="train a model from a recipe",
+                       description="Train from a recipe (a YAML file or the name of a shipped recipe; default "
+                                   "quickstart) with dotted overrides such as train.lr=3e-4 model.size=tiny.")
+    p.add_argument("recipe", nargs="?", default=None, help="recipe name or YAML path (default: quickstart)")
+    p.add_argument("overrides", nargs="*", help="section.field=value overrides")
+    p.add_argument("--resume", default=None, help="'auto' (newest checkpoint in train.output_dir) or a checkpoint path")
+    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    p.set_defaults(func=cmd_train)
+
+    def generation_args(q: argparse.ArgumentParser) -> None:
+        q.add_argument("--num-beams", type=int, default=None, help="beam width (1 = greedy; default from checkpoint)")
+        q.add_argument("--max-new-tokens", type=int, default=None, help="longest report in tokens")
+        q.add_argument("--no-repeat-ngram-size", type=int, default=None, help="forbid repeated n-grams of this size")
+        q.add_argument("--batch-size", type=int, default=None, help="studies generated at once")
+        q.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+
+    p = sub.add_parser("evaluate", help="score a checkpoint on a split, next to the majority-report baseline",
+                       description="Generate reports for a split, write metrics.json and predictions.jsonl, and print "
+                                   "the metrics next to the majority-report baseline.")
+    p.add_argument("checkpoint", help="checkpoint directory, or a run directory (its best checkpoint is used)")
+    p.add_argument("--split", default="test", help="split to evaluate (default test)")
+    p.add_argument("--out", default=None, help="output directory (default RUN/eval_SPLIT)")
+    p.add_argument("--data-root", default=None, help="evaluate on this data set instead of the training one")
+    p.add_argument("--max-studies", type=int, default=0, help="evaluate only the first N studies")
+    generation_args(p)
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("predict", help="write a report for image files or a folder of studies",
+                       description="Image files given together are one study (frontal first); a folder gives one "
+                                   "study per sub-folder or loose image, written as JSONL.")
+    p.add_argument("checkpoint", help="checkpoint directory, or a run directory")
+    p.add_argument("images", nargs="+", help="image files of one study, or one folder")
+    p.add_argument("--out", default=None, help="write JSONL here instead of standard output")
+    generation_args(p)
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("quickstart", help="train and evaluate the quickstart recipe and print the results",
+                       description="Generate the synthetic data set (first run only), train the quickstart recipe, "
+                                   "evaluate on the test split and print the metrics next to the baseline.")
+    p.add_argument("overrides", nargs="*", help="section.field=value overrides")
+    p.add_argument("--output-dir", default="runs/quickstart", help="run directory (default runs/quickstart)")
+    p.add_argument("--resume", default=None, help="'auto' to continue an interrupted quickstart")
+    p.set_defaults(func=cmd_quickstart)
+
+    p = sub.add_parser("recipes", help="list the shipped recipes")
+    p.set_defaults(func=cmd_recipes)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except _user_errors() as err:
+        if os.environ.get("MEDVL_DEBUG"):
+            raise
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"medvl: error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("medvl: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,98 @@
+"""The experiment config: every section of a run, loaded from a recipe plus overrides.
+
+A recipe is a YAML file of sections (`data`, `tokenizer`, `model`, `train`, `generation`) that sets only fields that
+exist; the dataclasses hold every default. `model.family` and `model.size` choose the model family and its size
+preset, and the remaining `model.*` keys override that preset.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from medvl.config.loader import ConfigError, check_keys, from_dict, merge, parse_overrides, read_yaml, to_dict
+from medvl.data.config import DataConfig, TokenizerConfig
+from medvl.infer.config import GenerationConfig
+from medvl.models.families import MODEL_FAMILIES, model_config_to_dict
+from medvl.train.config import TrainConfig
+
+REPO_RECIPES = Path(__file__).resolve().parents[2] / "recipes"
+DEFAULT_RECIPE = "quickstart"
+
+
+@dataclass
+class ExperimentConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    model_family: str = "captioner"
+    model_size: str = "small"
+    model: Any = None
+    """The family's own config dataclass (e.g. `CaptionerConfig`)."""
+    train: TrainConfig = field(default_factory=TrainConfig)
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "data": to_dict(self.data),
+            "tokenizer": to_dict(self.tokenizer),
+            "model": model_config_to_dict(self.model_family, self.model_size, self.model),
+            "train": to_dict(self.train),
+            "generation": to_dict(self.generation),
+        }
+
+
+_SECTIONS = {"data": DataConfig, "tokenizer": TokenizerConfig, "train": TrainConfig, "generation": GenerationConfig}
+
+
+
+def experiment_from_dict(raw: dict[str, Any]) -> ExperimentConfig:
+    """Build and validate an `ExperimentConfig` from nested sections."""
+    valid = [*_SECTIONS, "model"]
+    for key in raw:
+        if key not in valid:
+            from medvl.registry import suggest
+
+            raise ConfigError(f"unknown config section {key!r}.{suggest(key, valid)} Valid sections: {', '.join(valid)}")
+    kwargs: dict[str, Any] = {}
+    for name, cls in _SECTIONS.items():
+        section = raw.get(name) or {}
+        if not isinstance(section, dict):
+            raise ConfigError(f"config section {name!r} must be a mapping of fields, got {section!r}")
+        kwargs[name] = from_dict(cls, section, name)
+    model = dict(raw.get("model") or {})
+    family_name = str(model.pop("family", "captioner"))
+    family = MODEL_FAMILIES.get(family_name)
+    size = str(model.pop("size", family.default_size))
+    kwargs["model"] = family.make_config(size, model)
+    return ExperimentConfig(model_family=family_name, model_size=size, **kwargs)
+
+
+def resolve_recipe(recipe: str | Path) -> Path:
+    """A recipe given as a path, or as a name of a file in the repository's recipes/ folder."""
+    path = Path(recipe)
+    if path.is_file():
+        return path
+    for candidate in (Path("recipes") / f"{recipe}.yaml", REPO_RECIPES / f"{recipe}.yaml", REPO_RECIPES / str(recipe)):
+        if candidate.is_file():
+            return candidate
+    names = sorted(p.stem for p in REPO_RECIPES.glob("*.yaml")) if REPO_RECIPES.is_dir() else []
+    from medvl.registry import suggest
+
+    raise ConfigError(f"recipe {str(recipe)!r} not found (neither a file nor a shipped recipe).{suggest(str(recipe), names)}"
+                      f" Shipped recipes: {', '.join(names) or 'none'}")
+
+
+def load_experiment(recipe: str | Path | None = None, overrides: Sequence[str] = ()) -> ExperimentConfig:
+    """Load a recipe (default: the quickstart) and apply dotted overrides like `train.lr=3e-4`."""
+    raw = read_yaml(resolve_recipe(recipe or DEFAULT_RECIPE))
+    return experiment_from_dict(merge(raw, parse_overrides(overrides)))
+
+
+def shipped_recipes() -> list[Path]:
+    return sorted(REPO_RECIPES.glob("*.yaml"))
+
+
+__all__ = ["ExperimentConfig", "ConfigError", "load_experiment", "experiment_from_dict", "resolve_recipe",
+           "shipped_recipes", "check_keys"]

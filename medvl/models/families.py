@@ -1,0 +1,67 @@
+"""The explicit table of model families.
+
+A family knows its config dataclass, its size presets, how to build the `nn.Module` and which task trains it.
+Family modules are imported only when a family is used, so `import medvl` stays cheap.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from torch import nn
+
+from medvl.config.loader import ConfigError, check_keys, from_dict
+from medvl.registry import Registry
+
+
+@dataclass(frozen=True)
+class ModelFamily:
+    name: str
+    config_class: Callable[[], type]
+    """Returns the family's config dataclass (a callable so the module is imported lazily)."""
+    presets: Callable[[], dict[str, dict[str, Any]]]
+    """Returns size name -> field values."""
+    build: Callable[[Any], nn.Module]
+    task: str
+    """Name in `medvl.tasks.TASKS` of the task that trains this family."""
+    default_size: str
+
+    def make_config(self, size: str | None, fields: dict[str, Any], where: str = "model") -> Any:
+        """Preset `size` with `fields` on top, validated against the family's dataclass."""
+        cls = self.config_class()
+        presets = self.presets()
+        size = size or self.default_size
+        if size not in presets:
+            raise ConfigError(f"unknown {where}.size {size!r} for family {self.name!r}; valid sizes: {', '.join(presets)}")
+        check_keys(cls, list(fields), where)
+        return from_dict(cls, {**presets[size], **fields}, where)
+
+
+def _captioner_config() -> type:
+    from medvl.models.captioner import CaptionerConfig
+
+    return CaptionerConfig
+
+
+def _captioner_presets() -> dict[str, dict[str, Any]]:
+    from medvl.models.captioner import CAPTIONER_SIZES
+
+    return CAPTIONER_SIZES
+
+
+def _build_captioner(config: Any) -> nn.Module:
+    from medvl.models.captioner import Captioner
+
+    return Captioner(config)
+
+
+MODEL_FAMILIES: Registry[ModelFamily] = Registry("model family")
+MODEL_FAMILIES.add("captioner", ModelFamily("captioner", _captioner_config, _captioner_presets, _build_captioner,
+                                            task="report_generation", default_size="small"))
+
+
+def model_config_to_dict(family: str, size: str, config: Any) -> dict[str, Any]:
+    return {"family": family, "size": size, **dataclasses.asdict(config)}

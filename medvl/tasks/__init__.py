@@ -1,0 +1,18 @@
+"""Tasks turn (model, batch) into a dict with `loss`; `TASKS` maps task names to their classes (imported lazily)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from medvl.registry import Registry
+
+
+def _report_generation() -> type:
+    from medvl.tasks.report_generation import ReportGenerationTask
+
+    return ReportGenerationTask
+
+
+TASKS: Registry[Callable[[], Any]] = Registry("task")
+TASKS.add("report_generation", _report_generation)

@@ -1,0 +1,41 @@
+"""Report generation: (model, batch) -> {"loss", ...}, and batch -> generated report texts.
+
+The runner only calls `task(batch)["loss"]`; this module owns everything specific to teacher-forced report
+generation (shifted targets, padding ignored in the loss, label smoothing, decoding back to text).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from medvl.data.dataset import Batch
+from medvl.data.tokenizer import decode_report
+from medvl.infer.config import GenerationConfig
+
+
+class ReportGenerationTask:
+    def __init__(self, model: nn.Module, tokenizer, label_smoothing: float = 0.0) -> None:  # noqa: ANN001
+        self.model = model
+        self.tokenizer = tokenizer
+        self.label_smoothing = label_smoothing
+
+    def __call__(self, batch: Batch) -> dict[str, torch.Tensor]:
+        inputs, targets = batch.input_ids[:, :-1], batch.input_ids[:, 1:]
+        target_mask = batch.attention_mask[:, 1:].bool()
+        logits = self.model(batch.images, batch.view_ids, batch.view_mask, inputs, batch.attention_mask[:, :-1])
+        targets = targets.masked_fill(~target_mask, -100)
+        loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=-100,
+                               label_smoothing=self.label_smoothing)
+        return {"loss": loss, "n_tokens": target_mask.sum()}
+
+    @torch.inference_mode()
+    def generate(self, batch: Batch, gen: GenerationConfig) -> list[str]:
+        ids = self.model.generate(
+            batch.images, batch.view_ids, batch.view_mask,
+            bos_id=self.tokenizer.bos_token_id, eos_id=self.tokenizer.eos_token_id,
+            max_new_tokens=gen.max_new_tokens, num_beams=gen.num_beams,
+            no_repeat_ngram_size=gen.no_repeat_ngram_size, length_penalty=gen.length_penalty,
+        )
+        return [decode_report(self.tokenizer, row.tolist()) for row in ids]

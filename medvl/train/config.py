@@ -1,0 +1,73 @@
+"""Typed configuration of the training runner (the one source of its defaults)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class TrainConfig:
+    """How the runner optimises, validates, checkpoints and logs."""
+
+    output_dir: str = "runs/quickstart"
+    """Run directory: checkpoints/, logs, tokenizer and evaluation outputs go here."""
+    seed: int = 0
+    """Seeds model init, data order and dropout; the same seed reproduces the run."""
+    epochs: int = 10
+    """Passes over the training split (ignored when max_steps > 0)."""
+    max_steps: int = 0
+    """Optimizer steps to train for; 0 = derive from epochs."""
+    grad_accum: int = 1
+    """Micro-batches per optimizer step (global batch = data.batch_size x grad_accum x world size)."""
+    lr: float = 5e-4
+    """Peak learning rate."""
+    weight_decay: float = 0.05
+    """AdamW weight decay (never applied to norms, biases and embeddings)."""
+    betas: tuple[float, float] = (0.9, 0.98)
+    schedule: str = "cosine"
+    """LR schedule after warmup: cosine, linear or constant."""
+    warmup_steps: int = 100
+    min_lr_ratio: float = 0.02
+    """Final LR as a fraction of the peak."""
+    grad_clip: float = 1.0
+    """Clip the global gradient norm to this (0 = off)."""
+    label_smoothing: float = 0.0
+    precision: str = "fp32"
+    """fp32 or bf16 (autocast; on CPU as well as GPU)."""
+    ema_decay: float = 0.0
+    """Keep an exponential moving average of the weights with this decay (0 = off); EMA weights are evaluated."""
+    eval_every: int = 0
+    """Validate every N optimizer steps (0 = at the end of every epoch)."""
+    eval_max_studies: int = 200
+    """Generate reports for at most this many validation studies per validation (0 = all)."""
+    select_metric: str = "clinical_micro_f1"
+    """Validation metric that picks the best checkpoint (e.g. clinical_micro_f1, bleu_4, loss)."""
+    select_mode: str = "max"
+    """max or min: whether a larger select_metric is better."""
+    save_every: int = 0
+    """Also write a resumable step checkpoint every N optimizer steps (0 = only at validations)."""
+    keep_checkpoints: int = 2
+    """Step checkpoints kept on disk (best/ and last/ are always kept)."""
+    loggers: list[str] = field(default_factory=lambda: ["jsonl", "tensorboard"])
+    """Where metrics go: jsonl, tensorboard, wandb (offline unless WANDB_MODE=online)."""
+    log_every: int = 10
+    device: str = "auto"
+    """auto (cuda when available, else cpu), cpu, cuda or cuda:N."""
+    num_threads: int = 0
+    """torch CPU threads (0 = torch's default)."""
+    progress: bool = True
+    """Show a progress bar."""
+
+    def __post_init__(self) -> None:
+        if self.precision not in ("fp32", "bf16"):
+            raise ValueError(f"train.precision must be fp32 or bf16, got {self.precision!r}")
+        if self.select_mode not in ("max", "min"):
+            raise ValueError(f"train.select_mode must be max or min, got {self.select_mode!r}")
+        if self.grad_accum < 1:
+            raise ValueError(f"train.grad_accum must be >= 1, got {self.grad_accum}")
+        if self.epochs < 1 and self.max_steps < 1:
+            raise ValueError("set train.epochs or train.max_steps to at least 1")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"train.ema_decay must be in [0, 1), got {self.ema_decay}")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ValueError(f"train.label_smoothing must be in [0, 1), got {self.label_smoothing}")

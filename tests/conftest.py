@@ -1,0 +1,50 @@
+"""Shared fixtures: a tiny synthetic data set generated once per session, and tiny experiment configs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # Nothing in the tests may reach a model hub.
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("WANDB_MODE", "offline")
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+# A model small enough that a few training steps take well under a second.
+TINY_OVERRIDES = [
+    "model.size=tiny",
+    "model.image_size=32",
+    "data.batch_size=4",
+    "train.progress=false",
+    "train.loggers=[jsonl]",
+    "train.warmup_steps=2",
+    "train.num_threads=1",
+    "generation.num_beams=1",
+    "generation.max_new_tokens=12",
+    "tokenizer.vocab_size=300",
+]
+
+
+@pytest.fixture(scope="session")
+def synth_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """40 synthetic studies (both views, 64 px) in the R2Gen layout, generated once per test session."""
+    from medvl.data.synth import generate_dataset
+
+    root = tmp_path_factory.mktemp("synth") / "data"
+    generate_dataset(root, n=40, seed=3, image_size=64, lateral=True, workers=1)
+    return root
+
+
+def tiny_overrides(synth_root: Path, run_dir: Path, *extra: str) -> list[str]:
+    """Overrides that point any recipe at the tiny synthetic set and a tiny model."""
+    return [
+        "data.source=iu_xray",
+        f"data.root={synth_root}",
+        f"train.output_dir={run_dir}",
+        *TINY_OVERRIDES,
+        *extra,
+    ]

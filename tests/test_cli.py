@@ -1,0 +1,121 @@
+"""The `medvl` command end to end at a tiny size, and its answers to bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from medvl.cli import main
+from medvl.findings import FINDINGS
+
+from .conftest import tiny_overrides
+
+
+@pytest.fixture(scope="module")
+def trained_run(synth_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run = tmp_path_factory.mktemp("run")
+    code = main(["train", "quickstart", *tiny_overrides(synth_root, run, "train.max_steps=16", "train.eval_every=8")])
+    assert code == 0
+    return run
+
+
+@pytest.mark.parametrize("argv", [[], ["data"], ["data", "synth"], ["train"], ["evaluate"], ["predict"],
+                                  ["quickstart"], ["recipes"]])
+def test_help(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main([*argv, "--help"])
+    assert exit_info.value.code == 0
+    assert "usage: medvl" in capsys.readouterr().out
+
+
+def test_recipes_lists_quickstart(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["recipes"]) == 0
+    assert "quickstart" in capsys.readouterr().out
+
+
+def test_print_config_shows_overrides(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["train", "train.lr=0.002", "--print-config"]) == 0
+    assert "lr: 0.002" in capsys.readouterr().out
+
+
+def test_data_synth(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "synth"
+    assert main(["data", "synth", "--out", str(out), "--n", "6", "--seed", "1", "--workers", "1"]) == 0
+    ann = json.loads((out / "annotation.json").read_text())
+    assert sum(len(v) for v in ann.values()) == 6
+    assert "wrote 6 synthetic studies" in capsys.readouterr().out
+
+
+def test_evaluate_writes_metrics_and_predictions(trained_run: Path, tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "eval"
+    assert main(["evaluate", str(trained_run), "--split", "test", "--out", str(out), "--num-beams", "2"]) == 0
+    printed = capsys.readouterr().out
+    assert "baseline" in printed and "clinical_micro_f1" in printed and "Cardiomegaly" in printed
+    metrics = json.loads((out / "metrics.json").read_text())
+    for side in ("model", "baseline"):
+        for key in ("bleu_1", "bleu_4", "rouge_l", "clinical_micro_f1", "clinical_macro_f1"):
+            assert 0.0 <= metrics[side][key] <= 1.0 + 1e-9
+    assert set(metrics["model_per_finding"]) == set(FINDINGS)
+    assert metrics["labels_from"] == "ground truth" and metrics["generation"]["num_beams"] == 2
+    rows = [json.loads(x) for x in (out / "predictions.jsonl").read_text().splitlines()]
+    assert len(rows) == metrics["studies"] == 4
+    assert set(rows[0]) == {"id", "reference", "generated", "labels", "generated_labels"}
+
+
+def test_predict_one_study_and_a_folder(trained_run: Path, synth_root: Path, tmp_path: Path,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    study = synth_root / "images" / json.loads((synth_root / "annotation.json").read_text())["test"][0]["id"]
+    assert main(["predict", str(trained_run), str(study / "0.png"), str(study / "1.png")]) == 0
+    assert capsys.readouterr().out.strip()
+
+    folder = tmp_path / "incoming"
+    (folder / "s1").mkdir(parents=True)
+    for name in ("0.png", "1.png"):
+        (folder / "s1" / name).write_bytes((study / name).read_bytes())
+    (folder / "loose.png").write_bytes((study / "0.png").read_bytes())
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    out = tmp_path / "preds.jsonl"
+    assert main(["predict", str(trained_run), str(folder), "--out", str(out)]) == 0
+    rows = {r["id"]: r for r in map(json.loads, out.read_text().splitlines())}
+    assert set(rows) == {"s1", "loose", "broken"}
+    assert "report" in rows["s1"] and len(rows["s1"]["images"]) == 2
+    assert "cannot decode" in rows["broken"]["error"]
+    assert "2 reports written, 1 studies failed" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["train", "train.lrr=0.1"], "Did you mean 'lr'"),
+        (["train", "no_such_recipe"], "not found"),
+        (["evaluate", "/no/such/checkpoint"], "checkpoint not found: /no/such/checkpoint"),
+        (["predict", "/no/such/checkpoint", "x.png"], "input not found: x.png"),
+        (["data", "synth", "--out", "{tmp}/s", "--n", "0"], "medvl: error:"),
+    ],
+)
+def test_bad_input_gives_a_clear_error(argv: list[str], message: str, tmp_path: Path,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    code = main(argv)
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("medvl: error:") and message in err
+
+
+def test_predict_corrupt_single_image_is_a_clear_error(trained_run: Path, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.png"
+    Image.fromarray(np.zeros((8, 8), dtype=np.uint8)).save(bad)
+    bad.write_bytes(bad.read_bytes()[:20])  # truncated PNG
+    assert main(["predict", str(trained_run), str(bad)]) == 2
+    assert "cannot decode image" in capsys.readouterr().err
+
+
+def test_train_on_a_missing_data_set_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["train", "data.source=iu_xray", f"data.root={tmp_path / 'none'}", f"train.output_dir={tmp_path}"])
+    assert code == 2 and "no annotation.json" in capsys.readouterr().err

@@ -1,0 +1,130 @@
+"""The runner: a few steps lower the loss; checkpoints are complete; an interrupted run resumes exactly."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from medvl.config.experiment import load_experiment
+from medvl.train.checkpoint import find_latest_checkpoint, load_checkpoint
+from medvl.train.loop import Trainer, train
+
+from .conftest import REPO, tiny_overrides
+
+
+def _weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    return load_checkpoint(run_dir / "checkpoints" / "last", load_train_state=False).model_state
+
+
+def test_a_few_steps_lower_the_loss(synth_root: Path, tmp_path: Path) -> None:
+    cfg = load_experiment("quickstart", tiny_overrides(synth_root, tmp_path, "train.max_steps=30", "train.lr=3e-3",
+                                                       "train.eval_every=30"))
+    trainer = Trainer(cfg)
+    from medvl.data.dataset import collate
+
+    batch = collate([trainer.train_set[i] for i in range(4)], max_views=cfg.model.max_views)
+    with torch.no_grad():
+        trainer.model.eval()
+        before = float(trainer.task(batch)["loss"])
+    summary = trainer.fit()
+    with torch.no_grad():
+        trainer.model.eval()
+        after = float(trainer.task(batch)["loss"])
+    assert summary["steps"] == 30
+    assert after < before - 0.5, (before, after)
+    log = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert any("val/loss" in row for row in log) and any("train/loss" in row for row in log)
+    assert (tmp_path / "checkpoints" / "best" / "meta.json").is_file()
+    meta = json.loads((tmp_path / "checkpoints" / "last" / "meta.json").read_text())
+    assert meta["step"] == 30 and meta["config"]["model"]["family"] == "captioner" and "tokenizer" in meta
+
+
+def test_grad_accumulation_and_ema_and_bf16_run(synth_root: Path, tmp_path: Path) -> None:
+    cfg = load_experiment("quickstart", tiny_overrides(synth_root, tmp_path, "train.max_steps=3", "train.grad_accum=2",
+                                                       "train.ema_decay=0.9", "train.precision=bf16",
+                                                       "train.label_smoothing=0.1", "train.schedule=linear"))
+    summary = train(cfg)
+    assert summary["steps"] == 3
+    ckpt = load_checkpoint(tmp_path / "checkpoints" / "last")
+    assert "ema" in ckpt.extra and ckpt.train_state is not None
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_resume_in_process_matches_uninterrupted(synth_root: Path, tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    extra = ("train.max_steps=12", "train.save_every=1", "train.ema_decay=0.9", "train.eval_every=5")
+    train(load_experiment("quickstart", tiny_overrides(synth_root, tmp_path / "full", *extra)))
+
+    interrupted = tmp_path / "interrupted"
+    original = Trainer.save
+
+    def save_then_die_at_step_7(self, name, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        path = original(self, name, *args, **kwargs)
+        if name == "step_0000007":
+            raise _Stop
+        return path
+
+    monkeypatch.setattr(Trainer, "save", save_then_die_at_step_7)
+    with pytest.raises(_Stop):
+        train(load_experiment("quickstart", tiny_overrides(synth_root, interrupted, *extra)))
+    monkeypatch.setattr(Trainer, "save", original)
+    assert load_checkpoint(find_latest_checkpoint(interrupted)).metadata["step"] == 7
+    summary = train(load_experiment("quickstart", tiny_overrides(synth_root, interrupted, *extra)), resume="auto")
+    assert summary["steps"] == 12 and summary["steps_this_run"] == 5
+    a, b = _weights(tmp_path / "full"), _weights(interrupted)
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6, msg=key)
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_auto_matches_uninterrupted(synth_root: Path, tmp_path: Path) -> None:
+    extra = ["train.max_steps=150", "train.save_every=3", "train.eval_every=50"]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    cmd = [sys.executable, "-m", "medvl", "train", "quickstart"]
+    killed_dir = tmp_path / "killed"
+    proc = subprocess.Popen(cmd + tiny_overrides(synth_root, killed_dir, *extra), env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if (killed_dir / "checkpoints" / "step_0000012").exists():
+            break
+        time.sleep(0.02)
+    assert proc.poll() is None, "training finished before it could be killed: " + proc.stderr.read().decode()[-2000:]
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    assert not (killed_dir / "checkpoints" / "last").exists()
+    resumed = subprocess.run(cmd + tiny_overrides(synth_root, killed_dir, *extra) + ["--resume", "auto"], env=env,
+                             capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resumed from" in resumed.stdout
+    full_dir = tmp_path / "full"
+    full = subprocess.run(cmd + tiny_overrides(synth_root, full_dir, *extra), env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert full.returncode == 0, full.stderr[-3000:]
+    a, b = _weights(full_dir), _weights(killed_dir)
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6, msg=key)
+
+
+def test_resume_from_missing_path_is_a_clear_error(synth_root: Path, tmp_path: Path) -> None:
+    cfg = load_experiment("quickstart", tiny_overrides(synth_root, tmp_path))
+    with pytest.raises(FileNotFoundError, match="does not exist.*--resume auto"):
+        Trainer(cfg, resume=str(tmp_path / "nope"))
+
+
+def test_too_little_data_is_a_clear_error(synth_root: Path, tmp_path: Path) -> None:
+    cfg = load_experiment("quickstart", tiny_overrides(synth_root, tmp_path, "data.batch_size=64"))
+    with pytest.raises(ValueError, match="fewer than one optimizer step"):
+        Trainer(cfg)
