@@ -1,0 +1,131 @@
+"""Data sources: where studies come from, chosen by name (`data.source`).
+
+Every source returns `{split: [Study, ...]}`. Both shipped sources read the R2Gen IU X-ray layout:
+
+    ROOT/annotation.json   {"train": [{"id", "report", "image_path": ["ID/0.png", "ID/1.png"], "split"}, ...],
+                            "val": [...], "test": [...]}
+    ROOT/images/ID/0.png   the views, frontal first
+
+`synthetic` generates that layout with `medvl.data.synth` when ROOT has no data set yet, so the quickstart runs the
+same loading code as real IU X-ray. Records may also carry `labels` (finding -> 0/1, the synthetic ground truth) and
+`views` (view names such as "PA" or "LATERAL").
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from medvl.data.config import DataConfig
+from medvl.findings import FINDINGS
+from medvl.registry import Registry
+
+FRONTAL, LATERAL = 0, 1
+_VIEW_NAMES = {"pa": FRONTAL, "ap": FRONTAL, "frontal": FRONTAL, "lateral": LATERAL, "lat": LATERAL,
+               "ll": LATERAL, "rl": LATERAL}
+
+
+class DataSourceError(ValueError):
+    """A data source cannot provide studies (missing or inconsistent files)."""
+
+
+@dataclass(frozen=True)
+class Study:
+    id: str
+    image_paths: tuple[Path, ...]
+    report: str
+    split: str
+    view_ids: tuple[int, ...]
+    """0 = frontal, 1 = lateral, per image."""
+    labels: dict[str, int] | None
+    """Ground-truth finding labels when the data set has them (the synthetic set does)."""
+
+
+def view_id(name: str | None, index: int) -> int:
+    """View id from a view name (PA/AP/frontal -> 0, lateral/LL -> 1); unknown names fall back to the position."""
+    if name is not None and name.strip().lower() in _VIEW_NAMES:
+        return _VIEW_NAMES[name.strip().lower()]
+    return min(index, LATERAL)
+
+
+def read_r2gen(root: str | Path) -> dict[str, list[Study]]:
+    """Studies of an R2Gen-layout directory."""
+    root = Path(root)
+    annotation = root / "annotation.json"
+    if not annotation.is_file():
+        raise DataSourceError(f"no annotation.json in {root}: data.root must be a directory in the R2Gen layout "
+                              "(annotation.json + images/); for the synthetic set use data.source=synthetic")
+    try:
+        raw = json.loads(annotation.read_text())
+    except json.JSONDecodeError as e:
+        raise DataSourceError(f"{annotation} is not valid JSON: {e}") from e
+    if not isinstance(raw, dict):
+        raise DataSourceError(f"{annotation} must map split names to lists of studies")
+    out: dict[str, list[Study]] = {}
+    for split, records in raw.items():
+        out[split] = [_study(r, split, root / "images", annotation) for r in records]
+    return out
+
+
+def _study(record: dict[str, Any], split: str, images: Path, where: Path) -> Study:
+    for key in ("id", "image_path"):
+        if key not in record:
+            raise DataSourceError(f"a {split!r} record in {where} has no {key!r} field: {str(record)[:120]}")
+    paths = record["image_path"]
+    paths = [paths] if isinstance(paths, str) else list(paths)
+    names = record.get("views") or [None] * len(paths)
+    labels = record.get("labels")
+    if labels is not None:
+        labels = {name: int(labels.get(name, 0)) for name in FINDINGS}
+    return Study(id=str(record["id"]), image_paths=tuple(images / p for p in paths),
+                 report=str(record.get("report") or ""), split=split,
+                 view_ids=tuple(view_id(n, i) for i, n in enumerate(names)), labels=labels)
+
+
+def _iu_xray(cfg: DataConfig) -> dict[str, list[Study]]:
+    return read_r2gen(cfg.root)
+
+
+def _synthetic(cfg: DataConfig) -> dict[str, list[Study]]:
+    root = Path(cfg.root)
+    info_path = root / "dataset_info.json"
+    wanted = {"n": cfg.synth.n, "seed": cfg.synth.seed, "image_size": cfg.synth.image_size,
+              "lateral": cfg.synth.lateral}
+    if not (root / "annotation.json").is_file():
+        from medvl.data.synth import generate_dataset
+
+        print(f"generating the synthetic data set in {root} ({cfg.synth.n} studies, seed {cfg.synth.seed})", flush=True)
+        generate_dataset(root, progress=True, **wanted)
+    elif not info_path.is_file():
+        raise DataSourceError(f"{root} holds an annotation.json but no dataset_info.json, so it is not a synthetic "
+                              "set; use data.source=iu_xray to read it, or another data.root")
+    else:
+        info = json.loads(info_path.read_text())
+        differ = [f"{k}={info.get(k)} on disk vs {v} asked" for k, v in wanted.items() if info.get(k) != v]
+        if differ:
+            raise DataSourceError(f"the synthetic set in {root} was generated with other settings ({'; '.join(differ)});"
+                                  " choose another data.root, delete that directory, or match data.synth.*")
+    return read_r2gen(root)
+
+
+SOURCES: Registry[Callable[[DataConfig], dict[str, list[Study]]]] = Registry("data source")
+SOURCES.add("iu_xray", _iu_xray)
+SOURCES.add("synthetic", _synthetic)
+
+
+def load_studies(cfg: DataConfig) -> dict[str, list[Study]]:
+    """All splits of the configured source, each cut to `data.max_studies` when set."""
+    studies = SOURCES.get(cfg.source)(cfg)
+    if cfg.max_studies:
+        studies = {k: v[: cfg.max_studies] for k, v in studies.items()}
+    return studies
+
+
+def require_split(studies: dict[str, list[Study]], split: str) -> list[Study]:
+    if not studies.get(split):
+        have = ", ".join(f"{k} ({len(v)})" for k, v in studies.items()) or "none"
+        raise DataSourceError(f"the data set has no {split!r} studies; splits present: {have}")
+    return studies[split]

@@ -1,0 +1,155 @@
+"""Runner components: checkpoint files, optimizer groups, LR schedules, EMA, loggers."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from medvl.registry import UnknownNameError
+from medvl.train.checkpoint import (
+    CheckpointError,
+    find_latest_checkpoint,
+    load_checkpoint,
+    prune_checkpoints,
+    save_checkpoint,
+)
+from medvl.train.ema import ModelEma
+from medvl.train.loggers import build_loggers
+from medvl.train.optim import build_optimizer
+from medvl.train.schedules import build_scheduler
+
+
+class Tied(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(10, 4)
+        self.norm = nn.LayerNorm(4)
+        self.proj = nn.Linear(4, 4)
+        self.head = nn.Linear(4, 10, bias=False)
+        self.head.weight = self.embed.weight
+
+
+def _train_state(model: nn.Module) -> dict:
+    opt = build_optimizer(model, lr=1e-2, weight_decay=0.1)
+    sched = build_scheduler(opt, "cosine", warmup=2, total=10)
+    model.head(model.proj(model.norm(model.embed(torch.tensor([1, 2]))))).sum().backward()
+    opt.step()
+    sched.step()
+    return {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+            "rng": {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()},
+            "run": {"step": 1, "best_metric": None, "skipped": {"a": "why"}}}
+
+
+def test_checkpoint_round_trip_with_tied_weights_and_train_state(tmp_path: Path) -> None:
+    model = Tied()
+    state = _train_state(model)
+    path = save_checkpoint(tmp_path / "checkpoints" / "step_0000001", model.state_dict(), {"step": 1, "x": [1, 2]},
+                           train_state=state, extra_tensors={"ema": ModelEma(model, 0.9).state_dict()})
+    ckpt = load_checkpoint(path)
+    assert ckpt.metadata["step"] == 1 and ckpt.metadata["x"] == [1, 2]
+    assert set(ckpt.model_state) == set(model.state_dict())
+    torch.testing.assert_close(ckpt.model_state["head.weight"], model.embed.weight.detach())
+    again = Tied()
+    again.load_state_dict(ckpt.model_state)
+    assert again.head.weight is again.embed.weight
+    opt = build_optimizer(again, lr=1e-2, weight_decay=0.1)
+    opt.load_state_dict(ckpt.train_state["optimizer"])
+    torch.testing.assert_close(opt.state_dict()["state"][0]["exp_avg"], state["optimizer"]["state"][0]["exp_avg"])
+    assert ckpt.train_state["rng"]["python"] == state["rng"]["python"]
+    np.testing.assert_array_equal(ckpt.train_state["rng"]["numpy"][1], state["rng"]["numpy"][1])
+    assert ckpt.train_state["run"]["skipped"] == {"a": "why"} and set(ckpt.extra["ema"]) == set(model.state_dict())
+    assert load_checkpoint(path, load_train_state=False).train_state is None
+
+
+def test_a_broken_or_half_written_checkpoint_is_never_resumed(tmp_path: Path) -> None:
+    model = Tied()
+    state = _train_state(model)
+    ckpts = tmp_path / "checkpoints"
+    save_checkpoint(ckpts / "step_0000002", model.state_dict(), {"step": 2}, train_state=state)
+    save_checkpoint(ckpts / "best", model.state_dict(), {"step": 9})  # weights only: not resumable
+    (ckpts / ".tmp-step_0000003-123").mkdir()  # what a kill during a save leaves behind
+    (ckpts / "step_0000004").mkdir()  # a directory without meta.json
+    (ckpts / "step_0000005").mkdir()
+    (ckpts / "step_0000005" / "meta.json").write_text("{truncated")
+    assert find_latest_checkpoint(tmp_path) == ckpts / "step_0000002"
+    with pytest.raises(CheckpointError, match="not a readable medvl checkpoint"):
+        load_checkpoint(ckpts / "step_0000005")
+    with pytest.raises(FileNotFoundError, match="checkpoint not found"):
+        load_checkpoint(ckpts / "nope")
+    assert find_latest_checkpoint(tmp_path / "empty") is None
+
+
+def test_save_replaces_atomically_and_prune_keeps_the_newest(tmp_path: Path) -> None:
+    model = Tied()
+    for step in range(1, 5):
+        save_checkpoint(tmp_path / "checkpoints" / f"step_{step:07d}", model.state_dict(), {"step": step})
+    save_checkpoint(tmp_path / "checkpoints" / "last", model.state_dict(), {"step": 1})
+    save_checkpoint(tmp_path / "checkpoints" / "last", model.state_dict(), {"step": 2})
+    assert json.loads((tmp_path / "checkpoints" / "last" / "meta.json").read_text())["step"] == 2
+    prune_checkpoints(tmp_path, keep=2)
+    names = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    assert names == ["last", "step_0000003", "step_0000004"]
+
+
+def test_no_weight_decay_on_norms_biases_and_embeddings() -> None:
+    model = Tied()
+    decay, no_decay = build_optimizer(model, lr=1e-3, weight_decay=0.1).param_groups
+    assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
+    assert {id(p) for p in decay["params"]} == {id(model.proj.weight)}
+    assert len(no_decay["params"]) == 4  # embedding (= tied head), norm weight + bias, proj bias
+
+
+@pytest.mark.parametrize("name", ["cosine", "linear", "constant"])
+def test_schedules_warm_up_then_decay(name: str) -> None:
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched = build_scheduler(opt, name, warmup=4, total=20, min_lr_ratio=0.1)
+    lrs = []
+    for _ in range(20):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[:4] == pytest.approx([0.25, 0.5, 0.75, 1.0])
+    assert max(lrs) == pytest.approx(1.0)
+    if name == "constant":
+        assert lrs[-1] == pytest.approx(1.0)
+    else:
+        assert lrs[-1] < 0.2 and all(a >= b for a, b in zip(lrs[4:], lrs[5:]))
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.1 if name != "constant" else 1.0)
+
+
+def test_unknown_schedule_lists_valid_names() -> None:
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0)
+    with pytest.raises(UnknownNameError, match="cosine"):
+        build_scheduler(opt, "cosin", 1, 10)
+
+
+def test_ema_tracks_weights_and_swaps_in_and_out() -> None:
+    model = Tied()
+    ema = ModelEma(model, decay=0.5)
+    start = model.proj.weight.detach().clone()
+    with torch.no_grad():
+        model.proj.weight.add_(1.0)
+    ema.update(model, step=100)  # decay 0.5 at this step
+    expected = start + 0.5
+    torch.testing.assert_close(ema.state_dict()["proj.weight"], expected)
+    with ema.apply_to(model):
+        torch.testing.assert_close(model.proj.weight.detach(), expected)
+    torch.testing.assert_close(model.proj.weight.detach(), start + 1.0)
+    assert ema.state_dict()["head.weight"] is ema.state_dict()["embed.weight"]  # tied weights share one shadow
+
+
+def test_loggers_write_jsonl_and_reject_unknown_names(tmp_path: Path) -> None:
+    logger = build_loggers(["jsonl", "tensorboard"], tmp_path)
+    logger.log({"train/loss": 1.5, "note": "ignored"}, step=3)
+    logger.close()
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert rows[0]["step"] == 3 and rows[0]["train/loss"] == 1.5 and "note" not in rows[0]
+    assert any((tmp_path / "tensorboard").iterdir())
+    with pytest.raises(UnknownNameError, match="jsonl"):
+        build_loggers(["jsonl", "tensorbord"], tmp_path / "x")
