@@ -309,7 +309,7 @@ class Trainer:
                 continue
             loader = make_loader(self.train_set, batches[self.state.batch_in_epoch:], cfg.data.num_workers,
                                  cfg.model.max_views, self.tokenizer.pad_token_id)
-            accumulated = 0
+            accumulated, loss_value = 0, float("nan")
             for batch in loader:
                 self.state.batch_in_epoch += 1
                 self._record_skips(batch.skipped)
@@ -318,6 +318,7 @@ class Trainer:
                     with self._autocast():
                         out = self.task(batch)
                     (out["loss"] / tc.grad_accum).backward()
+                    loss_value = float(out["loss"].detach())
                     samples += len(batch)
                 accumulated += 1
                 if accumulated < tc.grad_accum:
@@ -326,10 +327,10 @@ class Trainer:
                 grad_norm = self._optimizer_step()
                 if progress is not None:
                     progress.update(1)
-                    progress.set_postfix(loss=f"{float(out['loss']):.3f}", lr=f"{self.scheduler.get_last_lr()[0]:.2e}")
+                    progress.set_postfix(loss=f"{loss_value:.3f}", lr=f"{self.scheduler.get_last_lr()[0]:.2e}")
                 step = self.state.step
                 if step % tc.log_every == 0:
-                    self.logger.log({"train/loss": float(out["loss"]), "train/lr": self.scheduler.get_last_lr()[0],
+                    self.logger.log({"train/loss": loss_value, "train/lr": self.scheduler.get_last_lr()[0],
                                      "train/grad_norm": grad_norm}, step)
                 if self.state.batch_in_epoch >= len(batches):  # the epoch's last step: roll over before saving
                     self.state.epoch += 1

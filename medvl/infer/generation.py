@@ -1,0 +1,119 @@
+"""Model-agnostic batched greedy and beam search over a KV-cached decoder.
+
+Contract: a model is driven by two callables,
+    step(tokens_last [N, 1], cache, position) -> (logits [N, vocab], cache)   # position of tokens_last (BOS: 0)
+    reorder(cache, index [N]) -> cache                                         # beam search only
+where N = batch_size * num_beams, row-major (row b's beams are b*K .. b*K+K-1), and `cache` passed in is valid for
+those N rows. `generate` returns [B, L] token ids without BOS: a finished row ends with eos_id then pad_id; a row cut
+at max_new_tokens has no EOS. Beam scores are sum log-prob / length**length_penalty (length counts generated tokens,
+EOS included: the Hugging Face convention); a row stops once no open beam can beat its best finished one (assuming
+log-probs are never positive, exact for length_penalty <= 0 and the usual heuristic above it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+StepFn = Callable[[Tensor, Any, int], tuple[Tensor, Any]]
+ReorderFn = Callable[[Any, Tensor], Any]
+
+
+def ban_repeated_ngrams(logprobs: Tensor, seqs: Tensor, n: int) -> Tensor:
+    """Set to -inf every token that would complete an n-gram already present in its row of `seqs` [N, T]."""
+    if n <= 0 or seqs.shape[1] < n:
+        return logprobs
+    windows = seqs.unfold(1, n, 1)  # [N, T-n+1, n]
+    prefix = seqs[:, seqs.shape[1] - n + 1:]  # the n-1 latest tokens
+    match = (windows[:, :, :-1] == prefix[:, None, :]).all(-1)
+    banned = torch.zeros_like(logprobs).scatter_add_(1, windows[:, :, -1], match.to(logprobs.dtype))
+    return logprobs.masked_fill(banned > 0, float("-inf"))
+
+
+def _pad_rows(rows: list[Tensor], pad_id: int, device: torch.device) -> Tensor:
+    """Stack 1-D id tensors of different lengths into [len(rows), longest], right-padded with pad_id."""
+    out = torch.full((len(rows), max((len(r) for r in rows), default=0)), pad_id, dtype=torch.long, device=device)
+    for i, row in enumerate(rows):
+        out[i, : len(row)] = row
+    return out
+
+
+def greedy_search(step: StepFn, cache: Any, batch_size: int, *, bos_id: int, eos_id: int, pad_id: int,
+                  max_new_tokens: int, no_repeat_ngram_size: int = 0, device: torch.device | str = "cpu") -> Tensor:
+    """The most likely next token at every step; a row that emitted EOS is fed and padded with pad_id after it."""
+    seqs = torch.full((batch_size, 1), bos_id, dtype=torch.long, device=device)
+    finished = torch.zeros(batch_size, dtype=torch.bool, device=device)
+    for t in range(max_new_tokens):
+        logits, cache = step(seqs[:, -1:], cache, t)
+        logprobs = ban_repeated_ngrams(logits.float().log_softmax(-1), seqs, no_repeat_ngram_size)
+        token = logprobs.argmax(-1).masked_fill(finished, pad_id)
+        seqs = torch.cat([seqs, token[:, None]], dim=1)
+        finished |= token == eos_id
+        if bool(finished.all()):
+            break
+    return seqs[:, 1:]
+
+
+def beam_search(step: StepFn, reorder: ReorderFn, cache: Any, batch_size: int, *, bos_id: int, eos_id: int,
+                pad_id: int, max_new_tokens: int, num_beams: int, no_repeat_ngram_size: int = 0,
+                length_penalty: float = 1.0, device: torch.device | str = "cpu") -> Tensor:
+    """Keep the k most likely open prefixes per row; EOS candidates close hypotheses and the best one is returned."""
+    b, k = batch_size, num_beams
+    seqs = torch.full((b * k, 1), bos_id, dtype=torch.long, device=device)
+    scores = torch.full((b, k), float("-inf"), device=device)
+    scores[:, 0] = 0.0  # all beams start identical: expand from one so the first step gives k distinct beams
+    best_score = torch.full((b,), float("-inf"), device=device)
+    best: list[Tensor] = [seqs.new_empty(0)] * b  # best finished sequence of each row (without BOS)
+    done = torch.zeros(b, dtype=torch.bool, device=device)
+    row_base = torch.arange(b, device=device)[:, None] * k
+    for t in range(max_new_tokens):
+        logits, cache = step(seqs[:, -1:], cache, t)
+        logprobs = ban_repeated_ngrams(logits.float().log_softmax(-1), seqs, no_repeat_ngram_size)
+        vocab = logprobs.shape[-1]
+        cand = (scores.view(-1, 1) + logprobs).view(b, k * vocab)
+        # 2k candidates always hold k that are not EOS (each beam has one EOS), which keep the beams open.
+        top_scores, top_idx = cand.topk(2 * k, dim=1)
+        beam, token = top_idx // vocab, top_idx % vocab
+        is_eos = token == eos_id
+        length = t + 1
+        # EOS among the k best candidates closes a hypothesis; it becomes the row's best if it scores higher.
+        closing = is_eos & (torch.arange(2 * k, device=device) < k) & ~done[:, None] & (top_scores > float("-inf"))
+        norm = top_scores / length**length_penalty
+        for r, c in closing.nonzero().tolist():
+            if norm[r, c] > best_score[r]:
+                best_score[r] = norm[r, c]
+                best[r] = torch.cat([seqs[r * k + beam[r, c], 1:], token[r, c: c + 1]])
+        # The k best non-EOS candidates continue (stable sort keeps their rank order).
+        keep = torch.sort(is_eos.to(torch.int8), dim=1, stable=True).indices[:, :k]
+        scores = top_scores.gather(1, keep)
+        index = (row_base + beam.gather(1, keep)).view(-1)
+        seqs = torch.cat([seqs.index_select(0, index), token.gather(1, keep).view(-1, 1)], dim=1)
+        cache = reorder(cache, index)
+        # A row is done once its best finished score beats the best open beam scored at the current length: exact
+        # for length_penalty <= 0 (log-probs only fall), Hugging Face's default heuristic above it.
+        done |= best_score >= scores[:, 0] / length**length_penalty
+        if bool(done.all()):
+            break
+    else:  # max_new_tokens reached: open beams compete as they are
+        final = scores / max_new_tokens**length_penalty
+        for r in (~done).nonzero().flatten().tolist():
+            c = int(final[r].argmax())
+            if final[r, c] > best_score[r] or best[r].numel() == 0:
+                best[r] = seqs[r * k + c, 1:]
+    return _pad_rows(best, pad_id, seqs.device)
+
+
+def generate(step: StepFn, reorder: ReorderFn, cache: Any, batch_size: int, *, bos_id: int, eos_id: int, pad_id: int,
+             max_new_tokens: int, num_beams: int = 1, no_repeat_ngram_size: int = 0, length_penalty: float = 1.0,
+             device: torch.device | str = "cpu") -> Tensor:
+    """Greedy (num_beams=1) or beam search; see the module docstring for the contract."""
+    if num_beams < 1 or max_new_tokens < 1:
+        raise ValueError(f"need num_beams >= 1 and max_new_tokens >= 1, got {num_beams} and {max_new_tokens}")
+    common = {"bos_id": bos_id, "eos_id": eos_id, "pad_id": pad_id, "max_new_tokens": max_new_tokens,
+              "no_repeat_ngram_size": no_repeat_ngram_size, "device": device}
+    if num_beams == 1:
+        return greedy_search(step, cache, batch_size, **common)
+    return beam_search(step, reorder, cache, batch_size, num_beams=num_beams, length_penalty=length_penalty, **common)

@@ -1,0 +1,212 @@
+"""The "captioner" family: an R2Gen-style image-to-report model (multi-view image encoder + Transformer decoder).
+
+Contract:
+- `Captioner.encode(images [B, V, C, H, W] in [0, 1], view_ids [B, V], view_mask [B, V] True=present)` -> (memory
+  [B, V*P, d_model], memory_mask [B, V*P] True=valid). Every present view goes through the shared image encoder
+  (`ENCODERS[config.encoder]`, P patches each), is projected to d_model and gets a learned view-type embedding
+  (0 = frontal, 1 = lateral) plus a learned 2D patch position; absent views are never encoded and are masked out.
+- `Captioner.forward(images, view_ids, view_mask, input_ids [B, T], attention_mask [B, T])` -> logits [B, T, vocab]
+  (teacher forcing; input_ids start with BOS).
+- `Captioner.generate(images, view_ids, view_mask, *, bos_id, eos_id, max_new_tokens, num_beams=1,
+  no_repeat_ngram_size=0, length_penalty=1.0)` -> [B, L] ids without BOS, each finished row ending with eos_id and
+  right-padded with pad_id; BOS + generated tokens never exceed max_len.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from medvl.infer.generation import generate as generate_ids
+from medvl.models.decoder import DecoderCache, TextDecoder, reorder_cache
+from medvl.models.encoders import ENCODERS
+from medvl.registry import UnknownNameError
+
+N_VIEW_TYPES = 2  # frontal, lateral
+
+
+@dataclass
+class CaptionerConfig:
+    image_size: int = 128
+    """Side of the square input images, in pixels."""
+    in_chans: int = 1
+    """Image channels (1 for grayscale X-rays)."""
+    image_mean: float = 0.5
+    """Pixel mean subtracted inside the model (images arrive in [0, 1]); match a pretrained encoder's statistics."""
+    image_std: float = 0.25
+    """Pixel std the model divides by after subtracting image_mean."""
+    encoder: str = "conv"
+    """Image encoder, a name in `medvl.models.encoders.ENCODERS`: conv, vit, torchvision, timm, hf."""
+    encoder_name: str = ""
+    """Backbone name for encoder=torchvision or timm (e.g. resnet18, resnet50, densenet121)."""
+    encoder_weights: str = ""
+    """Local weights for the backbone: a .pth/.safetensors state dict, or for encoder=hf a model directory.
+    Empty: random init. Nothing is ever downloaded."""
+    conv_channels: tuple[int, ...] = (32, 64, 128, 192)
+    """encoder=conv: channels of each stage; the total stride is 2**len (4 stages: 128 px -> 8x8 patches)."""
+    conv_blocks: tuple[int, ...] = (1, 1, 1, 1)
+    """encoder=conv: residual blocks per stage (same length as conv_channels)."""
+    patch_size: int = 16
+    """encoder=vit: patch side in pixels (image_size must be a multiple)."""
+    vit_dim: int = 192
+    """encoder=vit: token width."""
+    vit_depth: int = 4
+    """encoder=vit: Transformer blocks."""
+    vit_heads: int = 3
+    """encoder=vit: attention heads (must divide vit_dim)."""
+    memory_layers: int = 0
+    """Transformer layers over the patches of all views together, before the decoder (0 = none)."""
+    d_model: int = 256
+    """Decoder width (the memory is projected to it)."""
+    n_layers: int = 3
+    """Decoder layers."""
+    n_heads: int = 4
+    """Attention heads of the decoder and memory layers (must divide d_model)."""
+    ffn_mult: int = 4
+    """Feed-forward width as a multiple of the model width."""
+    dropout: float = 0.1
+    """Dropout on embeddings and residual branches (not on attention weights: it would disable fused kernels)."""
+    max_len: int = 160
+    """Longest token sequence, BOS and EOS included (size of the learned position table)."""
+    max_views: int = 2
+    """Images per study; extra views are dropped, missing ones masked."""
+    vocab_size: int = 1200
+    """Tokenizer vocabulary size (set from the trained tokenizer at training time)."""
+    pad_id: int = 0
+    """Padding token id, used to right-pad generated sequences."""
+
+    def __post_init__(self) -> None:
+        def check(ok: bool, message: str) -> None:
+            if not ok:
+                raise ValueError(message)
+
+        self.conv_channels, self.conv_blocks = tuple(self.conv_channels), tuple(self.conv_blocks)
+        try:
+            ENCODERS.get(self.encoder)
+        except UnknownNameError as err:  # a ValueError, so the config loader reports it like any other bad value
+            raise ValueError(f"model.encoder: {err}") from None
+        for name in ("image_size", "in_chans", "d_model", "n_layers", "n_heads", "ffn_mult", "max_views", "vocab_size"):
+            check(getattr(self, name) >= 1, f"model.{name} must be >= 1, got {getattr(self, name)}")
+        check(self.max_len >= 2, f"model.max_len must be >= 2 (BOS + one token), got {self.max_len}")
+        check(0.0 <= self.dropout < 1.0, f"model.dropout must be in [0, 1), got {self.dropout}")
+        check(self.image_std > 0, f"model.image_std must be > 0, got {self.image_std}")
+        check(0 <= self.pad_id < self.vocab_size, f"model.pad_id={self.pad_id} is outside the vocabulary "
+                                                  f"(model.vocab_size={self.vocab_size})")
+        check(self.memory_layers >= 0, f"model.memory_layers must be >= 0, got {self.memory_layers}")
+        check(self.d_model % self.n_heads == 0, f"model.d_model={self.d_model} must be divisible by "
+                                                f"model.n_heads={self.n_heads}")
+        if self.encoder == "conv":
+            check(len(self.conv_channels) >= 1 and len(self.conv_channels) == len(self.conv_blocks),
+                  f"model.conv_channels {self.conv_channels} and model.conv_blocks {self.conv_blocks} must be "
+                  "non-empty and of the same length (one entry per stage)")
+            stride = 2 ** len(self.conv_channels)
+            check(self.image_size % stride == 0, f"model.image_size={self.image_size} must be a multiple of the conv "
+                                                 f"encoder's stride {stride} (2 ** len(model.conv_channels))")
+        if self.encoder == "vit":
+            check(self.patch_size >= 1 and self.image_size % self.patch_size == 0,
+                  f"model.image_size={self.image_size} must be a multiple of model.patch_size={self.patch_size}")
+            check(self.vit_dim % self.vit_heads == 0,
+                  f"model.vit_dim={self.vit_dim} must be divisible by model.vit_heads={self.vit_heads}")
+        if self.encoder in ("torchvision", "timm"):
+            check(bool(self.encoder_name), f"model.encoder={self.encoder!r} needs model.encoder_name (e.g. resnet18)")
+
+
+CAPTIONER_SIZES: dict[str, dict[str, Any]] = {
+    # Unit tests: ~70k parameters, milliseconds per step.
+    "tiny": {"image_size": 32, "conv_channels": (8, 16), "conv_blocks": (1, 1), "memory_layers": 0, "d_model": 32,
+             "n_layers": 2, "n_heads": 2, "ffn_mult": 2, "max_len": 64},
+    # The CPU quickstart (3.7M parameters): 8x8 patches per view at 128 px; one fp32 training step of 16 two-view
+    # studies takes ~0.22 s on 2 CPU threads (the memory layer and a 4x FFN would add ~0.1 s and ~0.03 s).
+    "small": {"image_size": 128, "conv_channels": (32, 64, 128, 192), "conv_blocks": (1, 1, 1, 1), "memory_layers": 0,
+              "d_model": 256, "n_layers": 3, "n_heads": 4, "ffn_mult": 2},
+    # GPU-sized: a ViT-Small-like encoder (14x14 patches per view at 224 px) and a 6-layer 512-wide decoder.
+    "base": {"image_size": 224, "encoder": "vit", "patch_size": 16, "vit_dim": 384, "vit_depth": 8, "vit_heads": 6,
+             "memory_layers": 1, "d_model": 512, "n_layers": 6, "n_heads": 8, "ffn_mult": 4},
+}
+
+
+class MemoryLayer(nn.Module):
+    """Pre-norm self-attention + FFN over the memory of all views together; absent views are hidden as keys."""
+
+    def __init__(self, d: int, heads: int, ffn_mult: int, dropout: float) -> None:
+        super().__init__()
+        self.heads = heads
+        self.norm1, self.norm2 = nn.LayerNorm(d), nn.LayerNorm(d)
+        self.qkv = nn.Linear(d, 3 * d)
+        self.out = nn.Linear(d, d)
+        self.ffn = nn.Sequential(nn.Linear(d, ffn_mult * d), nn.GELU(), nn.Linear(ffn_mult * d, d))
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+        b, s, d = x.shape
+        q, k, v = self.qkv(self.norm1(x)).view(b, s, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None, None, :])
+        x = x + self.drop(self.out(y.transpose(1, 2).reshape(b, s, d)))
+        return x + self.drop(self.ffn(self.norm2(x)))
+
+
+class Captioner(nn.Module):
+    def __init__(self, config: CaptionerConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.encoder = ENCODERS.get(config.encoder)(config)
+        gh, gw = self.encoder.grid
+        d = config.d_model
+        self.proj = nn.Sequential(nn.Linear(self.encoder.out_dim, d), nn.LayerNorm(d))
+        self.view_embed = nn.Embedding(N_VIEW_TYPES, d)
+        self.row_embed = nn.Embedding(gh, d)
+        self.col_embed = nn.Embedding(gw, d)
+        for emb in (self.view_embed, self.row_embed, self.col_embed):
+            nn.init.normal_(emb.weight, std=0.02)
+        self.memory_layers = nn.ModuleList(MemoryLayer(d, config.n_heads, config.ffn_mult, config.dropout)
+                                           for _ in range(config.memory_layers))
+        self.decoder = TextDecoder(config.vocab_size, d, config.n_layers, config.n_heads, config.ffn_mult,
+                                   config.max_len, config.dropout)
+
+    def encode(self, images: Tensor, view_ids: Tensor, view_mask: Tensor) -> tuple[Tensor, Tensor]:
+        b, v = view_mask.shape
+        if images.shape[:2] != (b, v) or images.shape[2] != self.config.in_chans:
+            raise ValueError(f"images of shape {tuple(images.shape)} do not match view_mask {tuple(view_mask.shape)} "
+                             f"and model.in_chans={self.config.in_chans} (expected [B, V, C, H, W])")
+        view_mask = view_mask.bool()
+        x = (images[view_mask].float() - self.config.image_mean) / self.config.image_std
+        # Only present views are encoded: absent ones cost nothing and stay out of BatchNorm statistics.
+        present = self.proj(self.encoder(x)) if x.shape[0] else None
+        p, d = self.row_embed.num_embeddings * self.col_embed.num_embeddings, self.config.d_model
+        feats = images.new_zeros(b, v, p, d, dtype=self.proj[0].weight.dtype if present is None else present.dtype)
+        if present is not None:
+            feats = feats.index_put((view_mask,), present)
+        pos = (self.row_embed.weight[:, None, :] + self.col_embed.weight[None, :, :]).reshape(p, d)
+        memory = (feats + pos + self.view_embed(view_ids.clamp(0, N_VIEW_TYPES - 1))[:, :, None, :]).flatten(1, 2)
+        memory_mask = view_mask[:, :, None].expand(b, v, p).reshape(b, v * p)
+        # A study without any image would leave attention nothing to attend to (NaN); let it see the blank memory.
+        memory_mask = memory_mask | ~memory_mask.any(dim=1, keepdim=True)
+        for layer in self.memory_layers:
+            memory = layer(memory, memory_mask)
+        return memory, memory_mask
+
+    def forward(self, images: Tensor, view_ids: Tensor, view_mask: Tensor, input_ids: Tensor,
+                attention_mask: Tensor | None = None) -> Tensor:
+        memory, memory_mask = self.encode(images, view_ids, view_mask)
+        logits, _ = self.decoder(input_ids, self.decoder.init_cache(memory, memory_mask), 0, attention_mask)
+        return logits
+
+    @torch.no_grad()
+    def generate(self, images: Tensor, view_ids: Tensor, view_mask: Tensor, *, bos_id: int, eos_id: int,
+                 max_new_tokens: int, num_beams: int = 1, no_repeat_ngram_size: int = 0,
+                 length_penalty: float = 1.0) -> Tensor:
+        memory, memory_mask = self.encode(images, view_ids, view_mask)
+        cache = self.decoder.init_cache(memory, memory_mask)
+
+        def step(tokens: Tensor, cache: DecoderCache, position: int) -> tuple[Tensor, DecoderCache]:
+            logits, cache = self.decoder(tokens, cache, position)
+            return logits[:, -1], cache
+
+        return generate_ids(step, reorder_cache, cache, memory.shape[0], bos_id=bos_id, eos_id=eos_id,
+                            pad_id=self.config.pad_id, max_new_tokens=min(max_new_tokens, self.config.max_len - 1),
+                            num_beams=num_beams, no_repeat_ngram_size=no_repeat_ngram_size,
+                            length_penalty=length_penalty, device=memory.device)

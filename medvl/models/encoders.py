@@ -1,0 +1,317 @@
+"""Image encoders: one normalized view in, a grid of patch features out.
+
+Contract of every entry in `ENCODERS`: a builder `(config) -> nn.Module` (config: a `CaptionerConfig`) whose module has
+`out_dim: int` (feature width), `grid: tuple[int, int]` (patch rows, columns at `config.image_size`) and
+`forward(x [N, C, H, W] normalized) -> [N, grid[0] * grid[1], out_dim]`, patches in row-major order.
+
+Entries: "conv" and "vit" are built from scratch; "torchvision", "timm" and "hf" wrap third-party backbones, built
+without any download and loaded from the local file or directory in `config.encoder_weights` (empty: random init).
+Third-party libraries are imported only when their entry is built.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from medvl.registry import Registry
+
+EncoderBuilder = Callable[[Any], nn.Module]
+ENCODERS: Registry[EncoderBuilder] = Registry("image encoder")
+
+
+def _weights_path(config: Any) -> Path | None:
+    """The local weights path of `config.encoder_weights`, or None for random init."""
+    if not config.encoder_weights:
+        return None
+    path = Path(config.encoder_weights).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(f"model.encoder_weights: {str(path)!r} does not exist (give a local weights file or "
+                                "directory, or leave model.encoder_weights empty for random init)")
+    return path
+
+
+def load_state_dict_file(path: Path) -> dict[str, Tensor]:
+    """A state dict from a .safetensors file or a torch .pth/.pt/.bin file (tensors only, never pickled code)."""
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    state = torch.load(str(path), map_location="cpu", weights_only=True)
+    for key in ("state_dict", "model"):  # common checkpoint wrappers around the weights
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict):
+        raise ValueError(f"model.encoder_weights: {str(path)!r} holds a {type(state).__name__}, not a state dict")
+    return state
+
+
+def _to_tokens(out: Tensor, n_prefix: int) -> Tensor:
+    """Backbone output -> [N, P, D]: feature maps are flattened, leading class/register tokens dropped."""
+    if out.ndim == 4:
+        return out.flatten(2).transpose(1, 2)
+    if out.ndim == 3:
+        return out[:, n_prefix:]
+    raise ValueError(f"image encoder output has shape {tuple(out.shape)}; expected [N, C, H, W] or [N, tokens, D]")
+
+
+@torch.no_grad()
+def _probe(module: nn.Module, fn: Callable[[Tensor], Tensor], in_chans: int, image_size: int) -> Tensor:
+    """Run `fn` once on a blank image in eval mode (so no BatchNorm statistic moves) to learn output shapes."""
+    was_training = module.training
+    module.eval()
+    try:
+        return fn(torch.zeros(1, in_chans, image_size, image_size))
+    finally:
+        module.train(was_training)
+
+
+def _grid_from_tokens(n_tokens: int, image_size: int, patch: int | None) -> tuple[tuple[int, int], int]:
+    """(grid, number of leading non-patch tokens) of a token sequence from a square image."""
+    side = image_size // patch if patch else math.isqrt(n_tokens)
+    while side > 0 and side * side > n_tokens:
+        side -= 1
+    if side == 0:
+        raise ValueError(f"cannot read a patch grid from {n_tokens} encoder tokens at image size {image_size}")
+    return (side, side), n_tokens - side * side
+
+
+# --- conv: a small ResNet trained from scratch ------------------------------------------------------------------------
+
+
+class BasicBlock(nn.Module):
+    """Two 3x3 convs with a residual connection (a 1x1 projection where the shape changes)."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_out)
+        nn.init.zeros_(self.bn2.weight)  # each block starts as the identity: stable training from scratch
+        self.shortcut = nn.Identity()
+        if stride != 1 or c_in != c_out:
+            # Average-pool then 1x1 conv (as in ResNet-D): uses every pixel, and avoids the strided 1x1 conv, whose
+            # channels-last backward on CPU corrupts memory for some shapes (odd batch, 8 channels) in torch 2.x.
+            pool = nn.AvgPool2d(stride) if stride > 1 else nn.Identity()
+            self.shortcut = nn.Sequential(pool, nn.Conv2d(c_in, c_out, 1, bias=False), nn.BatchNorm2d(c_out))
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = F.relu(self.bn1(self.conv1(x)), inplace=True)
+        return F.relu(self.bn2(self.conv2(y)) + self.shortcut(x), inplace=True)
+
+
+class ConvEncoder(nn.Module):
+    """Stem (stride 2) then one stage per entry of `channels`, each but the last halving the resolution.
+
+    With 4 channel entries the total stride is 16 (128 px -> 8x8 patches): fine enough to keep small findings
+    (a nodule, a thin pneumothorax line) as distinct patches instead of pooling them away.
+    """
+
+    def __init__(self, in_chans: int, channels: tuple[int, ...], blocks: tuple[int, ...], image_size: int) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(in_chans, channels[0], 3, 2, 1, bias=False), nn.BatchNorm2d(channels[0]),
+                                  nn.ReLU(inplace=True))
+        stages, c_prev = [], channels[0]
+        for i, (c, n) in enumerate(zip(channels, blocks, strict=True)):
+            # Downsample on entering every stage but the last: no 3x3 conv ever runs at the stem's full resolution
+            # (the costliest place on a CPU), and the widest stage keeps the final grid.
+            stride = 2 if i < len(channels) - 1 else 1
+            stages.append(nn.Sequential(*[BasicBlock(c_prev if j == 0 else c, c, stride if j == 0 else 1)
+                                          for j in range(n)]))
+            c_prev = c
+        self.stages = nn.Sequential(*stages)
+        self.out_dim = channels[-1]
+        stride = 2 ** len(channels)
+        self.grid = (image_size // stride, image_size // stride)
+        # Channels-last kernels and activations: about 2x faster convolutions on CPU (oneDNN) and GPU, same math.
+        self.to(memory_format=torch.channels_last)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x.contiguous(memory_format=torch.channels_last)
+        return self.stages(self.stem(x)).flatten(2).transpose(1, 2)
+
+
+@ENCODERS.register("conv")
+def build_conv(config: Any) -> nn.Module:
+    return ConvEncoder(config.in_chans, tuple(config.conv_channels), tuple(config.conv_blocks), config.image_size)
+
+
+# --- vit: a plain pre-norm Vision Transformer trained from scratch ----------------------------------------------------
+
+
+class ViTBlock(nn.Module):
+    """Pre-norm self-attention + MLP block over patch tokens (no masking: every patch is real; dropout on branches)."""
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: int, dropout: float) -> None:
+        super().__init__()
+        self.heads = heads
+        self.norm1 = nn.LayerNorm(dim)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, mlp_ratio * dim), nn.GELU(), nn.Linear(mlp_ratio * dim, dim))
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        n, t, d = x.shape
+        q, k, v = self.qkv(self.norm1(x)).view(n, t, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        y = F.scaled_dot_product_attention(q, k, v)
+        x = x + self.drop(self.proj(y.transpose(1, 2).reshape(n, t, d)))
+        return x + self.drop(self.mlp(self.norm2(x)))
+
+
+class ViTEncoder(nn.Module):
+    def __init__(self, in_chans: int, image_size: int, patch: int, dim: int, depth: int, heads: int,
+                 mlp_ratio: int, dropout: float) -> None:
+        super().__init__()
+        self.grid = (image_size // patch, image_size // patch)
+        self.out_dim = dim
+        self.patch_embed = nn.Conv2d(in_chans, dim, patch, patch)
+        self.pos_embed = nn.Parameter(torch.zeros(1, self.grid[0] * self.grid[1], dim))
+        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        self.blocks = nn.ModuleList(ViTBlock(dim, heads, mlp_ratio, dropout) for _ in range(depth))
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.patch_embed(x).flatten(2).transpose(1, 2) + self.pos_embed
+        for block in self.blocks:
+            x = block(x)
+        return self.norm(x)
+
+
+@ENCODERS.register("vit")
+def build_vit(config: Any) -> nn.Module:
+    return ViTEncoder(config.in_chans, config.image_size, config.patch_size, config.vit_dim, config.vit_depth,
+                      config.vit_heads, config.ffn_mult, config.dropout)
+
+
+# --- third-party backbones --------------------------------------------------------------------------------------------
+
+
+class BackboneEncoder(nn.Module):
+    """A third-party backbone behind the encoder contract.
+
+    Args:
+        backbone: the wrapped module (its parameters are trained with the rest of the model).
+        features: backbone, x -> raw output ([N, C, H, W] maps or [N, tokens, D]).
+        in_chans: channels of the images given to `forward`.
+        backbone_chans: channels the backbone expects; a 1-channel image is repeated to 3 (keeps pretrained
+            first-layer weights usable as they are).
+        image_size: side of the square input, used once to probe the output grid.
+        patch: the backbone's patch size when its output is a token sequence (None: infer a square grid).
+    """
+
+    def __init__(self, backbone: nn.Module, features: Callable[[nn.Module, Tensor], Tensor], in_chans: int,
+                 backbone_chans: int, image_size: int, patch: int | None = None) -> None:
+        super().__init__()
+        if in_chans != backbone_chans and in_chans != 1:
+            raise ValueError(f"model.in_chans={in_chans} but the backbone takes {backbone_chans} channels; only "
+                             "1-channel images are adapted (repeated) automatically")
+        self.backbone = backbone
+        self._features = features
+        self.repeat = backbone_chans if in_chans != backbone_chans else 1
+        self.n_prefix = 0
+        out = _probe(backbone, self._raw, in_chans, image_size)
+        self.feature_map = out.ndim == 4
+        if self.feature_map:
+            self.grid = (out.shape[2], out.shape[3])
+            self.out_dim = out.shape[1]
+        else:
+            self.grid, self.n_prefix = _grid_from_tokens(out.shape[1], image_size, patch)
+            self.out_dim = out.shape[2]
+
+    def _raw(self, x: Tensor) -> Tensor:
+        if self.repeat > 1:
+            x = x.expand(-1, self.repeat, -1, -1)
+        return self._features(self.backbone, x)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return _to_tokens(self._raw(x), self.n_prefix)
+
+
+_HEAD_NAMES = {"avgpool", "fc", "classifier", "head", "heads", "global_pool", "flatten", "dropout"}
+
+
+@ENCODERS.register("torchvision")
+def build_torchvision(config: Any) -> nn.Module:
+    """A torchvision CNN (resnet18/50, densenet121, efficientnet_b0, convnext_tiny, ...) cut before its pooling head."""
+    import torchvision
+
+    if not config.encoder_name:
+        raise ValueError("model.encoder='torchvision' needs model.encoder_name, e.g. resnet18, resnet50, densenet121")
+    try:
+        model = torchvision.models.get_model(config.encoder_name, weights=None)
+    except ValueError as err:
+        raise ValueError(f"model.encoder_name={config.encoder_name!r} is not a torchvision model ({err}); names: "
+                         "torchvision.models.list_models()") from None
+    path = _weights_path(config)
+    if path is not None:
+        if path.is_dir():
+            raise ValueError(f"model.encoder_weights={str(path)!r} is a directory; torchvision needs a .pth or "
+                             ".safetensors state dict file")
+        model.load_state_dict(load_state_dict_file(path))
+    # The children up to the pooling head run in sequence for the CNN families; the last map is the patch grid.
+    trunk = nn.Sequential(*[m for name, m in model.named_children() if name not in _HEAD_NAMES])
+    if config.encoder_name.startswith("densenet"):
+        trunk.append(nn.ReLU())  # densenet applies this in forward(), outside its `features`
+    encoder = BackboneEncoder(trunk, lambda m, x: m(x), config.in_chans, 3, config.image_size)
+    if not encoder.feature_map:
+        raise ValueError(f"torchvision model {config.encoder_name!r} is not a CNN with a final feature map; use "
+                         "model.encoder='timm' or 'hf' for transformer backbones")
+    return encoder
+
+
+@ENCODERS.register("timm")
+def build_timm(config: Any) -> nn.Module:
+    """timm.create_model(encoder_name, pretrained=False) with local weights; patches from `forward_features`."""
+    try:
+        import timm
+    except ImportError:
+        raise ImportError("model.encoder='timm' needs the timm package: pip install timm") from None
+    if not config.encoder_name:
+        raise ValueError("model.encoder='timm' needs model.encoder_name, e.g. resnet50 or vit_small_patch16_224")
+    # Built with 3 input channels (grayscale is repeated) so that ImageNet-style weight files load unchanged.
+    kwargs: dict[str, Any] = {"pretrained": False, "in_chans": 3, "num_classes": 0}
+    if "vit" in config.encoder_name or "deit" in config.encoder_name:
+        kwargs["img_size"] = config.image_size
+    model = timm.create_model(config.encoder_name, **kwargs)
+    path = _weights_path(config)
+    if path is not None:
+        state = load_state_dict_file(path)
+        missing, _ = model.load_state_dict(state, strict=False)  # the dropped classifier head is "unexpected"
+        if missing:
+            raise ValueError(f"model.encoder_weights {str(path)!r} lacks {len(missing)} weights of timm model "
+                             f"{config.encoder_name!r}, e.g. {missing[:3]}")
+    patch = None
+    if hasattr(model, "patch_embed"):
+        size = getattr(model.patch_embed, "patch_size", None)
+        patch = size[0] if isinstance(size, (tuple, list)) else size
+    return BackboneEncoder(model, lambda m, x: m.forward_features(x), config.in_chans, 3, config.image_size, patch)
+
+
+@ENCODERS.register("hf")
+def build_hf(config: Any) -> nn.Module:
+    """A local transformers vision model directory (config.json + weights): AutoModel, `last_hidden_state`."""
+    from transformers import AutoModel
+
+    path = _weights_path(config)
+    if path is None or not path.is_dir():
+        raise ValueError("model.encoder='hf' needs model.encoder_weights set to a local transformers model directory "
+                         "(the output of save_pretrained)")
+    model = AutoModel.from_pretrained(str(path), local_files_only=True)
+    chans = int(getattr(model.config, "num_channels", config.in_chans))
+    patch = getattr(model.config, "patch_size", None)
+    patch = patch[0] if isinstance(patch, (tuple, list)) else patch
+    extra = {}
+    if "interpolate_pos_encoding" in inspect.signature(model.forward).parameters:
+        extra["interpolate_pos_encoding"] = True  # lets a ViT run at model.image_size, not only its training size
+    return BackboneEncoder(model, lambda m, x: m(pixel_values=x, **extra).last_hidden_state, config.in_chans, chans,
+                           config.image_size, patch)
