@@ -30,7 +30,7 @@ _RANK = {None: 0, NEGATIVE: 1, UNCERTAIN: 2, POSITIVE: 3}
 _HEART = r"(?:heart|cardiac\s+(?:silhouette|shadow|size)|cardiomediastinal\s+silhouette|heart\s+size)"
 MENTIONS: dict[str, str] = {
     "cardiomegaly": (rf"cardiomegaly|cardiac\s+enlargement|enlarge(?:d|ment\s+of\s+the)\s+(?:\w+\s+)?{_HEART}"
-                     rf"|{_HEART}\s+(?:is\s+|are\s+|appears\s+|remains\s+|appear\s+)?(?:\w+\s+){{0,2}}?enlarged"),
+                     rf"|{_HEART}\s+(?:\w+\s+){{0,3}}?enlarged"),
     "pleural_effusion": (r"(?<!pericardial\s)(?<!pericardial\s\s)\beffusions?\b"
                          r"|blunting\s+of\s+the\s+(?:\w+\s+){0,2}costophrenic|costophrenic\s+(?:angle\s+)?blunting"),
     "pneumothorax": r"\w*pneumothora(?:x|ces)\b",
@@ -62,7 +62,8 @@ _UNCERTAIN_BEFORE = re.compile(
     r"|\bquestion\s+of\b|\bcompatible\s+with\b|\bconsistent\s+with\b|\bmimic")
 _UNCERTAIN_AFTER = re.compile(
     r"^[^.]{0,40}?(?:\bcannot\s+be\s+(?:excluded|ruled\s+out)|\bcan\s+not\s+be\s+(?:excluded|ruled\s+out)|"
-    r"\bnot\s+(?:be\s+)?(?:excluded|ruled\s+out)|\bis\s+(?:possible|suspected|questioned)|\bmay\s+be\b|\?)")
+    r"\bnot\s+(?:be\s+)?(?:excluded|ruled\s+out)|\bis\s+(?:possible|suspected|questioned)|\bmay\s+be\b|\?"
+    r"|^\s*(?:versus|vs\.?)\s)")
 # Cues never reach across these: a new clause starts after them.
 _CLAUSE_BREAK = re.compile(r";|\bbut\b|\bhowever\b|\balthough\b|\bthough\b|\bexcept\b|\baside\s+from\b|"
                            r"\bapart\s+from\b|\bwhich\b|\bwhereas\b|,\s+(?:and\s+)?(?:there\s+is|there\s+are|with)\b")
@@ -81,7 +82,7 @@ def _clauses(text: str) -> list[str]:
 
 def _classify(clause: str, match: re.Match) -> str:
     before, after, span = clause[: match.start()], clause[match.end():], match.group(0)
-    if _UNCERTAIN_BEFORE.search(before) or _UNCERTAIN_AFTER.search(after):
+    if _UNCERTAIN_BEFORE.search(before) or _UNCERTAIN_BEFORE.search(span) or _UNCERTAIN_AFTER.search(after):
         return UNCERTAIN
     if _NEGATION_BEFORE.search(before) or re.search(r"\bnot\b|\bno\b", span) or _NEGATION_AFTER.search(after):
         return NEGATIVE
