@@ -128,3 +128,12 @@ def test_too_little_data_is_a_clear_error(synth_root: Path, tmp_path: Path) -> N
     cfg = load_experiment("quickstart", tiny_overrides(synth_root, tmp_path, "data.batch_size=64"))
     with pytest.raises(ValueError, match="fewer than one optimizer step"):
         Trainer(cfg)
+
+
+@pytest.mark.parametrize("recipe", sorted((REPO / "recipes").glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_shipped_recipe_trains_at_a_tiny_size(recipe: Path, synth_root: Path, tmp_path: Path) -> None:
+    cfg = load_experiment(recipe, tiny_overrides(synth_root, tmp_path, "train.max_steps=2", "train.eval_every=2",
+                                                 "data.num_workers=0"))
+    summary = train(cfg)
+    assert summary["steps"] == 2 and (tmp_path / "checkpoints" / "last" / "meta.json").is_file()
+    assert cfg.train.select_metric in summary["final_val_metrics"]
