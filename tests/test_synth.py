@@ -239,6 +239,8 @@ def test_bad_arguments(tmp_path: Path) -> None:
         generate_dataset(tmp_path / "x", n=0)
     with pytest.raises(ValueError, match="image_size"):
         generate_dataset(tmp_path / "x", n=2, image_size=32)
+    with pytest.raises(ValueError, match="seed"):
+        generate_dataset(tmp_path / "x", n=2, seed=-1)
     with pytest.raises(ValueError, match="split_fractions"):
         generate_dataset(tmp_path / "x", n=2, image_size=64, split_fractions=(0.5, 0.5, 0.5))
     assert not (tmp_path / "x").exists()

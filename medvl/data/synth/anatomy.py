@@ -86,14 +86,14 @@ class Strokes:
         return max(1, int(round(w * self.size)))
 
     def line(self, pts: Sequence[Point], width: float, value: float) -> None:
-        self.draw.line(self._px(pts), fill=float(value), width=self.width(width), joint="curve")
+        self.draw.line(self._px(pts), fill=float(value), width=self.width(width))
 
     def bone(self, pts: Sequence[Point], width: float, value: float) -> None:
         """A band with brighter cortical edges (a rib or clavicle seen end-on at its borders)."""
         self.line(pts, width, value)
         inner = self.width(width) - 2
         if inner >= 1:
-            self.draw.line(self._px(pts), fill=float(value) * 0.6, width=inner, joint="curve")
+            self.draw.line(self._px(pts), fill=float(value) * 0.6, width=inner)
 
     def ellipse(self, center: Point, rx: float, ry: float, value: float, outline: float | None = None) -> None:
         (x, y), s = center, self.size
@@ -222,7 +222,7 @@ class Frontal:
             dome[side] -= lift
         costophrenic = {s: dome[s] + float(rng.uniform(0.07, 0.10)) for s in SIDES}
         habitus = float(rng.uniform(0.85, 1.2))
-        normal_ctr = float(rng.uniform(0.38, 0.47))  # always drawn, so the rest of the anatomy does not shift
+        normal_ctr = float(rng.uniform(0.39, 0.5))  # always drawn, so the rest of the anatomy does not shift
         ctr = normal_ctr if ctr is None else ctr
 
         chest = cls(size=size, x=x, y=y, cx=cx, thorax=thorax, apex=apex, med=med, dome=dome,

@@ -151,7 +151,10 @@ def _write_json(path: Path, obj: Any) -> None:
     os.replace(tmp, path)
 
 
-def _check_args(n: int, image_size: int, split_fractions: tuple[float, float, float], workers: int | None) -> None:
+def _check_args(n: int, seed: int, image_size: int, split_fractions: tuple[float, float, float],
+                workers: int | None) -> None:
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
         raise ValueError(f"n must be a positive number of studies, got {n!r}")
     if isinstance(image_size, bool) or not isinstance(image_size, (int, np.integer)) or image_size < MIN_IMAGE_SIZE:
@@ -184,10 +187,10 @@ def generate_dataset(out_dir: str | Path, n: int, seed: int = 0, image_size: int
         The info dict also written to out_dir/dataset_info.json.
 
     Raises:
-        ValueError: bad n, image_size, split_fractions or workers.
+        ValueError: bad n, seed, image_size, split_fractions or workers.
         FileExistsError: out_dir is non-empty and not a previous output of this generator.
     """
-    _check_args(n, image_size, split_fractions, workers)
+    _check_args(n, seed, image_size, split_fractions, workers)
     n, image_size, seed = int(n), int(image_size), int(seed)
     root = Path(out_dir)
     _prepare(root)
@@ -197,7 +200,7 @@ def generate_dataset(out_dir: str | Path, n: int, seed: int = 0, image_size: int
     workers = max(1, min(workers, n))
     tasks = [(seed, i, image_size, bool(lateral), str(images)) for i in range(n)]
 
-    from tqdm import tqdm  # noqa: PLC0415 - only needed here
+    from tqdm import tqdm  # imported here: keeps importing the package light
 
     t0 = time.perf_counter()
     records: list[dict[str, Any]] = []
@@ -227,7 +230,7 @@ def generate_dataset(out_dir: str | Path, n: int, seed: int = 0, image_size: int
             "split_fractions": [float(f) for f in split_fractions],
             "splits": {name: len(annotation[name]) for name in SPLITS},
             "prevalence": {f: round(sum(r["labels"][f] for r in records) / n, 4) for f in FINDINGS},
-            "findings": list(FINDINGS), "seconds": round(seconds, 2)}
+            "findings": list(FINDINGS), "seconds": round(seconds, 2), "complete": True}
     _write_json(root / "dataset_info.json", info)
     _write_json(root / "annotation.json", annotation)
     return info

@@ -2,9 +2,10 @@
 
 Contract: `plan_lesions(spec, rng)` turns the sampled attributes (`sampling.StudySpec`) into concrete geometry
 (positions, sizes, densities) once, so the frontal and the lateral view show the same lesion;
-`draw_frontal(chest, spec, plan)` and `draw_lateral(chest, spec, plan)` add each positive finding's image evidence
-to the density map and marking gain. Cardiomegaly (cardiothoracic ratio) and atelectatic volume loss (raised
-hemidiaphragm) act through `anatomy.Frontal.build`'s arguments instead (see `anatomy_overrides`).
+`draw_frontal(chest, spec, plan, rng)` and `draw_lateral(chest, spec, plan, rng)` add each positive finding's
+image evidence to the density map and marking gain (rng: the lesion stream, for texture only). Cardiomegaly
+(cardiothoracic ratio) and atelectatic volume loss (raised hemidiaphragm) act through `anatomy.Frontal.build`'s
+arguments instead (see `anatomy_overrides`).
 Evidence per finding: effusion = dense basal fluid with a meniscus (small: only the costophrenic angle blunts);
 pneumothorax = lucent rim without markings and a thin pleural line; consolidation = patchy lobar opacity;
 nodule/mass = round (masses lobulated) opacity, faint when small; atelectasis = linear / plate-like bands;
@@ -39,8 +40,11 @@ class Spot:
 
 @dataclass
 class LesionPlan:
-    effusion: dict[str, tuple[float, float]] = field(default_factory=dict)
-    """side -> (fluid height at the lateral wall, at the mediastinum) as fractions of the hemithorax height."""
+    """Concrete geometry of every positive finding of one study, shared by both views."""
+
+    effusion: dict[str, tuple[float, float, float]] = field(default_factory=dict)
+    """side -> (fluid height at the lateral wall, at the mediastinum, as fractions of the hemithorax height;
+    fluid density)."""
     pneumothorax: Spot | None = None
     consolidation: Spot | None = None
     nodule: Spot | None = None
@@ -76,15 +80,16 @@ def plan_lesions(spec: StudySpec, rng: np.random.Generator) -> LesionPlan:
         size = d["pleural_effusion"]["size"]
         sides = SIDES if d["pleural_effusion"]["side"] == "bilateral" else (d["pleural_effusion"]["side"],)
         for side in sides:
-            if size == "small":
-                h_lat, h_med = float(rng.uniform(0.08, 0.12)), -0.08
+            if size == "small":  # only blunts the costophrenic angle, a little: meant to be hard
+                h_lat, h_med = float(rng.uniform(0.035, 0.075)), -0.08
             elif size == "moderate":
                 h_lat = float(rng.uniform(0.28, 0.38))
                 h_med = h_lat - float(rng.uniform(0.1, 0.15))
             else:
                 h_lat = float(rng.uniform(0.55, 0.72))
                 h_med = h_lat - float(rng.uniform(0.12, 0.18))
-            plan.effusion[side] = (h_lat, h_med)
+            density = float(rng.uniform(0.3, 0.45)) if size == "small" else 0.62
+            plan.effusion[side] = (h_lat, h_med, density)
     if "pneumothorax" in d:
         large = d["pneumothorax"]["size"] == "large"
         gap = float(rng.uniform(0.07, 0.11)) if large else float(rng.uniform(0.025, 0.045))
@@ -98,7 +103,7 @@ def plan_lesions(spec: StudySpec, rng: np.random.Generator) -> LesionPlan:
     if "nodule_mass" in d:
         spot = _spot(rng, d["nodule_mass"]["lobe"])
         mm = d["nodule_mass"]["size_mm"]
-        spot.params = {"radius_mm": mm / 2, "density": 0.18 + 0.4 * min(1.0, (mm - 5) / 30),
+        spot.params = {"radius_mm": mm / 2, "density": 0.18 + 0.47 * min(1.0, (mm - 5) / 30),
                        "lobulated": float(d["nodule_mass"]["kind"] == "mass"),
                        "phase1": float(rng.uniform(0, 2 * np.pi)), "phase2": float(rng.uniform(0, 2 * np.pi))}
         plan.nodule = spot
@@ -131,12 +136,12 @@ def draw_frontal(chest: Frontal, spec: StudySpec, plan: LesionPlan, rng: np.rand
     x, y, size = chest.x, chest.y, chest.size
     habitus = chest.extras["habitus"]
 
-    for side, (h_lat, h_med) in plan.effusion.items():
+    for side, (h_lat, h_med, density) in plan.effusion.items():
         dx = (x - chest.cx) * SIGN[side]
         u = np.clip((dx - chest.med) / (chest.lateral_wall(side, y) - chest.med), 0, 1)
         level = chest.costophrenic[side] - chest.height(side) * (h_med + (h_lat - h_med) * u ** 2.5)
         fluid = ramp(y - level, 0.03) * chest.lung[side]
-        chest.add(fluid, 0.62 * habitus)
+        chest.add(fluid, density * habitus)
         chest.marking_gain *= 1 - fluid
 
     if plan.pneumothorax is not None:
@@ -261,10 +266,10 @@ def draw_lateral(chest: Lateral, spec: StudySpec, plan: LesionPlan, rng: np.rand
         p = np.clip((x - chest.front) / (chest.spine - chest.front), 0, 1)
         amount = 0.0
         fluid = np.zeros_like(x)
-        for h_lat, h_med in plan.effusion.values():
+        for h_lat, h_med, density in plan.effusion.values():
             level = chest.dome_back - height * ((h_med - 0.1) + (h_lat - h_med + 0.1) * p ** 2)
             fluid = np.maximum(fluid, ramp(y - level, 0.03) * chest.lung)
-            amount += 0.4
+            amount += 0.65 * density
         chest.add(fluid, amount)
         chest.marking_gain *= 1 - 0.7 * fluid
 

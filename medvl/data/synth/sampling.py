@@ -77,7 +77,7 @@ def sample_study(rng: np.random.Generator) -> StudySpec:
     details: dict[str, dict[str, Any]] = {}
     if labels["cardiomegaly"]:
         severity = _pick(rng, ("mild", "moderate", "marked"), [0.45, 0.35, 0.20])
-        lo, hi = {"mild": (0.53, 0.57), "moderate": (0.57, 0.63), "marked": (0.63, 0.70)}[severity]
+        lo, hi = {"mild": (0.52, 0.56), "moderate": (0.56, 0.62), "marked": (0.62, 0.70)}[severity]
         details["cardiomegaly"] = {"severity": severity, "cardiothoracic_ratio": round(float(rng.uniform(lo, hi)), 3)}
     if labels["pleural_effusion"]:
         details["pleural_effusion"] = {"side": _pick(rng, ("right", "left", "bilateral"), [0.35, 0.35, 0.30]),
