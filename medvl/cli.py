@@ -161,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="generator seed (default 0)")
     p.add_argument("--image-size", type=int, default=256, help="image side in pixels (default 256)")
     p.add_argument("--no-lateral", action="store_true", help="frontal view only")
-    p.add_argument("--workers", type=int, default=None, help="processes (default: up to 2)")
+    p.add_argument("--workers", type=int, default=None, help="worker processes (default: min(CPUs, 4))")
     p.set_defaults(func=cmd_synth)
 
     p = sub.add_parser("train", help="train a model from a recipe",
