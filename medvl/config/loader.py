@@ -99,7 +99,7 @@ def check_keys(cls: type, keys: Sequence[str], where: str) -> None:
         if key not in valid:
             prefix = f"{where}." if where else ""
             raise ConfigError(
-                f"unknown config key {prefix}{key!r}.{suggest(key, valid)} Valid keys of {cls.__name__}: "
+                f"unknown config key '{prefix}{key}'.{suggest(key, valid)} Valid keys of {cls.__name__}: "
                 + ", ".join(valid)
             )
 
