@@ -53,6 +53,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     recipe, overrides = args.recipe, list(args.overrides)
     if recipe is not None and "=" in recipe:  # `medvl train train.lr=3e-4`: no recipe, only overrides.
         recipe, overrides = None, [recipe, *overrides]
+    if args.strict:
+        overrides.append("data.strict=true")
     cfg = load_experiment(recipe, overrides)
     if args.print_config:
         import yaml
@@ -75,7 +77,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from medvl.evaluate.run import evaluate, format_tables
 
     result = evaluate(args.checkpoint, split=args.split, out_dir=args.out, data_root=args.data_root,
-                      generation=_generation_overrides(args), max_studies=args.max_studies, device=args.device)
+                      generation=_generation_overrides(args), max_studies=args.max_studies, device=args.device,
+                      strict=args.strict)
     print(format_tables(result))
     print(f"\nwrote {result['out_dir']}/metrics.json and predictions.jsonl")
     return 0
@@ -123,11 +126,11 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
     from medvl.evaluate.run import clinical_gap, evaluate, format_tables
     from medvl.train.loop import train
 
-    overrides = [f"train.output_dir={args.output_dir}", *args.overrides]
+    overrides = [f"train.output_dir={args.output_dir}", *args.overrides, *(["data.strict=true"] if args.strict else [])]
     cfg = load_experiment("quickstart", overrides)
     t0 = time.time()
     summary = train(cfg, resume=args.resume)
-    result = evaluate(summary["best_checkpoint"] or summary["last_checkpoint"], split="test")
+    result = evaluate(summary["best_checkpoint"] or summary["last_checkpoint"], split="test", strict=args.strict)
     print()
     print(format_tables(result))
     print(f"\nclinical micro-F1: model {result['model']['clinical_micro_f1']:.3f} vs baseline "
@@ -171,6 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", help="section.field=value overrides")
     p.add_argument("--resume", default=None, help="'auto' (newest checkpoint in train.output_dir) or a checkpoint path")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    p.add_argument("--strict", action="store_true", help="stop at the first unusable study (missing/corrupt image, "
+                   "empty report) instead of skipping and counting it")
     p.set_defaults(func=cmd_train)
 
     def generation_args(q: argparse.ArgumentParser) -> None:
@@ -188,6 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="output directory (default RUN/eval_SPLIT)")
     p.add_argument("--data-root", default=None, help="evaluate on this data set instead of the training one")
     p.add_argument("--max-studies", type=int, default=0, help="evaluate only the first N studies")
+    p.add_argument("--strict", action="store_true", help="stop at the first unusable study (missing/corrupt image, "
+                   "empty report) instead of skipping and counting it")
     generation_args(p)
     p.set_defaults(func=cmd_evaluate)
 
@@ -206,6 +213,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", help="section.field=value overrides")
     p.add_argument("--output-dir", default="runs/quickstart", help="run directory (default runs/quickstart)")
     p.add_argument("--resume", default=None, help="'auto' to continue an interrupted quickstart")
+    p.add_argument("--strict", action="store_true", help="stop at the first unusable study (missing/corrupt image, "
+                   "empty report) instead of skipping and counting it")
     p.set_defaults(func=cmd_quickstart)
 
     p = sub.add_parser("recipes", help="list the shipped recipes")

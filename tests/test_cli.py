@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -119,3 +120,23 @@ def test_predict_corrupt_single_image_is_a_clear_error(trained_run: Path, tmp_pa
 def test_train_on_a_missing_data_set_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code = main(["train", "data.source=iu_xray", f"data.root={tmp_path / 'none'}", f"train.output_dir={tmp_path}"])
     assert code == 2 and "no annotation.json" in capsys.readouterr().err
+
+
+def test_unusable_studies_are_skipped_and_counted_or_stop_the_run_with_strict(
+        synth_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = tmp_path / "data"
+    shutil.copytree(synth_root, data)
+    annotation = json.loads((data / "annotation.json").read_text())
+    victim, empty = annotation["train"][0], annotation["train"][1]
+    (data / "images" / victim["image_path"][0]).unlink()
+    empty["report"] = ""
+    (data / "annotation.json").write_text(json.dumps(annotation))
+    argv = ["train", *tiny_overrides(data, tmp_path / "run", "train.max_steps=2")]
+    assert main(argv) == 0
+    summary = json.loads((tmp_path / "run" / "train_summary.json").read_text())
+    assert summary["skipped"] == {victim["id"]: f"image file not found: {data / 'images' / victim['image_path'][0]}",
+                                  empty["id"]: "empty report"}
+    assert "2 studies were skipped" in capsys.readouterr().err
+    assert main([*argv, "--strict"]) == 2
+    err = capsys.readouterr().err
+    assert f"study {victim['id']}: image file not found" in err and "data.strict=false" in err

@@ -31,11 +31,14 @@ HEADLINE = ("bleu_1", "bleu_2", "bleu_3", "bleu_4", "rouge_l", "cider", "clinica
 
 def evaluate(checkpoint: str | Path, split: str = "test", out_dir: str | Path | None = None,
              data_root: str | None = None, generation: dict[str, Any] | None = None, max_studies: int = 0,
-             device: str = "auto", progress: bool = True) -> dict[str, Any]:
-    """Evaluate a checkpoint on `split` of the data set it was trained on (or `data_root`)."""
+             device: str = "auto", progress: bool = True, strict: bool | None = None) -> dict[str, Any]:
+    """Evaluate a checkpoint on `split` of the data set it was trained on (or `data_root`); `strict` overrides
+    the run's `data.strict` (stop at the first unusable study instead of skipping it)."""
     loaded = load_trained(checkpoint, device=device)
     cfg = loaded.config
     data_cfg = dataclasses.replace(cfg.data, root=data_root) if data_root else cfg.data
+    if strict is not None:
+        data_cfg = dataclasses.replace(data_cfg, strict=strict)
     gen = dataclasses.replace(cfg.generation, **(generation or {}))
     studies = load_studies(data_cfg)
     test, skipped = check_studies(require_split(studies, split), data_cfg.strict)
