@@ -1,11 +1,23 @@
-"""Clinical-finding agreement: precision, recall and F1, micro, macro and example-based, each named.
+"""Clinical-finding agreement of generated reports: precision, recall and F1, per finding, micro, macro and
+example-based.
 
-Conventions (stated because papers differ, see R2GenCMN issue 12):
+Contract: `clinical_metrics(truth, predicted, names)` takes two 0/1 matrices [studies, findings] and returns
+{"per_finding": {name: {"precision", "recall", "f1", "support", "predicted"}}, "micro": {...}, "macro": {...},
+"example_based": {...}} with Python floats (and Python ints for the counts). Papers differ on the zero-division
+cases, so the conventions are fixed here:
+
 - per finding and micro: precision = 0 when nothing is predicted, recall = 0 when there is no support, F1 = 0 when
-  precision + recall = 0 (sklearn's zero_division=0);
-- macro: the unweighted mean of the per-finding figures over all findings;
-- example-based: P/R/F1 per study, averaged over studies; a study with no true and no predicted finding counts as
-  full agreement (1, 1, 1), one with findings on one side only as (0, 0, 0).
+  precision + recall = 0 (sklearn's `zero_division=0`). "support" counts the studies that have the finding,
+  "predicted" the studies predicted to have it.
+- macro: the unweighted mean of the per-finding precision, recall and F1 over all findings (sklearn
+  `average="macro"`; F1 is the mean of per-finding F1s, not the F1 of the mean P and R).
+- example-based: precision, recall and F1 of each study's finding set, averaged over studies. This is the
+  PromptMRG / CheXbert "ce_precision/recall/f1" metric, whose label set includes "No Finding": a study with no true
+  and no predicted finding agrees on "normal" and scores 1 for P, R and F1; a study with findings on one side only
+  scores 0 for all three (a wrong "normal" or a false alarm). It equals sklearn's
+  `precision_recall_fscore_support(average="samples", zero_division=0)` with a "no finding" column appended to both
+  matrices; sklearn's plain `zero_division=1` would instead give a false alarm recall 1 and a missed study
+  precision 1.
 """
 
 from __future__ import annotations
@@ -15,31 +27,64 @@ from typing import Any
 
 import numpy as np
 
+_KEYS = ("precision", "recall", "f1")
 
-def _prf(tp: float, n_pred: float, n_true: float) -> tuple[float, float, float]:
-    p = tp / n_pred if n_pred else 0.0
-    r = tp / n_true if n_true else 0.0
-    f = 2 * p * r / (p + r) if p + r else 0.0
-    return float(p), float(r), float(f)
+
+def _prf(tp: int, n_pred: int, n_true: int) -> dict[str, float]:
+    """Precision, recall and F1 with 0 for every 0/0."""
+    precision = tp / n_pred if n_pred else 0.0
+    recall = tp / n_true if n_true else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"precision": float(precision), "recall": float(recall), "f1": float(f1)}
+
+
+def _binary(array: np.ndarray, what: str) -> np.ndarray:
+    array = np.asarray(array)
+    if array.size and not np.isin(array, (0, 1)).all():
+        bad = sorted({v.item() for v in np.unique(array)} - {0, 1})[:5]
+        raise ValueError(f"{what} must hold only 0 and 1, found {bad}: map uncertain or missing labels to 0 or 1 first")
+    return array.astype(bool)
 
 
 def clinical_metrics(truth: np.ndarray, predicted: np.ndarray, names: Sequence[str]) -> dict[str, Any]:
-    truth, predicted = np.asarray(truth).astype(bool), np.asarray(predicted).astype(bool)
+    """Agreement of predicted finding labels with the true ones.
+
+    Args:
+        truth: 0/1 array [studies, findings], the reference labels.
+        predicted: 0/1 array of the same shape, the labels of the generated reports.
+        names: the finding names, one per column.
+
+    Returns:
+        {"per_finding": {name: {"precision", "recall", "f1", "support", "predicted"}}, "micro": {...},
+        "macro": {...}, "example_based": {...}} under the conventions of the module docstring.
+
+    Raises:
+        ValueError: on shapes that differ or do not match `names`, values other than 0/1, or no studies.
+    """
+    truth, predicted = _binary(truth, "truth"), _binary(predicted, "predicted")
     if truth.shape != predicted.shape or truth.ndim != 2 or truth.shape[1] != len(names):
-        raise ValueError(f"truth {truth.shape} and predictions {predicted.shape} must both be [studies, {len(names)}]")
-    tp = (truth & predicted).sum(0)
+        raise ValueError(f"truth {truth.shape} and predictions {predicted.shape} must both be [studies, {len(names)}] "
+                         f"(one column per name in {list(names)})")
+    if truth.shape[0] == 0:
+        raise ValueError("no studies to score: truth and predictions have 0 rows")
+    hits = truth & predicted
+    tp, n_true, n_pred = hits.sum(0), truth.sum(0), predicted.sum(0)
     per_finding = {}
     for k, name in enumerate(names):
-        p, r, f = _prf(tp[k], predicted[:, k].sum(), truth[:, k].sum())
-        per_finding[name] = {"precision": p, "recall": r, "f1": f, "support": int(truth[:, k].sum()),
-                             "predicted": int(predicted[:, k].sum())}
-    micro = dict(zip(("precision", "recall", "f1"), _prf(tp.sum(), predicted.sum(), truth.sum()), strict=True))
-    macro = {key: float(np.mean([v[key] for v in per_finding.values()])) for key in ("precision", "recall", "f1")}
-    rows = []
-    for t, pr in zip(truth, predicted, strict=True):
-        if not t.any() and not pr.any():
-            rows.append((1.0, 1.0, 1.0))
-        else:
-            rows.append(_prf((t & pr).sum(), pr.sum(), t.sum()))
-    example = dict(zip(("precision", "recall", "f1"), map(float, np.mean(rows, axis=0)), strict=True))
+        per_finding[name] = {**_prf(int(tp[k]), int(n_pred[k]), int(n_true[k])), "support": int(n_true[k]),
+                             "predicted": int(n_pred[k])}
+    micro = _prf(int(tp.sum()), int(n_pred.sum()), int(n_true.sum()))
+    macro = {key: float(np.mean([v[key] for v in per_finding.values()])) for key in _KEYS}
+
+    # Per study; a study with nothing on either side agrees on "normal" (see the module docstring).
+    tp_s, true_s, pred_s = hits.sum(1), truth.sum(1), predicted.sum(1)
+    normal = (true_s == 0) & (pred_s == 0)
+    p = tp_s / np.maximum(pred_s, 1)  # 0 when nothing is predicted (then tp is 0 too)
+    r = tp_s / np.maximum(true_s, 1)
+    f = 2 * p * r / np.where(p + r > 0, p + r, 1.0)
+    p, r, f = (np.where(normal, 1.0, x) for x in (p, r, f))
+    example = {key: float(x.mean()) for key, x in zip(_KEYS, (p, r, f), strict=True)}
     return {"per_finding": per_finding, "micro": micro, "macro": macro, "example_based": example}
+
+
+__all__ = ["clinical_metrics"]

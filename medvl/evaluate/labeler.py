@@ -1,18 +1,46 @@
 """A rule-based finding labeler for report text, in the spirit of the CheXpert / NegBio labelers.
 
-For each finding in `medvl.findings.FINDINGS` a report is labeled positive, negative, uncertain or not mentioned:
+Contract: `label_report(text)` maps every finding of `medvl.findings.FINDINGS` to "positive", "negative",
+"uncertain" or None (not mentioned); `binary_labels(texts)` turns that into an int8 [N, 8] matrix. Same text, same
+labels; no models, no downloads, precompiled regexes only (about 4,000 reports/s on one CPU core).
 
-1. the text is cut into sentences (also at FINDINGS:/IMPRESSION: headers) and sentences into clauses at "but",
-   "however", ";" and similar turns, so a cue never reaches across them;
-2. mentions are found with a regex table per finding (`MENTIONS`); a few normal-statement patterns (`NORMAL`, e.g.
-   "heart size is normal") are negative mentions by themselves;
-3. a mention is uncertain when an uncertainty cue ("may", "possible", "cannot be excluded", ...) precedes it in its
-   clause or follows it; otherwise negative when a negation cue ("no", "without", "free of", "no evidence of", ...)
-   precedes it in its clause, the mention itself is negated ("heart is not enlarged"), or a post-negation follows
-   it ("... is not seen", "... has resolved");
-4. several mentions of a finding combine as positive > uncertain > negative.
+Method:
 
-It is deliberately small and fast (compiled regexes, no parser); its behaviour is pinned by tests/test_labeler.py.
+1. Text is lower-cased, IU X-ray's "XXXX" anonymization tokens are blanked out, and the text is cut into sentences
+   (also at FINDINGS:/IMPRESSION:/... headers) and sentences into clauses at turns ("but", "however", ";", ...) that
+   no cue crosses. Clauses are cut again into sub-clauses at "which", ", with", "and there is", ...: cues that
+   precede a mention stop there, cues that follow one may reach across them ("blunting ..., which may represent").
+2. Mentions are found with a regex table per finding (`MENTIONS`). Mentions joined only by list glue
+   ("pneumothorax, pleural effusion, or focal consolidation") form a group that shares the text after its last
+   member, so "Consolidation and effusion have resolved" negates both.
+3. A mention is uncertain when it is hedged itself ("borderline enlarged heart") or an uncertainty cue ("may",
+   "possible", "cannot be excluded", "versus", "likely", ...) precedes it in its sub-clause, unless a negation cue
+   there is nearer to it ("possible effusion, no pneumothorax") or precedes the hedge with no comma between them
+   ("no pleural line to suggest pneumothorax"). It is negative when a negation cue ("no", "without", "free of",
+   "clear of", "negative for", "absence of", "resolved", "rather than", "not", "nor", ...) precedes it in its
+   sub-clause or the mention itself is negated ("heart is not enlarged"). Otherwise the few words after its group
+   decide: a hedge ("... cannot be excluded", "... versus scarring", "..., which may represent") makes it uncertain,
+   a post-negation ("... is not seen", "... has resolved", "... have been removed", "... are clear") negative.
+   Anything else is positive.
+4. Normal statements that do not name the finding (`NORMAL`) are negative mentions: "heart size is normal",
+   "cardiomediastinal silhouette is within normal limits" -> cardiomegaly; "pleural spaces are clear" -> pleural
+   effusion and pneumothorax; "costophrenic angles are sharp" -> pleural effusion.
+5. Several mentions of a finding combine as positive > uncertain > negative.
+
+Decisions where the brief left room (CheXpert's choices where it has one):
+- edema includes pulmonary/vascular congestion; "soft tissue", "subcutaneous", "laryngeal" and "facial" edema are
+  not pulmonary edema and are ignored.
+- support devices are tubes, lines, catheters, ports, pacemakers/AICDs and drains inside the patient. Sternotomy
+  wires, surgical clips, stents, valve replacements and external monitor leads are not (they are post-surgical
+  hardware or outside the body).
+- nodule/mass includes nodular opacities/densities and masses, not granulomas.
+- atelectasis includes lobar/lung collapse but not "volume loss" alone (common after lobectomy).
+- pleural effusion includes blunting of the costophrenic angles and pleural fluid; pericardial, joint and
+  suprapatellar effusions are not pleural effusions.
+- "consistent with" and "compatible with" are confident radiology wording (positive), unlike "suggestive of".
+- "No change in the effusion" / "without interval change of" are not negations.
+
+Its behaviour is pinned by tests/test_evaluate.py and tests/test_labeler.py.
 """
 
 from __future__ import annotations
@@ -27,90 +55,193 @@ from medvl.findings import FINDINGS
 POSITIVE, NEGATIVE, UNCERTAIN = "positive", "negative", "uncertain"
 _RANK = {None: 0, NEGATIVE: 1, UNCERTAIN: 2, POSITIVE: 3}
 
-_HEART = r"(?:heart|cardiac\s+(?:silhouette|shadow|size)|cardiomediastinal\s+silhouette|heart\s+size)"
+# A word that talks about the heart: "cardiac monitor leads" or "cardiac pacemaker" do not.
+_HEART = (r"(?:\bheart\b|\bcardio\s?mediastinal\b|\bcardiac\b(?!\s+(?:monitor|pacer|pacemaker|device|leads?|wires?|"
+          r"valves?|surgery|catheter|apex|failure)))")
+_HEART_NOUN = (r"(?:heart(?:\s+size|\s+silhouette)?|cardiac\s+(?:silhouette|shadow|size|contours?)|"
+               r"cardio\s?mediastinal\s+(?:silhouette|contours?|size))")
+
 MENTIONS: dict[str, str] = {
-    "cardiomegaly": (rf"cardiomegaly|cardiac\s+enlargement|enlarge(?:d|ment\s+of\s+the)\s+(?:\w+\s+)?{_HEART}"
-                     rf"|{_HEART}\s+(?:\w+\s+){{0,3}}?enlarged"),
-    "pleural_effusion": (r"(?<!pericardial\s)(?<!pericardial\s\s)\beffusions?\b"
-                         r"|blunting\s+of\s+the\s+(?:\w+\s+){0,2}costophrenic|costophrenic\s+(?:angle\s+)?blunting"),
-    "pneumothorax": r"\w*pneumothora(?:x|ces)\b",
-    "consolidation": r"consolidat\w*|air[\s-]?space\s+(?:disease|opacit\w*|process)",
-    "nodule_mass": r"\bnodul(?:e|es|ar\s+opacit\w*)\b|\bmass(?:es)?\b",
-    "atelectasis": r"atelecta\w*",
-    "edema": r"\bedema\b|vascular\s+congestion|pulmonary\s+congestion",
-    "support_devices": (r"endotracheal|\bet\s+tube|tracheostomy|nasogastric|\bng\s+tube|orogastric|feeding\s+tube"
-                        r"|catheter|central\s+(?:venous\s+)?line|\bpicc\b|port-?a-?cath|pacemaker|\baicd\b"
-                        r"|defibrillator|chest\s+tube|pacing\s+(?:wire|lead)s?|\bleads?\b\s+(?:in|terminat)"),
+    "cardiomegaly": (rf"cardiomegaly|cardiac\s+enlargement|enlarge(?:d|ment\s+of\s+the)\s+(?:\w+\s+)?{_HEART_NOUN}"
+                     rf"|{_HEART_NOUN}\s+(?:\w+\s+){{0,3}}?enlarged|heart\s+(?:size\s+)?(?:is\s+)?(?:\w+\s+)?large\b"
+                     rf"|\blarge\s+heart|(?:increased|borderline)\s+heart\s+size|heart\s+size\s+(?:is\s+)?increased"
+                     rf"|heart\s+(?:size\s+)?(?:is\s+)?borderline"),
+    "pleural_effusion": (r"(?<!pericardial )(?<!joint )(?<!suprapatellar )(?<!knee )\beffusions?\b"
+                         r"|hydropneumothora(?:x|ces)|\bpleural\s+fluid"
+                         r"|blunt(?:ing|ed)\s+(?:of\s+)?(?:the\s+)?(?:[a-z]+\s+){0,2}costophrenic"
+                         r"(?:\s+(?:angles?|sulc[iu]s?|recess(?:es)?)\b)?"
+                         r"|costophrenic\s+(?:(?:angles?|sulc[iu]s?|recess(?:es)?)\s+)?(?:(?:are|is|remains?)\s+)?"
+                         r"(?:\w+\s+)?blunt(?:ing|ed)"),
+    "pneumothorax": r"\w*pneumothora(?:x|ces)\b|\bpleural\s+air\b",
+    "consolidation": r"consolidat\w*|\bair[\s-]?space\s+(?:disease|opacit\w*|process|densit\w*)",
+    "nodule_mass": r"\bnodul(?:es?\b|ar(?:[\s-]+like)?\s+(?:opacit|densit)\w*)|\bmass(?:es)?\b",
+    "atelectasis": (r"atelecta\w*|\bcollapsed?\s+(?:\w+\s+){0,3}?(?:lung|lobe)s?\b|\b(?:lung|lobe|lobar)\s+collapse"
+                    r"|\bcollapse\s+of\s+the\s+(?:\w+\s+){0,3}?(?:lung|lobes?)\b"),
+    "edema": (r"(?<!soft tissue )(?<!subcutaneous )(?<!laryngeal )(?<!facial )\bedema\b"
+              r"|vascular\s+congestion|pulmonary\s+congestion"),
+    "support_devices": (r"endotracheal|\bet\s+tube|tracheostomy|nasogastric|\bng\s+tube|orogastric|\bog\s+tube"
+                        r"|feeding\s+tube|enteric\s+(?:tube|catheter)|gastrostomy\s+tube|catheter"
+                        r"|central\s+(?:venous\s+)?line|\bpicc\b|\bpic\s+line|port-?a-?cath|mediport"
+                        r"|\bchest\s+(?:wall\s+)?port\b|pacemaker|\bpacer\b|\baicd\b|\bicd\b|defibrillator|chest\s+tube"
+                        r"|pigtail|pacing\s+(?:wire|lead)s?"
+                        r"|(?:pacemaker|pacer|aicd|icd)\s+leads?|\bleads?\s+(?:in|terminat)|swan-?ganz"
+                        r"|intra-?aortic\s+balloon|\biabp\b"),
 }
 NORMAL: dict[str, str] = {
-    "cardiomegaly": (rf"{_HEART}\s+(?:is\s+|are\s+|appears\s+|appear\s+|remains\s+)?(?:\w+\s+)?"
-                     r"(?:normal|within\s+normal\s+limits|unremarkable|stable\s+and\s+normal)"
-                     r"|normal\s+(?:heart|cardiac|cardiomediastinal)\s+(?:size|silhouette|contours?)"
-                     r"|heart\s+(?:is\s+)?normal\s+in\s+size"),
+    "cardiomegaly": (rf"{_HEART}[^;]{{0,80}}?(?:\bnormal\b|\bunremarkable\b|\bwithin\s+(?:normal\s+)?limits\b"
+                     rf"|\bnot\s+(?:\w+\s+)?enlarged\b)|\bnormal\s+(?:[a-z]+\s+){{0,6}}?{_HEART}"),
+    "pleural_effusion": (r"\bpleura(?:l\s+(?:spaces?|surfaces?))?\b[^;]{0,80}?(?:\bclear\b|\bnormal\b|\bunremarkable\b"
+                         r"|\bno\s+(?:acute\s+)?abnormalit)|costophrenic\s+(?:(?:angles?|sulci|recesses)\s+)?"
+                         r"(?:(?:are|is)\s+)?(?:clear|sharp|normal|preserved)|sharp\s+costophrenic"),
+    "pneumothorax": (r"\bpleura(?:l\s+(?:spaces?|surfaces?))?\b[^;]{0,80}?(?:\bclear\b|\bnormal\b|\bunremarkable\b"
+                     r"|\bno\s+(?:acute\s+)?abnormalit)"),
 }
-_NEGATION_BEFORE = re.compile(
-    r"\bno\b(?!\s+(?:interval\s+|significant\s+|appreciable\s+)?(?:change|increase|decrease|worsening|improvement))"
-    r"|\bnot\b|\bnor\b|\bwithout\b|\bfree\s+of\b|\bclear\s+of\b|\bnegative\s+for\b|\babsence\s+of\b"
-    r"|\bresolution\s+of\b|\brather\s+than\b|\bdeny|\bexclude[sd]?\b(?!\s+(?:by|on))")
+
+_NOT_A_NEGATION = r"(?!\s+(?:\w+\s+){0,2}?(?:change|increase|decrease|worsening|improvement|progression|difference)\b)"
+_NEGATION = re.compile(
+    rf"\bno\b{_NOT_A_NEGATION}|\bwithout\b{_NOT_A_NEGATION}|\bnot\b|\bnor\b|\bfree\s+of\b|\bclear\s+of\b"
+    r"|\bnegative\s+for\b|\babsence\s+of\b|\babsent\b|\bresolved\b|\bresolution\s+of\b|\bremoval\s+of\b"
+    r"|\brather\s+than\b|\bdeny|\bexclude[sd]?\b(?!\s+(?:by|on))|\bruled\s+out\b")
+_UNCERTAIN = re.compile(
+    r"\bmay\b|\bmight\b|\bcould\b|\bpossibl[ey]\b|\bprobabl[ey]\b|\bquestionabl[ey]\b|\bquestion(?:\s+of)?\b"
+    r"|\bsuspicious\s+for\b|\bsuspect\w*|\bconcerning\s+for\b|\bworrisome\s+for\b|\bsuggest\w*|\blikely\b"
+    r"|\bcannot\s+(?:be\s+)?(?:excluded?|ruled?\s+out)|\bcan\s+not\s+(?:be\s+)?(?:excluded?|ruled?\s+out)"
+    r"|\bnot\s+(?:be\s+)?(?:excluded|ruled\s+out)|\bdifferential\b|\bversus\b|\bvs\b|\bequivocal\b|\bborderline\b"
+    r"|\bpotential\b|\bmimic\w*|\band/or\b|\beither\b|\bfavou?r(?:ed|s)?\b|\bindeterminate\b|\?")
+# Text that may sit between two mentions of one coordinated list: ", ", " or ", ", and focal ", ...
+_LIST_GLUE = re.compile(r"(?:\s*,\s*|\s+)(?:(?:and|or|and/or|nor)\s+)?(?:(?!(?:the|a|an|which|that|is|are|was|were"
+                        r"|has|have|may|might|could|with|without|to|of|in|no|not|represent\w*|reflect\w*|suggest\w*"
+                        r"|likely|possibl\w*|probabl\w*)\b)[a-z-]+\s+){0,3}")
+# After a mention (group): a few words that start no new subject ("effusion on the left"), then the verb phrase
+# that negates or hedges it.
+_WORDS = r"(?:\s+(?!(?:and|or|but|with|while|whereas)\b)[a-z0-9/-]+)"
 _NEGATION_AFTER = re.compile(
-    r"^[^.]{0,40}?\b(?:(?:is|are|was|were)\s+(?:not|no\s+longer)\s+(?:seen|identified|present|visualized|"
-    r"appreciated|noted|evident|demonstrated)|has\s+resolved|have\s+resolved|resolved|removed|is\s+absent|are\s+absent)")
-_UNCERTAIN_BEFORE = re.compile(
-    r"\bmay\b|\bmight\b|\bcould\b|\bpossibl[ey]\b|\bprobabl[ey]\b|\bquestionable\b|\bsuspicious\s+for\b|"
-    r"\bsuspect|\bconcerning\s+for\b|\bsuggest|\blikely\b|\bcannot\s+(?:be\s+)?exclude|\bcan\s+not\s+(?:be\s+)?exclude"
-    r"|\bcannot\s+rule\s+out|\bdifferential\b|\bversus\b|\bvs\.?\b|\bequivocal\b|\bborderline\b|\bpotential\b"
-    r"|\bquestion\s+of\b|\bcompatible\s+with\b|\bconsistent\s+with\b|\bmimic")
+    rf"{_WORDS}{{0,7}}?\s+(?:(?:is|are|was|were|has\s+been|have\s+been)\s+)?(?:"
+    r"(?:not|no\s+longer)\s+(?:\w+[\s-])?(?:seen|identified|present|visualized|visible|appreciated|noted|evident"
+    r"|demonstrated|detected|apparent)|(?:has|have)\s+(?:\w+\s+)?(?:resolved|cleared)|resolved|cleared|removed"
+    r"|absent)\b|\s+(?:is|are|remains?)\s+clear\b")
 _UNCERTAIN_AFTER = re.compile(
-    r"^[^.]{0,40}?(?:\bcannot\s+be\s+(?:excluded|ruled\s+out)|\bcan\s+not\s+be\s+(?:excluded|ruled\s+out)|"
-    r"\bnot\s+(?:be\s+)?(?:excluded|ruled\s+out)|\bis\s+(?:possible|suspected|questioned)|\bmay\s+be\b|\?"
-    r"|^\s*(?:versus|vs\.?)\s)")
-# Cues never reach across these: a new clause starts after them.
-_CLAUSE_BREAK = re.compile(r";|\bbut\b|\bhowever\b|\balthough\b|\bthough\b|\bexcept\b|\baside\s+from\b|"
-                           r"\bapart\s+from\b|\bwhich\b|\bwhereas\b|,\s+(?:and\s+)?(?:there\s+is|there\s+are|with)\b")
-_SENTENCE = re.compile(r"(?<=[.!?])\s+|\b(?:findings|impression|indication|comparison)\s*:", re.IGNORECASE)
+    rf"{_WORDS}{{0,6}}?\s+(?:(?:is|are|was|were)\s+)?(?:cannot\s+be\s+(?:excluded|ruled\s+out)"
+    r"|can\s+not\s+be\s+(?:excluded|ruled\s+out)|not\s+(?:be\s+)?(?:excluded|ruled\s+out)|possible\b|suspected\b"
+    r"|questioned\b|likely\b|(?:may|might|could)\s+be\s+(?:present|seen)\b)"
+    rf"|{_WORDS}{{0,2}}?\s+(?:versus|vs|and/or)\b|\s*\?"
+    rf"|{_WORDS}{{0,7}}?,?\s+which\s+(?:\w+\s+){{0,3}}?(?:may|might|could|probably|likely|possibly)\b")
+
+_SENTENCE = re.compile(r"(?<!\bvs\.)(?<=[.!?])\s+|\n\s*\n|\b(?:findings|impression|indication|comparison|history"
+                       r"|technique)\s*:")
+# Cues never reach across these.
+_CLAUSE_BREAK = re.compile(r";|\bbut\b|\bhowever\b|\balthough\b|\bthough\b|\bexcept\b|\baside\s+from\b"
+                           r"|\bapart\s+from\b|\bwhereas\b|\botherwise\b|[:()]")
+# Cues before a mention do not reach across these; cues after a mention may ("X, which may represent ...").
+_SUBCLAUSE_BREAK = re.compile(r"\bwhich\b|,\s+with\b|(?:,\s*|\s+)and\s+(?=there\s+(?:is|are)\b)"
+                              r"|,\s*(?=there\s+(?:is|are)\b)")
+_SPAN_NEGATION = re.compile(r"\bnot\b|\bno\b")  # "heart is not enlarged" is one mention
+_XXXX = re.compile(r"\bx{2,}\b")
+_SPACES = re.compile(r"[ \t]+")
 
 _MENTION_RE = {name: re.compile(MENTIONS[name]) for name in FINDINGS}
 _NORMAL_RE = {name: re.compile(p) for name, p in NORMAL.items()}
 
 
 def _clauses(text: str) -> list[str]:
-    out = []
-    for sentence in _SENTENCE.split(text.lower().replace("xxxx", " ")):
-        out += [c for c in _CLAUSE_BREAK.split(sentence) if c and c.strip()]
+    """Lower-cased clauses, anonymization tokens blanked and runs of spaces collapsed."""
+    text = _SPACES.sub(" ", _XXXX.sub(" ", text.lower()))
+    out: list[str] = []
+    for sentence in _SENTENCE.split(text):
+        out += [c.strip() for c in _CLAUSE_BREAK.split(sentence) if c and c.strip()]
     return out
 
 
-def _classify(clause: str, match: re.Match) -> str:
-    before, after, span = clause[: match.start()], clause[match.end():], match.group(0)
-    if _UNCERTAIN_BEFORE.search(before) or _UNCERTAIN_BEFORE.search(span) or _UNCERTAIN_AFTER.search(after):
+def _last(pattern: re.Pattern[str], text: str, outside: re.Match[str] | None = None) -> re.Match[str] | None:
+    """The last match of `pattern` in `text` that does not overlap `outside` ("not" inside "can not exclude")."""
+    last = None
+    for match in pattern.finditer(text):
+        if outside is None or match.end() <= outside.start() or match.start() >= outside.end():
+            last = match
+    return last
+
+
+def _classify(before: str, span: str, after: str) -> str:
+    """Label one mention from its sub-clause before it, its own text and the text after its coordinated list."""
+    if _UNCERTAIN.search(span):
         return UNCERTAIN
-    if _NEGATION_BEFORE.search(before) or re.search(r"\bnot\b|\bno\b", span) or _NEGATION_AFTER.search(after):
+    unc = _last(_UNCERTAIN, before)
+    neg = _last(_NEGATION, before, unc)
+    if neg is not None and neg.group() == "not" and "," in before[neg.end():]:
+        neg = None  # "not" negates its own predicate: "heart is not enlarged, small effusion"
+    if unc is not None:
+        if neg is None:
+            return UNCERTAIN
+        if neg.start() < unc.start() and "," in before[neg.end():unc.start()]:
+            return UNCERTAIN  # "no pneumothorax, likely atelectasis": the hedge is the nearer, separate cue
+        return NEGATIVE  # "possible effusion, no pneumothorax"; "no pleural line to suggest pneumothorax"
+    if neg is not None or _SPAN_NEGATION.search(span):
         return NEGATIVE
-    return POSITIVE
+    if _UNCERTAIN_AFTER.match(after):
+        return UNCERTAIN
+    return NEGATIVE if _NEGATION_AFTER.match(after) else POSITIVE
+
+
+def _label_clause(clause: str, labels: dict[str, str | None]) -> None:
+    """Fold the mentions of one clause into `labels` (positive > uncertain > negative)."""
+    mentions = sorted((m.start(), m.end(), name) for name in FINDINGS for m in _MENTION_RE[name].finditer(clause))
+    # Post-cues of a mention are read after the last member of its coordinated list.
+    group_end = [0] * len(mentions)
+    for i in range(len(mentions) - 1, -1, -1):
+        stop = mentions[i][1]
+        group_end[i] = stop
+        if i + 1 < len(mentions):
+            nxt = mentions[i + 1][0]
+            if nxt < stop or _LIST_GLUE.fullmatch(clause, stop, nxt):
+                group_end[i] = max(stop, group_end[i + 1])
+    breaks = [m.end() for m in _SUBCLAUSE_BREAK.finditer(clause)]
+    for (start, stop, name), after_from in zip(mentions, group_end, strict=True):
+        if labels[name] == POSITIVE:
+            continue
+        sub_start = max((b for b in breaks if b <= start), default=0)
+        found = _classify(clause[sub_start:start], clause[start:stop], clause[after_from:])
+        if _RANK[found] > _RANK[labels[name]]:
+            labels[name] = found
+    for name, normal in _NORMAL_RE.items():
+        if labels[name] is None and normal.search(clause):
+            labels[name] = NEGATIVE
 
 
 def label_report(text: str) -> dict[str, str | None]:
-    """Every finding -> "positive", "negative", "uncertain" or None (not mentioned)."""
+    """Label one report.
+
+    Args:
+        text: report text, any case, with or without FINDINGS:/IMPRESSION: headers.
+
+    Returns:
+        Every finding of `FINDINGS` -> "positive", "negative", "uncertain" or None (not mentioned).
+    """
     labels: dict[str, str | None] = dict.fromkeys(FINDINGS)
     for clause in _clauses(text):
-        for name in FINDINGS:
-            if labels[name] == POSITIVE:
-                continue
-            for match in _MENTION_RE[name].finditer(clause):
-                found = _classify(clause, match)
-                if _RANK[found] > _RANK[labels[name]]:
-                    labels[name] = found
-            normal = _NORMAL_RE.get(name)
-            if normal is not None and labels[name] is None and normal.search(clause):
-                labels[name] = NEGATIVE
+        _label_clause(clause, labels)
     return labels
 
 
 def binary_labels(texts: Sequence[str], uncertain_as: int = 1) -> np.ndarray:
-    """int8 [N, len(FINDINGS)]: 1 for positive (and for uncertain when `uncertain_as`=1), else 0."""
+    """Label many reports as a 0/1 matrix.
+
+    Args:
+        texts: report texts.
+        uncertain_as: the value of an uncertain finding: 1 counts hedged findings as present (the "U-ones" policy,
+            the usual choice when scoring generated reports), 0 as absent.
+
+    Returns:
+        int8 array [len(texts), len(FINDINGS)]: 1 for positive (and uncertain when `uncertain_as` is 1), 0 for
+        negative, not mentioned (and uncertain when `uncertain_as` is 0).
+    """
+    if uncertain_as not in (0, 1):
+        raise ValueError(f"uncertain_as must be 0 or 1, got {uncertain_as!r}")
     value = {POSITIVE: 1, UNCERTAIN: uncertain_as, NEGATIVE: 0, None: 0}
     out = np.zeros((len(texts), len(FINDINGS)), dtype=np.int8)
     for i, text in enumerate(texts):
         labels = label_report(text)
         out[i] = [value[labels[name]] for name in FINDINGS]
     return out
+
+
+__all__ = ["FINDINGS", "MENTIONS", "NORMAL", "NEGATIVE", "POSITIVE", "UNCERTAIN", "binary_labels", "label_report"]
