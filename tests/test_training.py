@@ -137,3 +137,22 @@ def test_every_shipped_recipe_trains_at_a_tiny_size(recipe: Path, synth_root: Pa
     summary = train(cfg)
     assert summary["steps"] == 2 and (tmp_path / "checkpoints" / "last" / "meta.json").is_file()
     assert cfg.train.select_metric in summary["final_val_metrics"]
+
+
+def test_a_checkpoint_with_a_pretrained_backbone_loads_without_the_original_weights_file(
+        synth_root: Path, tmp_path: Path) -> None:
+    torchvision = pytest.importorskip("torchvision")
+    from medvl.infer.predictor import load_trained
+
+    weights = tmp_path / "resnet18.pth"
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), weights)
+    cfg = load_experiment("quickstart", tiny_overrides(
+        synth_root, tmp_path / "run", "train.max_steps=1", "model.encoder=torchvision", "model.encoder_name=resnet18",
+        f"model.encoder_weights={weights}", "model.image_size=64"))
+    train(cfg)
+    weights.unlink()  # e.g. the checkpoint was copied to another machine
+    loaded = load_trained(tmp_path / "run")
+    assert loaded.config.model.encoder_weights == str(weights)  # the record of what it was trained from is kept
+    trained = load_checkpoint(tmp_path / "run" / "checkpoints" / "last").model_state
+    for key, value in loaded.model.state_dict().items():
+        torch.testing.assert_close(value, trained[key], msg=key)

@@ -66,7 +66,7 @@ def load_trained(path: str | Path, device: str = "auto", use_ema: bool = True) -
     cfg = experiment_from_dict(ckpt.metadata["config"])
     family = MODEL_FAMILIES.get(cfg.model_family)
     dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
-    model = family.build(cfg.model)
+    model = family.build(family.reload_config(cfg.model))
     state = ckpt.model_state
     if use_ema and "ema" in ckpt.extra:
         state = {**state, **{k: v for k, v in ckpt.extra["ema"].items() if k in state}}

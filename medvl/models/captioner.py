@@ -14,6 +14,7 @@ Contract:
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -119,15 +120,24 @@ CAPTIONER_SIZES: dict[str, dict[str, Any]] = {
     # Unit tests: ~70k parameters, milliseconds per step.
     "tiny": {"image_size": 32, "conv_channels": (8, 16), "conv_blocks": (1, 1), "memory_layers": 0, "d_model": 32,
              "n_layers": 2, "n_heads": 2, "ffn_mult": 2, "max_len": 64},
-    # The CPU quickstart (3.7M parameters): 8x8 patches per view at 128 px; one fp32 training step of 16 two-view
-    # studies takes ~0.22 s on 2 CPU threads. A memory layer, a 4x FFN or dropout 0.1 would add ~0.1, ~0.03 and
-    # ~0.02 s; the quickstart's few epochs do not overfit, so it goes without dropout.
+    # The CPU quickstart (3.6M parameters): 8x8 patches per view at 128 px; one fp32 training step of 16 two-view
+    # studies takes ~0.25 s on 2 CPU threads. A memory layer or a 4x FFN would add ~0.1 and ~0.03 s; dropout 0 would
+    # save ~0.02 s (the README's quickstart figures were measured with this preset, dropout 0.1).
     "small": {"image_size": 128, "conv_channels": (32, 64, 128, 192), "conv_blocks": (1, 1, 1, 1), "memory_layers": 0,
-              "d_model": 256, "n_layers": 3, "n_heads": 4, "ffn_mult": 2, "dropout": 0.0},
+              "d_model": 256, "n_layers": 3, "n_heads": 4, "ffn_mult": 2},
     # GPU-sized: a ViT-Small-like encoder (14x14 patches per view at 224 px) and a 6-layer 512-wide decoder.
     "base": {"image_size": 224, "encoder": "vit", "patch_size": 16, "vit_dim": 384, "vit_depth": 8, "vit_heads": 6,
              "memory_layers": 1, "d_model": 512, "n_layers": 6, "n_heads": 8, "ffn_mult": 4},
 }
+
+
+def config_for_reload(config: CaptionerConfig) -> CaptionerConfig:
+    """The config to rebuild a trained model from its checkpoint: a torchvision/timm backbone's pretrained weights
+    are in the checkpoint already, so the original weights file is not needed (it may not exist on this machine).
+    An hf encoder keeps its directory, which also defines the architecture."""
+    if config.encoder in ("torchvision", "timm") and config.encoder_weights:
+        return dataclasses.replace(config, encoder_weights="")
+    return config
 
 
 class MemoryLayer(nn.Module):
@@ -151,6 +161,8 @@ class MemoryLayer(nn.Module):
 
 
 class Captioner(nn.Module):
+    """Shared image encoder over the views -> memory of patch features -> cross-attending text decoder."""
+
     def __init__(self, config: CaptionerConfig) -> None:
         super().__init__()
         self.config = config
@@ -169,6 +181,7 @@ class Captioner(nn.Module):
                                    config.max_len, config.dropout)
 
     def encode(self, images: Tensor, view_ids: Tensor, view_mask: Tensor) -> tuple[Tensor, Tensor]:
+        """(memory [B, V*P, d_model], memory_mask [B, V*P] True=valid) of a batch of studies."""
         b, v = view_mask.shape
         if images.shape[:2] != (b, v) or images.shape[2] != self.config.in_chans:
             raise ValueError(f"images of shape {tuple(images.shape)} do not match view_mask {tuple(view_mask.shape)} "
@@ -192,6 +205,7 @@ class Captioner(nn.Module):
 
     def forward(self, images: Tensor, view_ids: Tensor, view_mask: Tensor, input_ids: Tensor,
                 attention_mask: Tensor | None = None) -> Tensor:
+        """Teacher-forced next-token logits [B, T, vocab] of input_ids (BOS first)."""
         memory, memory_mask = self.encode(images, view_ids, view_mask)
         logits, _ = self.decoder(input_ids, self.decoder.init_cache(memory, memory_mask), 0, attention_mask)
         return logits
@@ -200,6 +214,7 @@ class Captioner(nn.Module):
     def generate(self, images: Tensor, view_ids: Tensor, view_mask: Tensor, *, bos_id: int, eos_id: int,
                  max_new_tokens: int, num_beams: int = 1, no_repeat_ngram_size: int = 0,
                  length_penalty: float = 1.0) -> Tensor:
+        """Report ids [B, L] without BOS (see `medvl.infer.generation`); at most max_len - 1 new tokens."""
         memory, memory_mask = self.encode(images, view_ids, view_mask)
         cache = self.decoder.init_cache(memory, memory_mask)
 

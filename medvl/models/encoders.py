@@ -141,6 +141,7 @@ class ConvEncoder(nn.Module):
 
 @ENCODERS.register("conv")
 def build_conv(config: Any) -> nn.Module:
+    """The from-scratch CNN of `config.conv_channels` / `config.conv_blocks`."""
     return ConvEncoder(config.in_chans, tuple(config.conv_channels), tuple(config.conv_blocks), config.image_size)
 
 
@@ -169,6 +170,8 @@ class ViTBlock(nn.Module):
 
 
 class ViTEncoder(nn.Module):
+    """Patch embedding + learned positions + pre-norm blocks + final norm; every patch token is an output."""
+
     def __init__(self, in_chans: int, image_size: int, patch: int, dim: int, depth: int, heads: int,
                  mlp_ratio: int, dropout: float) -> None:
         super().__init__()
@@ -189,6 +192,7 @@ class ViTEncoder(nn.Module):
 
 @ENCODERS.register("vit")
 def build_vit(config: Any) -> nn.Module:
+    """The from-scratch ViT of `config.patch_size`, `vit_dim`, `vit_depth`, `vit_heads`."""
     return ViTEncoder(config.in_chans, config.image_size, config.patch_size, config.vit_dim, config.vit_depth,
                       config.vit_heads, config.ffn_mult, config.dropout)
 

@@ -28,6 +28,8 @@ class ModelFamily:
     task: str
     """Name in `medvl.tasks.TASKS` of the task that trains this family."""
     default_size: str
+    reload_config: Callable[[Any], Any] = lambda config: config
+    """Config -> the config to rebuild a trained model from a checkpoint (e.g. without pretrained-weight paths)."""
 
     def make_config(self, size: str | None, fields: dict[str, Any], where: str = "model") -> Any:
         """Preset `size` with `fields` on top, validated against the family's dataclass."""
@@ -52,6 +54,12 @@ def _captioner_presets() -> dict[str, dict[str, Any]]:
     return CAPTIONER_SIZES
 
 
+def _captioner_reload_config(config: Any) -> Any:
+    from medvl.models.captioner import config_for_reload
+
+    return config_for_reload(config)
+
+
 def _build_captioner(config: Any) -> nn.Module:
     from medvl.models.captioner import Captioner
 
@@ -60,7 +68,8 @@ def _build_captioner(config: Any) -> nn.Module:
 
 MODEL_FAMILIES: Registry[ModelFamily] = Registry("model family")
 MODEL_FAMILIES.add("captioner", ModelFamily("captioner", _captioner_config, _captioner_presets, _build_captioner,
-                                            task="report_generation", default_size="small"))
+                                            task="report_generation", default_size="small",
+                                            reload_config=_captioner_reload_config))
 
 
 def model_config_to_dict(family: str, size: str, config: Any) -> dict[str, Any]:
