@@ -2,7 +2,8 @@
 
     medvl data synth --out DIR --n N --seed S      draw the synthetic chest X-ray data set
     medvl train [RECIPE] [section.field=value ...]  train (default recipe: quickstart)
-    medvl evaluate CKPT [--split test]              metrics.json + predictions.jsonl, next to a baseline
+    medvl evaluate CKPT [--split test]              metrics.json, predictions.jsonl, report.html, next to a baseline
+    medvl score --refs REFS --hyps HYPS             score reports from any system (JSONL/JSON/CSV)
     medvl predict CKPT IMAGE [IMAGE ...]            a report for one study, or JSONL for a folder
     medvl quickstart                                train + evaluate the quickstart recipe, print the tables
     medvl recipes                                   list the shipped recipes
@@ -27,11 +28,13 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from medvl.data.dataset import StudyError
     from medvl.data.images import ImageLoadError
     from medvl.data.sources import DataSourceError
+    from medvl.evaluate.inputs import ReportFileError
+    from medvl.evaluate.ptb import JavaUnavailableError
     from medvl.registry import UnknownNameError
 
     # ValueError too: the library raises it for settings that cannot work (too little data, bad sizes...).
-    return (ConfigError, DataSourceError, StudyError, ImageLoadError, UnknownNameError, FileNotFoundError,
-            FileExistsError, NotADirectoryError, ValueError)
+    return (ConfigError, DataSourceError, StudyError, ImageLoadError, UnknownNameError, ReportFileError,
+            JavaUnavailableError, FileNotFoundError, FileExistsError, NotADirectoryError, ValueError)
 
 
 # ------------------------------------------------------------------------------------------------------- subcommands
@@ -73,14 +76,44 @@ def _generation_overrides(args: argparse.Namespace) -> dict:
     return {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
 
 
+def _scoring_options(args: argparse.Namespace):  # noqa: ANN202 - the type lives in a lazily imported module
+    from medvl.evaluate.run import ScoringOptions
+
+    return ScoringOptions(bootstrap=args.bootstrap, seed=args.seed, meteor=not args.no_meteor,
+                          tokenizer=args.tokenizer, uncertain=args.uncertain, html=not args.no_html)
+
+
+def _written(result: dict) -> str:
+    files = "metrics.json, predictions.jsonl" + (" and report.html" if (Path(result["out_dir"]) / "report.html").exists()
+                                                 else "")
+    return f"\nwrote {files} to {result['out_dir']}"
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from medvl.evaluate.run import evaluate, format_tables
 
     result = evaluate(args.checkpoint, split=args.split, out_dir=args.out, data_root=args.data_root,
                       generation=_generation_overrides(args), max_studies=args.max_studies, device=args.device,
-                      strict=args.strict)
+                      strict=args.strict, options=_scoring_options(args))
     print(format_tables(result))
-    print(f"\nwrote {result['out_dir']}/metrics.json and predictions.jsonl")
+    print(_written(result))
+    return 0
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from medvl.evaluate.run import format_tables, score_files
+
+    result = score_files(args.refs, args.hyps, out_dir=args.out, options=_scoring_options(args),
+                         missing_as_empty=args.missing_as_empty, ref_field=args.ref_field, hyp_field=args.hyp_field)
+    print(format_tables(result))
+    if result["empty_hypotheses"]:
+        print(f"{len(result['empty_hypotheses'])} generated reports were empty and were scored as such "
+              "(listed in metrics.json)", file=sys.stderr)
+    if result["missing_hypotheses"]:
+        print(f"{len(result['missing_hypotheses'])} studies had no generated report and were scored as empty "
+              "(--missing-as-empty; listed in metrics.json)", file=sys.stderr)
+    if args.out:
+        print(_written(result))
     return 0
 
 
@@ -123,7 +156,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def cmd_quickstart(args: argparse.Namespace) -> int:
     from medvl.config.experiment import load_experiment
-    from medvl.evaluate.run import clinical_gap, evaluate, format_tables
+    from medvl.evaluate.run import clinical_gap, evaluate, format_tables, headline_f1_key
     from medvl.train.loop import train
 
     overrides = [f"train.output_dir={args.output_dir}", *args.overrides, *(["data.strict=true"] if args.strict else [])]
@@ -133,9 +166,10 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
     result = evaluate(summary["best_checkpoint"] or summary["last_checkpoint"], split="test", strict=args.strict)
     print()
     print(format_tables(result))
-    print(f"\nclinical micro-F1: model {result['model']['clinical_micro_f1']:.3f} vs baseline "
-          f"{result['baseline']['clinical_micro_f1']:.3f} (gap {clinical_gap(result):+.3f}); "
-          f"train + evaluate took {time.time() - t0:.0f}s; outputs in {result['out_dir']}")
+    key = headline_f1_key(result)
+    print(f"\nclinical micro-F1 ({key}): model {result[key]:.3f} vs baseline {result['baseline'][key]:.3f} "
+          f"(gap {clinical_gap(result):+.3f}); train + evaluate took {time.time() - t0:.0f}s; "
+          f"outputs (metrics.json, report.html) in {result['out_dir']}")
     return 0
 
 
@@ -185,9 +219,23 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("--batch-size", type=int, default=None, help="studies generated at once")
         q.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
 
+    def scoring_args(q: argparse.ArgumentParser) -> None:
+        g = q.add_argument_group("scoring")
+        g.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% intervals "
+                       "(default 1000; 0 = none)")
+        g.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resampling (default 0)")
+        g.add_argument("--no-meteor", action="store_true", help="skip METEOR (it needs Java and a few seconds)")
+        g.add_argument("--tokenizer", default="auto", choices=("auto", "java", "python"),
+                       help="PTB tokenizer: java = pycocoevalcap's own (exact COCO parity), python = the pure-Python "
+                            "equivalent, auto = java when installed (default)")
+        g.add_argument("--uncertain", default="positive", choices=("positive", "negative"),
+                       help="how an uncertain CheXpert mention counts (default positive, the U-ones policy)")
+        g.add_argument("--no-html", action="store_true", help="do not write report.html")
+
     p = sub.add_parser("evaluate", help="score a checkpoint on a split, next to the majority-report baseline",
-                       description="Generate reports for a split, write metrics.json and predictions.jsonl, and print "
-                                   "the metrics next to the majority-report baseline.")
+                       description="Generate reports for a split, write metrics.json, predictions.jsonl and "
+                                   "report.html, and print the metrics (with bootstrap 95% intervals) next to the "
+                                   "majority-report baseline.")
     p.add_argument("checkpoint", help="checkpoint directory, or a run directory (its best checkpoint is used)")
     p.add_argument("--split", default="test", help="split to evaluate (default test)")
     p.add_argument("--out", default=None, help="output directory (default RUN/eval_SPLIT)")
@@ -196,7 +244,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strict", action="store_true", help="stop at the first unusable study (missing/corrupt image, "
                    "empty report) instead of skipping and counting it")
     generation_args(p)
+    scoring_args(p)
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("score", help="score reports from any system against references (JSONL/JSON/CSV)",
+                       description="Score generated reports against references, both files with an id and a text "
+                                   "per study (.jsonl, .json, .csv or .tsv; columns id + report/text/reference/"
+                                   "generated...). Prints BLEU-1..4, METEOR, ROUGE-L, CIDEr and CheXpert clinical "
+                                   "efficacy with bootstrap 95% intervals; --out also writes metrics.json, "
+                                   "predictions.jsonl and report.html.")
+    p.add_argument("--refs", required=True, help="reference reports file")
+    p.add_argument("--hyps", required=True, help="generated reports file")
+    p.add_argument("--out", default=None, help="write metrics.json, predictions.jsonl and report.html here")
+    p.add_argument("--ref-field", default=None, help="text column of the references (default: first of reference, "
+                   "report, text, ground_truth, gt, findings)")
+    p.add_argument("--hyp-field", default=None, help="text column of the generated reports (default: first of "
+                   "generated, hypothesis, prediction, pred, report, text)")
+    p.add_argument("--missing-as-empty", action="store_true", help="score references without a generated report as "
+                   "empty reports instead of stopping")
+    scoring_args(p)
+    p.set_defaults(func=cmd_score)
 
     p = sub.add_parser("predict", help="write a report for image files or a folder of studies",
                        description="Image files given together are one study (frontal first); a folder gives one "

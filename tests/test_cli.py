@@ -54,18 +54,28 @@ def test_data_synth(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
 def test_evaluate_writes_metrics_and_predictions(trained_run: Path, tmp_path: Path,
                                                  capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "eval"
-    assert main(["evaluate", str(trained_run), "--split", "test", "--out", str(out), "--num-beams", "2"]) == 0
+    assert main(["evaluate", str(trained_run), "--split", "test", "--out", str(out), "--num-beams", "2",
+                 "--bootstrap", "50"]) == 0
     printed = capsys.readouterr().out
-    assert "baseline" in printed and "clinical_micro_f1" in printed and "Cardiomegaly" in printed
+    assert "baseline" in printed and "gt_micro_f1" in printed and "ce_14_micro_f1" in printed
+    assert "Cardiomegaly" in printed and "95% CI" in printed
     metrics = json.loads((out / "metrics.json").read_text())
-    for side in ("model", "baseline"):
-        for key in ("bleu_1", "bleu_4", "rouge_l", "clinical_micro_f1", "clinical_macro_f1"):
-            assert 0.0 <= metrics[side][key] <= 1.0 + 1e-9
-    assert set(metrics["model_per_finding"]) == set(FINDINGS)
-    assert metrics["labels_from"] == "ground truth" and metrics["generation"]["num_beams"] == 2
+    for key in ("bleu_1", "bleu_4", "meteor", "rouge_l", "ce_14_micro_f1", "ce_5_macro_f1", "gt_micro_f1"):
+        for source in (metrics, metrics["baseline"]):
+            assert source[key] is None or 0.0 <= source[key] <= 1.0 + 1e-9, key
+        if metrics[key] is not None:
+            assert metrics[f"{key}_ci_low"] <= metrics[key] + 1e-9 and metrics[key] <= metrics[f"{key}_ci_high"] + 1e-9
+    assert (metrics["meteor"] is None) == ("meteor" in metrics["unavailable"])
+    assert set(metrics["gt_per_finding"]) == set(FINDINGS) and len(metrics["per_finding"]) == 14
+    assert metrics["n_studies"] == 4 and metrics["split"] == "test" and metrics["generation"]["num_beams"] == 2
+    assert {"medvl", "pycocoevalcap", "java"} <= set(metrics["versions"]) and metrics["bootstrap"]["resamples"] == 50
     rows = [json.loads(x) for x in (out / "predictions.jsonl").read_text().splitlines()]
-    assert len(rows) == metrics["studies"] == 4
-    assert set(rows[0]) == {"id", "reference", "generated", "labels", "generated_labels"}
+    assert len(rows) == 4
+    assert {"id", "image_paths", "reference", "generated", "reference_labels", "generated_labels", "example_f1",
+            "findings", "generated_findings"} <= set(rows[0])
+    assert all(Path(p).is_file() for p in rows[0]["image_paths"])
+    page = (out / "report.html").read_text()
+    assert "ce_14_micro_f1" in page and "data:image/png;base64," in page and rows[0]["id"] in page
 
 
 def test_predict_one_study_and_a_folder(trained_run: Path, synth_root: Path, tmp_path: Path,

@@ -87,4 +87,41 @@ def clinical_metrics(truth: np.ndarray, predicted: np.ndarray, names: Sequence[s
     return {"per_finding": per_finding, "micro": micro, "macro": macro, "example_based": example}
 
 
-__all__ = ["clinical_metrics"]
+def clinical_resampled(truth: np.ndarray, predicted: np.ndarray, rows: np.ndarray) -> dict[str, np.ndarray]:
+    """The micro, macro and example-based precision/recall/F1 of many resamples of studies at once.
+
+    Args:
+        truth, predicted: 0/1 arrays [studies, findings], as for `clinical_metrics`.
+        rows: int array [B, m] of study indices, one resample per row.
+
+    Returns:
+        {"micro_precision", ..., "example_based_f1"}: arrays [B], the same conventions as `clinical_metrics`.
+    """
+    truth, predicted = _binary(truth, "truth"), _binary(predicted, "predicted")
+    hits = truth & predicted
+    tp_s, true_s, pred_s = hits.sum(1), truth.sum(1), predicted.sum(1)
+    normal = (true_s == 0) & (pred_s == 0)
+    p = np.where(normal, 1.0, tp_s / np.maximum(pred_s, 1))
+    r = np.where(normal, 1.0, tp_s / np.maximum(true_s, 1))
+    f = np.where(normal, 1.0, 2 * p * r / np.where(p + r > 0, p + r, 1.0))
+    out = {"example_based_precision": p[rows].mean(1), "example_based_recall": r[rows].mean(1),
+           "example_based_f1": f[rows].mean(1)}
+
+    def prf(tp: np.ndarray, n_pred: np.ndarray, n_true: np.ndarray) -> tuple[np.ndarray, ...]:
+        precision = np.where(n_pred > 0, tp / np.maximum(n_pred, 1), 0.0)
+        recall = np.where(n_true > 0, tp / np.maximum(n_true, 1), 0.0)
+        denom = precision + recall
+        return precision, recall, np.where(denom > 0, 2 * precision * recall / np.where(denom > 0, denom, 1.0), 0.0)
+
+    # Per-resample column sums [B, findings] by counting how often each study is drawn.
+    counts = np.zeros((rows.shape[0], truth.shape[0]), dtype=np.float64)
+    np.add.at(counts, (np.repeat(np.arange(rows.shape[0]), rows.shape[1]), rows.ravel()), 1.0)
+    tp, n_true, n_pred = counts @ hits, counts @ truth, counts @ predicted
+    for key, value in zip(_KEYS, prf(tp.sum(1), n_pred.sum(1), n_true.sum(1)), strict=True):
+        out[f"micro_{key}"] = value
+    for key, value in zip(_KEYS, prf(tp, n_pred, n_true), strict=True):
+        out[f"macro_{key}"] = value.mean(1)
+    return out
+
+
+__all__ = ["clinical_metrics", "clinical_resampled"]

@@ -1,8 +1,10 @@
 """A rule-based finding labeler for report text, in the spirit of the CheXpert / NegBio labelers.
 
-Contract: `label_report(text)` maps every finding of `medvl.findings.FINDINGS` to "positive", "negative",
-"uncertain" or None (not mentioned); `binary_labels(texts)` turns that into an int8 [N, 8] matrix. Same text, same
-labels; no models, no downloads, precompiled regexes only (about 4,000 reports/s on one CPU core).
+Contract: `label_report(text, label_set)` maps every observation of a `LabelSet` to "positive", "negative",
+"uncertain" or None (not mentioned); `binary_labels(texts, uncertain_as, label_set)` turns that into an int8
+[N, len(names)] matrix. Two label sets ship: `SYNTHETIC` (the default; the 8 findings of `medvl.findings`, which the
+synthetic data set draws) and `medvl.evaluate.chexpert.CHEXPERT` (the 14 CheXpert observations). Same text, same
+labels; no models, no downloads, precompiled regexes only (thousands of reports/s on one CPU core).
 
 Method:
 
@@ -40,13 +42,15 @@ Decisions where the brief left room (CheXpert's choices where it has one):
 - "consistent with" and "compatible with" are confident radiology wording (positive), unlike "suggestive of".
 - "No change in the effusion" / "without interval change of" are not negations.
 
-Its behaviour is pinned by tests/test_evaluate.py and tests/test_labeler.py.
+Its behaviour is pinned by tests/test_evaluate.py, tests/test_labeler.py and tests/test_chexpert_labeler.py.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 
@@ -109,7 +113,7 @@ _UNCERTAIN = re.compile(
     r"|\bnot\s+(?:be\s+)?(?:excluded|ruled\s+out)|\bdifferential\b|\bversus\b|\bvs\b|\bequivocal\b|\bborderline\b"
     r"|\bpotential\b|\bmimic\w*|\band/or\b|\beither\b|\bfavou?r(?:ed|s)?\b|\bindeterminate\b|\?")
 # Text that may sit between two mentions of one coordinated list: ", ", " or ", ", and focal ", ...
-_LIST_GLUE = re.compile(r"(?:\s*,\s*|\s+)(?:(?:and|or|and/or|nor)\s+)?(?:(?!(?:the|a|an|which|that|is|are|was|were"
+_LIST_GLUE = re.compile(r"(?:\s*,\s*|\s+)(?:(?:and|or|and/or|nor)\s+)?(?:(?!(?:the|a|an|which|that|is|are|was|were|versus|vs"
                         r"|has|have|may|might|could|with|without|to|of|in|no|not|represent\w*|reflect\w*|suggest\w*"
                         r"|likely|possibl\w*|probabl\w*)\b)[a-z-]+\s+){0,3}")
 # After a mention (group): a few words that start no new subject ("effusion on the left"), then the verb phrase
@@ -139,8 +143,31 @@ _SPAN_NEGATION = re.compile(r"\bnot\b|\bno\b")  # "heart is not enlarged" is one
 _XXXX = re.compile(r"\bx{2,}\b")
 _SPACES = re.compile(r"[ \t]+")
 
-_MENTION_RE = {name: re.compile(MENTIONS[name]) for name in FINDINGS}
-_NORMAL_RE = {name: re.compile(p) for name, p in NORMAL.items()}
+
+
+@dataclass(frozen=True)
+class LabelSet:
+    """A set of observations the labeler reads, with their mention and normal-statement patterns.
+
+    `extra_mentions` are observations labeled like the others but not returned; `finalize` may read them (and the
+    labels) to derive labels such as CheXpert's "No Finding". Patterns see lower-cased text.
+    """
+
+    name: str
+    names: tuple[str, ...]
+    mentions: dict[str, str]
+    normal: dict[str, str] = field(default_factory=dict)
+    extra_mentions: dict[str, str] = field(default_factory=dict)
+    finalize: Callable[[dict[str, str | None]], None] | None = None
+
+    @cached_property
+    def compiled(self) -> tuple[dict[str, re.Pattern[str]], dict[str, re.Pattern[str]]]:
+        mentions = {**self.mentions, **self.extra_mentions}
+        return ({name: re.compile(p) for name, p in mentions.items()},
+                {name: re.compile(p) for name, p in self.normal.items()})
+
+
+SYNTHETIC = LabelSet("synthetic-8", FINDINGS, MENTIONS, NORMAL)
 
 
 def _clauses(text: str) -> list[str]:
@@ -182,9 +209,11 @@ def _classify(before: str, span: str, after: str) -> str:
     return NEGATIVE if _NEGATION_AFTER.match(after) else POSITIVE
 
 
-def _label_clause(clause: str, labels: dict[str, str | None]) -> None:
+def _label_clause(clause: str, labels: dict[str, str | None], label_set: LabelSet) -> None:
     """Fold the mentions of one clause into `labels` (positive > uncertain > negative)."""
-    mentions = sorted((m.start(), m.end(), name) for name in FINDINGS for m in _MENTION_RE[name].finditer(clause))
+    mention_re, normal_re = label_set.compiled
+    mentions = sorted((m.start(), m.end(), name) for name, pattern in mention_re.items()
+                      for m in pattern.finditer(clause))
     # Post-cues of a mention are read after the last member of its coordinated list.
     group_end = [0] * len(mentions)
     for i in range(len(mentions) - 1, -1, -1):
@@ -202,46 +231,72 @@ def _label_clause(clause: str, labels: dict[str, str | None]) -> None:
         found = _classify(clause[sub_start:start], clause[start:stop], clause[after_from:])
         if _RANK[found] > _RANK[labels[name]]:
             labels[name] = found
-    for name, normal in _NORMAL_RE.items():
+    for name, normal in normal_re.items():
         if labels[name] is None and normal.search(clause):
             labels[name] = NEGATIVE
 
 
-def label_report(text: str) -> dict[str, str | None]:
+def label_report(text: str, label_set: LabelSet | None = None) -> dict[str, str | None]:
     """Label one report.
 
     Args:
         text: report text, any case, with or without FINDINGS:/IMPRESSION: headers.
+        label_set: what to read; `SYNTHETIC` (the default: the synthetic data set's 8 findings) or
+            `medvl.evaluate.chexpert.CHEXPERT` (the 14 CheXpert observations).
 
     Returns:
-        Every finding of `FINDINGS` -> "positive", "negative", "uncertain" or None (not mentioned).
+        Every name of `label_set.names` -> "positive", "negative", "uncertain" or None (not mentioned).
     """
-    labels: dict[str, str | None] = dict.fromkeys(FINDINGS)
+    if not isinstance(text, str):
+        raise TypeError(f"report text must be a str, got {type(text).__name__}")
+    label_set = label_set or SYNTHETIC
+    labels: dict[str, str | None] = dict.fromkeys([*label_set.names, *label_set.extra_mentions])
     for clause in _clauses(text):
-        _label_clause(clause, labels)
-    return labels
+        _label_clause(clause, labels, label_set)
+    if label_set.finalize is not None:
+        label_set.finalize(labels)
+    return {name: labels[name] for name in label_set.names}
 
 
-def binary_labels(texts: Sequence[str], uncertain_as: int = 1) -> np.ndarray:
+UNCERTAIN_POLICIES = {"positive": 1, "negative": 0}
+
+
+def binary_labels(texts: Sequence[str], uncertain_as: int | str = 1, label_set: LabelSet | None = None
+                  ) -> np.ndarray:
     """Label many reports as a 0/1 matrix.
 
     Args:
         texts: report texts.
-        uncertain_as: the value of an uncertain finding: 1 counts hedged findings as present (the "U-ones" policy,
-            the usual choice when scoring generated reports), 0 as absent.
+        uncertain_as: the value of an uncertain finding: 1 or "positive" counts hedged findings as present (the
+            "U-ones" policy, the usual choice when scoring generated reports), 0 or "negative" as absent.
+        label_set: see `label_report`.
 
     Returns:
-        int8 array [len(texts), len(FINDINGS)]: 1 for positive (and uncertain when `uncertain_as` is 1), 0 for
-        negative, not mentioned (and uncertain when `uncertain_as` is 0).
+        int8 array [len(texts), len(label_set.names)]: 1 for positive (and uncertain under U-ones), 0 for negative,
+        not mentioned (and uncertain under U-zeros).
     """
+    uncertain_as = UNCERTAIN_POLICIES.get(uncertain_as, uncertain_as) if isinstance(uncertain_as, str) \
+        else uncertain_as
     if uncertain_as not in (0, 1):
-        raise ValueError(f"uncertain_as must be 0 or 1, got {uncertain_as!r}")
+        raise ValueError(f"uncertain_as must be 0/1 or one of {sorted(UNCERTAIN_POLICIES)}, got {uncertain_as!r}")
+    label_set = label_set or SYNTHETIC
     value = {POSITIVE: 1, UNCERTAIN: uncertain_as, NEGATIVE: 0, None: 0}
-    out = np.zeros((len(texts), len(FINDINGS)), dtype=np.int8)
+    out = np.zeros((len(texts), len(label_set.names)), dtype=np.int8)
     for i, text in enumerate(texts):
-        labels = label_report(text)
-        out[i] = [value[labels[name]] for name in FINDINGS]
+        labels = label_report(text, label_set)
+        out[i] = [value[labels[name]] for name in label_set.names]
     return out
 
 
-__all__ = ["FINDINGS", "MENTIONS", "NORMAL", "NEGATIVE", "POSITIVE", "UNCERTAIN", "binary_labels", "label_report"]
+__all__ = ["FINDINGS", "MENTIONS", "NORMAL", "NEGATIVE", "POSITIVE", "SYNTHETIC", "UNCERTAIN", "UNCERTAIN_POLICIES",
+           "LabelSet", "binary_labels", "label_report"]
+
+
+def __getattr__(name: str) -> object:
+    # `from medvl.evaluate.labeler import CHEXPERT` works too; the table lives in medvl.evaluate.chexpert, which
+    # imports this module, hence the lazy import.
+    if name == "CHEXPERT":
+        from medvl.evaluate.chexpert import CHEXPERT
+
+        return CHEXPERT
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

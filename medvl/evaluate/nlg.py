@@ -1,89 +1,160 @@
 """Corpus-level NLG metrics of generated reports, computed by the COCO caption scorers (pycocoevalcap).
 
-Contract: `nlg_metrics(references, hypotheses)` returns `NLG_METRICS` (BLEU-1..4, ROUGE-L, CIDEr) as Python floats,
-computed exactly as pycocoevalcap computes them on the texts tokenized by `tokenize_report`, one reference per
-generated report:
-- BLEU is corpus-level (clipped n-gram counts and the brevity penalty summed over the whole corpus, "closest"
-  reference length), as COCO reports it; ROUGE-L and CIDEr are means of per-report scores; CIDEr is pycocoevalcap's
-  CIDEr-D (sigma 6, clipped counts, x10) with document frequencies taken from this corpus's references.
-- Tokenization is a pure-Python stand-in for the PTB tokenizer that COCO runs through Java: lower case, words and
-  numbers kept ("8.5" stays one token), every other character a separator, so punctuation is dropped as PTB's
-  punctuation filter drops it. Exact PTB parity (clitics such as "'s") is a later step.
-- pycocoevalcap asserts on empty token lists, so a report with no words is scored as one placeholder token that no
-  real text can produce (`EMPTY_HYPOTHESIS` for a generated report, a different one for a reference, so an empty
-  generated report never matches anything and scores 0 or near 0).
-- pycocoevalcap's prints are silenced; nothing is downloaded and no Java is needed.
+Contract: `nlg_scores(references, hypotheses)` returns an `NLGResult` whose `scores` hold `NLG_METRICS` (BLEU-1..4,
+METEOR, ROUGE-L, CIDEr-D) exactly as pycocoevalcap's COCOEvalCap computes them for one reference per report:
+
+- Both sides are PTB-tokenized first (`medvl.evaluate.ptb`; the "java" backend is pycocoevalcap's own tokenizer).
+- BLEU is corpus-level (clipped n-gram counts and the brevity penalty pooled over the corpus, "closest" reference
+  length); METEOR is METEOR 1.5's corpus aggregate (Java); ROUGE-L is the mean of per-report ROUGE-L (beta 1.2);
+  CIDEr is pycocoevalcap's CIDEr-D (sigma 6, clipped counts, x10) with document frequencies from this corpus's
+  references, averaged over reports.
+- METEOR needs Java. Without it, or with `meteor=False`, `scores["meteor"]` is None and `unavailable["meteor"]`
+  says why; it is never reported as 0. SPICE is not computed (it needs Stanford CoreNLP models that cannot be had
+  offline).
+- pycocoevalcap asserts on empty token lists, so a report with no token after tokenization is scored as one
+  placeholder token no report contains in practice (different ones for references and generated reports, so an
+  empty generated report never matches anything and scores 0 or near 0).
+- With `resamples` (an int array [B, n] of row indices) `resampled[name]` holds the metric on each resample, for
+  bootstrap intervals: BLEU from the pooled per-report statistics of the resample, METEOR from METEOR's aggregate of
+  the resampled statistics, ROUGE-L and CIDEr as the resample's mean of per-report scores (CIDEr's document
+  frequencies stay those of the full corpus).
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
-import re
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
-NLG_METRICS: tuple[str, ...] = ("bleu_1", "bleu_2", "bleu_3", "bleu_4", "rouge_l", "cider")
-# Angle brackets never survive tokenization, so real text cannot produce these tokens.
-EMPTY_HYPOTHESIS = "<empty>"
+import numpy as np
+
+from medvl.evaluate.meteor import MeteorScorer, aggregate_stats, parse_stats
+from medvl.evaluate.ptb import java_missing_reason, ptb_tokenize
+
+NLG_METRICS: tuple[str, ...] = ("bleu_1", "bleu_2", "bleu_3", "bleu_4", "meteor", "rouge_l", "cider")
+EMPTY_HYPOTHESIS = "<empty-hypothesis>"
 EMPTY_REFERENCE = "<empty-reference>"
-_TOKEN = re.compile(r"\d+(?:\.\d+)+|[a-z0-9]+")
+_BLEU_TINY, _BLEU_SMALL = 1e-15, 1e-9  # pycocoevalcap's smoothing constants
 
 
-def tokenize_report(text: str) -> str:
-    """Tokenize a report for the COCO scorers.
+@dataclass
+class NLGResult:
+    """NLG metrics of one corpus. `per_study` holds per-report scores (sentence BLEU-4, METEOR, ROUGE-L, CIDEr-D)."""
 
-    Lower case; decimal numbers ("8.5") and runs of letters/digits are tokens, everything else (punctuation,
-    hyphens, apostrophes, whitespace) separates them and is dropped.
+    scores: dict[str, float | None]
+    tokenizer: str
+    unavailable: dict[str, str] = field(default_factory=dict)
+    per_study: dict[str, np.ndarray] = field(default_factory=dict)
+    resampled: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def pooled_bleu(stats: np.ndarray) -> np.ndarray:
+    """Corpus BLEU-1..4 from summed statistics, pycocoevalcap's formula.
 
     Args:
-        text: report text.
+        stats: [..., 10] sums of (hypothesis length, reference length, guesses 1..4, correct 1..4).
 
     Returns:
-        The tokens joined by single spaces, or `EMPTY_HYPOTHESIS` when the text has no token.
+        [..., 4] BLEU-1..4.
     """
-    return " ".join(_TOKEN.findall(text.lower())) or EMPTY_HYPOTHESIS
+    testlen, reflen = stats[..., 0], stats[..., 1]
+    guess, correct = stats[..., 2:6], stats[..., 6:10]
+    precisions = (correct + _BLEU_TINY) / (guess + _BLEU_SMALL)
+    bleus = np.cumprod(precisions, axis=-1) ** (1.0 / np.arange(1, 5))
+    ratio = (testlen + _BLEU_TINY) / (reflen + _BLEU_SMALL)
+    brevity = np.where(ratio < 1, np.exp(1 - 1 / np.maximum(ratio, 1e-300)), 1.0)
+    return bleus * brevity[..., None]
 
 
-def _tokenized(texts: Sequence[str], what: str, empty: str) -> dict[int, list[str]]:
-    out = {}
-    for i, text in enumerate(texts):
-        if not isinstance(text, str):
-            raise TypeError(f"{what} {i} is a {type(text).__name__}, not a str; pass report texts")
-        tokens = tokenize_report(text)
-        out[i] = [empty if tokens == EMPTY_HYPOTHESIS else tokens]
-    return out
+def _bleu(refs: dict[int, list[str]], hyps: dict[int, list[str]]) -> tuple[list[float], np.ndarray, np.ndarray]:
+    """(corpus BLEU-1..4, sentence BLEU-4 per report, per-report statistics [n, 10])."""
+    from pycocoevalcap.bleu.bleu_scorer import BleuScorer
+
+    scorer = BleuScorer(n=4)
+    for i in refs:
+        scorer += (hyps[i][0], refs[i])
+    corpus, per_sentence = scorer.compute_score(option="closest", verbose=0)
+    stats = np.array([[c["testlen"], min((abs(r - c["testlen"]), r) for r in c["reflen"])[1], *c["guess"],
+                       *c["correct"]] for c in scorer.ctest], dtype=np.float64)
+    return list(corpus), np.asarray(per_sentence[3], dtype=np.float64), stats
 
 
-def nlg_metrics(references: Sequence[str], hypotheses: Sequence[str]) -> dict[str, float]:
-    """BLEU-1..4, ROUGE-L and CIDEr-D of generated reports against one reference each.
+def _as_coco(tokenized: list[str], empty: str) -> dict[int, list[str]]:
+    return {i: [text if text else empty] for i, text in enumerate(tokenized)}
+
+
+def nlg_scores(references: Sequence[str], hypotheses: Sequence[str], *, tokenizer: str = "auto",
+               meteor: bool | MeteorScorer = True, resamples: np.ndarray | None = None) -> NLGResult:
+    """BLEU-1..4, METEOR, ROUGE-L and CIDEr-D of generated reports against one reference each.
 
     Args:
         references: ground-truth reports.
         hypotheses: generated reports, in the same order; empty ones are allowed and score 0.
+        tokenizer: PTB backend, "auto", "java" or "python" (see `medvl.evaluate.ptb`).
+        meteor: compute METEOR (needs Java; a JVM start of a few seconds, then about 1 ms per report); a running
+            `MeteorScorer` is used and left open.
+        resamples: optional int array [B, n] of row indices; fills `NLGResult.resampled`.
 
     Returns:
-        {name: value} for every name in `NLG_METRICS`.
+        An `NLGResult` (see the module docstring).
 
     Raises:
         ValueError: when the two lists differ in length or are empty.
+        TypeError: when a text is not a str.
     """
     if len(references) != len(hypotheses):
         raise ValueError(f"{len(references)} references but {len(hypotheses)} generated reports: pass one generated "
                          "report per reference, in the same order")
     if not references:
         raise ValueError("no reports to score: references and hypotheses are empty")
-    from pycocoevalcap.bleu.bleu import Bleu  # Imported here: only scoring needs it.
-    from pycocoevalcap.cider.cider import Cider
+    from pycocoevalcap.cider.cider import Cider  # Imported here: only scoring needs it.
     from pycocoevalcap.rouge.rouge import Rouge
 
-    refs = _tokenized(references, "reference", EMPTY_REFERENCE)
-    hyps = _tokenized(hypotheses, "generated report", EMPTY_HYPOTHESIS)
+    external = meteor if isinstance(meteor, MeteorScorer) else None
+    reason = None if external else "disabled (meteor=False)" if not meteor else java_missing_reason()
+    result_unavailable = {"meteor": f"METEOR not computed: {reason}"} if reason else {}
+    # The JVM loads (seconds) while the Python metrics run.
+    meteor_scorer = external or (None if reason else MeteorScorer())
+    tokenized, backend = ptb_tokenize([*references, *hypotheses], tokenizer)
+    n = len(references)
+    refs, hyps = _as_coco(tokenized[:n], EMPTY_REFERENCE), _as_coco(tokenized[n:], EMPTY_HYPOTHESIS)
+    result = NLGResult(scores={}, tokenizer=f"ptb-{backend}", unavailable=result_unavailable)
     with contextlib.redirect_stdout(io.StringIO()):  # The scorers print their internals.
-        bleu, _ = Bleu(4).compute_score(refs, hyps, verbose=0)
-        rouge, _ = Rouge().compute_score(refs, hyps)
-        cider, _ = Cider().compute_score(refs, hyps)
-    scores = [*bleu, rouge, cider]
-    return {name: float(value) for name, value in zip(NLG_METRICS, scores, strict=True)}
+        bleu, bleu4_each, bleu_stats = _bleu(refs, hyps)
+        rouge, rouge_each = Rouge().compute_score(refs, hyps)
+        cider, cider_each = Cider().compute_score(refs, hyps)
+    result.scores.update({f"bleu_{k + 1}": float(v) for k, v in enumerate(bleu)})
+    result.scores.update(rouge_l=float(rouge), cider=float(cider), meteor=None)
+    result.per_study.update(bleu_4=bleu4_each, rouge_l=np.asarray(rouge_each, dtype=np.float64),
+                            cider=np.asarray(cider_each, dtype=np.float64))
+    if resamples is not None:
+        resamples = np.asarray(resamples)
+        pooled = pooled_bleu(bleu_stats[resamples].sum(axis=1))
+        for k in range(4):
+            result.resampled[f"bleu_{k + 1}"] = pooled[:, k]
+        for name in ("rouge_l", "cider"):
+            result.resampled[name] = result.per_study[name][resamples].mean(axis=1)
+
+    if meteor_scorer is not None:
+        try:
+            stats = meteor_scorer.segment_stats([refs[i][0] for i in range(n)], [hyps[i][0] for i in range(n)])
+            segments, corpus = meteor_scorer.corpus_scores(stats)
+        finally:
+            if external is None:
+                meteor_scorer.close()
+        result.scores["meteor"] = corpus
+        result.per_study["meteor"] = np.asarray(segments, dtype=np.float64)
+        if resamples is not None:
+            result.resampled["meteor"] = aggregate_stats(parse_stats(stats), resamples)
+    return result
 
 
-__all__ = ["EMPTY_HYPOTHESIS", "EMPTY_REFERENCE", "NLG_METRICS", "nlg_metrics", "tokenize_report"]
+def nlg_metrics(references: Sequence[str], hypotheses: Sequence[str], *, tokenizer: str = "auto",
+                meteor: bool = True) -> dict[str, float | None]:
+    """`nlg_scores(...).scores`: {name: value} for every name in `NLG_METRICS` (METEOR None when unavailable)."""
+    return nlg_scores(references, hypotheses, tokenizer=tokenizer, meteor=meteor).scores
+
+
+__all__ = ["EMPTY_HYPOTHESIS", "EMPTY_REFERENCE", "NLG_METRICS", "NLGResult", "nlg_metrics", "nlg_scores",
+           "pooled_bleu"]

@@ -40,8 +40,8 @@ class TrainConfig:
     """Validate every N optimizer steps (0 = at the end of every epoch)."""
     eval_max_studies: int = 200
     """Generate reports for at most this many validation studies per validation (0 = all)."""
-    select_metric: str = "clinical_micro_f1"
-    """Validation metric that picks the best checkpoint (e.g. clinical_micro_f1, bleu_4, loss)."""
+    select_metric: str = "ce_14_micro_f1"
+    """Validation metric that picks the best checkpoint (e.g. gt_micro_f1, ce_14_micro_f1, bleu_4, loss)."""
     select_mode: str = "max"
     """max or min: whether a larger select_metric is better."""
     save_every: int = 0

@@ -1,0 +1,103 @@
+"""The 14 CheXpert observations for the rule-based labeler, in the spirit of the Stanford CheXpert labeler.
+
+Contract: `CHEXPERT` is a `medvl.evaluate.labeler.LabelSet`; `label_report(text, CHEXPERT)` returns the 14
+observations of `CHEXPERT_14` -> "positive" / "negative" / "uncertain" / None, read by the same mention, negation
+and uncertainty engine as the synthetic findings. `CHEXPERT_5` names the five observations most papers also report
+(Atelectasis, Cardiomegaly, Consolidation, Edema, Pleural Effusion).
+
+Mentions follow CheXpert's phrase lists, written as word-boundary regexes; where this file departs from them it says
+so. Rules taken from CheXpert's aggregation step:
+- several mentions combine as positive > uncertain > negative (the engine's rule);
+- a positive or uncertain "CHF" / "heart failure" makes Cardiomegaly at least uncertain (it is also an Edema
+  mention);
+- "No Finding" is positive when no observation other than Support Devices is positive or uncertain and no other
+  abnormality (emphysema, granuloma, scoliosis, degenerative change, hernia, ...: `OTHER_ABNORMALITY`) is
+  positive or uncertain; otherwise it is None, never negative.
+
+Departures: blunting of a costophrenic angle is a Pleural Effusion mention (CheXpert counts it only as "some
+abnormality"); "cardiomediastinal silhouette" belongs to Enlarged Cardiomediastinum and "cardiac silhouette" /
+"heart size" to Cardiomegaly, each also read from normal statements ("heart size is normal" -> Cardiomegaly
+negative), which CheXpert does with dependency-parse patterns. Sternotomy wires, surgical clips, stents and valve
+prostheses are not Support Devices here (post-surgical hardware), as in the synthetic label set.
+"""
+
+from __future__ import annotations
+
+from medvl.evaluate.labeler import MENTIONS, NEGATIVE, NORMAL, POSITIVE, UNCERTAIN, LabelSet
+
+CHEXPERT_14: tuple[str, ...] = (
+    "Enlarged Cardiomediastinum", "Cardiomegaly", "Lung Opacity", "Lung Lesion", "Edema", "Consolidation",
+    "Pneumonia", "Atelectasis", "Pneumothorax", "Pleural Effusion", "Pleural Other", "Fracture", "Support Devices",
+    "No Finding")
+CHEXPERT_5: tuple[str, ...] = ("Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion")
+
+_HEART_NOUN = (r"(?:heart(?:\s+size|\s+silhouette)?|cardiac\s+(?:silhouette|shadow|size|contours?))")
+_MEDIASTINUM = r"(?:cardio\s?mediastin(?:um|al)|mediastin(?:um|al))"
+_MEDIASTINUM_NOUN = rf"(?:{_MEDIASTINUM}(?:\s+(?:silhouette|contours?|width|configuration|structures|shadow))?)"
+_PLEURAL_SCAR = r"pleural\s+(?:thickening|scar\w*)|fibrothorax|pleuro-?\s?parenchymal\s+(?:scar\w*|thickening)"
+
+CHEXPERT_MENTIONS: dict[str, str] = {
+    "Enlarged Cardiomediastinum": (
+        rf"(?:widen\w*|enlarge\w*|prominen\w*)\s+(?:of\s+the\s+)?(?:\w+\s+)?{_MEDIASTINUM}"
+        rf"|{_MEDIASTINUM_NOUN}\s+(?:(?:is|are|appears?|remains?)\s+)?(?:\w+\s+)?(?:widened|enlarged|prominent)\b"
+        rf"|{_MEDIASTINUM}\s+(?:widening|enlargement)"),
+    "Cardiomegaly": (rf"cardiomegaly|cardiac\s+enlargement|enlarge(?:d|ment\s+of\s+the)\s+(?:\w+\s+)?{_HEART_NOUN}"
+                     rf"|{_HEART_NOUN}\s+(?:\w+\s+){{0,3}}?enlarged|heart\s+(?:size\s+)?(?:is\s+)?(?:\w+\s+)?large\b"
+                     rf"|\blarge\s+heart|(?:increased|borderline)\s+heart\s+size|heart\s+size\s+(?:is\s+)?increased"
+                     rf"|heart\s+(?:size\s+)?(?:is\s+)?borderline"),
+    "Lung Opacity": (r"(?<!nodular )opaci\w*|infiltrat\w*|\bair[\s-]?space\s+(?:disease|process)"
+                     r"|increased\s+(?:\w+\s+)?densit(?:y|ies)|decreased\s+translucency"
+                     r"|interstitial\s+(?:markings?|pattern|prominence|lung\s+disease|disease|thickening)"
+                     r"|reticula(?:r|tion)\w*|ground[\s-]glass|peribronchial\s+(?:thickening|cuffing)"
+                     r"|(?<!pleural )(?<!pleural-)(?<!pleuroparenchymal )(?<!pleuro-parenchymal )"
+                     r"(?:parenchymal\s+)?\bscar(?:ring|s)?\b"),
+    "Lung Lesion": (r"\bnodul(?:es?\b|ar(?:[\s-]+like)?\s+(?:opacit|densit)\w*)|\bmass(?:es)?\b|tumou?rs?\b"
+                    r"|neoplas\w*|carcinoma|cavitary\s+lesions?|\blump\b"),
+    "Edema": (r"(?<!soft tissue )(?<!subcutaneous )(?<!laryngeal )(?<!facial )\bedema\b"
+              r"|vascular\s+congestion|pulmonary\s+congestion|\bchf\b|heart\s+failure|vascular\s+prominence"),
+    "Consolidation": r"consolidat\w*",
+    "Pneumonia": r"\w*pneumonia\w*|\binfecti\w*",
+    "Atelectasis": MENTIONS["atelectasis"],
+    "Pneumothorax": MENTIONS["pneumothorax"],
+    "Pleural Effusion": MENTIONS["pleural_effusion"],
+    "Pleural Other": _PLEURAL_SCAR,
+    "Fracture": r"fractur\w*",
+    "Support Devices": MENTIONS["support_devices"] + r"|\bdrains?\b|\bports?\b(?!able)|\bpicc\s+lines?",
+}
+# Normal statements that do not name the observation but negate it.
+CHEXPERT_NORMAL: dict[str, str] = {
+    "Enlarged Cardiomediastinum": (
+        rf"{_MEDIASTINUM_NOUN}[^;]{{0,80}}?(?:\bnormal\b|\bunremarkable\b|\bwithin\s+(?:normal\s+)?limits\b"
+        rf"|\bnot\s+(?:\w+\s+)?(?:widened|enlarged)\b)|\bnormal\s+(?:[a-z]+\s+){{0,6}}?{_MEDIASTINUM}"),
+    "Cardiomegaly": (r"(?:\bheart\b|\bcardiac\b(?!\s+(?:monitor|pacer|pacemaker|device|leads?|wires?|valves?|"
+                     r"surgery|catheter|apex|failure)))[^;]{0,80}?(?:\bnormal\b|\bunremarkable\b"
+                     r"|\bwithin\s+(?:normal\s+)?limits\b|\bnot\s+(?:\w+\s+)?enlarged\b)"
+                     r"|\bnormal\s+(?:[a-z]+\s+){0,6}?(?:\bheart\b|\bcardiac\b)"),
+    "Pleural Effusion": NORMAL["pleural_effusion"],
+    "Pneumothorax": NORMAL["pneumothorax"],
+}
+# Abnormalities outside the 13 observations: positive or uncertain, they rule out "No Finding".
+OTHER_ABNORMALITY = (
+    r"emphysema\w*|hyperinfla\w*|hyperexpan\w*|granulom\w*|calcifi\w*|scoliosis|kyphos\w*|degenerat\w*"
+    r"|osteophyt\w*|spondylo\w*|hernia\w*|tortu\w*|ectatic|ectasia|atheroscl\w*|eventration|\bcopd\b|bullae|bullous"
+    r"|osteopeni\w*|metasta\w*|pneumomediastinum|pneumoperitoneum|cephalization|aspiration|bronchiectasis|fibros\w*"
+    r"|elevat\w*\s+(?:\w+\s+){0,2}?hemidiaphragm|hemidiaphragm\s+(?:is\s+)?elevat\w*|deformit\w*|pleural\s+plaques?"
+    r"|lymphadenopathy|adenopathy|thickening|\bcuffing\b|volume\s+loss")
+_OTHER = "_other_abnormality"
+_HEART_FAILURE = "_heart_failure"
+
+
+def _finalize(labels: dict[str, str | None]) -> None:
+    """CheXpert's aggregation rules: heart failure -> Cardiomegaly uncertain; No Finding."""
+    if labels.pop(_HEART_FAILURE) in (POSITIVE, UNCERTAIN) and labels["Cardiomegaly"] in (None, NEGATIVE):
+        labels["Cardiomegaly"] = UNCERTAIN
+    other = labels.pop(_OTHER)
+    findings = [v for k, v in labels.items() if k not in ("Support Devices", "No Finding")] + [other]
+    labels["No Finding"] = None if any(v in (POSITIVE, UNCERTAIN) for v in findings) else POSITIVE
+
+
+CHEXPERT = LabelSet("chexpert-14", CHEXPERT_14, CHEXPERT_MENTIONS, CHEXPERT_NORMAL,
+                    extra_mentions={_OTHER: OTHER_ABNORMALITY, _HEART_FAILURE: r"\bchf\b|heart\s+failure"},
+                    finalize=_finalize)
+
+__all__ = ["CHEXPERT", "CHEXPERT_14", "CHEXPERT_5", "CHEXPERT_MENTIONS", "CHEXPERT_NORMAL", "OTHER_ABNORMALITY"]
