@@ -28,13 +28,14 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from medvl.data.dataset import StudyError
     from medvl.data.images import ImageLoadError
     from medvl.data.sources import DataSourceError
+    from medvl.evaluate.chexbert import CheXbertUnavailableError
     from medvl.evaluate.inputs import ReportFileError
     from medvl.evaluate.ptb import JavaUnavailableError
     from medvl.registry import UnknownNameError
 
     # ValueError too: the library raises it for settings that cannot work (too little data, bad sizes...).
     return (ConfigError, DataSourceError, StudyError, ImageLoadError, UnknownNameError, ReportFileError,
-            JavaUnavailableError, FileNotFoundError, FileExistsError, NotADirectoryError, ValueError)
+            JavaUnavailableError, CheXbertUnavailableError, FileNotFoundError, FileExistsError, NotADirectoryError, ValueError)
 
 
 # ------------------------------------------------------------------------------------------------------- subcommands
@@ -80,7 +81,8 @@ def _scoring_options(args: argparse.Namespace):  # noqa: ANN202 - the type lives
     from medvl.evaluate.run import ScoringOptions
 
     return ScoringOptions(bootstrap=args.bootstrap, seed=args.seed, meteor=not args.no_meteor,
-                          tokenizer=args.tokenizer, uncertain=args.uncertain, html=not args.no_html)
+                          tokenizer=args.tokenizer, uncertain=args.uncertain, html=not args.no_html,
+                          chexbert=args.chexbert, chexbert_tokenizer=args.chexbert_tokenizer)
 
 
 def _written(result: dict) -> str:
@@ -231,6 +233,10 @@ def build_parser() -> argparse.ArgumentParser:
         g.add_argument("--uncertain", default="positive", choices=("positive", "negative"),
                        help="how an uncertain CheXpert mention counts (default positive, the U-ones policy)")
         g.add_argument("--no-html", action="store_true", help="do not write report.html")
+        g.add_argument("--chexbert", default=None, metavar="CKPT", help="CheXbert weights (chexbert.pth) you have: "
+                       "adds chexbert_* clinical metrics next to the rule-based labeler's")
+        g.add_argument("--chexbert-tokenizer", default=None, metavar="DIR", help="folder with CheXbert's WordPiece "
+                       "vocab.txt (a local copy of bert-base-uncased)")
 
     p = sub.add_parser("evaluate", help="score a checkpoint on a split, next to the majority-report baseline",
                        description="Generate reports for a split, write metrics.json, predictions.jsonl and "

@@ -45,6 +45,8 @@ CLINICAL_GROUPS = (
     ("ce_14_", "Clinical efficacy, 14 findings (labels of the generated vs the reference reports)"),
     ("ce_5_", "Clinical efficacy, 5 findings (labels of the generated vs the reference reports)"),
     ("gt_", "Clinical efficacy against the ground-truth labels"),
+    ("chexbert_14_", "Clinical efficacy, 14 findings, CheXbert labels"),
+    ("chexbert_5_", "Clinical efficacy, 5 findings, CheXbert labels"),
 )
 _CI_SUFFIXES = ("_ci_low", "_ci_high")
 

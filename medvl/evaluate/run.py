@@ -40,7 +40,8 @@ from medvl.infer.predictor import load_trained
 HEADLINE = ("bleu_1", "bleu_2", "bleu_3", "bleu_4", "meteor", "rouge_l", "cider", "ce_14_micro_precision",
             "ce_14_micro_recall", "ce_14_micro_f1", "ce_14_macro_f1", "ce_14_example_f1", "ce_5_micro_f1",
             "ce_5_macro_f1", "ce_5_example_f1", "gt_micro_precision", "gt_micro_recall", "gt_micro_f1",
-            "gt_macro_f1", "gt_example_f1")
+            "gt_macro_f1", "gt_example_f1", "chexbert_14_micro_f1", "chexbert_14_macro_f1", "chexbert_14_example_f1",
+            "chexbert_5_micro_f1", "chexbert_5_macro_f1", "chexbert_5_example_f1")
 
 
 @dataclasses.dataclass
@@ -59,6 +60,20 @@ class ScoringOptions:
     """How uncertain CheXpert mentions count: positive (U-ones) or negative (U-zeros)."""
     html: bool = True
     """Write report.html."""
+    chexbert: str | None = None
+    """Path of CheXbert weights (chexbert.pth): adds chexbert_* metrics."""
+    chexbert_tokenizer: str | None = None
+    """Folder with CheXbert's WordPiece vocab.txt (bert-base-uncased)."""
+
+    def chexbert_labeler(self) -> Any:
+        """The CheXbert labeler when weights were given, else None."""
+        if self.chexbert is None:
+            if self.chexbert_tokenizer is not None:
+                raise ValueError("--chexbert-tokenizer was given without --chexbert CKPT")
+            return None
+        from medvl.evaluate.chexbert import CheXbertLabeler
+
+        return CheXbertLabeler(self.chexbert, self.chexbert_tokenizer)
 
 
 def _meteor_handle(options: ScoringOptions) -> Any:
@@ -71,11 +86,11 @@ def _meteor_handle(options: ScoringOptions) -> Any:
 
 
 def _score(refs: Sequence[str], hyps: Sequence[str], ids: Sequence[str], truth: Any, options: ScoringOptions,
-           meteor: Any, bootstrap: int | None = None) -> CorpusScore:
+           meteor: Any, bootstrap: int | None = None, chexbert: Any = None) -> CorpusScore:
     return score_corpus(refs, hyps, ids=ids, true_labels=truth, tokenizer=options.tokenizer,
                         meteor=meteor or options.meteor,
                         bootstrap=options.bootstrap if bootstrap is None else bootstrap, seed=options.seed,
-                        uncertain=options.uncertain)
+                        uncertain=options.uncertain, chexbert=chexbert)
 
 
 def _result_dict(score: CorpusScore, split: str, extra: dict[str, Any], options: ScoringOptions,
@@ -115,6 +130,7 @@ def evaluate(checkpoint: str | Path, split: str = "test", out_dir: str | Path | 
     """Evaluate a checkpoint on `split` of the data set it was trained on (or `data_root`); `strict` overrides
     the run's `data.strict` (stop at the first unusable study instead of skipping it)."""
     options = options or ScoringOptions()
+    chexbert = options.chexbert_labeler()  # fails now, not after generation, when its paths are wrong
     loaded = load_trained(checkpoint, device=device)
     cfg = loaded.config
     data_cfg = dataclasses.replace(cfg.data, root=data_root) if data_root else cfg.data
@@ -157,11 +173,12 @@ def evaluate(checkpoint: str | Path, split: str = "test", out_dir: str | Path | 
         truth = torch.cat(truth_rows).numpy() if all(t is not None for t in truth_rows) else None
 
         t1 = time.time()
-        model_score = _score(refs, hyps, ids, truth, options, meteor)
+        model_score = _score(refs, hyps, ids, truth, options, meteor, chexbert=chexbert)
         baseline_score = baseline = None
         if train_reports:
             baseline = majority_report(train_reports)
-            baseline_score = _score(refs, [baseline] * len(refs), ids, truth, options, meteor, bootstrap=0)
+            baseline_score = _score(refs, [baseline] * len(refs), ids, truth, options, meteor, bootstrap=0,
+                                    chexbert=chexbert)
         scoring_seconds = time.time() - t1
     finally:
         if meteor:
@@ -202,11 +219,12 @@ def score_files(references: str | Path, hypotheses: str | Path, out_dir: str | P
     from medvl.evaluate.inputs import pair_reports, read_reports
 
     options = options or ScoringOptions()
+    chexbert = options.chexbert_labeler()
     refs = read_reports(references, "reference", ref_field)
     hyps = read_reports(hypotheses, "generated", hyp_field)
     pairs = pair_reports(refs, hyps, missing_as_empty, ref_name=str(references), hyp_name=str(hypotheses))
     t0 = time.time()
-    score = _score(pairs.references, pairs.hypotheses, pairs.ids, None, options, None)
+    score = _score(pairs.references, pairs.hypotheses, pairs.ids, None, options, None, chexbert=chexbert)
     extra = {"references": str(references), "hypotheses": str(hypotheses),
              "empty_hypotheses": pairs.empty_hypotheses, "missing_hypotheses": pairs.missing_hypotheses,
              "scoring_seconds": round(time.time() - t0, 2)}

@@ -10,6 +10,8 @@ metrics.json dictionary:
   `uncertain` ("positive": U-ones, the default; "negative": U-zeros). micro pools all (study, observation) pairs,
   macro is the unweighted mean over observations, example is per-study P/R/F1 averaged over studies (conventions in
   `medvl.evaluate.clinical`). ce_5 uses the five observations of `CHEXPERT_5` only;
+- `chexbert_14_*` / `chexbert_5_*` the same with CheXbert labels when the user passes its weights
+  (`medvl.evaluate.chexbert`); otherwise `unavailable["chexbert"]` says how to enable it;
 - `gt_{micro,macro,example}_{precision,recall,f1}` when the data set has ground-truth finding labels (the synthetic
   set): the generated text read by the synthetic-findings labeler against those labels;
 - every headline key `k` with `k_ci_low` / `k_ci_high`: a percentile bootstrap 95% interval over `bootstrap`
@@ -31,6 +33,8 @@ from typing import Any
 
 import numpy as np
 
+from medvl.evaluate.chexbert import HOW_TO as CHEXBERT_HOW_TO
+from medvl.evaluate.chexbert import CheXbertLabeler
 from medvl.evaluate.chexpert import CHEXPERT, CHEXPERT_5, CHEXPERT_14
 from medvl.evaluate.clinical import clinical_metrics, clinical_resampled
 from medvl.evaluate.labeler import SYNTHETIC, UNCERTAIN_POLICIES, binary_labels
@@ -41,6 +45,11 @@ from medvl.evaluate.ptb import java_missing_reason
 _AVERAGES = {"micro": "micro", "macro": "macro", "example": "example_based"}
 _KEYS = ("precision", "recall", "f1")
 LABELER_NAME = "medvl rule-based CheXpert-14 labeler (mention + negation + uncertainty regexes)"
+# Metrics the field reports that medvl cannot compute here, with the reason (metrics.json "unavailable").
+OPTIONAL_UNAVAILABLE = {
+    "spice": "SPICE is not computed: it needs Stanford CoreNLP models that cannot be downloaded here",
+    "radgraph_f1": "RadGraph F1 is not computed: medvl has no RadGraph (DyGIE++) backend yet",
+}
 
 
 @dataclass
@@ -81,7 +90,8 @@ def _check_texts(texts: Sequence[str], what: str) -> None:
 
 def score_corpus(references: Sequence[str], hypotheses: Sequence[str], *, ids: Sequence[str] | None = None,
                  true_labels: np.ndarray | None = None, tokenizer: str = "auto", meteor: Any = True,
-                 bootstrap: int = 1000, seed: int = 0, uncertain: str = "positive") -> CorpusScore:
+                 bootstrap: int = 1000, seed: int = 0, uncertain: str = "positive",
+                 chexbert: CheXbertLabeler | None = None) -> CorpusScore:
     """All metrics of generated reports against their references.
 
     Args:
@@ -94,6 +104,7 @@ def score_corpus(references: Sequence[str], hypotheses: Sequence[str], *, ids: S
         bootstrap: number of bootstrap resamples for the 95% intervals; 0 for none.
         seed: seed of the resampling.
         uncertain: "positive" or "negative": how an uncertain CheXpert mention counts.
+        chexbert: an optional `CheXbertLabeler` (user-supplied weights): adds chexbert_14_* and chexbert_5_*.
 
     Returns:
         A `CorpusScore`.
@@ -121,6 +132,11 @@ def score_corpus(references: Sequence[str], hypotheses: Sequence[str], *, ids: S
                                                 clinical)["per_finding"]}
         five = [CHEXPERT_14.index(name) for name in CHEXPERT_5]
         _clinical_block("ce_5", ref_labels[:, five], hyp_labels[:, five], CHEXPERT_5, rows, clinical)
+        if chexbert is not None:
+            ref_cb, hyp_cb = chexbert.binary(references, uncertain), chexbert.binary(hypotheses, uncertain)
+            per_finding["chexbert_14"] = _clinical_block("chexbert_14", ref_cb, hyp_cb, CHEXPERT_14, rows,
+                                                         clinical)["per_finding"]
+            _clinical_block("chexbert_5", ref_cb[:, five], hyp_cb[:, five], CHEXPERT_5, rows, clinical)
         if true_labels is not None:
             generated = binary_labels(hypotheses, uncertain, SYNTHETIC)
             per_finding["gt"] = _clinical_block("gt", np.asarray(true_labels), generated, SYNTHETIC.names, rows,
@@ -147,7 +163,10 @@ def score_corpus(references: Sequence[str], hypotheses: Sequence[str], *, ids: S
         per_study.append(row)
     info = {"n_studies": n, "tokenizer": nlg.tokenizer, "labeler": LABELER_NAME, "uncertain_policy": uncertain,
             "bootstrap": {"resamples": bootstrap, "seed": seed, "method": "percentile", "level": 0.95}}
-    return CorpusScore(metrics=metrics, unavailable=dict(nlg.unavailable), per_finding=per_finding,
+    unavailable = {**nlg.unavailable, **OPTIONAL_UNAVAILABLE}
+    if chexbert is None:
+        unavailable["chexbert"] = f"CheXbert labels not computed: {CHEXBERT_HOW_TO}"
+    return CorpusScore(metrics=metrics, unavailable=unavailable, per_finding=per_finding,
                        per_study=per_study, info=info)
 
 
