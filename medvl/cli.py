@@ -35,7 +35,8 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
     # ValueError too: the library raises it for settings that cannot work (too little data, bad sizes...).
     return (ConfigError, DataSourceError, StudyError, ImageLoadError, UnknownNameError, ReportFileError,
-            JavaUnavailableError, CheXbertUnavailableError, FileNotFoundError, FileExistsError, NotADirectoryError, ValueError)
+            JavaUnavailableError, CheXbertUnavailableError, FileNotFoundError, FileExistsError, NotADirectoryError,
+            ValueError)
 
 
 # ------------------------------------------------------------------------------------------------------- subcommands
@@ -86,8 +87,8 @@ def _scoring_options(args: argparse.Namespace):  # noqa: ANN202 - the type lives
 
 
 def _written(result: dict) -> str:
-    files = "metrics.json, predictions.jsonl" + (" and report.html" if (Path(result["out_dir"]) / "report.html").exists()
-                                                 else "")
+    html = " and report.html" if (Path(result["out_dir"]) / "report.html").exists() else ""
+    files = f"metrics.json, predictions.jsonl{html}"
     return f"\nwrote {files} to {result['out_dir']}"
 
 

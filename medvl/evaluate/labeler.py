@@ -113,7 +113,8 @@ _UNCERTAIN = re.compile(
     r"|\bnot\s+(?:be\s+)?(?:excluded|ruled\s+out)|\bdifferential\b|\bversus\b|\bvs\b|\bequivocal\b|\bborderline\b"
     r"|\bpotential\b|\bmimic\w*|\band/or\b|\beither\b|\bfavou?r(?:ed|s)?\b|\bindeterminate\b|\?")
 # Text that may sit between two mentions of one coordinated list: ", ", " or ", ", and focal ", ...
-_LIST_GLUE = re.compile(r"(?:\s*,\s*|\s+)(?:(?:and|or|and/or|nor)\s+)?(?:(?!(?:the|a|an|which|that|is|are|was|were|versus|vs"
+_LIST_GLUE = re.compile(r"(?:\s*,\s*|\s+)(?:(?:and|or|and/or|nor)\s+)?(?:(?!(?:the|a|an|which|that|is|are|was|were"
+                        r"|versus|vs"
                         r"|has|have|may|might|could|with|without|to|of|in|no|not|represent\w*|reflect\w*|suggest\w*"
                         r"|likely|possibl\w*|probabl\w*)\b)[a-z-]+\s+){0,3}")
 # After a mention (group): a few words that start no new subject ("effusion on the left"), then the verb phrase

@@ -93,7 +93,7 @@ def _score(refs: Sequence[str], hyps: Sequence[str], ids: Sequence[str], truth: 
                         uncertain=options.uncertain, chexbert=chexbert)
 
 
-def _result_dict(score: CorpusScore, split: str, extra: dict[str, Any], options: ScoringOptions,
+def _result_dict(score: CorpusScore, split: str | None, extra: dict[str, Any], options: ScoringOptions,
                  baseline: CorpusScore | None, baseline_report: str | None) -> dict[str, Any]:
     unavailable = dict(score.unavailable)
     result: dict[str, Any] = {"split": split, "n_studies": score.info["n_studies"], **extra,
@@ -205,7 +205,8 @@ def evaluate(checkpoint: str | Path, split: str = "test", out_dir: str | Path | 
     _write_outputs(out, result, rows, options, f"medvl evaluation: {Path(str(loaded.checkpoint)).name}, {split}")
     result["out_dir"] = str(out)
     if skipped_reasons:
-        print(f"{len(skipped_reasons)} studies of split {split!r} were skipped (listed in metrics.json)", file=sys.stderr)
+        print(f"{len(skipped_reasons)} studies of split {split!r} were skipped (listed in metrics.json)",
+              file=sys.stderr)
     return result
 
 
@@ -228,7 +229,7 @@ def score_files(references: str | Path, hypotheses: str | Path, out_dir: str | P
     extra = {"references": str(references), "hypotheses": str(hypotheses),
              "empty_hypotheses": pairs.empty_hypotheses, "missing_hypotheses": pairs.missing_hypotheses,
              "scoring_seconds": round(time.time() - t0, 2)}
-    result = _result_dict(score, "(files)", extra, options, None, None)
+    result = _result_dict(score, None, extra, options, None, None)
     if out_dir:
         rows = [{"id": sid, "reference": pairs.references[i], "generated": pairs.hypotheses[i], **score.per_study[i]}
                 for i, sid in enumerate(pairs.ids)]
@@ -244,7 +245,8 @@ def _cell(value: Any) -> str:
 def format_tables(result: dict[str, Any]) -> str:
     """The headline metrics with their 95% intervals, next to the majority-report baseline, then per-finding F1."""
     base = result.get("baseline")
-    lines = [f"{result['split']} split, {result['n_studies']} studies; CheXpert labels by {result['labeler']} "
+    where = f"{result['split']} split, " if result.get("split") else f"{result.get('hypotheses', '')} vs references, "
+    lines = [f"{where}{result['n_studies']} studies; CheXpert labels by {result['labeler']} "
              f"(uncertain = {result['uncertain_policy']}); text tokenized by {result['tokenizer']}", ""]
     lines.append(f"{'metric':<22}{'value':>10}{'95% CI':>20}" + (f"{'baseline':>10}{'delta':>10}" if base else ""))
     for key in HEADLINE:

@@ -274,7 +274,8 @@ class Trainer:
             if improved:
                 self.state.best_metric, self.state.best_step = value, self.state.step
             self.logger.log({f"val/{k}": v for k, v in metrics.items()}, self.state.step)
-            shown = " ".join(f"{k}={metrics[k]:.4f}" for k in ("loss", "bleu_4", "gt_micro_f1", "ce_14_micro_f1") if k in metrics)
+            shown = " ".join(f"{k}={metrics[k]:.4f}" for k in ("loss", "bleu_4", "gt_micro_f1", "ce_14_micro_f1")
+                             if k in metrics)
             print(f"\nstep {self.state.step}: val {shown}{' (best)' if improved else ''}", flush=True)
             if improved:
                 self.save("best", "best", metrics, with_train_state=False)
