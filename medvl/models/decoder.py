@@ -3,8 +3,10 @@
 Contract:
 - `TextDecoder.forward(tokens [N, T], cache, start)` -> (logits [N, T, vocab], cache): tokens sit at positions
   start..start+T-1; self-attention is causal and, with a cache, also sees every earlier position stored in it.
-- The cache (`DecoderCache`) is made by `init_cache(memory [B, S, d], memory_mask [B, S] True=valid)`. Cross-attention
-  keys/values are computed there once per sequence and reused at every step. The decoder may run on N = B * K rows
+- The cache (`DecoderCache`) is made by `init_cache(memory [B, S, d], memory_mask [B, S] True=valid)`. Each layer
+  computes its cross-attention keys/values from the memory in its first forward and stores them in the cache, where
+  every later step reuses them; computing them inside the layer's own forward keeps each layer self-contained, which
+  is what per-layer sharding (FSDP) needs. The decoder may run on N = B * K rows
   (K beams per row, row-major: row b's beams are b*K .. b*K+K-1); the K queries of a row then share that row's
   cross-attention keys/values instead of K copies of them.
 - `reorder_cache(cache, index [N])` reorders the self-attention keys/values by beam index; `index` must keep every
@@ -25,8 +27,11 @@ from torch import Tensor, nn
 
 @dataclass
 class DecoderCache:
+    memory: Tensor
+    """[B, S, d]: the encoder output the cross-attention reads."""
     cross_kv: list[tuple[Tensor, Tensor]]
-    """Per layer: cross-attention keys, values [B, heads, S, head_dim], shared by the K beams of a row."""
+    """Per layer: cross-attention keys, values [B, heads, S, head_dim], shared by the K beams of a row; empty until
+    the first forward."""
     cross_mask: Tensor
     """[B, 1, 1, S] bool, True where the memory position may be attended."""
     self_kv: list[tuple[Tensor, Tensor]] = field(default_factory=list)
@@ -88,11 +93,15 @@ class DecoderLayer(nn.Module):
         self.drop = nn.Dropout(dropout)
 
     def forward(self, x: Tensor, past: tuple[Tensor, Tensor] | None, self_mask: Tensor | None,
-                cross_kv: tuple[Tensor, Tensor], cross_mask: Tensor) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+                cross_kv: tuple[Tensor, Tensor] | None, memory: Tensor, cross_mask: Tensor
+                ) -> tuple[Tensor, tuple[Tensor, Tensor], tuple[Tensor, Tensor]]:
+        """Returns (output, this step's self-attention keys/values, the cross-attention keys/values)."""
+        if cross_kv is None:
+            cross_kv = self.cross_attn.memory_kv(memory)
         y, kv = self.self_attn(self.norm1(x), past, self_mask)
         x = x + self.drop(y)
         x = x + self.drop(self.cross_attn(self.norm2(x), cross_kv, cross_mask))
-        return x + self.drop(self.ffn(self.norm3(x))), kv
+        return x + self.drop(self.ffn(self.norm3(x))), kv, cross_kv
 
 
 class TextDecoder(nn.Module):
@@ -113,9 +122,8 @@ class TextDecoder(nn.Module):
         nn.init.normal_(self.pos_embed.weight, std=0.02)
 
     def init_cache(self, memory: Tensor, memory_mask: Tensor) -> DecoderCache:
-        """Cross-attention keys/values of every layer, computed once for a batch of B memories."""
-        return DecoderCache(cross_kv=[layer.cross_attn.memory_kv(memory) for layer in self.layers],
-                            cross_mask=memory_mask[:, None, None, :])
+        """An empty cache for a batch of B memories (the layers fill in their cross-attention keys/values)."""
+        return DecoderCache(memory=memory, cross_kv=[], cross_mask=memory_mask[:, None, None, :])
 
     def forward(self, tokens: Tensor, cache: DecoderCache, start: int = 0,
                 attention_mask: Tensor | None = None) -> tuple[Tensor, DecoderCache]:
@@ -142,13 +150,15 @@ class TextDecoder(nn.Module):
                                                                                        device=tokens.device)
         elif cache.self_kv and t > 1:  # several new tokens after cached ones: causal with an offset
             self_mask = torch.ones(t, start + t, dtype=torch.bool, device=tokens.device).tril(diagonal=start)
-        new_kv = []
+        new_kv, cross_kv = [], []
         for i, layer in enumerate(self.layers):
             past = cache.self_kv[i] if cache.self_kv else None
-            x, kv = layer(x, past, self_mask, cache.cross_kv[i], cache.cross_mask)
+            x, kv, layer_cross = layer(x, past, self_mask, cache.cross_kv[i] if cache.cross_kv else None,
+                                       cache.memory, cache.cross_mask)
             new_kv.append(kv)
+            cross_kv.append(layer_cross)
         logits = self.lm_head(self.norm(x))
-        return logits, DecoderCache(cache.cross_kv, cache.cross_mask, new_kv)
+        return logits, DecoderCache(cache.memory, cross_kv, cache.cross_mask, new_kv)
 
 
 def _right_padded(attention_mask: Tensor) -> bool:
@@ -160,4 +170,4 @@ def _right_padded(attention_mask: Tensor) -> bool:
 def reorder_cache(cache: DecoderCache, index: Tensor) -> DecoderCache:
     """The cache with its self-attention rows gathered by `index` [N] (beam search keeps each index in its row)."""
     self_kv = [(k.index_select(0, index), v.index_select(0, index)) for k, v in cache.self_kv]
-    return DecoderCache(cache.cross_kv, cache.cross_mask, self_kv)
+    return DecoderCache(cache.memory, cache.cross_kv, cache.cross_mask, self_kv)

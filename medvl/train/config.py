@@ -19,6 +19,16 @@ class TrainConfig:
     """Optimizer steps to train for; 0 = derive from epochs."""
     grad_accum: int = 1
     """Micro-batches per optimizer step (global batch = data.batch_size x grad_accum x world size)."""
+    global_batch_size: int = 0
+    """Studies per optimizer step over all processes; when set, grad_accum is derived from it (global / (batch_size x
+    world size), which must divide), so one recipe trains the same on 1 CPU or N GPUs. 0 = batch_size x grad_accum x
+    world size."""
+    strategy: str = "auto"
+    """Multi-process strategy: auto (DDP under torchrun), ddp, fsdp (fully sharded), none. One process ignores it."""
+    dist_backend: str = "auto"
+    """Process-group backend under torchrun: auto (nccl on GPUs, gloo on CPUs), gloo, nccl."""
+    activation_checkpointing: bool = False
+    """Recompute each block's activations in the backward pass (less memory, more compute)."""
     lr: float = 5e-4
     """Peak learning rate."""
     weight_decay: float = 0.05
@@ -63,6 +73,8 @@ class TrainConfig:
             raise ValueError(f"train.precision must be fp32 or bf16, got {self.precision!r}")
         if self.select_mode not in ("max", "min"):
             raise ValueError(f"train.select_mode must be max or min, got {self.select_mode!r}")
+        if self.global_batch_size < 0:
+            raise ValueError(f"train.global_batch_size must be >= 0, got {self.global_batch_size}")
         if self.grad_accum < 1:
             raise ValueError(f"train.grad_accum must be >= 1, got {self.grad_accum}")
         if self.epochs < 1 and self.max_steps < 1:

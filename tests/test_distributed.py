@@ -1,0 +1,205 @@
+"""Multi-process training: the global batch, sharded evaluation, and proof that 2 processes (DDP and FSDP, gloo on
+CPU) compute what 1 process computes, including checkpoints resumed across world sizes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from medvl.config.experiment import load_experiment
+from medvl.train.distributed import (
+    DistInfo,
+    DistributedSetupError,
+    GlobalBatches,
+    init_distributed,
+    merge_shards,
+    plan_batches,
+    resolve_backend,
+    shard_indices,
+)
+from medvl.train.checkpoint import load_checkpoint
+from medvl.train.loop import Trainer, train
+from medvl.train.parallel import resolve_strategy
+
+from .conftest import REPO, tiny_overrides
+
+# dropout 0: with dropout, runs on different world sizes draw different masks and agree only in distribution.
+# The ViT encoder has no BatchNorm: BatchNorm running statistics are per rank under data parallelism (each rank sees
+# its own micro-batches), so a BatchNorm model matches in its parameters and loss curve but not in those buffers.
+RUN = ["model.encoder=vit", "model.dropout=0", "data.batch_size=4", "train.global_batch_size=8", "train.max_steps=6", "train.eval_every=3",
+       "train.log_every=1", "train.warmup_steps=2", "train.lr=3e-3", "train.eval_max_studies=5"]
+
+
+# ------------------------------------------------------------------------------------------------ pure functions
+def test_plan_batches_holds_the_global_batch() -> None:
+    assert plan_batches(4, 1, 16, 2).grad_accum == 2 and plan_batches(4, 1, 16, 1).grad_accum == 4
+    assert plan_batches(4, 3, 0, 2).global_batch == 24  # no global batch: micro x accum x world
+    with pytest.raises(DistributedSetupError, match="global_batch_size=10 is not a multiple of .* 4 x 2"):
+        plan_batches(4, 1, 10, 2)
+    with pytest.raises(DistributedSetupError, match="contradicts"):
+        plan_batches(4, 3, 16, 2)
+
+
+@pytest.mark.parametrize("world", [1, 2, 4])
+def test_every_step_sees_the_same_global_batch_on_any_world_size(world: int) -> None:
+    one = GlobalBatches(37, plan_batches(2, 1, 8, 1), epoch=3, seed=5, rank=0)
+    ranks = [GlobalBatches(37, plan_batches(2, 1, 8, world), epoch=3, seed=5, rank=r) for r in range(world)]
+    assert one.steps == ranks[0].steps == 4
+    for step in range(one.steps):
+        together = [i for r in ranks for mb in r.micro_batches(step) for i in mb]
+        alone = [i for mb in one.micro_batches(step) for i in mb]
+        assert together == alone and len(set(alone)) == 8  # the same studies, in the same order, none twice
+
+
+@pytest.mark.parametrize(("n", "world"), [(0, 2), (7, 1), (7, 2), (7, 3), (10, 4), (3, 5)])
+def test_sharded_evaluation_returns_every_item_exactly_once(n: int, world: int) -> None:
+    parts = [[(i, f"study-{i}") for i in shard_indices(n, r, world)] for r in range(world)]
+    assert sum(len(p) for p in parts) == n and max(map(len, parts)) - min(map(len, parts)) <= 1
+    assert merge_shards(parts, n) == [f"study-{i}" for i in range(n)]
+    if n:
+        with pytest.raises(RuntimeError, match="produced by two ranks"):
+            merge_shards([*parts, parts[0][:1] or [(0, "x")]], n)
+        with pytest.raises(RuntimeError, match="lost 1 of"):
+            merge_shards([p[1:] if i == 0 else p for i, p in enumerate(parts)], n)
+
+
+def test_wrong_settings_fail_before_any_work(monkeypatch: pytest.MonkeyPatch, synth_root: Path,
+                                             tmp_path: Path) -> None:
+    if not torch.cuda.is_available():
+        with pytest.raises(DistributedSetupError, match="nccl needs CUDA"):
+            resolve_backend("nccl", "cpu")
+        cfg = load_experiment("quickstart", tiny_overrides(synth_root, tmp_path / "nccl", "train.dist_backend=nccl"))
+        with pytest.raises(DistributedSetupError, match="nccl needs CUDA"):
+            Trainer(cfg)
+        assert not (tmp_path / "nccl").exists()  # nothing was written
+    with pytest.raises(DistributedSetupError, match="must be one of auto, gloo, nccl"):
+        resolve_backend("mpi4", "cpu")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.delenv("MASTER_ADDR", raising=False)
+    monkeypatch.delenv("MASTER_PORT", raising=False)
+    with pytest.raises(DistributedSetupError, match="MASTER_ADDR and MASTER_PORT not set: no rendezvous endpoint"):
+        init_distributed("gloo", "cpu")
+    monkeypatch.delenv("RANK")
+    with pytest.raises(DistributedSetupError, match="RANK is not set"):
+        init_distributed("gloo", "cpu")
+    monkeypatch.delenv("WORLD_SIZE")
+    cfg = load_experiment("quickstart", tiny_overrides(synth_root, tmp_path / "gb", "train.global_batch_size=6"))
+    with pytest.raises(DistributedSetupError, match="not a multiple"):
+        Trainer(cfg)
+    with pytest.raises(DistributedSetupError, match="deepspeed is not supported"):
+        resolve_strategy("deepspeed", DistInfo())
+    assert resolve_strategy("fsdp", DistInfo()) == "none"  # a recipe asking for FSDP runs unchanged on one process
+
+
+# ------------------------------------------------------------------------------------------------ 2 processes
+def _torchrun(args: list[str], timeout: int = 300) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "medvl",
+           "train", "quickstart", *args]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, (done.stdout[-2000:], done.stderr[-4000:])
+    return done
+
+
+def _curve(run: Path) -> list[float]:
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    return [r["train/loss"] for r in rows if "train/loss" in r]
+
+
+def _val(run: Path) -> list[dict]:
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    return [r for r in rows if "val/loss" in r]
+
+
+def _weights(run: Path, name: str = "last") -> dict[str, torch.Tensor]:
+    checkpoint = load_checkpoint(run / "checkpoints" / name)
+    assert checkpoint.metadata["config"]["model"]["dropout"] == 0.0
+    raw = load_file(run / "checkpoints" / name / "model.safetensors")
+    assert len(raw) < len(checkpoint.model_state)  # the tied output projection is stored once, also under FSDP
+    return checkpoint.model_state
+
+
+BATCHNORM_STATS = ("running_mean", "running_var", "num_batches_tracked")
+
+
+def _assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], tol: float = 2e-5,
+                         skip_batchnorm_stats: bool = False) -> None:
+    assert a.keys() == b.keys()
+    keys = [k for k in a if not (skip_batchnorm_stats and k.endswith(BATCHNORM_STATS))]
+    worst = max(float((a[k].double() - b[k].double()).abs().max()) for k in keys)
+    assert worst < tol, worst
+
+
+@pytest.fixture(scope="module")
+def single_runs(synth_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """One-process reference runs, per encoder, trained once for the module."""
+    root, runs = tmp_path_factory.mktemp("dist"), {}
+
+    def get(encoder: str) -> Path:
+        if encoder not in runs:
+            runs[encoder] = root / f"one_{encoder}"
+            train(load_experiment("quickstart", tiny_overrides(synth_root, runs[encoder], *RUN,
+                                                               f"model.encoder={encoder}")))
+        return runs[encoder]
+
+    return get  # type: ignore[return-value]
+
+
+@pytest.fixture()
+def one_process(single_runs) -> Path:  # noqa: ANN001
+    return single_runs("vit")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("strategy", "encoder"), [("ddp", "vit"), ("fsdp", "vit"), ("ddp", "conv")])
+def test_two_processes_match_one(strategy: str, encoder: str, single_runs, synth_root: Path,  # noqa: ANN001
+                                 tmp_path: Path) -> None:
+    reference = single_runs(encoder)
+    run = tmp_path / strategy
+    _torchrun(tiny_overrides(synth_root, run, *RUN, f"train.strategy={strategy}", f"model.encoder={encoder}"))
+    summary = json.loads((run / "train_summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["strategy"] == strategy and summary["grad_accum"] == 1
+    assert json.loads((reference / "train_summary.json").read_text())["grad_accum"] == 2  # same global batch of 8
+    np.testing.assert_allclose(_curve(run), _curve(reference), rtol=1e-5, atol=1e-6)
+    assert len(_curve(run)) == 6
+    batchnorm = encoder == "conv"
+    _assert_same_weights(_weights(run), _weights(reference), skip_batchnorm_stats=batchnorm)
+    if batchnorm:
+        return  # evaluation runs on the running statistics, which are per rank (see RUN)
+    # Validation sharded over 2 ranks and merged: the same loss and the same scores as on one process.
+    one_process = reference
+    for two, one in zip(_val(run), _val(one_process), strict=True):
+        assert two["step"] == one["step"]
+        assert two["val/loss"] == pytest.approx(one["val/loss"], rel=1e-5)
+        for key in ("val/bleu_4", "val/gt_micro_f1", "val/ce_14_micro_f1"):
+            assert two[key] == pytest.approx(one[key], abs=1e-9), key
+    # Only rank 0 wrote: one log line per step and validation, one set of checkpoints.
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == len(
+        (one_process / "metrics.jsonl").read_text().splitlines())
+
+
+@pytest.mark.slow
+def test_checkpoints_resume_across_world_sizes(one_process: Path, synth_root: Path, tmp_path: Path) -> None:
+    # 1 process -> 2 processes: resume the single-process step-3 checkpoint under torchrun.
+    two = tmp_path / "two_from_one"
+    _torchrun(tiny_overrides(synth_root, two, *RUN) + ["--resume", str(one_process / "checkpoints" / "step_0000003")])
+    _assert_same_weights(_weights(two), _weights(one_process))
+    assert _curve(two) == pytest.approx(_curve(one_process)[3:], rel=1e-5)
+    # 2 processes -> 1 process: resume the step-3 checkpoint the 2-process run wrote, in this process.
+    one = tmp_path / "one_from_two"
+    first_half = tmp_path / "two_first_half"
+    _torchrun(tiny_overrides(synth_root, first_half, *RUN))
+    train(load_experiment("quickstart", tiny_overrides(synth_root, one, *RUN)),
+          resume=str(first_half / "checkpoints" / "step_0000003"))
+    _assert_same_weights(_weights(one), _weights(one_process))
+    meta = json.loads((first_half / "checkpoints" / "step_0000003" / "meta.json").read_text())
+    assert meta["world_size"] == 2 and meta["global_batch"] == 8 and meta["strategy"] == "ddp"
