@@ -98,8 +98,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     result = evaluate(args.checkpoint, split=args.split, out_dir=args.out, data_root=args.data_root,
                       generation=_generation_overrides(args), max_studies=args.max_studies, device=args.device,
                       strict=args.strict, options=_scoring_options(args))
-    print(format_tables(result))
-    print(_written(result))
+    if result:  # under torchrun only rank 0 has the result
+        print(format_tables(result))
+        print(_written(result))
     return 0
 
 

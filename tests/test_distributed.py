@@ -203,3 +203,24 @@ def test_checkpoints_resume_across_world_sizes(one_process: Path, synth_root: Pa
     _assert_same_weights(_weights(one), _weights(one_process))
     meta = json.loads((first_half / "checkpoints" / "step_0000003" / "meta.json").read_text())
     assert meta["world_size"] == 2 and meta["global_batch"] == 8 and meta["strategy"] == "ddp"
+
+
+@pytest.mark.slow
+def test_evaluate_sharded_over_two_processes_equals_one(one_process: Path, tmp_path: Path) -> None:
+    from medvl.cli import main
+
+    args = ["evaluate", str(one_process), "--split", "test", "--no-meteor", "--bootstrap", "50", "--no-html"]
+    assert main([*args, "--out", str(tmp_path / "one")]) == 0
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                           "-m", "medvl", *args, "--out", str(tmp_path / "two")], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("95% CI") == 1  # only rank 0 prints
+    rows = {name: [json.loads(x) for x in (tmp_path / name / "predictions.jsonl").read_text().splitlines()]
+            for name in ("one", "two")}
+    assert [r["id"] for r in rows["two"]] == [r["id"] for r in rows["one"]]  # every study once, in order
+    assert [r["generated"] for r in rows["two"]] == [r["generated"] for r in rows["one"]]
+    one, two = (json.loads((tmp_path / n / "metrics.json").read_text()) for n in ("one", "two"))
+    for key in ("bleu_4", "rouge_l", "cider", "ce_14_micro_f1", "gt_micro_f1", "bleu_4_ci_low", "n_studies"):
+        assert two[key] == one[key], key

@@ -22,9 +22,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
-from medvl.data.dataset import ReportDataset, check_studies, collate, epoch_batches
+from medvl.data.dataset import ReportDataset, check_studies, collate
 from medvl.data.sources import load_studies, require_split
 from medvl.evaluate.baseline import majority_report
 from medvl.evaluate.chexpert import CHEXPERT_14
@@ -128,61 +129,76 @@ def evaluate(checkpoint: str | Path, split: str = "test", out_dir: str | Path | 
              device: str = "auto", progress: bool = True, strict: bool | None = None,
              options: ScoringOptions | None = None) -> dict[str, Any]:
     """Evaluate a checkpoint on `split` of the data set it was trained on (or `data_root`); `strict` overrides
-    the run's `data.strict` (stop at the first unusable study instead of skipping it)."""
+    the run's `data.strict` (stop at the first unusable study instead of skipping it).
+
+    Under torchrun (`torchrun --nproc-per-node N -m medvl evaluate CKPT`) generation is split across the processes,
+    rank 0 merges the reports (each study exactly once), scores and writes; the other ranks return {}.
+    """
+    from medvl.train.distributed import (barrier, gather_objects, init_distributed, merge_shards, shard_indices,
+                                         shutdown)
+
     options = options or ScoringOptions()
     chexbert = options.chexbert_labeler()  # fails now, not after generation, when its paths are wrong
-    loaded = load_trained(checkpoint, device=device)
-    cfg = loaded.config
-    data_cfg = dataclasses.replace(cfg.data, root=data_root) if data_root else cfg.data
-    if strict is not None:
-        data_cfg = dataclasses.replace(data_cfg, strict=strict)
-    gen: GenerationConfig = dataclasses.replace(cfg.generation, **(generation or {}))
-    studies = load_studies(data_cfg)
-    test, skipped = check_studies(require_split(studies, split), data_cfg.strict)
-    if max_studies:
-        test = test[:max_studies]
-    train_reports = [s.report for s in studies.get("train", [])]
-    image_paths = {s.id: [str(p) for p in s.image_paths] for s in test}
-
-    mc = cfg.model
-    dataset = ReportDataset(test, loaded.tokenizer, mc.image_size, mc.max_views, mc.max_len, strict=data_cfg.strict)
-    refs, hyps, ids, truth_rows = [], [], [], []
-    skipped_reasons = {s.id: s.reason for s in skipped}
-    meteor = _meteor_handle(options)  # loads while the model generates
+    # Under torchrun every rank generates for every world-size-th study; rank 0 merges, scores and writes.
+    dist_info = init_distributed("auto", "cuda" if device.startswith("cuda") or (
+        device == "auto" and torch.cuda.is_available()) else "cpu")
+    if dist_info.enabled and device in ("auto", "cuda") and torch.cuda.is_available():
+        device = f"cuda:{dist_info.local_rank}"
     try:
-        t0 = time.time()
-        batches = epoch_batches(len(dataset), gen.batch_size, 0, 0, shuffle=False, drop_last=False)
-        iterator = batches
-        if progress:
-            from tqdm import tqdm
+        loaded = load_trained(checkpoint, device=device)
+        cfg = loaded.config
+        data_cfg = dataclasses.replace(cfg.data, root=data_root) if data_root else cfg.data
+        if strict is not None:
+            data_cfg = dataclasses.replace(data_cfg, strict=strict)
+        gen: GenerationConfig = dataclasses.replace(cfg.generation, **(generation or {}))
+        studies = load_studies(data_cfg)
+        test, skipped = check_studies(require_split(studies, split), data_cfg.strict)
+        if max_studies:
+            test = test[:max_studies]
+        train_reports = [s.report for s in studies.get("train", [])]
+        image_paths = {s.id: [str(p) for p in s.image_paths] for s in test}
 
-            iterator = tqdm(batches, desc=f"evaluate {split}", dynamic_ncols=True)
-        for indices in iterator:
-            batch = collate([dataset[i] for i in indices], max_views=mc.max_views,
-                            pad_id=loaded.tokenizer.pad_token_id)
-            skipped_reasons.update({s.id: s.reason for s in batch.skipped})
-            if len(batch) == 0:
-                continue
-            hyps += loaded.task.generate(batch.to(loaded.device), gen)
-            refs += batch.reports
-            ids += batch.ids
-            truth_rows.append(batch.labels)
-        seconds = time.time() - t0
-        if not refs:
-            raise RuntimeError(f"no study of split {split!r} could be evaluated ({len(skipped_reasons)} skipped)")
-        truth = torch.cat(truth_rows).numpy() if all(t is not None for t in truth_rows) else None
+        mc = cfg.model
+        dataset = ReportDataset(test, loaded.tokenizer, mc.image_size, mc.max_views, mc.max_len,
+                                strict=data_cfg.strict)
+        skipped_reasons = {s.id: s.reason for s in skipped}
+        meteor = _meteor_handle(options) if dist_info.is_main else None  # loads while the model generates
+        try:
+            t0 = time.time()
+            mine = shard_indices(len(dataset), dist_info.rank, dist_info.world_size)
+            produced, load_skips = _generate(loaded, dataset, mine, gen, progress and dist_info.is_main, split)
+            parts = gather_objects((produced, load_skips), dist_info)
+            seconds = time.time() - t0
+            if not dist_info.is_main:
+                return {}
+            for _, part_skips in parts:
+                skipped_reasons.update(part_skips)
+            failed = {i for i, study in enumerate(dataset.studies) if study.id in skipped_reasons}
+            kept = [i for i in range(len(dataset)) if i not in failed]
+            position = {i: k for k, i in enumerate(kept)}
+            rows_in_order = merge_shards([[(position[i], row) for i, row in part] for part, _ in parts], len(kept))
+            if not rows_in_order:
+                raise RuntimeError(f"no study of split {split!r} could be evaluated ({len(skipped_reasons)} skipped)")
+            ids = [r[0] for r in rows_in_order]
+            refs = [r[1] for r in rows_in_order]
+            hyps = [r[2] for r in rows_in_order]
+            truth = np.stack([r[3] for r in rows_in_order]) if all(r[3] is not None for r in rows_in_order) \
+                else None
 
-        t1 = time.time()
-        model_score = _score(refs, hyps, ids, truth, options, meteor, chexbert=chexbert)
-        baseline_score = baseline = None
-        if train_reports:
-            baseline = majority_report(train_reports)
-            baseline_score = _score(refs, [baseline] * len(refs), ids, truth, options, meteor, bootstrap=0,
-                                    chexbert=chexbert)
-        scoring_seconds = time.time() - t1
+            t1 = time.time()
+            model_score = _score(refs, hyps, ids, truth, options, meteor, chexbert=chexbert)
+            baseline_score = baseline = None
+            if train_reports:
+                baseline = majority_report(train_reports)
+                baseline_score = _score(refs, [baseline] * len(refs), ids, truth, options, meteor, bootstrap=0,
+                                        chexbert=chexbert)
+            scoring_seconds = time.time() - t1
+        finally:
+            if meteor:
+                meteor.close()
     finally:
-        if meteor:
-            meteor.close()
+        barrier(dist_info)
+        shutdown()
 
     extra = {"checkpoint": str(loaded.checkpoint), "skipped": skipped_reasons,
              "labels_from": "data set ground truth (gt_*) and the CheXpert labeler on both texts (ce_*)"
@@ -236,6 +252,34 @@ def score_files(references: str | Path, hypotheses: str | Path, out_dir: str | P
         _write_outputs(Path(out_dir), result, rows, options, f"medvl score: {Path(hypotheses).name}")
         result["out_dir"] = str(out_dir)
     return result
+
+
+def _generate(loaded: Any, dataset: ReportDataset, indices: list[int], gen: GenerationConfig, progress: bool,
+              split: str) -> tuple[list[tuple[int, tuple]], dict[str, str]]:
+    """Reports for dataset items `indices`: ([(index, (id, reference, generated, labels or None))], skipped)."""
+    mc = loaded.config.model
+    out: list[tuple[int, tuple]] = []
+    skipped: dict[str, str] = {}
+    batches = [indices[i: i + gen.batch_size] for i in range(0, len(indices), gen.batch_size)]
+    iterator: Any = batches
+    if progress:
+        from tqdm import tqdm
+
+        iterator = tqdm(batches, desc=f"evaluate {split}", dynamic_ncols=True)
+    for chunk in iterator:
+        batch = collate([dataset[i] for i in chunk], max_views=mc.max_views, pad_id=loaded.tokenizer.pad_token_id)
+        skipped.update({s.id: s.reason for s in batch.skipped})
+        if len(batch) == 0:
+            continue
+        hyps = loaded.task.generate(batch.to(loaded.device), gen)
+        labels = batch.labels.cpu().numpy() if batch.labels is not None else None
+        by_id = {sid: k for k, sid in enumerate(batch.ids)}
+        for i in chunk:
+            sid = dataset.studies[i].id
+            if sid in by_id:
+                k = by_id[sid]
+                out.append((i, (sid, batch.reports[k], hyps[k], None if labels is None else labels[k])))
+    return out, skipped
 
 
 def _cell(value: Any) -> str:
