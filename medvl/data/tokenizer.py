@@ -16,9 +16,28 @@ from transformers import PreTrainedTokenizerFast
 SPECIAL_TOKENS = ("<pad>", "<bos>", "<eos>", "<unk>")
 
 
-def _wrap(backend: Tokenizer) -> PreTrainedTokenizerFast:
-    return PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", bos_token="<bos>",
-                                   eos_token="<eos>", unk_token="<unk>")
+MEDVL_SPECIALS = {"pad_token": "<pad>", "bos_token": "<bos>", "eos_token": "<eos>", "unk_token": "<unk>"}
+
+
+def _wrap(backend: Tokenizer, specials: dict[str, str | None] | None = None) -> PreTrainedTokenizerFast:
+    return PreTrainedTokenizerFast(tokenizer_object=backend, **(specials or MEDVL_SPECIALS))
+
+
+def special_tokens(tok: PreTrainedTokenizerFast) -> dict[str, str | None]:
+    """The pad/bos/eos/unk token strings of a tokenizer (stored with checkpoints next to its JSON)."""
+    return {name: getattr(tok, name) for name in MEDVL_SPECIALS}
+
+
+def _load_llm_tokenizer(path: Path) -> PreTrainedTokenizerFast:
+    """An LLM's own tokenizer (tokenizer.json + tokenizer_config.json, e.g. Llama/Vicuna), offline; a missing pad
+    token becomes the unk (else eos) token, as LLM fine-tuning code usually does."""
+    tok = PreTrainedTokenizerFast.from_pretrained(str(path), local_files_only=True)
+    missing = [name for name in ("bos_token", "eos_token") if getattr(tok, name) is None]
+    if missing:
+        raise ValueError(f"tokenizer in {path} has no {' or '.join(missing)}; medvl needs both to mark reports")
+    if tok.pad_token is None:
+        tok.pad_token = tok.unk_token or tok.eos_token
+    return tok
 
 
 def train_bpe_tokenizer(texts: Sequence[str], vocab_size: int = 1200, min_frequency: int = 2) -> PreTrainedTokenizerFast:
@@ -43,8 +62,12 @@ def load_tokenizer(path: str | Path) -> PreTrainedTokenizerFast:
     path = Path(path)
     if not (path / "tokenizer.json").is_file():
         raise FileNotFoundError(f"no tokenizer.json in {path}: tokenizer.path must be a directory written by "
-                                "save_pretrained (e.g. runs/NAME/tokenizer), or leave it empty to train a new one")
-    tok = _wrap(Tokenizer.from_file(str(path / "tokenizer.json")))
+                                "save_pretrained (e.g. runs/NAME/tokenizer, or an LLM's folder), or leave it empty "
+                                "to train a new one")
+    backend = Tokenizer.from_file(str(path / "tokenizer.json"))
+    if backend.token_to_id("<bos>") is None and (path / "tokenizer_config.json").is_file():
+        return _load_llm_tokenizer(path)  # an LLM's tokenizer, with its own special tokens
+    tok = _wrap(backend)
     missing = [t for t in SPECIAL_TOKENS if tok.convert_tokens_to_ids(t) in (None, tok.unk_token_id) and t != "<unk>"]
     if missing:
         raise ValueError(f"tokenizer in {path} lacks the special tokens {missing}; medvl needs {list(SPECIAL_TOKENS)}")
@@ -55,8 +78,9 @@ def tokenizer_to_json(tok: PreTrainedTokenizerFast) -> str:
     return tok.backend_tokenizer.to_str()
 
 
-def tokenizer_from_json(text: str) -> PreTrainedTokenizerFast:
-    return _wrap(Tokenizer.from_str(text))
+def tokenizer_from_json(text: str, specials: dict[str, str | None] | None = None) -> PreTrainedTokenizerFast:
+    """The tokenizer of `tokenizer_to_json`, with its special tokens (medvl's own when `specials` is None)."""
+    return _wrap(Tokenizer.from_str(text), specials)
 
 
 def encode_report(tok: PreTrainedTokenizerFast, text: str, max_tokens: int) -> tuple[list[int], bool]:

@@ -24,6 +24,7 @@ from medvl.infer.config import GenerationConfig
 from medvl.models.families import MODEL_FAMILIES
 from medvl.tasks import TASKS
 from medvl.train.checkpoint import find_latest_checkpoint, load_checkpoint
+from medvl.train.parallel import load_model_state
 
 
 @dataclass
@@ -70,9 +71,9 @@ def load_trained(path: str | Path, device: str = "auto", use_ema: bool = True) -
     state = ckpt.model_state
     if use_ema and "ema" in ckpt.extra:
         state = {**state, **{k: v for k, v in ckpt.extra["ema"].items() if k in state}}
-    model.load_state_dict(state)
+    load_model_state(model, state)
     model.to(dev).eval()
-    tokenizer = tokenizer_from_json(ckpt.metadata["tokenizer"])
+    tokenizer = tokenizer_from_json(ckpt.metadata["tokenizer"], ckpt.metadata.get("tokenizer_specials"))
     task = TASKS.get(family.task)()(model, tokenizer)
     return LoadedModel(cfg, model, tokenizer, task, dev, ckpt_dir, ckpt.metadata)
 

@@ -66,10 +66,30 @@ def _build_captioner(config: Any) -> nn.Module:
     return Captioner(config)
 
 
+def _xraygpt_config() -> type:
+    from medvl.models.xraygpt import XrayGPTConfig
+
+    return XrayGPTConfig
+
+
+def _xraygpt_presets() -> dict[str, dict[str, Any]]:
+    from medvl.models.xraygpt import XRAYGPT_SIZES
+
+    return XRAYGPT_SIZES
+
+
+def _build_xraygpt(config: Any) -> nn.Module:
+    from medvl.models.xraygpt import XrayGPT
+
+    return XrayGPT(config)
+
+
 MODEL_FAMILIES: Registry[ModelFamily] = Registry("model family")
 MODEL_FAMILIES.add("captioner", ModelFamily("captioner", _captioner_config, _captioner_presets, _build_captioner,
                                             task="report_generation", default_size="small",
                                             reload_config=_captioner_reload_config))
+MODEL_FAMILIES.add("xraygpt", ModelFamily("xraygpt", _xraygpt_config, _xraygpt_presets, _build_xraygpt,
+                                          task="instructed_report", default_size="small"))
 
 
 def model_config_to_dict(family: str, size: str, config: Any) -> dict[str, Any]:

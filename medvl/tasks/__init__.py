@@ -14,5 +14,12 @@ def _report_generation() -> type:
     return ReportGenerationTask
 
 
+def _instructed_report() -> type:
+    from medvl.tasks.instructed_report import InstructedReportTask
+
+    return InstructedReportTask
+
+
 TASKS: Registry[Callable[[], Any]] = Registry("task")
 TASKS.add("report_generation", _report_generation)
+TASKS.add("instructed_report", _instructed_report)

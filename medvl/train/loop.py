@@ -34,7 +34,8 @@ from torch.utils.data import DataLoader
 from medvl.config.experiment import ExperimentConfig
 from medvl.data.dataset import Batch, ReportDataset, Skipped, StudyError, collate, check_studies
 from medvl.data.sources import load_studies, require_split
-from medvl.data.tokenizer import load_tokenizer, tokenizer_from_json, tokenizer_to_json, train_bpe_tokenizer
+from medvl.data.tokenizer import (load_tokenizer, special_tokens, tokenizer_from_json, tokenizer_to_json,
+                                  train_bpe_tokenizer)
 from medvl.evaluate.scoring import score_reports
 from medvl.models.families import MODEL_FAMILIES
 from medvl.tasks import TASKS
@@ -235,7 +236,7 @@ class Trainer:
 
     def _tokenizer(self, checkpoint: Any, train_reports: list[str]):  # noqa: ANN202
         if checkpoint is not None:
-            return tokenizer_from_json(checkpoint.metadata["tokenizer"])
+            return tokenizer_from_json(checkpoint.metadata["tokenizer"], checkpoint.metadata.get("tokenizer_specials"))
         tc = self.cfg.tokenizer
         if tc.path:
             return load_tokenizer(tc.path)
@@ -282,7 +283,8 @@ class Trainer:
     # ---------------------------------------------------------------------------------------------------- checkpoints
     def _metadata(self, kind: str, metrics: dict[str, float] | None) -> dict[str, Any]:
         return {"kind": kind, "step": self.state.step, "epoch": self.state.epoch, "config": self.cfg.to_dict(),
-                "tokenizer": tokenizer_to_json(self.tokenizer), "metrics": metrics or {},
+                "tokenizer": tokenizer_to_json(self.tokenizer), "tokenizer_specials": special_tokens(self.tokenizer),
+                "metrics": metrics or {},
                 "versions": library_versions(), "has_ema": self.ema is not None,
                 "world_size": self.dist.world_size, "global_batch": self.plan.global_batch,
                 "strategy": self.strategy}
@@ -291,6 +293,8 @@ class Trainer:
              ) -> Path:
         """Write a checkpoint (every rank calls this: gathering sharded state is collective; rank 0 writes)."""
         model_state = self.parallel.model_state()
+        if hasattr(self.model, "checkpoint_state"):  # e.g. leave out frozen weights loaded from a pretrained path
+            model_state = self.model.checkpoint_state(model_state)
         train_state = None
         if with_train_state:
             train_state = {"optimizer": self.parallel.optimizer_state(self.optimizer),

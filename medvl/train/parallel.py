@@ -141,12 +141,13 @@ class ParallelModel:
         return get_optimizer_state_dict(self.model, optimizer, options=_state_options(cpu_offload=True))
 
     def load_model_state(self, state: dict[str, torch.Tensor]) -> None:
+        partial = hasattr(self.model, "load_checkpoint_state")  # checkpoints that leave out frozen pretrained weights
         if self.strategy != "fsdp":
-            self.model.load_state_dict(state)
+            load_model_state(self.model, state)
             return
         from torch.distributed.checkpoint.state_dict import set_model_state_dict
 
-        set_model_state_dict(self.model, state, options=_state_options())
+        set_model_state_dict(self.model, state, options=_state_options(strict=not partial))
 
     def load_optimizer_state(self, optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
         """Load a name-keyed (or, from older checkpoints, an index-keyed) optimizer state."""
@@ -159,6 +160,14 @@ class ParallelModel:
         set_optimizer_state_dict(self.model, optimizer, state, options=_state_options())
 
 
+def load_model_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Load checkpoint weights into a plain model, through its own `load_checkpoint_state` when it has one."""
+    if hasattr(model, "load_checkpoint_state"):
+        model.load_checkpoint_state(state)
+    else:
+        model.load_state_dict(state)
+
+
 @contextmanager
 def _fsdp_no_sync(model: nn.Module) -> Iterator[None]:
     model.set_requires_gradient_sync(False)
@@ -168,4 +177,4 @@ def _fsdp_no_sync(model: nn.Module) -> Iterator[None]:
         model.set_requires_gradient_sync(True)
 
 
-__all__ = ["STRATEGIES", "ParallelModel", "resolve_strategy"]
+__all__ = ["STRATEGIES", "ParallelModel", "load_model_state", "resolve_strategy"]
