@@ -47,6 +47,17 @@ def resize_square(img: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(Image.fromarray(img).resize((size, size), method), dtype=np.uint8)
 
 
+def decode_task(task: tuple[int, str, int]) -> tuple[int, np.ndarray | None, list[int], str]:
+    """(row, path, size) -> (row, resized image or None, original [H, W], error message): a worker of
+    `medvl data prepare`, kept here so that its processes import only numpy and PIL."""
+    row, path, size = task
+    try:
+        img = load_grayscale(path)
+    except ImageLoadError as e:
+        return row, None, [], str(e)
+    return row, resize_square(img, size), list(img.shape), ""
+
+
 def _to_uint8(arr: np.ndarray) -> np.ndarray:
     """Min-max scale any numeric array to uint8 0..255 (a constant image becomes zeros)."""
     arr = np.asarray(arr, dtype=np.float64)

@@ -2,7 +2,8 @@
 
 Output (read back by the `prepared` source, `medvl.data.layouts.prepared`):
 
-    OUT/images.npy       uint8 [rows, S, S], one row per view of a usable study (np.lib.format, memory-mappable)
+    OUT/images.npy       uint8 [rows, S, S], one row per view (np.lib.format, memory-mappable); the rows of a study
+                         found unusable while decoding stay zero and are referenced by no study
     OUT/studies.jsonl    one usable study per line: id, split, report, rows, view_ids, image_paths, labels, meta,
                          sizes (the original [H, W] of each view)
     OUT/problems.jsonl   one line per unusable study: id, split, kind, reason (nothing is dropped silently)
@@ -31,7 +32,7 @@ import numpy as np
 
 from medvl.data.config import DataConfig
 from medvl.data.dataset import StudyError
-from medvl.data.images import ImageLoadError, load_grayscale, resize_square
+from medvl.data.images import decode_task
 from medvl.data.layouts.prepared import FORMAT, VERSION
 from medvl.data.reports import rules_metadata
 from medvl.data.sources import Study, load_studies
@@ -46,15 +47,6 @@ _KINDS = (("missing image", r"image file not found"), ("empty image file", r"ima
 def problem_kind(reason: str) -> str:
     """A short category of an unusable study's reason, for the counts in prepared.json."""
     return next((kind for kind, pattern in _KINDS if re.search(pattern, reason)), "other")
-
-
-def _decode(task: tuple[int, str, int]) -> tuple[int, np.ndarray | None, list[int], str]:
-    row, path, size = task
-    try:
-        img = load_grayscale(path)
-    except ImageLoadError as e:
-        return row, None, [], str(e)
-    return row, resize_square(img, size), list(img.shape), ""
 
 
 def _summary(values: list[float]) -> dict[str, float]:
@@ -125,7 +117,7 @@ def prepare(source: str, src: str | Path, out: str | Path, image_size: int = 256
     tasks, first_row = [], []
     for study in usable:
         first_row.append(len(tasks))
-        tasks += [(len(tasks), str(p), image_size) for p in study.image_paths]
+        tasks += [(len(tasks) + k, str(p), image_size) for k, p in enumerate(study.image_paths)]
     images = np.lib.format.open_memmap(out / "images.npy", mode="w+", dtype=np.uint8,
                                        shape=(len(tasks), image_size, image_size))
     sizes: list[list[int]] = [[] for _ in tasks]
@@ -133,7 +125,7 @@ def prepare(source: str, src: str | Path, out: str | Path, image_size: int = 256
     workers = min(os.cpu_count() or 1, 4) if workers is None else workers
     pool = mp.get_context("spawn").Pool(workers) if workers > 0 and len(tasks) > 64 else None
     try:
-        results = pool.imap(_decode, tasks, chunksize=32) if pool else map(_decode, tasks)
+        results = pool.imap(decode_task, tasks, chunksize=32) if pool else map(decode_task, tasks)
         for done, (row, arr, shape, err) in enumerate(results, start=1):
             if arr is None:
                 errors[row] = err
