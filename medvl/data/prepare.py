@@ -98,7 +98,8 @@ def prepare(source: str, src: str | Path, out: str | Path, image_size: int = 256
     cfg = replace(data or DataConfig(), source=source, root=str(src), max_studies=0)
     out = Path(out)
     studies = [s for split in load_studies(cfg).values() for s in split]
-    _prepare_out(out, overwrite)
+    if not overwrite and out.exists() and any(out.iterdir()):
+        _prepare_out(out, overwrite)  # fail before any work
     problems: list[dict[str, str]] = []
     usable: list[Study] = []
 
@@ -114,6 +115,7 @@ def prepare(source: str, src: str | Path, out: str | Path, image_size: int = 256
             unusable(study, reason)
         else:
             usable.append(study)
+    _prepare_out(out, overwrite)
     tasks, first_row = [], []
     for study in usable:
         first_row.append(len(tasks))
