@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from medvl.data.config import DataConfig, ReportConfig
+from medvl.data.config import DataConfig, ReportConfig, SynthConfig
 from medvl.data.dataset import ReportDataset, StudyError, check_studies, collate
 from medvl.data.images import load_grayscale, resize_square
 from medvl.data.prepare import prepare, problem_kind
@@ -16,6 +16,7 @@ from medvl.data.sources import DataSourceError, load_studies
 from medvl.data.tokenizer import train_bpe_tokenizer
 
 from . import data_fixtures as fx
+from .conftest import tiny_overrides
 
 
 @pytest.fixture(scope="module")
@@ -107,3 +108,15 @@ def test_problem_kinds() -> None:
 def test_prepared_source_needs_a_prepare_output(tmp_path: Path) -> None:
     with pytest.raises(DataSourceError, match="prepared.json"):
         load_studies(DataConfig(source="prepared", root=str(tmp_path)))
+
+
+def test_training_reads_a_prepared_set(synth_root: Path, tmp_path: Path) -> None:
+    from medvl.config.experiment import load_experiment
+    from medvl.train.loop import train
+
+    info = prepare("synthetic", synth_root, tmp_path / "prep", image_size=32, workers=0, progress=False,
+                   data=DataConfig(synth=SynthConfig(n=40, seed=3, image_size=64)))
+    assert info["studies"] == 40 and info["problems"] == 0
+    overrides = tiny_overrides(tmp_path / "prep", tmp_path / "run", "train.max_steps=2", "data.source=prepared")
+    summary = train(load_experiment("quickstart", overrides))
+    assert summary["steps"] == 2
