@@ -265,12 +265,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     def source_args(q: argparse.ArgumentParser) -> None:
         g = q.add_argument_group("reports and index files")
-        g.add_argument("--section", default="findings", choices=SECTION_CHOICES, help="part of whole reports used (openi, iu_csv, "
+        g.add_argument("--section", default="findings", choices=SECTION_CHOICES,
+                       help="part of whole reports used (openi, iu_csv, "
                        "mimic_cxr_jpg): findings (default), impression, findings+impression, findings|impression "
                        "(findings, else impression), full")
-        g.add_argument("--clean", default="none", choices=CLEAN_CHOICES, help="report cleaning: none (default) or r2gen (lower-case, "
+        g.add_argument("--clean", default="none", choices=CLEAN_CHOICES,
+                       help="report cleaning: none (default) or r2gen (lower-case, "
                        "punctuation removed, as R2Gen)")
-        g.add_argument("--deid", default="keep", choices=DEID_CHOICES, help="placeholders XXXX / ___: keep (default), unify (all XXXX), drop")
+        g.add_argument("--deid", default="keep", choices=DEID_CHOICES,
+                       help="placeholders XXXX / ___: keep (default), unify (all XXXX), drop")
         g.add_argument("--max-words", type=int, default=0, help="cut reports to N words (default 0 = no limit)")
         g.add_argument("--manifest", default=None, help="index file relative to the data directory, for manifest, "
                        "coco_captions, flickr_captions, xraygpt (default: the layout's usual name)")

@@ -12,7 +12,8 @@ from .data_fixtures import MIMIC_REPORT
 
 def test_sections_of_a_mimic_report() -> None:
     sec = extract_sections(MIMIC_REPORT)
-    assert sec["FINDINGS"] == "There is no focal consolidation, pleural effusion or pneumothorax. The heart is normal in size."
+    assert sec["FINDINGS"] == ("There is no focal consolidation, pleural effusion or pneumothorax. "
+                               "The heart is normal in size.")
     assert sec["IMPRESSION"] == "No acute cardiopulmonary process." and sec["INDICATION"] == "___F with cough"
     assert sec[""] == "FINAL REPORT"
 

@@ -46,7 +46,8 @@ class ReportConfig:
     def __post_init__(self) -> None:
         for name, choices in (("section", SECTION_CHOICES), ("clean", CLEAN_CHOICES), ("deid", DEID_CHOICES)):
             if getattr(self, name) not in choices:
-                raise ValueError(f"data.reports.{name} must be one of {', '.join(choices)}, got {getattr(self, name)!r}")
+                value = getattr(self, name)
+                raise ValueError(f"data.reports.{name} must be one of {', '.join(choices)}, got {value!r}")
         if self.max_words < 0:
             raise ValueError(f"data.reports.max_words must be >= 0, got {self.max_words}")
 

@@ -41,7 +41,8 @@ STRICT_HINT = "run without --strict to skip unusable studies and list them in pr
 _KINDS = (("missing image", r"image file not found"), ("empty image file", r"image file is empty"),
           ("DICOM without pixel data", r"no pixel data"), ("undecodable image", r"cannot (decode|read)"),
           ("duplicated id", r"duplicated study id"), ("missing section", r"has no [A-Z]+( or [A-Z]+)? section"),
-          ("missing report", r"no report"), ("unmatched image id", r"has no file in"), ("empty report", r"empty report"))
+          ("missing report", r"no report"), ("unmatched image id", r"has no file in"),
+          ("empty report", r"empty report"))
 
 
 def problem_kind(reason: str) -> str:

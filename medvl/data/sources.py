@@ -1,8 +1,8 @@
 """Data sources: where studies come from, chosen by name (`data.source`).
 
-Every source returns `{split: [Study, ...]}`; `load_studies` then applies the report rules (`data.reports`: placeholders,
-cleaning, length; section extraction happens in the sources that read whole reports) except to a prepared data set,
-whose reports were processed when it was prepared. Sources and their layouts (each module's docstring has details):
+Every source returns `{split: [Study, ...]}`; `load_studies` then applies the report rules (`data.reports`:
+placeholders, cleaning, length; section extraction happens in the sources that read whole reports), except to a
+prepared data set, whose reports were processed when it was prepared. Sources and their layouts (each module's docstring has details):
 
     iu_xray, mimic_cxr   R2Gen layout (below)                     openi            OpenI XML + PNG (layouts/openi)
     iu_csv               Kaggle indiana_*.csv (layouts/iu_csv)    mimic_cxr_jpg    MIMIC-CXR-JPG (layouts/mimic)

@@ -99,10 +99,10 @@ def data_stats(root: str | Path, source: str = "prepared", data: DataConfig | No
 def format_stats(stats: dict[str, Any]) -> str:
     """The statistics as a few readable text tables."""
     w = stats["report_words_summary"]
+    kinds = ", ".join(f"{k} {v}" for k, v in stats["problem_kinds"].items())
     lines = [f"{stats['studies']} usable studies in {stats['root']} (source {stats['source']}); "
              f"splits: {', '.join(f'{k} {v}' for k, v in stats['splits'].items()) or 'none'}",
-             f"unusable: {stats['problems']}" + (f" ({', '.join(f'{k} {v}' for k, v in stats['problem_kinds'].items())})"
-                                                 if stats["problem_kinds"] else ""),
+             f"unusable: {stats['problems']}" + (f" ({kinds})" if kinds else ""),
              f"views per study: {', '.join(f'{k}: {v}' for k, v in stats['views_per_study'].items())}"]
     if w.get("n"):
         lines.append(f"report words: min {w['min']:.0f}, p5 {w['p5']:.0f}, median {w['median']:.0f}, mean {w['mean']}, "
@@ -112,7 +112,8 @@ def format_stats(stats: dict[str, Any]) -> str:
         lines.append(f"image height: median {h['median']:.0f} [{h['min']:.0f}..{h['max']:.0f}]; width: median "
                      f"{wd['median']:.0f} [{wd['min']:.0f}..{wd['max']:.0f}]; most common: "
                      + ", ".join(f"{s} ({n})" for s, n in stats["image_sizes_top"][:3]))
-    lines += ["", f"{'CheXpert label (labeler)':<28}{'positive':>9}{'uncertain':>10}{'negative':>9}{'not mentioned':>14}"]
+    header = f"{'CheXpert label (labeler)':<28}{'positive':>9}{'uncertain':>10}{'negative':>9}{'not mentioned':>14}"
+    lines += ["", header]
     for name, c in stats["labels"].items():
         lines.append(f"{name:<28}{c['positive']:>9}{c['uncertain']:>10}{c['negative']:>9}{c['not mentioned']:>14}")
     return "\n".join(lines)

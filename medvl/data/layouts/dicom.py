@@ -55,8 +55,9 @@ def read(cfg: DataConfig) -> dict[str, list[Study]]:
     for uid, items in groups.items():
         paths, view_ids = frontal_first([p for p, _, _ in items], [v for _, v, _ in items])
         report = " ".join(reports.get(uid, "").split())
-        problem = "" if report else (f"no report for StudyInstanceUID {uid} in {root / 'reports.csv'}"
-                                     if reports else f"no report: add {root / 'reports.csv'} (StudyInstanceUID, report)")
+        where = root / "reports.csv"
+        problem = "" if report else (f"no report for StudyInstanceUID {uid} in {where}" if reports
+                                     else f"no report: add {where} (StudyInstanceUID, report)")
         meta = {**items[0][2], "views": [v for _, v, _ in items]}
         studies.append(Study(uid, paths, report, hash_split(uid), view_ids, None, problem=problem, meta=meta))
     return group_splits(studies)
