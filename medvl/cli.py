@@ -66,7 +66,8 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     from medvl.data.prepare import prepare
 
     info = prepare(args.source, args.src, args.out, image_size=args.image_size, strict=args.strict,
-                   data=_data_config(args), workers=args.workers, overwrite=args.overwrite)
+                   data=_data_config(args), workers=args.workers, overwrite=args.overwrite,
+                   require_report=not args.no_reports)
     splits = ", ".join(f"{k} {v}" for k, v in sorted(info["splits"].items())) or "none"
     print(f"prepared {info['studies']} of {info['studies_read']} studies ({splits}; {info['rows']} views at "
           f"{info['image_size']} px) into {args.out} in {info['seconds']:.1f}s")
@@ -304,6 +305,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strict", action="store_true", help="fail on the first unusable study instead of listing it")
     p.add_argument("--workers", type=int, default=None, help="decoding processes (default min(CPUs, 4); 0 = none)")
     p.add_argument("--overwrite", action="store_true", help="replace a previous prepare output in --out")
+    p.add_argument("--no-reports", action="store_true", help="keep studies without report text (image-only sets, "
+                   "e.g. a classification manifest); by default they are counted as unusable")
     source_args(p)
     p.set_defaults(func=cmd_prepare)
 

@@ -191,6 +191,7 @@ def test_real_iu_xray_and_nih_manifest(tmp_path: Path) -> None:
     assert not any(s.problem for s in both)
     nih_studies = _load("manifest", nih)
     assert {k: len(v) for k, v in nih_studies.items()} == {"train": 600, "val": 200, "test": 200, "extra": 4}
+    assert all("duplicated study id" in s.problem for s in nih_studies["extra"])  # they repeat 4 train ids
     s = nih_studies["test"][0]
     assert s.id == "00000231_013" and s.meta["labels"]["findings"] == ["No Finding"] and s.view_ids == (0,)
     from medvl.data.images import load_grayscale

@@ -16,7 +16,7 @@ from medvl.data.sources import DataSourceError, load_studies
 from medvl.data.tokenizer import train_bpe_tokenizer
 
 from . import data_fixtures as fx
-from .conftest import tiny_overrides
+from .conftest import SHARED_DATA, tiny_overrides
 
 
 @pytest.fixture(scope="module")
@@ -120,3 +120,23 @@ def test_training_reads_a_prepared_set(synth_root: Path, tmp_path: Path) -> None
     overrides = tiny_overrides(tmp_path / "prep", tmp_path / "run", "train.max_steps=2", "data.source=prepared")
     summary = train(load_experiment("quickstart", overrides))
     assert summary["steps"] == 2
+
+
+@pytest.mark.real_data
+def test_real_nih_images_prepare_with_their_labels(tmp_path: Path) -> None:
+    nih = SHARED_DATA / "nih1000"
+    if not (nih / "manifest.jsonl").is_file():
+        pytest.skip("../shared/data/nih1000 is not present")
+    info = prepare("manifest", nih, tmp_path / "nih", image_size=32, workers=2, require_report=False, progress=False)
+    # The 4 "extra" records repeat train ids (128 px copies of the same radiographs): counted as duplicates.
+    assert info["studies"] == 1000 and info["problem_kinds"] == {"duplicated id": 4}
+    assert info["splits"] == {"train": 600, "val": 200, "test": 200}
+    assert info["statistics"]["image_height"]["max"] == 64
+    s = load_studies(DataConfig(source="prepared", root=str(tmp_path / "nih")))["test"][0]
+    assert s.meta["labels"]["findings"] == ["No Finding"] and s.image_store is not None
+    raw = np.load(tmp_path / "nih" / "images.npy", mmap_mode="r")[s.image_rows[0]]
+    assert np.array_equal(raw, resize_square(load_grayscale(nih / "compact256/NIH1000/test/0_normal/00000231_013.png"),
+                                             32))
+    strict_default = prepare("manifest", nih, tmp_path / "nih2", image_size=8, workers=0, progress=False)
+    assert strict_default["studies"] == 0 and strict_default["problem_kinds"] == {"empty report": 1000,
+                                                                                  "duplicated id": 4}

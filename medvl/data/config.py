@@ -33,7 +33,7 @@ class ReportConfig:
     these rules in its metadata so that evaluation scores against the same text."""
 
     section: str = "findings"
-    """Part of a whole report used, for layouts that hold whole reports (openi, iu_csv, mimic_cxr_jpg, dicom):
+    """Part of a whole report used, for layouts that hold whole reports (openi, iu_csv, mimic_cxr_jpg):
     findings, impression, findings+impression (both, joined), findings|impression (findings, else the impression),
     full (everything). A study without the chosen section is kept as unusable and counted, with the reason."""
     clean: str = "none"

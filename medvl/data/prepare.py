@@ -69,7 +69,7 @@ def _prepare_out(out: Path, overwrite: bool) -> None:
 
 def prepare(source: str, src: str | Path, out: str | Path, image_size: int = 256, strict: bool = False,
             data: DataConfig | None = None, workers: int | None = None, overwrite: bool = False,
-            progress: bool = True) -> dict[str, Any]:
+            require_report: bool = True, progress: bool = True) -> dict[str, Any]:
     """Validate, decode and resize a data set once into `out` (see the module docstring).
 
     Args:
@@ -81,6 +81,8 @@ def prepare(source: str, src: str | Path, out: str | Path, image_size: int = 256
         data: other data settings (report rules, manifest, caption); `source` and `root` are taken from the arguments.
         workers: decoding processes (default min(CPUs, 4); 0 = in this process).
         overwrite: replace a previous prepare output in `out`.
+        require_report: count a study without report text as unusable (false for image-only sets such as a
+            classification manifest; training a report generator still skips such studies).
         progress: print progress lines.
 
     Returns:
@@ -110,7 +112,7 @@ def prepare(source: str, src: str | Path, out: str | Path, image_size: int = 256
         problems.append({"id": study.id, "split": study.split, "kind": problem_kind(reason), "reason": reason})
 
     for study in studies:
-        reason = study.problem or ("empty report" if not study.report.strip() else "") or \
+        reason = study.problem or ("empty report" if require_report and not study.report.strip() else "") or \
             ("no image" if not study.image_paths else "")
         if reason:
             unusable(study, reason)
@@ -158,7 +160,7 @@ def prepare(source: str, src: str | Path, out: str | Path, image_size: int = 256
         f.writelines(json.dumps(p) + "\n" for p in problems)
     info = {"format": FORMAT, "version": VERSION, "source": source, "src": str(Path(src).resolve()),
             "image_size": image_size, "images": "images.npy", "rows": len(tasks),
-            "report_rules": rules_metadata(cfg.reports), "manifest": cfg.manifest, "caption": cfg.caption,
+            "report_rules": rules_metadata(cfg.reports), "require_report": require_report, "manifest": cfg.manifest, "caption": cfg.caption,
             "studies_read": len(studies), "studies": len(kept),
             "splits": dict(Counter(r["split"] for r in kept)), "problems": len(problems),
             "problem_kinds": dict(Counter(p["kind"] for p in problems)),

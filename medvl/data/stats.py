@@ -76,14 +76,15 @@ def data_stats(root: str | Path, source: str = "prepared", data: DataConfig | No
             recorded[r["id"]] = r.get("sizes") or []
         if (root / "problems.jsonl").is_file():
             problems = [json.loads(x) for x in (root / "problems.jsonl").read_text().splitlines() if x.strip()]
-    usable = [s for s in studies if not s.problem and s.report.strip()]
+    # A prepared set holds only usable studies (some may be image-only, from --no-reports); its problems are on file.
+    usable = studies if source == "prepared" else [s for s in studies if not s.problem and s.report.strip()]
     problems += [{"id": s.id, "kind": problem_kind(s.problem or "empty report"), "reason": s.problem or "empty report"}
-                 for s in studies if s.problem or not s.report.strip()]
+                 for s in studies if source != "prepared" and (s.problem or not s.report.strip())]
     labels = {name: dict.fromkeys((*_STATES, "not mentioned"), 0) for name in CHEXPERT.names}
     for s in usable:
         for name, state in label_report(s.report, CHEXPERT).items():
             labels[name][state or "not mentioned"] += 1
-    words = [len(s.report.split()) for s in usable]
+    words = [len(s.report.split()) for s in usable if s.report.strip()]
     sizes = [size for s in usable for k in range(len(s.image_paths))
              if (size := _image_size(s, k, recorded.get(s.id) if source == "prepared" else None))]
     return {"root": str(root), "source": source, "studies": len(usable),
