@@ -22,15 +22,52 @@ class SynthConfig:
     """Also draw a lateral view for every study."""
 
 
+SECTION_CHOICES = ("findings", "impression", "findings+impression", "findings|impression", "full")
+CLEAN_CHOICES = ("none", "r2gen")
+DEID_CHOICES = ("keep", "unify", "drop")
+
+
+@dataclass
+class ReportConfig:
+    """How the target text is taken from raw reports and cleaned (`medvl.data.reports`); a prepared data set records
+    these rules in its metadata so that evaluation scores against the same text."""
+
+    section: str = "findings"
+    """Part of a whole report used, for layouts that hold whole reports (openi, iu_csv, mimic_cxr_jpg):
+    findings, impression, findings+impression (both, joined), findings|impression (findings, else the impression),
+    full (everything). A study without the chosen section is kept as unusable and counted, with the reason."""
+    clean: str = "none"
+    """none (text as written) or r2gen (R2Gen's cleaning: lower-case, punctuation removed, " . " between sentences)."""
+    deid: str = "keep"
+    """De-identification placeholders (IU "XXXX", MIMIC "___"): keep, unify (all become XXXX) or drop."""
+    max_words: int = 0
+    """Cut reports to this many words after cleaning (0 = no limit)."""
+
+    def __post_init__(self) -> None:
+        for name, choices in (("section", SECTION_CHOICES), ("clean", CLEAN_CHOICES), ("deid", DEID_CHOICES)):
+            if getattr(self, name) not in choices:
+                value = getattr(self, name)
+                raise ValueError(f"data.reports.{name} must be one of {', '.join(choices)}, got {value!r}")
+        if self.max_words < 0:
+            raise ValueError(f"data.reports.max_words must be >= 0, got {self.max_words}")
+
+
 @dataclass
 class DataConfig:
     """Where studies come from and how they are batched."""
 
     source: str = "synthetic"
-    """Data source by name: synthetic or iu_xray (see `medvl.data.sources.SOURCES`)."""
+    """Data source by name (see `medvl.data.sources.SOURCES` and `medvl data prepare --help`): synthetic, iu_xray,
+    openi, iu_csv, mimic_cxr, mimic_cxr_jpg, xraygpt, coco_captions, flickr_captions, manifest, dicom, prepared."""
     root: str = "data/synth"
-    """Directory in the R2Gen layout: annotation.json plus images/."""
+    """Directory of the data set in the layout of `source` (R2Gen: annotation.json plus images/)."""
     synth: SynthConfig = field(default_factory=SynthConfig)
+    reports: ReportConfig = field(default_factory=ReportConfig)
+    manifest: str = ""
+    """The index file, for sources that take one (manifest: a .jsonl/.csv; coco_captions: the Karpathy JSON;
+    flickr_captions: the captions CSV; xraygpt: filter_cap.json); relative to `root`; empty = the layout's default."""
+    caption: int = 0
+    """Which caption of an image with several is the training target (0 = the first); all are kept in the study."""
     batch_size: int = 16
     num_workers: int = 0
     """DataLoader worker processes (0 = load in the main process)."""

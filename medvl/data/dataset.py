@@ -1,5 +1,8 @@
 """From studies to model batches: checking, decoding, tokenizing, padding, and the epoch order.
 
+Views are decoded from their files, or, for a prepared data set (`Study.image_store`), read from its memory-mapped
+images.npy, already decoded and resized once by `medvl data prepare`.
+
 Bad studies never crash a run unless `data.strict` is set: a missing image or an empty report is found up front by
 `check_studies`; an image that fails to decode is found when loaded, and the dataset returns a `Skipped` marker
 instead of a sample, which `collate` drops and reports in `Batch.skipped` so the runner can count it.
@@ -15,7 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from medvl.data.images import ImageLoadError, load_grayscale, resize_square
+from medvl.data.images import ImageLoadError, load_grayscale, read_prepared, resize_square
 from medvl.data.sources import Study
 from medvl.data.tokenizer import encode_report
 from medvl.findings import FINDINGS
@@ -76,10 +79,14 @@ def check_studies(studies: Sequence[Study], strict: bool) -> tuple[list[Study], 
     kept, skipped = [], []
     for study in studies:
         reason = None
-        if not study.report.strip():
+        if study.problem:
+            reason = study.problem
+        elif not study.report.strip():
             reason = "empty report"
         elif not study.image_paths:
             reason = "no image"
+        elif study.image_store is not None:
+            reason = None if study.image_store.is_file() else f"prepared image array not found: {study.image_store}"
         else:
             missing = next((p for p in study.image_paths if not p.is_file()), None)
             if missing is not None:
@@ -114,8 +121,12 @@ class ReportDataset(Dataset):
     def _images(self, i: int) -> np.ndarray:
         if self.cache is not None and i in self.cache:
             return self.cache[i]
-        paths = self.studies[i].image_paths[: self.max_views]
-        images = np.stack([resize_square(load_grayscale(p), self.image_size) for p in paths])
+        study = self.studies[i]
+        if study.image_store is not None:  # a prepared data set: decoded once, read from its memory map
+            views = list(read_prepared(study.image_store, study.image_rows[: self.max_views]))
+        else:
+            views = [load_grayscale(p) for p in study.image_paths[: self.max_views]]
+        images = np.stack([resize_square(v, self.image_size) for v in views])
         if self.cache is not None:
             self.cache[i] = images
         return images

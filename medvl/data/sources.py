@@ -1,6 +1,18 @@
 """Data sources: where studies come from, chosen by name (`data.source`).
 
-Every source returns `{split: [Study, ...]}`. Both shipped sources read the R2Gen IU X-ray layout:
+Every source returns `{split: [Study, ...]}`; `load_studies` then applies the report rules (`data.reports`:
+placeholders, cleaning, length; section extraction happens in the sources that read whole reports), except to a
+prepared data set, whose reports were processed when it was prepared. Sources and their layouts (each module's docstring has details):
+
+    iu_xray, mimic_cxr   R2Gen layout (below)                     openi            OpenI XML + PNG (layouts/openi)
+    iu_csv               Kaggle indiana_*.csv (layouts/iu_csv)    mimic_cxr_jpg    MIMIC-CXR-JPG (layouts/mimic)
+    xraygpt              filter_cap.json + image/ (layouts/xraygpt)
+    coco_captions        Karpathy JSON     flickr_captions   results.csv (layouts/captions)
+    manifest             JSONL/CSV (layouts/manifest)             dicom            *.dcm folders (layouts/dicom)
+    prepared             `medvl data prepare` output (layouts/prepared)
+    synthetic            generated R2Gen layout
+
+The R2Gen layout (IU X-ray, and MIMIC-CXR with one record per image plus study_id/subject_id):
 
     ROOT/annotation.json   {"train": [{"id", "report", "image_path": ["ID/0.png", "ID/1.png"], "split"}, ...],
                             "val": [...], "test": [...]}
@@ -15,41 +27,19 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from medvl.data.config import DataConfig
+from medvl.data.layouts import captions, dicom, iu_csv, manifest, mimic, openi, prepared, xraygpt
+from medvl.data.reports import apply_rules
+from medvl.data.study import FRONTAL, LATERAL, DataSourceError, Study, group_splits, view_id
 from medvl.findings import FINDINGS
 from medvl.registry import Registry
 
-FRONTAL, LATERAL = 0, 1
-_VIEW_NAMES = {"pa": FRONTAL, "ap": FRONTAL, "frontal": FRONTAL, "lateral": LATERAL, "lat": LATERAL,
-               "ll": LATERAL, "rl": LATERAL}
-
-
-class DataSourceError(ValueError):
-    """A data source cannot provide studies (missing or inconsistent files)."""
-
-
-@dataclass(frozen=True)
-class Study:
-    id: str
-    image_paths: tuple[Path, ...]
-    report: str
-    split: str
-    view_ids: tuple[int, ...]
-    """0 = frontal, 1 = lateral, per image."""
-    labels: dict[str, int] | None
-    """Ground-truth finding labels when the data set has them (the synthetic set does)."""
-
-
-def view_id(name: str | None, index: int) -> int:
-    """View id from a view name (PA/AP/frontal -> 0, lateral/LL -> 1); unknown names fall back to the position."""
-    if name is not None and name.strip().lower() in _VIEW_NAMES:
-        return _VIEW_NAMES[name.strip().lower()]
-    return min(index, LATERAL)
-
+__all__ = ["FRONTAL", "LATERAL", "SOURCES", "DataSourceError", "Study", "load_studies", "read_r2gen", "require_split",
+           "view_id"]
 
 def read_r2gen(root: str | Path) -> dict[str, list[Study]]:
     """Studies of an R2Gen-layout directory."""
@@ -64,10 +54,8 @@ def read_r2gen(root: str | Path) -> dict[str, list[Study]]:
         raise DataSourceError(f"{annotation} is not valid JSON: {e}") from e
     if not isinstance(raw, dict):
         raise DataSourceError(f"{annotation} must map split names to lists of studies")
-    out: dict[str, list[Study]] = {}
-    for split, records in raw.items():
-        out[split] = [_study(r, split, root / "images", annotation) for r in records]
-    return out
+    return group_splits(_study(r, split, root / "images", annotation) for split, records in raw.items()
+                        for r in records)
 
 
 def _study(record: dict[str, Any], split: str, images: Path, where: Path) -> Study:
@@ -80,9 +68,10 @@ def _study(record: dict[str, Any], split: str, images: Path, where: Path) -> Stu
     labels = record.get("labels")
     if labels is not None:
         labels = {name: int(labels.get(name, 0)) for name in FINDINGS}
+    meta = {k: record[k] for k in ("study_id", "subject_id") if k in record} or None
     return Study(id=str(record["id"]), image_paths=tuple(images / p for p in paths),
                  report=str(record.get("report") or ""), split=split,
-                 view_ids=tuple(view_id(n, i) for i, n in enumerate(names)), labels=labels)
+                 view_ids=tuple(view_id(n, i) for i, n in enumerate(names)), labels=labels, meta=meta)
 
 
 def _iu_xray(cfg: DataConfig) -> dict[str, list[Study]]:
@@ -113,12 +102,25 @@ def _synthetic(cfg: DataConfig) -> dict[str, list[Study]]:
 
 SOURCES: Registry[Callable[[DataConfig], dict[str, list[Study]]]] = Registry("data source")
 SOURCES.add("iu_xray", _iu_xray)
+SOURCES.add("mimic_cxr", _iu_xray)  # R2Gen's MIMIC-CXR annotation.json is the same layout
 SOURCES.add("synthetic", _synthetic)
+SOURCES.add("openi", openi.read)
+SOURCES.add("iu_csv", iu_csv.read)
+SOURCES.add("mimic_cxr_jpg", mimic.read)
+SOURCES.add("xraygpt", xraygpt.read)
+SOURCES.add("coco_captions", captions.read_coco)
+SOURCES.add("flickr_captions", captions.read_flickr)
+SOURCES.add("manifest", manifest.read)
+SOURCES.add("dicom", dicom.read)
+SOURCES.add("prepared", prepared.read)
 
 
 def load_studies(cfg: DataConfig) -> dict[str, list[Study]]:
-    """All splits of the configured source, each cut to `data.max_studies` when set."""
+    """All splits of the configured source, reports processed by `data.reports`, each cut to `data.max_studies`."""
     studies = SOURCES.get(cfg.source)(cfg)
+    if cfg.source != "prepared":
+        studies = {k: [replace(s, report=apply_rules(s.report, cfg.reports)) if s.report else s for s in v]
+                   for k, v in studies.items()}
     if cfg.max_studies:
         studies = {k: v[: cfg.max_studies] for k, v in studies.items()}
     return studies

@@ -1,0 +1,140 @@
+"""The `Study` record every data source produces, and the helpers the layout readers share.
+
+A layout reader returns `{split: [Study, ...]}`. A study it cannot use (no FINDINGS section, a duplicated id, an image
+id with no file) is still returned, with `problem` set, so that `check_studies` and `medvl data prepare` count and
+list it instead of it vanishing. A layout that is not there at all (a missing CSV, no index file) raises
+`DataSourceError` naming the file and the expected layout.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import hashlib
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+FRONTAL, LATERAL = 0, 1
+_VIEW_NAMES = {"pa": FRONTAL, "ap": FRONTAL, "frontal": FRONTAL, "pa view": FRONTAL, "ap view": FRONTAL,
+               "postero-anterior": FRONTAL, "antero-posterior": FRONTAL, "lateral": LATERAL, "lat": LATERAL,
+               "ll": LATERAL, "rl": LATERAL, "lao": LATERAL, "rao": LATERAL}
+SPLIT_NAMES = {"train": "train", "restval": "train", "val": "val", "valid": "val", "validate": "val",
+               "validation": "val", "dev": "val", "test": "test"}
+HASH_SPLIT = (("train", 0.7), ("val", 0.1), ("test", 0.2))
+"""Split of layouts that have none (OpenI, the IU CSV, XrayGPT, Flickr CSV, DICOM): R2Gen's IU X-ray proportions,
+drawn from a hash of the study id, so the same study lands in the same split whatever layout it is read from."""
+
+
+class DataSourceError(ValueError):
+    """A data source cannot provide studies (missing or inconsistent files)."""
+
+
+@dataclass(frozen=True)
+class Study:
+    id: str
+    image_paths: tuple[Path, ...]
+    report: str
+    split: str
+    view_ids: tuple[int, ...]
+    """0 = frontal, 1 = lateral, per image."""
+    labels: dict[str, int] | None
+    """Ground-truth labels of the synthetic findings (`medvl.findings.FINDINGS`) when the data set has them."""
+    problem: str = ""
+    """Why the study cannot be used, found while reading its layout (no FINDINGS section, a duplicated id, an image
+    id with no file...): `check_studies` skips it with this reason, or raises under data.strict."""
+    meta: dict[str, Any] | None = None
+    """Further labels and metadata as the data set gives them (NIH findings, CheXpert labels, every caption...)."""
+    image_store: Path | None = None
+    """For a prepared data set: the images.npy holding the decoded views (`image_paths` then name the original files,
+    for reference only)."""
+    image_rows: tuple[int, ...] = ()
+    """Rows of `image_store`, one per view, in `image_paths` order."""
+
+
+def view_id(name: str | None, index: int) -> int:
+    """View id from a view name (PA/AP/frontal -> 0, lateral/LL -> 1); unknown names fall back to the position."""
+    if name is not None and str(name).strip().lower() in _VIEW_NAMES:
+        return _VIEW_NAMES[str(name).strip().lower()]
+    return min(index, LATERAL)
+
+
+def split_name(name: str, where: str, known_only: bool = True) -> str:
+    """A data set's split name in medvl's words (validate/valid -> val, restval -> train); other names are an error,
+    or kept lower-cased when `known_only` is false (a manifest may hold an "extra" split)."""
+    key = str(name).strip().lower()
+    if key not in SPLIT_NAMES:
+        if not known_only and key:
+            return key
+        raise DataSourceError(f"{where}: unknown split {name!r}; expected one of {', '.join(sorted(SPLIT_NAMES))}")
+    return SPLIT_NAMES[key]
+
+
+def hash_split(study_id: str) -> str:
+    """The split of a study in a layout without splits (`HASH_SPLIT`), from a hash of its id: stable across runs."""
+    x = int(hashlib.sha256(study_id.encode()).hexdigest()[:8], 16) / 0x100000000
+    for name, share in HASH_SPLIT:
+        if x < share:
+            return name
+        x -= share
+    return HASH_SPLIT[-1][0]
+
+
+def frontal_first(paths: Iterable[Path], views: Iterable[str | None]) -> tuple[tuple[Path, ...], tuple[int, ...]]:
+    """Views ordered frontal first (a stable sort, so several frontals keep their order), with their view ids."""
+    pairs = [(p, view_id(v, 1 if v else 0) if v else None) for p, v in zip(paths, views, strict=True)]
+    pairs.sort(key=lambda pv: 0 if pv[1] in (None, FRONTAL) else 1)
+    ids = tuple(v if v is not None else min(i, LATERAL) for i, (_, v) in enumerate(pairs))
+    return tuple(p for p, _ in pairs), ids
+
+
+def group_splits(studies: Iterable[Study]) -> dict[str, list[Study]]:
+    """Studies by split, in order; a repeated id keeps the first study and marks the others unusable, with why."""
+    out: dict[str, list[Study]] = {}
+    seen: dict[str, str] = {}
+    for study in studies:
+        if study.id in seen and not study.problem:
+            study = replace(study, problem=f"duplicated study id {study.id!r} (first seen in split {seen[study.id]!r});"
+                                           " study ids must be unique, this one is not used")
+        seen.setdefault(study.id, study.split)
+        out.setdefault(study.split, []).append(study)
+    return out
+
+
+def require_file(path: Path, what: str, layout: str) -> Path:
+    """`path` if it is a file, else a `DataSourceError` saying what is missing and what the layout looks like."""
+    if not path.is_file():
+        raise DataSourceError(f"missing {what}: {path} does not exist. Expected layout: {layout}")
+    return path
+
+
+def read_json(path: Path, layout: str) -> Any:
+    """Parsed JSON of a layout's index file, or a `DataSourceError` saying what is wrong with it."""
+    require_file(path, "index file", layout)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DataSourceError(f"{path} is not valid JSON: {e}") from e
+
+
+def read_csv(path: Path, columns: Iterable[str], layout: str, delimiter: str = ",") -> list[dict[str, str]]:
+    """Rows of a CSV file (plain or .gz) with the given columns present, keys and values stripped of spaces.
+
+    Raises:
+        DataSourceError: the file is missing, or lacks one of `columns` (the message lists the columns it has).
+    """
+    if not path.is_file() and path.with_name(path.name + ".gz").is_file():
+        path = path.with_name(path.name + ".gz")
+    require_file(path, "CSV file", layout)
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8", newline="") as f:
+        reader = csv.reader(f, delimiter=delimiter)
+        header = [h.strip() for h in next(reader, [])]
+        missing = [c for c in columns if c not in header]
+        if missing:
+            raise DataSourceError(f"{path} lacks the column(s) {', '.join(missing)} (it has: {', '.join(header)}). "
+                                  f"Expected layout: {layout}")
+        return [{k: (v or "").strip() for k, v in zip(header, row, strict=False)} | {"_line": str(n)}
+                for n, row in enumerate(reader, start=2) if row]
