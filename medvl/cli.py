@@ -9,6 +9,7 @@
     medvl score --refs REFS --hyps HYPS             score reports from any system (JSONL/JSON/CSV)
     medvl predict CKPT IMAGE [IMAGE ...]            a report for one study, or JSONL for a folder
     medvl quickstart                                train + evaluate the quickstart recipe, print the tables
+    medvl convert minigpt4 PTH --out FILE           MiniGPT-4 / XrayGPT weights -> medvl (train.init_from)
     medvl recipes                                   list the shipped recipes
 
 Errors the user can fix (a wrong key, a missing file, a bad data set) print one clear line and exit with status 2;
@@ -65,6 +66,9 @@ def _data_config(args: argparse.Namespace):  # noqa: ANN202 - the type lives in 
 def cmd_prepare(args: argparse.Namespace) -> int:
     from medvl.data.prepare import prepare
 
+    if not Path(args.src).exists():  # never generate or guess: prepare reads what is there
+        raise FileNotFoundError(f"--src {args.src} does not exist: give the folder that holds the {args.source} data "
+                                "set (for the synthetic set, draw it first with `medvl data synth --out DIR`)")
     info = prepare(args.source, args.src, args.out, image_size=args.image_size, strict=args.strict,
                    data=_data_config(args), workers=args.workers, overwrite=args.overwrite,
                    require_report=not args.no_reports)
@@ -232,6 +236,30 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
     print(f"\nclinical micro-F1 ({key}): model {result[key]:.3f} vs baseline {result['baseline'][key]:.3f} "
           f"(gap {clinical_gap(result):+.3f}); train + evaluate took {time.time() - t0:.0f}s; "
           f"outputs (metrics.json, report.html) in {result['out_dir']}")
+    return 0
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from safetensors.torch import save_file
+
+    from medvl.models.minigpt4 import convert_minigpt4, read_pth
+
+    state, skipped = convert_minigpt4(read_pth(args.pth))
+    if not state:
+        raise ValueError(f"no MiniGPT-4 / XrayGPT / BLIP-2 weights in {args.pth} ({len(skipped)} other tensors)")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in state.items()}, str(out))
+    groups: dict[str, int] = {}
+    for key in state:
+        groups[key.split(".")[0]] = groups.get(key.split(".")[0], 0) + 1
+    print(f"wrote {len(state)} tensors to {out}: " + ", ".join(f"{k} {v}" for k, v in sorted(groups.items())))
+    reasons: dict[str, int] = {}
+    for why in skipped.values():
+        reasons[why] = reasons.get(why, 0) + 1
+    for why, count in sorted(reasons.items()):
+        print(f"skipped {count}: {why}")
+    print(f"use it with: medvl train RECIPE train.init_from={out}")
     return 0
 
 
@@ -424,6 +452,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strict", action="store_true", help="stop at the first unusable study (missing/corrupt image, "
                    "empty report) instead of skipping and counting it")
     p.set_defaults(func=cmd_quickstart)
+
+    p = sub.add_parser("convert", help="convert third-party checkpoints to medvl weights",
+                       description="Convert a MiniGPT-4 / XrayGPT / BLIP-2 (LAVIS) .pth checkpoint to the xraygpt "
+                                   "family's parameter names (tensors only; nothing in the file is executed).")
+    conv = p.add_subparsers(dest="convert_command", required=True, metavar="FORMAT")
+    q = conv.add_parser("minigpt4", help="MiniGPT-4 / XrayGPT / BLIP-2 .pth -> .safetensors for train.init_from")
+    q.add_argument("pth", help="the .pth checkpoint (e.g. XrayGPT's or MiniGPT-4's stage checkpoint)")
+    q.add_argument("--out", required=True, help="output .safetensors file")
+    q.set_defaults(func=cmd_convert)
 
     p = sub.add_parser("recipes", help="list the shipped recipes")
     p.set_defaults(func=cmd_recipes)

@@ -148,3 +148,6 @@ def test_cli_errors_are_one_clear_line(tmp_path: Path, capsys: pytest.CaptureFix
     assert "CXR3" in capsys.readouterr().err
     assert main(["data", "prepare", "nope", "--src", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
     assert "unknown data source" in capsys.readouterr().err
+    # A --src that does not exist is an error, never a reason to generate a data set there.
+    assert main(["data", "prepare", "synthetic", "--src", str(tmp_path / "none"), "--out", str(tmp_path / "o")]) == 2
+    assert "--src" in capsys.readouterr().err and not (tmp_path / "none").exists()

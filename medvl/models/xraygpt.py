@@ -68,6 +68,7 @@ class XrayGPTConfig:
     """encoder=vit: MLP width as a multiple of vit_dim."""
     dropout: float = 0.0
     freeze_vision: bool = True
+    """Freeze the vision side: encoder, ln_vision and the position / view embeddings added to its tokens."""
     vision_lora: bool = False
     """Also put LoRA adapters on the vision encoder's linear layers (needs lora_r > 0)."""
     # ------------------------------------------------------------------------------------------- Q-Former
@@ -79,6 +80,8 @@ class XrayGPTConfig:
     qformer_heads: int = 12
     cross_attention_frequency: int = 2
     """A cross-attention to the image in every N-th Q-Former layer (BLIP-2 uses 2)."""
+    qformer_dropout: float = 0.1
+    """Dropout inside the Q-Former (BLIP-2's 0.1)."""
     freeze_qformer: bool = False
     projection: str = "linear"
     """linear (XrayGPT's llama_proj) or mlp (two layers with GELU)."""
@@ -249,7 +252,9 @@ class XrayGPT(nn.Module):
             qcfg = Blip2QFormerConfig(hidden_size=config.qformer_dim, num_hidden_layers=config.qformer_depth,
                                       num_attention_heads=config.qformer_heads,
                                       intermediate_size=4 * config.qformer_dim, encoder_hidden_size=d_vision,
-                                      cross_attention_frequency=config.cross_attention_frequency)
+                                      cross_attention_frequency=config.cross_attention_frequency,
+                                      hidden_dropout_prob=config.qformer_dropout,
+                                      attention_probs_dropout_prob=config.qformer_dropout)
             self.qformer = Blip2QFormerModel(qcfg)
             self.query_tokens = nn.Parameter(torch.zeros(1, config.num_query_tokens, config.qformer_dim))
             nn.init.normal_(self.query_tokens, std=0.02)
@@ -265,8 +270,10 @@ class XrayGPT(nn.Module):
         self.proj = nn.Linear(d_in, d_llm) if config.projection == "linear" else nn.Sequential(
             nn.Linear(d_in, d_llm), nn.GELU(), nn.Linear(d_llm, d_llm))
 
-        if config.freeze_vision:
-            _freeze(self.encoder)
+        if config.freeze_vision:  # the vision side as a whole, as MiniGPT-4 freezes ln_vision with the ViT
+            for part in (self.encoder, self.ln_vision, self.view_embed):
+                _freeze(part)
+            self.pos_embed.requires_grad_(False)
         if config.freeze_qformer and self.qformer is not None:
             _freeze(self.qformer)
             self.query_tokens.requires_grad_(False)

@@ -29,6 +29,10 @@ class TrainConfig:
     """Process-group backend under torchrun: auto (nccl on GPUs, gloo on CPUs), gloo, nccl."""
     activation_checkpointing: bool = False
     """Recompute each block's activations in the backward pass (less memory, more compute)."""
+    init_from: str = ""
+    """Start from these weights (not a resume: step, optimizer and data position start fresh): a checkpoint
+    directory, a run directory, or a .safetensors file of (some of) the model's weights, e.g. from
+    `medvl convert minigpt4` or a previous stage. Keys the model lacks are an error; missing keys keep their init."""
     lr: float = 5e-4
     """Peak learning rate."""
     weight_decay: float = 0.05

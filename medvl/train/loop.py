@@ -177,6 +177,8 @@ class Trainer:
         family = MODEL_FAMILIES.get(cfg.model_family)
         cfg.model = dataclasses.replace(cfg.model, vocab_size=len(self.tokenizer), pad_id=self.tokenizer.pad_token_id)
         self.model = family.build(cfg.model).to(self.device)
+        if tc.init_from and checkpoint is None:
+            self._init_weights(tc.init_from)
         self.parallel = ParallelModel(self.model, self.strategy, self.dist, self.device, tc.precision,
                                       tc.activation_checkpointing)
         task_cls = TASKS.get(family.task)()
@@ -246,6 +248,25 @@ class Trainer:
             tok.save_pretrained(str(self.run_dir / "tokenizer"))
         barrier(self.dist)
         return tok if self.main else load_tokenizer(str(self.run_dir / "tokenizer"))
+
+    def _init_weights(self, source: str) -> None:
+        """Load (some of) the model's weights from a checkpoint, run directory or .safetensors file."""
+        path = Path(source)
+        if path.suffix == ".safetensors":
+            if not path.is_file():
+                raise FileNotFoundError(f"train.init_from: {path} does not exist")
+            from safetensors.torch import load_file
+
+            state = load_file(str(path))
+        else:
+            from medvl.infer.predictor import resolve_checkpoint
+
+            state = load_checkpoint(resolve_checkpoint(path), load_train_state=False).model_state
+        missing, unexpected = self.model.load_state_dict(state, strict=False)
+        if unexpected:
+            raise ValueError(f"train.init_from: {len(unexpected)} weights in {path} do not belong to this model "
+                             f"(e.g. {unexpected[:3]}); is it a checkpoint of another model family or size?")
+        self._print(f"initialized {len(state)} tensors from {path} ({len(missing)} keep their initialization)")
 
     def _restore(self, ckpt: Any) -> None:
         self.parallel.load_model_state(ckpt.model_state)
