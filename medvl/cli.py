@@ -4,7 +4,7 @@
     medvl train [RECIPE] [section.field=value ...]  train (default recipe: quickstart)
     medvl evaluate CKPT [--split test]              metrics.json, predictions.jsonl, report.html, next to a baseline
     medvl score --refs REFS --hyps HYPS             score reports from any system (JSONL/JSON/CSV)
-    medvl predict CKPT IMAGE [IMAGE ...]            a report for one study, or JSONL for a folder
+    medvl predict CKPT IMAGE [IMAGE ...]            a report for one study; JSONL/CSV for folders, globs, listings
     medvl quickstart                                train + evaluate the quickstart recipe, print the tables
     medvl recipes                                   list the shipped recipes
 
@@ -74,8 +74,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _generation_overrides(args: argparse.Namespace) -> dict:
-    keys = ("num_beams", "max_new_tokens", "no_repeat_ngram_size", "batch_size")
-    return {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
+    keys = ("num_beams", "max_new_tokens", "no_repeat_ngram_size", "length_penalty", "batch_size", "temperature",
+            "top_p", "top_k", "seed")
+    out = {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
+    if getattr(args, "sample", False):
+        out["do_sample"] = True
+        out.setdefault("num_beams", 1)
+    return out
 
 
 def _scoring_options(args: argparse.Namespace):  # noqa: ANN202 - the type lives in a lazily imported module
@@ -124,38 +129,39 @@ def cmd_score(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from medvl.data.images import ImageLoadError
-    from medvl.infer.predictor import collect_studies, load_trained, predict_reports
+    from medvl.infer.batch_predict import RowWriter, predict_studies, report_findings
+    from medvl.infer.inputs import collect_studies
+    from medvl.infer.predictor import generate_prepared, load_study, load_trained
 
-    studies, from_folder = collect_studies(args.images)
+    listed = collect_studies(args.images)
     loaded = load_trained(args.checkpoint, device=args.device)
     gen = dataclasses.replace(loaded.config.generation, **_generation_overrides(args))
-    if not from_folder:
-        sid, paths = studies[0]
-        report = predict_reports(loaded, [paths], gen, [sid])[0]
+    fmt = args.format or ("csv" if args.out and Path(args.out).suffix.lower() in (".csv", ".tsv") else "jsonl")
+    if not listed.batch:  # the files of one study: print its report (and write its row with --out)
+        study = listed.studies[0]
+        t0 = time.perf_counter()
+        prepared = load_study(loaded, study.id, study.paths)
+        report = generate_prepared(loaded, [prepared], gen)[0]
         if args.out:
-            Path(args.out).write_text(json.dumps({"id": sid, "images": [str(p) for p in paths], "report": report}) + "\n")
+            with open(args.out, "w", newline="") as fh:
+                RowWriter(fh, fmt).write({"id": study.id, "images": [str(p) for p in study.paths],
+                                          "views": prepared.views, "report": report,
+                                          "findings": report_findings(report),
+                                          "seconds": round(time.perf_counter() - t0, 4)})
         print(report)
         return 0
-    out = open(args.out, "w") if args.out else sys.stdout  # noqa: SIM115 - closed below when it is a file
-    failures = 0
+    out = open(args.out, "w", newline="") if args.out else sys.stdout  # noqa: SIM115 - closed below when a file
     try:
-        for sid, paths in studies:  # One study at a time so that one bad file fails only its own row.
-            row = {"id": sid, "images": [str(p) for p in paths]}
-            t0 = time.time()
-            try:
-                row["report"] = predict_reports(loaded, [paths], gen, [sid])[0]
-            except ImageLoadError as err:
-                row["error"] = str(err)
-                failures += 1
-            row["seconds"] = round(time.time() - t0, 3)
-            out.write(json.dumps(row) + "\n")
-            out.flush()
+        summary = predict_studies(loaded, listed.studies, gen, RowWriter(out, fmt), strict=args.strict,
+                                  progress=not args.no_progress)
     finally:
         if out is not sys.stdout:
             out.close()
-    print(f"{len(studies) - failures} reports written, {failures} studies failed", file=sys.stderr)
-    return 1 if failures == len(studies) else 0
+    failed = summary["failed"]
+    first = f" (first: {next(iter(failed))}: {next(iter(failed.values()))})" if failed else ""
+    print(f"{summary['reports']} reports written, {len(failed)} studies failed{first}; {summary['seconds']:.1f}s, "
+          f"{summary['reports_per_second']} reports/s", file=sys.stderr)
+    return 1 if summary["reports"] == 0 else 0
 
 
 def cmd_quickstart(args: argparse.Namespace) -> int:
@@ -220,8 +226,17 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("--num-beams", type=int, default=None, help="beam width (1 = greedy; default from checkpoint)")
         q.add_argument("--max-new-tokens", type=int, default=None, help="longest report in tokens")
         q.add_argument("--no-repeat-ngram-size", type=int, default=None, help="forbid repeated n-grams of this size")
+        q.add_argument("--length-penalty", type=float, default=None, help="beam score = log-prob / length**this")
         q.add_argument("--batch-size", type=int, default=None, help="studies generated at once")
         q.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+
+    def sampling_args(q: argparse.ArgumentParser) -> None:
+        g = q.add_argument_group("sampling (instead of greedy / beam search)")
+        g.add_argument("--sample", action="store_true", help="sample each token (implies --num-beams 1)")
+        g.add_argument("--temperature", type=float, default=None, help="divide the logits by this (default 1.0)")
+        g.add_argument("--top-p", type=float, default=None, help="nucleus: smallest token set with this probability")
+        g.add_argument("--top-k", type=int, default=None, help="keep the k most likely tokens (0 = all)")
+        g.add_argument("--seed", type=int, default=None, help="sampling seed (same batch + seed = same reports)")
 
     def scoring_args(q: argparse.ArgumentParser) -> None:
         g = q.add_argument_group("scoring")
@@ -273,13 +288,23 @@ def build_parser() -> argparse.ArgumentParser:
     scoring_args(p)
     p.set_defaults(func=cmd_score)
 
-    p = sub.add_parser("predict", help="write a report for image files or a folder of studies",
-                       description="Image files given together are one study (frontal first); a folder gives one "
-                                   "study per sub-folder or loose image, written as JSONL.")
-    p.add_argument("checkpoint", help="checkpoint directory, or a run directory")
-    p.add_argument("images", nargs="+", help="image files of one study, or one folder")
-    p.add_argument("--out", default=None, help="write JSONL here instead of standard output")
+    p = sub.add_parser("predict", help="write reports for image files (PNG, JPEG, DICOM), folders, globs or a listing",
+                       description="Image files given together are one study (its views; frontal first, from the "
+                                   "DICOM View Position when there is one) and its report is printed. Folders (one "
+                                   "study per sub-folder or loose image), quoted glob patterns (one study per match) "
+                                   "and CSV/JSONL listings (id, images, optional views) give many studies, written "
+                                   "one row each (id, images, views, report, CheXpert findings, seconds; or error) "
+                                   "as JSONL or CSV. A study whose image cannot be read gets an error row and is "
+                                   "counted; --strict stops at the first one instead.")
+    p.add_argument("checkpoint", help="checkpoint directory, a run directory, or a folder from medvl export")
+    p.add_argument("images", nargs="+", help="image files of one study; or folders, 'glob/*.dcm' patterns, listings")
+    p.add_argument("--out", default=None, help="write rows here (.jsonl or .csv) instead of standard output")
+    p.add_argument("--format", default=None, choices=("jsonl", "csv"), help="output format (default: from --out's "
+                   "suffix, else jsonl)")
+    p.add_argument("--strict", action="store_true", help="stop at the first study whose images cannot be read")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     generation_args(p)
+    sampling_args(p)
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("quickstart", help="train and evaluate the quickstart recipe and print the results",
