@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from medvl.data.images import DecodedImage, ImageLoadError
+from medvl.data.images import DecodedImage, ImageLoadError, ImageTooLargeError
 
 DICOM_MAGIC_OFFSET = 128  # a DICOM Part 10 file: 128-byte preamble, then "DICM"
 
@@ -64,7 +64,8 @@ def _check_size(ds: Any, name: str, max_pixels: int | None) -> None:
     # Every frame is decoded, so every frame counts towards the limit.
     if max_pixels is not None and rows * cols * frames > max_pixels:
         in_frames = f" in {frames} frames" if frames > 1 else ""
-        raise ImageLoadError(f"image {name} has {cols} x {rows} pixels{in_frames}, more than the limit of {max_pixels}")
+        raise ImageTooLargeError(f"image {name} has {cols} x {rows} pixels{in_frames}, more than the limit of "
+                                 f"{max_pixels}")
 
 
 def _pixels(ds: Any, name: str) -> np.ndarray:

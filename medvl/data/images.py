@@ -30,6 +30,10 @@ class ImageLoadError(ValueError):
     """An image file is missing or cannot be decoded."""
 
 
+class ImageTooLargeError(ImageLoadError):
+    """An image with more pixels than the caller's `max_pixels` (refused before decoding)."""
+
+
 @dataclass(frozen=True)
 class DecodedImage:
     pixels: np.ndarray
@@ -71,7 +75,7 @@ def is_image_file(path: Path) -> bool:
 def _pil_pixels(img: Image.Image, name: str, max_pixels: int | None) -> np.ndarray:
     w, h = img.size
     if max_pixels is not None and w * h > max_pixels:
-        raise ImageLoadError(f"image {name} has {w} x {h} pixels, more than the limit of {max_pixels}")
+        raise ImageTooLargeError(f"image {name} has {w} x {h} pixels, more than the limit of {max_pixels}")
     img.load()
     img = ImageOps.exif_transpose(img)  # phone/scanner JPEGs store rotation in EXIF; show them upright
     if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
@@ -92,7 +96,7 @@ def _decode_pil(source: Path | bytes, name: str, max_pixels: int | None, fmt: st
     except ImageLoadError:
         raise
     except Image.DecompressionBombError as e:
-        raise ImageLoadError(f"image {name} is too large to decode safely: {e}") from e
+        raise ImageTooLargeError(f"image {name} is too large to decode safely: {e}") from e
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as e:
         raise ImageLoadError(f"cannot decode image {name}: {e}") from e
     return DecodedImage(pixels, None, fmt)
