@@ -6,6 +6,7 @@
     medvl score --refs REFS --hyps HYPS             score reports from any system (JSONL/JSON/CSV)
     medvl predict CKPT IMAGE [IMAGE ...]            a report for one study; JSONL/CSV for folders, globs, listings
     medvl serve CKPT [--port 8000]                  REST API (FastAPI) with dynamic batching
+    medvl export CKPT --format hf DIR               an HF-style folder (optionally --push-to-hub REPO)
     medvl quickstart                                train + evaluate the quickstart recipe, print the tables
     medvl recipes                                   list the shipped recipes
 
@@ -32,11 +33,13 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from medvl.evaluate.chexbert import CheXbertUnavailableError
     from medvl.evaluate.inputs import ReportFileError
     from medvl.evaluate.ptb import JavaUnavailableError
+    from medvl.export import HubUnavailableError
+    from medvl.train.checkpoint import CheckpointError
     from medvl.registry import UnknownNameError
 
     # ValueError too: the library raises it for settings that cannot work (too little data, bad sizes...).
     return (ConfigError, DataSourceError, StudyError, ImageLoadError, UnknownNameError, ReportFileError,
-            JavaUnavailableError, CheXbertUnavailableError, FileNotFoundError, FileExistsError, NotADirectoryError,
+            JavaUnavailableError, CheXbertUnavailableError, HubUnavailableError, CheckpointError, FileNotFoundError, FileExistsError, NotADirectoryError,
             ValueError)
 
 
@@ -190,6 +193,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
     print(f"serving {loaded.checkpoint} on http://{args.host}:{args.port} (docs at /docs; API key "
           f"{'required' if api_key else 'not required'}; batches of up to {args.max_batch_size})", file=sys.stderr)
     serve(create_app(loaded, gen, settings), host=args.host, port=args.port)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from medvl.export import export_hf, push_to_hub
+
+    out = export_hf(args.checkpoint, args.out, use_ema=not args.no_ema, overwrite=args.overwrite)
+    print(f"wrote {out} ({', '.join(sorted(p.name for p in out.iterdir()))}); it loads with medvl predict/serve/demo")
+    if args.push_to_hub:
+        print(f"pushed to {push_to_hub(out, args.push_to_hub, private=args.private)}")
     return 0
 
 
@@ -357,6 +370,21 @@ def build_parser() -> argparse.ArgumentParser:
     generation_args(p)
     sampling_args(p)
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("export", help="write a checkpoint as a Hugging Face-style folder (and push it to the Hub)",
+                       description="Write CKPT as DIR in HF conventions (model.safetensors, config.json, "
+                                   "generation_config.json, preprocessor_config.json, tokenizer files, README.md). "
+                                   "medvl predict/serve/demo load DIR like a checkpoint. --push-to-hub uploads it "
+                                   "with huggingface_hub when online (HF_HUB_OFFLINE=1 or no network: a clear "
+                                   "message, never a hang).")
+    p.add_argument("checkpoint", help="checkpoint directory, or a run directory")
+    p.add_argument("out", metavar="DIR", help="folder to write")
+    p.add_argument("--format", default="hf", choices=("hf",), help="export format (hf)")
+    p.add_argument("--no-ema", action="store_true", help="export the raw weights even when the run kept an EMA")
+    p.add_argument("--overwrite", action="store_true", help="replace DIR when it is not empty")
+    p.add_argument("--push-to-hub", default=None, metavar="REPO_ID", help="then upload DIR to this Hub repository")
+    p.add_argument("--private", action="store_true", help="create the Hub repository as private")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("quickstart", help="train and evaluate the quickstart recipe and print the results",
                        description="Generate the synthetic data set (first run only), train the quickstart recipe, "

@@ -51,38 +51,54 @@ class LoadedModel:
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
-    """A checkpoint directory, or a run directory (then its best, else last, else newest step checkpoint)."""
+    """A checkpoint directory, a folder from `medvl export`, or a run directory (then its best, else last, else newest
+    step checkpoint)."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"checkpoint not found: {path} (give a checkpoint directory such as "
                                 "runs/quickstart/checkpoints/best, or a run directory such as runs/quickstart)")
     if (path / "meta.json").is_file():
         return path
+    from medvl.export import is_hf_export
+
+    if is_hf_export(path):
+        return path
     for name in ("best", "last"):
         if (path / "checkpoints" / name / "meta.json").is_file():
             return path / "checkpoints" / name
     found = find_latest_checkpoint(path)
     if found is None:
-        raise FileNotFoundError(f"{path} is neither a checkpoint (no meta.json) nor a run directory with checkpoints/")
+        raise FileNotFoundError(f"{path} is neither a checkpoint (no meta.json), an export (no medvl config.json) nor "
+                                "a run directory with checkpoints/")
     return found
 
 
 def load_trained(path: str | Path, device: str = "auto", use_ema: bool = True) -> LoadedModel:
-    """Rebuild model + tokenizer + task from a checkpoint (EMA weights when the run kept them)."""
+    """Rebuild model + tokenizer + task from a checkpoint (EMA weights when the run kept them) or an HF-style export.
+
+    Raises:
+        FileNotFoundError: nothing loadable at `path`.
+        CheckpointError: a damaged or incomplete checkpoint.
+    """
+    from medvl.export import is_hf_export, read_hf_export
+
     ckpt_dir = resolve_checkpoint(path)
-    ckpt = load_checkpoint(ckpt_dir, load_train_state=False)
-    cfg = experiment_from_dict(ckpt.metadata["config"])
+    if is_hf_export(ckpt_dir):
+        raw_config, state, tokenizer, metadata = read_hf_export(ckpt_dir)
+    else:
+        ckpt = load_checkpoint(ckpt_dir, load_train_state=False)
+        raw_config, state, metadata = ckpt.metadata["config"], ckpt.model_state, ckpt.metadata
+        if use_ema and "ema" in ckpt.extra:
+            state = {**state, **{k: v for k, v in ckpt.extra["ema"].items() if k in state}}
+        tokenizer = tokenizer_from_json(ckpt.metadata["tokenizer"])
+    cfg = experiment_from_dict(raw_config)
     family = MODEL_FAMILIES.get(cfg.model_family)
     dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
     model = family.build(family.reload_config(cfg.model))
-    state = ckpt.model_state
-    if use_ema and "ema" in ckpt.extra:
-        state = {**state, **{k: v for k, v in ckpt.extra["ema"].items() if k in state}}
     model.load_state_dict(state)
     model.to(dev).eval()
-    tokenizer = tokenizer_from_json(ckpt.metadata["tokenizer"])
     task = TASKS.get(family.task)()(model, tokenizer)
-    return LoadedModel(cfg, model, tokenizer, task, dev, ckpt_dir, ckpt.metadata)
+    return LoadedModel(cfg, model, tokenizer, task, dev, ckpt_dir, metadata)
 
 
 @dataclass
