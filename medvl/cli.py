@@ -6,6 +6,7 @@
     medvl score --refs REFS --hyps HYPS             score reports from any system (JSONL/JSON/CSV)
     medvl predict CKPT IMAGE [IMAGE ...]            a report for one study; JSONL/CSV for folders, globs, listings
     medvl serve CKPT [--port 8000]                  REST API (FastAPI) with dynamic batching
+    medvl demo CKPT [--port 7860]                   Gradio page: upload an X-ray, see report, findings, saliency
     medvl export CKPT --format hf DIR               an HF-style folder (optionally --push-to-hub REPO)
     medvl quickstart                                train + evaluate the quickstart recipe, print the tables
     medvl recipes                                   list the shipped recipes
@@ -196,6 +197,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from medvl.demo.app import create_demo, example_studies, launch
+    from medvl.infer.predictor import load_trained
+
+    loaded = load_trained(args.checkpoint, device=args.device)
+    gen = dataclasses.replace(loaded.config.generation, **_generation_overrides(args))
+    examples = example_studies(loaded, folder=args.examples)
+    print(f"demo of {loaded.checkpoint} on http://{args.host}:{args.port} ({len(examples)} example studies)",
+          file=sys.stderr)
+    launch(create_demo(loaded, gen, examples), host=args.host, port=args.port)
+    return 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from medvl.export import export_hf, push_to_hub
 
@@ -370,6 +386,20 @@ def build_parser() -> argparse.ArgumentParser:
     generation_args(p)
     sampling_args(p)
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("demo", help="a web page (Gradio): upload an X-ray, get the report, findings and saliency",
+                       description="Serve a Gradio page: upload the views of a study (PNG, JPEG or DICOM), get the "
+                                   "report with CheXpert findings highlighted and a Grad-CAM overlay of the image "
+                                   "encoder; example studies come from the checkpoint's data set (the synthetic set "
+                                   "after the quickstart) or --examples. Families that support dialogue also get a "
+                                   "follow-up chat.")
+    p.add_argument("checkpoint", help="checkpoint directory, a run directory, or a folder from medvl export")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=7860, help="port (default 7860)")
+    p.add_argument("--examples", default=None, metavar="DIR", help="offer the studies of this folder as examples")
+    generation_args(p)
+    sampling_args(p)
+    p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("export", help="write a checkpoint as a Hugging Face-style folder (and push it to the Hub)",
                        description="Write CKPT as DIR in HF conventions (model.safetensors, config.json, "
