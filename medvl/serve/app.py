@@ -123,8 +123,9 @@ async def _multipart_views(body: bytes, headers: Headers, limits: Limits) -> lis
     async def stream() -> AsyncIterator[bytes]:
         yield body
 
-    parser = _in_memory_parser(limits.max_upload_bytes)(headers, stream(), max_files=limits.max_views + 1,
-                                                        max_fields=limits.max_views + 8,
+    # Generous part counts: too many images gets its own clear answer below; the request size bounds the rest.
+    parser = _in_memory_parser(limits.max_upload_bytes)(headers, stream(), max_files=4 * limits.max_views + 4,
+                                                        max_fields=4 * limits.max_views + 8,
                                                         max_part_size=64 * 1024)
     try:
         form = await parser.parse()
