@@ -35,13 +35,13 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from medvl.evaluate.inputs import ReportFileError
     from medvl.evaluate.ptb import JavaUnavailableError
     from medvl.export import HubUnavailableError
-    from medvl.train.checkpoint import CheckpointError
     from medvl.registry import UnknownNameError
+    from medvl.train.checkpoint import CheckpointError
 
     # ValueError too: the library raises it for settings that cannot work (too little data, bad sizes...).
     return (ConfigError, DataSourceError, StudyError, ImageLoadError, UnknownNameError, ReportFileError,
-            JavaUnavailableError, CheXbertUnavailableError, HubUnavailableError, CheckpointError, FileNotFoundError, FileExistsError, NotADirectoryError,
-            ValueError)
+            JavaUnavailableError, CheXbertUnavailableError, HubUnavailableError, CheckpointError, FileNotFoundError,
+            FileExistsError, NotADirectoryError, ValueError)
 
 
 # ------------------------------------------------------------------------------------------------------- subcommands

@@ -120,7 +120,8 @@ BAD_REQUESTS = [
 ]
 
 
-@pytest.mark.parametrize(("name", "kwargs", "status", "code", "message"), BAD_REQUESTS, ids=[b[0] for b in BAD_REQUESTS])
+@pytest.mark.parametrize(("name", "kwargs", "status", "code", "message"), BAD_REQUESTS,
+                         ids=[b[0] for b in BAD_REQUESTS])
 def test_bad_requests_get_a_4xx_and_a_clear_message(client: TestClient, name: str, kwargs: dict, status: int,
                                                     code: str, message: str) -> None:
     kwargs = dict(kwargs)

@@ -158,7 +158,8 @@ def generate(step: StepFn, reorder: ReorderFn, cache: Any, batch_size: int, *, b
         if num_beams != 1:
             raise ValueError(f"sampling draws one sequence per study: use num_beams=1, got {num_beams}")
         if temperature <= 0 or not 0 < top_p <= 1 or top_k < 0:
-            raise ValueError(f"need temperature > 0, 0 < top_p <= 1 and top_k >= 0, got {temperature}, {top_p}, {top_k}")
+            raise ValueError(f"need temperature > 0, 0 < top_p <= 1 and top_k >= 0, got {temperature}, {top_p}, "
+                             f"{top_k}")
         return sample_search(step, cache, batch_size, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
                              **common)
     if num_beams == 1:

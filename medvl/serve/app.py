@@ -90,7 +90,8 @@ _IMAGES_ITEM = {"type": "object", "required": ["data"], "properties": {
     "view": {"type": "string", "description": "PA, AP, LATERAL...: overrides the DICOM View Position"}}}
 _REQUEST_BODY = {"required": True, "content": {
     "multipart/form-data": {"schema": {"type": "object", "required": ["images"], "properties": {
-        "images": {"type": "array", "items": {"type": "string", "format": "binary"}, "description": "one file per view"},
+        "images": {"type": "array", "items": {"type": "string", "format": "binary"},
+                   "description": "one file per view"},
         "views": {"type": "array", "items": {"type": "string"}, "description": "view names, in the order of images"},
     }}},
     "application/json": {"schema": {"type": "object", "required": ["images"], "properties": {
