@@ -231,3 +231,32 @@ def test_schemathesis_finds_no_server_error(loaded: LoadedModel) -> None:
 
         check()
     assert len(seen) >= 20 and any(400 <= s < 500 for s in seen)
+
+
+def test_uploads_stay_in_memory_and_the_log_holds_only_id_and_timing(loaded: LoadedModel, tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch,
+                                                                     caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+    import tempfile
+
+    import starlette.formparsers
+
+    rolled: list[bool] = []
+
+    class Watched(tempfile.SpooledTemporaryFile):  # type: ignore[type-arg]
+        def rollover(self) -> None:  # called when a spooled file moves to disk
+            rolled.append(True)
+            super().rollover()
+
+    monkeypatch.setattr(starlette.formparsers, "SpooledTemporaryFile", Watched)
+    noise = np.random.default_rng(0).integers(0, 256, (1200, 1200), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(noise).save(buf, format="PNG")
+    assert len(buf.getvalue()) > 1024 * 1024  # above Starlette's default 1 MB spool threshold
+    caplog.set_level(logging.INFO, logger="medvl.serve")
+    with TestClient(create_app(loaded)) as c:
+        res = c.post("/v1/reports", files=[("images", ("patient_name.png", buf.getvalue(), "image/png"))])
+    assert res.status_code == 200 and not rolled
+    lines = [r.getMessage() for r in caplog.records if r.name == "medvl.serve"]
+    assert lines == [f"request {res.json()['id']} status 200 in {lines[0].split(' in ')[1]}"]
+    assert "patient_name" not in caplog.text and "testclient" not in caplog.text
