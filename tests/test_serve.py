@@ -260,3 +260,45 @@ def test_uploads_stay_in_memory_and_the_log_holds_only_id_and_timing(loaded: Loa
     lines = [r.getMessage() for r in caplog.records if r.name == "medvl.serve"]
     assert lines == [f"request {res.json()['id']} status 200 in {lines[0].split(' in ')[1]}"]
     assert "patient_name" not in caplog.text and "testclient" not in caplog.text
+
+
+def test_medvl_serve_command_starts_answers_and_stops(trained_checkpoint: Path, views: list[Path],
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    from medvl.cli import main
+
+    assert main(["serve", str(trained_checkpoint), "--api-key-env", "MEDVL_TEST_UNSET_KEY"]) == 2
+    assert "MEDVL_TEST_UNSET_KEY: that environment variable is empty or unset" in capsys.readouterr().err
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "MEDVL_TEST_KEY": KEY, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.Popen([sys.executable, "-m", "medvl", "serve", str(trained_checkpoint), "--port", str(port),
+                             "--api-key-env", "MEDVL_TEST_KEY", "--max-views", "2", "--device", "cpu"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert proc.poll() is None and time.monotonic() < deadline, "medvl serve did not start"
+            time.sleep(0.2)
+        files = [("images", (p.name, p.read_bytes(), "image/png")) for p in views]
+        assert httpx.post(f"{url}/v1/reports", files=files, timeout=30).status_code == 401
+        res = httpx.post(f"{url}/v1/reports", files=files, headers=AUTH, timeout=30)
+        assert res.status_code == 200 and res.json()["report"] is not None
+        assert httpx.get(f"{url}/v1/model", headers=AUTH).json()["limits"]["max_views"] == 2
+    finally:
+        proc.send_signal(signal.SIGINT)
+        output = proc.communicate(timeout=30)[0]
+    assert proc.returncode in (0, 130), output
+    assert f"request {res.json()['id']} status 200" in output and views[0].name not in output
