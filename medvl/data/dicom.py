@@ -15,7 +15,8 @@ Contract: `read_dicom(source, max_pixels=None)` returns a `DecodedImage` (medvl.
 Problems a user can fix raise `ImageLoadError` with one line naming the file and the cause: not DICOM, no pixel data,
 more than `max_pixels` pixels (checked from the header before anything is decoded), a compressed transfer syntax
 without an installed decoder (names the packages to install), truncated or corrupt pixel data.
-The medvl DICOM *folder* data source shares this decoder, so training and inference see the same pixels.
+Training reaches it through `medvl.data.images.load_grayscale`; a DICOM *folder* data source should call `read_dicom`
+(and `view_from_header`) too, so that training and inference see the same pixels.
 """
 
 from __future__ import annotations
