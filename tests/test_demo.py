@@ -69,7 +69,7 @@ class _ChatTask:
         return self.inner.generate(batch, gen)  # type: ignore[attr-defined]
 
     def chat(self, batch: object, history: list, question: str, gen: object) -> str:
-        return f"answer to {question}"
+        return f"answer to {question} after {len(history)} turns"
 
 
 def test_chat_is_shown_only_for_families_that_support_dialogue(loaded: LoadedModel) -> None:
@@ -81,6 +81,14 @@ def test_chat_is_shown_only_for_families_that_support_dialogue(loaded: LoadedMod
     assert loaded.supports_chat is False and not has_chat(create_demo(loaded))
     chatty = dataclasses.replace(loaded, task=_ChatTask(loaded.task))
     assert chatty.supports_chat and has_chat(create_demo(chatty))
+
+
+def test_chat_turns_reach_the_task_as_question_answer_pairs() -> None:
+    from medvl.demo.app import _turns
+
+    messages = [{"role": "user", "content": "effusion?"}, {"role": "assistant", "content": "no"},
+                {"role": "user", "content": "heart?"}, {"role": "assistant", "content": "normal"}]
+    assert _turns(messages) == [("effusion?", "no"), ("heart?", "normal")]
 
 
 def _free_port() -> int:

@@ -8,7 +8,8 @@ Contract:
 - `create_demo(loaded, gen, examples)` builds the page: views upload, a Generate button, example studies, the overlay,
   the highlighted report, the findings table and the plain text. A follow-up chat is shown only when the model's task
   supports dialogue (`loaded.supports_chat`: the task has `supports_chat = True` and `chat(batch, history, question,
-  gen) -> str`); the captioner's report generation does not, so its page has no chat.
+  gen) -> str`, history being the earlier (question, answer) turns); the captioner's report generation does not, so
+  its page has no chat.
 - `example_studies(loaded)` offers the first test studies of the data set the checkpoint was trained on (the synthetic
   set after the quickstart), so the demo works out of the box.
 The page loads no web font or script from outside the machine (system fonts; Gradio analytics off).
@@ -99,6 +100,18 @@ def example_studies(loaded: LoadedModel, limit: int = 4, folder: str | Path | No
     return out
 
 
+def _turns(messages: Sequence[dict[str, str]]) -> list[tuple[str, str]]:
+    """Gradio's chat messages -> the (question, answer) turns a task's `chat` takes."""
+    turns, question = [], None
+    for m in messages:
+        if m.get("role") == "user":
+            question = str(m.get("content", ""))
+        elif m.get("role") == "assistant" and question is not None:
+            turns.append((question, str(m.get("content", ""))))
+            question = None
+    return turns
+
+
 def _theme() -> Any:
     import gradio as gr
 
@@ -155,7 +168,7 @@ def create_demo(loaded: LoadedModel, gen: GenerationConfig | None = None,
                     ) -> tuple[list[dict[str, str]], str]:
                 if study is None:
                     raise gr.Error("generate a report first: the chat is about the uploaded study")
-                answer = loaded.task.chat(batch_studies(loaded, [study]), history, message, gen)
+                answer = loaded.task.chat(batch_studies(loaded, [study]), _turns(history), message, gen)
                 return [*history, {"role": "user", "content": message}, {"role": "assistant", "content": answer}], ""
 
             question.submit(ask, [question, chatbot, study_state], [chatbot, question])

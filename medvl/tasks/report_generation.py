@@ -25,7 +25,8 @@ def sampling_options(gen: GenerationConfig) -> dict:
 
 class ReportGenerationTask:
     supports_chat = False
-    """Report generation answers no follow-up questions; a dialogue family's task sets this and has `chat`."""
+    """Report generation answers no follow-up questions. A dialogue family's task sets this to True and has
+    `chat(batch, history: [(question, answer)], question, gen) -> str`; the demo then shows a chat."""
 
     def __init__(self, model: nn.Module, tokenizer, label_smoothing: float = 0.0) -> None:  # noqa: ANN001
         self.model = model
