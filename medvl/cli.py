@@ -7,7 +7,10 @@
     medvl train [RECIPE] [section.field=value ...]  train (default recipe: quickstart)
     medvl evaluate CKPT [--split test]              metrics.json, predictions.jsonl, report.html, next to a baseline
     medvl score --refs REFS --hyps HYPS             score reports from any system (JSONL/JSON/CSV)
-    medvl predict CKPT IMAGE [IMAGE ...]            a report for one study, or JSONL for a folder
+    medvl predict CKPT IMAGE [IMAGE ...]            a report for one study; JSONL/CSV for folders, globs, listings
+    medvl serve CKPT [--port 8000]                  REST API (FastAPI) with dynamic batching
+    medvl demo CKPT [--port 7860]                   Gradio page: upload an X-ray, see report, findings, saliency
+    medvl export CKPT --format hf DIR               an HF-style folder (optionally --push-to-hub REPO)
     medvl quickstart                                train + evaluate the quickstart recipe, print the tables
     medvl convert minigpt4 PTH --out FILE           MiniGPT-4 / XrayGPT weights -> medvl (train.init_from)
     medvl recipes                                   list the shipped recipes
@@ -36,12 +39,14 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from medvl.evaluate.chexbert import CheXbertUnavailableError
     from medvl.evaluate.inputs import ReportFileError
     from medvl.evaluate.ptb import JavaUnavailableError
+    from medvl.export import HubUnavailableError
     from medvl.registry import UnknownNameError
+    from medvl.train.checkpoint import CheckpointError
 
     # ValueError too: the library raises it for settings that cannot work (too little data, bad sizes...).
     return (ConfigError, DataSourceError, StudyError, ImageLoadError, UnknownNameError, ReportFileError, DownloadError,
-            JavaUnavailableError, CheXbertUnavailableError, FileNotFoundError, FileExistsError, NotADirectoryError,
-            ValueError)
+            JavaUnavailableError, CheXbertUnavailableError, HubUnavailableError, CheckpointError, FileNotFoundError,
+            FileExistsError, NotADirectoryError, ValueError)
 
 
 # ------------------------------------------------------------------------------------------------------- subcommands
@@ -136,8 +141,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _generation_overrides(args: argparse.Namespace) -> dict:
-    keys = ("num_beams", "max_new_tokens", "no_repeat_ngram_size", "batch_size")
-    return {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
+    keys = ("num_beams", "max_new_tokens", "no_repeat_ngram_size", "length_penalty", "batch_size", "temperature",
+            "top_p", "top_k", "seed")
+    out = {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
+    if getattr(args, "sample", False):
+        out["do_sample"] = True
+        out.setdefault("num_beams", 1)
+    return out
 
 
 def _scoring_options(args: argparse.Namespace):  # noqa: ANN202 - the type lives in a lazily imported module
@@ -186,38 +196,92 @@ def cmd_score(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from medvl.data.images import ImageLoadError
-    from medvl.infer.predictor import collect_studies, load_trained, predict_reports
+    from medvl.infer.batch_predict import RowWriter, predict_studies, report_findings
+    from medvl.infer.inputs import collect_studies
+    from medvl.infer.predictor import generate_prepared, load_study, load_trained
 
-    studies, from_folder = collect_studies(args.images)
+    listed = collect_studies(args.images)
     loaded = load_trained(args.checkpoint, device=args.device)
     gen = dataclasses.replace(loaded.config.generation, **_generation_overrides(args))
-    if not from_folder:
-        sid, paths = studies[0]
-        report = predict_reports(loaded, [paths], gen, [sid])[0]
+    fmt = args.format or ("csv" if args.out and Path(args.out).suffix.lower() in (".csv", ".tsv") else "jsonl")
+    if not listed.batch:  # the files of one study: print its report (and write its row with --out)
+        study = listed.studies[0]
+        t0 = time.perf_counter()
+        prepared = load_study(loaded, study.id, study.paths)
+        report = generate_prepared(loaded, [prepared], gen)[0]
         if args.out:
-            Path(args.out).write_text(json.dumps({"id": sid, "images": [str(p) for p in paths], "report": report}) + "\n")
+            with open(args.out, "w", newline="") as fh:
+                RowWriter(fh, fmt).write({"id": study.id, "images": [str(p) for p in study.paths],
+                                          "views": prepared.views, "report": report,
+                                          "findings": report_findings(report),
+                                          "seconds": round(time.perf_counter() - t0, 4)})
         print(report)
         return 0
-    out = open(args.out, "w") if args.out else sys.stdout  # noqa: SIM115 - closed below when it is a file
-    failures = 0
+    out = open(args.out, "w", newline="") if args.out else sys.stdout  # noqa: SIM115 - closed below when a file
     try:
-        for sid, paths in studies:  # One study at a time so that one bad file fails only its own row.
-            row = {"id": sid, "images": [str(p) for p in paths]}
-            t0 = time.time()
-            try:
-                row["report"] = predict_reports(loaded, [paths], gen, [sid])[0]
-            except ImageLoadError as err:
-                row["error"] = str(err)
-                failures += 1
-            row["seconds"] = round(time.time() - t0, 3)
-            out.write(json.dumps(row) + "\n")
-            out.flush()
+        summary = predict_studies(loaded, listed.studies, gen, RowWriter(out, fmt), strict=args.strict,
+                                  progress=not args.no_progress)
     finally:
         if out is not sys.stdout:
             out.close()
-    print(f"{len(studies) - failures} reports written, {failures} studies failed", file=sys.stderr)
-    return 1 if failures == len(studies) else 0
+    failed = summary["failed"]
+    first = f" (first: {next(iter(failed))}: {next(iter(failed.values()))})" if failed else ""
+    print(f"{summary['reports']} reports written, {len(failed)} studies failed{first}; {summary['seconds']:.1f}s, "
+          f"{summary['reports_per_second']} reports/s", file=sys.stderr)
+    return 1 if summary["reports"] == 0 else 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import dataclasses
+    import logging
+
+    from medvl.infer.predictor import load_trained
+    from medvl.serve.app import ServeSettings, create_app
+    from medvl.serve.limits import Limits
+    from medvl.serve.server import serve
+
+    api_key = None
+    if args.api_key_env:
+        api_key = os.environ.get(args.api_key_env, "")
+        if not api_key:
+            raise ValueError(f"--api-key-env {args.api_key_env}: that environment variable is empty or unset; "
+                             f"export {args.api_key_env}=SECRET first (the key is never given on the command line)")
+    limits = Limits(max_upload_bytes=int(args.max_upload_mb * 1024 * 1024), max_pixels=args.max_pixels,
+                    max_views=args.max_views, max_queue=args.max_queue, timeout_s=args.timeout)
+    settings = ServeSettings(limits=limits, max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms,
+                             api_key=api_key)
+    loaded = load_trained(args.checkpoint, device=args.device)
+    gen = dataclasses.replace(loaded.config.generation, **_generation_overrides(args))
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    print(f"serving {loaded.checkpoint} on http://{args.host}:{args.port} (docs at /docs; API key "
+          f"{'required' if api_key else 'not required'}; batches of up to {args.max_batch_size})", file=sys.stderr)
+    serve(create_app(loaded, gen, settings), host=args.host, port=args.port)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from medvl.demo.app import create_demo, example_studies, launch
+    from medvl.infer.predictor import load_trained
+
+    loaded = load_trained(args.checkpoint, device=args.device)
+    gen = dataclasses.replace(loaded.config.generation, **_generation_overrides(args))
+    examples = example_studies(loaded, folder=args.examples)
+    print(f"demo of {loaded.checkpoint} on http://{args.host}:{args.port} ({len(examples)} example studies)",
+          file=sys.stderr)
+    launch(create_demo(loaded, gen, examples), host=args.host, port=args.port)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from medvl.export import export_hf, push_to_hub
+
+    out = export_hf(args.checkpoint, args.out, use_ema=not args.no_ema, overwrite=args.overwrite)
+    print(f"wrote {out} ({', '.join(sorted(p.name for p in out.iterdir()))}); it loads with medvl predict/serve/demo")
+    if args.push_to_hub:
+        print(f"pushed to {push_to_hub(out, args.push_to_hub, private=args.private)}")
+    return 0
 
 
 def cmd_quickstart(args: argparse.Namespace) -> int:
@@ -381,8 +445,17 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("--num-beams", type=int, default=None, help="beam width (1 = greedy; default from checkpoint)")
         q.add_argument("--max-new-tokens", type=int, default=None, help="longest report in tokens")
         q.add_argument("--no-repeat-ngram-size", type=int, default=None, help="forbid repeated n-grams of this size")
+        q.add_argument("--length-penalty", type=float, default=None, help="beam score = log-prob / length**this")
         q.add_argument("--batch-size", type=int, default=None, help="studies generated at once")
         q.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+
+    def sampling_args(q: argparse.ArgumentParser) -> None:
+        g = q.add_argument_group("sampling (instead of greedy / beam search)")
+        g.add_argument("--sample", action="store_true", help="sample each token (implies --num-beams 1)")
+        g.add_argument("--temperature", type=float, default=None, help="divide the logits by this (default 1.0)")
+        g.add_argument("--top-p", type=float, default=None, help="nucleus: smallest token set with this probability")
+        g.add_argument("--top-k", type=int, default=None, help="keep the k most likely tokens (0 = all)")
+        g.add_argument("--seed", type=int, default=None, help="sampling seed (same batch + seed = same reports)")
 
     def scoring_args(q: argparse.ArgumentParser) -> None:
         g = q.add_argument_group("scoring")
@@ -434,14 +507,75 @@ def build_parser() -> argparse.ArgumentParser:
     scoring_args(p)
     p.set_defaults(func=cmd_score)
 
-    p = sub.add_parser("predict", help="write a report for image files or a folder of studies",
-                       description="Image files given together are one study (frontal first); a folder gives one "
-                                   "study per sub-folder or loose image, written as JSONL.")
-    p.add_argument("checkpoint", help="checkpoint directory, or a run directory")
-    p.add_argument("images", nargs="+", help="image files of one study, or one folder")
-    p.add_argument("--out", default=None, help="write JSONL here instead of standard output")
+    p = sub.add_parser("predict", help="write reports for image files (PNG, JPEG, DICOM), folders, globs or a listing",
+                       description="Image files given together are one study (its views; frontal first, from the "
+                                   "DICOM View Position when there is one) and its report is printed. Folders (one "
+                                   "study per sub-folder or loose image), quoted glob patterns (one study per match) "
+                                   "and CSV/JSONL listings (id, images, optional views) give many studies, written "
+                                   "one row each (id, images, views, report, CheXpert findings, seconds; or error) "
+                                   "as JSONL or CSV. A study whose image cannot be read gets an error row and is "
+                                   "counted; --strict stops at the first one instead.")
+    p.add_argument("checkpoint", help="checkpoint directory, a run directory, or a folder from medvl export")
+    p.add_argument("images", nargs="+", help="image files of one study; or folders, 'glob/*.dcm' patterns, listings")
+    p.add_argument("--out", default=None, help="write rows here (.jsonl or .csv) instead of standard output")
+    p.add_argument("--format", default=None, choices=("jsonl", "csv"), help="output format (default: from --out's "
+                   "suffix, else jsonl)")
+    p.add_argument("--strict", action="store_true", help="stop at the first study whose images cannot be read")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     generation_args(p)
+    sampling_args(p)
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("serve", help="serve a checkpoint over HTTP (REST API with dynamic batching)",
+                       description="Serve a checkpoint as a REST API: POST /v1/reports (multipart upload or JSON with "
+                                   "base64 images of one study), GET /v1/model, GET /health; OpenAPI at "
+                                   "/openapi.json and /docs. Concurrent requests share forward passes (dynamic "
+                                   "batching) through a bounded queue. Uploads stay in memory; the log holds a "
+                                   "request id and timing only.")
+    p.add_argument("checkpoint", help="checkpoint directory, a run directory, or a folder from medvl export")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--api-key-env", default=None, metavar="VAR", help="require the API key held in environment "
+                   "variable VAR in each request's X-API-Key header")
+    p.add_argument("--max-batch-size", type=int, default=8, help="requests per forward pass (1 = no batching)")
+    p.add_argument("--max-wait-ms", type=float, default=2.0, help="how long a ready batch waits for more requests")
+    p.add_argument("--max-queue", type=int, default=64, help="requests waiting at most; beyond: 503 + Retry-After")
+    p.add_argument("--max-upload-mb", type=float, default=20.0, help="largest image file (default 20 MB)")
+    p.add_argument("--max-pixels", type=int, default=40_000_000, help="most pixels per image (default 40M)")
+    p.add_argument("--max-views", type=int, default=4, help="most images per request (default 4)")
+    p.add_argument("--timeout", type=float, default=120.0, help="seconds a request may wait for its report")
+    generation_args(p)
+    sampling_args(p)
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("demo", help="a web page (Gradio): upload an X-ray, get the report, findings and saliency",
+                       description="Serve a Gradio page: upload the views of a study (PNG, JPEG or DICOM), get the "
+                                   "report with CheXpert findings highlighted and a Grad-CAM overlay of the image "
+                                   "encoder; example studies come from the checkpoint's data set (the synthetic set "
+                                   "after the quickstart) or --examples. Families that support dialogue also get a "
+                                   "follow-up chat.")
+    p.add_argument("checkpoint", help="checkpoint directory, a run directory, or a folder from medvl export")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=7860, help="port (default 7860)")
+    p.add_argument("--examples", default=None, metavar="DIR", help="offer the studies of this folder as examples")
+    generation_args(p)
+    sampling_args(p)
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("export", help="write a checkpoint as a Hugging Face-style folder (and push it to the Hub)",
+                       description="Write CKPT as DIR in HF conventions (model.safetensors, config.json, "
+                                   "generation_config.json, preprocessor_config.json, tokenizer files, README.md). "
+                                   "medvl predict/serve/demo load DIR like a checkpoint. --push-to-hub uploads it "
+                                   "with huggingface_hub when online (HF_HUB_OFFLINE=1 or no network: a clear "
+                                   "message, never a hang).")
+    p.add_argument("checkpoint", help="checkpoint directory, or a run directory")
+    p.add_argument("out", metavar="DIR", help="folder to write")
+    p.add_argument("--format", default="hf", choices=("hf",), help="export format (hf)")
+    p.add_argument("--no-ema", action="store_true", help="export the raw weights even when the run kept an EMA")
+    p.add_argument("--overwrite", action="store_true", help="replace DIR when it is not empty")
+    p.add_argument("--push-to-hub", default=None, metavar="REPO_ID", help="then upload DIR to this Hub repository")
+    p.add_argument("--private", action="store_true", help="create the Hub repository as private")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("quickstart", help="train and evaluate the quickstart recipe and print the results",
                        description="Generate the synthetic data set (first run only), train the quickstart recipe, "

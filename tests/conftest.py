@@ -48,3 +48,15 @@ def tiny_overrides(synth_root: Path, run_dir: Path, *extra: str) -> list[str]:
         *TINY_OVERRIDES,
         *extra,
     ]
+
+
+@pytest.fixture(scope="session")
+def trained_checkpoint(synth_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny captioner trained for a few steps on the tiny synthetic set, shared by the inference/serving tests."""
+    from medvl.config.experiment import load_experiment
+    from medvl.train.loop import train
+
+    run = tmp_path_factory.mktemp("trained")
+    cfg = load_experiment("quickstart", tiny_overrides(synth_root, run, "train.max_steps=8", "train.eval_every=8"))
+    summary = train(cfg)
+    return Path(summary["best_checkpoint"] or summary["last_checkpoint"])

@@ -25,7 +25,8 @@ def trained_run(synth_root: Path, tmp_path_factory: pytest.TempPathFactory) -> P
 
 
 @pytest.mark.parametrize("argv", [[], ["data"], ["data", "synth"], ["train"], ["evaluate"], ["predict"],
-                                  ["quickstart"], ["recipes"]])
+                                  ["quickstart"], ["recipes"], ["serve"], ["demo"],
+                                  ["export"]])
 def test_help(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main([*argv, "--help"])

@@ -1,18 +1,30 @@
-"""Decoding image files to grayscale arrays, and resizing: one path for training, evaluation and prediction.
+"""Decoding image files to grayscale arrays, and resizing: one path for training, evaluation, prediction and serving.
 
-PNG/JPEG/BMP/TIFF are decoded with PIL, DICOM (.dcm/.dicom) with pydicom (modality and VOI LUTs applied, MONOCHROME1
-inverted), and a prepared data set's views are read from its memory-mapped images.npy (`read_prepared`).
+Contract:
+- `load_image(path)` / `decode_image(data)` -> `DecodedImage`: uint8 [H, W] pixels (0 = black), the view name when
+  the file says (DICOM View Position), and the format. PNG, JPEG, BMP and TIFF go through Pillow (8-bit as is; 16-bit
+  and float images are min-max scaled to 0..255; EXIF orientation applied; color converted to luminance); DICOM goes
+  through `medvl.data.dicom` (rescale, VOI LUT / window, MONOCHROME1 inversion). The format is read from the bytes,
+  not trusted from the file name.
+- `load_grayscale(path)` -> the pixels only (what training has always used).
+- `max_pixels` refuses an image with more pixels before it is decoded (a decompression-bomb guard).
+- `read_prepared(store, rows)`: a prepared data set's views from its memory-mapped images.npy (`medvl data prepare`).
+Every failure a user can fix raises `ImageLoadError` naming the file and the cause.
 """
 
 from __future__ import annotations
 
+import io
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".dicom")
 DICOM_SUFFIXES = (".dcm", ".dicom")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", *DICOM_SUFFIXES)
+_SNIFF_BYTES = 132
 _STORES: dict[str, np.ndarray] = {}
 
 
@@ -20,23 +32,126 @@ class ImageLoadError(ValueError):
     """An image file is missing or cannot be decoded."""
 
 
-def load_grayscale(path: str | Path) -> np.ndarray:
-    """Decode an image file to a uint8 [H, W] array; 16-bit images are min-max scaled to 0..255."""
+class ImageTooLargeError(ImageLoadError):
+    """An image with more pixels than the caller's `max_pixels` (refused before decoding)."""
+
+
+@dataclass(frozen=True)
+class DecodedImage:
+    pixels: np.ndarray
+    """uint8 [H, W], display orientation, 0 = black."""
+    view: str | None
+    """View name from the file (DICOM View Position such as PA, AP, LATERAL), None when it does not say."""
+    format: str
+    """"png", "jpeg", "dicom", "bmp", "tiff"..."""
+
+
+def sniff_format(head: bytes) -> str | None:
+    """The image format of a file from its first bytes (at least 132 for DICOM), or None when unknown."""
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "png"
+    if head.startswith(b"\xff\xd8\xff"):
+        return "jpeg"
+    if len(head) >= 132 and head[128:132] == b"DICM":
+        return "dicom"
+    if head.startswith(b"BM"):
+        return "bmp"
+    if head.startswith((b"II*\x00", b"MM\x00*")):
+        return "tiff"
+    return None
+
+
+def is_image_file(path: Path) -> bool:
+    """An image by its suffix, or a DICOM file without one (scanners often write none)."""
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        return True
+    if path.suffix or not path.is_file():
+        return False
+    try:
+        with open(path, "rb") as fh:
+            return sniff_format(fh.read(_SNIFF_BYTES)) == "dicom"
+    except OSError:
+        return False
+
+
+def _pil_pixels(img: Image.Image, name: str, max_pixels: int | None) -> np.ndarray:
+    w, h = img.size
+    if max_pixels is not None and w * h > max_pixels:
+        raise ImageTooLargeError(f"image {name} has {w} x {h} pixels, more than the limit of {max_pixels}")
+    img.load()
+    img = ImageOps.exif_transpose(img)  # phone/scanner JPEGs store rotation in EXIF; show them upright
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        lo, hi = float(arr.min()), float(arr.max())
+        scaled = (arr - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(arr)
+        return np.round(scaled).astype(np.uint8)
+    return np.asarray(img.convert("L"), dtype=np.uint8).copy()
+
+
+def _decode_pil(source: Path | bytes, name: str, max_pixels: int | None, fmt: str) -> DecodedImage:
+    try:
+        with warnings.catch_warnings():
+            # Pillow's own bomb warning fires at 89M pixels; our limit (max_pixels) is the one that applies.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as img:
+                pixels = _pil_pixels(img, name, max_pixels)
+    except ImageLoadError:
+        raise
+    except Image.DecompressionBombError as e:
+        raise ImageTooLargeError(f"image {name} is too large to decode safely: {e}") from e
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as e:
+        raise ImageLoadError(f"cannot decode image {name}: {e}") from e
+    return DecodedImage(pixels, None, fmt)
+
+
+def decode_image(data: bytes, name: str = "upload", max_pixels: int | None = None) -> DecodedImage:
+    """Decode image bytes held in memory (PNG, JPEG, BMP, TIFF or DICOM); nothing is written to disk.
+
+    Args:
+        data: the whole file.
+        name: how errors name it.
+        max_pixels: refuse images with more pixels than this, before decoding; None = no limit.
+
+    Raises:
+        ImageLoadError: unknown format, too many pixels, truncated or corrupt data.
+    """
+    fmt = sniff_format(data[:_SNIFF_BYTES])
+    if fmt == "dicom":
+        from medvl.data.dicom import read_dicom
+
+        return read_dicom(data, max_pixels=max_pixels, name=name)
+    if fmt is None:
+        raise ImageLoadError(f"cannot decode image {name}: not a PNG, JPEG, BMP, TIFF or DICOM file")
+    return _decode_pil(data, name, max_pixels, fmt)
+
+
+def load_image(path: str | Path, max_pixels: int | None = None) -> DecodedImage:
+    """Decode an image file (PNG, JPEG, BMP, TIFF or DICOM, told apart by content); see the module docstring.
+
+    Raises:
+        ImageLoadError: missing file, unknown format, too many pixels, truncated or corrupt data.
+    """
     path = Path(path)
     if not path.is_file():
         raise ImageLoadError(f"image file not found: {path}")
     if path.stat().st_size == 0:
         raise ImageLoadError(f"image file is empty (0 bytes): {path}")
-    if path.suffix.lower() in DICOM_SUFFIXES:
-        return _load_dicom(path)
     try:
-        with Image.open(path) as img:
-            img.load()
-            if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-                return _to_uint8(np.asarray(img, dtype=np.float64))
-            return np.asarray(img.convert("L"), dtype=np.uint8).copy()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise ImageLoadError(f"cannot decode image {path}: {e}") from e
+        with open(path, "rb") as fh:
+            head = fh.read(_SNIFF_BYTES)
+    except OSError as e:
+        raise ImageLoadError(f"cannot read image {path}: {e}") from e
+    fmt = sniff_format(head)
+    if fmt == "dicom" or (fmt is None and path.suffix.lower() in DICOM_SUFFIXES):
+        from medvl.data.dicom import read_dicom
+
+        return read_dicom(path, max_pixels=max_pixels)
+    return _decode_pil(path, str(path), max_pixels, fmt or path.suffix.lower().lstrip("."))
+
+
+def load_grayscale(path: str | Path) -> np.ndarray:
+    """Decode an image file to a uint8 [H, W] array (see `load_image`); the loader training uses."""
+    return load_image(path).pixels
 
 
 def resize_square(img: np.ndarray, size: int) -> np.ndarray:
@@ -56,39 +171,6 @@ def decode_task(task: tuple[int, str, int]) -> tuple[int, np.ndarray | None, lis
     except ImageLoadError as e:
         return row, None, [], str(e)
     return row, resize_square(img, size), list(img.shape), ""
-
-
-def _to_uint8(arr: np.ndarray) -> np.ndarray:
-    """Min-max scale any numeric array to uint8 0..255 (a constant image becomes zeros)."""
-    arr = np.asarray(arr, dtype=np.float64)
-    lo, hi = float(arr.min()), float(arr.max())
-    scaled = (arr - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(arr)
-    return np.round(scaled).astype(np.uint8)
-
-
-def _load_dicom(path: Path) -> np.ndarray:
-    import pydicom  # only DICOM users need it
-    from pydicom.errors import InvalidDicomError
-    from pydicom.pixels import apply_modality_lut, apply_voi_lut
-
-    try:
-        ds = pydicom.dcmread(path)
-    except (InvalidDicomError, OSError, ValueError) as e:
-        raise ImageLoadError(f"cannot read DICOM file {path}: {e}") from e
-    if "PixelData" not in ds:
-        raise ImageLoadError(f"DICOM file has no pixel data (no PixelData element, e.g. a structured report): {path}")
-    try:
-        arr = ds.pixel_array
-        if arr.ndim == 3 and ds.get("SamplesPerPixel", 1) == 1:
-            arr = arr[0]  # a multi-frame file: its first frame
-        elif arr.ndim == 3:
-            arr = arr.mean(axis=-1)
-        arr = apply_voi_lut(apply_modality_lut(arr, ds), ds)
-    except Exception as e:  # noqa: BLE001 - pydicom raises many types for undecodable pixel data
-        raise ImageLoadError(f"cannot decode the pixels of DICOM file {path}: {e}") from e
-    img = _to_uint8(arr)
-    # MONOCHROME1 stores bright as low values; radiographs are shown (and learned) as MONOCHROME2.
-    return 255 - img if str(ds.get("PhotometricInterpretation", "")) == "MONOCHROME1" else img
 
 
 def read_prepared(store: str | Path, rows: tuple[int, ...]) -> np.ndarray:

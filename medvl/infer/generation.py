@@ -1,4 +1,4 @@
-"""Model-agnostic batched greedy and beam search over a KV-cached decoder.
+"""Model-agnostic batched greedy search, beam search and sampling over a KV-cached decoder.
 
 Contract: a model is driven by two callables,
     step(tokens_last [N, 1], cache, position) -> (logits [N, vocab], cache)   # position of tokens_last (BOS: 0)
@@ -8,6 +8,8 @@ those N rows. `generate` returns [B, L] token ids without BOS: a finished row en
 at max_new_tokens has no EOS. Beam scores are sum log-prob / length**length_penalty (length counts generated tokens,
 EOS included: the Hugging Face convention); a row stops once no open beam can beat its best finished one (assuming
 log-probs are never positive, exact for length_penalty <= 0 and the usual heuristic above it).
+Sampling draws each next token from softmax(logits / temperature) restricted to the top_k tokens (0 = all) and to the
+smallest set whose probability reaches top_p (nucleus); a seeded generator makes it repeatable for the same batch.
 """
 
 from __future__ import annotations
@@ -50,6 +52,43 @@ def greedy_search(step: StepFn, cache: Any, batch_size: int, *, bos_id: int, eos
         logits, cache = step(seqs[:, -1:], cache, t)
         logprobs = ban_repeated_ngrams(logits.float().log_softmax(-1), seqs, no_repeat_ngram_size)
         token = logprobs.argmax(-1).masked_fill(finished, pad_id)
+        seqs = torch.cat([seqs, token[:, None]], dim=1)
+        finished |= token == eos_id
+        if bool(finished.all()):
+            break
+    return seqs[:, 1:]
+
+
+def filter_top_k_top_p(logits: Tensor, top_k: int = 0, top_p: float = 1.0) -> Tensor:
+    """Set to -inf every logit outside the top_k (0 = no limit) and outside the top_p nucleus; one always stays."""
+    if top_k > 0 and top_k < logits.shape[-1]:
+        kth = logits.topk(top_k, dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p < 1.0:
+        sorted_logits, order = logits.sort(dim=-1, descending=True)
+        probs = sorted_logits.softmax(-1)
+        # Drop a token when the tokens ranked above it already reach top_p (so the first token always stays).
+        drop_sorted = (probs.cumsum(-1) - probs) >= top_p
+        drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
+        logits = logits.masked_fill(drop, float("-inf"))
+    return logits
+
+
+def sample_search(step: StepFn, cache: Any, batch_size: int, *, bos_id: int, eos_id: int, pad_id: int,
+                  max_new_tokens: int, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
+                  no_repeat_ngram_size: int = 0, seed: int | None = None,
+                  device: torch.device | str = "cpu") -> Tensor:
+    """Draw each next token (see the module docstring); rows that emitted EOS are padded like greedy ones."""
+    generator = None
+    if seed is not None:
+        generator = torch.Generator(device=device).manual_seed(seed)
+    seqs = torch.full((batch_size, 1), bos_id, dtype=torch.long, device=device)
+    finished = torch.zeros(batch_size, dtype=torch.bool, device=device)
+    for t in range(max_new_tokens):
+        logits, cache = step(seqs[:, -1:], cache, t)
+        logits = ban_repeated_ngrams(logits.float() / temperature, seqs, no_repeat_ngram_size)
+        probs = filter_top_k_top_p(logits, top_k, top_p).softmax(-1)
+        token = torch.multinomial(probs, 1, generator=generator).squeeze(1).masked_fill(finished, pad_id)
         seqs = torch.cat([seqs, token[:, None]], dim=1)
         finished |= token == eos_id
         if bool(finished.all()):
@@ -108,12 +147,21 @@ def beam_search(step: StepFn, reorder: ReorderFn, cache: Any, batch_size: int, *
 
 def generate(step: StepFn, reorder: ReorderFn, cache: Any, batch_size: int, *, bos_id: int, eos_id: int, pad_id: int,
              max_new_tokens: int, num_beams: int = 1, no_repeat_ngram_size: int = 0, length_penalty: float = 1.0,
-             device: torch.device | str = "cpu") -> Tensor:
-    """Greedy (num_beams=1) or beam search; see the module docstring for the contract."""
+             do_sample: bool = False, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
+             seed: int | None = None, device: torch.device | str = "cpu") -> Tensor:
+    """Greedy (num_beams=1), beam search, or sampling (do_sample); see the module docstring for the contract."""
     if num_beams < 1 or max_new_tokens < 1:
         raise ValueError(f"need num_beams >= 1 and max_new_tokens >= 1, got {num_beams} and {max_new_tokens}")
     common = {"bos_id": bos_id, "eos_id": eos_id, "pad_id": pad_id, "max_new_tokens": max_new_tokens,
               "no_repeat_ngram_size": no_repeat_ngram_size, "device": device}
+    if do_sample:
+        if num_beams != 1:
+            raise ValueError(f"sampling draws one sequence per study: use num_beams=1, got {num_beams}")
+        if temperature <= 0 or not 0 < top_p <= 1 or top_k < 0:
+            raise ValueError(f"need temperature > 0, 0 < top_p <= 1 and top_k >= 0, got {temperature}, {top_p}, "
+                             f"{top_k}")
+        return sample_search(step, cache, batch_size, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
+                             **common)
     if num_beams == 1:
         return greedy_search(step, cache, batch_size, **common)
     return beam_search(step, reorder, cache, batch_size, num_beams=num_beams, length_penalty=length_penalty, **common)

@@ -1,8 +1,10 @@
 """Load a trained checkpoint and write reports for image files.
 
 `load_trained` rebuilds the model, tokenizer and task from the checkpoint alone (its meta.json holds the config and
-the tokenizer), so prediction never needs the training recipe or data. `images_to_batch` applies the same decoding
-and resizing as training.
+the tokenizer), so prediction never needs the training recipe or data. Studies are decoded by the one image loader
+(`medvl.data.images`, PNG/JPEG/DICOM) and resized as in training; `prepare_study` orders views frontal first from
+their view names (DICOM View Position, or the caller's), so a multi-view model sees them in training order.
+Study listing (files, folders, globs, CSV/JSONL) lives in `medvl.infer.inputs`.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ from torch import nn
 
 from medvl.config.experiment import ExperimentConfig, experiment_from_dict
 from medvl.data.dataset import Batch, Sample, collate
-from medvl.data.images import IMAGE_SUFFIXES, load_grayscale, resize_square
+from medvl.data.images import DecodedImage, ImageLoadError, load_image, resize_square
+from medvl.data.sources import view_id
 from medvl.data.tokenizer import tokenizer_from_json
 from medvl.infer.config import GenerationConfig
 from medvl.models.families import MODEL_FAMILIES
@@ -38,93 +41,139 @@ class LoadedModel:
     metadata: dict[str, Any]
 
     @property
+    def supports_chat(self) -> bool:
+        """Whether the model's task answers follow-up questions (`task.chat`); report generation does not."""
+        return bool(getattr(self.task, "supports_chat", False))
+
+    @property
     def run_dir(self) -> Path:
         """The training run the checkpoint belongs to (checkpoints live in RUN/checkpoints/NAME)."""
         return self.checkpoint.parent.parent if self.checkpoint.parent.name == "checkpoints" else self.checkpoint.parent
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
-    """A checkpoint directory, or a run directory (then its best, else last, else newest step checkpoint)."""
+    """A checkpoint directory, a folder from `medvl export`, or a run directory (then its best, else last, else newest
+    step checkpoint)."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"checkpoint not found: {path} (give a checkpoint directory such as "
                                 "runs/quickstart/checkpoints/best, or a run directory such as runs/quickstart)")
     if (path / "meta.json").is_file():
         return path
+    from medvl.export import is_hf_export
+
+    if is_hf_export(path):
+        return path
     for name in ("best", "last"):
         if (path / "checkpoints" / name / "meta.json").is_file():
             return path / "checkpoints" / name
     found = find_latest_checkpoint(path)
     if found is None:
-        raise FileNotFoundError(f"{path} is neither a checkpoint (no meta.json) nor a run directory with checkpoints/")
+        raise FileNotFoundError(f"{path} is neither a checkpoint (no meta.json), an export (no medvl config.json) nor "
+                                "a run directory with checkpoints/")
     return found
 
 
 def load_trained(path: str | Path, device: str = "auto", use_ema: bool = True) -> LoadedModel:
-    """Rebuild model + tokenizer + task from a checkpoint (EMA weights when the run kept them)."""
+    """Rebuild model + tokenizer + task from a checkpoint (EMA weights when the run kept them) or an HF-style export.
+
+    Raises:
+        FileNotFoundError: nothing loadable at `path`.
+        CheckpointError: a damaged or incomplete checkpoint.
+    """
+    from medvl.export import is_hf_export, read_hf_export
+
     ckpt_dir = resolve_checkpoint(path)
-    ckpt = load_checkpoint(ckpt_dir, load_train_state=False)
-    cfg = experiment_from_dict(ckpt.metadata["config"])
+    if is_hf_export(ckpt_dir):
+        raw_config, state, tokenizer, metadata = read_hf_export(ckpt_dir)
+    else:
+        ckpt = load_checkpoint(ckpt_dir, load_train_state=False)
+        raw_config, state, metadata = ckpt.metadata["config"], ckpt.model_state, ckpt.metadata
+        if use_ema and "ema" in ckpt.extra:
+            state = {**state, **{k: v for k, v in ckpt.extra["ema"].items() if k in state}}
+        tokenizer = tokenizer_from_json(ckpt.metadata["tokenizer"], ckpt.metadata.get("tokenizer_specials"))
+    cfg = experiment_from_dict(raw_config)
     family = MODEL_FAMILIES.get(cfg.model_family)
     dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
     model = family.build(family.reload_config(cfg.model))
-    state = ckpt.model_state
-    if use_ema and "ema" in ckpt.extra:
-        state = {**state, **{k: v for k, v in ckpt.extra["ema"].items() if k in state}}
     load_model_state(model, state)
     model.to(dev).eval()
-    tokenizer = tokenizer_from_json(ckpt.metadata["tokenizer"], ckpt.metadata.get("tokenizer_specials"))
     task = TASKS.get(family.task)()(model, tokenizer)
-    return LoadedModel(cfg, model, tokenizer, task, dev, ckpt_dir, ckpt.metadata)
+    return LoadedModel(cfg, model, tokenizer, task, dev, ckpt_dir, metadata)
+
+
+@dataclass
+class PreparedStudy:
+    """One study decoded and resized, views ordered frontal first: what a batch row is built from."""
+
+    id: str
+    pixels: np.ndarray
+    """uint8 [V, S, S] at the model's image size."""
+    view_ids: list[int]
+    """0 = frontal, 1 = lateral, per view."""
+    views: list[str | None]
+    """The view names the views were ordered by (from the DICOM header or the caller), None where unknown."""
+
+
+def prepare_study(sid: str, images: Sequence[DecodedImage], image_size: int, max_views: int,
+                  view_names: Sequence[str | None] | None = None) -> PreparedStudy:
+    """Order decoded views frontal first and keep what the model takes.
+
+    A view's type comes from `view_names` (the caller's, e.g. a listing's or a request's), else from the image (DICOM
+    View Position), else from its position (first = frontal). Views are stably sorted frontal first, so a study given
+    as (lateral, frontal) DICOM files still reaches the model as (frontal, lateral), and a single-view model gets the
+    frontal one; views beyond `max_views` are dropped.
+    """
+    if not images:
+        raise ImageLoadError(f"study {sid} has no image")
+    names = [(view_names[i] if view_names is not None and i < len(view_names) and view_names[i] else None)
+             or img.view for i, img in enumerate(images)]
+    ids = [view_id(name, i) for i, name in enumerate(names)]
+    order = sorted(range(len(images)), key=lambda i: ids[i])[:max_views]
+    pixels = np.stack([resize_square(images[i].pixels, image_size) for i in order])
+    return PreparedStudy(sid, pixels, [ids[i] for i in order], [names[i] for i in order])
+
+
+def load_study(loaded: LoadedModel, sid: str, paths: Sequence[str | Path],
+               view_names: Sequence[str | None] | None = None, max_pixels: int | None = None) -> PreparedStudy:
+    """Decode a study's image files (PNG, JPEG, DICOM...) and prepare it for `loaded`'s model."""
+    mc = loaded.config.model
+    return prepare_study(sid, [load_image(p, max_pixels=max_pixels) for p in paths], mc.image_size, mc.max_views,
+                         view_names)
+
+
+def batch_studies(loaded: LoadedModel, studies: Sequence[PreparedStudy]) -> Batch:
+    """One model batch (on the model's device) from prepared studies."""
+    bos = loaded.tokenizer.bos_token_id
+    samples = [Sample(s.id, s.pixels, s.view_ids, [bos], "", None) for s in studies]
+    return collate(samples, max_views=loaded.config.model.max_views,
+                   pad_id=loaded.tokenizer.pad_token_id).to(loaded.device)
+
+
+def generate_prepared(loaded: LoadedModel, studies: Sequence[PreparedStudy], gen: GenerationConfig) -> list[str]:
+    """Reports for prepared studies, `gen.batch_size` at a time."""
+    out: list[str] = []
+    for start in range(0, len(studies), gen.batch_size):
+        out += loaded.task.generate(batch_studies(loaded, studies[start : start + gen.batch_size]), gen)
+    return out
 
 
 def images_to_batch(loaded: LoadedModel, studies: Sequence[Sequence[str | Path]], ids: Sequence[str]) -> Batch:
-    """One batch from lists of image paths (one list per study, frontal first)."""
-    mc = loaded.config.model
-    samples = []
-    for sid, paths in zip(ids, studies, strict=True):
-        views = [resize_square(load_grayscale(p), mc.image_size) for p in list(paths)[: mc.max_views]]
-        bos = loaded.tokenizer.bos_token_id
-        samples.append(Sample(sid, np.stack(views), list(range(len(views))), [bos], "", None))
-    return collate(samples, max_views=mc.max_views, pad_id=loaded.tokenizer.pad_token_id).to(loaded.device)
+    """One batch from lists of image paths (one list per study; views ordered frontal first)."""
+    return batch_studies(loaded, [load_study(loaded, sid, paths) for sid, paths in zip(ids, studies, strict=True)])
 
 
 def predict_reports(loaded: LoadedModel, studies: Sequence[Sequence[str | Path]], gen: GenerationConfig,
                     ids: Sequence[str] | None = None) -> list[str]:
+    """Reports for lists of image paths (one list per study), `gen.batch_size` studies at a time."""
     ids = list(ids) if ids is not None else [str(i) for i in range(len(studies))]
-    out: list[str] = []
-    for start in range(0, len(studies), gen.batch_size):
-        batch = images_to_batch(loaded, studies[start : start + gen.batch_size], ids[start : start + gen.batch_size])
-        out += loaded.task.generate(batch, gen)
-    return out
+    return generate_prepared(loaded, [load_study(loaded, sid, paths) for sid, paths in zip(ids, studies, strict=True)],
+                             gen)
 
 
 def collect_studies(inputs: Sequence[str | Path]) -> tuple[list[tuple[str, list[Path]]], bool]:
-    """Studies from command-line inputs, and whether they came from a folder.
+    """Kept for callers of the first API: see `medvl.infer.inputs.collect_studies`."""
+    from medvl.infer.inputs import collect_studies as collect
 
-    Image files given together form ONE study (its views, frontal first). A folder gives one study per sub-folder
-    holding images (its views in file-name order) and one single-view study per loose image file.
-    """
-    paths = [Path(p) for p in inputs]
-    if not paths:
-        raise ValueError("give at least one image file or a folder of images")
-    missing = [str(p) for p in paths if not p.exists()]
-    if missing:
-        raise FileNotFoundError(f"input not found: {', '.join(missing)}")
-    if len(paths) == 1 and paths[0].is_dir():
-        folder = paths[0]
-        studies = []
-        for entry in sorted(folder.iterdir()):
-            if entry.is_dir():
-                views = sorted(p for p in entry.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-                if views:
-                    studies.append((entry.name, views))
-            elif entry.suffix.lower() in IMAGE_SUFFIXES:
-                studies.append((entry.stem, [entry]))
-        if not studies:
-            raise FileNotFoundError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {folder} or its sub-folders")
-        return studies, True
-    folders = [str(p) for p in paths if p.is_dir()]
-    if folders:
-        raise ValueError(f"give either image files (one study) or a single folder, not both: {', '.join(folders)}")
-    return [(paths[0].stem, paths)], False
+    listed = collect(inputs)
+    return [(s.id, list(s.paths)) for s in listed.studies], listed.batch

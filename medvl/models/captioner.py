@@ -8,8 +8,9 @@ Contract:
 - `Captioner.forward(images, view_ids, view_mask, input_ids [B, T], attention_mask [B, T])` -> logits [B, T, vocab]
   (teacher forcing; input_ids start with BOS).
 - `Captioner.generate(images, view_ids, view_mask, *, bos_id, eos_id, max_new_tokens, num_beams=1,
-  no_repeat_ngram_size=0, length_penalty=1.0)` -> [B, L] ids without BOS, each finished row ending with eos_id and
-  right-padded with pad_id; BOS + generated tokens never exceed max_len.
+  no_repeat_ngram_size=0, length_penalty=1.0, **sampling)` -> [B, L] ids without BOS, each finished row ending
+  with eos_id and right-padded with pad_id; BOS + generated tokens never exceed max_len. `sampling` (do_sample,
+  temperature, top_k, top_p, seed) goes to `medvl.infer.generation.generate`.
 """
 
 from __future__ import annotations
@@ -213,7 +214,7 @@ class Captioner(nn.Module):
     @torch.no_grad()
     def generate(self, images: Tensor, view_ids: Tensor, view_mask: Tensor, *, bos_id: int, eos_id: int,
                  max_new_tokens: int, num_beams: int = 1, no_repeat_ngram_size: int = 0,
-                 length_penalty: float = 1.0) -> Tensor:
+                 length_penalty: float = 1.0, **sampling: Any) -> Tensor:
         """Report ids [B, L] without BOS (see `medvl.infer.generation`); at most max_len - 1 new tokens."""
         memory, memory_mask = self.encode(images, view_ids, view_mask)
         cache = self.decoder.init_cache(memory, memory_mask)
@@ -225,4 +226,4 @@ class Captioner(nn.Module):
         return generate_ids(step, reorder_cache, cache, memory.shape[0], bos_id=bos_id, eos_id=eos_id,
                             pad_id=self.config.pad_id, max_new_tokens=min(max_new_tokens, self.config.max_len - 1),
                             num_beams=num_beams, no_repeat_ngram_size=no_repeat_ngram_size,
-                            length_penalty=length_penalty, device=memory.device)
+                            length_penalty=length_penalty, device=memory.device, **sampling)

@@ -15,7 +15,19 @@ from medvl.data.tokenizer import decode_report
 from medvl.infer.config import GenerationConfig
 
 
+def sampling_options(gen: GenerationConfig) -> dict:
+    """The sampling keywords of `generate` (none when not sampling, so models without sampling keep working)."""
+    if not gen.do_sample:
+        return {}
+    return {"do_sample": True, "temperature": gen.temperature, "top_k": gen.top_k, "top_p": gen.top_p,
+            "seed": gen.seed}
+
+
 class ReportGenerationTask:
+    supports_chat = False
+    """Report generation answers no follow-up questions. A dialogue family's task sets this to True and has
+    `chat(batch, history: [(question, answer)], question, gen) -> str`; the demo then shows a chat."""
+
     def __init__(self, model: nn.Module, tokenizer, label_smoothing: float = 0.0) -> None:  # noqa: ANN001
         self.model = model
         self.tokenizer = tokenizer
@@ -37,5 +49,6 @@ class ReportGenerationTask:
             bos_id=self.tokenizer.bos_token_id, eos_id=self.tokenizer.eos_token_id,
             max_new_tokens=gen.max_new_tokens, num_beams=gen.num_beams,
             no_repeat_ngram_size=gen.no_repeat_ngram_size, length_penalty=gen.length_penalty,
+            **sampling_options(gen),
         )
         return [decode_report(self.tokenizer, row.tolist()) for row in ids]

@@ -1,0 +1,115 @@
+"""`medvl predict` on many studies: batched generation, one output row per study, errors counted instead of fatal.
+
+Contract of `predict_studies(loaded, studies, gen, writer)`: studies are decoded `gen.batch_size` at a time; the ones
+that decode are generated in one batch, then every study of the chunk gets one row, in input order:
+    {"id", "images", "views", "report", "findings", "seconds"}   or   {"id", "images", "error", "seconds"}
+`findings` are the CheXpert observations the rule-based labeler reads in the report (name -> positive / negative /
+uncertain; unmentioned ones are left out). `seconds` is the study's own decoding time plus its share of the batch's
+generation time. A study whose image is missing or corrupt gets an error row and is counted; with `strict` it stops
+the run instead (`StudyError`). Returns a summary: studies, reports, failed, seconds, reports_per_second.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any, TextIO
+
+from medvl.data.dataset import StudyError
+from medvl.data.images import ImageLoadError
+from medvl.infer.config import GenerationConfig
+from medvl.infer.inputs import StudyInput
+from medvl.infer.predictor import LoadedModel, PreparedStudy, generate_prepared, load_study
+
+CSV_COLUMNS = ("id", "images", "views", "report", "findings", "seconds", "error")
+
+
+def report_findings(report: str) -> dict[str, str]:
+    """CheXpert observations mentioned in a report -> "positive" / "negative" / "uncertain"."""
+    from medvl.evaluate.chexpert import CHEXPERT
+    from medvl.evaluate.labeler import label_report
+
+    return {name: label for name, label in label_report(report, CHEXPERT).items() if label is not None}
+
+
+class RowWriter:
+    """Writes prediction rows as JSONL or CSV to an open text stream (flushed per row, so a kill keeps the rows)."""
+
+    def __init__(self, stream: TextIO, fmt: str = "jsonl") -> None:
+        if fmt not in ("jsonl", "csv"):
+            raise ValueError(f"unknown output format {fmt!r}: use jsonl or csv")
+        self.stream, self.fmt = stream, fmt
+        self._csv: csv.DictWriter | None = None
+        if fmt == "csv":
+            self._csv = csv.DictWriter(stream, fieldnames=CSV_COLUMNS, extrasaction="ignore")
+            self._csv.writeheader()
+
+    def write(self, row: dict[str, Any]) -> None:
+        if self._csv is None:
+            self.stream.write(json.dumps(row) + "\n")
+        else:
+            flat = {**row, "images": ";".join(row.get("images", [])),
+                    "views": ";".join(v or "" for v in row.get("views", [])),
+                    "findings": json.dumps(row["findings"]) if "findings" in row else ""}
+            self._csv.writerow(flat)
+        self.stream.flush()
+
+
+def _progress(total: int, enabled: bool) -> Any:
+    from tqdm.auto import tqdm
+
+    # disable=None turns the bar off when stderr is not a terminal (logs, CI) unless asked for.
+    return tqdm(total=total, unit="study", file=sys.stderr, disable=not enabled or None, dynamic_ncols=True)
+
+
+def predict_studies(loaded: LoadedModel, studies: Sequence[StudyInput], gen: GenerationConfig, writer: RowWriter,
+                    strict: bool = False, progress: bool = True, max_pixels: int | None = None) -> dict[str, Any]:
+    """Generate and write a row per study; see the module docstring.
+
+    Raises:
+        StudyError: with `strict`, at the first study whose images cannot be loaded.
+    """
+    t_start = time.perf_counter()
+    failed: dict[str, str] = {}
+    bar = _progress(len(studies), progress)
+    try:
+        for start in range(0, len(studies), gen.batch_size):
+            chunk = studies[start : start + gen.batch_size]
+            prepared: list[PreparedStudy] = []
+            rows: list[dict[str, Any]] = []
+            for study in chunk:
+                t0 = time.perf_counter()
+                row: dict[str, Any] = {"id": study.id, "images": [str(p) for p in study.paths]}
+                try:
+                    prepared.append(load_study(loaded, study.id, study.paths, study.views, max_pixels))
+                    row["views"] = prepared[-1].views
+                except ImageLoadError as err:
+                    if strict:
+                        raise StudyError(f"study {study.id}: {err} (without --strict it is recorded and the run "
+                                         "goes on)") from err
+                    row["error"] = str(err)
+                    failed[study.id] = str(err)
+                row["seconds"] = time.perf_counter() - t0
+                rows.append(row)
+            t0 = time.perf_counter()
+            reports = generate_prepared(loaded, prepared, gen) if prepared else []
+            share = (time.perf_counter() - t0) / max(len(prepared), 1)
+            by_id = dict(zip((p.id for p in prepared), reports, strict=True))
+            for row in rows:
+                if row["id"] in by_id and "error" not in row:
+                    row["report"] = by_id[row["id"]]
+                    row["findings"] = report_findings(row["report"])
+                    row["seconds"] += share
+                row["seconds"] = round(row["seconds"], 4)
+                writer.write({k: row[k] for k in ("id", "images", "views", "report", "findings", "seconds", "error")
+                              if k in row})
+            bar.update(len(chunk))
+    finally:
+        bar.close()
+    seconds = time.perf_counter() - t_start
+    done = len(studies) - len(failed)
+    return {"studies": len(studies), "reports": done, "failed": failed, "seconds": round(seconds, 3),
+            "reports_per_second": round(done / seconds, 2) if seconds > 0 else None}

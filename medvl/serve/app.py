@@ -1,0 +1,350 @@
+"""The REST API (FastAPI): one study in, its report out, with concurrent requests batched into shared forward passes.
+
+Endpoints (OpenAPI at /openapi.json, docs at /docs):
+- `POST /v1/reports`: one study, as `multipart/form-data` (one `images` file part per view, optional `views` text
+  parts such as PA / LATERAL in the same order) or as JSON `{"images": [{"data": BASE64, "view": "PA"}, ...]}`.
+  Answers `{"id", "report", "findings", "views", "timing": {...}, "batch_size"}`.
+- `GET /v1/model`: what is loaded (family, size, checkpoint, generation settings, limits, batching).
+- `GET /health`: liveness, without authentication.
+Every refusal is `{"error": {"code", "message"}}` with a 4xx status (see `medvl.serve.limits`); 503 with Retry-After
+when the queue is full. With an API key set, `/v1/*` needs the `X-API-Key` header.
+
+Privacy: request bodies are read into memory only (multipart parts are never spooled to disk: the parser's spool
+limit is above the upload limit) and dropped after decoding; the log gets one line per request with its id, status
+and timing, never the client's address, file names or content (uvicorn's access log is off).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import dataclasses
+import hmac
+import json
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import Headers, UploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.formparsers import MultiPartException, MultiPartParser
+
+from medvl.data.images import DecodedImage
+from medvl.infer.batch_predict import report_findings
+from medvl.infer.config import GenerationConfig
+from medvl.infer.predictor import LoadedModel, PreparedStudy, generate_prepared, prepare_study
+from medvl.serve.batcher import DynamicBatcher, QueueFullError
+from medvl.serve.limits import ApiError, Limits, decode_view
+
+log = logging.getLogger("medvl.serve")
+API_KEY_HEADER = "X-API-Key"
+
+
+# ------------------------------------------------------------------------------------------------ response models
+class Timing(BaseModel):
+    decode_ms: float = Field(description="decoding and resizing the views")
+    queue_ms: float = Field(description="waiting for a batch to start")
+    generate_ms: float = Field(description="the shared forward pass of the batch")
+    total_ms: float = Field(description="from the request's arrival to the answer")
+
+
+class ReportOut(BaseModel):
+    id: str = Field(description="request id (also in the X-Request-ID header and the server log)")
+    report: str
+    findings: dict[str, str] = Field(description="CheXpert observations mentioned -> positive/negative/uncertain")
+    views: list[str | None] = Field(description="view of each image used, frontal first (None: unknown)")
+    batch_size: int = Field(description="requests that shared the forward pass")
+    timing: Timing
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+
+
+class ErrorOut(BaseModel):
+    error: ErrorDetail
+
+
+class HealthOut(BaseModel):
+    status: str
+
+
+_ERRORS = {code: {"model": ErrorOut, "description": text} for code, text in {
+    400: "malformed request: missing field, bad base64 or JSON, too many images",
+    401: "missing or wrong API key", 413: "file, request or image pixels over the limits",
+    415: "not an accepted image type or request content type", 422: "image truncated or corrupt",
+    503: "queue full: retry after the Retry-After seconds", 504: "no report within the time limit"}.items()}
+
+_IMAGES_ITEM = {"type": "object", "required": ["data"], "properties": {
+    "data": {"type": "string", "format": "byte", "description": "the image file (PNG, JPEG or DICOM), base64"},
+    "view": {"type": "string", "description": "PA, AP, LATERAL...: overrides the DICOM View Position"}}}
+_REQUEST_BODY = {"required": True, "content": {
+    "multipart/form-data": {"schema": {"type": "object", "required": ["images"], "properties": {
+        "images": {"type": "array", "items": {"type": "string", "format": "binary"},
+                   "description": "one file per view"},
+        "views": {"type": "array", "items": {"type": "string"}, "description": "view names, in the order of images"},
+    }}},
+    "application/json": {"schema": {"type": "object", "required": ["images"], "properties": {
+        "images": {"type": "array", "minItems": 1, "items": _IMAGES_ITEM}}}},
+}}
+
+
+# ------------------------------------------------------------------------------------------------- request parsing
+def _in_memory_parser(limit: int) -> type[MultiPartParser]:
+    # Starlette spools file parts over spool_max_size to a temporary file; above the upload limit, nothing reaches disk.
+    return type("InMemoryMultiPartParser", (MultiPartParser,), {"spool_max_size": limit + 1})
+
+
+async def _read_body(request: Request, limits: Limits) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limits.max_request_bytes:
+        raise ApiError(413, "request_too_large", f"the request is {declared} bytes, more than the limit of "
+                       f"{limits.max_request_bytes}: send fewer or smaller images")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limits.max_request_bytes:
+            raise ApiError(413, "request_too_large", f"the request is more than {limits.max_request_bytes} bytes: "
+                           "send fewer or smaller images")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _multipart_views(body: bytes, headers: Headers, limits: Limits) -> list[tuple[str, bytes, str | None]]:
+    async def stream() -> AsyncIterator[bytes]:
+        yield body
+
+    # Generous part counts: too many images gets its own clear answer below; the request size bounds the rest.
+    parser = _in_memory_parser(limits.max_upload_bytes)(headers, stream(), max_files=4 * limits.max_views + 4,
+                                                        max_fields=4 * limits.max_views + 8,
+                                                        max_part_size=64 * 1024)
+    try:
+        form = await parser.parse()
+    except MultiPartException as e:
+        raise ApiError(400, "malformed_multipart", f"the multipart body cannot be read ({e}): send one 'images' "
+                       "file part per view") from None
+    try:
+        parts = form.getlist("images")
+        if any(not isinstance(f, UploadFile) for f in parts):
+            raise ApiError(400, "invalid_field", "field 'images' must be file parts (filename=...), not text")
+        files = [f for f in parts if isinstance(f, UploadFile)]
+        if not files:
+            raise ApiError(400, "missing_field", "multipart field 'images' is missing: send one file part per view")
+        views = [str(v) for v in form.getlist("views")]
+        out = []
+        for i, f in enumerate(files):
+            data = await f.read()
+            out.append((f"images[{i}]", data, views[i] if i < len(views) and views[i].strip() else None))
+        return out
+    finally:
+        await form.close()
+
+
+def _json_views(body: bytes) -> list[tuple[str, bytes, str | None]]:
+    try:
+        payload = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ApiError(400, "invalid_json", f"the body is not valid JSON ({e.msg if hasattr(e, 'msg') else e})") \
+            from None
+    if not isinstance(payload, dict) or "images" not in payload:
+        raise ApiError(400, "missing_field", "JSON field 'images' is missing: send {\"images\": [{\"data\": "
+                       "BASE64, \"view\": \"PA\"}]}")
+    images = payload["images"]
+    if not isinstance(images, list) or not images:
+        raise ApiError(400, "invalid_field", "JSON field 'images' must be a non-empty list of {\"data\": BASE64}")
+    out = []
+    for i, item in enumerate(images):
+        if isinstance(item, str):
+            item = {"data": item}
+        if not isinstance(item, dict) or not isinstance(item.get("data"), str):
+            raise ApiError(400, "missing_field", f"images[{i}] needs a 'data' string (the file, base64)")
+        view = item.get("view")
+        if view is not None and not isinstance(view, str):
+            raise ApiError(400, "invalid_field", f"images[{i}].view must be a string such as PA or LATERAL")
+        try:
+            data = base64.b64decode(item["data"], validate=True)
+        except (binascii.Error, ValueError):
+            raise ApiError(400, "invalid_base64", f"images[{i}].data is not valid base64") from None
+        out.append((f"images[{i}]", data, view or None))
+    return out
+
+
+# ------------------------------------------------------------------------------------------------------ the app
+@dataclasses.dataclass(frozen=True)
+class ServeSettings:
+    limits: Limits = dataclasses.field(default_factory=Limits)
+    max_batch_size: int = 8
+    """Requests that may share one forward pass (1 = no dynamic batching)."""
+    max_wait_ms: float = 2.0
+    """How long a batch waits for more requests once one is ready."""
+    api_key: str | None = None
+    """When set, /v1/* requires it in the X-API-Key header."""
+
+
+def create_app(loaded: LoadedModel, gen: GenerationConfig | None = None, settings: ServeSettings | None = None
+               ) -> FastAPI:
+    """The FastAPI app serving `loaded`; see the module docstring.
+
+    Args:
+        loaded: a model from `medvl.infer.predictor.load_trained`.
+        gen: generation settings (default: the checkpoint's); its batch_size is set to `settings.max_batch_size`.
+        settings: limits, batching and the optional API key.
+    """
+    settings = settings or ServeSettings()
+    limits = settings.limits
+    gen = dataclasses.replace(gen or loaded.config.generation, batch_size=settings.max_batch_size)
+    mc = loaded.config.model
+
+    def run_batch(studies: Sequence[PreparedStudy]) -> list[str]:
+        return generate_prepared(loaded, studies, gen)
+
+    batcher: DynamicBatcher[PreparedStudy, str] = DynamicBatcher(run_batch, settings.max_batch_size,
+                                                                  settings.max_wait_ms, limits.max_queue)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        batcher.start()
+        try:
+            yield
+        finally:
+            batcher.stop()
+
+    app = FastAPI(title="medvl report generation API", version="1", lifespan=lifespan,
+                  description="Chest X-ray report generation from a medvl checkpoint. Upload one study (one image "
+                              "per view: PNG, JPEG or DICOM) and get its report and the CheXpert findings read "
+                              "from it.")
+    app.state.batcher = batcher
+
+    def authorize(request: Request) -> None:
+        if settings.api_key is None:
+            return
+        given = request.headers.get(API_KEY_HEADER)
+        if given is None:
+            raise ApiError(401, "missing_api_key", f"this server needs an API key: send it in the {API_KEY_HEADER} "
+                           "header")
+        if not hmac.compare_digest(given.encode(), settings.api_key.encode()):
+            raise ApiError(401, "wrong_api_key", f"the {API_KEY_HEADER} header does not hold this server's API key")
+
+    @app.exception_handler(ApiError)
+    async def api_error(_request: Request, err: ApiError) -> JSONResponse:
+        return JSONResponse(err.body(), status_code=err.status, headers=err.headers)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_request: Request, err: StarletteHTTPException) -> JSONResponse:
+        codes = {404: "not_found", 405: "method_not_allowed"}
+        return JSONResponse(ApiError(err.status_code, codes.get(err.status_code, "http_error"), str(err.detail)).body(),
+                            status_code=err.status_code, headers=getattr(err, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_request: Request, err: RequestValidationError) -> JSONResponse:
+        first = err.errors()[0] if err.errors() else {"msg": "invalid request"}
+        return JSONResponse(ApiError(400, "invalid_request", str(first.get("msg"))).body(), status_code=400)
+
+    @app.get("/health", response_model=HealthOut, tags=["service"])
+    async def health() -> dict[str, str]:
+        """Liveness: the process answers (no authentication)."""
+        return {"status": "ok"}
+
+    @app.get("/v1/model", tags=["service"], responses={401: _ERRORS[401]})
+    async def model_info(request: Request) -> dict[str, Any]:
+        """What is loaded: model family and size, checkpoint, generation settings, limits and batching."""
+        authorize(request)
+        from medvl import __version__
+
+        return {"family": loaded.config.model_family, "size": loaded.config.model_size,
+                "checkpoint": loaded.checkpoint.name, "step": loaded.metadata.get("step"),
+                "parameters": sum(p.numel() for p in loaded.model.parameters()),
+                "image_size": mc.image_size, "max_views": mc.max_views, "supports_chat": loaded.supports_chat,
+                "device": str(loaded.device), "medvl_version": __version__,
+                "generation": dataclasses.asdict(gen), "limits": limits.to_dict(),
+                "batching": {"max_batch_size": settings.max_batch_size, "max_wait_ms": settings.max_wait_ms,
+                             **batcher.stats()}}
+
+    @app.post("/v1/reports", response_model=ReportOut, tags=["reports"], openapi_extra={"requestBody": _REQUEST_BODY},
+              responses={k: v for k, v in _ERRORS.items()})
+    async def create_report(request: Request) -> JSONResponse:
+        """Generate the report of one study (one image per view, frontal first or told by `views`)."""
+        t0 = time.perf_counter()
+        rid = uuid.uuid4().hex
+        status = 500
+        try:
+            authorize(request)
+            body = await _read_body(request, limits)
+            ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+            if ctype == "multipart/form-data":
+                views = await _multipart_views(body, request.headers, limits)
+            elif ctype == "application/json":
+                views = _json_views(body)
+            else:
+                raise ApiError(415, "unsupported_media_type", "send multipart/form-data (one 'images' file per "
+                               "view) or application/json ({\"images\": [{\"data\": BASE64}]})")
+            del body
+            if len(views) > limits.max_views:
+                raise ApiError(400, "too_many_images", f"{len(views)} images, more than the limit of "
+                               f"{limits.max_views} per study: send one study per request")
+            t_decode = time.perf_counter()
+            study = await run_in_threadpool(_prepare, rid, views, limits, mc.image_size, mc.max_views)
+            decode_ms = (time.perf_counter() - t_decode) * 1000
+            try:
+                future = batcher.submit(study)
+            except QueueFullError as e:
+                raise ApiError(503, "busy", f"the server is busy ({e}): retry in a moment",
+                               headers={"Retry-After": "1"}) from None
+            try:
+                report, info = await asyncio.wait_for(asyncio.wrap_future(future), limits.timeout_s)
+            except TimeoutError:
+                future.cancel()
+                raise ApiError(504, "timeout", f"no report within {limits.timeout_s:.0f}s: retry later") from None
+            out = ReportOut(id=rid, report=report, findings=report_findings(report), views=study.views,
+                            batch_size=info.batch_size,
+                            timing=Timing(decode_ms=round(decode_ms, 2), queue_ms=round(info.queue_ms, 2),
+                                          generate_ms=round(info.run_ms, 2),
+                                          total_ms=round((time.perf_counter() - t0) * 1000, 2)))
+            status = 200
+            return JSONResponse(out.model_dump(), headers={"X-Request-ID": rid})
+        except ApiError as err:
+            status = err.status
+            err.headers.setdefault("X-Request-ID", rid)
+            raise
+        finally:
+            log.info("request %s status %d in %.1f ms", rid, status, (time.perf_counter() - t0) * 1000)
+
+    if settings.api_key:
+        _add_api_key_scheme(app)
+    return app
+
+
+def _prepare(rid: str, views: list[tuple[str, bytes, str | None]], limits: Limits, image_size: int,
+             max_views: int) -> PreparedStudy:
+    images: list[DecodedImage] = [decode_view(data, name, limits) for name, data, _ in views]
+    return prepare_study(rid, images, image_size, max_views, [view for _, _, view in views])
+
+
+def _add_api_key_scheme(app: FastAPI) -> None:
+    """Declare the X-API-Key header in the OpenAPI spec for the /v1 operations."""
+    original = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = original()
+        schema.setdefault("components", {}).setdefault("securitySchemes", {})["ApiKey"] = {
+            "type": "apiKey", "in": "header", "name": API_KEY_HEADER}
+        for path, ops in schema.get("paths", {}).items():
+            if path.startswith("/v1/"):
+                for op in ops.values():
+                    op["security"] = [{"ApiKey": []}]
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
