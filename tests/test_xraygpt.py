@@ -261,3 +261,22 @@ def test_init_from_converted_weights(tokenizer, synth_root: Path, tmp_path: Path
     with pytest.raises(ValueError, match="do not belong to this model"):
         Trainer(load_experiment("xraygpt_tiny_synthetic", tiny_overrides(
             synth_root, tmp_path / "run3", *XRAYGPT, f"train.init_from={tmp_path / 'bad.safetensors'}")))
+
+
+def test_demo_offers_a_chat_for_this_family(synth_root: Path, tmp_path: Path) -> None:
+    import gradio as gr
+
+    from medvl.demo.app import analyze, create_demo
+    from medvl.infer.predictor import batch_studies
+
+    train(load_experiment("xraygpt_tiny_synthetic", tiny_overrides(synth_root, tmp_path, *XRAYGPT, "train.max_steps=1")))
+    loaded = load_trained(tmp_path)
+    assert loaded.supports_chat
+    assert any(isinstance(block, gr.Chatbot) for block in create_demo(loaded).blocks.values())
+    study_dir = next(p for p in (synth_root / "images").iterdir() if p.is_dir())
+    gen = GenerationConfig(num_beams=1, max_new_tokens=6)
+    analysis = analyze(loaded, gen, sorted(study_dir.glob("*.png")))  # report, findings and saliency of one study
+    assert isinstance(analysis.report, str) and analysis.overlay is not None
+    answer = loaded.task.chat(batch_studies(loaded, [analysis.study]), [("Describe it.", analysis.report)],
+                              "Is there an effusion?", gen)
+    assert isinstance(answer, str)

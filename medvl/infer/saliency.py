@@ -5,8 +5,8 @@ Contract: `gradcam(loaded, study, report)` -> float32 [V, S, S] in [0, 1], one m
 tokens under teacher forcing (the report the model generated, or any text); its gradient with respect to the image
 encoder's patch features ([N, P, D], P = grid rows x columns) weights each feature channel by its mean gradient
 (Grad-CAM), the ReLU of the weighted sum is the map, upsampled bilinearly and scaled to [0, 1] per view. It works for
-any family whose model has `encoder` (with a `grid`) and a teacher-forced `forward(images, view_ids, view_mask,
-input_ids, attention_mask)`, as the captioner does; otherwise it raises `ValueError`. `overlay(gray, cam)` blends a map
+any family whose model has `encoder` (with a `grid`) and whose task has `log_likelihood(batch)` (the captioner's and
+XrayGPT's do); otherwise it raises `ValueError`. `overlay(gray, cam)` blends a map
 onto the grayscale view as an RGB image.
 """
 
@@ -33,16 +33,20 @@ def gradcam(loaded: LoadedModel, study: PreparedStudy, report: str) -> np.ndarra
     input_ids = torch.tensor([ids], device=loaded.device)
     captured: list[torch.Tensor] = []
 
-    def keep(_module: torch.nn.Module, _args: tuple, output: torch.Tensor) -> None:
+    def keep(_module: torch.nn.Module, _args: tuple, output: torch.Tensor) -> torch.Tensor:
+        if not output.requires_grad:  # a frozen encoder: the map still needs the gradient at its output
+            output = output.detach().requires_grad_(True)
         output.retain_grad()
         captured.append(output)
+        return output
 
+    if not hasattr(loaded.task, "log_likelihood"):
+        raise ValueError(f"saliency needs a task with log_likelihood(batch); {type(loaded.task).__name__} has none")
+    batch.input_ids, batch.attention_mask = input_ids, torch.ones_like(input_ids)
     hook = encoder.register_forward_hook(keep)
     try:
         with torch.enable_grad():
-            logits = model(batch.images, batch.view_ids, batch.view_mask, input_ids[:, :-1],
-                           torch.ones_like(input_ids[:, :-1]))
-            score = logits.float().log_softmax(-1).gather(-1, input_ids[:, 1:, None]).sum()
+            score = loaded.task.log_likelihood(batch)
             model.zero_grad(set_to_none=True)
             score.backward()
     finally:

@@ -106,6 +106,17 @@ class InstructedReportTask:
                                label_smoothing=self.label_smoothing)
         return {"loss": loss, "n_tokens": (targets != IGNORE).sum()}
 
+    def log_likelihood(self, batch: Batch) -> torch.Tensor:
+        """Summed log-probability of the batch's reports after the pool's first instruction (for saliency maps)."""
+        prompts = [self.template.single_turn(self.template.prompts[0])] * len(batch)
+        seq = {k: v.to(batch.images.device) for k, v in self._sequences(prompts, self._answers(batch), False).items()}
+        logits = self.model(batch.images, batch.view_ids, batch.view_mask, seq["input_ids"], seq["attention_mask"],
+                            seq["image_mask"])
+        targets = seq["labels"][:, 1:]
+        keep = targets != IGNORE
+        logp = logits[:, :-1].float().log_softmax(-1).gather(-1, targets.clamp_min(0)[..., None])[..., 0]
+        return (logp * keep).sum()
+
     # --------------------------------------------------------------------------------------------- generate
     def _generate(self, batch: Batch, prompts: Sequence[tuple[str, str]], gen: GenerationConfig) -> list[str]:
         seq = {k: v.to(batch.images.device) for k, v in self._sequences(prompts, None, True).items()}

@@ -42,6 +42,13 @@ class ReportGenerationTask:
                                label_smoothing=self.label_smoothing)
         return {"loss": loss, "n_tokens": target_mask.sum()}
 
+    def log_likelihood(self, batch: Batch) -> torch.Tensor:
+        """Summed log-probability of the batch's reports under teacher forcing (saliency maps explain it)."""
+        inputs, targets = batch.input_ids[:, :-1], batch.input_ids[:, 1:]
+        logits = self.model(batch.images, batch.view_ids, batch.view_mask, inputs, batch.attention_mask[:, :-1])
+        logp = logits.float().log_softmax(-1).gather(-1, targets[..., None])[..., 0]
+        return (logp * batch.attention_mask[:, 1:]).sum()
+
     @torch.inference_mode()
     def generate(self, batch: Batch, gen: GenerationConfig) -> list[str]:
         ids = self.model.generate(
