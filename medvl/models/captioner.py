@@ -25,8 +25,7 @@ from torch import Tensor, nn
 
 from medvl.infer.generation import generate as generate_ids
 from medvl.models.decoder import DecoderCache, TextDecoder, reorder_cache
-from medvl.models.encoders import ENCODERS
-from medvl.registry import UnknownNameError
+from medvl.models.encoders import ENCODERS, check_encoder_fields
 
 N_VIEW_TYPES = 2  # frontal, lateral
 
@@ -86,11 +85,7 @@ class CaptionerConfig:
             if not ok:
                 raise ValueError(message)
 
-        self.conv_channels, self.conv_blocks = tuple(self.conv_channels), tuple(self.conv_blocks)
-        try:
-            ENCODERS.get(self.encoder)
-        except UnknownNameError as err:  # a ValueError, so the config loader reports it like any other bad value
-            raise ValueError(f"model.encoder: {err}") from None
+        check_encoder_fields(self)
         for name in ("image_size", "in_chans", "d_model", "n_layers", "n_heads", "ffn_mult", "max_views", "vocab_size"):
             check(getattr(self, name) >= 1, f"model.{name} must be >= 1, got {getattr(self, name)}")
         check(self.max_len >= 2, f"model.max_len must be >= 2 (BOS + one token), got {self.max_len}")
@@ -101,20 +96,6 @@ class CaptionerConfig:
         check(self.memory_layers >= 0, f"model.memory_layers must be >= 0, got {self.memory_layers}")
         check(self.d_model % self.n_heads == 0, f"model.d_model={self.d_model} must be divisible by "
                                                 f"model.n_heads={self.n_heads}")
-        if self.encoder == "conv":
-            check(len(self.conv_channels) >= 1 and len(self.conv_channels) == len(self.conv_blocks),
-                  f"model.conv_channels {self.conv_channels} and model.conv_blocks {self.conv_blocks} must be "
-                  "non-empty and of the same length (one entry per stage)")
-            stride = 2 ** len(self.conv_channels)
-            check(self.image_size % stride == 0, f"model.image_size={self.image_size} must be a multiple of the conv "
-                                                 f"encoder's stride {stride} (2 ** len(model.conv_channels))")
-        if self.encoder == "vit":
-            check(self.patch_size >= 1 and self.image_size % self.patch_size == 0,
-                  f"model.image_size={self.image_size} must be a multiple of model.patch_size={self.patch_size}")
-            check(self.vit_dim % self.vit_heads == 0,
-                  f"model.vit_dim={self.vit_dim} must be divisible by model.vit_heads={self.vit_heads}")
-        if self.encoder in ("torchvision", "timm"):
-            check(bool(self.encoder_name), f"model.encoder={self.encoder!r} needs model.encoder_name (e.g. resnet18)")
 
 
 CAPTIONER_SIZES: dict[str, dict[str, Any]] = {

@@ -27,6 +27,42 @@ EncoderBuilder = Callable[[Any], nn.Module]
 ENCODERS: Registry[EncoderBuilder] = Registry("image encoder")
 
 
+def check_encoder_fields(config: Any) -> None:
+    """Validate the encoder fields of a model config (`encoder`, conv/vit shape fields, `encoder_name`) and make the
+    conv tuples tuples; shared by every family config that embeds an image encoder.
+
+    Raises:
+        ValueError: an unknown encoder or a shape the chosen encoder cannot build.
+    """
+    from medvl.registry import UnknownNameError
+
+    def check(ok: bool, message: str) -> None:
+        if not ok:
+            raise ValueError(message)
+
+    config.conv_channels, config.conv_blocks = tuple(config.conv_channels), tuple(config.conv_blocks)
+    try:
+        ENCODERS.get(config.encoder)
+    except UnknownNameError as err:  # a ValueError, so the config loader reports it like any other bad value
+        raise ValueError(f"model.encoder: {err}") from None
+    check(config.image_size >= 1 and config.in_chans >= 1, f"model.image_size and model.in_chans must be >= 1, got "
+                                                           f"{config.image_size} and {config.in_chans}")
+    if config.encoder == "conv":
+        check(len(config.conv_channels) >= 1 and len(config.conv_channels) == len(config.conv_blocks),
+              f"model.conv_channels {config.conv_channels} and model.conv_blocks {config.conv_blocks} must be "
+              "non-empty and of the same length (one entry per stage)")
+        stride = 2 ** len(config.conv_channels)
+        check(config.image_size % stride == 0, f"model.image_size={config.image_size} must be a multiple of the conv "
+                                               f"encoder's stride {stride} (2 ** len(model.conv_channels))")
+    if config.encoder == "vit":
+        check(config.patch_size >= 1 and config.image_size % config.patch_size == 0,
+              f"model.image_size={config.image_size} must be a multiple of model.patch_size={config.patch_size}")
+        check(config.vit_dim % config.vit_heads == 0,
+              f"model.vit_dim={config.vit_dim} must be divisible by model.vit_heads={config.vit_heads}")
+    if config.encoder in ("torchvision", "timm"):
+        check(bool(config.encoder_name), f"model.encoder={config.encoder!r} needs model.encoder_name (e.g. resnet18)")
+
+
 def _weights_path(config: Any) -> Path | None:
     """The local weights path of `config.encoder_weights`, or None for random init."""
     if not config.encoder_weights:

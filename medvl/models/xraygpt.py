@@ -33,8 +33,7 @@ import torch
 from torch import Tensor, nn
 
 from medvl.models.conversation import ConversationTemplate
-from medvl.models.encoders import ENCODERS
-from medvl.registry import UnknownNameError
+from medvl.models.encoders import ENCODERS, check_encoder_fields
 
 N_VIEW_TYPES = 2
 LLM_ARCHS = ("llama", "gpt2")
@@ -123,11 +122,7 @@ class XrayGPTConfig:
             if not ok:
                 raise ValueError(message)
 
-        self.conv_channels, self.conv_blocks = tuple(self.conv_channels), tuple(self.conv_blocks)
-        try:
-            ENCODERS.get(self.encoder)
-        except UnknownNameError as err:
-            raise ValueError(f"model.encoder: {err}") from None
+        check_encoder_fields(self)
         if isinstance(self.template, dict):
             self.template = ConversationTemplate(**self.template)
         check(self.llm_arch in LLM_ARCHS, f"model.llm_arch must be one of {', '.join(LLM_ARCHS)}, got {self.llm_arch!r}")
@@ -146,13 +141,6 @@ class XrayGPTConfig:
         if not self.llm_path:
             check(self.llm_dim % self.llm_heads == 0,
                   f"model.llm_dim={self.llm_dim} must be divisible by model.llm_heads={self.llm_heads}")
-        if self.encoder == "vit":
-            check(self.image_size % self.patch_size == 0,
-                  f"model.image_size={self.image_size} must be a multiple of model.patch_size={self.patch_size}")
-        if self.encoder == "conv":
-            stride = 2 ** len(self.conv_channels)
-            check(self.image_size % stride == 0, f"model.image_size={self.image_size} must be a multiple of the conv "
-                                                 f"encoder's stride {stride}")
 
 
 XRAYGPT_SIZES: dict[str, dict[str, Any]] = {
