@@ -22,6 +22,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from medvl.jsonl import jsonl_records
+
 ID_FIELDS = ("id", "study_id", "image_id", "dicom_id", "uid")
 TEXT_FIELDS = {"reference": ("reference", "report", "text", "ground_truth", "gt", "findings"),
                "generated": ("generated", "hypothesis", "prediction", "pred", "report", "text")}
@@ -62,18 +64,7 @@ def _records(path: Path, text: str) -> list[tuple[int, dict]]:
     """(line number, record) pairs."""
     suffix = path.suffix.lower()
     if suffix == ".jsonl":
-        out = []
-        for n, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ReportFileError(f"{path} line {n}: not valid JSON ({err.msg})") from None
-            if not isinstance(record, dict):
-                raise ReportFileError(f"{path} line {n}: expected a JSON object with an id and a text")
-            out.append((n, record))
-        return out
+        return jsonl_records(text, str(path), ReportFileError, "a JSON object with an id and a text")
     if suffix == ".json":
         try:
             data = json.loads(text)

@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import csv
 import glob
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from medvl.data.images import IMAGE_SUFFIXES, is_image_file
+from medvl.jsonl import jsonl_records
 
 LISTING_SUFFIXES = (".csv", ".tsv", ".jsonl")
 ID_KEYS = ("id", "study_id", "study")
@@ -111,18 +111,7 @@ def _records(path: Path) -> list[tuple[int, dict[str, Any]]]:
     except UnicodeDecodeError as e:
         raise ValueError(f"listing {path} is not UTF-8 text: {e}") from e
     if path.suffix.lower() == ".jsonl":
-        out = []
-        for n, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"listing {path} line {n} is not JSON: {e}") from e
-            if not isinstance(record, dict):
-                raise ValueError(f"listing {path} line {n} must be a JSON object with an images field")
-            out.append((n, record))
-        return out
+        return jsonl_records(text, f"listing {path}", ValueError, "a JSON object with an images field")
     reader = csv.DictReader(text.splitlines(), delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
     fields = [str(f).strip().lower() for f in reader.fieldnames or []]
     if not any(k in fields for k in IMAGE_KEYS):

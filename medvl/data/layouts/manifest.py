@@ -21,6 +21,7 @@ from typing import Any
 from medvl.data.config import DataConfig
 from medvl.data.study import DataSourceError, Study, group_splits, hash_split, read_csv, split_name, view_id
 from medvl.findings import FINDINGS
+from medvl.jsonl import jsonl_records
 
 LAYOUT = ("ROOT/manifest.jsonl or ROOT/manifest.csv, one study per record: id, image_paths, text, labels, split "
           "(paths relative to the manifest)")
@@ -50,14 +51,8 @@ def _records(path: Path) -> list[dict[str, Any]]:
         rows = read_csv(path, ("id", "image_paths"), LAYOUT, delimiter="\t" if path.suffix == ".tsv" else ",")
         return [{**r, "labels": _csv_labels(r.get("labels", ""))} for r in rows]
     records = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataSourceError(f"{path} line {n} is not valid JSON: {e}") from e
-        if not isinstance(rec, dict) or "id" not in rec:
+    for n, rec in jsonl_records(path.read_text(encoding="utf-8"), str(path), DataSourceError):
+        if "id" not in rec:
             raise DataSourceError(f"{path} line {n} has no 'id' field. Expected layout: {LAYOUT}")
         records.append(rec | {"_line": str(n)})
     return records
