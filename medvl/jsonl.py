@@ -1,0 +1,40 @@
+"""JSON Lines input: one JSON object per line, blank lines ignored, every problem named by file and line.
+
+Shared by everything that reads user-written JSONL (report files for `medvl score`, study listings for
+`medvl predict`, the manifest data source), so they accept and refuse the same things in the same words.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+
+def jsonl_records(text: str, where: str, error: type[Exception] = ValueError,
+                  expected: str = "a JSON object") -> list[tuple[int, dict[str, Any]]]:
+    """(line number, object) for each non-blank line of `text`.
+
+    Args:
+        text: the file's decoded text.
+        where: how messages name the file.
+        error: the exception class to raise (the caller's user-error type).
+        expected: what a line should be, for the message when it is valid JSON but not an object.
+
+    Raises:
+        error: "WHERE line N: not valid JSON (...)" or "WHERE line N: expected EXPECTED".
+    """
+    out = []
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise error(f"{where} line {n}: not valid JSON ({err.msg})") from None
+        if not isinstance(record, dict):
+            raise error(f"{where} line {n}: expected {expected}")
+        out.append((n, record))
+    return out
+
+
+__all__ = ["jsonl_records"]
