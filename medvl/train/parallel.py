@@ -151,8 +151,9 @@ class ParallelModel:
 
     def load_optimizer_state(self, optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
         """Load a name-keyed (or, from older checkpoints, an index-keyed) optimizer state."""
-        if not any(isinstance(k, str) for k in state.get("state", {})) and self.strategy != "fsdp" \
-                and state.get("param_groups") and isinstance(state["param_groups"][0]["params"][0], int):
+        groups = state.get("param_groups") or [{}]
+        index_keyed = bool(groups[0].get("params")) and isinstance(groups[0]["params"][0], int)
+        if index_keyed and self.strategy != "fsdp":
             optimizer.load_state_dict(state)  # a checkpoint written before name-keyed optimizer state
             return
         from torch.distributed.checkpoint.state_dict import set_optimizer_state_dict
