@@ -160,9 +160,10 @@ def _as_files(bodies: list[bytes]) -> list[Path]:
 
 
 def test_batcher_bound_and_failures() -> None:
-    gate = threading.Event()
+    gate, entered = threading.Event(), threading.Event()
 
     def slow(items: list[int]) -> list[int]:
+        entered.set()
         gate.wait(5)
         if -1 in items:
             raise RuntimeError("boom")
@@ -172,8 +173,7 @@ def test_batcher_bound_and_failures() -> None:
     batcher.start()
     try:
         first = batcher.submit(1)  # taken by the worker, blocked on the gate
-        while batcher.waiting:
-            pass
+        assert entered.wait(5)  # the worker is inside the model call: its batch is closed, the queue is empty
         queued = [batcher.submit(2), batcher.submit(-1)]
         with pytest.raises(QueueFullError):
             batcher.submit(3)
