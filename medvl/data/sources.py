@@ -26,20 +26,20 @@ same loading code as real IU X-ray. Records may also carry `labels` (finding -> 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
-from dataclasses import replace
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from medvl.data.config import DataConfig
 from medvl.data.layouts import captions, dicom, iu_csv, manifest, mimic, openi, prepared, xraygpt
 from medvl.data.reports import apply_rules
-from medvl.data.study import FRONTAL, LATERAL, DataSourceError, Study, group_splits, view_id
+from medvl.data.study import FRONTAL, LATERAL, RECORD_FIELDS, DataSourceError, Study, group_splits, view_id
 from medvl.findings import FINDINGS
 from medvl.registry import Registry
 
-__all__ = ["FRONTAL", "LATERAL", "SOURCES", "DataSourceError", "Study", "load_studies", "read_r2gen", "require_split",
-           "view_id"]
+__all__ = ["FRONTAL", "LATERAL", "SOURCES", "DataSourceError", "Source", "Study", "check_provides", "load_studies",
+           "read_r2gen", "require_split", "view_id"]
 
 def read_r2gen(root: str | Path) -> dict[str, list[Study]]:
     """Studies of an R2Gen-layout directory."""
@@ -100,24 +100,54 @@ def _synthetic(cfg: DataConfig) -> dict[str, list[Study]]:
     return read_r2gen(root)
 
 
-SOURCES: Registry[Callable[[DataConfig], dict[str, list[Study]]]] = Registry("data source")
-SOURCES.add("iu_xray", _iu_xray)
-SOURCES.add("mimic_cxr", _iu_xray)  # R2Gen's MIMIC-CXR annotation.json is the same layout
-SOURCES.add("synthetic", _synthetic)
-SOURCES.add("openi", openi.read)
-SOURCES.add("iu_csv", iu_csv.read)
-SOURCES.add("mimic_cxr_jpg", mimic.read)
-SOURCES.add("xraygpt", xraygpt.read)
-SOURCES.add("coco_captions", captions.read_coco)
-SOURCES.add("flickr_captions", captions.read_flickr)
-SOURCES.add("manifest", manifest.read)
-SOURCES.add("dicom", dicom.read)
-SOURCES.add("prepared", prepared.read)
+@dataclass(frozen=True)
+class Source:
+    """A data source: its reader and the record fields (`medvl.data.study.RECORD_FIELDS`) its studies carry, so a
+    task that needs something the source lacks is refused before any work ("task classification needs labels;
+    source iu_xray provides report only")."""
+
+    read: Callable[[DataConfig], dict[str, list[Study]]]
+    provides: frozenset[str]
+    """Fields every study of the source carries when its files have them."""
+    may_provide: frozenset[str] = frozenset()
+    """Fields that depend on the files (a manifest with or without labels): checked per study, not up front."""
+
+
+REPORTS = frozenset({"report", "references"})
+SOURCES: Registry[Source] = Registry("data source")
+SOURCES.add("iu_xray", Source(_iu_xray, REPORTS, frozenset({"labels"})))
+SOURCES.add("mimic_cxr", Source(_iu_xray, REPORTS))  # R2Gen's MIMIC-CXR annotation.json is the same layout
+SOURCES.add("synthetic", Source(_synthetic, REPORTS | {"labels"}))
+SOURCES.add("openi", Source(openi.read, REPORTS))
+SOURCES.add("iu_csv", Source(iu_csv.read, REPORTS))
+SOURCES.add("mimic_cxr_jpg", Source(mimic.read, REPORTS, frozenset({"labels"})))
+SOURCES.add("xraygpt", Source(xraygpt.read, REPORTS))
+SOURCES.add("coco_captions", Source(captions.read_coco, REPORTS))
+SOURCES.add("flickr_captions", Source(captions.read_flickr, REPORTS))
+SOURCES.add("manifest", Source(manifest.read, frozenset(), frozenset(RECORD_FIELDS)))
+SOURCES.add("dicom", Source(dicom.read, frozenset(), REPORTS))
+SOURCES.add("prepared", Source(prepared.read, frozenset(), frozenset(RECORD_FIELDS)))
+
+
+def check_provides(source: str, needs: Iterable[str], task: str) -> None:
+    """Refuse, before any work, a task that needs record fields the source cannot provide.
+
+    Raises:
+        DataSourceError: e.g. "task classification needs labels; source iu_xray provides report, references only".
+    """
+    entry = SOURCES.get(source)
+    can = entry.provides | entry.may_provide
+    lacking = [f for f in needs if f not in can]
+    if lacking:
+        have = ", ".join(sorted(entry.provides | entry.may_provide)) or "no fields besides images"
+        raise DataSourceError(f"task {task} needs {', '.join(lacking)}; source {source} provides {have} only. "
+                              f"Choose a source with {', '.join(lacking)} (data.source=...) or a recipe for another "
+                              "task")
 
 
 def load_studies(cfg: DataConfig) -> dict[str, list[Study]]:
     """All splits of the configured source, reports processed by `data.reports`, each cut to `data.max_studies`."""
-    studies = SOURCES.get(cfg.source)(cfg)
+    studies = SOURCES.get(cfg.source).read(cfg)
     if cfg.source != "prepared":
         studies = {k: [replace(s, report=apply_rules(s.report, cfg.reports)) if s.report else s for s in v]
                    for k, v in studies.items()}

@@ -41,7 +41,9 @@ class Study:
     view_ids: tuple[int, ...]
     """0 = frontal, 1 = lateral, per image."""
     labels: dict[str, int] | None
-    """Ground-truth labels of the synthetic findings (`medvl.findings.FINDINGS`) when the data set has them."""
+    """Labels the data set gives, name -> 1 positive, 0 negative, -1 uncertain; a name the study lacks is not stated
+    (missing). The synthetic set's findings (`medvl.findings.FINDINGS`), NIH ChestX-ray14's findings, CheXpert's
+    observations, an image folder's class (one-hot)... None: the study has no labels."""
     problem: str = ""
     """Why the study cannot be used, found while reading its layout (no FINDINGS section, a duplicated id, an image
     id with no file...): `check_studies` skips it with this reason, or raises under data.strict."""
@@ -52,6 +54,33 @@ class Study:
     for reference only)."""
     image_rows: tuple[int, ...] = ()
     """Rows of `image_store`, one per view, in `image_paths` order."""
+    references: tuple[str, ...] = ()
+    """Every reference text when the data set has several (COCO/Flickr: five captions per image); `report` is one of
+    them, the default training target. Empty: `report` is the only reference."""
+    question: str = ""
+    """A question about the images (visual question answering)."""
+    answer: str = ""
+    """The answer to `question`."""
+    targets: tuple[float, ...] = ()
+    """Numeric regression targets (e.g. a point's coordinates), in the data set's units."""
+
+    def all_references(self) -> tuple[str, ...]:
+        """The reference texts: `references` when the data set has several, else the one `report` (or none)."""
+        return self.references or ((self.report,) if self.report else ())
+
+    def has(self, field_name: str) -> bool:
+        """Whether this study carries the record field `field_name` (one of `RECORD_FIELDS`)."""
+        if field_name == "report":
+            return bool(self.report.strip())
+        if field_name == "references":
+            return bool(self.all_references())
+        if field_name == "labels":
+            return bool(self.labels)
+        return bool(getattr(self, field_name))
+
+
+RECORD_FIELDS = ("report", "references", "labels", "question", "answer", "targets")
+"""What a study may carry besides its views; a task names the ones it needs, a source the ones it provides."""
 
 
 def view_id(name: str | None, index: int) -> int:

@@ -14,8 +14,9 @@ Splits are Karpathy's (restval counts as train). `flickr_captions`:
 with the split `HASH_SPLIT` of the image name. A row whose comment_number and comment are joined by a space instead of
 "|" (one such row is in the Kaggle file) is read as intended.
 
-Several captions per image: all are kept in `Study.meta["captions"]`, and the training target (`Study.report`) is
-caption number `data.caption` (default 0, the first). An image without that caption is unusable and counted.
+Several captions per image: all are the study's `references` (evaluation scores against all of them, as
+pycocoevalcap does; training samples one per image per epoch) and are kept in `Study.meta["captions"]`; `Study.report`
+is caption number `data.caption` (default 0, the first). An image without that caption is unusable and counted.
 """
 
 from __future__ import annotations
@@ -37,7 +38,8 @@ def _study(sid: str, path: Path, captions: list[str], split: str, choice: int) -
     if not 0 <= choice < len(captions):
         problem = f"image has {len(captions)} caption(s), so data.caption={choice} does not exist"
     report = captions[choice] if not problem else ""
-    return Study(sid, (path,), report, split, (0,), None, problem=problem, meta={"captions": captions})
+    return Study(sid, (path,), report, split, (0,), None, problem=problem, meta={"captions": captions},
+                 references=tuple(c for c in captions if c.strip()))
 
 
 def read_coco(cfg: DataConfig) -> dict[str, list[Study]]:
