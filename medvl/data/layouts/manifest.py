@@ -6,10 +6,21 @@
 (`data.manifest` names another file, relative to ROOT.) Image paths are relative to the manifest's folder. Only `id`
 and `image_paths` are required: a record without text has an empty report (fine for classification, counted as
 unusable for report generation); without a split it gets `HASH_SPLIT` of its id. Split names are normalized
-(valid/validate -> val); others (e.g. "extra") are kept. `labels` are kept as given in `Study.meta["labels"]` (in a
-CSV, a JSON object/list or "a|b|c"); when they are exactly the synthetic findings (`medvl.findings.FINDINGS` -> 0/1)
-they are also `Study.labels`, the ground truth evaluation scores against. Views come from `views`, else from a
-`view` entry of the labels (the NIH manifest's "PA"/"AP").
+(valid/validate -> val); others (e.g. "extra") are kept. Views come from `views`, else from a `view` entry of the
+labels (the NIH manifest's "PA"/"AP").
+
+`labels` are kept as given in `Study.meta["labels"]` (in a CSV: a JSON object or list, or "a|b|c") and become
+`Study.labels` (name -> 1 / 0 / -1 uncertain; a name left out is missing) in three forms:
+
+    {"Effusion": 1, "Mass": 0, "Edema": -1, "Hernia": null}   flat: 1/0/-1 or true/false; null = missing, left out
+    ["Effusion", "Mass"]                                      the positive names
+    {"findings": ["Effusion"], "view": "PA", "age": "56"}     the positive names under "findings", the rest metadata
+                                                              (the NIH manifest of ../shared/data/nih1000)
+
+With positive names, the vocabulary is every name positive in some record of the manifest: a record's other names are
+0, and when the vocabulary holds "No Finding" an "Abnormal" label is added, 1 - "No Finding". A dict of another shape
+(e.g. {"view": "LL"}) is metadata only. The synthetic set's findings (`medvl.findings.FINDINGS` -> 0/1) are the flat
+form.
 """
 
 from __future__ import annotations
@@ -20,7 +31,6 @@ from typing import Any
 
 from medvl.data.config import DataConfig
 from medvl.data.study import DataSourceError, Study, group_splits, hash_split, read_csv, split_name, view_id
-from medvl.findings import FINDINGS
 from medvl.jsonl import jsonl_records
 
 LAYOUT = ("ROOT/manifest.jsonl or ROOT/manifest.csv, one study per record: id, image_paths, text, labels, split "
@@ -44,6 +54,40 @@ def _csv_labels(value: str) -> Any:
         except json.JSONDecodeError:
             pass
     return [v.strip() for v in value.split("|") if v.strip()]
+
+
+_LABEL_VALUES = {1: 1, 0: 0, -1: -1}  # true and false are 1 and 0; 1.0 is 1
+NO_FINDING, ABNORMAL = "No Finding", "Abnormal"
+
+
+def _positives(labels: Any) -> list[str] | None:
+    """The positive names of a list or {"findings": [...]} label form, else None."""
+    if isinstance(labels, dict) and isinstance(labels.get("findings"), list):
+        labels = labels["findings"]
+    if isinstance(labels, list) and all(isinstance(v, str) for v in labels):
+        return labels
+    return None
+
+
+def _flat(labels: Any) -> dict[str, int] | None:
+    """name -> 1/0/-1 of a flat label dict (nulls left out), None for a dict of another shape."""
+    if not isinstance(labels, dict) or not labels:
+        return None
+    if not all(v is None or (isinstance(v, (bool, int, float)) and v in _LABEL_VALUES) for v in labels.values()):
+        return None
+    return {str(k): _LABEL_VALUES[v] for k, v in labels.items() if v is not None}
+
+
+def study_labels(labels: Any, vocabulary: list[str]) -> dict[str, int] | None:
+    """`Study.labels` of one record's `labels` (see the module docstring); `vocabulary`: the names positive anywhere
+    in the manifest, for the positive-names forms."""
+    names = _positives(labels)
+    if names is None:
+        return _flat(labels)
+    out = {name: int(name in names) for name in vocabulary}
+    if NO_FINDING in out:
+        out[ABNORMAL] = 1 - out[NO_FINDING]
+    return out
 
 
 def _records(path: Path) -> list[dict[str, Any]]:
@@ -77,8 +121,10 @@ def read(cfg: DataConfig) -> dict[str, list[Study]]:
     """Studies of a manifest (see the module docstring)."""
     path = find_manifest(cfg)
     base = path.parent
+    records = _records(path)
+    vocabulary = sorted({n for rec in records for n in _positives(rec.get("labels")) or ()})
     studies = []
-    for rec in _records(path):
+    for rec in records:
         sid = str(rec["id"])
         paths = _list(rec.get("image_paths", rec.get("path")))
         labels = rec.get("labels")
@@ -86,9 +132,7 @@ def read(cfg: DataConfig) -> dict[str, list[Study]]:
         if not views and isinstance(labels, dict) and isinstance(labels.get("view"), str):
             views = [labels["view"]] * len(paths)
         view_ids = tuple(view_id(views[k] if k < len(views) else None, k) for k in range(len(paths)))
-        truth = None
-        if isinstance(labels, dict) and set(labels) == set(FINDINGS):
-            truth = {name: int(labels[name]) for name in FINDINGS}
+        truth = study_labels(labels, vocabulary)
         split = split_name(rec["split"], f"{path} line {rec['_line']}", known_only=False) if rec.get("split") \
             else hash_split(sid)
         problem = "" if paths else f"record at line {rec['_line']} of {path.name} has no image_paths"
