@@ -58,14 +58,17 @@ class DataConfig:
 
     source: str = "synthetic"
     """Data source by name (see `medvl.data.sources.SOURCES` and `medvl data prepare --help`): synthetic, iu_xray,
-    openi, iu_csv, mimic_cxr, mimic_cxr_jpg, xraygpt, coco_captions, flickr_captions, manifest, dicom, prepared."""
+    openi, iu_csv, mimic_cxr, mimic_cxr_jpg, xraygpt, coco_captions, flickr_captions, manifest, dicom, prepared;
+    with labels for classification: nih (ChestX-ray14), chexpert, image_folder (a folder per class), and a manifest
+    with labels."""
     root: str = "data/synth"
     """Directory of the data set in the layout of `source` (R2Gen: annotation.json plus images/)."""
     synth: SynthConfig = field(default_factory=SynthConfig)
     reports: ReportConfig = field(default_factory=ReportConfig)
     manifest: str = ""
     """The index file, for sources that take one (manifest: a .jsonl/.csv; coco_captions: the Karpathy JSON;
-    flickr_captions: the captions CSV; xraygpt: filter_cap.json); relative to `root`; empty = the layout's default."""
+    flickr_captions: the captions CSV; xraygpt: filter_cap.json; nih: the Data_Entry CSV); relative to `root`; empty =
+    the layout's default."""
     caption: int = 0
     """Which caption of an image with several is the training target (0 = the first); all are kept in the study."""
     batch_size: int = 16

@@ -12,6 +12,12 @@ prepared data set, whose reports were processed when it was prepared. Sources an
     prepared             `medvl data prepare` output (layouts/prepared)
     synthetic            generated R2Gen layout
 
+Classification sources (labels, no reports):
+
+    nih                  ChestX-ray14 Data_Entry_2017*.csv + images (layouts/nih)
+    chexpert             CheXpert train.csv / valid.csv + images (layouts/chexpert)
+    image_folder         ROOT/[split/]class/image (layouts/image_folder)
+
 The R2Gen layout (IU X-ray, and MIMIC-CXR with one record per image plus study_id/subject_id):
 
     ROOT/annotation.json   {"train": [{"id", "report", "image_path": ["ID/0.png", "ID/1.png"], "split"}, ...],
@@ -32,7 +38,8 @@ from pathlib import Path
 from typing import Any
 
 from medvl.data.config import DataConfig
-from medvl.data.layouts import captions, dicom, iu_csv, manifest, mimic, openi, prepared, xraygpt
+from medvl.data.layouts import (captions, chexpert, dicom, image_folder, iu_csv, manifest, mimic, nih, openi,
+                                prepared, xraygpt)
 from medvl.data.reports import apply_rules
 from medvl.data.study import FRONTAL, LATERAL, RECORD_FIELDS, DataSourceError, Study, group_splits, view_id
 from medvl.findings import FINDINGS
@@ -127,6 +134,9 @@ SOURCES.add("flickr_captions", Source(captions.read_flickr, REPORTS))
 SOURCES.add("manifest", Source(manifest.read, frozenset(), frozenset(RECORD_FIELDS)))
 SOURCES.add("dicom", Source(dicom.read, frozenset(), REPORTS))
 SOURCES.add("prepared", Source(prepared.read, frozenset(), frozenset(RECORD_FIELDS)))
+SOURCES.add("nih", Source(nih.read, frozenset({"labels"})))
+SOURCES.add("chexpert", Source(chexpert.read, frozenset({"labels"})))
+SOURCES.add("image_folder", Source(image_folder.read, frozenset({"labels"})))
 
 
 def check_provides(source: str, needs: Iterable[str], task: str) -> None:
