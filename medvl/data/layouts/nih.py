@@ -125,15 +125,33 @@ def _labels(text: str) -> tuple[dict[str, int], str]:
     return labels, problem
 
 
-def _age(value: str) -> int | str:
-    digits = value.rstrip("YyMmDd").lstrip("0") or "0"  # the first release wrote "058Y"
-    return int(digits) if digits.isdigit() and value else value
+def _number(value: str) -> int | str:
+    """An age or follow-up number as an int ("058Y", as the first release wrote ages, is 58); else the text."""
+    digits = value.removesuffix("Y")
+    return int(digits) if digits.isdigit() else value
 
 
 def _choose(copies: list[Path], root: Path) -> tuple[Path, list[Path]]:
     """The copy to use (one in a split folder first, else the first) and the others."""
     best = next((p for p in copies if split_folder(p, root)), copies[0])
     return best, [p for p in copies if p != best]
+
+
+def _split(name: str, patient: str, copies: list[Path], root: Path, listed: dict[str, str] | None,
+           by_folder: bool) -> tuple[str, str]:
+    """(split, problem) of one image by the rules of the module docstring; an unusable image is put in train."""
+    if listed is not None:
+        split = official_split(patient, listed, name)
+        return (split, "") if split else ("train", f"{name} is in neither {LISTS[0]} nor {LISTS[1]}")
+    if not by_folder:
+        return hash_split(patient), ""
+    folders = sorted({s for p in copies if (s := split_folder(p, root))})
+    if len(folders) > 1:
+        return folders[0], f"copies of {name} sit in the split folders of {', '.join(folders)}"
+    if not folders and copies:
+        return "train", (f"{copies[0].relative_to(root)} is outside the split folders (train/val/test) the other "
+                         "images are in, so its split is unknown")
+    return (folders or ["train"])[0], ""
 
 
 def read(cfg: DataConfig) -> dict[str, list[Study]]:
@@ -152,32 +170,16 @@ def read(cfg: DataConfig) -> dict[str, list[Study]]:
     studies = []
     for r in rows:
         name, patient = r["Image Index"], r["Patient ID"]
-        labels, problem = _labels(r["Finding Labels"])
-        meta = {"patient_id": patient, "age": _age(r.get("Patient Age", "")), "sex": r.get("Patient Gender", ""),
-                "follow_up": int(r["Follow-up #"]) if r.get("Follow-up #", "").isdigit() else r.get("Follow-up #"),
-                "view": r["View Position"]}
+        labels, bad_label = _labels(r["Finding Labels"])
+        meta = {"patient_id": patient, "age": _number(r.get("Patient Age", "")), "sex": r.get("Patient Gender", ""),
+                "follow_up": _number(r.get("Follow-up #", "")), "view": r["View Position"]}
         copies = files.get(name, [])
         path, others = _choose(copies, root) if copies else (root / name, [])
         if others:
-            meta["other_copies"] = [str(p.relative_to(root)) for p in others]
-        if not copies:
-            problem = problem or f"image file not found: {name} (line {r['_line']} of {csv_path.name}) is under no " \
-                                 f"folder of {root}"
-        if listed is not None:
-            split = official_split(patient, listed, name)
-            if split is None:
-                split = "train"
-                problem = problem or f"{name} is in neither {LISTS[0]} nor {LISTS[1]}"
-        elif by_folder:
-            folders = sorted({s for p in copies if (s := split_folder(p, root))})
-            split = folders[0] if folders else "train"
-            if len(folders) > 1:
-                problem = problem or f"copies of {name} sit in the split folders of {', '.join(folders)}"
-            elif not folders and copies:
-                problem = problem or f"{path.relative_to(root)} is outside the split folders (train/val/test) " \
-                                     "the other images are in, so its split is unknown"
-        else:
-            split = hash_split(patient)
+            meta["other_copies"] = [p.relative_to(root).as_posix() for p in others]
+        split, bad_split = _split(name, patient, copies, root, listed, by_folder)
+        missing = "" if copies else f"image file not found: {name} (line {r['_line']} of {csv_path.name}) is " \
+                                    f"under no folder of {root}"
         studies.append(Study(Path(name).stem, (path,), "", split, (view_id(r["View Position"], 0),), labels,
-                             problem=problem, meta=meta))
+                             problem=missing or bad_label or bad_split, meta=meta))
     return group_splits(studies)
