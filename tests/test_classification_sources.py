@@ -156,7 +156,8 @@ def _write_chexpert(root: Path, prefix: str) -> None:
              _chex_row(f"{p}train/patient00001/study1/view1_frontal.jpg", "Frontal", "AP", Edema="-1.0",
                        Cardiomegaly="1.0", Pleural_Effusion="0.0"),
              _chex_row(f"{p}train/patient00002/study1/view1_frontal.jpg", "Frontal", "PA", No_Finding="1.0"),
-             _chex_row(f"{p}train/patient00002/study2/view1_frontal.jpg", "Frontal", "PA", Fracture="yes")]
+             _chex_row(f"{p}train/patient00002/study2/view1_frontal.jpg", "Frontal", "PA", Fracture="yes"),
+             _chex_row("", "Frontal", "PA")]
     valid = [_chex_row(f"{p}valid/patient64541/study1/view1_frontal.jpg", "Frontal", "AP", Pneumonia="1.0",
                        Lung_Opacity="0.0")]
     _write_csv(root / "train.csv", CHEX_HEADER, train)
@@ -171,7 +172,7 @@ def test_chexpert_studies_views_and_uncertain_labels(tmp_path: Path, where: str)
     fx.jpg(images / "train" / "patient00001" / "study1" / "view1_frontal.jpg")
     studies = _load("chexpert", root)
     assert {k: [x.id for x in v] for k, v in studies.items()} == \
-           {"train": ["patient00001_study1", "patient00002_study1", "patient00002_study2"],
+           {"train": ["train.csv:6", "patient00001_study1", "patient00002_study1", "patient00002_study2"],
             "val": ["patient64541_study1"]}
     s = _flat(studies)
     a = s["patient00001_study1"]
@@ -186,7 +187,8 @@ def test_chexpert_studies_views_and_uncertain_labels(tmp_path: Path, where: str)
         "label_rows_differ"]
     assert s["patient64541_study1"].labels == {"Lung Opacity": 0, "Pneumonia": 1}
     assert "Fracture is 'yes'" in s["patient00002_study2"].problem
-    assert not any(x.problem for k, x in s.items() if k != "patient00002_study2")
+    assert s["train.csv:6"].problem == "Path '' at line 6 of train.csv is not <patient>/<study>/<view image>"
+    assert sorted(k for k, x in s.items() if x.problem) == ["patient00002_study2", "train.csv:6"]
 
 
 def test_chexpert_test_csv_and_missing_files(tmp_path: Path) -> None:

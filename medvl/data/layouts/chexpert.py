@@ -92,7 +92,11 @@ def read(cfg: DataConfig) -> dict[str, list[Study]]:
         groups: dict[tuple[str, str], list[dict[str, str]]] = {}
         for row in read_csv(root / name, ("Path", "Sex", "Age", "Frontal/Lateral", "AP/PA", *OBSERVATIONS), LAYOUT):
             parts = PurePosixPath(row["Path"]).parts
-            key = (parts[-3], parts[-2]) if len(parts) >= 3 else (row["Path"], "")
-            groups.setdefault(key, []).append(row)
+            if len(parts) < 3:
+                studies.append(Study(f"{name}:{row['_line']}", (), "", split, (), None,
+                                     problem=f"Path {row['Path']!r} at line {row['_line']} of {name} is not "
+                                             "<patient>/<study>/<view image>"))
+                continue
+            groups.setdefault((parts[-3], parts[-2]), []).append(row)
         studies += [_study(key, rows, split, resolve) for key, rows in groups.items()]
     return group_splits(studies)
