@@ -15,8 +15,11 @@ Which classes a metric is defined for (undefined values are None, never NaN, wit
 AUROC, AP and balanced accuracy need a positive and a negative; precision, recall and F1 need a positive
 (precision is 0 when nothing is predicted positive, sklearn's `zero_division=0`, as in `medvl.evaluate.clinical`);
 accuracy needs a labelled entry. A macro mean is the unweighted mean over the classes where the metric is defined;
-a micro value pools every labelled (example, class) entry. For multi-class, `balanced_accuracy` is sklearn's
-(the mean recall over the classes present), `f1_macro` is over the same classes, and `f1_micro` equals `accuracy`.
+a micro value pools every labelled (example, class) entry. Multi-label `accuracy` and `balanced_accuracy` are the
+macro means of the per-class values. For multi-class, `accuracy` is the share of examples whose argmax is the true
+class, `balanced_accuracy` is sklearn's (the mean recall over the classes present), `f1_macro` is over the same
+classes, and `f1_micro` equals `accuracy`. `n_examples` counts the examples with at least one label; `n_ignored`
+counts the ignored entries (multi-label) or rows (multi-class).
 
 Flat keys: `auroc_macro`, `auroc_micro`, `ap_macro`, `ap_micro`, `f1_macro`, `f1_micro`, `accuracy`,
 `balanced_accuracy` (binary adds `auroc`, `ap`, `f1`); `headline` names the one to quote first. With `bootstrap` > 0
@@ -485,8 +488,9 @@ def baseline_probs(train_targets: Any, n: int, multi_label: bool = True) -> np.n
     t = np.asarray(train_targets)
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
-    _check_inputs(np.zeros(t.shape) if t.ndim == 2 else t, t)
-    t = t.astype(np.int64)
+    if t.ndim != 2:
+        raise ValueError(f"train_targets must be an [N, C] array, got shape {t.shape}")
+    _, t = _check_inputs(np.zeros(t.shape), t)
     if multi_label:
         labelled = (t >= 0).sum(axis=0)
         prevalence = np.divide((t == 1).sum(axis=0), labelled, out=np.full(t.shape[1], 0.5), where=labelled > 0)

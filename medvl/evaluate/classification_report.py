@@ -206,7 +206,7 @@ def _gallery(rows: Sequence[dict[str, Any]], size: int, thumbnail_px: int) -> st
         labels = row["labels"]
         positive = [n for n, v in labels.items() if v == 1]
         ignored = [n for n, v in labels.items() if v == -1]
-        label_text = ", ".join(positive) or "none"
+        label_text = ", ".join(positive) or "no positive label"
         if ignored:
             label_text += f" (ignored: {', '.join(ignored)})"
         cells = [f'<td class="text">{_esc(row["id"])}</td>', _images_cell(row.get("image_paths") or [], thumbnail_px),
