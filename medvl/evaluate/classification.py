@@ -354,30 +354,7 @@ def classification_metrics(probs: Any, targets: Any, class_names: Sequence[str],
     if bootstrap < 0:
         raise ValueError(f"bootstrap must be >= 0 resamples, got {bootstrap}")
     p, t = _check_inputs(probs, targets, len(names))
-    n_classes = len(names)
-    if multi_label:
-        th = np.full(n_classes, 0.5) if thresholds is None else np.asarray(thresholds, dtype=np.float64).ravel()
-        if th.shape != (n_classes,) or not np.isfinite(th).all():
-            raise ValueError(f"thresholds must be {n_classes} finite numbers, one per class; got {th.tolist()}")
-        labelled = (t >= 0).any(axis=1)
-        n_ignored = int((t[labelled] < 0).sum() + (~labelled).sum() * n_classes)  # ignored entries
-        p, t = p[labelled], t[labelled]
-        mask = t >= 0
-        truth = np.clip(t, 0, 1)
-        decided = (p >= th).astype(np.int64)
-    else:
-        if n_classes < 2:
-            raise ValueError("multi-class needs at least 2 classes; a single sigmoid output is multi_label=True, C=1")
-        if thresholds is not None:
-            raise ValueError("thresholds apply to multi-label outputs only; multi-class predicts the argmax")
-        th = None
-        kept = _check_one_hot(t)
-        n_ignored = int((~kept).sum())  # ignored examples
-        p, truth = p[kept], t[kept]
-        mask = np.ones_like(truth, dtype=bool)
-        decided = np.eye(n_classes, dtype=np.int64)[p.argmax(axis=1)] if len(p) else np.zeros_like(truth)
-    if not len(p):
-        raise ValueError("no labelled example to score: every target is -1")
+    p, truth, mask, decided, th, n_ignored = _decisions(p, t, multi_label, thresholds)
 
     unavailable: dict[str, str] = {}
     per_class: dict[str, dict[str, Any]] = {}
@@ -393,13 +370,87 @@ def classification_metrics(probs: Any, targets: Any, class_names: Sequence[str],
         reason = _class_reason(name, scores["support_pos"], scores["support_neg"])
         if reason:
             unavailable[f"per_class.{name}"] = reason
+    point = _point_means(per_class, p, truth, mask, decided, multi_label)
+    binary = multi_label and len(names) == 1
+    result: dict[str, Any] = {"multi_label": bool(multi_label), "n_examples": int(len(p)), "n_ignored": n_ignored,
+                              "class_names": names,
+                              "headline": "auroc" if binary else "auroc_macro" if multi_label else "accuracy"}
+    resampled = _bootstrap(p, truth.astype(np.float64), mask, decided.astype(np.float64), multi_label, bootstrap,
+                           seed) if bootstrap else None
+    dropped: dict[str, int] = {}
+    for key in (*BINARY_KEYS, *MEAN_KEYS) if binary else MEAN_KEYS:
+        result[key] = point[key]
+        if point[key] is None:
+            unavailable[key] = _undefined_reason(key)
+        if resampled is not None:
+            values = resampled[key][:, 0] if key in BINARY_KEYS else resampled[_RESAMPLED.get(key, key)]
+            interval = _interval(values) if point[key] is not None else (None, None, 0)
+            result[f"{key}_ci_low"], result[f"{key}_ci_high"] = interval[:2]
+            if interval[2]:
+                dropped[key] = interval[2]
+            if point[key] is not None and interval[0] is None:
+                unavailable[f"{key}_ci"] = f"{key} is undefined in every bootstrap resample"
+    for c, name in enumerate(names):
+        if resampled is not None:
+            pc = per_class[name]
+            interval = _interval(resampled["auroc"][:, c]) if pc["auroc"] is not None else (None, None, 0)
+            pc["auroc_ci_low"], pc["auroc_ci_high"] = interval[:2]
+            if interval[2]:
+                dropped[f"per_class.{name}.auroc"] = interval[2]
+    result["per_class"] = per_class
+    result["roc_curves"] = roc_curves
+    if not multi_label:
+        result["confusion_matrix"] = confusion_matrix(truth.argmax(axis=1), decided.argmax(axis=1),
+                                                      labels=list(range(len(names)))).tolist()
+    result["bootstrap"] = {"resamples": int(bootstrap), "seed": int(seed), "method": "percentile",
+                           "level": CI_LEVEL, "unit": "example", "dropped": dropped}
+    result["unavailable"] = unavailable
+    return result
 
-    point: dict[str, float | None] = {key: _mean_of(per_class, key[:-6]) for key in ("auroc_macro", "ap_macro",
-                                                                                       "f1_macro")}
+
+# The bootstrap arrays behind flat keys whose name differs (the per-class arrays `accuracy` etc. are [B, C]).
+_RESAMPLED = {"accuracy": "accuracy_mean", "balanced_accuracy": "balanced_accuracy_mean"}
+
+
+def _decisions(p: np.ndarray, t: np.ndarray, multi_label: bool, thresholds: Any
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray | None, int]:
+    """The scored examples: (probs, 0/1 truth, labelled mask, 0/1 decisions, thresholds or None, ignored count)."""
+    n_classes = p.shape[1]
+    if multi_label:
+        th = np.full(n_classes, 0.5) if thresholds is None else np.asarray(thresholds, dtype=np.float64).ravel()
+        if th.shape != (n_classes,) or not np.isfinite(th).all():
+            raise ValueError(f"thresholds must be {n_classes} finite numbers, one per class; got {th.tolist()}")
+        labelled = (t >= 0).any(axis=1)
+        n_ignored = int((t[labelled] < 0).sum() + (~labelled).sum() * n_classes)  # ignored entries
+        p, t = p[labelled], t[labelled]
+        mask, truth, decided = t >= 0, np.clip(t, 0, 1), (p >= th).astype(np.int64)
+    else:
+        if n_classes < 2:
+            raise ValueError("multi-class needs at least 2 classes; a single sigmoid output is multi_label=True, C=1")
+        if thresholds is not None:
+            raise ValueError("thresholds apply to multi-label outputs only; multi-class predicts the argmax")
+        th = None
+        kept = _check_one_hot(t)
+        n_ignored = int((~kept).sum())  # ignored examples
+        p, truth = p[kept], t[kept]
+        mask = np.ones_like(truth, dtype=bool)
+        decided = np.eye(n_classes, dtype=np.int64)[p.argmax(axis=1)] if len(p) else np.zeros_like(truth)
+    if not len(p):
+        raise ValueError("no labelled example to score: every target is -1")
+    return p, truth, mask, decided, th, n_ignored
+
+
+def _point_means(per_class: dict[str, dict[str, Any]], p: np.ndarray, truth: np.ndarray, mask: np.ndarray,
+                 decided: np.ndarray, multi_label: bool) -> dict[str, float | None]:
+    """The macro, micro and accuracy point estimates (binary adds the single class's auroc, ap and f1)."""
+    point: dict[str, float | None] = {f"{key}_macro": _mean_of(per_class, key) for key in ("auroc", "ap", "f1")}
     point.update(_micro(p, truth, mask, decided))
     if multi_label:
         point["accuracy"] = _mean_of(per_class, "accuracy")
         point["balanced_accuracy"] = _mean_of(per_class, "balanced_accuracy")
+        if len(per_class) == 1:
+            only = next(iter(per_class.values()))
+            point.update(auroc=only["auroc"], ap=only["ap"], f1=only["f1"])
     else:
         from sklearn.metrics import balanced_accuracy_score
 
@@ -408,54 +459,7 @@ def classification_metrics(probs: Any, targets: Any, class_names: Sequence[str],
         with warnings.catch_warnings():  # a class predicted but absent is left out of the mean recall, as documented
             warnings.simplefilter("ignore")
             point["balanced_accuracy"] = float(balanced_accuracy_score(y_true, y_pred))
-    keys = list(MEAN_KEYS)
-    if multi_label and n_classes == 1:
-        only = per_class[names[0]]
-        point.update(auroc=only["auroc"], ap=only["ap"], f1=only["f1"])
-        keys = list(BINARY_KEYS) + keys
-    headline = "auroc" if multi_label and n_classes == 1 else "auroc_macro" if multi_label else "accuracy"
-
-    result: dict[str, Any] = {"multi_label": bool(multi_label), "n_examples": int(len(p)), "n_ignored": n_ignored,
-                              "class_names": names, "headline": headline}
-    resampled = _bootstrap(p, truth.astype(np.float64), mask, decided.astype(np.float64), multi_label, bootstrap,
-                           seed) if bootstrap else None
-    dropped: dict[str, int] = {}
-    source = {"accuracy": "accuracy_mean", "balanced_accuracy": "balanced_accuracy_mean"}
-    for key in keys:
-        result[key] = point[key]
-        if point[key] is None:
-            unavailable[key] = _undefined_reason(key)
-        if resampled is None:
-            continue
-        if key in BINARY_KEYS:
-            values = resampled[key][:, 0]
-        else:
-            values = resampled[source.get(key, key)]
-        low, high, n_dropped = _interval(values) if point[key] is not None else (None, None, 0)
-        result[f"{key}_ci_low"], result[f"{key}_ci_high"] = low, high
-        if n_dropped:
-            dropped[key] = n_dropped
-        if point[key] is not None and low is None:
-            unavailable[f"{key}_ci"] = f"{key} is undefined in every bootstrap resample"
-    for c, name in enumerate(names):
-        if resampled is None:
-            continue
-        if per_class[name]["auroc"] is None:
-            low, high, n_dropped = None, None, 0
-        else:
-            low, high, n_dropped = _interval(resampled["auroc"][:, c])
-        per_class[name]["auroc_ci_low"], per_class[name]["auroc_ci_high"] = low, high
-        if n_dropped:
-            dropped[f"per_class.{name}.auroc"] = n_dropped
-    result["per_class"] = per_class
-    result["roc_curves"] = roc_curves
-    if not multi_label:
-        result["confusion_matrix"] = confusion_matrix(truth.argmax(axis=1), decided.argmax(axis=1),
-                                                      labels=list(range(n_classes))).tolist()
-    result["bootstrap"] = {"resamples": int(bootstrap), "seed": int(seed), "method": "percentile",
-                           "level": CI_LEVEL, "unit": "example", "dropped": dropped}
-    result["unavailable"] = unavailable
-    return result
+    return point
 
 
 def _undefined_reason(key: str) -> str:

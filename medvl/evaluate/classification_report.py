@@ -96,8 +96,9 @@ def _per_class_table(result: dict[str, Any]) -> str:
     lines = ['<table class="per-class">', "<thead><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr></thead>",
              "<tbody>"]
     for name, pc in per_class.items():
-        cells = [_esc(name), _esc(pc.get("support_pos", "–")), _esc(pc.get("support_neg", "–")), _fmt(pc.get("auroc")),
-                 _ci_text(pc, "auroc"), *(_fmt(pc.get(k)) for k in ("ap", "precision", "recall", "f1"))]
+        cells = [_esc(name), _esc(pc.get("support_pos", "–")), _esc(pc.get("support_neg", "–")),
+                 _fmt(pc.get("auroc")), _ci_text(pc, "auroc"),
+                 *(_fmt(pc.get(k)) for k in ("ap", "precision", "recall", "f1"))]
         cells += [_fmt(pc.get("threshold"), 3)] if thresholds else []
         lines.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     lines += ["</tbody>", "</table>"]
