@@ -100,20 +100,22 @@ def _written(result: dict) -> str:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from medvl.evaluate.run import evaluate, format_tables
+    from medvl.evaluate.run import evaluate, format_result
 
     result = evaluate(args.checkpoint, split=args.split, out_dir=args.out, data_root=args.data_root,
                       generation=_generation_overrides(args), max_studies=args.max_studies, device=args.device,
                       strict=args.strict, options=_scoring_options(args))
     if result:  # under torchrun only rank 0 has the result
-        print(format_tables(result))
+        print(format_result(result))
         print(_written(result))
     return 0
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    from medvl.evaluate.run import format_tables, score_files
+    from medvl.evaluate.run import format_tables, refuse_checkpoint, score_files
 
+    refuse_checkpoint(args.refs, "--refs")
+    refuse_checkpoint(args.hyps, "--hyps")
     result = score_files(args.refs, args.hyps, out_dir=args.out, options=_scoring_options(args),
                          missing_as_empty=args.missing_as_empty, ref_field=args.ref_field, hyp_field=args.hyp_field)
     print(format_tables(result))
@@ -131,38 +133,41 @@ def cmd_score(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from medvl.infer.batch_predict import RowWriter, predict_studies, report_findings
+    from medvl.demo.app import text_of
+    from medvl.infer.batch_predict import RowWriter, predict_studies
     from medvl.infer.inputs import collect_studies
-    from medvl.infer.predictor import generate_prepared, load_study, load_trained
+    from medvl.infer.predictor import load_study, load_trained, predict_prepared
 
     listed = collect_studies(args.images)
     loaded = load_trained(args.checkpoint, device=args.device)
     gen = dataclasses.replace(loaded.config.generation, **_generation_overrides(args))
+    loaded = loaded.with_generation(gen)
+    fields = list(loaded.task.prediction_fields)
     fmt = args.format or ("csv" if args.out and Path(args.out).suffix.lower() in (".csv", ".tsv") else "jsonl")
-    if not listed.batch:  # the files of one study: print its report (and write its row with --out)
+    if not listed.batch:  # the files of one study: print its prediction (and write its row with --out)
         study = listed.studies[0]
         t0 = time.perf_counter()
         prepared = load_study(loaded, study.id, study.paths)
-        report = generate_prepared(loaded, [prepared], gen)[0]
+        record = predict_prepared(loaded, [prepared], 1)[0]
         if args.out:
             with open(args.out, "w", newline="") as fh:
-                RowWriter(fh, fmt).write({"id": study.id, "images": [str(p) for p in study.paths],
-                                          "views": prepared.views, "report": report,
-                                          "findings": report_findings(report),
-                                          "seconds": round(time.perf_counter() - t0, 4)})
-        print(report)
+                RowWriter(fh, fmt, fields).write({"id": study.id, "images": [str(p) for p in study.paths],
+                                                  "views": prepared.views, **record,
+                                                  "seconds": round(time.perf_counter() - t0, 4)})
+        print(text_of(record))
         return 0
     out = open(args.out, "w", newline="") if args.out else sys.stdout  # noqa: SIM115 - closed below when a file
     try:
-        summary = predict_studies(loaded, listed.studies, gen, RowWriter(out, fmt), strict=args.strict,
+        summary = predict_studies(loaded, listed.studies, gen, RowWriter(out, fmt, fields), strict=args.strict,
                                   progress=not args.no_progress)
     finally:
         if out is not sys.stdout:
             out.close()
     failed = summary["failed"]
     first = f" (first: {next(iter(failed))}: {next(iter(failed.values()))})" if failed else ""
-    print(f"{summary['reports']} reports written, {len(failed)} studies failed{first}; {summary['seconds']:.1f}s, "
-          f"{summary['reports_per_second']} reports/s", file=sys.stderr)
+    noun = "reports" if "report" in fields else "predictions"
+    print(f"{summary['reports']} {noun} written, {len(failed)} studies failed{first}; {summary['seconds']:.1f}s, "
+          f"{summary['reports_per_second']} {noun}/s", file=sys.stderr)
     return 1 if summary["reports"] == 0 else 0
 
 

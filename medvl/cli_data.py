@@ -132,7 +132,10 @@ def add_data_commands(sub: Any) -> None:
                                "  flickr_captions    results.csv (image_name| comment_number| comment)\n"
                                "  manifest           manifest.jsonl / manifest.csv (id, image_paths, text, labels, "
                                "split)\n"
-                               "  dicom              **/*.dcm grouped by StudyInstanceUID (+ reports.csv)")
+                               "  dicom              **/*.dcm grouped by StudyInstanceUID (+ reports.csv)\n"
+                               "  nih                Data_Entry_2017*.csv + the images anywhere below (labels)\n"
+                               "  chexpert           train.csv + valid.csv (+ test.csv) + the images (labels)\n"
+                               "  image_folder       [split/]class/image (one-hot class labels)")
     p.add_argument("source", help="source name (see below)")
     p.add_argument("--src", required=True, help="the data set's directory")
     p.add_argument("--out", required=True, help="output directory (new or empty)")

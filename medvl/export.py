@@ -105,6 +105,9 @@ def export_hf(checkpoint: str | Path, out_dir: str | Path, use_ema: bool = True,
         raise FileExistsError(f"{out} is not empty: choose a new folder or pass --overwrite")
     loaded = load_trained(checkpoint, device="cpu", use_ema=use_ema)
     cfg = loaded.config
+    if loaded.tokenizer is None:
+        raise ValueError(f"medvl export writes text-generating models (report tasks); {checkpoint} is a "
+                         f"{loaded.task.name} checkpoint, which predict, serve and demo load directly")
     tmp = out.parent / f".tmp-{out.name}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -145,10 +148,13 @@ def read_hf_export(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor],
         state = _with_aliases(load_file(str(path / "model.safetensors")), config.get("medvl_tied_weights", {}))
     except (OSError, json.JSONDecodeError) as e:
         raise CheckpointError(f"{path} is an incomplete medvl export: {e}") from e
+    from medvl.data.tokenizer import special_tokens, tokenizer_to_json
+
     tokenizer = load_tokenizer(path)
     source = config.get("medvl_source", {})
     metadata = {"config": config["medvl_config"], "step": source.get("step"), "metrics": source.get("metrics", {}),
-                "format": HF_EXPORT_FORMAT}
+                "format": HF_EXPORT_FORMAT, "tokenizer": tokenizer_to_json(tokenizer),
+                "tokenizer_specials": special_tokens(tokenizer)}
     return config["medvl_config"], state, tokenizer, metadata
 
 

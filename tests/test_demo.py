@@ -65,6 +65,9 @@ class _ChatTask:
     def __init__(self, task: object) -> None:
         self.inner = task
 
+    def __getattr__(self, name: str) -> object:  # everything else of the task contract is the wrapped task's
+        return getattr(self.inner, name)
+
     def generate(self, batch: object, gen: object) -> list[str]:
         return self.inner.generate(batch, gen)  # type: ignore[attr-defined]
 

@@ -142,7 +142,7 @@ def test_recipe_trains_evaluates_and_reloads_identically(synth_root: Path, tmp_p
     trainer = Trainer(cfg)
     trainer.fit()
     loaded = load_trained(tmp_path / "checkpoints" / "last")
-    batch = _batch(trainer.tokenizer).to(loaded.device)
+    batch = _batch(trainer.task.tokenizer).to(loaded.device)
     gen = GenerationConfig(num_beams=1, max_new_tokens=6)
     trainer.model.eval()
     assert loaded.task.generate(batch, gen) == trainer.task.generate(batch, gen)
@@ -179,12 +179,12 @@ def test_bring_your_own_llm_with_lora_saves_only_what_trained(synth_root: Path, 
         synth_root, run, *XRAYGPT, "train.max_steps=2", "train.eval_every=2", f"model.llm_path={llm}",
         f"tokenizer.path={llm}", "model.freeze_llm=true", "model.lora_r=4", "model.template.prompts=[Report.]"))
     trainer = Trainer(cfg)
-    assert trainer.tokenizer.bos_token == "<s>" and trainer.tokenizer.pad_token == "<unk>"
+    assert trainer.task.tokenizer.bos_token == "<s>" and trainer.task.tokenizer.pad_token == "<unk>"
     trainer.fit()
     stored = load_file(run / "checkpoints" / "last" / "model.safetensors")
     assert any("lora_" in k for k in stored) and not any(k.startswith("llm.") and "lora_" not in k for k in stored)
     loaded = load_trained(run)  # rebuilds the LLM from its folder, then loads adapters and projection
-    batch = _batch(trainer.tokenizer).to(loaded.device)
+    batch = _batch(trainer.task.tokenizer).to(loaded.device)
     trainer.model.eval()
     seq = loaded.task._sequences([loaded.config.model.template.single_turn("x")] * 2, None, True)
     args = (batch.images, batch.view_ids, batch.view_mask, seq["input_ids"], seq["attention_mask"], seq["image_mask"])
@@ -249,7 +249,7 @@ def test_init_from_converted_weights(tokenizer, synth_root: Path, tmp_path: Path
     run = tmp_path / "run"
     cfg = load_experiment("xraygpt_tiny_synthetic", tiny_overrides(synth_root, run, *XRAYGPT, "train.max_steps=1"))
     probe = Trainer(cfg)  # to learn the vocabulary size the run will have
-    source = _model(probe.tokenizer)
+    source = _model(probe.task.tokenizer)
     converted, _ = convert_minigpt4(_lavis_state(source))
     weights = tmp_path / "stage1.safetensors"
     save_file({k: v.contiguous() for k, v in converted.items()}, str(weights))

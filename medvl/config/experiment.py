@@ -1,8 +1,8 @@
 """The experiment config: every section of a run, loaded from a recipe plus overrides.
 
-A recipe is a YAML file of sections (`data`, `tokenizer`, `model`, `train`, `generation`) that sets only fields that
+A recipe is a YAML file of sections (`data`, `tokenizer`, `model`, `task`, `train`, `generation`) that sets only fields that
 exist; the dataclasses hold every default. `model.family` and `model.size` choose the model family and its size
-preset, and the remaining `model.*` keys override that preset.
+preset, and the remaining `model.*` keys override that preset; `task.*` sets the options of the family's task.
 """
 
 from __future__ import annotations
@@ -30,6 +30,8 @@ class ExperimentConfig:
     model_size: str = "small"
     model: Any = None
     """The family's own config dataclass (e.g. `CaptionerConfig`)."""
+    task: Any = None
+    """The options of the family's task (its `options_class`, e.g. `ClassificationOptions`): the `task:` section."""
     train: TrainConfig = field(default_factory=TrainConfig)
     generation: GenerationConfig = field(default_factory=GenerationConfig)
 
@@ -38,6 +40,7 @@ class ExperimentConfig:
             "data": to_dict(self.data),
             "tokenizer": to_dict(self.tokenizer),
             "model": model_config_to_dict(self.model_family, self.model_size, self.model),
+            "task": to_dict(self.task) if self.task is not None else {},
             "train": to_dict(self.train),
             "generation": to_dict(self.generation),
         }
@@ -49,7 +52,7 @@ _SECTIONS = {"data": DataConfig, "tokenizer": TokenizerConfig, "train": TrainCon
 
 def experiment_from_dict(raw: dict[str, Any]) -> ExperimentConfig:
     """Build and validate an `ExperimentConfig` from nested sections."""
-    valid = [*_SECTIONS, "model"]
+    valid = [*_SECTIONS, "model", "task"]
     for key in raw:
         if key not in valid:
             from medvl.registry import suggest
@@ -66,6 +69,12 @@ def experiment_from_dict(raw: dict[str, Any]) -> ExperimentConfig:
     family = MODEL_FAMILIES.get(family_name)
     size = str(model.pop("size", family.default_size))
     kwargs["model"] = family.make_config(size, model)
+    from medvl.tasks import task_class
+
+    task = raw.get("task") or {}
+    if not isinstance(task, dict):
+        raise ConfigError(f"config section 'task' must be a mapping of fields, got {task!r}")
+    kwargs["task"] = from_dict(task_class(family.task).options_class, task, "task")
     return ExperimentConfig(model_family=family_name, model_size=size, **kwargs)
 
 

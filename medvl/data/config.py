@@ -70,7 +70,10 @@ class DataConfig:
     flickr_captions: the captions CSV; xraygpt: filter_cap.json; nih: the Data_Entry CSV); relative to `root`; empty =
     the layout's default."""
     caption: int = 0
-    """Which caption of an image with several is the training target (0 = the first); all are kept in the study."""
+    """Which caption of an image with several is its `report` (0 = the first); all are kept as its references."""
+    every_reference: bool = True
+    """Train on every reference of a study that has several (COCO/Flickr's five captions: each is a sample of the
+    epoch); false = only the `data.caption` one. Evaluation always scores against all references."""
     batch_size: int = 16
     num_workers: int = 0
     """DataLoader worker processes (0 = load in the main process)."""

@@ -44,6 +44,14 @@ class DecodedImage:
     """View name from the file (DICOM View Position such as PA, AP, LATERAL), None when it does not say."""
     format: str
     """"png", "jpeg", "dicom", "bmp", "tiff"..."""
+    color: np.ndarray | None = None
+    """uint8 [H, W, 3] when the file is a colour image (what an RGB model takes), else None."""
+
+    def channels(self, n: int) -> np.ndarray:
+        """The pixels with `n` channels: [H, W] for 1, [H, W, n] otherwise (colour kept when the file has it)."""
+        if n == 3 and self.color is not None:
+            return self.color
+        return to_channels(self.pixels, n, "image")
 
 
 def sniff_format(head: bytes) -> str | None:
@@ -74,7 +82,10 @@ def is_image_file(path: Path) -> bool:
         return False
 
 
-def _pil_pixels(img: Image.Image, name: str, max_pixels: int | None) -> np.ndarray:
+_COLOR_MODES = ("RGB", "RGBA", "P", "PA", "CMYK", "YCbCr", "LAB", "HSV")
+
+
+def _pil_pixels(img: Image.Image, name: str, max_pixels: int | None) -> tuple[np.ndarray, np.ndarray | None]:
     w, h = img.size
     if max_pixels is not None and w * h > max_pixels:
         raise ImageTooLargeError(f"image {name} has {w} x {h} pixels, more than the limit of {max_pixels}")
@@ -84,8 +95,10 @@ def _pil_pixels(img: Image.Image, name: str, max_pixels: int | None) -> np.ndarr
         arr = np.asarray(img, dtype=np.float64)
         lo, hi = float(arr.min()), float(arr.max())
         scaled = (arr - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(arr)
-        return np.round(scaled).astype(np.uint8)
-    return np.asarray(img.convert("L"), dtype=np.uint8).copy()
+        return np.round(scaled).astype(np.uint8), None
+    if img.mode in _COLOR_MODES:
+        return np.asarray(img.convert("L"), dtype=np.uint8).copy(), np.asarray(img.convert("RGB"), dtype=np.uint8)
+    return np.asarray(img.convert("L"), dtype=np.uint8).copy(), None
 
 
 def _decode_pil(source: Path | bytes, name: str, max_pixels: int | None, fmt: str) -> DecodedImage:
@@ -94,14 +107,14 @@ def _decode_pil(source: Path | bytes, name: str, max_pixels: int | None, fmt: st
             # Pillow's own bomb warning fires at 89M pixels; our limit (max_pixels) is the one that applies.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as img:
-                pixels = _pil_pixels(img, name, max_pixels)
+                pixels, color = _pil_pixels(img, name, max_pixels)
     except ImageLoadError:
         raise
     except Image.DecompressionBombError as e:
         raise ImageTooLargeError(f"image {name} is too large to decode safely: {e}") from e
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as e:
         raise ImageLoadError(f"cannot decode image {name}: {e}") from e
-    return DecodedImage(pixels, None, fmt)
+    return DecodedImage(pixels, None, fmt, color)
 
 
 def decode_image(data: bytes, name: str = "upload", max_pixels: int | None = None) -> DecodedImage:
@@ -154,11 +167,69 @@ def load_grayscale(path: str | Path) -> np.ndarray:
     return load_image(path).pixels
 
 
+def to_channels(pixels: np.ndarray, channels: int, name: str = "image") -> np.ndarray:
+    """uint8 [H, W] (channels=1) or [H, W, C] from a decoded image with any channels.
+
+    Grayscale is repeated to 3 channels; RGB(A) becomes luminance (ITU-R 601-2, as Pillow's "L") for one channel;
+    an N-channel array must already have the N channels asked for.
+
+    Raises:
+        ImageLoadError: channel counts that cannot be converted (e.g. a 5-band array for an RGB model).
+    """
+    have = 1 if pixels.ndim == 2 else pixels.shape[2]
+    if have == channels:
+        return pixels if pixels.ndim == 2 or channels > 1 else pixels[..., 0]
+    if have == 1 and channels == 3:
+        return np.repeat(pixels.reshape(*pixels.shape[:2], 1), 3, axis=2)
+    if have in (3, 4) and channels == 1:
+        return np.asarray(Image.fromarray(pixels[..., :3]).convert("L"), dtype=np.uint8)
+    if have == 4 and channels == 3:
+        return np.ascontiguousarray(pixels[..., :3])
+    raise ImageLoadError(f"{name} has {have} channel(s) but the model takes {channels} (model.in_chans); convert the "
+                         f"data or set model.in_chans={have}")
+
+
+def _read_array(path: Path) -> np.ndarray:
+    """A .npy frame: uint8 [H, W] or [H, W, C] (multispectral); other dtypes are min-max scaled to 0..255."""
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise ImageLoadError(f"cannot read array image {path}: {e}") from e
+    if arr.ndim not in (2, 3):
+        raise ImageLoadError(f"array image {path} has shape {arr.shape}; expected [H, W] or [H, W, C]")
+    if arr.dtype != np.uint8:
+        lo, hi = float(np.nanmin(arr)), float(np.nanmax(arr))
+        arr = np.round((np.nan_to_num(arr, nan=lo) - lo) / (hi - lo) * 255.0) if hi > lo else np.zeros(arr.shape)
+        arr = arr.astype(np.uint8)
+    return arr
+
+
+def load_pixels(path: str | Path, channels: int = 1) -> np.ndarray:
+    """An image file decoded to the channels a model takes: uint8 [H, W] (channels=1) or [H, W, C].
+
+    PNG/JPEG/BMP/TIFF keep their colour when `channels` is 3; DICOM and grayscale files are repeated; `.npy` arrays
+    carry N-channel frames (e.g. multispectral satellite images). See `to_channels`.
+
+    Raises:
+        ImageLoadError: as `load_image`, or channels that cannot be converted.
+    """
+    path = Path(path)
+    if path.suffix.lower() == ".npy":
+        if not path.is_file():
+            raise ImageLoadError(f"image file not found: {path}")
+        return to_channels(_read_array(path), channels, str(path))
+    img = load_image(path)
+    return img.pixels if channels == 1 else img.channels(channels)
+
+
 def resize_square(img: np.ndarray, size: int) -> np.ndarray:
-    """Resize a uint8 [H, W] image to [size, size] (area averaging when shrinking, bilinear when growing)."""
-    if img.shape == (size, size):
+    """Resize a uint8 [H, W] or [H, W, C] image to [size, size] (area averaging when shrinking, bilinear when
+    growing), channels kept."""
+    if img.shape[:2] == (size, size):
         return img
-    method = Image.Resampling.BOX if min(img.shape) >= size else Image.Resampling.BILINEAR
+    method = Image.Resampling.BOX if min(img.shape[:2]) >= size else Image.Resampling.BILINEAR
+    if img.ndim == 3 and img.shape[2] not in (3, 4):  # N bands: Pillow has no such mode, resize each
+        return np.stack([resize_square(img[..., c], size) for c in range(img.shape[2])], axis=-1)
     return np.asarray(Image.fromarray(img).resize((size, size), method), dtype=np.uint8)
 
 

@@ -122,7 +122,7 @@ class Source:
 
 REPORTS = frozenset({"report", "references"})
 SOURCES: Registry[Source] = Registry("data source")
-SOURCES.add("iu_xray", Source(_iu_xray, REPORTS, frozenset({"labels"})))
+SOURCES.add("iu_xray", Source(_iu_xray, REPORTS))
 SOURCES.add("mimic_cxr", Source(_iu_xray, REPORTS))  # R2Gen's MIMIC-CXR annotation.json is the same layout
 SOURCES.add("synthetic", Source(_synthetic, REPORTS | {"labels"}))
 SOURCES.add("openi", Source(openi.read, REPORTS))

@@ -30,9 +30,8 @@ import numpy as np
 
 from medvl.data.images import ImageLoadError
 from medvl.demo.highlight import highlight_findings
-from medvl.infer.batch_predict import report_findings
 from medvl.infer.config import GenerationConfig
-from medvl.infer.predictor import LoadedModel, PreparedStudy, batch_studies, generate_prepared, load_study
+from medvl.infer.predictor import LoadedModel, PreparedStudy, batch_studies, load_study, predict_prepared
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # read when gradio is imported: no calls home
 UPLOAD_TYPES = [".png", ".jpg", ".jpeg", ".dcm", ".dicom", ".bmp", ".tif", ".tiff"]
@@ -42,9 +41,13 @@ COLORS = {"positive": "#e4572e", "uncertain": "#f3a712", "negative": "#29a36a"}
 
 @dataclass
 class Analysis:
+    record: dict[str, Any]
+    """The task's prediction record (`task.predict`): report and findings, or class probabilities and labels."""
     report: str
+    """The report (report tasks; '' otherwise)."""
     highlighted: list[tuple[str, str | None]]
     findings: dict[str, str]
+    """CheXpert findings read from the report (report tasks), or the predicted labels marked "positive"."""
     overlay: np.ndarray | None
     """RGB uint8 [H, W * V, 3], the views side by side with the saliency map, or None when unavailable."""
     views: list[str | None]
@@ -63,16 +66,33 @@ def analyze(loaded: LoadedModel, gen: GenerationConfig, paths: Sequence[str | Pa
     if not paths:
         raise ImageLoadError("upload at least one X-ray image (PNG, JPEG or DICOM)")
     t0 = time.perf_counter()
+    loaded = loaded.with_generation(gen)
     study = load_study(loaded, "demo", [Path(p) for p in paths])
-    report = generate_prepared(loaded, [study], gen)[0]
+    record = predict_prepared(loaded, [study], 1)[0]
     try:
-        cams = gradcam(loaded, study, report)
+        cams = gradcam(loaded, study, record)
         picture: np.ndarray | None = np.concatenate(
             [overlay(study.pixels[v], cams[v], size=DISPLAY_SIZE) for v in range(len(cams))], axis=1)
     except ValueError:  # a family without an encoder grid: no map, the rest still works
         picture = None
-    return Analysis(report, highlight_findings(report), report_findings(report), picture, study.views,
-                    time.perf_counter() - t0, study)
+    report = str(record.get("report", ""))
+    if "findings" in record:
+        findings = dict(record["findings"])
+    else:
+        findings = {name: "positive" for name in record.get("labels", [])}
+    highlighted = highlight_findings(report) if report else [(text_of(record), None)]
+    return Analysis(record, report, highlighted, findings, picture, study.views, time.perf_counter() - t0, study)
+
+
+def text_of(record: dict[str, Any]) -> str:
+    """A one-line reading of a prediction record for people: the report, or the classes with their probability."""
+    if "report" in record:
+        return str(record["report"])
+    probs = record.get("probabilities", {})
+    ranked = sorted(probs.items(), key=lambda kv: -kv[1])
+    labels = record.get("labels", [])
+    head = f"Predicted: {', '.join(labels) if labels else 'none above threshold'}. "
+    return head + "; ".join(f"{name} {p:.2f}" for name, p in ranked[:8])
 
 
 def example_studies(loaded: LoadedModel, limit: int = 4, folder: str | Path | None = None) -> list[list[str]]:
@@ -135,10 +155,13 @@ def create_demo(loaded: LoadedModel, gen: GenerationConfig | None = None,
             raise gr.Error(str(e)) from None
         views = ", ".join(v or f"view {i + 1}" for i, v in enumerate(result.views))
         status = f"{len(result.views)} view(s) ({views}) in {result.seconds:.2f}s"
-        return result.overlay, result.highlighted, result.findings, result.report, status, result.study, []
+        return (result.overlay, result.highlighted, result.findings, result.report or text_of(result.record), status,
+                result.study, [])
 
-    with gr.Blocks(title="medvl: chest X-ray report generation") as demo:
-        gr.Markdown(f"## medvl: chest X-ray report generation\nCheckpoint `{loaded.checkpoint.name}` "
+    writes = "report" in loaded.task.prediction_fields  # a report task, or one that names classes
+    purpose = "chest X-ray report generation" if writes else loaded.task.name.replace("_", " ")
+    with gr.Blocks(title=f"medvl: {purpose}") as demo:
+        gr.Markdown(f"## medvl: {purpose}\nCheckpoint `{loaded.checkpoint.name}` "
                     f"({cfg.model_family}, {cfg.model_size}, {cfg.model.max_views} view(s) at "
                     f"{cfg.model.image_size} px). Upload the views of one study (PNG, JPEG or DICOM; frontal first, "
                     "or told by the DICOM View Position). Research use only: not a medical device.")
@@ -147,7 +170,7 @@ def create_demo(loaded: LoadedModel, gen: GenerationConfig | None = None,
             with gr.Column(scale=1):
                 files = gr.File(label="X-ray views of one study", file_count="multiple", file_types=UPLOAD_TYPES,
                                 type="filepath", elem_id="upload")
-                button = gr.Button("Generate report", variant="primary", elem_id="generate")
+                button = gr.Button("Generate report" if writes else "Classify", variant="primary", elem_id="generate")
                 status = gr.Markdown(elem_id="status")
                 if examples:
                     gr.Examples(examples=[[list(e)] for e in examples], inputs=[files],
@@ -155,10 +178,10 @@ def create_demo(loaded: LoadedModel, gen: GenerationConfig | None = None,
             with gr.Column(scale=2):
                 picture = gr.Image(label="Where the model looked (Grad-CAM on the image encoder)", type="numpy",
                                    interactive=False, elem_id="saliency")
-                highlighted = gr.HighlightedText(label="Report, findings highlighted", color_map=COLORS,
+                highlighted = gr.HighlightedText(label="Report, findings highlighted" if writes else "Prediction", color_map=COLORS,
                                                  show_legend=True, combine_adjacent=False, elem_id="highlighted")
-                findings = gr.JSON(label="Findings (CheXpert labeler)", elem_id="findings")
-                text = gr.Textbox(label="Report text", lines=4, interactive=False, elem_id="report-text")
+                findings = gr.JSON(label="Findings (CheXpert labeler)" if writes else "Predicted labels", elem_id="findings")
+                text = gr.Textbox(label="Report text" if writes else "Class probabilities", lines=4, interactive=False, elem_id="report-text")
         chat_outputs: list[Any] = []
         if loaded.supports_chat:  # only dialogue families get a chat; the captioner has none
             chatbot = gr.Chatbot(label="Ask about this study", elem_id="chat")

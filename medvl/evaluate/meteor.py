@@ -85,9 +85,13 @@ class MeteorScorer:
             raise RuntimeError(f"writing to METEOR failed: {error[0]}")
         return replies
 
-    def segment_stats(self, references: Sequence[str], hypotheses: Sequence[str]) -> list[str]:
-        """METEOR statistics of each (reference, hypothesis) pair of tokenized text."""
-        lines = (f"SCORE ||| {_clean(ref)} ||| {_clean(hyp)}" for ref, hyp in zip(references, hypotheses, strict=True))
+    def segment_stats(self, references: Sequence[str | Sequence[str]], hypotheses: Sequence[str]) -> list[str]:
+        """METEOR statistics of each (reference(s), hypothesis) pair of tokenized text; a study may have several
+        references (a list), which METEOR scores against together, as pycocoevalcap does."""
+        def refs(ref: str | Sequence[str]) -> str:
+            return _clean(ref) if isinstance(ref, str) else " ||| ".join(_clean(r) for r in ref)
+
+        lines = (f"SCORE ||| {refs(ref)} ||| {_clean(hyp)}" for ref, hyp in zip(references, hypotheses, strict=True))
         return self._exchange(lines, len(references))
 
     def corpus_scores(self, stats: Sequence[str]) -> tuple[list[float], float]:

@@ -84,12 +84,32 @@ def _as_coco(tokenized: list[str], empty: str) -> dict[int, list[str]]:
     return {i: [text if text else empty] for i, text in enumerate(tokenized)}
 
 
-def nlg_scores(references: Sequence[str], hypotheses: Sequence[str], *, tokenizer: str = "auto",
+def reference_lists(references: Sequence[str | Sequence[str]]) -> list[list[str]]:
+    """Each study's references as a list: a text stands for one reference, a list of texts for several.
+
+    Raises:
+        TypeError: a reference that is neither a str nor a list of str.
+        ValueError: a study with an empty list of references.
+    """
+    out = []
+    for i, ref in enumerate(references):
+        refs = [ref] if isinstance(ref, str) else list(ref)
+        if not refs:
+            raise ValueError(f"reference {i} is an empty list: give at least one reference text per study")
+        for text in refs:
+            if not isinstance(text, str):
+                raise TypeError(f"reference {i} is a {type(text).__name__}, not a str; pass report texts")
+        out.append(refs)
+    return out
+
+
+def nlg_scores(references: Sequence[str | Sequence[str]], hypotheses: Sequence[str], *, tokenizer: str = "auto",
                meteor: bool | MeteorScorer = True, resamples: np.ndarray | None = None) -> NLGResult:
-    """BLEU-1..4, METEOR, ROUGE-L and CIDEr-D of generated reports against one reference each.
+    """BLEU-1..4, METEOR, ROUGE-L and CIDEr-D of generated reports against their references.
 
     Args:
-        references: ground-truth reports.
+        references: ground-truth reports, one text per study or a list of texts (COCO's five captions): every
+            metric then scores against all of them, as pycocoevalcap does.
         hypotheses: generated reports, in the same order; empty ones are allowed and score 0.
         tokenizer: PTB backend, "auto", "java" or "python" (see `medvl.evaluate.ptb`).
         meteor: compute METEOR (needs Java; a JVM start of a few seconds, then about 1 ms per report); a running
@@ -116,9 +136,13 @@ def nlg_scores(references: Sequence[str], hypotheses: Sequence[str], *, tokenize
     result_unavailable = {"meteor": f"METEOR not computed: {reason}"} if reason else {}
     # The JVM loads (seconds) while the Python metrics run.
     meteor_scorer = external or (None if reason else MeteorScorer())
-    tokenized, backend = ptb_tokenize([*references, *hypotheses], tokenizer)
-    n = len(references)
-    refs, hyps = _as_coco(tokenized[:n], EMPTY_REFERENCE), _as_coco(tokenized[n:], EMPTY_HYPOTHESIS)
+    ref_lists = reference_lists(references)
+    flat = [text for refs_i in ref_lists for text in refs_i]
+    tokenized, backend = ptb_tokenize([*flat, *hypotheses], tokenizer)
+    n, m = len(references), len(flat)
+    tokenized_refs = iter(text or EMPTY_REFERENCE for text in tokenized[:m])
+    refs = {i: [next(tokenized_refs) for _ in refs_i] for i, refs_i in enumerate(ref_lists)}
+    hyps = _as_coco(tokenized[m:], EMPTY_HYPOTHESIS)
     result = NLGResult(scores={}, tokenizer=f"ptb-{backend}", unavailable=result_unavailable)
     with contextlib.redirect_stdout(io.StringIO()):  # The scorers print their internals.
         bleu, bleu4_each, bleu_stats = _bleu(refs, hyps)
@@ -138,7 +162,7 @@ def nlg_scores(references: Sequence[str], hypotheses: Sequence[str], *, tokenize
 
     if meteor_scorer is not None:
         try:
-            stats = meteor_scorer.segment_stats([refs[i][0] for i in range(n)], [hyps[i][0] for i in range(n)])
+            stats = meteor_scorer.segment_stats([refs[i] for i in range(n)], [hyps[i][0] for i in range(n)])
             segments, corpus = meteor_scorer.corpus_scores(stats)
         finally:
             if external is None:
@@ -157,4 +181,4 @@ def nlg_metrics(references: Sequence[str], hypotheses: Sequence[str], *, tokeniz
 
 
 __all__ = ["EMPTY_HYPOTHESIS", "EMPTY_REFERENCE", "NLG_METRICS", "NLGResult", "nlg_metrics", "nlg_scores",
-           "pooled_bleu"]
+           "pooled_bleu", "reference_lists"]

@@ -39,7 +39,7 @@ from medvl.evaluate.chexpert import CHEXPERT, CHEXPERT_5, CHEXPERT_14
 from medvl.evaluate.clinical import clinical_metrics, clinical_resampled
 from medvl.evaluate.labeler import SYNTHETIC, UNCERTAIN_POLICIES, binary_labels
 from medvl.evaluate.meteor import MeteorScorer
-from medvl.evaluate.nlg import NLG_METRICS, nlg_scores
+from medvl.evaluate.nlg import NLG_METRICS, nlg_scores, reference_lists
 from medvl.evaluate.ptb import java_missing_reason
 
 _AVERAGES = {"micro": "micro", "macro": "macro", "example": "example_based"}
@@ -88,14 +88,16 @@ def _check_texts(texts: Sequence[str], what: str) -> None:
             raise TypeError(f"{what} {i} is a {type(text).__name__}, not a str; pass report texts")
 
 
-def score_corpus(references: Sequence[str], hypotheses: Sequence[str], *, ids: Sequence[str] | None = None,
+def score_corpus(references: Sequence[str | Sequence[str]], hypotheses: Sequence[str], *,
+                 ids: Sequence[str] | None = None,
                  true_labels: np.ndarray | None = None, tokenizer: str = "auto", meteor: Any = True,
                  bootstrap: int = 1000, seed: int = 0, uncertain: str = "positive",
                  chexbert: CheXbertLabeler | None = None) -> CorpusScore:
     """All metrics of generated reports against their references.
 
     Args:
-        references: ground-truth reports.
+        references: ground-truth reports: a text per study, or a list of texts (several references, e.g. COCO's
+            five captions; NLG metrics score against all of them, clinical labels are read from the first).
         hypotheses: generated reports, same order; empty ones are scored (and score low).
         ids: study ids for `per_study` (default: "0", "1", ...).
         true_labels: optional 0/1 array [n, 8] of the synthetic findings (`medvl.findings.FINDINGS`): adds gt_*.
@@ -116,7 +118,8 @@ def score_corpus(references: Sequence[str], hypotheses: Sequence[str], *, ids: S
         raise ValueError(f"uncertain must be one of {sorted(UNCERTAIN_POLICIES)}, got {uncertain!r}")
     if bootstrap < 0:
         raise ValueError(f"bootstrap must be >= 0 resamples, got {bootstrap}")
-    _check_texts(references, "reference")
+    ref_lists = reference_lists(references)
+    first_refs = [refs[0] for refs in ref_lists]
     _check_texts(hypotheses, "generated report")
     n = len(references)
     ids = [str(i) for i in range(n)] if ids is None else [str(i) for i in ids]
@@ -125,7 +128,7 @@ def score_corpus(references: Sequence[str], hypotheses: Sequence[str], *, ids: S
     own_meteor = MeteorScorer() if meteor is True and not java_missing_reason() else None
     try:
         metrics: dict[str, Any] = {}
-        ref_labels = binary_labels(references, uncertain, CHEXPERT)
+        ref_labels = binary_labels(first_refs, uncertain, CHEXPERT)
         hyp_labels = binary_labels(hypotheses, uncertain, CHEXPERT)
         clinical: dict[str, Any] = {}
         per_finding = {"ce_14": _clinical_block("ce_14", ref_labels, hyp_labels, CHEXPERT_14, rows,
@@ -133,7 +136,7 @@ def score_corpus(references: Sequence[str], hypotheses: Sequence[str], *, ids: S
         five = [CHEXPERT_14.index(name) for name in CHEXPERT_5]
         _clinical_block("ce_5", ref_labels[:, five], hyp_labels[:, five], CHEXPERT_5, rows, clinical)
         if chexbert is not None:
-            ref_cb, hyp_cb = chexbert.binary(references, uncertain), chexbert.binary(hypotheses, uncertain)
+            ref_cb, hyp_cb = chexbert.binary(first_refs, uncertain), chexbert.binary(hypotheses, uncertain)
             per_finding["chexbert_14"] = _clinical_block("chexbert_14", ref_cb, hyp_cb, CHEXPERT_14, rows,
                                                          clinical)["per_finding"]
             _clinical_block("chexbert_5", ref_cb[:, five], hyp_cb[:, five], CHEXPERT_5, rows, clinical)
@@ -141,7 +144,7 @@ def score_corpus(references: Sequence[str], hypotheses: Sequence[str], *, ids: S
             generated = binary_labels(hypotheses, uncertain, SYNTHETIC)
             per_finding["gt"] = _clinical_block("gt", np.asarray(true_labels), generated, SYNTHETIC.names, rows,
                                                 clinical)["per_finding"]
-        nlg = nlg_scores(references, hypotheses, tokenizer=tokenizer, meteor=own_meteor or meteor, resamples=rows)
+        nlg = nlg_scores(ref_lists, hypotheses, tokenizer=tokenizer, meteor=own_meteor or meteor, resamples=rows)
     finally:
         if own_meteor is not None:
             own_meteor.close()
@@ -176,7 +179,7 @@ def clinical_metrics_per_study(truth: np.ndarray, predicted: np.ndarray) -> np.n
     return clinical_resampled(truth, predicted, rows)["example_based_f1"]
 
 
-def score_reports(references: Sequence[str], hypotheses: Sequence[str],
+def score_reports(references: Sequence[str | Sequence[str]], hypotheses: Sequence[str],
                   true_labels: np.ndarray | None = None) -> tuple[dict[str, float], dict[str, Any]]:
     """Cheap headline metrics for the trainer's validation: no METEOR, no intervals, Python PTB tokenizer.
 

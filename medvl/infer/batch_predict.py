@@ -1,10 +1,11 @@
-"""`medvl predict` on many studies: batched generation, one output row per study, errors counted instead of fatal.
+"""`medvl predict` on many studies: batched inference, one output row per study, errors counted instead of fatal.
 
 Contract of `predict_studies(loaded, studies, gen, writer)`: studies are decoded `gen.batch_size` at a time; the ones
-that decode are generated in one batch, then every study of the chunk gets one row, in input order:
-    {"id", "images", "views", "report", "findings", "seconds"}   or   {"id", "images", "error", "seconds"}
-`findings` are the CheXpert observations the rule-based labeler reads in the report (name -> positive / negative /
-uncertain; unmentioned ones are left out). `seconds` is the study's own decoding time plus its share of the batch's
+that decode go through the model in one batch, then every study of the chunk gets one row, in input order:
+    {"id", "images", "views", <the task's prediction record>, "seconds"}   or   {"id", "images", "error", "seconds"}
+The prediction record is the task's (`task.predict`, fields in `task.prediction_fields`): for report tasks
+{"report", "findings"}, `findings` being the CheXpert observations the rule-based labeler reads in the report (name
+-> positive / negative / uncertain; unmentioned ones are left out); for classification {"probabilities", "labels"}. `seconds` is the study's own decoding time plus its share of the batch's
 generation time. A study whose image is missing or corrupt gets an error row and is counted; with `strict` it stops
 the run instead (`StudyError`). Returns a summary: studies, reports, failed, seconds, reports_per_second.
 """
@@ -22,9 +23,10 @@ from medvl.data.dataset import StudyError
 from medvl.data.images import ImageLoadError
 from medvl.infer.config import GenerationConfig
 from medvl.infer.inputs import StudyInput
-from medvl.infer.predictor import LoadedModel, PreparedStudy, generate_prepared, load_study
+from medvl.infer.predictor import LoadedModel, PreparedStudy, load_study, predict_prepared
 
 CSV_COLUMNS = ("id", "images", "views", "report", "findings", "seconds", "error")
+"""The CSV columns of a report task; other tasks put their own prediction fields between views and seconds."""
 
 
 def report_findings(report: str) -> dict[str, str]:
@@ -38,22 +40,23 @@ def report_findings(report: str) -> dict[str, str]:
 class RowWriter:
     """Writes prediction rows as JSONL or CSV to an open text stream (flushed per row, so a kill keeps the rows)."""
 
-    def __init__(self, stream: TextIO, fmt: str = "jsonl") -> None:
+    def __init__(self, stream: TextIO, fmt: str = "jsonl", fields: Sequence[str] = ("report", "findings")) -> None:
         if fmt not in ("jsonl", "csv"):
             raise ValueError(f"unknown output format {fmt!r}: use jsonl or csv")
         self.stream, self.fmt = stream, fmt
         self._csv: csv.DictWriter | None = None
         if fmt == "csv":
-            self._csv = csv.DictWriter(stream, fieldnames=CSV_COLUMNS, extrasaction="ignore")
+            columns = ("id", "images", "views", *fields, "seconds", "error")
+            self._csv = csv.DictWriter(stream, fieldnames=columns, extrasaction="ignore")
             self._csv.writeheader()
 
     def write(self, row: dict[str, Any]) -> None:
         if self._csv is None:
             self.stream.write(json.dumps(row) + "\n")
         else:
-            flat = {**row, "images": ";".join(row.get("images", [])),
-                    "views": ";".join(v or "" for v in row.get("views", [])),
-                    "findings": json.dumps(row["findings"]) if "findings" in row else ""}
+            flat = {k: json.dumps(v) if isinstance(v, (dict, list)) else v for k, v in row.items()}
+            flat |= {"images": ";".join(row.get("images", [])),
+                     "views": ";".join(v or "" for v in row.get("views", []))}
             self._csv.writerow(flat)
         self.stream.flush()
 
@@ -95,17 +98,17 @@ def predict_studies(loaded: LoadedModel, studies: Sequence[StudyInput], gen: Gen
                 row["seconds"] = time.perf_counter() - t0
                 rows.append(row)
             t0 = time.perf_counter()
-            reports = generate_prepared(loaded, prepared, gen) if prepared else []
+            records = predict_prepared(loaded, prepared, gen.batch_size) if prepared else []
             share = (time.perf_counter() - t0) / max(len(prepared), 1)
-            by_id = dict(zip((p.id for p in prepared), reports, strict=True))
+            by_id = dict(zip((p.id for p in prepared), records, strict=True))
             for row in rows:
                 if row["id"] in by_id and "error" not in row:
-                    row["report"] = by_id[row["id"]]
-                    row["findings"] = report_findings(row["report"])
+                    row.update(by_id[row["id"]])
                     row["seconds"] += share
                 row["seconds"] = round(row["seconds"], 4)
-                writer.write({k: row[k] for k in ("id", "images", "views", "report", "findings", "seconds", "error")
-                              if k in row})
+                first = {k: row.pop(k) for k in ("id", "images", "views") if k in row}
+                last = {k: row.pop(k) for k in ("seconds", "error") if k in row}
+                writer.write(first | row | last)
             bar.update(len(chunk))
     finally:
         bar.close()

@@ -9,6 +9,7 @@ Study listing (files, folders, globs, CSV/JSONL) lives in `medvl.infer.inputs`.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,13 +20,11 @@ import torch
 from torch import nn
 
 from medvl.config.experiment import ExperimentConfig, experiment_from_dict
-from medvl.data.dataset import Batch, Sample, collate
 from medvl.data.images import DecodedImage, ImageLoadError, load_image, resize_square
 from medvl.data.sources import view_id
-from medvl.data.tokenizer import tokenizer_from_json
 from medvl.infer.config import GenerationConfig
 from medvl.models.families import MODEL_FAMILIES
-from medvl.tasks import TASKS
+from medvl.tasks import task_class
 from medvl.train.checkpoint import find_latest_checkpoint, load_checkpoint
 from medvl.train.parallel import load_model_state
 
@@ -35,7 +34,9 @@ class LoadedModel:
     config: ExperimentConfig
     model: nn.Module
     tokenizer: Any
+    """The task's tokenizer, for text-generating tasks (None for others)."""
     task: Any
+    """The family's task (`medvl.tasks.base.Task`) around `model`: what `predict`, `serve` and `demo` call."""
     device: torch.device
     checkpoint: Path
     metadata: dict[str, Any]
@@ -44,6 +45,14 @@ class LoadedModel:
     def supports_chat(self) -> bool:
         """Whether the model's task answers follow-up questions (`task.chat`); report generation does not."""
         return bool(getattr(self.task, "supports_chat", False))
+
+    def with_generation(self, gen: GenerationConfig) -> LoadedModel:
+        """The same model whose task decodes with `gen` (predict, serve and demo settings)."""
+        import copy
+
+        task = copy.copy(self.task)
+        task.generation = gen
+        return dataclasses.replace(self, config=dataclasses.replace(self.config, generation=gen), task=task)
 
     @property
     def run_dir(self) -> Path:
@@ -74,8 +83,10 @@ def resolve_checkpoint(path: str | Path) -> Path:
     return found
 
 
-def load_trained(path: str | Path, device: str = "auto", use_ema: bool = True) -> LoadedModel:
-    """Rebuild model + tokenizer + task from a checkpoint (EMA weights when the run kept them) or an HF-style export.
+def load_trained(path: str | Path, device: str = "auto", use_ema: bool = True,
+                 generation: dict[str, Any] | None = None) -> LoadedModel:
+    """Rebuild model + task (and its assets: tokenizer, class names) from a checkpoint (EMA weights when the run kept
+    them) or an HF-style export; `generation` overrides the checkpoint's generation settings.
 
     Raises:
         FileNotFoundError: nothing loadable at `path`.
@@ -85,21 +96,24 @@ def load_trained(path: str | Path, device: str = "auto", use_ema: bool = True) -
 
     ckpt_dir = resolve_checkpoint(path)
     if is_hf_export(ckpt_dir):
-        raw_config, state, tokenizer, metadata = read_hf_export(ckpt_dir)
+        raw_config, state, _, metadata = read_hf_export(ckpt_dir)
     else:
         ckpt = load_checkpoint(ckpt_dir, load_train_state=False)
         raw_config, state, metadata = ckpt.metadata["config"], ckpt.model_state, ckpt.metadata
         if use_ema and "ema" in ckpt.extra:
             state = {**state, **{k: v for k, v in ckpt.extra["ema"].items() if k in state}}
-        tokenizer = tokenizer_from_json(ckpt.metadata["tokenizer"], ckpt.metadata.get("tokenizer_specials"))
     cfg = experiment_from_dict(raw_config)
+    if generation:
+        cfg.generation = dataclasses.replace(cfg.generation, **generation)
     family = MODEL_FAMILIES.get(cfg.model_family)
+    task_cls = task_class(family.task)
+    assets = task_cls.assets_from_metadata(metadata)
     dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
     model = family.build(family.reload_config(cfg.model))
     load_model_state(model, state)
     model.to(dev).eval()
-    task = TASKS.get(family.task)()(model, tokenizer)
-    return LoadedModel(cfg, model, tokenizer, task, dev, ckpt_dir, metadata)
+    task = task_cls(model, assets, cfg)
+    return LoadedModel(cfg, model, getattr(task, "tokenizer", None), task, dev, ckpt_dir, metadata)
 
 
 @dataclass
@@ -108,7 +122,7 @@ class PreparedStudy:
 
     id: str
     pixels: np.ndarray
-    """uint8 [V, S, S] at the model's image size."""
+    """uint8 [V, S, S] (one channel) or [V, S, S, C] at the model's image size."""
     view_ids: list[int]
     """0 = frontal, 1 = lateral, per view."""
     views: list[str | None]
@@ -116,7 +130,7 @@ class PreparedStudy:
 
 
 def prepare_study(sid: str, images: Sequence[DecodedImage], image_size: int, max_views: int,
-                  view_names: Sequence[str | None] | None = None) -> PreparedStudy:
+                  view_names: Sequence[str | None] | None = None, channels: int = 1) -> PreparedStudy:
     """Order decoded views frontal first and keep what the model takes.
 
     A view's type comes from `view_names` (the caller's, e.g. a listing's or a request's), else from the image (DICOM
@@ -130,7 +144,7 @@ def prepare_study(sid: str, images: Sequence[DecodedImage], image_size: int, max
              or img.view for i, img in enumerate(images)]
     ids = [view_id(name, i) for i, name in enumerate(names)]
     order = sorted(range(len(images)), key=lambda i: ids[i])[:max_views]
-    pixels = np.stack([resize_square(images[i].pixels, image_size) for i in order])
+    pixels = np.stack([resize_square(images[i].channels(channels), image_size) for i in order])
     return PreparedStudy(sid, pixels, [ids[i] for i in order], [names[i] for i in order])
 
 
@@ -139,26 +153,34 @@ def load_study(loaded: LoadedModel, sid: str, paths: Sequence[str | Path],
     """Decode a study's image files (PNG, JPEG, DICOM...) and prepare it for `loaded`'s model."""
     mc = loaded.config.model
     return prepare_study(sid, [load_image(p, max_pixels=max_pixels) for p in paths], mc.image_size, mc.max_views,
-                         view_names)
+                         view_names, mc.in_chans)
 
 
-def batch_studies(loaded: LoadedModel, studies: Sequence[PreparedStudy]) -> Batch:
-    """One model batch (on the model's device) from prepared studies."""
-    bos = loaded.tokenizer.bos_token_id
-    samples = [Sample(s.id, s.pixels, s.view_ids, [bos], "", None) for s in studies]
-    return collate(samples, max_views=loaded.config.model.max_views,
-                   pad_id=loaded.tokenizer.pad_token_id).to(loaded.device)
+def batch_studies(loaded: LoadedModel, studies: Sequence[PreparedStudy]) -> Any:
+    """One model batch (on the model's device) from prepared studies, made by the task."""
+    return loaded.task.inference_batch(studies).to(loaded.device)
+
+
+def predict_prepared(loaded: LoadedModel, studies: Sequence[PreparedStudy], batch_size: int | None = None
+                     ) -> list[dict[str, Any]]:
+    """The task's prediction record of each prepared study (a report and its findings; class probabilities...),
+    `batch_size` studies at a time (default: the generation batch size)."""
+    size = batch_size or loaded.config.generation.batch_size
+    out: list[dict[str, Any]] = []
+    for start in range(0, len(studies), size):
+        out += loaded.task.predict(batch_studies(loaded, studies[start: start + size]))
+    return out
 
 
 def generate_prepared(loaded: LoadedModel, studies: Sequence[PreparedStudy], gen: GenerationConfig) -> list[str]:
-    """Reports for prepared studies, `gen.batch_size` at a time."""
+    """Reports for prepared studies, `gen.batch_size` at a time (text-generating tasks)."""
     out: list[str] = []
     for start in range(0, len(studies), gen.batch_size):
         out += loaded.task.generate(batch_studies(loaded, studies[start : start + gen.batch_size]), gen)
     return out
 
 
-def images_to_batch(loaded: LoadedModel, studies: Sequence[Sequence[str | Path]], ids: Sequence[str]) -> Batch:
+def images_to_batch(loaded: LoadedModel, studies: Sequence[Sequence[str | Path]], ids: Sequence[str]) -> Any:
     """One batch from lists of image paths (one list per study; views ordered frontal first)."""
     return batch_studies(loaded, [load_study(loaded, sid, paths) for sid, paths in zip(ids, studies, strict=True)])
 

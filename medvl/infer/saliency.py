@@ -1,36 +1,37 @@
 """Where the model looked: Grad-CAM over the image encoder's patch grid, for a generated report.
 
-Contract: `gradcam(loaded, study, report)` -> float32 [V, S, S] in [0, 1], one map per view of `study` (a
-`PreparedStudy`, S = the model's image size). The score explained is the summed log-probability of the report's
-tokens under teacher forcing (the report the model generated, or any text); its gradient with respect to the image
+Contract: `gradcam(loaded, study, prediction)` -> float32 [V, S, S] in [0, 1], one map per view of `study` (a
+`PreparedStudy`, S = the model's image size). The score explained is the task's `explain_score` for the prediction
+record: for report tasks the summed log-probability of the report's tokens under teacher forcing (the report the
+model generated, or any text), for classification the logit of the predicted class; its gradient with respect to the image
 encoder's patch features ([N, P, D], P = grid rows x columns) weights each feature channel by its mean gradient
 (Grad-CAM), the ReLU of the weighted sum is the map, upsampled bilinearly and scaled to [0, 1] per view. It works for
-any family whose model has `encoder` (with a `grid`) and whose task has `log_likelihood(batch)` (the captioner's and
-XrayGPT's do); otherwise it raises `ValueError`. `overlay(gray, cam)` blends a map
+any family whose model has `encoder` (with a `grid`) and whose task has an `explain_score`; otherwise it raises
+`ValueError`. `overlay(gray, cam)` blends a map
 onto the grayscale view as an RGB image.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from medvl.data.tokenizer import encode_report
 from medvl.infer.predictor import LoadedModel, PreparedStudy, batch_studies
 
 
-def gradcam(loaded: LoadedModel, study: PreparedStudy, report: str) -> np.ndarray:
-    """Grad-CAM maps [V, S, S] of `study` for `report`; see the module docstring."""
+def gradcam(loaded: LoadedModel, study: PreparedStudy, prediction: str | dict[str, Any]) -> np.ndarray:
+    """Grad-CAM maps [V, S, S] of `study` for its prediction record (a report text stands for {"report": text});
+    see the module docstring."""
+    record = {"report": prediction} if isinstance(prediction, str) else prediction
     model = loaded.model
     encoder = getattr(model, "encoder", None)
     if encoder is None or not hasattr(encoder, "grid"):
         raise ValueError(f"saliency needs a model with an image encoder that has a patch grid; "
                          f"{type(model).__name__} has none")
     batch = batch_studies(loaded, [study])
-    max_len = getattr(getattr(model, "config", None), "max_len", 512)
-    ids, _ = encode_report(loaded.tokenizer, report, max_len)
-    input_ids = torch.tensor([ids], device=loaded.device)
     captured: list[torch.Tensor] = []
 
     def keep(_module: torch.nn.Module, _args: tuple, output: torch.Tensor) -> torch.Tensor:
@@ -40,13 +41,13 @@ def gradcam(loaded: LoadedModel, study: PreparedStudy, report: str) -> np.ndarra
         captured.append(output)
         return output
 
-    if not hasattr(loaded.task, "log_likelihood"):
-        raise ValueError(f"saliency needs a task with log_likelihood(batch); {type(loaded.task).__name__} has none")
-    batch.input_ids, batch.attention_mask = input_ids, torch.ones_like(input_ids)
     hook = encoder.register_forward_hook(keep)
     try:
         with torch.enable_grad():
-            score = loaded.task.log_likelihood(batch)
+            try:
+                score = loaded.task.explain_score(batch, record)
+            except NotImplementedError as e:
+                raise ValueError(str(e)) from None
             model.zero_grad(set_to_none=True)
             score.backward()
     finally:
@@ -68,7 +69,10 @@ def overlay(gray: np.ndarray, cam: np.ndarray, alpha: float = 0.45, size: int | 
     from PIL import Image
 
     heat = colormaps["inferno"](cam)[..., :3]
-    base = np.repeat(gray[..., None].astype(np.float32) / 255.0, 3, axis=-1)
+    if gray.ndim == 3:  # a colour (or N-band) view: its first three channels, or its mean
+        gray = gray[..., :3] if gray.shape[-1] >= 3 else gray.mean(-1).astype(np.uint8)
+    base = gray.astype(np.float32) / 255.0
+    base = np.repeat(base[..., None], 3, axis=-1) if base.ndim == 2 else base
     mixed = np.clip((1 - alpha * cam[..., None]) * base + alpha * cam[..., None] * heat, 0, 1)
     rgb = (mixed * 255).round().astype(np.uint8)
     if size is not None and rgb.shape[0] != size:

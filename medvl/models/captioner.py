@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from medvl.infer.generation import generate as generate_ids
 from medvl.models.decoder import DecoderCache, TextDecoder, reorder_cache
-from medvl.models.encoders import ENCODERS, check_encoder_fields
+from medvl.models.encoders import ENCODERS, check_encoder_fields, normalize_images
 
 N_VIEW_TYPES = 2  # frontal, lateral
 
@@ -40,6 +40,11 @@ class CaptionerConfig:
     """Pixel mean subtracted inside the model (images arrive in [0, 1]); match a pretrained encoder's statistics."""
     image_std: float = 0.25
     """Pixel std the model divides by after subtracting image_mean."""
+    channel_mean: tuple[float, ...] = ()
+    """Per-channel pixel mean (one value per model.in_chans), overriding image_mean; empty = read from the pretrained
+    encoder's preprocessing config (HF preprocessor_config.json, timm pretrained_cfg) when it has one."""
+    channel_std: tuple[float, ...] = ()
+    """Per-channel pixel std matching channel_mean."""
     encoder: str = "conv"
     """Image encoder, a name in `medvl.models.encoders.ENCODERS`: conv, vit, torchvision, timm, hf."""
     encoder_name: str = ""
@@ -169,7 +174,7 @@ class Captioner(nn.Module):
             raise ValueError(f"images of shape {tuple(images.shape)} do not match view_mask {tuple(view_mask.shape)} "
                              f"and model.in_chans={self.config.in_chans} (expected [B, V, C, H, W])")
         view_mask = view_mask.bool()
-        x = (images[view_mask].float() - self.config.image_mean) / self.config.image_std
+        x = normalize_images(images[view_mask], self.config)
         # Only present views are encoded: absent ones cost nothing and stay out of BatchNorm statistics.
         present = self.proj(self.encoder(x)) if x.shape[0] else None
         p, d = self.row_embed.num_embeddings * self.col_embed.num_embeddings, self.config.d_model

@@ -61,6 +61,64 @@ def check_encoder_fields(config: Any) -> None:
               f"model.vit_dim={config.vit_dim} must be divisible by model.vit_heads={config.vit_heads}")
     if config.encoder in ("torchvision", "timm"):
         check(bool(config.encoder_name), f"model.encoder={config.encoder!r} needs model.encoder_name (e.g. resnet18)")
+    if hasattr(config, "channel_mean"):
+        config.channel_mean, config.channel_std = tuple(config.channel_mean), tuple(config.channel_std)
+        resolve_normalization(config)
+
+
+def pretrained_normalization(weights: str) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+    """Per-channel (mean, std) from the preprocessing config that comes with local pretrained weights, or None.
+
+    Read, in order: an HF model folder's `preprocessor_config.json` (`image_mean`, `image_std`); a timm folder's
+    `config.json` (`pretrained_cfg.mean` / `.std`, as timm writes it with `save_pretrained`); for a weights file, the
+    same files beside it.
+    """
+    if not weights:
+        return None
+    path = Path(weights).expanduser()
+    folder = path if path.is_dir() else path.parent
+    import json
+
+    for name, keys in (("preprocessor_config.json", ("image_mean", "image_std")), ("config.json", ("mean", "std"))):
+        file = folder / name
+        if not file.is_file():
+            continue
+        try:
+            raw = json.loads(file.read_text())
+        except (OSError, ValueError):
+            continue
+        if name == "config.json":
+            raw = raw.get("pretrained_cfg") or {}
+        mean, std = raw.get(keys[0]), raw.get(keys[1])
+        if isinstance(mean, (list, tuple)) and isinstance(std, (list, tuple)) and len(mean) == len(std) > 0:
+            return tuple(float(m) for m in mean), tuple(float(v) for v in std)
+    return None
+
+
+def resolve_normalization(config: Any) -> None:
+    """Fill `config.channel_mean` / `channel_std` from the pretrained weights' preprocessing config when they are
+    not set (they are then recorded in every checkpoint, and prediction uses them without the weights folder)."""
+    if config.channel_mean or config.channel_std:
+        if len(config.channel_mean) != len(config.channel_std) or len(config.channel_mean) not in (1, config.in_chans):
+            raise ValueError(f"model.channel_mean {config.channel_mean} and model.channel_std {config.channel_std} "
+                             f"need one value each, or one per channel (model.in_chans={config.in_chans})")
+        return
+    found = pretrained_normalization(config.encoder_weights) if config.encoder_weights else None
+    if found is not None:
+        mean, std = found
+        if config.in_chans == 1 and len(mean) == 3:  # grayscale repeated into an RGB backbone: its mean statistics
+            mean, std = (sum(mean) / 3,), (sum(std) / 3,)
+        config.channel_mean, config.channel_std = tuple(mean), tuple(std)
+
+
+def normalize_images(x: Tensor, config: Any) -> Tensor:
+    """x float [N, C, H, W] in [0, 1] -> normalized by the per-channel statistics (`channel_mean`/`channel_std`,
+    from the pretrained weights) or the scalar `image_mean`/`image_std`."""
+    if config.channel_mean:
+        mean = torch.tensor(config.channel_mean, device=x.device, dtype=torch.float32).view(1, -1, 1, 1)
+        std = torch.tensor(config.channel_std, device=x.device, dtype=torch.float32).view(1, -1, 1, 1)
+        return (x.float() - mean) / std
+    return (x.float() - config.image_mean) / config.image_std
 
 
 def _weights_path(config: Any) -> Path | None:

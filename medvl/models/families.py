@@ -84,12 +84,39 @@ def _build_xraygpt(config: Any) -> nn.Module:
     return XrayGPT(config)
 
 
+def _classifier_config() -> type:
+    from medvl.models.classifier import ClassifierConfig
+
+    return ClassifierConfig
+
+
+def _classifier_presets() -> dict[str, dict[str, Any]]:
+    from medvl.models.classifier import CLASSIFIER_SIZES
+
+    return CLASSIFIER_SIZES
+
+
+def _classifier_reload_config(config: Any) -> Any:
+    from medvl.models.classifier import config_for_reload
+
+    return config_for_reload(config)
+
+
+def _build_classifier(config: Any) -> nn.Module:
+    from medvl.models.classifier import ImageClassifier
+
+    return ImageClassifier(config)
+
+
 MODEL_FAMILIES: Registry[ModelFamily] = Registry("model family")
 MODEL_FAMILIES.add("captioner", ModelFamily("captioner", _captioner_config, _captioner_presets, _build_captioner,
                                             task="report_generation", default_size="small",
                                             reload_config=_captioner_reload_config))
 MODEL_FAMILIES.add("xraygpt", ModelFamily("xraygpt", _xraygpt_config, _xraygpt_presets, _build_xraygpt,
                                           task="instructed_report", default_size="small"))
+MODEL_FAMILIES.add("classifier", ModelFamily("classifier", _classifier_config, _classifier_presets, _build_classifier,
+                                             task="classification", default_size="small",
+                                             reload_config=_classifier_reload_config))
 
 
 def model_config_to_dict(family: str, size: str, config: Any) -> dict[str, Any]:

@@ -33,7 +33,7 @@ import torch
 from torch import Tensor, nn
 
 from medvl.models.conversation import ConversationTemplate
-from medvl.models.encoders import ENCODERS, check_encoder_fields
+from medvl.models.encoders import ENCODERS, check_encoder_fields, normalize_images
 
 N_VIEW_TYPES = 2
 LLM_ARCHS = ("llama", "gpt2")
@@ -50,6 +50,11 @@ class XrayGPTConfig:
     image_std: float = 0.25
     max_views: int = 2
     """Images per study; their tokens are concatenated (with a view embedding) before the Q-Former."""
+    channel_mean: tuple[float, ...] = ()
+    """Per-channel pixel mean (one value per model.in_chans), overriding image_mean; empty = read from the pretrained
+    encoder's preprocessing config (HF preprocessor_config.json, timm pretrained_cfg) when it has one."""
+    channel_std: tuple[float, ...] = ()
+    """Per-channel pixel std matching channel_mean."""
     # --------------------------------------------------------------------------------------- vision encoder
     encoder: str = "vit"
     """Vision encoder, a name in `medvl.models.encoders.ENCODERS`: conv, vit, torchvision, timm, hf (an HF vision
@@ -296,7 +301,7 @@ class XrayGPT(nn.Module):
         """[B, Q, d_llm] image embeddings for the LLM (Q = num_query_tokens, or the tokens of all views)."""
         b, v = view_mask.shape
         view_mask = view_mask.bool()
-        x = (images[view_mask].float() - self.config.image_mean) / self.config.image_std
+        x = normalize_images(images[view_mask], self.config)
         tokens = self.ln_vision(self.encoder(x) + self.pos_embed)  # [n_present, P, D]
         p, d = tokens.shape[1], tokens.shape[2]
         feats = tokens.new_zeros(b, v, p, d).index_put((view_mask,), tokens)

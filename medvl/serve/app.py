@@ -1,9 +1,12 @@
-"""The REST API (FastAPI): one study in, its report out, with concurrent requests batched into shared forward passes.
+"""The REST API (FastAPI): one study in, its prediction out, with concurrent requests batched into shared forward
+passes. What a prediction holds is the task's (`task.predict`, described by `task.prediction_fields`): a report and
+its findings for report tasks, class probabilities and labels for classification.
 
 Endpoints (OpenAPI at /openapi.json, docs at /docs):
-- `POST /v1/reports`: one study, as `multipart/form-data` (one `images` file part per view, optional `views` text
-  parts such as PA / LATERAL in the same order) or as JSON `{"images": [{"data": BASE64, "view": "PA"}, ...]}`.
-  Answers `{"id", "report", "findings", "views", "timing": {...}, "batch_size"}`.
+- `POST /v1/<task.endpoint>` (`/v1/reports` for report tasks, `/v1/classifications` for classification): one
+  study, as `multipart/form-data` (one `images` file part per view, optional `views` text parts such as PA / LATERAL
+  in the same order) or as JSON `{"images": [{"data": BASE64, "view": "PA"}, ...]}`. Answers
+  `{"id", <the prediction fields>, "views", "timing": {...}, "batch_size"}`.
 - `GET /v1/model`: what is loaded (family, size, checkpoint, generation settings, limits, batching).
 - `GET /health`: liveness, without authentication.
 Every refusal is `{"error": {"code", "message"}}` with a 4xx status (see `medvl.serve.limits`); 503 with Retry-After
@@ -39,9 +42,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.formparsers import MultiPartException, MultiPartParser
 
 from medvl.data.images import DecodedImage
-from medvl.infer.batch_predict import report_findings
 from medvl.infer.config import GenerationConfig
-from medvl.infer.predictor import LoadedModel, PreparedStudy, generate_prepared, prepare_study
+from medvl.infer.predictor import LoadedModel, PreparedStudy, predict_prepared, prepare_study
 from medvl.serve.batcher import DynamicBatcher, QueueFullError
 from medvl.serve.limits import ApiError, Limits, decode_view
 
@@ -57,13 +59,19 @@ class Timing(BaseModel):
     total_ms: float = Field(description="from the request's arrival to the answer")
 
 
-class ReportOut(BaseModel):
+class PredictionBase(BaseModel):
     id: str = Field(description="request id (also in the X-Request-ID header and the server log)")
-    report: str
-    findings: dict[str, str] = Field(description="CheXpert observations mentioned -> positive/negative/uncertain")
     views: list[str | None] = Field(description="view of each image used, frontal first (None: unknown)")
     batch_size: int = Field(description="requests that shared the forward pass")
     timing: Timing
+
+
+def prediction_model(task: Any) -> type[BaseModel]:
+    """The response model of `task`: the common fields plus the task's `prediction_fields`."""
+    from pydantic import create_model
+
+    fields = {name: (kind, Field(description=text)) for name, (kind, text) in task.prediction_fields.items()}
+    return create_model(f"{type(task).__name__.removesuffix('Task')}Out", __base__=PredictionBase, **fields)
 
 
 class ErrorDetail(BaseModel):
@@ -203,13 +211,16 @@ def create_app(loaded: LoadedModel, gen: GenerationConfig | None = None, setting
     settings = settings or ServeSettings()
     limits = settings.limits
     gen = dataclasses.replace(gen or loaded.config.generation, batch_size=settings.max_batch_size)
+    loaded = loaded.with_generation(gen)
     mc = loaded.config.model
+    task = loaded.task
+    PredictionOut = prediction_model(task)  # noqa: N806 (a class)
 
-    def run_batch(studies: Sequence[PreparedStudy]) -> list[str]:
-        return generate_prepared(loaded, studies, gen)
+    def run_batch(studies: Sequence[PreparedStudy]) -> list[dict[str, Any]]:
+        return predict_prepared(loaded, studies, settings.max_batch_size)
 
-    batcher: DynamicBatcher[PreparedStudy, str] = DynamicBatcher(run_batch, settings.max_batch_size,
-                                                                  settings.max_wait_ms, limits.max_queue)
+    batcher: DynamicBatcher[PreparedStudy, dict[str, Any]] = DynamicBatcher(
+        run_batch, settings.max_batch_size, settings.max_wait_ms, limits.max_queue)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -219,10 +230,10 @@ def create_app(loaded: LoadedModel, gen: GenerationConfig | None = None, setting
         finally:
             batcher.stop()
 
-    app = FastAPI(title="medvl report generation API", version="1", lifespan=lifespan,
-                  description="Chest X-ray report generation from a medvl checkpoint. Upload one study (one image "
-                              "per view: PNG, JPEG or DICOM) and get its report and the CheXpert findings read "
-                              "from it.")
+    what = ", ".join(task.prediction_fields)
+    app = FastAPI(title=f"medvl {task.name.replace('_', ' ')} API", version="1", lifespan=lifespan,
+                  description=f"{task.name.replace('_', ' ').capitalize()} from a medvl checkpoint. Upload one study "
+                              f"(one image per view: PNG, JPEG or DICOM) and get its prediction ({what}).")
     app.state.batcher = batcher
 
     def authorize(request: Request) -> None:
@@ -261,7 +272,8 @@ def create_app(loaded: LoadedModel, gen: GenerationConfig | None = None, setting
         authorize(request)
         from medvl import __version__
 
-        return {"family": loaded.config.model_family, "size": loaded.config.model_size,
+        return {"family": loaded.config.model_family, "size": loaded.config.model_size, "task": task.name,
+                "endpoint": f"/v1/{task.endpoint}",
                 "checkpoint": loaded.checkpoint.name, "step": loaded.metadata.get("step"),
                 "parameters": sum(p.numel() for p in loaded.model.parameters()),
                 "image_size": mc.image_size, "max_views": mc.max_views, "supports_chat": loaded.supports_chat,
@@ -270,10 +282,11 @@ def create_app(loaded: LoadedModel, gen: GenerationConfig | None = None, setting
                 "batching": {"max_batch_size": settings.max_batch_size, "max_wait_ms": settings.max_wait_ms,
                              **batcher.stats()}}
 
-    @app.post("/v1/reports", response_model=ReportOut, tags=["reports"], openapi_extra={"requestBody": _REQUEST_BODY},
-              responses={k: v for k, v in _ERRORS.items()})
-    async def create_report(request: Request) -> JSONResponse:
-        """Generate the report of one study (one image per view, frontal first or told by `views`)."""
+    @app.post(f"/v1/{task.endpoint}", response_model=PredictionOut, tags=[task.endpoint],
+              openapi_extra={"requestBody": _REQUEST_BODY}, responses={k: v for k, v in _ERRORS.items()},
+              summary=f"Predict for one study ({what})")
+    async def create_prediction(request: Request) -> JSONResponse:
+        """The prediction for one study (one image per view, frontal first or told by `views`)."""
         t0 = time.perf_counter()
         rid = uuid.uuid4().hex
         status = 500
@@ -293,7 +306,7 @@ def create_app(loaded: LoadedModel, gen: GenerationConfig | None = None, setting
                 raise ApiError(400, "too_many_images", f"{len(views)} images, more than the limit of "
                                f"{limits.max_views} per study: send one study per request")
             t_decode = time.perf_counter()
-            study = await run_in_threadpool(_prepare, rid, views, limits, mc.image_size, mc.max_views)
+            study = await run_in_threadpool(_prepare, rid, views, limits, mc.image_size, mc.max_views, mc.in_chans)
             decode_ms = (time.perf_counter() - t_decode) * 1000
             try:
                 future = batcher.submit(study)
@@ -301,15 +314,14 @@ def create_app(loaded: LoadedModel, gen: GenerationConfig | None = None, setting
                 raise ApiError(503, "busy", f"the server is busy ({e}): retry in a moment",
                                headers={"Retry-After": "1"}) from None
             try:
-                report, info = await asyncio.wait_for(asyncio.wrap_future(future), limits.timeout_s)
+                record, info = await asyncio.wait_for(asyncio.wrap_future(future), limits.timeout_s)
             except TimeoutError:
                 future.cancel()
-                raise ApiError(504, "timeout", f"no report within {limits.timeout_s:.0f}s: retry later") from None
-            out = ReportOut(id=rid, report=report, findings=report_findings(report), views=study.views,
-                            batch_size=info.batch_size,
-                            timing=Timing(decode_ms=round(decode_ms, 2), queue_ms=round(info.queue_ms, 2),
-                                          generate_ms=round(info.run_ms, 2),
-                                          total_ms=round((time.perf_counter() - t0) * 1000, 2)))
+                raise ApiError(504, "timeout", f"no answer within {limits.timeout_s:.0f}s: retry later") from None
+            out = PredictionOut(id=rid, **record, views=study.views, batch_size=info.batch_size,
+                                timing=Timing(decode_ms=round(decode_ms, 2), queue_ms=round(info.queue_ms, 2),
+                                              generate_ms=round(info.run_ms, 2),
+                                              total_ms=round((time.perf_counter() - t0) * 1000, 2)))
             status = 200
             return JSONResponse(out.model_dump(), headers={"X-Request-ID": rid})
         except ApiError as err:
@@ -325,9 +337,9 @@ def create_app(loaded: LoadedModel, gen: GenerationConfig | None = None, setting
 
 
 def _prepare(rid: str, views: list[tuple[str, bytes, str | None]], limits: Limits, image_size: int,
-             max_views: int) -> PreparedStudy:
+             max_views: int, channels: int = 1) -> PreparedStudy:
     images: list[DecodedImage] = [decode_view(data, name, limits) for name, data, _ in views]
-    return prepare_study(rid, images, image_size, max_views, [view for _, _, view in views])
+    return prepare_study(rid, images, image_size, max_views, [view for _, _, view in views], channels)
 
 
 def _add_api_key_scheme(app: FastAPI) -> None:

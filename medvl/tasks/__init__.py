@@ -1,4 +1,5 @@
-"""Tasks turn (model, batch) into a dict with `loss`; `TASKS` maps task names to their classes (imported lazily)."""
+"""The explicit table of tasks: name -> a function returning the task class (imported lazily, so `import medvl` stays
+cheap). A task implements `medvl.tasks.base.Task`; a model family names the task that trains it."""
 
 from __future__ import annotations
 
@@ -20,6 +21,18 @@ def _instructed_report() -> type:
     return InstructedReportTask
 
 
+def _classification() -> type:
+    from medvl.tasks.classification import ClassificationTask
+
+    return ClassificationTask
+
+
 TASKS: Registry[Callable[[], Any]] = Registry("task")
 TASKS.add("report_generation", _report_generation)
 TASKS.add("instructed_report", _instructed_report)
+TASKS.add("classification", _classification)
+
+
+def task_class(name: str) -> Any:
+    """The task class registered as `name` (an error lists the valid names)."""
+    return TASKS.get(name)()

@@ -10,6 +10,7 @@ Contract (the runner's task interface, plus chat):
 - `chat(batch, history, question, gen)` -> the answer to a follow-up question about one study, given earlier
   (question, answer) turns (`supports_chat` is True).
 
+Data, validation, evaluation and prediction records are those of every report task (`ReportTask`).
 The batch is the standard report batch (`medvl.data.dataset.Batch`): its `input_ids` (BOS + report + EOS, right
 padded) are the answers; prompts are tokenized here with the same tokenizer.
 """
@@ -26,17 +27,17 @@ from torch import nn
 from medvl.data.dataset import Batch
 from medvl.data.tokenizer import decode_report
 from medvl.infer.config import GenerationConfig
+from medvl.tasks.report_generation import ReportTask
 
 IGNORE = -100
 
 
-class InstructedReportTask:
+class InstructedReportTask(ReportTask):
+    name = "instructed_report"
     supports_chat = True
 
-    def __init__(self, model: nn.Module, tokenizer: Any, label_smoothing: float = 0.0) -> None:
-        self.model = model
-        self.tokenizer = tokenizer
-        self.label_smoothing = label_smoothing
+    def __init__(self, model: nn.Module, tokenizer: Any, cfg: Any = None) -> None:
+        super().__init__(model, tokenizer, cfg)
         raw = getattr(model, "module", model)  # under DDP the config lives on the wrapped model
         self.config = raw.config
         self.template = raw.config.template
@@ -104,7 +105,8 @@ class InstructedReportTask:
         targets = seq["labels"][:, 1:]
         loss = F.cross_entropy(logits[:, :-1].float().flatten(0, 1), targets.flatten(), ignore_index=IGNORE,
                                label_smoothing=self.label_smoothing)
-        return {"loss": loss, "n_tokens": (targets != IGNORE).sum()}
+        n_tokens = (targets != IGNORE).sum()
+        return {"loss": loss, "weight": n_tokens, "n_tokens": n_tokens}
 
     def log_likelihood(self, batch: Batch) -> torch.Tensor:
         """Summed log-probability of the batch's reports after the pool's first instruction (for saliency maps)."""

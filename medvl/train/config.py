@@ -54,10 +54,11 @@ class TrainConfig:
     """Validate every N optimizer steps (0 = at the end of every epoch)."""
     eval_max_studies: int = 200
     """Generate reports for at most this many validation studies per validation (0 = all)."""
-    select_metric: str = "ce_14_micro_f1"
-    """Validation metric that picks the best checkpoint (e.g. gt_micro_f1, ce_14_micro_f1, bleu_4, loss)."""
-    select_mode: str = "max"
-    """max or min: whether a larger select_metric is better."""
+    select_metric: str = ""
+    """Validation metric that picks the best checkpoint (e.g. gt_micro_f1, ce_14_micro_f1, bleu_4, auroc_macro,
+    loss); empty = the task's default (report tasks: ce_14_micro_f1; classification: auroc_macro)."""
+    select_mode: str = ""
+    """max or min: whether a larger select_metric is better; empty = the task's default for its metric."""
     save_every: int = 0
     """Also write a resumable step checkpoint every N optimizer steps (0 = only at validations)."""
     keep_checkpoints: int = 2
@@ -75,7 +76,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.precision not in ("fp32", "bf16"):
             raise ValueError(f"train.precision must be fp32 or bf16, got {self.precision!r}")
-        if self.select_mode not in ("max", "min"):
+        if self.select_mode not in ("max", "min", ""):
             raise ValueError(f"train.select_mode must be max or min, got {self.select_mode!r}")
         if self.global_batch_size < 0:
             raise ValueError(f"train.global_batch_size must be >= 0, got {self.global_batch_size}")

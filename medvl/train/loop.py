@@ -1,8 +1,10 @@
 """The training runner: one loop for every task.
 
-`train(cfg)` reads the data, builds (or reloads) the tokenizer and model, and runs optimizer steps of
-`task(batch)["loss"]`, validating, checkpointing and logging as the config says. It never knows which model family
-it trains: the family table builds the model and names its task.
+`train(cfg)` reads the data, lets the task fit its assets (a tokenizer, class names) or reloads them, builds the
+model, and runs optimizer steps of `task(batch)["loss"]`, validating (`medvl.train.validation`), checkpointing
+(`medvl.train.checkpointer`) and logging as the config says. It never knows which model family or task it trains:
+the family table builds the model and names its task, and the task (`medvl.tasks.base.Task`) owns data, loss and
+metrics.
 
 Resuming is exact: the data order of an epoch is a pure function of (seed, epoch), a checkpoint is only written
 right after an optimizer step (no half-accumulated gradients), and it holds the model, optimizer, scheduler, EMA,
@@ -18,40 +20,34 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import random
 import sys
 import time
-from contextlib import nullcontext
+from collections.abc import Iterator
+from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 
 from medvl.config.experiment import ExperimentConfig
-from medvl.data.dataset import Batch, ReportDataset, Skipped, StudyError, collate, check_studies
-from medvl.data.sources import load_studies, require_split
-from medvl.data.tokenizer import (load_tokenizer, special_tokens, tokenizer_from_json, tokenizer_to_json,
-                                  train_bpe_tokenizer)
-from medvl.evaluate.scoring import score_reports
+from medvl.data.dataset import Skipped, StudyError, check_studies
+from medvl.data.sources import check_provides, load_studies, require_split
 from medvl.models.families import MODEL_FAMILIES
-from medvl.tasks import TASKS
-from medvl.train.checkpoint import find_latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint
+from medvl.tasks import task_class
+from medvl.train.checkpoint import load_checkpoint
+from medvl.train.checkpointer import BestTracker, Checkpointer
 from medvl.train.distributed import (
     DistInfo,
     DistributedSetupError,
     GlobalBatches,
     all_reduce_sum,
     barrier,
-    broadcast_object,
     gather_objects,
     init_distributed,
-    merge_shards,
     plan_batches,
-    shard_indices,
     shutdown,
 )
 from medvl.train.ema import ModelEma
@@ -59,6 +55,7 @@ from medvl.train.loggers import build_loggers
 from medvl.train.optim import build_optimizer
 from medvl.train.parallel import ParallelModel, resolve_strategy
 from medvl.train.schedules import build_scheduler
+from medvl.train.validation import Validator, make_loader
 
 
 @dataclass
@@ -128,19 +125,11 @@ def library_versions() -> dict[str, str]:
             "python": sys.version.split()[0]}
 
 
-def make_loader(dataset: ReportDataset, batches: list[list[int]], num_workers: int, max_views: int, pad_id: int,
-                ) -> DataLoader:
-    # A private generator: otherwise every new DataLoader iterator draws a seed from the global RNG, and a resumed
-    # run (which builds one more iterator than an uninterrupted run) would see different dropout masks.
-    return DataLoader(dataset, batch_sampler=batches, num_workers=num_workers, generator=torch.Generator(),
-                      collate_fn=lambda items: collate(items, max_views=max_views, pad_id=pad_id))
-
-
 class Trainer:
     """Holds the pieces of one run; `fit()` runs it. Built by `train()` from an `ExperimentConfig`.
 
-    Under torchrun each process builds one; rank 0 alone writes (data set generation, tokenizer, logs, checkpoints,
-    summaries), the others wait at barriers where they need its files.
+    Under torchrun each process builds one; rank 0 alone writes (data set generation, task assets such as a
+    tokenizer, logs, checkpoints, summaries), the others wait at barriers where they need its files.
     """
 
     def __init__(self, cfg: ExperimentConfig, resume: str | None = None) -> None:
@@ -149,7 +138,12 @@ class Trainer:
         if tc.num_threads > 0:
             torch.set_num_threads(tc.num_threads)
         device_type = resolve_device(tc.device).type
-        # Every setting that could fail later is checked here, before data, tokenizer or model work.
+        # Every setting that could fail later is checked here, before data, assets or model work.
+        family = MODEL_FAMILIES.get(cfg.model_family)
+        task_cls = task_class(family.task)
+        check_provides(cfg.data.source, task_cls.needs, task_cls.name)
+        cfg.train = tc = dataclasses.replace(tc, select_metric=tc.select_metric or task_cls.default_select_metric,
+                                             select_mode=tc.select_mode or task_cls.default_select_mode)
         self.dist: DistInfo = init_distributed(tc.dist_backend, device_type)
         self.plan = plan_batches(cfg.data.batch_size, tc.grad_accum, tc.global_batch_size, self.dist.world_size)
         self.strategy = resolve_strategy(tc.strategy, self.dist)
@@ -162,36 +156,39 @@ class Trainer:
         if self.main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
         seed_everything(tc.seed)  # the same on every rank: identical initial weights
-
-        self.resume_from = self._find_resume(resume)
+        self.checkpointer = Checkpointer(self.run_dir, self.dist, tc.keep_checkpoints)
+        self.resume_from = self.checkpointer.find_resume(resume)
         checkpoint = load_checkpoint(self.resume_from) if self.resume_from else None
 
         # Rank 0 first: the synthetic source may generate the data set, which the others then read.
         studies = self._main_first(lambda: load_studies(cfg.data))
         self.state = RunState()
-        train_studies, skipped = check_studies(require_split(studies, "train"), cfg.data.strict)
-        val_studies, val_skipped = check_studies(studies.get("val", []), cfg.data.strict)
+        usable = task_cls.usable
+        train_studies, skipped = check_studies(require_split(studies, "train"), cfg.data.strict, usable)
+        val_studies, val_skipped = check_studies(studies.get("val", []), cfg.data.strict, usable)
         self._record_skips([*skipped, *val_skipped])
 
-        self.tokenizer = self._tokenizer(checkpoint, [s.report for s in train_studies])
-        family = MODEL_FAMILIES.get(cfg.model_family)
-        cfg.model = dataclasses.replace(cfg.model, vocab_size=len(self.tokenizer), pad_id=self.tokenizer.pad_token_id)
+        if checkpoint is not None:
+            assets = task_cls.assets_from_metadata(checkpoint.metadata)
+        else:  # rank 0 fits and saves them; the other ranks read what it saved
+            assets = task_cls.build_assets(cfg, train_studies, self.run_dir) if self.main else None
+            barrier(self.dist)
+            if not self.main:
+                assets = task_cls.build_assets(cfg, train_studies, None)
+        cfg.model = dataclasses.replace(cfg.model, **task_cls.model_fields(assets))
         self.model = family.build(cfg.model).to(self.device)
         if tc.init_from and checkpoint is None:
             self._init_weights(tc.init_from)
         self.parallel = ParallelModel(self.model, self.strategy, self.dist, self.device, tc.precision,
                                       tc.activation_checkpointing)
-        task_cls = TASKS.get(family.task)()
-        # Two views of one model: training forwards through the DDP/FSDP wrapper, evaluation and generation use the
+        # Two views of one model: training forwards through the DDP/FSDP wrapper, validation and generation use the
         # plain model.
-        self.task = task_cls(self.model, self.tokenizer, label_smoothing=tc.label_smoothing)
-        self.train_task = task_cls(self.parallel.forward_module, self.tokenizer, label_smoothing=tc.label_smoothing)
-
-        mc = cfg.model
-        common = {"tokenizer": self.tokenizer, "image_size": mc.image_size, "max_views": mc.max_views,
-                  "max_tokens": mc.max_len, "strict": cfg.data.strict}
-        self.train_set = ReportDataset(train_studies, cache_images=cfg.data.cache_images, **common)
-        self.val_set = ReportDataset(val_studies, cache_images=cfg.data.cache_images, **common) if val_studies else None
+        self.task = task_cls(self.model, assets, cfg)
+        self.train_task = task_cls(self.parallel.forward_module, assets, cfg)
+        self.train_set = self.task.dataset(train_studies, training=True)
+        val_set = self.task.dataset(val_studies) if val_studies else None
+        self.validator = Validator(self.task, val_set, self.dist, self.device, cfg.data.batch_size,
+                                   tc.eval_max_studies, cfg.data.num_workers, self._record_skips)
 
         steps_per_epoch = len(self.train_set) // self.plan.global_batch
         if steps_per_epoch < 1:
@@ -206,7 +203,72 @@ class Trainer:
         self.ema = ModelEma(self.model, decay=tc.ema_decay) if tc.ema_decay > 0 else None
         if checkpoint is not None:
             self._restore(checkpoint)
+        self.best = BestTracker(tc.select_metric, tc.select_mode, self.state)  # after _restore: the resumed counters
         self.logger: Any = None
+        self.progress: Any = None
+
+    # -------------------------------------------------------------------------------------------------------- the loop
+    def fit(self) -> dict[str, Any]:
+        """Train to `total_steps`, validating, checkpointing and logging as the config says; returns the summary."""
+        tc = self.cfg.train
+        self._begin()
+        start, samples, last_metrics, t0 = self.state.step, 0, {}, time.time()
+        while self.state.step < self.total_steps:
+            epoch = GlobalBatches(len(self.train_set), self.plan, self.state.epoch, tc.seed, self.dist.rank)
+            if self.state.step_in_epoch >= epoch.steps:  # saved exactly at an epoch's end
+                self.state.epoch, self.state.step_in_epoch = self.state.epoch + 1, 0
+                continue
+            for micro_batches in self._optimizer_steps(epoch):
+                loss, n = self._train_step(micro_batches)
+                samples += n
+                step = self.state.step
+                self._log_step(loss)
+                epoch_done = self.state.step_in_epoch >= epoch.steps
+                if epoch_done:  # the epoch's last step: roll over before saving
+                    self.state.epoch, self.state.step_in_epoch = self.state.epoch + 1, 0
+                if (epoch_done and tc.eval_every == 0) or (tc.eval_every and step % tc.eval_every == 0) \
+                        or step == self.total_steps:
+                    last_metrics = self._validate_and_save()
+                elif tc.save_every and step % tc.save_every == 0:
+                    self.save(f"step_{step:07d}", "step", None)
+                    self.checkpointer.prune()
+                if step >= self.total_steps:
+                    break
+        return self._finish(start, samples, last_metrics, time.time() - t0)
+
+    def _optimizer_steps(self, epoch: GlobalBatches) -> Iterator[list[Any]]:
+        """The rest of the epoch (up to total_steps) as the micro-batches of each optimizer step."""
+        first = self.state.step_in_epoch
+        steps = range(first, min(epoch.steps, first + self.total_steps - self.state.step))
+        micro = [mb for s in steps for mb in epoch.micro_batches(s)]
+        group: list[Any] = []
+        for batch in make_loader(self.train_set, micro, self.cfg.data.num_workers, self.task.collate):
+            self._record_skips(batch.skipped)
+            group.append(batch)
+            if len(group) == self.plan.grad_accum:
+                yield group
+                group = []
+
+    def _train_step(self, micro_batches: list[Any]) -> tuple[float, int]:
+        """Forward/backward each micro-batch (gradients synchronized on the last), then one optimizer step;
+        returns (the mean loss over the micro-batches of this rank, samples)."""
+        loss_sum, samples = 0.0, 0
+        for k, batch in enumerate(micro_batches):
+            if len(batch) == 0:
+                if self.dist.enabled:  # the other ranks would wait forever for this rank's gradients
+                    raise StudyError(f"rank {self.dist.rank}: every study of a micro-batch failed to load "
+                                     f"({', '.join(s.id for s in batch.skipped)}); fix or remove them")
+                continue
+            batch.to(self.device)
+            with self.parallel.accumulating(k == len(micro_batches) - 1):
+                with self._autocast():
+                    out = self.train_task(batch)
+                (out["loss"] / self.plan.grad_accum).backward()
+            loss_sum += float(out["loss"].detach())
+            samples += len(batch)
+        self.last_grad_norm = self._optimizer_step()
+        self.state.step_in_epoch += 1
+        return loss_sum / self.plan.grad_accum, samples
 
     # ----------------------------------------------------------------------------------------------- setup helpers
     def _main_first(self, fn: Any) -> Any:
@@ -221,33 +283,6 @@ class Trainer:
     def _print(self, *args: Any, **kwargs: Any) -> None:
         if self.main:
             print(*args, **kwargs)
-
-    def _find_resume(self, resume: str | None) -> Path | None:
-        if not resume:
-            return None
-        if resume == "auto":
-            found = find_latest_checkpoint(self.run_dir)
-            if found is None:
-                self._print(f"resume=auto: no checkpoint in {self.run_dir / 'checkpoints'}, starting from scratch")
-            return found
-        path = Path(resume)
-        if not path.exists():
-            raise FileNotFoundError(f"checkpoint to resume from does not exist: {path} (use --resume auto to pick the "
-                                    f"newest one in {self.run_dir / 'checkpoints'})")
-        return path
-
-    def _tokenizer(self, checkpoint: Any, train_reports: list[str]):  # noqa: ANN202
-        if checkpoint is not None:
-            return tokenizer_from_json(checkpoint.metadata["tokenizer"], checkpoint.metadata.get("tokenizer_specials"))
-        tc = self.cfg.tokenizer
-        if tc.path:
-            return load_tokenizer(tc.path)
-        # Rank 0 trains and saves it; the other ranks load the saved files, so every rank has the same vocabulary.
-        if self.main:
-            tok = train_bpe_tokenizer(train_reports, vocab_size=tc.vocab_size, min_frequency=tc.min_frequency)
-            tok.save_pretrained(str(self.run_dir / "tokenizer"))
-        barrier(self.dist)
-        return tok if self.main else load_tokenizer(str(self.run_dir / "tokenizer"))
 
     def _init_weights(self, source: str) -> None:
         """Load (some of) the model's weights from a checkpoint, run directory or .safetensors file."""
@@ -302,16 +337,16 @@ class Trainer:
                     print(f"skipping study {s.id}: {s.reason}", file=sys.stderr)
 
     # ---------------------------------------------------------------------------------------------------- checkpoints
+    # ---------------------------------------------------------------------------------------------------- checkpoints
     def _metadata(self, kind: str, metrics: dict[str, float] | None) -> dict[str, Any]:
         return {"kind": kind, "step": self.state.step, "epoch": self.state.epoch, "config": self.cfg.to_dict(),
-                "tokenizer": tokenizer_to_json(self.tokenizer), "tokenizer_specials": special_tokens(self.tokenizer),
-                "metrics": metrics or {},
+                **self.task.metadata(), "metrics": metrics or {},
                 "versions": library_versions(), "has_ema": self.ema is not None,
                 "world_size": self.dist.world_size, "global_batch": self.plan.global_batch,
                 "strategy": self.strategy}
 
     def save(self, name: str, kind: str, metrics: dict[str, float] | None = None, with_train_state: bool = True
-             ) -> Path:
+              ) -> Path:
         """Write a checkpoint (every rank calls this: gathering sharded state is collective; rank 0 writes)."""
         model_state = self.parallel.model_state()
         if hasattr(self.model, "checkpoint_state"):  # e.g. leave out frozen weights loaded from a pretrained path
@@ -322,13 +357,8 @@ class Trainer:
                            "scheduler": self.scheduler.state_dict(),
                            "rng": {"ranks": gather_objects(rng_state(), self.dist)},
                            "run": dataclasses.asdict(self.state)}
-        path = self.run_dir / "checkpoints" / name
-        if self.main:
-            extra = {"ema": self.ema.state_dict()} if self.ema is not None else None
-            path = save_checkpoint(path, model_state=model_state, metadata=self._metadata(kind, metrics),
-                                   train_state=train_state, extra_tensors=extra)
-        barrier(self.dist)  # nobody moves on (or reads it) before it is complete
-        return path
+        extra = {"ema": self.ema.state_dict()} if self.ema is not None and self.main else None
+        return self.checkpointer.save(name, model_state, self._metadata(kind, metrics), train_state, extra)
 
     # ----------------------------------------------------------------------------------------------------- validation
     def _autocast(self) -> Any:
@@ -336,92 +366,31 @@ class Trainer:
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return nullcontext()
 
-    @torch.no_grad()
     def validate(self) -> dict[str, float]:
-        """Validation loss over the whole split, plus generation metrics on the first `eval_max_studies` studies
-        (greedy decoding, for speed; `medvl evaluate` uses the configured beam search). Under torchrun each rank takes
-        every world-size-th study, rank 0 merges the shards (each study exactly once, checked) and scores them, and
-        every rank gets the same metrics, so all agree on the best checkpoint."""
-        if self.val_set is None:
-            return {}
-        self.model.eval()
+        """Validation metrics of the current weights (EMA weights when the run keeps them); see `Validator`."""
         swap = self.ema.apply_to(self.model) if self.ema is not None else nullcontext()
-        bs = self.cfg.data.batch_size
-        limit = self.cfg.train.eval_max_studies or len(self.val_set)
-        gen = dataclasses.replace(self.cfg.generation, num_beams=1)
-        mine = shard_indices(len(self.val_set), self.dist.rank, self.dist.world_size)
-        total, tokens, generated, skipped_ids = 0.0, 0, [], set()
-        with self.parallel.unsharded(), swap, self._autocast():
-            batches = [mine[i: i + bs] for i in range(0, len(mine), bs)]
-            loader = make_loader(self.val_set, batches, self.cfg.data.num_workers, self.cfg.model.max_views,
-                                 self.tokenizer.pad_token_id)
-            for indices, batch in zip(batches, loader, strict=True):
-                self._record_skips(batch.skipped)
-                skipped_ids.update(s.id for s in batch.skipped)
-                if len(batch) == 0:
-                    continue
-                batch.to(self.device)
-                out = self.task(batch)
-                total += float(out["loss"]) * int(out["n_tokens"])
-                tokens += int(out["n_tokens"])
-                kept = [i for i in indices if i < limit and self.val_set.studies[i].id in batch.ids]
-                if kept:
-                    hyps = self.task.generate(batch, gen)
-                    labels = batch.labels.numpy() if batch.labels is not None else None
-                    position = {sid: k for k, sid in enumerate(batch.ids)}
-                    for i in kept:
-                        k = position[self.val_set.studies[i].id]
-                        generated.append((i, (batch.reports[k], hyps[k], None if labels is None else labels[k])))
-        self.model.train()
-        total, tokens = all_reduce_sum([total, tokens], self.dist)
-        metrics = {"loss": total / max(tokens, 1)}
-        parts = gather_objects((generated, skipped_ids), self.dist)
-        if self.main:
-            # Every study below the limit that loaded must come back exactly once (merge_shards checks it).
-            skipped = set().union(*(ids for _, ids in parts)) | set(self.state.skipped)
-            studies = self.val_set.studies
-            expected = [i for i in range(min(limit, len(studies))) if studies[i].id not in skipped]
-            position = {i: k for k, i in enumerate(expected)}
-            rows = merge_shards([[(position[i], row) for i, row in part] for part, _ in parts], len(expected))
-            if rows:
-                refs, hyps = [r[0] for r in rows], [r[1] for r in rows]
-                truth = np.stack([r[2] for r in rows]) if all(r[2] is not None for r in rows) else None
-                headline, _ = score_reports(refs, hyps, truth)
-                metrics.update(headline)
-        return broadcast_object(metrics, self.dist)
-
-    def _is_better(self, value: float) -> bool:
-        best = self.state.best_metric
-        if best is None or math.isnan(best):
-            return True
-        return value > best if self.cfg.train.select_mode == "max" else value < best
+        context = ExitStack()
+        for ctx in (self.parallel.unsharded(), swap, self._autocast()):
+            context.enter_context(ctx)
+        return self.validator(self.model, context, set(self.state.skipped))
 
     def _validate_and_save(self) -> dict[str, float]:
         metrics = self.validate()
-        tc = self.cfg.train
         if metrics:
-            if tc.select_metric not in metrics:
-                raise KeyError(f"train.select_metric {tc.select_metric!r} is not a validation metric; "
-                               f"choose one of: {', '.join(sorted(metrics))}")
-            value = metrics[tc.select_metric]
-            improved = self._is_better(value)
-            if improved:
-                self.state.best_metric, self.state.best_step = value, self.state.step
+            improved = self.best.update(metrics)
             self.logger.log({f"val/{k}": v for k, v in metrics.items()}, self.state.step)
-            shown = " ".join(f"{k}={metrics[k]:.4f}" for k in ("loss", "bleu_4", "gt_micro_f1", "ce_14_micro_f1")
-                             if k in metrics)
+            shown = " ".join(f"{k}={metrics[k]:.4f}" for k in self.task.headline_metrics if k in metrics)
             self._print(f"\nstep {self.state.step}: val {shown}{' (best)' if improved else ''}", flush=True)
             if improved:
                 self.save("best", "best", metrics, with_train_state=False)
         self.save(f"step_{self.state.step:07d}", "step", metrics)
-        if self.main:
-            prune_checkpoints(self.run_dir, keep=tc.keep_checkpoints)
+        self.checkpointer.prune()
         return metrics
 
-    # -------------------------------------------------------------------------------------------------------- the loop
-    def fit(self) -> dict[str, Any]:
-        cfg, tc, plan = self.cfg, self.cfg.train, self.plan
-        self.logger = build_loggers(tc.loggers, self.run_dir) if self.main else NullLogger()
+    # ------------------------------------------------------------------------------------------------ logging, summary
+    def _begin(self) -> None:
+        cfg, plan = self.cfg, self.plan
+        self.logger = build_loggers(cfg.train.loggers, self.run_dir) if self.main else NullLogger()
         if self.main:
             (self.run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
         n_params = sum(p.numel() for p in self.model.parameters())
@@ -432,75 +401,25 @@ class Trainer:
                     f"global batch {plan.global_batch} = {plan.micro_batch} x {plan.grad_accum} accumulation x "
                     f"{self.dist.world_size}); run dir {self.run_dir}", flush=True)
         self.model.train()
-        start, last_metrics, t0 = self.state.step, {}, time.time()
-        progress = None
-        if tc.progress and self.main:
+        if cfg.train.progress and self.main:
             from tqdm import tqdm
 
-            progress = tqdm(total=self.total_steps, initial=self.state.step, desc="train", dynamic_ncols=True,
-                            mininterval=1.0)
-        samples = 0
-        while self.state.step < self.total_steps:
-            epoch = GlobalBatches(len(self.train_set), plan, self.state.epoch, tc.seed, self.dist.rank)
-            if self.state.step_in_epoch >= epoch.steps:  # saved exactly at an epoch's end
-                self.state.epoch, self.state.step_in_epoch = self.state.epoch + 1, 0
-                continue
-            steps = range(self.state.step_in_epoch, min(epoch.steps,
-                                                        self.state.step_in_epoch + self.total_steps - self.state.step))
-            micro = [mb for s in steps for mb in epoch.micro_batches(s)]
-            loader = make_loader(self.train_set, micro, cfg.data.num_workers, cfg.model.max_views,
-                                 self.tokenizer.pad_token_id)
-            accumulated, loss_sum = 0, 0.0
-            for batch in loader:
-                self._record_skips(batch.skipped)
-                accumulated += 1
-                last = accumulated == plan.grad_accum
-                if len(batch) == 0:
-                    if self.dist.enabled:  # the other ranks would wait forever for this rank's gradients
-                        raise StudyError(f"rank {self.dist.rank}: every study of a micro-batch failed to load "
-                                         f"({', '.join(s.id for s in batch.skipped)}); fix or remove them")
-                else:
-                    batch.to(self.device)
-                    with self.parallel.accumulating(last):
-                        with self._autocast():
-                            out = self.train_task(batch)
-                        (out["loss"] / plan.grad_accum).backward()
-                    loss_sum += float(out["loss"].detach())
-                    samples += len(batch)
-                if not last:
-                    continue
-                accumulated = 0
-                grad_norm = self._optimizer_step()
-                step = self.state.step
-                self.state.step_in_epoch += 1
-                loss_value = loss_sum / plan.grad_accum
-                loss_sum = 0.0
-                if step % tc.log_every == 0:  # the mean over the global batch, the same on every rank
-                    loss_value = all_reduce_sum([loss_value], self.dist)[0] / self.dist.world_size
-                    self.logger.log({"train/loss": loss_value, "train/lr": self.scheduler.get_last_lr()[0],
-                                     "train/grad_norm": grad_norm}, step)
-                if progress is not None:
-                    progress.update(1)
-                    progress.set_postfix(loss=f"{loss_value:.3f}", lr=f"{self.scheduler.get_last_lr()[0]:.2e}")
-                if self.state.step_in_epoch >= epoch.steps:  # the epoch's last step: roll over before saving
-                    self.state.epoch += 1
-                    self.state.step_in_epoch = 0
-                    if tc.eval_every == 0:
-                        last_metrics = self._validate_and_save()
-                        continue
-                if (tc.eval_every and step % tc.eval_every == 0) or step == self.total_steps:
-                    last_metrics = self._validate_and_save()
-                elif tc.save_every and step % tc.save_every == 0:
-                    self.save(f"step_{step:07d}", "step", None)
-                    if self.main:
-                        prune_checkpoints(self.run_dir, keep=tc.keep_checkpoints)
-                if step >= self.total_steps:
-                    break
-            if self.state.step >= self.total_steps:
-                break
-        if progress is not None:
-            progress.close()
-        elapsed = time.time() - t0
+            self.progress = tqdm(total=self.total_steps, initial=self.state.step, desc="train", dynamic_ncols=True,
+                                 mininterval=1.0)
+
+    def _log_step(self, loss: float) -> None:
+        step, lr = self.state.step, self.scheduler.get_last_lr()[0]
+        if step % self.cfg.train.log_every == 0:  # the mean over the global batch, the same on every rank
+            loss = all_reduce_sum([loss], self.dist)[0] / self.dist.world_size
+            self.logger.log({"train/loss": loss, "train/lr": lr, "train/grad_norm": self.last_grad_norm}, step)
+        if self.progress is not None:
+            self.progress.update(1)
+            self.progress.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}")
+
+    def _finish(self, start: int, samples: int, last_metrics: dict[str, float], elapsed: float) -> dict[str, Any]:
+        tc, plan = self.cfg.train, self.plan
+        if self.progress is not None:
+            self.progress.close()
         samples = int(all_reduce_sum([samples], self.dist)[0])
         for skipped in gather_objects(dict(self.state.skipped), self.dist):  # each rank saw its own shard's skips
             self.state.skipped.update(skipped)
@@ -511,7 +430,7 @@ class Trainer:
                    "global_batch": plan.global_batch, "grad_accum": plan.grad_accum,
                    "best_metric": {tc.select_metric: self.state.best_metric, "step": self.state.best_step},
                    "final_val_metrics": last_metrics, "skipped_studies": len(self.state.skipped),
-                   "skipped": self.state.skipped, "truncated_reports": self.train_set.truncated,
+                   "skipped": self.state.skipped, "truncated_reports": getattr(self.train_set, "truncated", 0),
                    "last_checkpoint": str(last),
                    "best_checkpoint": str(self.run_dir / "checkpoints" / "best") if self.state.best_step >= 0 else None}
         if self.main:
@@ -549,4 +468,4 @@ def train(cfg: ExperimentConfig, resume: str | None = None) -> dict[str, Any]:
         shutdown()
 
 
-__all__ = ["Trainer", "train", "RunState", "Batch"]
+__all__ = ["RunState", "Trainer", "make_loader", "train"]

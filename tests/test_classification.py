@@ -1,0 +1,160 @@
+"""Image classification on the one runner: labels, uncertainty policies, training, evaluation, prediction, serving,
+and wrong pairings refused before any work."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from medvl.config.experiment import load_experiment
+from medvl.data.sources import DataSourceError
+from medvl.data.study import Study
+from medvl.tasks.classification import study_targets
+
+from .conftest import SHARED_DATA, TINY_OVERRIDES
+
+SYNTH = ["data.source=synthetic", "data.synth.n=40", "data.synth.seed=3", "data.synth.image_size=64"]
+
+
+def _classify_overrides(synth_root: Path, run: Path, *extra: str) -> list[str]:
+    return [*TINY_OVERRIDES, f"data.root={synth_root}", *SYNTH, f"train.output_dir={run}", *extra]
+
+
+def test_uncertainty_policies_and_missing_labels() -> None:
+    study = Study("s", (), "", "train", (0,), {"A": 1, "B": 0, "C": -1})
+    names = ["A", "B", "C", "D"]  # D is not stated: missing
+    assert study_targets(study, names, "ignore").tolist() == [1, 0, -1, -1]
+    assert study_targets(study, names, "ones").tolist() == [1, 0, 1, -1]
+    assert study_targets(study, names, "zeros").tolist() == [1, 0, 0, -1]
+
+
+def test_masked_bce_ignores_unknown_entries_and_weights_positives() -> None:
+    from medvl.config.experiment import experiment_from_dict
+    from medvl.tasks.classification import ClassificationBatch, ClassificationTask
+
+    class Fixed(torch.nn.Module):
+        def forward(self, images: torch.Tensor, view_ids: torch.Tensor, view_mask: torch.Tensor) -> torch.Tensor:
+            return torch.tensor([[2.0, -1.0], [0.5, 3.0]])
+
+    cfg = experiment_from_dict({"model": {"family": "classifier", "size": "tiny", "num_classes": 2}})
+    task = ClassificationTask(Fixed(), {"class_names": ["A", "B"], "pos_weight": [3.0, 1.0]}, cfg)
+    targets = torch.tensor([[1, -1], [0, 1]])
+    batch = ClassificationBatch(["a", "b"], torch.zeros(2, 1, 1, 4, 4), torch.zeros(2, 1, dtype=torch.long),
+                                torch.ones(2, 1, dtype=torch.bool), targets)
+    out = task(batch)
+    logits = torch.tensor([2.0, 0.5, 3.0])  # the known entries
+    y = torch.tensor([1.0, 0.0, 1.0])
+    weight = torch.tensor([3.0, 3.0, 1.0])  # pos_weight of each entry's class
+    direct = -(weight * y * torch.log(torch.sigmoid(logits)) + (1 - y) * torch.log(1 - torch.sigmoid(logits)))
+    assert int(out["weight"]) == 3 and float(out["loss"]) == pytest.approx(float(direct.mean()), rel=1e-6)
+
+
+def test_synthetic_findings_train_evaluate_predict_and_serve(synth_root: Path, tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from medvl.evaluate.run import ScoringOptions, evaluate
+    from medvl.infer.predictor import load_trained, load_study, predict_prepared
+    from medvl.serve.app import create_app
+    from medvl.train.loop import train
+
+    run = tmp_path / "run"
+    cfg = load_experiment("cxr_classify_synthetic", _classify_overrides(synth_root, run, "train.max_steps=6",
+                                                                        "train.eval_every=3", "model.size=tiny"))
+    summary = train(cfg)
+    assert cfg.train.select_metric == "auroc_macro" and "auroc_macro" in summary["final_val_metrics"]
+    meta = json.loads((run / "checkpoints" / "last" / "meta.json").read_text())
+    assert len(meta["class_names"]) == 8 and len(meta["thresholds"]) == 8
+
+    result = evaluate(run, split="test", progress=False, options=ScoringOptions(bootstrap=20))
+    out = Path(result["out_dir"])
+    assert result["task"] == "classification" and result["n_examples"] == 4
+    assert "auroc_macro" in result and "baseline" in result and (out / "report.html").is_file()
+    rows = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    assert len(rows) == 4 and set(rows[0]["probabilities"]) == set(meta["class_names"])
+
+    loaded = load_trained(run)
+    study_dir = synth_root / "images" / rows[0]["id"]
+    record = predict_prepared(loaded, [load_study(loaded, "x", sorted(study_dir.glob("*.png")))])[0]
+    assert set(record) == {"probabilities", "labels"} and all(0 <= p <= 1 for p in record["probabilities"].values())
+    with TestClient(create_app(loaded)) as client:
+        png = sorted(study_dir.glob("*.png"))[0].read_bytes()
+        answer = client.post("/v1/classifications", files=[("images", ("a.png", png, "image/png"))])
+        assert answer.status_code == 200 and set(answer.json()["probabilities"]) == set(meta["class_names"])
+        spec = client.get("/openapi.json").json()
+        assert "/v1/classifications" in spec["paths"] and "/v1/reports" not in spec["paths"]
+
+
+def test_multi_class_image_folder_with_rgb(tmp_path: Path) -> None:
+    from medvl.evaluate.run import ScoringOptions, evaluate
+    from medvl.train.loop import train
+
+    root = tmp_path / "folder"
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 24), ("val", 8), ("test", 8)):
+        for cls, color in (("cat", (200, 40, 40)), ("dog", (40, 40, 200))):
+            (root / split / cls).mkdir(parents=True)
+            for i in range(n // 2):
+                pixels = np.clip(np.array(color) + rng.integers(-20, 20, (16, 16, 3)), 0, 255).astype(np.uint8)
+                Image.fromarray(pixels).save(root / split / cls / f"{i}.png")
+    run = tmp_path / "run"
+    cfg = load_experiment("cxr_classify_synthetic", [
+        *TINY_OVERRIDES, "data.source=image_folder", f"data.root={root}", f"train.output_dir={run}",
+        "model.size=tiny", "model.in_chans=3", "model.max_views=1", "task.multi_label=false",
+        "task.label_smoothing=0.1", "train.max_steps=30", "train.eval_every=15", "train.lr=3e-3"])
+    train(cfg)
+    result = evaluate(run, split="test", progress=False, options=ScoringOptions(bootstrap=0, html=False))
+    assert result["accuracy"] == 1.0 and result["baseline"]["accuracy"] == 0.5
+
+
+@pytest.mark.parametrize(("recipe", "source", "message"), [
+    ("cxr_classify_synthetic", "iu_xray", "task classification needs labels; source iu_xray provides"),
+    ("quickstart", "nih", "task report_generation needs report; source nih provides labels only"),
+    ("quickstart", "image_folder", "task report_generation needs report; source image_folder provides labels"),
+])
+def test_wrong_pairings_fail_before_any_work(recipe: str, source: str, message: str, tmp_path: Path) -> None:
+    from medvl.train.loop import Trainer
+
+    missing = tmp_path / "no_data_here"  # never read: the pairing is refused first
+    cfg = load_experiment(recipe, [f"data.source={source}", f"data.root={missing}", f"train.output_dir={tmp_path}"])
+    with pytest.raises(DataSourceError, match=message):
+        Trainer(cfg)
+    assert not missing.exists()
+
+
+def test_score_refuses_a_classification_checkpoint(synth_root: Path, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    from medvl.cli import main
+    from medvl.train.loop import train
+
+    run = tmp_path / "run"
+    train(load_experiment("cxr_classify_synthetic", _classify_overrides(synth_root, run, "train.max_steps=2",
+                                                                        "model.size=tiny")))
+    hyps = tmp_path / "hyps.jsonl"
+    hyps.write_text(json.dumps({"id": "1", "report": "Normal."}) + "\n")
+    assert main(["score", "--refs", str(run), "--hyps", str(hyps)]) == 2
+    err = capsys.readouterr().err
+    assert "is a checkpoint (family classifier, task classification)" in err and "medvl evaluate" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.real_data
+def test_real_nih_images_classify_end_to_end(tmp_path: Path) -> None:
+    root = SHARED_DATA / "nih1000"
+    if not (root / "Data_Entry_2017_v2020_subset.csv").is_file():
+        pytest.skip(f"{root} is absent (real NIH ChestX-ray14 subset)")
+    from medvl.evaluate.run import ScoringOptions, evaluate
+    from medvl.train.loop import train
+
+    run = tmp_path / "run"
+    cfg = load_experiment("cxr_classify_nih", [f"data.root={root}", f"train.output_dir={run}", "train.max_steps=6",
+                                               "train.eval_every=6", "train.progress=false", "train.num_threads=1",
+                                               "train.loggers=[jsonl]"])
+    summary = train(cfg)
+    assert summary["skipped_studies"] == 0
+    result = evaluate(run, split="test", progress=False, options=ScoringOptions(bootstrap=0, html=False))
+    assert result["n_examples"] == 200 and result["per_class"]["Abnormal"]["support_pos"] == 100
