@@ -88,6 +88,16 @@ def test_synthetic_findings_train_evaluate_predict_and_serve(synth_root: Path, t
         spec = client.get("/openapi.json").json()
         assert "/v1/classifications" in spec["paths"] and "/v1/reports" not in spec["paths"]
 
+    from medvl.demo.app import analyze, create_demo
+
+    analysis = analyze(loaded, loaded.config.generation, sorted(study_dir.glob("*.png")))
+    assert analysis.overlay is not None and analysis.overlay.shape[-1] == 3  # Grad-CAM of the most probable class
+    assert set(analysis.findings) == set(analysis.record["labels"]) and analysis.report == ""
+    import gradio as gr
+
+    demo = create_demo(loaded)
+    assert any(isinstance(b, gr.Button) and b.value == "Classify" for b in demo.blocks.values())
+
 
 def test_multi_class_image_folder_with_rgb(tmp_path: Path) -> None:
     from medvl.evaluate.run import ScoringOptions, evaluate
