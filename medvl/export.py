@@ -113,7 +113,7 @@ def export_hf(checkpoint: str | Path, out_dir: str | Path, use_ema: bool = True,
     tmp.mkdir(parents=True)
     tensors, aliases = _dedupe(loaded.model.state_dict())
     save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
-    task = MODEL_FAMILIES.get(cfg.model_family).task
+    task = cfg.task_name or MODEL_FAMILIES.get(cfg.model_family).task
     (tmp / "config.json").write_text(json.dumps(_hf_config(cfg, task, loaded.tokenizer, aliases, loaded.metadata),
                                                 indent=1))
     gen = dataclasses.asdict(cfg.generation)

@@ -41,7 +41,7 @@ def test_masked_bce_ignores_unknown_entries_and_weights_positives() -> None:
         def forward(self, images: torch.Tensor, view_ids: torch.Tensor, view_mask: torch.Tensor) -> torch.Tensor:
             return torch.tensor([[2.0, -1.0], [0.5, 3.0]])
 
-    cfg = experiment_from_dict({"model": {"family": "classifier", "size": "tiny", "num_classes": 2}})
+    cfg = experiment_from_dict({"model": {"family": "classifier", "size": "tiny", "num_outputs": 2}})
     task = ClassificationTask(Fixed(), {"class_names": ["A", "B"], "pos_weight": [3.0, 1.0]}, cfg)
     targets = torch.tensor([[1, -1], [0, 1]])
     batch = ClassificationBatch(["a", "b"], torch.zeros(2, 1, 1, 4, 4), torch.zeros(2, 1, dtype=torch.long),

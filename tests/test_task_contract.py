@@ -187,7 +187,7 @@ def test_a_task_defined_outside_medvl_runs_every_command(toy_registered: None, t
     resumed = train(cfg(40), resume="auto")  # validates, saves, resumes from step 8
     assert resumed["steps_this_run"] == 32 and resumed["final_val_metrics"]["accuracy"] == 1.0
     meta = json.loads((run / "checkpoints" / "best" / "meta.json").read_text())
-    assert meta["toy_prevalence"] == 0.5 and meta["config"]["task"] == {"threshold": 0.5}
+    assert meta["toy_prevalence"] == 0.5 and meta["config"]["task"] == {"name": "toy_brightness", "threshold": 0.5}
 
     result = evaluate(run, split="test", progress=False)
     assert result["accuracy"] == 1.0 and result["n_examples"] == 8 and result["baseline"]["accuracy"] == 0.5

@@ -31,7 +31,9 @@ class ExperimentConfig:
     model: Any = None
     """The family's own config dataclass (e.g. `CaptionerConfig`)."""
     task: Any = None
-    """The options of the family's task (its `options_class`, e.g. `ClassificationOptions`): the `task:` section."""
+    """The options of the task (its `options_class`, e.g. `ClassificationOptions`): the `task:` section."""
+    task_name: str = ""
+    """The task trained (`task.name` in a recipe): the family's default unless the recipe names another it allows."""
     train: TrainConfig = field(default_factory=TrainConfig)
     generation: GenerationConfig = field(default_factory=GenerationConfig)
 
@@ -40,7 +42,7 @@ class ExperimentConfig:
             "data": to_dict(self.data),
             "tokenizer": to_dict(self.tokenizer),
             "model": model_config_to_dict(self.model_family, self.model_size, self.model),
-            "task": to_dict(self.task) if self.task is not None else {},
+            "task": {"name": self.task_name, **(to_dict(self.task) if self.task is not None else {})},
             "train": to_dict(self.train),
             "generation": to_dict(self.generation),
         }
@@ -71,11 +73,17 @@ def experiment_from_dict(raw: dict[str, Any]) -> ExperimentConfig:
     kwargs["model"] = family.make_config(size, model)
     from medvl.tasks import task_class
 
-    task = raw.get("task") or {}
-    if not isinstance(task, dict):
-        raise ConfigError(f"config section 'task' must be a mapping of fields, got {task!r}")
-    kwargs["task"] = from_dict(task_class(family.task).options_class, task, "task")
-    return ExperimentConfig(model_family=family_name, model_size=size, **kwargs)
+    task = dict(raw.get("task") or {})
+    if not isinstance(raw.get("task") or {}, dict):
+        raise ConfigError(f"config section 'task' must be a mapping of fields, got {raw.get('task')!r}")
+    task_name = str(task.pop("name", "") or family.task)
+    if task_name not in family.tasks:
+        from medvl.registry import suggest
+
+        raise ConfigError(f"task.name {task_name!r} is not a task of model family {family_name!r}."
+                          f"{suggest(task_name, list(family.tasks))} Its tasks: {', '.join(family.tasks)}")
+    kwargs["task"] = from_dict(task_class(task_name).options_class, task, "task")
+    return ExperimentConfig(model_family=family_name, model_size=size, task_name=task_name, **kwargs)
 
 
 def resolve_recipe(recipe: str | Path) -> Path:

@@ -157,10 +157,11 @@ def refuse_checkpoint(path: str | Path, flag: str) -> None:
         meta = read_meta(resolve_checkpoint(p))
     except Exception:  # noqa: BLE001 - not a readable checkpoint: read_reports says what is wrong with it
         return
-    family = meta.get("config", {}).get("model", {}).get("family", "?")
+    config = meta.get("config", {})
+    family = config.get("model", {}).get("family", "?")
     from medvl.models.families import MODEL_FAMILIES
 
-    task = MODEL_FAMILIES.get(family).task if family in MODEL_FAMILIES else "?"
+    task = config.get("task", {}).get("name") or (MODEL_FAMILIES.get(family).task if family in MODEL_FAMILIES else "?")
     raise ValueError(f"{flag} {p} is a checkpoint (family {family}, task {task}), not a file of reports: medvl score "
                      f"compares report files; to evaluate a checkpoint run `medvl evaluate {p}`")
 

@@ -106,7 +106,7 @@ def load_trained(path: str | Path, device: str = "auto", use_ema: bool = True,
     if generation:
         cfg.generation = dataclasses.replace(cfg.generation, **generation)
     family = MODEL_FAMILIES.get(cfg.model_family)
-    task_cls = task_class(family.task)
+    task_cls = task_class(cfg.task_name or family.task)
     assets = task_cls.assets_from_metadata(metadata)
     dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
     model = family.build(family.reload_config(cfg.model))

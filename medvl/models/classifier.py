@@ -1,8 +1,8 @@
 """The "classifier" family: any medvl image encoder + a pooling head that names what an image shows.
 
 Contract: `ImageClassifier.forward(images [B, V, C, H, W] in [0, 1], view_ids [B, V], view_mask [B, V] True=present)`
--> logits [B, num_classes]. Each present view goes through the shared image encoder (`ENCODERS[config.encoder]`:
-conv, vit, torchvision, timm or hf, P patches of width D), gets a learned view-type embedding (0 = frontal,
+-> [B, num_outputs] (class logits, or regressed values). Each present view goes through the shared image encoder
+(`ENCODERS[config.encoder]`: conv, vit, torchvision, timm or hf, P patches of width D), gets a learned view-type embedding (0 = frontal,
 1 = lateral) as the captioner's memory does, and the patch features of all present views of a study are averaged
 (mean pooling), normalized (LayerNorm), passed through dropout and a linear layer. Absent views are never encoded.
 `encoder` (with its `grid`) is exposed so Grad-CAM can explain a class.
@@ -57,12 +57,12 @@ class ClassifierConfig:
     """Images per study; extra views are dropped, missing ones masked."""
     dropout: float = 0.1
     """Dropout before the linear layer."""
-    num_classes: int = 2
-    """Outputs (set from the task's label names at training time)."""
+    num_outputs: int = 2
+    """Outputs of the head: one per class (classification) or per coordinate (regression); set by the task."""
 
     def __post_init__(self) -> None:
         check_encoder_fields(self)
-        for name in ("image_size", "in_chans", "max_views", "num_classes"):
+        for name in ("image_size", "in_chans", "max_views", "num_outputs"):
             if getattr(self, name) < 1:
                 raise ValueError(f"model.{name} must be >= 1, got {getattr(self, name)}")
         if not 0.0 <= self.dropout < 1.0:
@@ -99,7 +99,7 @@ class ImageClassifier(nn.Module):
         nn.init.zeros_(self.view_embed.weight)  # a single-view model starts as plain mean pooling
         self.norm = nn.LayerNorm(d)
         self.drop = nn.Dropout(config.dropout)
-        self.head = nn.Linear(d, config.num_classes)
+        self.head = nn.Linear(d, config.num_outputs)
 
     def forward(self, images: Tensor, view_ids: Tensor, view_mask: Tensor) -> Tensor:
         b, v = view_mask.shape

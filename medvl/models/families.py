@@ -1,6 +1,8 @@
 """The explicit table of model families.
 
-A family knows its config dataclass, its size presets, how to build the `nn.Module` and which task trains it.
+A family knows its config dataclass, its size presets, how to build the `nn.Module` and which tasks train it (the
+default, or another the recipe names in `task.name`). A family's model config carries the image fields the data path
+reads: `image_size`, `in_chans`, `max_views`.
 Family modules are imported only when a family is used, so `import medvl` stays cheap.
 """
 
@@ -26,11 +28,18 @@ class ModelFamily:
     """Returns size name -> field values."""
     build: Callable[[Any], nn.Module]
     task: str
-    """Name in `medvl.tasks.TASKS` of the task that trains this family."""
+    """Name in `medvl.tasks.TASKS` of the task that trains this family by default."""
     default_size: str
     reload_config: Callable[[Any], Any] = lambda config: config
     """Config -> the config to rebuild a trained model from a checkpoint (e.g. without pretrained-weight paths)."""
+    other_tasks: tuple[str, ...] = ()
+    """Further tasks the family's models can be trained for, chosen by a recipe's `task.name` (e.g. a classifier
+    head regressing coordinates)."""
 
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        """Every task this family can run, the default first."""
+        return (self.task, *self.other_tasks)
     def make_config(self, size: str | None, fields: dict[str, Any], where: str = "model") -> Any:
         """Preset `size` with `fields` on top, validated against the family's dataclass."""
         cls = self.config_class()

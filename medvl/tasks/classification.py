@@ -4,7 +4,7 @@ The task contract (`medvl.tasks.base.Task`):
 - needs: `labels` (name -> 1 positive, 0 negative, -1 uncertain; a name a study lacks is missing);
 - assets: the class names (`task.labels`, or every label name of the training studies, sorted) and, with
   `task.pos_weight=balanced`, each class's negatives/positives ratio on the training split; they set
-  `model.num_classes`; the checkpoint also records the decision thresholds chosen on validation;
+  `model.num_outputs`; the checkpoint also records the decision thresholds chosen on validation;
 - loss: multi-label BCE with logits over the known entries only (a missing label, or an uncertain one under
   U-Ignore, is masked out of the loss), optional positive weights; CheXpert's uncertainty policies (Irvin et al.
   2019): U-Ones (uncertain -> 1), U-Zeros (-> 0), U-Ignore (masked). Multi-class: cross-entropy with label
@@ -166,7 +166,7 @@ class ClassificationTask(Task):
 
     @classmethod
     def model_fields(cls, assets: Any) -> dict[str, Any]:
-        return {"num_classes": len(assets["class_names"])}
+        return {"num_outputs": len(assets["class_names"])}
 
     def metadata(self) -> dict[str, Any]:
         weights = self.pos_weight.tolist() if self.pos_weight is not None else None

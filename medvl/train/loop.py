@@ -140,7 +140,7 @@ class Trainer:
         device_type = resolve_device(tc.device).type
         # Every setting that could fail later is checked here, before data, assets or model work.
         family = MODEL_FAMILIES.get(cfg.model_family)
-        task_cls = task_class(family.task)
+        task_cls = task_class(cfg.task_name or family.task)
         check_provides(cfg.data.source, task_cls.needs, task_cls.name)
         cfg.train = tc = dataclasses.replace(tc, select_metric=tc.select_metric or task_cls.default_select_metric,
                                              select_mode=tc.select_mode or task_cls.default_select_mode)
