@@ -25,45 +25,15 @@ from torch import Tensor, nn
 
 from medvl.infer.generation import generate as generate_ids
 from medvl.models.decoder import DecoderCache, TextDecoder, reorder_cache
-from medvl.models.encoders import ENCODERS, check_encoder_fields, normalize_images
+from medvl.models.encoders import ENCODERS, ImageEncoderConfig, normalize_images
 
 N_VIEW_TYPES = 2  # frontal, lateral
 
 
 @dataclass
-class CaptionerConfig:
+class CaptionerConfig(ImageEncoderConfig):
     image_size: int = 128
     """Side of the square input images, in pixels."""
-    in_chans: int = 1
-    """Image channels (1 for grayscale X-rays)."""
-    image_mean: float = 0.5
-    """Pixel mean subtracted inside the model (images arrive in [0, 1]); match a pretrained encoder's statistics."""
-    image_std: float = 0.25
-    """Pixel std the model divides by after subtracting image_mean."""
-    channel_mean: tuple[float, ...] = ()
-    """Per-channel pixel mean (one value per model.in_chans), overriding image_mean; empty = read from the pretrained
-    encoder's preprocessing config (HF preprocessor_config.json, timm pretrained_cfg) when it has one."""
-    channel_std: tuple[float, ...] = ()
-    """Per-channel pixel std matching channel_mean."""
-    encoder: str = "conv"
-    """Image encoder, a name in `medvl.models.encoders.ENCODERS`: conv, vit, torchvision, timm, hf."""
-    encoder_name: str = ""
-    """Backbone name for encoder=torchvision or timm (e.g. resnet18, resnet50, densenet121)."""
-    encoder_weights: str = ""
-    """Local weights for the backbone: a .pth/.safetensors state dict, or for encoder=hf a model directory.
-    Empty: random init. Nothing is ever downloaded."""
-    conv_channels: tuple[int, ...] = (32, 64, 128, 192)
-    """encoder=conv: channels of each stage; the total stride is 2**len (4 stages: 128 px -> 8x8 patches)."""
-    conv_blocks: tuple[int, ...] = (1, 1, 1, 1)
-    """encoder=conv: residual blocks per stage (same length as conv_channels)."""
-    patch_size: int = 16
-    """encoder=vit: patch side in pixels (image_size must be a multiple)."""
-    vit_dim: int = 192
-    """encoder=vit: token width."""
-    vit_depth: int = 4
-    """encoder=vit: Transformer blocks."""
-    vit_heads: int = 3
-    """encoder=vit: attention heads (must divide vit_dim)."""
     memory_layers: int = 0
     """Transformer layers over the patches of all views together, before the decoder (0 = none)."""
     d_model: int = 256
@@ -90,7 +60,7 @@ class CaptionerConfig:
             if not ok:
                 raise ValueError(message)
 
-        check_encoder_fields(self)
+        super().__post_init__()
         for name in ("image_size", "in_chans", "d_model", "n_layers", "n_heads", "ffn_mult", "max_views", "vocab_size"):
             check(getattr(self, name) >= 1, f"model.{name} must be >= 1, got {getattr(self, name)}")
         check(self.max_len >= 2, f"model.max_len must be >= 2 (BOS + one token), got {self.max_len}")

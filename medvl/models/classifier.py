@@ -16,43 +16,15 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from medvl.models.encoders import ENCODERS, check_encoder_fields, normalize_images
+from medvl.models.encoders import ENCODERS, ImageEncoderConfig, normalize_images
 
 N_VIEW_TYPES = 2  # frontal, lateral
 
 
 @dataclass
-class ClassifierConfig:
+class ClassifierConfig(ImageEncoderConfig):
     image_size: int = 64
     """Side of the square input images, in pixels."""
-    in_chans: int = 1
-    """Image channels (1 for grayscale X-rays, 3 for RGB, N for multispectral frames)."""
-    image_mean: float = 0.5
-    """Pixel mean subtracted inside the model (images arrive in [0, 1])."""
-    image_std: float = 0.25
-    """Pixel std the model divides by after subtracting image_mean."""
-    channel_mean: tuple[float, ...] = ()
-    """Per-channel pixel mean, overriding image_mean; empty = from the pretrained encoder's preprocessing config."""
-    channel_std: tuple[float, ...] = ()
-    """Per-channel pixel std matching channel_mean."""
-    encoder: str = "conv"
-    """Image encoder, a name in `medvl.models.encoders.ENCODERS`: conv, vit, torchvision, timm, hf."""
-    encoder_name: str = ""
-    """Backbone name for encoder=torchvision or timm (e.g. resnet18, densenet121)."""
-    encoder_weights: str = ""
-    """Local weights for the backbone (a state dict file, or for encoder=hf a model directory); empty: random init."""
-    conv_channels: tuple[int, ...] = (32, 64, 128, 192)
-    """encoder=conv: channels of each stage; the total stride is 2**len."""
-    conv_blocks: tuple[int, ...] = (1, 1, 1, 1)
-    """encoder=conv: residual blocks per stage."""
-    patch_size: int = 16
-    """encoder=vit: patch side in pixels."""
-    vit_dim: int = 192
-    """encoder=vit: token width."""
-    vit_depth: int = 4
-    """encoder=vit: Transformer blocks."""
-    vit_heads: int = 3
-    """encoder=vit: attention heads."""
     max_views: int = 1
     """Images per study; extra views are dropped, missing ones masked."""
     dropout: float = 0.1
@@ -61,7 +33,7 @@ class ClassifierConfig:
     """Outputs of the head: one per class (classification) or per coordinate (regression); set by the task."""
 
     def __post_init__(self) -> None:
-        check_encoder_fields(self)
+        super().__post_init__()
         for name in ("image_size", "in_chans", "max_views", "num_outputs"):
             if getattr(self, name) < 1:
                 raise ValueError(f"model.{name} must be >= 1, got {getattr(self, name)}")

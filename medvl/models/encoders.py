@@ -1,6 +1,6 @@
 """Image encoders: one normalized view in, a grid of patch features out.
 
-Contract of every entry in `ENCODERS`: a builder `(config) -> nn.Module` (config: a `CaptionerConfig`) whose module has
+Contract of every entry in `ENCODERS`: a builder `(config) -> nn.Module` (config: an `ImageEncoderConfig`) whose module has
 `out_dim: int` (feature width), `grid: tuple[int, int]` (patch rows, columns at `config.image_size`) and
 `forward(x [N, C, H, W] normalized) -> [N, grid[0] * grid[1], out_dim]`, patches in row-major order.
 
@@ -14,6 +14,7 @@ from __future__ import annotations
 import inspect
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,47 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from medvl.registry import Registry
+
+@dataclass
+class ImageEncoderConfig:
+    """The image input and image-encoder fields shared by every family config that embeds an `ENCODERS` encoder
+    (the captioner, the classifier); a family's config subclasses it, adding its own fields and defaults."""
+
+    image_size: int = 128
+    """Side of the square input images, in pixels."""
+    in_chans: int = 1
+    """Image channels: 1 grayscale (X-rays), 3 RGB (photographs), N for multispectral frames (.npy)."""
+    image_mean: float = 0.5
+    """Pixel mean subtracted inside the model (images arrive in [0, 1]); match a pretrained encoder's statistics."""
+    image_std: float = 0.25
+    """Pixel std the model divides by after subtracting image_mean."""
+    channel_mean: tuple[float, ...] = ()
+    """Per-channel pixel mean (one value per model.in_chans), overriding image_mean; empty = read from the pretrained
+    encoder's preprocessing config (HF preprocessor_config.json, timm pretrained_cfg) when it has one."""
+    channel_std: tuple[float, ...] = ()
+    """Per-channel pixel std matching channel_mean."""
+    encoder: str = "conv"
+    """Image encoder, a name in `medvl.models.encoders.ENCODERS`: conv, vit, torchvision, timm, hf."""
+    encoder_name: str = ""
+    """Backbone name for encoder=torchvision or timm (e.g. resnet18, resnet50, densenet121)."""
+    encoder_weights: str = ""
+    """Local weights for the backbone: a .pth/.safetensors state dict, or for encoder=hf a model directory.
+    Empty: random init. Nothing is ever downloaded."""
+    conv_channels: tuple[int, ...] = (32, 64, 128, 192)
+    """encoder=conv: channels of each stage; the total stride is 2**len ."""
+    conv_blocks: tuple[int, ...] = (1, 1, 1, 1)
+    """encoder=conv: residual blocks per stage (same length as conv_channels)."""
+    patch_size: int = 16
+    """encoder=vit: patch side in pixels (image_size must be a multiple)."""
+    vit_dim: int = 192
+    """encoder=vit: token width."""
+    vit_depth: int = 4
+    """encoder=vit: Transformer blocks."""
+    vit_heads: int = 3
+    """encoder=vit: attention heads (must divide vit_dim)."""
+    def __post_init__(self) -> None:
+        check_encoder_fields(self)
+
 
 EncoderBuilder = Callable[[Any], nn.Module]
 ENCODERS: Registry[EncoderBuilder] = Registry("image encoder")
