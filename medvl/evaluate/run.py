@@ -24,7 +24,8 @@ import torch
 
 from medvl.data.dataset import check_studies
 from medvl.data.sources import load_studies, require_split
-from medvl.evaluate.reports import HEADLINE, ScoringOptions, format_tables, headline_f1_key, score_files
+from medvl.evaluate.reports import (HEADLINE, ScoringOptions, clinical_gap, format_tables, headline_f1_key,
+                                    score_files)
 from medvl.infer.predictor import LoadedModel, load_trained
 
 
@@ -164,12 +165,6 @@ def refuse_checkpoint(path: str | Path, flag: str) -> None:
     task = config.get("task", {}).get("name") or (MODEL_FAMILIES.get(family).task if family in MODEL_FAMILIES else "?")
     raise ValueError(f"{flag} {p} is a checkpoint (family {family}, task {task}), not a file of reports: medvl score "
                      f"compares report files; to evaluate a checkpoint run `medvl evaluate {p}`")
-
-
-def clinical_gap(result: dict[str, Any]) -> float:
-    """Model minus baseline clinical micro-F1 of a report evaluation (the quickstart's acceptance figure)."""
-    key = headline_f1_key(result)
-    return float(result[key] - result["baseline"][key])
 
 
 __all__ = ["HEADLINE", "ScoringOptions", "clinical_gap", "evaluate", "format_result", "format_tables", "headline_f1_key",

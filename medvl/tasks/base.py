@@ -151,10 +151,6 @@ class Task:
         """Terminal tables of an evaluation result."""
         return json.dumps({k: v for k, v in result.items() if isinstance(v, (int, float))}, indent=1)
 
-    def clinical_gap(self, result: dict[str, Any]) -> float | None:
-        """Model minus baseline on the task's headline figure (None when it has no baseline)."""
-        return None
-
     # ----------------------------------------------------------------------------------------------- inference
     def inference_batch(self, studies: Sequence[Any]) -> Any:
         """A batch from `medvl.infer.predictor.PreparedStudy` objects (images only, no targets)."""

@@ -288,11 +288,7 @@ class ClassificationTask(Task):
     def format_evaluation(cls, result: dict[str, Any]) -> str:
         from medvl.evaluate.classification_report import format_classification_tables
 
-        return format_classification_tables(result)
-
-    def clinical_gap(self, result: dict[str, Any]) -> float | None:
-        base = result.get("baseline", {}).get("auroc_macro")
-        return None if base is None or result.get("auroc_macro") is None else result["auroc_macro"] - base
+        return format_classification_tables(result, baseline=result.get("baseline"))
 
     # ---------------------------------------------------------------------------------------------- inference
     def inference_batch(self, studies: Sequence[Any]) -> ClassificationBatch:

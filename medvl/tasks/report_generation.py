@@ -159,11 +159,6 @@ class ReportTask(Task):
 
         return format_tables(result)
 
-    def clinical_gap(self, result: dict[str, Any]) -> float | None:
-        from medvl.evaluate.reports import clinical_gap
-
-        return clinical_gap(result) if "baseline" in result else None
-
     # ---------------------------------------------------------------------------------------------- inference
     def inference_batch(self, studies: Sequence[Any]) -> Batch:
         bos = self.tokenizer.bos_token_id
