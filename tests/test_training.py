@@ -136,13 +136,21 @@ SYNTH_FIXTURE = ["data.source=synthetic", "data.synth.n=40", "data.synth.seed=3"
 NO_PRETRAINED = ["model.encoder=vit", "model.encoder_weights=", "model.llm_path=", "tokenizer.path=",
                  "train.init_from=", "model.llm_dtype=float32", "train.precision=fp32"]
 
+# Clip recipes (data.source clips or clips_synthetic) at a tiny size on the fixture's two views per study.
+CLIPS_AS_FIXTURE = ["model.num_frames=2", "model.in_chans=1", "model.channel_mean=[]", "model.channel_std=[]",
+                    "train.global_batch_size=0", "train.precision=fp32", "data.num_workers=0"]
+
 
 @pytest.mark.parametrize("recipe", sorted((REPO / "recipes").glob("*.yaml")), ids=lambda p: p.stem)
 def test_every_shipped_recipe_trains_at_a_tiny_size(recipe: Path, synth_root: Path, tmp_path: Path) -> None:
     text = recipe.read_text()
     extra = NO_PRETRAINED if "family: xraygpt" in text else []
-    if "family: classifier" in text:  # the tiny synthetic set as a labelled source; its own 8 findings as classes
-        extra = [*SYNTH_FIXTURE, "task.labels=[]"]
+    if "family: classifier" in text or "name: classification" in text:  # the tiny synthetic set as a labelled
+        extra = [*SYNTH_FIXTURE, "task.labels=[]"]                           # source; its 8 findings as classes
+    if "family: mae" in text:  # no pretrained weights or previous stage here
+        extra = [*extra, "model.pretrained=", "train.init_from="]
+    if "source: clips" in text:  # the fixture's two grayscale views stand in for a clip's frames
+        extra = [*extra, *CLIPS_AS_FIXTURE]
     cfg = load_experiment(recipe, tiny_overrides(synth_root, tmp_path, "train.max_steps=2", "train.eval_every=2",
                                                  "data.num_workers=0", *extra))
     summary = train(cfg)

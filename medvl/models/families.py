@@ -117,6 +117,30 @@ def _build_classifier(config: Any) -> nn.Module:
     return ImageClassifier(config)
 
 
+def _mae_config() -> type:
+    from medvl.models.mae import MAEConfig
+
+    return MAEConfig
+
+
+def _mae_presets() -> dict[str, dict[str, Any]]:
+    from medvl.models.mae import MAE_SIZES
+
+    return MAE_SIZES
+
+
+def _mae_reload_config(config: Any) -> Any:
+    from medvl.models.mae import config_for_reload
+
+    return config_for_reload(config)
+
+
+def _build_mae(config: Any) -> nn.Module:
+    from medvl.models.mae import MaskedVideoViT
+
+    return MaskedVideoViT(config)
+
+
 MODEL_FAMILIES: Registry[ModelFamily] = Registry("model family")
 MODEL_FAMILIES.add("captioner", ModelFamily("captioner", _captioner_config, _captioner_presets, _build_captioner,
                                             task="report_generation", default_size="small",
@@ -126,6 +150,9 @@ MODEL_FAMILIES.add("xraygpt", ModelFamily("xraygpt", _xraygpt_config, _xraygpt_p
 MODEL_FAMILIES.add("classifier", ModelFamily("classifier", _classifier_config, _classifier_presets, _build_classifier,
                                              task="classification", default_size="small",
                                              reload_config=_classifier_reload_config))
+MODEL_FAMILIES.add("mae", ModelFamily("mae", _mae_config, _mae_presets, _build_mae, task="masked_modeling",
+                                      default_size="base", reload_config=_mae_reload_config,
+                                      other_tasks=("classification", "regression")))
 
 
 def model_config_to_dict(family: str, size: str, config: Any) -> dict[str, Any]:

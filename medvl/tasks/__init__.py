@@ -27,10 +27,17 @@ def _classification() -> type:
     return ClassificationTask
 
 
+def _masked_modeling() -> type:
+    from medvl.tasks.masked_modeling import MaskedModelingTask
+
+    return MaskedModelingTask
+
+
 TASKS: Registry[Callable[[], Any]] = Registry("task")
 TASKS.add("report_generation", _report_generation)
 TASKS.add("instructed_report", _instructed_report)
 TASKS.add("classification", _classification)
+TASKS.add("masked_modeling", _masked_modeling)
 
 
 def task_class(name: str) -> Any:

@@ -37,6 +37,11 @@ class TrainConfig:
     """Peak learning rate."""
     weight_decay: float = 0.05
     """AdamW weight decay (never applied to norms, biases and embeddings)."""
+    weight_decay_end: float = -1.0
+    """Weight decay at the last step, reached by a per-step cosine from weight_decay (VideoMAE); -1 = constant."""
+    layer_decay: float = 1.0
+    """Layer-wise lr decay (BEiT/VideoMAE fine-tuning): layer i of L gets lr x layer_decay ** (L + 1 - i), the
+    embedding the smallest, the head the peak; 1.0 = off. Needs a model with layer ids (the mae family)."""
     betas: tuple[float, float] = (0.9, 0.98)
     schedule: str = "cosine"
     """LR schedule after warmup: cosine, linear or constant."""
@@ -86,5 +91,10 @@ class TrainConfig:
             raise ValueError("set train.epochs or train.max_steps to at least 1")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"train.ema_decay must be in [0, 1), got {self.ema_decay}")
+        if not 0.0 < self.layer_decay <= 1.0:
+            raise ValueError(f"train.layer_decay must be in (0, 1] (1.0 = off), got {self.layer_decay}")
+        if self.weight_decay_end < 0 and self.weight_decay_end != -1.0:
+            raise ValueError(f"train.weight_decay_end must be >= 0, or -1 for a constant weight decay, got "
+                             f"{self.weight_decay_end}")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ValueError(f"train.label_smoothing must be in [0, 1), got {self.label_smoothing}")

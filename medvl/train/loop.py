@@ -197,9 +197,11 @@ class Trainer:
                              f"x grad_accum {self.plan.grad_accum} x {self.dist.world_size} process(es))")
         self.steps_per_epoch = steps_per_epoch
         self.total_steps = tc.max_steps or tc.epochs * steps_per_epoch
-        self.optimizer = build_optimizer(self.model, lr=tc.lr, weight_decay=tc.weight_decay, betas=tc.betas)
+        self.optimizer = build_optimizer(self.model, lr=tc.lr, weight_decay=tc.weight_decay, betas=tc.betas,
+                                         layer_decay=tc.layer_decay)
         warmup = min(tc.warmup_steps, self.total_steps)
-        self.scheduler = build_scheduler(self.optimizer, tc.schedule, warmup, self.total_steps, tc.min_lr_ratio)
+        self.scheduler = build_scheduler(self.optimizer, tc.schedule, warmup, self.total_steps, tc.min_lr_ratio,
+                                         tc.weight_decay_end if tc.weight_decay_end >= 0 else None)
         self.ema = ModelEma(self.model, decay=tc.ema_decay) if tc.ema_decay > 0 else None
         if checkpoint is not None:
             self._restore(checkpoint)
@@ -297,11 +299,15 @@ class Trainer:
             from medvl.infer.predictor import resolve_checkpoint
 
             state = load_checkpoint(resolve_checkpoint(path), load_train_state=False).model_state
+        dropped: list[str] = []
+        if hasattr(self.model, "init_state"):  # e.g. a fine-tuning model drops the decoder of an MAE checkpoint
+            state, dropped = self.model.init_state(state)
         missing, unexpected = self.model.load_state_dict(state, strict=False)
         if unexpected:
             raise ValueError(f"train.init_from: {len(unexpected)} weights in {path} do not belong to this model "
                              f"(e.g. {unexpected[:3]}); is it a checkpoint of another model family or size?")
-        self._print(f"initialized {len(state)} tensors from {path} ({len(missing)} keep their initialization)")
+        self._print(f"initialized {len(state)} tensors from {path} ({len(missing)} keep their initialization"
+                    + (f", {len(dropped)} of the file not used by this task, e.g. {dropped[:2]})" if dropped else ")"))
 
     def _restore(self, ckpt: Any) -> None:
         self.parallel.load_model_state(ckpt.model_state)

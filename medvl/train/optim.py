@@ -1,7 +1,14 @@
-"""AdamW with weight decay only where it belongs.
+"""AdamW with weight decay only where it belongs, and optional layer-wise learning-rate decay.
 
 Decay is applied to weight matrices and conv kernels; never to biases, norm parameters, embeddings (token, position,
-view) or any other parameter with fewer than two dimensions, which decay would only pull towards zero.
+view), learned ViT tokens (`cls_token`, `mask_token`, `register_tokens`...) or any other parameter with fewer than two dimensions,
+which decay would only pull towards zero.
+
+Layer-wise lr decay (BEiT, VideoMAE; `train.layer_decay` < 1): a model that has `layer_id(param_name) -> int` and
+`num_layers` gets one parameter group per (layer, decay or not) whose `lr` is the peak lr times `lr_scale` =
+layer_decay ** (num_layers + 1 - layer_id): the head keeps the peak lr, the embedding gets decay ** (num_layers + 1).
+The groups' `lr` is what the schedule scales (`LambdaLR` keeps each group's initial lr), so the ratio holds at every
+step. Groups are ordered head first, so the logged lr (group 0) is the peak schedule.
 """
 
 from __future__ import annotations
@@ -9,24 +16,47 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+_TOKENS = ("cls_token", "mask_token", "dist_token", "reg_token", "register_tokens")
 _NO_DECAY_MODULES = (nn.Embedding, nn.LayerNorm, nn.GroupNorm, nn.RMSNorm, nn.modules.batchnorm._BatchNorm)
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    decay, no_decay, seen = [], [], set()
-    for module in model.modules():
+def _no_decay(module: nn.Module, name: str, param: nn.Parameter) -> bool:
+    embedding_like = "embed" in name or name.endswith("_emb")
+    token = name in _TOKENS
+    return isinstance(module, _NO_DECAY_MODULES) or param.ndim < 2 or embedding_like or token
+
+
+def param_groups(model: nn.Module, weight_decay: float, layer_decay: float = 1.0, lr: float | None = None
+                 ) -> list[dict]:
+    """AdamW groups; with `layer_decay` < 1 (and the model's `layer_id`), one group per layer with its scaled lr."""
+    layered = layer_decay != 1.0
+    if layered and not (hasattr(model, "layer_id") and hasattr(model, "num_layers")):
+        raise ValueError(f"train.layer_decay={layer_decay} needs a model with layer ids (`layer_id(name)` and "
+                         f"`num_layers`, e.g. the mae family); {type(model).__name__} has none: set "
+                         "train.layer_decay=1.0")
+    groups: dict[tuple[int, bool], list[nn.Parameter]] = {}
+    seen: set[int] = set()
+    for prefix, module in model.named_modules():
         for name, param in module.named_parameters(recurse=False):
             if not param.requires_grad or id(param) in seen:
                 continue  # frozen, or tied and already placed (the first owner decides)
             seen.add(id(param))
-            embedding_like = "embed" in name or name.endswith("_emb")
-            if isinstance(module, _NO_DECAY_MODULES) or param.ndim < 2 or embedding_like:
-                no_decay.append(param)
-            else:
-                decay.append(param)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+            full = f"{prefix}.{name}" if prefix else name
+            layer = model.layer_id(full) if layered else 0
+            groups.setdefault((layer, _no_decay(module, name, param)), []).append(param)
+    if not layered:  # two groups, decay then no decay (the layout of earlier checkpoints' optimizer state)
+        return [{"params": groups.get((0, False), []), "weight_decay": weight_decay},
+                {"params": groups.get((0, True), []), "weight_decay": 0.0}]
+    out = []
+    for (layer, no_decay), params in sorted(groups.items(), key=lambda kv: (-kv[0][0], kv[0][1])):
+        scale = layer_decay ** (model.num_layers + 1 - layer)
+        out.append({"params": params, "weight_decay": 0.0 if no_decay else weight_decay, "lr_scale": scale,
+                    "layer_id": layer, **({"lr": lr * scale} if lr is not None else {})})
+    return out
 
 
-def build_optimizer(model: nn.Module, lr: float, weight_decay: float,
-                    betas: tuple[float, float] = (0.9, 0.98)) -> torch.optim.AdamW:
-    return torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, betas=tuple(betas))
+def build_optimizer(model: nn.Module, lr: float, weight_decay: float, betas: tuple[float, float] = (0.9, 0.98),
+                    layer_decay: float = 1.0) -> torch.optim.AdamW:
+    if not 0.0 < layer_decay <= 1.0:
+        raise ValueError(f"train.layer_decay must be in (0, 1] (1.0 = off), got {layer_decay}")
+    return torch.optim.AdamW(param_groups(model, weight_decay, layer_decay, lr), lr=lr, betas=tuple(betas))
