@@ -117,8 +117,8 @@ class MAEConfig:
             if found is not None and len(found[0]) in (1, self.in_chans):
                 self.channel_mean, self.channel_std = found
         if len(self.channel_mean) != len(self.channel_std) or len(self.channel_mean) not in (0, 1, self.in_chans):
-            raise ValueError(f"model.channel_mean {self.channel_mean} and model.channel_std {self.channel_std} need one "
-                             f"value each, or one per channel (model.in_chans={self.in_chans})")
+            raise ValueError(f"model.channel_mean {self.channel_mean} and model.channel_std {self.channel_std} need "
+                             f"one value each, or one per channel (model.in_chans={self.in_chans})")
 
 
 def _sizes(dim: int, depth: int, heads: int, mlp: int, ddim: int, ddepth: int, dheads: int) -> dict[str, Any]:

@@ -6,7 +6,8 @@
   attn.proj, norm2, mlp.fc1, mlp.fc2}`, `norm`, and for a pretraining checkpoint `encoder_to_decoder`, `mask_token`,
   `decoder.blocks.i.*`, `decoder.norm`, `decoder.head`;
 - an HF VideoMAE folder (`config.json` + `model.safetensors` or `pytorch_model.bin`; `VideoMAEForPreTraining`,
-  `VideoMAEModel` or `VideoMAEForVideoClassification`) or such a state dict file;
+  `VideoMAEModel` or `VideoMAEForVideoClassification`; their attention biases saved as `q_bias`/`v_bias`, as the hub
+  files and transformers' own save_pretrained write them) or such a state dict file;
 - a timm ViT state dict (`patch_embed.proj` 2-D, `blocks.i.attn.qkv` with a full bias: the key bias is dropped, which
   changes nothing since softmax ignores a per-query constant; learned `pos_embed` / `cls_token` are not used, VideoMAE
   has fixed sin-cos positions);
@@ -80,11 +81,12 @@ def read_state(path: Path) -> dict[str, Tensor]:
             break
         state = inner
     if not isinstance(state, dict):
-        raise PretrainedWeightsError(f"model.pretrained: {str(path)!r} holds a {type(state).__name__}, not a state dict")
+        raise PretrainedWeightsError(f"model.pretrained: {str(path)!r} holds a {type(state).__name__}, not a state "
+                                     "dict")
     return {k: v for k, v in state.items() if isinstance(v, Tensor)}
 
 
-def _block(rest: str, prefix: str, state: dict[str, Tensor], value: Tensor, out: dict[str, Tensor]) -> bool:
+def _block(rest: str, prefix: str, value: Tensor, out: dict[str, Tensor]) -> bool:
     """Map one key of an original (timm-named) transformer block onto VideoMAE's HF names; False if unknown."""
     for old, new in _BLOCK_MAP.items():
         if rest.startswith(old + "."):
@@ -124,7 +126,7 @@ def map_keys(state: dict[str, Tensor]) -> tuple[dict[str, Tensor], list[str]]:
             continue
         if name.startswith("decoder.blocks."):
             i, rest = name[len("decoder.blocks."):].split(".", 1)
-            if _block(rest, f"decoder.decoder_layers.{i}", state, value, out):
+            if _block(rest, f"decoder.decoder_layers.{i}", value, out):
                 continue
         if name.startswith("encoder."):
             name = name[len("encoder."):]
@@ -136,9 +138,12 @@ def map_keys(state: dict[str, Tensor]) -> tuple[dict[str, Tensor], list[str]]:
             continue
         if name.startswith("blocks."):
             i, rest = name[len("blocks."):].split(".", 1)
-            if _block(rest, f"encoder.videomae.encoder.layer.{i}", state, value, out):
+            if _block(rest, f"encoder.videomae.encoder.layer.{i}", value, out):
                 continue
         unused.append(key)
+    for name in [k for k in out if k.endswith(("attention.attention.q_bias", "attention.attention.v_bias"))]:
+        kind = "query" if name.endswith("q_bias") else "value"  # HF VideoMAE files (transformers 4 layout)
+        out[name.rsplit(".", 1)[0] + f".{kind}.bias"] = out.pop(name)
     return out, unused
 
 

@@ -163,7 +163,8 @@ class MaskedModelingTask(Task):
             images, view_ids, view_mask = collate_views(samples, mc.max_views)
         else:
             images = torch.zeros(0, mc.max_views, mc.in_chans, mc.image_size, mc.image_size)
-            view_ids, view_mask = torch.zeros(0, mc.max_views, dtype=torch.long), torch.zeros(0, mc.max_views, dtype=torch.bool)
+            view_ids = torch.zeros(0, mc.max_views, dtype=torch.long)
+            view_mask = torch.zeros(0, mc.max_views, dtype=torch.bool)
         return ClipBatch([s.id for s in samples], images, view_ids, view_mask,
                          [x for x in items if isinstance(x, Skipped)])
 

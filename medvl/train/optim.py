@@ -1,8 +1,8 @@
 """AdamW with weight decay only where it belongs, and optional layer-wise learning-rate decay.
 
 Decay is applied to weight matrices and conv kernels; never to biases, norm parameters, embeddings (token, position,
-view), learned ViT tokens (`cls_token`, `mask_token`, `register_tokens`...) or any other parameter with fewer than two dimensions,
-which decay would only pull towards zero.
+view), learned ViT tokens (`cls_token`, `mask_token`, `register_tokens`...) or any other parameter with fewer than two
+dimensions, which decay would only pull towards zero.
 
 Layer-wise lr decay (BEiT, VideoMAE; `train.layer_decay` < 1): a model that has `layer_id(param_name) -> int` and
 `num_layers` gets one parameter group per (layer, decay or not) whose `lr` is the peak lr times `lr_scale` =
