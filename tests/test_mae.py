@@ -289,3 +289,46 @@ def test_schedules_without_warmup_and_mask_token_without_decay() -> None:
     assert max(g["weight_decay"] for g in opt.param_groups) == pytest.approx(0.0, abs=1e-12)
     with pytest.raises(ValueError, match="needs a model with layer ids"):
         build_optimizer(torch.nn.Linear(2, 2), lr=1e-3, weight_decay=0.05, layer_decay=0.75)
+
+
+def test_masked_modeling_resumes_exactly_and_explains_a_finetuned_image(synth_root: Path, tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from medvl.train.checkpoint import load_checkpoint
+    from medvl.train.loop import Trainer, train
+
+    extra = (*FIXTURE, "train.max_steps=6", "train.save_every=1", "train.eval_every=100", "model.depth=1")
+    train(load_experiment("cxr_mae_pretrain", tiny_overrides(synth_root, tmp_path / "full", *extra)))
+    original = Trainer.save
+
+    class Stop(Exception):
+        pass
+
+    def save_then_stop(self: Trainer, name: str, *args: object, **kwargs: object) -> Path:
+        path = original(self, name, *args, **kwargs)
+        if name == "step_0000003":
+            raise Stop
+        return path
+
+    monkeypatch.setattr(Trainer, "save", save_then_stop)
+    with pytest.raises(Stop):
+        train(load_experiment("cxr_mae_pretrain", tiny_overrides(synth_root, tmp_path / "cut", *extra)))
+    monkeypatch.setattr(Trainer, "save", original)
+    train(load_experiment("cxr_mae_pretrain", tiny_overrides(synth_root, tmp_path / "cut", *extra)), resume="auto")
+    a = load_checkpoint(tmp_path / "full" / "checkpoints" / "last", load_train_state=False).model_state
+    b = load_checkpoint(tmp_path / "cut" / "checkpoints" / "last", load_train_state=False).model_state
+    for key in a:  # the same masks were drawn after the resume: the global RNG travels in the checkpoint
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6, msg=key)
+
+    from medvl.infer.predictor import load_study, load_trained
+    from medvl.infer.saliency import gradcam
+
+    fine = tmp_path / "fine"
+    train(load_experiment("cxr_classify_nih_mae", tiny_overrides(
+        synth_root, fine, *FIXTURE, "task.labels=[]", f"train.init_from={tmp_path / 'full'}", "train.max_steps=1",
+        "model.depth=1")))
+    loaded = load_trained(fine)
+    image = sorted((synth_root / "images").glob("*/*.png"))[0]
+    study = load_study(loaded, "x", [image])
+    probs = loaded.task.predict(loaded.task.inference_batch([study]))[0]
+    cam = gradcam(loaded, study, probs)
+    assert cam.shape == (1, 32, 32) and 0.0 <= cam.min() and cam.max() == pytest.approx(1.0)
