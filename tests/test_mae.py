@@ -148,6 +148,15 @@ def test_pretrain_evaluate_then_finetune_from_the_encoder(synth_root: Path, tmp_
     study_dir = synth_root / "images" / rows[0]["id"]
     record = predict_prepared(loaded, [load_study(loaded, "x", sorted(study_dir.glob("*.png"))[:1])])[0]
     assert set(record) == {"reconstruction_loss", "baseline_loss", "mask_ratio"} and record["reconstruction_loss"] > 0
+    from fastapi.testclient import TestClient
+
+    from medvl.serve.app import create_app
+
+    with TestClient(create_app(loaded)) as client:
+        png = sorted(study_dir.glob("*.png"))[0].read_bytes()
+        answer = client.post("/v1/reconstructions", files=[("images", ("a.png", png, "image/png"))])
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["reconstruction_loss"] == pytest.approx(record["reconstruction_loss"], rel=1e-4)
 
     fine = tmp_path / "fine"
     cfg = load_experiment("cxr_classify_nih_mae", tiny_overrides(

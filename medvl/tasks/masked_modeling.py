@@ -7,15 +7,16 @@ The task contract (`medvl.tasks.base.Task`):
   tokens only at the positions of a running-cell pattern (2x2 cells, `decoder_mask_ratio` of each cell dropped, the
   cell shifting by one each tubelet, a random phase per clip) and the loss is taken over the hidden tokens among
   them. Training masks come from torch's global (CPU) RNG, which checkpoints carry, so a resumed run draws the same
-  masks; validation, evaluation and prediction draw from a generator seeded by (task.seed, study id), so a study is
-  always masked the same way and the decoder reconstructs every hidden token;
+  masks; validation and evaluation draw from a generator seeded by (task.seed, study id), so a study is always masked
+  the same way, and prediction from one seeded by task.seed alone (the answer does not depend on the request's id);
+  outside training the decoder reconstructs every hidden token;
 - loss: MSE between the decoder's patches and the target patches, per-patch normalized pixels (`norm_pix_loss`, each
   channel of a patch to zero mean and unit variance) or the model's normalized pixels, averaged over hidden tokens;
 - validation: the loss (selects the best checkpoint, mode min), the baseline's loss and their ratio;
 - evaluation: the reconstruction loss of the split with a bootstrap 95% interval next to the baseline that predicts
   each patch's mean (the normalized target 0), and, for the first `eval_images` studies, PNG panels (original |
   masked | reconstruction, one row per frame) in reconstructions/ and report.html;
-- prediction record: {"reconstruction_loss", "baseline_loss", "mask_ratio"} of the study under its seeded mask.
+- prediction record: {"reconstruction_loss", "baseline_loss", "mask_ratio"} of the study under the seeded mask.
 """
 
 from __future__ import annotations
@@ -169,8 +170,9 @@ class MaskedModelingTask(Task):
                          [x for x in items if isinstance(x, Skipped)])
 
     # ------------------------------------------------------------------------------------------------- masks
-    def masks(self, batch: ClipBatch, training: bool) -> tuple[Tensor, Tensor]:
-        """(hidden, decoded) bool [B, N]; see the module docstring for where their randomness comes from."""
+    def masks(self, batch: ClipBatch, training: bool, by_id: bool = True) -> tuple[Tensor, Tensor]:
+        """(hidden, decoded) bool [B, N]; see the module docstring for where their randomness comes from (`by_id`
+        False: every study gets the mask of `task.seed` alone, so a prediction does not depend on the request id)."""
         opts, b = self.options, len(batch)
         if training:
             hidden = tube_mask(self.grid, opts.mask_ratio, b)
@@ -182,7 +184,8 @@ class MaskedModelingTask(Task):
             else:
                 decoded = hidden
         else:
-            generators = [torch.Generator().manual_seed(zlib.crc32(f"{opts.seed}:{sid}".encode())) for sid in batch.ids]
+            generators = [torch.Generator().manual_seed(zlib.crc32(f"{opts.seed}:{sid if by_id else ''}".encode()))
+                          for sid in batch.ids]
             hidden = tube_mask(self.grid, opts.mask_ratio, b, generators)
             decoded = hidden
         device = batch.images.device
@@ -199,9 +202,10 @@ class MaskedModelingTask(Task):
             return ((per_channel - mean) / (var.sqrt() + 1e-6)).view(patches.shape)
         return model.patchify(model.clips(batch.images, batch.view_mask.bool()))
 
-    def _reconstruct(self, batch: ClipBatch, training: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    def _reconstruct(self, batch: ClipBatch, training: bool, by_id: bool = True
+                     ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """(predicted [B, Nd, P], target [B, Nd, P], weight [B, Nd] 1 on hidden tokens, decoded [B, N])."""
-        hidden, decoded = self.masks(batch, training)
+        hidden, decoded = self.masks(batch, training, by_id)
         pred = self.model(batch.images, batch.view_ids, batch.view_mask, hidden, decoded).float()
         b, p = len(batch), pred.shape[-1]
         with torch.no_grad():
@@ -217,8 +221,8 @@ class MaskedModelingTask(Task):
 
     # ------------------------------------------------------------------------------------ validate / evaluate
     @torch.no_grad()
-    def _rows(self, batch: ClipBatch, panels: bool) -> list[dict[str, Any]]:
-        pred, target, weight, decoded = self._reconstruct(batch, training=False)
+    def _rows(self, batch: ClipBatch, panels: bool, by_id: bool = True) -> list[dict[str, Any]]:
+        pred, target, weight, decoded = self._reconstruct(batch, training=False, by_id=by_id)
         n = weight.sum(1).clamp_min(1)
         loss = ((pred - target).pow(2).mean(-1) * weight).sum(1) / n
         baseline = ((target - target.mean(-1, keepdim=True)).pow(2).mean(-1) * weight).sum(1) / n
@@ -321,7 +325,7 @@ class MaskedModelingTask(Task):
 
     def predict(self, batch: ClipBatch) -> list[dict[str, Any]]:
         return [{"reconstruction_loss": round(r["loss"], 6), "baseline_loss": round(r["baseline"], 6),
-                 "mask_ratio": self.options.mask_ratio} for r in self._rows(batch, panels=False)]
+                 "mask_ratio": self.options.mask_ratio} for r in self._rows(batch, panels=False, by_id=False)]
 
 
 def _to_rgb(frame: Tensor) -> np.ndarray:
