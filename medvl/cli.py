@@ -68,11 +68,18 @@ def cmd_train(args: argparse.Namespace) -> int:
 
         print(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
         return 0
-    summary = train(cfg, resume=args.resume)
+    summary = train(cfg, resume=_resume_mode(args))
     print(f"done: {summary['steps']} steps in {summary['seconds']}s; best {cfg.train.select_metric} = "
           f"{summary['best_metric'][cfg.train.select_metric]} at step {summary['best_metric']['step']}; "
           f"checkpoints in {Path(cfg.train.output_dir) / 'checkpoints'}")
     return 0
+
+
+def _resume_mode(args: argparse.Namespace) -> str | None:
+    """--resume and --overwrite as the one `resume` argument of `train` (see medvl/train/run_folder.py)."""
+    if args.overwrite and args.resume not in (None, "overwrite"):
+        raise ValueError(f"--overwrite starts the run over, --resume {args.resume} continues it: give one of them")
+    return "overwrite" if args.overwrite else args.resume
 
 
 def _generation_overrides(args: argparse.Namespace) -> dict:
@@ -227,7 +234,7 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
     overrides = [f"train.output_dir={args.output_dir}", *args.overrides, *(["data.strict=true"] if args.strict else [])]
     cfg = load_experiment("quickstart", overrides)
     t0 = time.time()
-    summary = train(cfg, resume=args.resume)
+    summary = train(cfg, resume=_resume_mode(args))
     result = evaluate(summary["best_checkpoint"] or summary["last_checkpoint"], split="test", strict=args.strict)
     print()
     print(format_tables(result))
@@ -284,7 +291,10 @@ def build_parser() -> argparse.ArgumentParser:
                                    "quickstart) with dotted overrides such as train.lr=3e-4 model.size=tiny.")
     p.add_argument("recipe", nargs="?", default=None, help="recipe name or YAML path (default: quickstart)")
     p.add_argument("overrides", nargs="*", help="section.field=value overrides")
-    p.add_argument("--resume", default=None, help="'auto' (newest checkpoint in train.output_dir) or a checkpoint path")
+    p.add_argument("--resume", default=None, help="'auto' (continue from the newest checkpoint in train.output_dir "
+                   "that loads), 'never' (start over; an earlier run there moves to previous_run_N/) or a checkpoint "
+                   "path; without it, a train.output_dir that holds a run is refused")
+    p.add_argument("--overwrite", action="store_true", help="start over, deleting an earlier run in train.output_dir")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     p.add_argument("--strict", action="store_true", help="stop at the first unusable study (missing/corrupt image, "
                    "empty report) instead of skipping and counting it")
@@ -431,7 +441,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "evaluate on the test split and print the metrics next to the baseline.")
     p.add_argument("overrides", nargs="*", help="section.field=value overrides")
     p.add_argument("--output-dir", default="runs/quickstart", help="run directory (default runs/quickstart)")
-    p.add_argument("--resume", default=None, help="'auto' to continue an interrupted quickstart")
+    p.add_argument("--resume", default=None, help="'auto' to continue an interrupted quickstart, 'never' to start over "
+                   "(the earlier run moves to previous_run_N/)")
+    p.add_argument("--overwrite", action="store_true", help="start over, deleting an earlier run in --output-dir")
     p.add_argument("--strict", action="store_true", help="stop at the first unusable study (missing/corrupt image, "
                    "empty report) instead of skipping and counting it")
     p.set_defaults(func=cmd_quickstart)

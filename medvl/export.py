@@ -28,7 +28,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 HF_EXPORT_FORMAT = "medvl-hf/1"
 HUB_PROBE_SECONDS = 5.0
@@ -138,13 +138,14 @@ def export_hf(checkpoint: str | Path, out_dir: str | Path, use_ema: bool = True,
 def read_hf_export(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor], Any, dict[str, Any]]:
     """(experiment config dict, model state, tokenizer, metadata) of a folder written by `export_hf`."""
     from medvl.data.tokenizer import load_tokenizer
-    from medvl.train.checkpoint import CheckpointError, _with_aliases
+    from medvl.train.checkpoint import CheckpointError, _with_aliases, read_tensors
 
     try:
         config = json.loads((path / "config.json").read_text())
-        state = _with_aliases(load_file(str(path / "model.safetensors")), config.get("medvl_tied_weights", {}))
-    except (OSError, json.JSONDecodeError) as e:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise CheckpointError(f"{path} is an incomplete medvl export: {e}") from e
+    state = _with_aliases(read_tensors(path / "model.safetensors", "exported weights"),
+                          config.get("medvl_tied_weights", {}))
     tokenizer = load_tokenizer(path)
     source = config.get("medvl_source", {})
     metadata = {"config": config["medvl_config"], "step": source.get("step"), "metrics": source.get("metrics", {}),

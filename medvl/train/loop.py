@@ -39,7 +39,7 @@ from medvl.data.tokenizer import (load_tokenizer, special_tokens, tokenizer_from
 from medvl.evaluate.scoring import score_reports
 from medvl.models.families import MODEL_FAMILIES
 from medvl.tasks import TASKS
-from medvl.train.checkpoint import find_latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint
+from medvl.train.checkpoint import load_checkpoint, prune_checkpoints, save_checkpoint
 from medvl.train.distributed import (
     DistInfo,
     DistributedSetupError,
@@ -58,6 +58,7 @@ from medvl.train.ema import ModelEma
 from medvl.train.loggers import build_loggers
 from medvl.train.optim import build_optimizer
 from medvl.train.parallel import ParallelModel, resolve_strategy
+from medvl.train.run_folder import prepare_run_folder
 from medvl.train.schedules import build_scheduler
 
 
@@ -223,18 +224,8 @@ class Trainer:
             print(*args, **kwargs)
 
     def _find_resume(self, resume: str | None) -> Path | None:
-        if not resume:
-            return None
-        if resume == "auto":
-            found = find_latest_checkpoint(self.run_dir)
-            if found is None:
-                self._print(f"resume=auto: no checkpoint in {self.run_dir / 'checkpoints'}, starting from scratch")
-            return found
-        path = Path(resume)
-        if not path.exists():
-            raise FileNotFoundError(f"checkpoint to resume from does not exist: {path} (use --resume auto to pick the "
-                                    f"newest one in {self.run_dir / 'checkpoints'})")
-        return path
+        """The checkpoint to resume from (None: step 0) under the run-folder policy of `medvl.train.run_folder`."""
+        return self._main_first(lambda: prepare_run_folder(self.run_dir, resume, self.cfg.to_dict(), self.main))
 
     def _tokenizer(self, checkpoint: Any, train_reports: list[str]):  # noqa: ANN202
         if checkpoint is not None:
@@ -421,7 +412,8 @@ class Trainer:
     # -------------------------------------------------------------------------------------------------------- the loop
     def fit(self) -> dict[str, Any]:
         cfg, tc, plan = self.cfg, self.cfg.train, self.plan
-        self.logger = build_loggers(tc.loggers, self.run_dir) if self.main else NullLogger()
+        # A resumed run's logs restart at its step: what was logged after the checkpoint is dropped.
+        self.logger = build_loggers(tc.loggers, self.run_dir, self.state.step) if self.main else NullLogger()
         if self.main:
             (self.run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
         n_params = sum(p.numel() for p in self.model.parameters())
