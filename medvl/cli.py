@@ -28,6 +28,7 @@ import os
 import sys
 import time
 from collections.abc import Sequence
+from contextlib import nullcontext
 from pathlib import Path
 
 from medvl.cli_data import add_data_commands
@@ -141,7 +142,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from medvl.infer.batch_predict import RowWriter, predict_studies, report_findings
     from medvl.infer.inputs import collect_studies
     from medvl.infer.predictor import generate_prepared, load_study, load_trained
+    from medvl.outputs import open_atomic, refuse_existing
 
+    if args.out:  # before any model work
+        refuse_existing(args.out, args.overwrite)
     listed = collect_studies(args.images)
     loaded = load_trained(args.checkpoint, device=args.device)
     gen = dataclasses.replace(loaded.config.generation, **_generation_overrides(args))
@@ -152,20 +156,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
         prepared = load_study(loaded, study.id, study.paths)
         report = generate_prepared(loaded, [prepared], gen)[0]
         if args.out:
-            with open(args.out, "w", newline="") as fh:
+            with open_atomic(args.out, args.overwrite) as fh:
                 RowWriter(fh, fmt).write({"id": study.id, "images": [str(p) for p in study.paths],
                                           "views": prepared.views, "report": report,
                                           "findings": report_findings(report),
                                           "seconds": round(time.perf_counter() - t0, 4)})
         print(report)
         return 0
-    out = open(args.out, "w", newline="") if args.out else sys.stdout  # noqa: SIM115 - closed below when a file
-    try:
+    with open_atomic(args.out, args.overwrite) if args.out else nullcontext(sys.stdout) as out:
         summary = predict_studies(loaded, listed.studies, gen, RowWriter(out, fmt), strict=args.strict,
                                   progress=not args.no_progress)
-    finally:
-        if out is not sys.stdout:
-            out.close()
     failed = summary["failed"]
     first = f" (first: {next(iter(failed))}: {next(iter(failed.values()))})" if failed else ""
     print(f"{summary['reports']} reports written, {len(failed)} studies failed{first}; {summary['seconds']:.1f}s, "
@@ -249,13 +249,14 @@ def cmd_convert(args: argparse.Namespace) -> int:
     from safetensors.torch import save_file
 
     from medvl.models.minigpt4 import convert_minigpt4, read_pth
+    from medvl.outputs import atomic_file, refuse_existing
 
+    out = refuse_existing(args.out, args.overwrite)
     state, skipped = convert_minigpt4(read_pth(args.pth))
     if not state:
         raise ValueError(f"no MiniGPT-4 / XrayGPT / BLIP-2 weights in {args.pth} ({len(skipped)} other tensors)")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in state.items()}, str(out))
+    with atomic_file(out, args.overwrite) as partial:
+        save_file({k: v.contiguous() for k, v in state.items()}, str(partial))
     groups: dict[str, int] = {}
     for key in state:
         groups[key.split(".")[0]] = groups.get(key.split(".")[0], 0) + 1
@@ -379,6 +380,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="write rows here (.jsonl or .csv) instead of standard output")
     p.add_argument("--format", default=None, choices=("jsonl", "csv"), help="output format (default: from --out's "
                    "suffix, else jsonl)")
+    p.add_argument("--overwrite", action="store_true", help="replace the --out file when it exists")
     p.add_argument("--strict", action="store_true", help="stop at the first study whose images cannot be read")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     generation_args(p)
@@ -455,6 +457,7 @@ def build_parser() -> argparse.ArgumentParser:
     q = conv.add_parser("minigpt4", help="MiniGPT-4 / XrayGPT / BLIP-2 .pth -> .safetensors for train.init_from")
     q.add_argument("pth", help="the .pth checkpoint (e.g. XrayGPT's or MiniGPT-4's stage checkpoint)")
     q.add_argument("--out", required=True, help="output .safetensors file")
+    q.add_argument("--overwrite", action="store_true", help="replace the --out file when it exists")
     q.set_defaults(func=cmd_convert)
 
     p = sub.add_parser("recipes", help="list the shipped recipes")

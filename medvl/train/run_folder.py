@@ -35,7 +35,8 @@ from medvl.train.checkpoint import latest_checkpoint, read_meta
 RUN_MARKERS = ("checkpoints", "metrics.jsonl", "train_summary.json", "config.json", "tensorboard")
 """What makes a folder a used run folder (a non-empty checkpoints/ or any of the others)."""
 RUN_FILES = (*RUN_MARKERS, "tokenizer", "wandb")
-"""What belongs to a run, and moves aside (--resume never) or is deleted (--overwrite) with it."""
+"""What belongs to a run, and moves aside (--resume never) or is deleted (--overwrite) with it (so do its
+evaluations, RUN/eval_*)."""
 FREE_ON_RESUME = (
     "train.output_dir", "train.epochs", "train.max_steps", "train.eval_every", "train.eval_max_studies",
     "train.save_every", "train.keep_checkpoints", "train.loggers", "train.log_every", "train.device",
@@ -116,22 +117,24 @@ def check_compatible(checkpoint: Path, config: dict[str, Any], say: Callable[[st
             "follows it")
 
 
+def _run_entries(run_dir: Path) -> list[Path]:
+    return [run_dir / n for n in RUN_FILES if (run_dir / n).exists()] + sorted(run_dir.glob("eval_*"))
+
+
 def _set_aside(run_dir: Path, say: Callable[[str], None]) -> Path:
     n = 1
     while (run_dir / f"previous_run_{n}").exists():
         n += 1
     dest = run_dir / f"previous_run_{n}"
     dest.mkdir()
-    for name in RUN_FILES:
-        if (run_dir / name).exists():
-            os.replace(run_dir / name, dest / name)
+    for p in _run_entries(run_dir):
+        os.replace(p, dest / p.name)
     say(f"--resume never: the earlier run in {run_dir} was moved to {dest}")
     return dest
 
 
 def _delete_run(run_dir: Path, say: Callable[[str], None]) -> None:
-    for name in RUN_FILES:
-        p = run_dir / name
+    for p in _run_entries(run_dir):
         if p.is_dir():
             shutil.rmtree(p)
         elif p.exists():
