@@ -139,13 +139,19 @@ def test_a_deflate_bomb_and_a_182_megapixel_dicom_are_refused_from_their_headers
         _assert_4xx(_post(client, huge), 413, "13490 x 13490 pixels, more than the limit")
         assert time.perf_counter() - t0 < 5
 
-    # predict (a file on disk) refuses it from the header too, with the default limit
-    from medvl.data.images import ImageTooLargeError, load_image
+    # predict and the demo (load_study) and training (load_grayscale) refuse it from the header too, by default
+    from medvl.data.images import ImageLoadError, ImageTooLargeError, load_grayscale
+    from medvl.infer.predictor import load_study
 
     path = tmp_path / "huge.dcm"
     path.write_bytes(huge)
+    with pytest.raises(ImageTooLargeError, match="13490 x 13490 pixels, more than the limit of 40000000"):
+        load_study(loaded, "s", [path])
     with pytest.raises(ImageTooLargeError, match="more than the limit of 40000000"):
-        load_image(path)
+        load_grayscale(path)
+    path.write_bytes(bomb)
+    with pytest.raises(ImageLoadError, match="inflates to more than"):
+        load_grayscale(path)
 
 
 def _peak_rss_mb(script: str, trained: Path, data: Path, *args: str) -> dict:

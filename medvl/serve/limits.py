@@ -3,8 +3,9 @@
 Contract: `Limits` holds every bound a request is checked against; `check_image(data, name, limits)` accepts the bytes
 of one uploaded view or raises `ApiError` (413 too large, 415 not an allowed type, 400 empty);
 `decode_view(data, name, limits)` decodes it in memory or raises `ApiError` (413 too many pixels, 422 truncated or
-corrupt: any exception a decoder raises on the bytes becomes a 422 with one line). An `ApiError` becomes the JSON body `{"error": {"code", "message"}}` with its status; messages are one
-line that names the problem and the way out, and never echo what the client sent beyond its field or file name.
+corrupt: any exception a decoder raises on the bytes becomes a 422 with one line). An `ApiError` becomes the JSON
+body `{"error": {"code", "message"}}` with its status; messages are one line that names the problem and the way out,
+and never echo what the client sent beyond its field or file name.
 """
 
 from __future__ import annotations
