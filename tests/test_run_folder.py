@@ -181,6 +181,9 @@ def test_a_compatible_resume_may_change_the_length_and_where_things_go(finished_
     run = _copy(finished_run, tmp_path)
     cfg = _cfg(synth_root, run, "train.max_steps=6", "train.num_threads=1", "data.num_workers=0")
     assert prepare_run_folder(run, "auto", cfg.to_dict()) == run / "checkpoints" / "last"
+    with pytest.raises(RunFolderError, match="already holds a run"):
+        prepare_run_folder(run, None, cfg.to_dict())
+    assert prepare_run_folder(tmp_path / "new", None, cfg.to_dict()) is None  # a new folder is fine
 
 
 # ----------------------------------------------------------------------------------------------------- item 4
