@@ -9,9 +9,11 @@ Endpoints (OpenAPI at /openapi.json, docs at /docs):
 Every refusal is `{"error": {"code", "message"}}` with a 4xx status (see `medvl.serve.limits`); 503 with Retry-After
 when the queue is full. With an API key set, `/v1/*` needs the `X-API-Key` header.
 
-Privacy: request bodies are read into memory only (multipart parts are never spooled to disk: the parser's spool
-limit is above the upload limit) and dropped after decoding; the log gets one line per request with its id, status
-and timing, never the client's address, file names or content (uvicorn's access log is off).
+Privacy: request bodies are read into memory only (multipart parts are never spooled to disk: a request over its
+limit is refused from its Content-Length or while it streams in, and a file part over the upload limit while it is
+parsed, before any of it is written to a spool whose size limit is above the upload limit) and dropped after
+decoding; the log gets one line per request with its id, status and timing, never the client's address, file names
+or content (uvicorn's access log is off). Every field is bounded and unknown fields are refused.
 """
 
 from __future__ import annotations
