@@ -251,3 +251,18 @@ def test_stale_checkpoint_writes_are_cleaned_on_the_next_start(finished_run: Pat
     (ckpts / ".tmp-step_0000008-99").mkdir()
     train(_cfg(synth_root, run, "train.max_steps=6"), resume="auto")  # the start of a run cleans up too
     assert not [p for p in ckpts.iterdir() if p.name.startswith(".")]
+
+
+def test_train_with_encoder_weights_that_are_not_weights_is_one_line(synth_root: Path, tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    notes = tmp_path / "resnet18.pth"
+    notes.write_text("not weights")
+    renamed = tmp_path / "resnet18.safetensors"
+    renamed.write_bytes(pickle.dumps({"conv1.weight": [0.0]}))
+    for path in (notes, renamed):
+        argv = ["train", "quickstart", *tiny_overrides(synth_root, tmp_path / path.suffix[1:], "train.max_steps=1",
+                                                        "model.encoder=torchvision", "model.encoder_name=resnet18",
+                                                        f"model.encoder_weights={path}")]
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("medvl: error: model.encoder_weights") and str(path) in err and err.count("\n") == 1
