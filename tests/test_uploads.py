@@ -113,17 +113,14 @@ def test_damaged_dicom_uploads_get_a_422(client: TestClient, tmp_path: Path) -> 
         "deflated, odd element length": _redeflate(good, _odd_length),
         "deflated, garbage stream": good[:-60] + bytes(range(60)),
     }
-    raw = _dicom(tmp_path)
-    vr = raw.index(b"\x08\x00\x60\x00CS")
-    cases["unknown value representation"] = raw[: vr + 4] + b"ZZ" + raw[vr + 6:]
-    cases["odd length in a native file"] = raw.replace(b"\x08\x00\x60\x00CS\x02\x00", b"\x08\x00\x60\x00CS\x03\x00")
+    raw = _dicom(tmp_path, window=(2000.0, 3000.0))
+    for tag in (b"\x28\x00\x10\x00US", b"\x28\x00\x50\x10DS"):  # Rows, Window Center: pydicom raised NotImplemented
+        at = raw.index(tag) + 4
+        cases[f"unknown value representation in {tag[:4].hex()}"] = raw[:at] + b"ZZ" + raw[at + 2:]
     for name, data in cases.items():
-        res = _post(client, data)
-        assert res.status_code in (200, 422), (name, res.status_code, res.text[:200])
-        if res.status_code == 422:
-            _assert_4xx(res, 422, "images[0]")
-    assert _post(client, cases["deflated, truncated"]).status_code == 422
-    assert _post(client, cases["deflated, odd element length"]).status_code == 422
+        _assert_4xx(_post(client, data), 422, "images[0]")
+    odd = raw.replace(b"\x08\x00\x60\x00CS\x02\x00", b"\x08\x00\x60\x00CS\x03\x00")  # may still decode
+    assert _post(client, odd).status_code in (200, 422)
 
 
 # ----------------------------------------------------------------------------------------------------- item 9
