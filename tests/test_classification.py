@@ -33,6 +33,17 @@ def test_uncertainty_policies_and_missing_labels() -> None:
     assert study_targets(study, names, "zeros").tolist() == [1, 0, 0, -1]
 
 
+def test_training_jitter_is_seeded_and_keeps_shapes() -> None:
+    from medvl.tasks.classification import jitter_views
+
+    views = np.tile(np.arange(32, dtype=np.uint8)[None, :] * 8, (2, 32, 1))  # two 32x32 horizontal ramps
+    a = jitter_views(views, np.random.default_rng(1))
+    b = jitter_views(views, np.random.default_rng(1))
+    c = jitter_views(views, np.random.default_rng(2))
+    assert a.shape == views.shape and a.dtype == np.uint8 and np.array_equal(a, b) and not np.array_equal(a, c)
+    assert not np.array_equal(a, views)
+
+
 def test_masked_bce_ignores_unknown_entries_and_weights_positives() -> None:
     from medvl.config.experiment import experiment_from_dict
     from medvl.tasks.classification import ClassificationBatch, ClassificationTask

@@ -41,7 +41,8 @@ from medvl.data.config import DataConfig
 from medvl.data.layouts import (captions, chexpert, dicom, image_folder, iu_csv, manifest, mimic, nih, openi,
                                 prepared, xraygpt)
 from medvl.data.reports import apply_rules
-from medvl.data.study import FRONTAL, LATERAL, RECORD_FIELDS, DataSourceError, Study, group_splits, view_id
+from medvl.data.study import (FRONTAL, LATERAL, RECORD_FIELDS, DataSourceError, Study, decode_text, group_splits,
+                              view_id)
 from medvl.findings import FINDINGS
 from medvl.registry import Registry
 
@@ -56,7 +57,7 @@ def read_r2gen(root: str | Path) -> dict[str, list[Study]]:
         raise DataSourceError(f"no annotation.json in {root}: data.root must be a directory in the R2Gen layout "
                               "(annotation.json + images/); for the synthetic set use data.source=synthetic")
     try:
-        raw = json.loads(annotation.read_text())
+        raw = json.loads(decode_text(annotation.read_bytes(), annotation))
     except json.JSONDecodeError as e:
         raise DataSourceError(f"{annotation} is not valid JSON: {e}") from e
     if not isinstance(raw, dict):
