@@ -31,38 +31,73 @@ CHEXPERT_14: tuple[str, ...] = (
     "No Finding")
 CHEXPERT_5: tuple[str, ...] = ("Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion")
 
-_HEART_NOUN = (r"(?:heart(?:\s+size|\s+silhouette)?|cardiac\s+(?:silhouette|shadow|size|contours?))")
+_HEART_NOUN = r"(?:heart(?:\s+size|\s+silhouette|\s+shadow)?|cardiac\s+(?:silhouette|shadow|size|contours?))"
 _MEDIASTINUM = r"(?:cardio\s?mediastin(?:um|al)|mediastin(?:um|al))"
-_MEDIASTINUM_NOUN = rf"(?:{_MEDIASTINUM}(?:\s+(?:silhouette|contours?|width|configuration|structures|shadow))?)"
-_PLEURAL_SCAR = r"pleural\s+(?:thickening|scar\w*)|fibrothorax|pleuro-?\s?parenchymal\s+(?:scar\w*|thickening)"
+_MEDIASTINUM_NOUN = (rf"(?:{_MEDIASTINUM}(?:\s+(?:silhouette|contours?|width|configuration|structures|shadow))?"
+                     r"|pericardial\s+silhouette)")
+_PLEURAL_SCAR = (r"pleural\s+(?:thickening|scar\w*)|fibrothorax|\bfibros[ie]s\b"
+                 r"|pleur(?:al|o)[\s-]?(?:parenchymal|pericardial)\s+(?:scar\w*|thickening)|pleuroparenchymal\s+scar\w*")
+_ENLARGED = r"(?:widen\w*|enlarge\w*|prominen\w*)"
+_STABLE = r"(?:stable|unchanged|not\s+changed)"
 
 CHEXPERT_MENTIONS: dict[str, str] = {
     "Enlarged Cardiomediastinum": (
-        rf"(?:widen\w*|enlarge\w*|prominen\w*)\s+(?:of\s+the\s+)?(?:\w+\s+)?{_MEDIASTINUM}"
+        rf"{_ENLARGED}\s+(?:of\s+the\s+)?(?:\w+\s+)?{_MEDIASTINUM_NOUN}"
         rf"|{_MEDIASTINUM_NOUN}\s+(?:(?:is|are|appears?|remains?)\s+)?(?:\w+\s+)?(?:widened|enlarged|prominent)\b"
-        rf"|{_MEDIASTINUM}\s+(?:widening|enlargement)"),
-    "Cardiomegaly": (rf"cardiomegaly|cardiac\s+enlargement|enlarge(?:d|ment\s+of\s+the)\s+(?:\w+\s+)?{_HEART_NOUN}"
-                     rf"|{_HEART_NOUN}\s+(?:\w+\s+){{0,3}}?enlarged|heart\s+(?:size\s+)?(?:is\s+)?(?:\w+\s+)?large\b"
-                     rf"|\blarge\s+heart|(?:increased|borderline)\s+heart\s+size|heart\s+size\s+(?:is\s+)?increased"
-                     rf"|heart\s+(?:size\s+)?(?:is\s+)?borderline"),
-    "Lung Opacity": (r"(?<!nodular )opaci\w*|infiltrat\w*|\bair[\s-]?space\s+(?:disease|process)"
+        rf"|{_MEDIASTINUM_NOUN}\s+(?:widening|enlargement)"),
+    "Cardiomegaly": (
+        rf"cardiomegaly|cardiac\s+enlargement|enlarge(?:d|ment\s+of\s+the)\s+(?:\w+\s+)?{_HEART_NOUN}"
+        rf"|{_HEART_NOUN}\s+(?:\w+\s+){{0,3}}?enlarged|{_HEART_NOUN}\s+enlargement"
+        rf"|{_HEART_NOUN}\s+(?:(?:is|remains?|appears?|was|has\s+become)\s+)?(?:\w+\s+){{0,2}}?large\b"
+        rf"|\blarge\s+heart|(?:increased|borderline)\s+heart\s+size|heart\s+size\s+(?:is\s+)?increased"
+        rf"|heart\s+(?:size\s+)?(?:is\s+)?borderline|increase\s+in\s+(?:the\s+)?{_HEART_NOUN}"
+        rf"|{_HEART_NOUN}[^.;]{{0,50}}?\bnormal\s+or\s+(?:\w+\s+)?(?:enlarged|large)\b"),
+    "Lung Opacity": (r"opaci\w*|infiltrat\w*|\bair[\s-]?space\s+(?:disease|process)"
                      r"|increased\s+(?:\w+\s+)?densit(?:y|ies)|decreased\s+translucency"
                      r"|interstitial\s+(?:markings?|pattern|prominence|lung\s+disease|disease|thickening)"
                      r"|reticula(?:r|tion)\w*|ground[\s-]glass|peribronchial\s+(?:thickening|cuffing)"
-                     r"|(?<!pleural )(?<!pleural-)(?<!pleuroparenchymal )(?<!pleuro-parenchymal )"
-                     r"(?:parenchymal\s+)?\bscar(?:ring|s)?\b"),
-    "Lung Lesion": (r"\bnodul(?:es?\b|ar(?:[\s-]+like)?\s+(?:opacit|densit)\w*)|\bmass(?:es)?\b|tumou?rs?\b"
+                     r"|(?<!chest )wall\s+thickening|(?:parenchymal\s+)?\bscar(?:ring|s)?\b"),
+    "Lung Lesion": (r"\bnodul(?:es?\b|ar(?:[\s-]+like)?\s+(?:opaci|densit)\w*)|\bmass(?:es|like|-like)?\b|tumou?rs?\b"
                     r"|neoplas\w*|carcinoma|cavitary\s+lesions?|\blump\b"),
     "Edema": (r"(?<!soft tissue )(?<!subcutaneous )(?<!laryngeal )(?<!facial )\bedema\b"
-              r"|vascular\s+congestion|pulmonary\s+congestion|\bchf\b|heart\s+failure|vascular\s+prominence"),
+              r"|vascular\s+congestion|pulmonary\s+congestion|\bchf\b|heart\s+failure|vascular\s+prominence"
+              r"|indistinctness"),
     "Consolidation": r"consolidat\w*",
     "Pneumonia": r"\w*pneumonia\w*|\binfecti\w*",
     "Atelectasis": MENTIONS["atelectasis"],
     "Pneumothorax": MENTIONS["pneumothorax"],
-    "Pleural Effusion": MENTIONS["pleural_effusion"],
+    "Pleural Effusion": r"\beffusions?\b|\bpleural\s+fluid",
     "Pleural Other": _PLEURAL_SCAR,
     "Fracture": r"fractur\w*",
-    "Support Devices": MENTIONS["support_devices"] + r"|\bdrains?\b|\bports?\b(?!able)|\bpicc\s+lines?",
+    "Support Devices": (
+        MENTIONS["support_devices"]
+        + r"|\bdrains?\b|\bports?\b(?!able)|\bpicc\s+lines?|\bvalves?\b|hardware|arthroplast\w*|\bmarkers?\b"
+          r"|\bdevices?\b|\bplates?\b|\bscrews?\b|cannula|apparatus|\bcoils?\b|\bsupport\s+(?:devices?|apparatus)"
+          r"|\blife\s+support|equipment|\blines?\b|\btubes?\b|\btubing\b|defib\w*|\bstimulator\b"
+          # IU X-ray's de-identification often blanks the device's name: "right chest XXXX tip in the SVC".
+          r"|\btip\b(?=[^.;]{0,40}\b(?:svc|cavoatrial|caval[\s-]?atrial|vena\s+cava|right\s+atri\w*|atriocaval)\b)"),
+}
+# Text inside which a mention pattern matches but which is not a mention (CheXpert's unmention lists, and more).
+CHEXPERT_UNMENTION: dict[str, str] = {
+    "Lung Lesion": r"calcified\s+nodul\w*",
+    "Lung Opacity": r"pleur(?:al|o)[\s-]?(?:(?:parenchymal|pericardial)\s+)?scar\w*|pleuroparenchymal\s+scar\w*",
+    "Pleural Effusion": r"(?:pericardial|joint|suprapatellar|knee|glenohumeral|shoulder)\s+effusions?",
+    "Support Devices": (r"(?:pleural|kerley(?:\s+b)?|septal|\bb|azygos|skin|fissural?|paraspinal|paratracheal"
+                        r"|paraspinous)\s+lines?|plate[\s-]*like|\bvalves?\s+calcifi\w*"
+                        r"|calcifi\w*\s+(?:\w+\s+){0,2}valves?|\bline\s+of\s+sight|\bmid\s?line"),
+}
+# Mentions CheXpert's post-negation uncertainty rules make uncertain when they are not negated.
+CHEXPERT_WEAK: dict[str, str] = {
+    "Edema": r"vascular\s+congestion|pulmonary\s+congestion|vascular\s+prominence|indistinctness",
+}
+# "Heart size is stable", "stable cardiomediastinal silhouette": uncertain (CheXpert's post-negation uncertainty).
+CHEXPERT_STABLE: dict[str, str] = {
+    "Cardiomegaly": (rf"{_STABLE}\s+(?:\w+\s+)?{_HEART_NOUN}(?!\s+and\s+mediastin)"
+                     rf"|\b{_HEART_NOUN}\s+(?:and\s+[a-z ]{{0,40}}?)?(?:is|are|remains?|appears?)\s+(?:\w+\s+)?"
+                     rf"{_STABLE}\b"),
+    "Enlarged Cardiomediastinum": (rf"{_STABLE}\s+(?:\w+\s+)?{_MEDIASTINUM_NOUN}"
+                                   rf"|{_MEDIASTINUM_NOUN}\s+(?:and\s+[a-z ]{{0,40}}?)?(?:is|are|remains?|appears?)"
+                                   rf"\s+(?:\w+\s+)?{_STABLE}\b"),
 }
 # Normal statements that do not name the observation but negate it.
 CHEXPERT_NORMAL: dict[str, str] = {
@@ -73,7 +108,9 @@ CHEXPERT_NORMAL: dict[str, str] = {
                      r"surgery|catheter|apex|failure)))[^;]{0,80}?(?:\bnormal\b|\bunremarkable\b"
                      r"|\bwithin\s+(?:normal\s+)?limits\b|\bnot\s+(?:\w+\s+)?enlarged\b)"
                      r"|\bnormal\s+(?:[a-z]+\s+){0,6}?(?:\bheart\b|\bcardiac\b)"),
-    "Pleural Effusion": NORMAL["pleural_effusion"],
+    "Pleural Effusion": (r"\bpleura(?:l\s+(?:spaces?|surfaces?))?\b[^;]{0,80}?(?:\bclear\b|\bnormal\b|\bunremarkable\b"
+                         r"|\bno\s+(?:acute\s+)?abnormalit)|costophrenic\s+(?:(?:angles?|sulci|recesses)\s+)?"
+                         r"(?:(?:are|is)\s+)?(?:clear|sharp|normal|preserved)|sharp\s+costophrenic"),
     "Pneumothorax": NORMAL["pneumothorax"],
 }
 # Abnormalities outside the 13 observations: positive or uncertain, they rule out "No Finding".
@@ -82,7 +119,9 @@ OTHER_ABNORMALITY = (
     r"|osteophyt\w*|spondylo\w*|hernia\w*|tortu\w*|ectatic|ectasia|atheroscl\w*|eventration|\bcopd\b|bullae|bullous"
     r"|osteopeni\w*|metasta\w*|pneumomediastinum|pneumoperitoneum|cephalization|aspiration|bronchiectasis|fibros\w*"
     r"|elevat\w*\s+(?:\w+\s+){0,2}?hemidiaphragm|hemidiaphragm\s+(?:is\s+)?elevat\w*|deformit\w*|pleural\s+plaques?"
-    r"|lymphadenopathy|adenopathy|thickening|\bcuffing\b|volume\s+loss")
+    r"|lymphadenopathy|adenopathy|thickening|\bcuffing\b|volume\s+loss|\bblunt\w*|contusion|hemorrhage|hematoma"
+    r"|bronchitis|bronchiolitis|bronchospasm|asthma|airways?\s+disease|inflam\w*|hypertension|\bplaques?\b|bullet"
+    r"|thoracentesis|arthropathy|osteodystrophy|aerophagia|irregular\s+lucency|aortic\s+disease")
 _OTHER = "_other_abnormality"
 _HEART_FAILURE = "_heart_failure"
 
@@ -98,6 +137,8 @@ def _finalize(labels: dict[str, str | None]) -> None:
 
 CHEXPERT = LabelSet("chexpert-14", CHEXPERT_14, CHEXPERT_MENTIONS, CHEXPERT_NORMAL,
                     extra_mentions={_OTHER: OTHER_ABNORMALITY, _HEART_FAILURE: r"\bchf\b|heart\s+failure"},
-                    finalize=_finalize)
+                    finalize=_finalize, unmention=CHEXPERT_UNMENTION, weak=CHEXPERT_WEAK, stable=CHEXPERT_STABLE,
+                    alternatives=True)
 
-__all__ = ["CHEXPERT", "CHEXPERT_14", "CHEXPERT_5", "CHEXPERT_MENTIONS", "CHEXPERT_NORMAL", "OTHER_ABNORMALITY"]
+__all__ = ["CHEXPERT", "CHEXPERT_14", "CHEXPERT_5", "CHEXPERT_MENTIONS", "CHEXPERT_NORMAL", "CHEXPERT_STABLE",
+           "CHEXPERT_UNMENTION", "CHEXPERT_WEAK", "OTHER_ABNORMALITY"]
