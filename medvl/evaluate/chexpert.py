@@ -1,24 +1,54 @@
-"""The 14 CheXpert observations for the rule-based labeler, in the spirit of the Stanford CheXpert labeler.
+"""The 14 CheXpert observations for the rule-based labeler, following the Stanford CheXpert labeler's rules.
 
 Contract: `CHEXPERT` is a `medvl.evaluate.labeler.LabelSet`; `label_report(text, CHEXPERT)` returns the 14
 observations of `CHEXPERT_14` -> "positive" / "negative" / "uncertain" / None, read by the same mention, negation
 and uncertainty engine as the synthetic findings. `CHEXPERT_5` names the five observations most papers also report
 (Atelectasis, Cardiomegaly, Consolidation, Edema, Pleural Effusion).
 
-Mentions follow CheXpert's phrase lists, written as word-boundary regexes; where this file departs from them it says
-so. Rules taken from CheXpert's aggregation step:
-- several mentions combine as positive > uncertain > negative (the engine's rule);
-- a positive or uncertain "CHF" / "heart failure" makes Cardiomegaly at least uncertain (it is also an Edema
-  mention);
-- "No Finding" is positive when no observation other than Support Devices is positive or uncertain and no other
-  abnormality (emphysema, granuloma, scoliosis, degenerative change, hernia, ...: `OTHER_ABNORMALITY`) is
-  positive or uncertain; otherwise it is None, never negative.
+Source: the phrase and rule files of stanfordmlgroup/chexpert-labeler (`phrases/mention`, `phrases/unmention`,
+`patterns/negation.txt`, `pre_negation_uncertainty.txt`, `post_negation_uncertainty.txt`), re-expressed as
+word-boundary regexes for medvl's engine (CheXpert matches substrings, then decides negation and uncertainty on a
+dependency parse; medvl has no parser and reads cue words in the clause around a mention instead).
+tests/test_chexpert_rules.py checks every phrase of CheXpert's mention lists.
 
-Departures: blunting of a costophrenic angle is a Pleural Effusion mention (CheXpert counts it only as "some
-abnormality"); "cardiomediastinal silhouette" belongs to Enlarged Cardiomediastinum and "cardiac silhouette" /
-"heart size" to Cardiomegaly, each also read from normal statements ("heart size is normal" -> Cardiomegaly
-negative), which CheXpert does with dependency-parse patterns. Sternotomy wires, surgical clips, stents and valve
-prostheses are not Support Devices here (post-surgical hardware), as in the synthetic label set.
+- Mentions (`CHEXPERT_MENTIONS`) and unmentions (`CHEXPERT_UNMENTION`: "calcified nodule" is not a Lung Lesion,
+  "pleural scar" not a Lung Opacity, "pericardial effusion" not a Pleural Effusion) follow CheXpert's lists.
+- Negation: "no", "without", "not", "free/clear of", "negative for", "absence of", "resolved", "removal of",
+  "history of", "rather than", "rule out", "... is not seen", "... has resolved", normal statements ("heart size is
+  normal", "within normal limits"), as in `negation.txt`; "no ... to suggest X" negates X.
+- Uncertainty before negation (`pre_negation_uncertainty.txt`): "cannot exclude", "not (entirely) excluded", "no new
+  X" (uncertain: "no new consolidation" does not say there is none). After negation
+  (`post_negation_uncertainty.txt`): hedges ("may", "possible", "suspicious for", "concern for", "if", "versus",
+  "X or Y", "not well seen", ...); "heart size / cardiomediastinal silhouette is stable or unchanged"
+  (`CHEXPERT_STABLE`); vascular congestion, pulmonary congestion, vascular prominence and indistinctness are at
+  most uncertain Edema (`CHEXPERT_WEAK`).
+- Aggregation: several mentions combine as positive > uncertain > negative; a positive or uncertain "CHF" / "heart
+  failure" makes Cardiomegaly at least uncertain (it is also an Edema mention); "No Finding" is positive when no
+  observation other than Support Devices is positive or uncertain and no other abnormality (CheXpert's
+  `no_finding` list: emphysema, granuloma, blunting, scoliosis, ...: `OTHER_ABNORMALITY`) is positive or
+  uncertain; otherwise it is None, never negative.
+
+Departures, each with its reason:
+- A weak mention (congestion, prominence, "stable heart size") does not outvote an explicit negation of the same
+  observation in the same sentence: "cardiomegaly with vascular prominence without overt edema" is Edema negative
+  (CheXpert: uncertain). Across sentences CheXpert's uncertain > negative holds.
+- Anatomical nouns ("the heart", "heart size", "cardiac silhouette", "mediastinum", "mediastinal contour", ...) are
+  mentions only with what is said of them: enlarged/widened/large/increase in (positive), normal/not enlarged
+  (negative), stable (uncertain), "borderline" (uncertain); CheXpert reads a bare "the heart" or "contour" as a
+  positive mention. A bare "contour" (diaphragm, spine) is not a mention at all; "cardiac silhouette and
+  vascularity" is read as Cardiomegaly ("cardiac silhouette"), not Enlarged Cardiomediastinum.
+- "Collapse" is Atelectasis only of a lung or lobe (not a vertebral body); "support" is a device only in "support
+  device/apparatus", "life support" (not the verb).
+- Support Devices unmentions: pleural, septal and Kerley lines, "line of sight", midline, "plate-like"
+  (atelectasis), valve calcification (a native valve): CheXpert's substrings would count them. Also counted:
+  pacing/AICD leads inside the patient, stimulators, and "tip in the SVC / cavoatrial junction / right atrium"
+  (IU X-ray's de-identification often blanks the device's name: "right chest XXXX tip in the SVC").
+  External monitor leads are not devices (as in CheXpert).
+- Pleural Effusion unmentions also joint, knee, shoulder and suprapatellar effusions; Lung Opacity also
+  pleuro-parenchymal scars; Lung Opacity does not count chest-wall thickening.
+- Soft tissue, subcutaneous, laryngeal and facial edema are not pulmonary edema.
+- "Fissure" (CheXpert's `no_finding` list) does not rule out No Finding: the minor and azygos fissures are normal
+  anatomy; "tracheostomy" and "defib" there are devices, which never rule it out.
 """
 
 from __future__ import annotations

@@ -157,6 +157,7 @@ _OR_AFTER = re.compile(r"\s*,?\s+(?:and/)?or\s+(?!no\b|other\b)[a-z]")
 # "X is not well seen / not clearly visualized": uncertain under CheXpert's rules.
 _POORLY_SEEN_AFTER = re.compile(rf"{_WORDS}{{0,6}}?\s+(?:(?:is|are|was|were)\s+)?not\s+(?:well|clearly)[\s-]"
                                 r"(?:seen|visualized|evaluated)\b")
+_OR_GLUE = re.compile(r"\bor\b")
 _OR_BEFORE = re.compile(r"\b[a-z]{3,}\s+(?:and/)?or\s+(?:\w+\s+){0,2}$")
 _XXXX = re.compile(r"\bx{2,}\b")
 _SPACES = re.compile(r"[ \t]+")
@@ -222,11 +223,12 @@ def _last(pattern: re.Pattern[str], text: str, outside: re.Match[str] | None = N
     return last
 
 
-def _classify(before: str, span: str, after: str, alternatives: bool = False) -> str:
+def _classify(before: str, span: str, after: str, alternatives: bool = False, or_group: bool = False) -> str:
     """Label one mention from its sub-clause before it, its own text and the text after its coordinated list.
 
     With `alternatives` (CheXpert's rules), a mention offered as one of two alternatives ("atelectasis or scarring")
-    is uncertain unless it is negated, and so is one that is "not well seen".
+    is uncertain unless it is negated, and so is one that is "not well seen". `or_group`: the mention's coordinated
+    list joins its members with "or".
     """
     if _UNCERTAIN.search(span) or (alternatives and _SPAN_OR.search(span)):
         return UNCERTAIN
@@ -253,7 +255,7 @@ def _classify(before: str, span: str, after: str, alternatives: bool = False) ->
         return UNCERTAIN
     if _NEGATION_AFTER.match(after):
         return NEGATIVE
-    if alternatives and (_OR_AFTER.match(after) or _OR_BEFORE.search(before)):
+    if alternatives and (or_group or _OR_AFTER.match(after) or _OR_BEFORE.search(before)):
         return UNCERTAIN
     return POSITIVE
 
@@ -281,6 +283,7 @@ def _clause_mentions(clause: str, label_set: LabelSet, index: int = 0) -> list[M
                       if not any(m.start() < b and a < m.end() for a, b in unmentioned.get(name, ())))
     # Post-cues of a mention are read after the last member of its coordinated list.
     group_end = [0] * len(mentions)
+    or_group = [False] * len(mentions)
     for i in range(len(mentions) - 1, -1, -1):
         stop = mentions[i][1]
         group_end[i] = stop
@@ -288,12 +291,14 @@ def _clause_mentions(clause: str, label_set: LabelSet, index: int = 0) -> list[M
             nxt = mentions[i + 1][0]
             if nxt < stop or _LIST_GLUE.fullmatch(clause, stop, nxt):
                 group_end[i] = max(stop, group_end[i + 1])
+                or_group[i] = or_group[i + 1] or (nxt > stop and _OR_GLUE.search(clause, stop, nxt) is not None)
     breaks = [m.end() for m in _SUBCLAUSE_BREAK.finditer(clause)]
     out = []
     seen = set()
-    for (start, stop, name), after_from in zip(mentions, group_end, strict=True):
+    for (start, stop, name), after_from, in_or in zip(mentions, group_end, or_group, strict=True):
         sub_start = max((b for b in breaks if b <= start), default=0)
-        found = _classify(clause[sub_start:start], clause[start:stop], clause[after_from:], label_set.alternatives)
+        found = _classify(clause[sub_start:start], clause[start:stop], clause[after_from:], label_set.alternatives,
+                          in_or)
         weak = name in weak_re and weak_re[name].fullmatch(clause, start, stop) is not None
         if weak and found == POSITIVE:
             found = UNCERTAIN
