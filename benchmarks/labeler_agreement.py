@@ -7,6 +7,8 @@ reports:
 - medvl: `label_report(text, CHEXPERT)` (medvl.evaluate.chexpert: mentions, negation, uncertainty, CheXpert rules);
 - keyword: a 15-line keyword matcher (one keyword list per observation), with and without a simple negation window
   (a negation word among the 5 words before the keyword, in the same sentence);
+- diagnostic: medvl without two CheXpert rules that MeSH's coding disagrees with ("X or Y" is uncertain; scarring
+  and interstitial markings are Lung Opacity), to measure how much of the gap to MeSH they make;
 - medspaCy ConText: medvl's own mention patterns as medspaCy target rules, medspaCy's default ConText rules for
   negation, uncertainty, hypothetical and historical mentions, CheXpert's aggregation. Same mentions, other context
   engine: it measures ConText against medvl's context rules. Needs `medspacy` importable (run this script with an
@@ -102,6 +104,23 @@ def medspacy_labeler() -> tuple[Callable[[str], Labels] | None, str]:
     return label, f"medspaCy {_m.__version__} ConText (default rules) on medvl's mention patterns"
 
 
+def diagnostic_labeler() -> Callable[[str], Labels]:
+    """medvl's CHEXPERT without the two CheXpert rules MeSH's coding disagrees with most: "X or Y" is uncertain, and
+    scarring / interstitial markings are Lung Opacity. A measurement of that disagreement, not a labeler to use."""
+    import dataclasses
+
+    from medvl.evaluate.chexpert import CHEXPERT
+    from medvl.evaluate.labeler import label_report
+
+    opacity = CHEXPERT.mentions["Lung Opacity"]
+    for rule in (r"|(?:parenchymal\s+)?\bscar(?:ring|s)?\b", r"markings?|"):
+        assert rule in opacity, rule
+        opacity = opacity.replace(rule, "")
+    variant = dataclasses.replace(CHEXPERT, name="chexpert-14-diagnostic", alternatives=False,
+                                  mentions={**CHEXPERT.mentions, "Lung Opacity": opacity})
+    return lambda text: label_report(text, variant)
+
+
 # ------------------------------------------------------------------------------------------- scoring
 def prf(tp: int, fp: int, fn: int) -> tuple[float, float, float]:
     p = tp / (tp + fp) if tp + fp else 0.0
@@ -133,32 +152,61 @@ def run(label: Callable[[str], Labels], texts: Sequence[str]) -> tuple[list[Labe
     return labels, len(texts) / (time.perf_counter() - t0)
 
 
-def disagreements(records: list[dict], labels: list[Labels], examples: int) -> None:
-    """Kinds of disagreement of medvl with MeSH: false positives by mention text, false negatives by medvl's label."""
+# What made a mention uncertain, for the false negatives under "uncertain counted negative".
+_UNCERTAIN_KINDS = (
+    ("alternatives ('X or Y', 'X versus Y', 'and/or')", re.compile(r"\bor\b|\bversus\b|\bvs\b|and/or")),
+    ("borderline", re.compile(r"borderline")),
+    ("stable / unchanged heart or mediastinum", re.compile(r"\bstable\b|\bunchanged\b")),
+    ("weak mention (vascular congestion / prominence)", re.compile(r"congestion|prominence|indistinct")),
+    ("hedge word (may, possible, probable, likely, suggest, ...)",
+     re.compile(r"\bmay\b|possibl|probabl|likely|suggest|question|suspic|concern|could|favor|not\s+\w*\s*excluded")),
+)
+
+
+def _kind(sentence: str) -> str:
+    return next((name for name, pattern in _UNCERTAIN_KINDS if pattern.search(sentence)), "other")
+
+
+def disagreements(records: list[dict], labels: list[Labels], examples: int) -> dict[str, dict]:
+    """Kinds of disagreement of medvl with MeSH: false positives by mention text, false negatives by what medvl
+    said (no mention, negative, or uncertain, and then by the kind of hedge)."""
     from medvl.evaluate.chexpert import CHEXPERT
     from medvl.evaluate.labeler import label_mentions
 
     print("\nKinds of disagreement, medvl vs MeSH (uncertain counted negative):")
+    out = {}
     for name in OBSERVATIONS:
         fp_by: Counter[str] = Counter()
         fn_by: Counter[str] = Counter()
         shown: dict[str, list[str]] = defaultdict(list)
         for rec, lab in zip(records, labels, strict=True):
             pred, true = lab.get(name) == P, rec["labels"][name]
-            if pred and not true:
-                mentions = [m for m in label_mentions(rec["report"], CHEXPERT) if m.name == name and m.label == P]
-                key = "; ".join(sorted({re.sub(r"\s+", " ", m.text) for m in mentions})) or "(derived)"
+            if pred == bool(true):
+                continue
+            mentions = [m for m in label_mentions(rec["report"], CHEXPERT) if m.name == name]
+            if pred:
+                found = [m for m in mentions if m.label == P]
+                key = "; ".join(sorted({re.sub(r"\s+", " ", m.text) for m in found})) or "(derived)"
                 fp_by[key] += 1
-                if len(shown["fp " + key]) < examples:
-                    shown["fp " + key].append(mentions[0].sentence if mentions else rec["report"][:120])
-            elif true and not pred:
-                fn_by[str(lab.get(name))] += 1
+                shown["fp " + key].append(found[0].sentence if found else rec["report"][:120])
+            else:
+                label = lab.get(name)
+                hedged = [m for m in mentions if m.label == U] if label == U else mentions
+                if label == U:
+                    key = "uncertain: " + (_kind(hedged[0].sentence) if hedged else "derived (CHF rule)")
+                else:
+                    key = "no mention found" if label is None else "negative"
+                fn_by[key] += 1
+                shown["fn " + key].append(hedged[0].sentence if hedged else rec["report"][:120])
+        out[name] = {"false_positives": dict(fp_by), "false_negatives": dict(fn_by)}
         if not fp_by and not fn_by:
             continue
         print(f"  {name}: {sum(fp_by.values())} false positives, {sum(fn_by.values())} false negatives")
-        for key, count in fp_by.most_common(8):
-            print(f"    FP x{count} from mention {key!r}: e.g. {shown['fp ' + key][:1]}")
-        print(f"    FN by medvl label: {dict(fn_by)}")
+        for key, count in fp_by.most_common(6):
+            print(f"    FP x{count:<3} mention {key!r}, e.g. {shown['fp ' + key][:examples]}")
+        for key, count in fn_by.most_common():
+            print(f"    FN x{count:<3} {key}, e.g. {shown['fn ' + key][:examples]}")
+    return out
 
 
 def main() -> None:
@@ -180,6 +228,7 @@ def main() -> None:
         "medvl": lambda t: label_report(t, CHEXPERT),
         "keyword+negation": keyword_labeler(True),
         "keyword": keyword_labeler(False),
+        "diagnostic": diagnostic_labeler(),
     }
     notes = {}
     if args.no_medspacy:
@@ -201,6 +250,8 @@ def main() -> None:
     for name, note in notes.items():
         print(f"{name}: {note}")
     names = list(results)
+    print("diagnostic: medvl without CheXpert's 'X or Y' uncertainty and without scarring / interstitial markings "
+          "as Lung Opacity (measures how much of the gap is CheXpert's definitions vs MeSH's; not a labeler to use)")
     print(f"\nmicro-F1 over the 11 observations (P / R / F1)")
     print(f"{'labeler':<20}{'uncertain -> negative':>28}{'uncertain -> positive':>28}{'reports/s':>12}")
     for name in names:
@@ -219,9 +270,10 @@ def main() -> None:
     behind = [o for o in OBSERVATIONS if medvl[o][3] >= 20 and medvl[o][2] <= base[o][2]]
     print(f"\nmedvl above keyword+negation in every observation with support >= 20: {not behind}"
           + (f" (not in {behind})" if behind else ""))
-    disagreements(records, outputs["medvl"], args.examples)
+    kinds = disagreements(records, outputs["medvl"], args.examples)
     if args.json:
-        args.json.write_text(json.dumps({"n_reports": len(records), "notes": notes, "results": results}, indent=1))
+        args.json.write_text(json.dumps({"n_reports": len(records), "notes": notes, "results": results,
+                                         "disagreements": kinds}, indent=1))
 
 
 if __name__ == "__main__":
