@@ -99,9 +99,7 @@ def medspacy_labeler() -> tuple[Callable[[str], Labels] | None, str]:
         CHEXPERT.finalize(labels)
         return labels
 
-    import medspacy as _m
-
-    return label, f"medspaCy {_m.__version__} ConText (default rules) on medvl's mention patterns"
+    return label, f"medspaCy {medspacy.__version__} ConText (default rules) on medvl's mention patterns"
 
 
 def diagnostic_labeler() -> Callable[[str], Labels]:
@@ -252,7 +250,7 @@ def main() -> None:
     names = list(results)
     print("diagnostic: medvl without CheXpert's 'X or Y' uncertainty and without scarring / interstitial markings "
           "as Lung Opacity (measures how much of the gap is CheXpert's definitions vs MeSH's; not a labeler to use)")
-    print(f"\nmicro-F1 over the 11 observations (P / R / F1)")
+    print("\nmicro-F1 over the 11 observations (P / R / F1)")
     print(f"{'labeler':<20}{'uncertain -> negative':>28}{'uncertain -> positive':>28}{'reports/s':>12}")
     for name in names:
         un, up = results[name]["uncertain_negative"]["micro"], results[name]["uncertain_positive"]["micro"]

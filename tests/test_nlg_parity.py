@@ -25,8 +25,9 @@ TRICKY = ["Hello, world", "", "...", "Cannot exclude it; there's 3.5 cm (x) mass
           "'quoted' text", "T5-T6, L1 vertebra.", "CT. No change since the pelvis CT.", "XXXX't contours are stable.",
           "The previously <br> described deformity.", "Line one\nline two\r\nline three",
           # emoji, zero-width and format characters, soft hyphens, underscores inside words, accents
-          "Heart 😀 normal.", "lungs😀clear 👍🏽 ok 🫁 ❤️ fine", "heart\u200bsize normal", "a\u200b b \u200d\u2060\ufeffc",
-          "cardio\u00admegaly noted", "soft\u00ad hyphen \u00adstart", "left_lung_base", "snake_case a_1 1_000 XXXX_XXXX",
+          "Heart 😀 normal.", "lungs😀clear 👍🏽 ok 🫁 ❤️ fine", "heart\u200bsize normal",
+          "a\u200b b \u200d\u2060\ufeffc", "cardio\u00admegaly noted", "soft\u00ad hyphen \u00adstart",
+          "left_lung_base", "snake_case a_1 1_000 XXXX_XXXX",
           "_under trail_ a__b _ __", "e\u0301clair café naïve", "x² ① ½cm 3¼ «quoted» ab‐cd ‐ £5 ¢"]
 
 

@@ -66,7 +66,8 @@ _MEDIASTINUM = r"(?:cardio\s?mediastin(?:um|al)|mediastin(?:um|al))"
 _MEDIASTINUM_NOUN = (rf"(?:{_MEDIASTINUM}(?:\s+(?:silhouette|contours?|width|configuration|structures|shadow))?"
                      r"|pericardial\s+silhouette)")
 _PLEURAL_SCAR = (r"pleural\s+(?:thickening|scar\w*)|fibrothorax|\bfibros[ie]s\b"
-                 r"|pleur(?:al|o)[\s-]?(?:parenchymal|pericardial)\s+(?:scar\w*|thickening)|pleuroparenchymal\s+scar\w*")
+                 r"|pleur(?:al|o)[\s-]?(?:parenchymal|pericardial)\s+(?:scar\w*|thickening)"
+                 r"|pleuroparenchymal\s+scar\w*")
 _ENLARGED = r"(?:widen\w*|enlarge\w*|prominen\w*)"
 _STABLE = r"(?:stable|unchanged|not\s+changed)"
 

@@ -106,7 +106,8 @@ _UNTOKENIZABLE = re.compile(
               if (unicodedata.category(chr(c)) in ("Cf", "Cn") and c != 0xAD and not 0xD800 <= c < 0xE000
                   and not 0x2400 <= c < 0x2460))  # Java's lexer reads that whole block as symbols
     + "\u2012\u2015\u201b\u2024\u2025\u2027\u2039\u203a\u203c\u203d\u2043\u2045-\u205e\u2065"
-      "\u20a1-\u20a3\u20a5-\u20ab\u20ad-\u20c0\u20d0-\u20ff\u2150-\u2152\u215f-\u2182\u2185-\u218f\ufe00-\ufe0f\ufffc\ufffd]")
+      "\u20a1-\u20a3\u20a5-\u20ab\u20ad-\u20c0\u20d0-\u20ff\u2150-\u2152\u215f-\u2182\u2185-\u218f"
+      "\ufe00-\ufe0f\ufffc\ufffd]")
 _SOFT_HYPHEN = "\u00ad"  # dropped, joining the word it splits ("cardio\u00admegaly" -> "cardiomegaly")
 # Other numbers (superscripts, circled digits, vulgar fractions) are tokens of their own, not word characters.
 _OTHER_NUMBERS = "".join(chr(c) for c in range(0x80, 0x10000) if unicodedata.category(chr(c)) == "No")
