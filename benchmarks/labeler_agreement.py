@@ -62,6 +62,7 @@ def keyword_labeler(negation: bool) -> Callable[[str], Labels]:
                 for m in pattern.finditer(sentence):
                     negated = negation and _NEG_WINDOW.search(sentence[:m.start()]) is not None
                     out[name] = P if out[name] == P or not negated else N
+        out["No Finding"] = None if any(out[n] == P for n in OBSERVATIONS if n != "Support Devices") else P
         return out
 
     return label
@@ -263,6 +264,11 @@ def main() -> None:
         cells = "".join("%26s" % ("%.3f (%.2f / %.2f)" % (f1, p, r))
                         for n in names for p, r, f1, _ in [results[n]["uncertain_negative"][obs]])
         print(f"{obs:<18}{support:>8}{cells}")
+    no_finding = {n: score(truth, outputs[n], 0, ["No Finding"])["No Finding"] for n in names}
+    cells = "".join("%26s" % ("%.3f (%.2f / %.2f)" % (f1, p, r)) for p, r, f1, _ in no_finding.values())
+    print(f"{'No Finding':<18}{no_finding[names[0]][3]:>8}{cells}   (not in the micro average)")
+    for name in names:
+        results[name]["no_finding"] = no_finding[name]
     medvl = results["medvl"]["uncertain_negative"]
     base = results["keyword+negation"]["uncertain_negative"]
     behind = [o for o in OBSERVATIONS if medvl[o][3] >= 20 and medvl[o][2] <= base[o][2]]

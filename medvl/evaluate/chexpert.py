@@ -123,7 +123,7 @@ CHEXPERT_WEAK: dict[str, str] = {
 }
 # "Heart size is stable", "stable cardiomediastinal silhouette": uncertain (CheXpert's post-negation uncertainty).
 CHEXPERT_STABLE: dict[str, str] = {
-    "Cardiomegaly": (rf"{_STABLE}\s+(?:\w+\s+)?{_HEART_NOUN}(?!\s+and\s+mediastin)"
+    "Cardiomegaly": (rf"{_STABLE}\s+(?:\w+\s+)?{_HEART_NOUN}"
                      rf"|\b{_HEART_NOUN}\s+(?:and\s+[a-z ]{{0,40}}?)?(?:is|are|remains?|appears?)\s+(?:\w+\s+)?"
                      rf"{_STABLE}\b"),
     "Enlarged Cardiomediastinum": (rf"{_STABLE}\s+(?:\w+\s+)?{_MEDIASTINUM_NOUN}"

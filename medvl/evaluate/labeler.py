@@ -39,7 +39,7 @@ Method:
 
 The context rules were measured against medspaCy's ConText (its default rules on the same mention patterns) on
 real IU X-ray reports (benchmarks/labeler_agreement.py): this engine agrees better with the indexers' labels and
-runs about ten times faster, so it stays.
+runs more than ten times faster, so it stays.
 
 Decisions where the brief left room (CheXpert's choices where it has one):
 - edema includes pulmonary/vascular congestion; "soft tissue", "subcutaneous", "laryngeal" and "facial" edema are
