@@ -204,7 +204,7 @@ class LabelSet:
     @cached_property
     def compiled(self) -> tuple[dict[str, re.Pattern[str]], dict[str, re.Pattern[str]]]:
         mentions = {**self.mentions, **self.extra_mentions}
-        # Mentions start at a word boundary: checking it first makes the long alternations cheap (3x faster).
+        # Mentions start at a word boundary; checking it first makes the long alternations cheaper.
         return ({name: re.compile(rf"\b(?:{p})") for name, p in mentions.items()},
                 {name: re.compile(p) for name, p in self.normal.items()})
 
