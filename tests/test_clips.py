@@ -195,3 +195,15 @@ def test_clips_from_real_tracks_move_along_them() -> None:
         assert 0.01 < np.hypot(*moved.sum(0)) < 15  # it moves, at a medicane's speed (about 11 px/h in this track)
         checked += 1
     assert checked >= 6
+
+
+def test_medvl_data_synth_clips_writes_the_clip_layout(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from medvl.cli import main
+
+    out = tmp_path / "clips"
+    assert main(["data", "synth-clips", "--out", str(out), "--n", "5", "--tile-size", "24", "--frames", "3",
+                 "--workers", "1"]) == 0
+    assert "wrote 5 synthetic clips" in capsys.readouterr().out
+    header = (out / "train.csv").read_text().splitlines()[0]
+    assert header == "path,start,end,label,x_pix,y_pix,cyclone"
+    assert len(list((out / "clips").glob("synth_*/img_*.png"))) == 15
