@@ -1,4 +1,5 @@
-"""`medvl data ...`: draw the synthetic set or the synthetic satellite clips, prepare real data sets, download IU X-ray, and data set statistics.
+"""`medvl data ...`: draw the synthetic set or the synthetic satellite clips, prepare real data sets, download IU
+X-ray, and data set statistics.
 
 Each subcommand parses its arguments and calls one library function; `add_data_commands` adds them to the `medvl`
 parser (medvl/cli.py), which also turns user errors into one line and exit status 2.

@@ -155,7 +155,8 @@ def test_detection_scores_on_a_hand_computed_contingency_table() -> None:
     assert r["csi"] == pytest.approx(7 / 14)
     hss = 2 * (7 * 16 - 3 * 4) / ((7 + 3) * (3 + 16) + (7 + 4) * (4 + 16))
     assert r["hss"] == pytest.approx(hss) and r["hss"] == pytest.approx(0.4878, abs=1e-4)
-    assert r["f1"] == pytest.approx(2 * 7 / (2 * 7 + 4 + 3)) and r["balanced_accuracy"] == pytest.approx((0.7 + 0.8) / 2)
+    assert r["f1"] == pytest.approx(2 * 7 / (2 * 7 + 4 + 3))
+    assert r["balanced_accuracy"] == pytest.approx((0.7 + 0.8) / 2)
     for key in ("pod", "far", "csi", "hss"):
         assert r[f"{key}_ci_low"] <= r[key] <= r[f"{key}_ci_high"]
     assert float(detection_scores(5, 0, 0, 5)["hss"]) == 1.0  # perfect

@@ -548,5 +548,6 @@ def baseline_probs(train_targets: Any, n: int, multi_label: bool = True) -> np.n
     return np.tile(prevalence.astype(np.float64), (n, 1))
 
 
-__all__ = ["BINARY_KEYS", "DETECTION_KEYS", "MEAN_KEYS", "detection_scores", "ROC_POINTS", "baseline_probs", "choose_thresholds",
+__all__ = ["BINARY_KEYS", "DETECTION_KEYS", "MEAN_KEYS", "ROC_POINTS", "baseline_probs", "choose_thresholds",
+           "detection_scores",
            "classification_metrics", "ranked_metrics"]

@@ -109,7 +109,8 @@ def target_stats(train: Sequence[Study], k: int) -> tuple[list[float], list[floa
 
 
 def frame_centre(study: Study) -> tuple[float, float] | None:
-    """((W - 1) / 2, (H - 1) / 2) of a study's first frame (pixel centres at integer coordinates); None if unreadable."""
+    """((W - 1) / 2, (H - 1) / 2) of a study's first frame (pixel centres at integer coordinates), None if
+    unreadable."""
     if not study.image_paths:
         return None
     path = Path(study.image_paths[0])
@@ -251,7 +252,8 @@ class RegressionTask(Task):
         for r, e in zip(rows, errors, strict=True):
             study = by_id.get(r["id"])
             predictions.append({"id": r["id"], "image_paths": [str(p) for p in study.image_paths] if study else [],
-                                "predicted": {n: round(float(v), 4) for n, v in zip(self.names, r["pred"], strict=True)},
+                                "predicted": {n: round(float(v), 4)
+                                              for n, v in zip(self.names, r["pred"], strict=True)},
                                 "target": {n: float(v) for n, v in zip(self.names, r["target"], strict=True)},
                                 "error_px": round(float(e), 4), "error_km": round(float(e * km), 4)})
         return result, predictions

@@ -185,8 +185,9 @@ def generate_clips(out_dir: str | Path, n: int, seed: int = 0, tile_size: int = 
     Returns:
         The info dict written to out_dir/dataset_info.json.
     """
-    for name, value, low in (("n", n, 1), ("tile_size", tile_size, 16), ("frames", frames, 2), ("channels", channels, 1),
-                             ("seed", seed, 0)):
+    checks = (("n", n, 1), ("tile_size", tile_size, 16), ("frames", frames, 2), ("channels", channels, 1),
+              ("seed", seed, 0))
+    for name, value, low in checks:
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
             raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
     if not isinstance(minutes, int) or minutes < 1 or 60 % minutes:
