@@ -141,6 +141,15 @@ def test_a_tiny_tracking_run_beats_the_tile_centre_baseline(tmp_path: Path) -> N
     record = predict_prepared(loaded, [load_study(loaded, "clip", frames)])[0]
     assert set(record["coordinates"]) == {"x", "y"}
 
+    from fastapi.testclient import TestClient
+
+    from medvl.serve.app import create_app
+
+    with TestClient(create_app(loaded)) as client:  # the frames of a clip are the views of one request
+        files = [("images", (f.name, f.read_bytes(), "image/png")) for f in frames]
+        answer = client.post("/v1/regressions", files=files).json()
+        assert answer["coordinates"] == pytest.approx(record["coordinates"], abs=1e-3)
+
 
 # ------------------------------------------------------------------------------------------- detection scores
 def test_detection_scores_on_a_hand_computed_contingency_table() -> None:
