@@ -17,7 +17,7 @@ from medvl.config.experiment import load_experiment
 from medvl.train.checkpoint import find_latest_checkpoint, load_checkpoint
 from medvl.train.loop import Trainer, train
 
-from .conftest import REPO, tiny_overrides
+from .conftest import REPO, clips_overrides, tiny_overrides
 
 
 def _weights(run_dir: Path) -> dict[str, torch.Tensor]:
@@ -138,11 +138,14 @@ NO_PRETRAINED = ["model.encoder=vit", "model.encoder_weights=", "model.llm_path=
 
 
 @pytest.mark.parametrize("recipe", sorted((REPO / "recipes").glob("*.yaml")), ids=lambda p: p.stem)
-def test_every_shipped_recipe_trains_at_a_tiny_size(recipe: Path, synth_root: Path, tmp_path: Path) -> None:
+def test_every_shipped_recipe_trains_at_a_tiny_size(recipe: Path, synth_root: Path, clips_root: Path,
+                                                     tmp_path: Path) -> None:
     text = recipe.read_text()
     extra = NO_PRETRAINED if "family: xraygpt" in text else []
     if "family: classifier" in text:  # the tiny synthetic set as a labelled source; its own 8 findings as classes
         extra = [*SYNTH_FIXTURE, "task.labels=[]"]
+    if "source: clips" in text:  # satellite clips: the session's tiny synthetic clips, whatever the family
+        extra = [*clips_overrides(clips_root), "train.precision=fp32"]
     cfg = load_experiment(recipe, tiny_overrides(synth_root, tmp_path, "train.max_steps=2", "train.eval_every=2",
                                                  "data.num_workers=0", *extra))
     summary = train(cfg)

@@ -125,7 +125,8 @@ MODEL_FAMILIES.add("xraygpt", ModelFamily("xraygpt", _xraygpt_config, _xraygpt_p
                                           task="instructed_report", default_size="small"))
 MODEL_FAMILIES.add("classifier", ModelFamily("classifier", _classifier_config, _classifier_presets, _build_classifier,
                                              task="classification", default_size="small",
-                                             reload_config=_classifier_reload_config))
+                                             reload_config=_classifier_reload_config,
+                                             other_tasks=("regression",)))
 
 
 def model_config_to_dict(family: str, size: str, config: Any) -> dict[str, Any]:

@@ -27,10 +27,17 @@ def _classification() -> type:
     return ClassificationTask
 
 
+def _regression() -> type:
+    from medvl.tasks.regression import RegressionTask
+
+    return RegressionTask
+
+
 TASKS: Registry[Callable[[], Any]] = Registry("task")
 TASKS.add("report_generation", _report_generation)
 TASKS.add("instructed_report", _instructed_report)
 TASKS.add("classification", _classification)
+TASKS.add("regression", _regression)
 
 
 def task_class(name: str) -> Any:
