@@ -33,6 +33,18 @@ def test_uncertainty_policies_and_missing_labels() -> None:
     assert study_targets(study, names, "zeros").tolist() == [1, 0, 0, -1]
 
 
+def test_every_from_scratch_encoder_builds_a_classifier() -> None:
+    from medvl.models.classifier import ClassifierConfig, ImageClassifier
+
+    for encoder in ("conv", "vit"):
+        model = ImageClassifier(ClassifierConfig(image_size=32, encoder=encoder, patch_size=8, vit_dim=32,
+                                                 vit_depth=1, vit_heads=2, conv_channels=(8, 16),
+                                                 conv_blocks=(1, 1), num_outputs=3, max_views=2))
+        out = model(torch.rand(2, 2, 1, 32, 32), torch.tensor([[0, 1], [0, 0]]),
+                    torch.tensor([[True, True], [True, False]]))
+        assert out.shape == (2, 3), encoder
+
+
 def test_training_jitter_is_seeded_and_keeps_shapes() -> None:
     from medvl.tasks.classification import jitter_views
 
