@@ -7,7 +7,8 @@ COCOEvalCap runs them (no clinical metrics, no intervals). Also prints the label
 two agree on every NLG score.
 
 The corpus: real IU X-ray report text from ../shared/data/iu_xray_reports (each reference paired with another
-study's report) when present, else synthetic reports.
+study's report) when present, else synthetic reports; six generated reports are replaced by empty, whitespace-only
+and punctuation-only text (`--no-awkward` keeps them), which both sides must score alike too.
 
     .venv/bin/python benchmarks/eval_metrics.py [--pairs 590] [--bootstrap 1000]
 """
@@ -47,6 +48,9 @@ def corpus(n: int) -> tuple[list[str], list[str], str]:
     return [texts[i] for i in order[:n]], [texts[i] for i in order[n:2 * n]], source
 
 
+AWKWARD = ("", "   ", "...", "\n", " ! ? ", "-- ;")
+
+
 def pycocoevalcap_suite(refs: list[str], hyps: list[str]) -> dict[str, float]:
     from pycocoevalcap.bleu.bleu import Bleu
     from pycocoevalcap.cider.cider import Cider
@@ -69,11 +73,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--pairs", type=int, default=590)
     parser.add_argument("--bootstrap", type=int, default=1000)
+    parser.add_argument("--no-awkward", action="store_true", help="keep every generated report as drawn")
     args = parser.parse_args()
     if java_missing_reason():
         raise SystemExit(f"this benchmark compares METEOR and the PTB tokenizer, which need Java: "
                          f"{java_missing_reason()}")
     refs, hyps, source = corpus(args.pairs)
+    if not args.no_awkward:
+        for k, text in enumerate(AWKWARD):
+            hyps[(97 * k + 11) % len(hyps)] = text
+        source += f", {len(AWKWARD)} generated reports empty, whitespace or punctuation only"
     print(f"corpus: {len(refs)} pairs of {source}")
 
     t0 = time.perf_counter()

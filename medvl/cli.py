@@ -28,6 +28,7 @@ import os
 import sys
 import time
 from collections.abc import Sequence
+from contextlib import nullcontext
 from pathlib import Path
 
 from medvl.cli_data import add_data_commands
@@ -68,11 +69,18 @@ def cmd_train(args: argparse.Namespace) -> int:
 
         print(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
         return 0
-    summary = train(cfg, resume=args.resume)
+    summary = train(cfg, resume=_resume_mode(args))
     print(f"done: {summary['steps']} steps in {summary['seconds']}s; best {cfg.train.select_metric} = "
           f"{summary['best_metric'][cfg.train.select_metric]} at step {summary['best_metric']['step']}; "
           f"checkpoints in {Path(cfg.train.output_dir) / 'checkpoints'}")
     return 0
+
+
+def _resume_mode(args: argparse.Namespace) -> str | None:
+    """--resume and --overwrite as the one `resume` argument of `train` (see medvl/train/run_folder.py)."""
+    if args.overwrite and args.resume not in (None, "overwrite"):
+        raise ValueError(f"--overwrite starts the run over, --resume {args.resume} continues it: give one of them")
+    return "overwrite" if args.overwrite else args.resume
 
 
 def _generation_overrides(args: argparse.Namespace) -> dict:
@@ -137,7 +145,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from medvl.infer.batch_predict import RowWriter, predict_studies
     from medvl.infer.inputs import collect_studies
     from medvl.infer.predictor import load_study, load_trained, predict_prepared
+    from medvl.outputs import open_atomic, refuse_existing
 
+    if args.out:  # before any model work
+        refuse_existing(args.out, args.overwrite)
     listed = collect_studies(args.images)
     loaded = load_trained(args.checkpoint, device=args.device)
     gen = dataclasses.replace(loaded.config.generation, **_generation_overrides(args))
@@ -150,19 +161,15 @@ def cmd_predict(args: argparse.Namespace) -> int:
         prepared = load_study(loaded, study.id, study.paths)
         record = predict_prepared(loaded, [prepared], 1)[0]
         if args.out:
-            with open(args.out, "w", newline="") as fh:
+            with open_atomic(args.out, args.overwrite) as fh:
                 RowWriter(fh, fmt, fields).write({"id": study.id, "images": [str(p) for p in study.paths],
                                                   "views": prepared.views, **record,
                                                   "seconds": round(time.perf_counter() - t0, 4)})
         print(text_of(record))
         return 0
-    out = open(args.out, "w", newline="") if args.out else sys.stdout  # noqa: SIM115 - closed below when a file
-    try:
+    with open_atomic(args.out, args.overwrite) if args.out else nullcontext(sys.stdout) as out:
         summary = predict_studies(loaded, listed.studies, gen, RowWriter(out, fmt, fields), strict=args.strict,
                                   progress=not args.no_progress)
-    finally:
-        if out is not sys.stdout:
-            out.close()
     failed = summary["failed"]
     first = f" (first: {next(iter(failed))}: {next(iter(failed.values()))})" if failed else ""
     noun = "reports" if "report" in fields else "predictions"
@@ -232,7 +239,7 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
     overrides = [f"train.output_dir={args.output_dir}", *args.overrides, *(["data.strict=true"] if args.strict else [])]
     cfg = load_experiment("quickstart", overrides)
     t0 = time.time()
-    summary = train(cfg, resume=args.resume)
+    summary = train(cfg, resume=_resume_mode(args))
     result = evaluate(summary["best_checkpoint"] or summary["last_checkpoint"], split="test", strict=args.strict)
     print()
     print(format_tables(result))
@@ -247,13 +254,14 @@ def cmd_convert(args: argparse.Namespace) -> int:
     from safetensors.torch import save_file
 
     from medvl.models.minigpt4 import convert_minigpt4, read_pth
+    from medvl.outputs import atomic_file, refuse_existing
 
+    out = refuse_existing(args.out, args.overwrite)
     state, skipped = convert_minigpt4(read_pth(args.pth))
     if not state:
         raise ValueError(f"no MiniGPT-4 / XrayGPT / BLIP-2 weights in {args.pth} ({len(skipped)} other tensors)")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in state.items()}, str(out))
+    with atomic_file(out, args.overwrite) as partial:
+        save_file({k: v.contiguous() for k, v in state.items()}, str(partial))
     groups: dict[str, int] = {}
     for key in state:
         groups[key.split(".")[0]] = groups.get(key.split(".")[0], 0) + 1
@@ -289,7 +297,10 @@ def build_parser() -> argparse.ArgumentParser:
                                    "quickstart) with dotted overrides such as train.lr=3e-4 model.size=tiny.")
     p.add_argument("recipe", nargs="?", default=None, help="recipe name or YAML path (default: quickstart)")
     p.add_argument("overrides", nargs="*", help="section.field=value overrides")
-    p.add_argument("--resume", default=None, help="'auto' (newest checkpoint in train.output_dir) or a checkpoint path")
+    p.add_argument("--resume", default=None, help="'auto' (continue from the newest checkpoint in train.output_dir "
+                   "that loads), 'never' (start over; an earlier run there moves to previous_run_N/) or a checkpoint "
+                   "path; without it, a train.output_dir that holds a run is refused")
+    p.add_argument("--overwrite", action="store_true", help="start over, deleting an earlier run in train.output_dir")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     p.add_argument("--strict", action="store_true", help="stop at the first unusable study (missing/corrupt image, "
                    "empty report) instead of skipping and counting it")
@@ -374,6 +385,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="write rows here (.jsonl or .csv) instead of standard output")
     p.add_argument("--format", default=None, choices=("jsonl", "csv"), help="output format (default: from --out's "
                    "suffix, else jsonl)")
+    p.add_argument("--overwrite", action="store_true", help="replace the --out file when it exists")
     p.add_argument("--strict", action="store_true", help="stop at the first study whose images cannot be read")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     generation_args(p)
@@ -436,7 +448,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "evaluate on the test split and print the metrics next to the baseline.")
     p.add_argument("overrides", nargs="*", help="section.field=value overrides")
     p.add_argument("--output-dir", default="runs/quickstart", help="run directory (default runs/quickstart)")
-    p.add_argument("--resume", default=None, help="'auto' to continue an interrupted quickstart")
+    p.add_argument("--resume", default=None, help="'auto' to continue an interrupted quickstart, 'never' to start over "
+                   "(the earlier run moves to previous_run_N/)")
+    p.add_argument("--overwrite", action="store_true", help="start over, deleting an earlier run in --output-dir")
     p.add_argument("--strict", action="store_true", help="stop at the first unusable study (missing/corrupt image, "
                    "empty report) instead of skipping and counting it")
     p.set_defaults(func=cmd_quickstart)
@@ -448,6 +462,7 @@ def build_parser() -> argparse.ArgumentParser:
     q = conv.add_parser("minigpt4", help="MiniGPT-4 / XrayGPT / BLIP-2 .pth -> .safetensors for train.init_from")
     q.add_argument("pth", help="the .pth checkpoint (e.g. XrayGPT's or MiniGPT-4's stage checkpoint)")
     q.add_argument("--out", required=True, help="output .safetensors file")
+    q.add_argument("--overwrite", action="store_true", help="replace the --out file when it exists")
     q.set_defaults(func=cmd_convert)
 
     p = sub.add_parser("recipes", help="list the shipped recipes")

@@ -1,4 +1,5 @@
-"""`medvl data ...`: draw the synthetic set, prepare real data sets, download IU X-ray, and data set statistics.
+"""`medvl data ...`: draw the synthetic set or the synthetic satellite clips, prepare real data sets, download IU
+X-ray, and data set statistics.
 
 Each subcommand parses its arguments and calls one library function; `add_data_commands` adds them to the `medvl`
 parser (medvl/cli.py), which also turns user errors into one line and exit status 2.
@@ -22,6 +23,20 @@ def cmd_synth(args: argparse.Namespace) -> int:
                             lateral=not args.no_lateral, workers=args.workers, progress=True)
     print(f"wrote {args.n} synthetic studies to {args.out} in {time.time() - t0:.1f}s")
     print(json.dumps({k: v for k, v in info.items() if k in ("n", "seed", "image_size", "views", "splits")}, indent=1))
+    return 0
+
+
+def cmd_synth_clips(args: argparse.Namespace) -> int:
+    from medvl.data.synth_clips import generate_clips
+
+    t0 = time.time()
+    info = generate_clips(args.out, n=args.n, seed=args.seed, tile_size=args.tile_size, frames=args.frames,
+                          minutes=args.minutes, channels=args.channels, tracks=args.tracks, workers=args.workers,
+                          progress=True)
+    print(f"wrote {args.n} synthetic clips to {args.out} in {time.time() - t0:.1f}s (tracks: {info['tracks']})")
+    print(json.dumps({k: info[k] for k in ("splits", "positives", "kinds", "km_per_pixel")}, indent=1))
+    print(f"train on it with: medvl train medicanes_classify_tiny_synthetic data.root={args.out} "
+          f"data.synth_clips.n={args.n} ... (or data.source=clips data.root={args.out})")
     return 0
 
 
@@ -83,7 +98,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 
 def add_data_commands(sub: Any) -> None:
-    """Add `medvl data synth | prepare | download | stats` to the top-level subparsers `sub`."""
+    """Add `medvl data synth | synth-clips | prepare | download | stats` to the top-level subparsers `sub`."""
     data = sub.add_parser("data", help="data set tools").add_subparsers(dest="data_command", required=True,
                                                                           metavar="DATA_COMMAND")
     p = data.add_parser("synth", help="draw the synthetic chest X-ray data set (R2Gen/IU X-ray layout)",
@@ -96,6 +111,23 @@ def add_data_commands(sub: Any) -> None:
     p.add_argument("--no-lateral", action="store_true", help="frontal view only")
     p.add_argument("--workers", type=int, default=None, help="worker processes (default: min(CPUs, 4))")
     p.set_defaults(func=cmd_synth)
+
+    p = data.add_parser("synth-clips", help="draw synthetic satellite clips with a moving vortex (clip layout)",
+                        description="Draw synthetic airmass-like satellite clips (a vortex with spiral bands and an "
+                                    "eye moving along real medicane tracks, or built-in random ones) into DIR in the "
+                                    "clip layout: clips/<id>/img_00001.png..., train/val/test.csv (path,start,end,"
+                                    "label,x_pix,y_pix,cyclone), centres.json, dataset_info.json. Split by cyclone.")
+    p.add_argument("--out", required=True, help="output directory (new, empty, or a previous synth-clips output)")
+    p.add_argument("--n", type=int, default=600, help="number of clips (default 600)")
+    p.add_argument("--seed", type=int, default=0, help="generator seed (default 0)")
+    p.add_argument("--tile-size", type=int, default=64, help="tile side in pixels (default 64)")
+    p.add_argument("--frames", type=int, default=16, help="frames per clip (default 16)")
+    p.add_argument("--minutes", type=int, default=5, help="minutes between frames (default 5)")
+    p.add_argument("--channels", type=int, default=3, help="bands per frame (default 3: PNG; others: .npy)")
+    p.add_argument("--tracks", default="", help="real tracks CSV (medicanes_new_windows.csv); default: built-in "
+                   "random tracks")
+    p.add_argument("--workers", type=int, default=None, help="worker processes (default: min(CPUs, 4))")
+    p.set_defaults(func=cmd_synth_clips)
 
     from medvl.data.config import CLEAN_CHOICES, DEID_CHOICES, SECTION_CHOICES  # dataclasses only: cheap
 

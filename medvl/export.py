@@ -11,8 +11,10 @@ Contract of `export_hf(checkpoint, out_dir)`: writes, in HF conventions,
 `load_trained` accepts the folder (`is_hf_export`, `read_hf_export`), so predict/serve/demo run from it. It is not a
 `transformers` architecture: AutoModel cannot build it without medvl, on purpose (no remote code is ever run).
 
-`push_to_hub(folder, repo_id)` uploads with huggingface_hub, and never hangs offline: with HF_HUB_OFFLINE=1, no
-reachable endpoint (checked with a short timeout first) or no token it raises `HubUnavailableError` with what to do.
+`push_to_hub(folder, repo_id)` uploads with huggingface_hub, and never hangs: with HF_HUB_OFFLINE=1, no reachable
+endpoint (checked with a short timeout first) or no token it raises `HubUnavailableError` with what to do, and every
+network step after that is bounded: each HTTP operation (connect, read, write) by `HUB_TIMEOUT_SECONDS`, and
+creating the repository by a wall-clock deadline too; a step that times out is named in the error.
 """
 
 from __future__ import annotations
@@ -28,10 +30,13 @@ from typing import Any
 from urllib.parse import urlparse
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 HF_EXPORT_FORMAT = "medvl-hf/1"
 HUB_PROBE_SECONDS = 5.0
+HUB_TIMEOUT_SECONDS = 20.0
+"""Longest wait for any one answer of the Hub (an upload may take longer in all, but never waits this long for a
+byte); creating the repository gets at most three times this in all."""
 
 
 class HubUnavailableError(ValueError):
@@ -141,13 +146,14 @@ def export_hf(checkpoint: str | Path, out_dir: str | Path, use_ema: bool = True,
 def read_hf_export(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor], Any, dict[str, Any]]:
     """(experiment config dict, model state, tokenizer, metadata) of a folder written by `export_hf`."""
     from medvl.data.tokenizer import load_tokenizer
-    from medvl.train.checkpoint import CheckpointError, _with_aliases
+    from medvl.train.checkpoint import CheckpointError, _with_aliases, read_tensors
 
     try:
         config = json.loads((path / "config.json").read_text())
-        state = _with_aliases(load_file(str(path / "model.safetensors")), config.get("medvl_tied_weights", {}))
-    except (OSError, json.JSONDecodeError) as e:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise CheckpointError(f"{path} is an incomplete medvl export: {e}") from e
+    state = _with_aliases(read_tensors(path / "model.safetensors", "exported weights"),
+                          config.get("medvl_tied_weights", {}))
     from medvl.data.tokenizer import special_tokens, tokenizer_to_json
 
     tokenizer = load_tokenizer(path)
@@ -202,11 +208,75 @@ def push_to_hub(folder: str | Path, repo_id: str, private: bool = False) -> str:
     token = get_token()
     if not token:
         raise HubUnavailableError(f"no Hugging Face token (run `hf auth login` or set HF_TOKEN): {later}")
-    try:
-        api = HfApi(endpoint=endpoint, token=token)
-        url = api.create_repo(repo_id, private=private, exist_ok=True)
-        api.upload_folder(folder_path=str(folder), repo_id=repo_id, commit_message="medvl export")
-    except Exception as e:  # noqa: BLE001 - any Hub/HTTP failure becomes one clear line
-        first = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise HubUnavailableError(f"pushing to {repo_id} failed ({first}): {later}") from e
+    api = HfApi(endpoint=endpoint, token=token)
+    timeout = HUB_TIMEOUT_SECONDS
+    with _bounded_http(timeout):
+        url = _step(f"creating the repository {repo_id}", lambda: api.create_repo(repo_id, private=private,
+                                                                                  exist_ok=True),
+                    endpoint, timeout, 3 * timeout, later)
+        _step(f"uploading {folder} to {repo_id}", lambda: api.upload_folder(
+            folder_path=str(folder), repo_id=repo_id, commit_message="medvl export"), endpoint, timeout, None, later)
     return str(url)
+
+
+class _bounded_http:  # noqa: N801 - used as a context manager
+    """huggingface_hub's shared HTTP client with a timeout on every operation (its default waits forever)."""
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self.previous: Any = None
+
+    def __enter__(self) -> None:
+        try:
+            import httpx2 as httpx  # what this huggingface_hub is built on
+        except ImportError:
+            try:
+                import httpx
+            except ImportError:
+                return
+        from huggingface_hub.utils import _http
+
+        factory = getattr(_http, "_GLOBAL_CLIENT_FACTORY", None)
+        if factory is None or not hasattr(_http, "set_client_factory"):
+            return
+        self.previous = factory
+        hook = getattr(_http, "hf_request_event_hook", None)
+        limit = httpx.Timeout(self.timeout)
+        _http.set_client_factory(lambda: httpx.Client(event_hooks={"request": [hook]} if hook else None,
+                                                      follow_redirects=True, timeout=limit))
+        _http.close_session()
+
+    def __exit__(self, *exc: object) -> None:
+        if self.previous is not None:
+            from huggingface_hub.utils import _http
+
+            _http.set_client_factory(self.previous)
+            _http.close_session()
+
+
+def _step(what: str, fn: Any, endpoint: str, timeout: float, deadline: float | None, later: str) -> Any:
+    """Run one network step in a thread; a step past `deadline` seconds, or a timeout inside it, is named."""
+    result: list[Any] = []
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            result.append(fn())
+        except BaseException as e:  # noqa: BLE001 - handed to the caller below
+            errors.append(e)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(deadline)
+    if thread.is_alive():
+        raise HubUnavailableError(f"{what} timed out: no answer from {endpoint} within {deadline:.0f}s, so nothing "
+                                  f"was pushed: {later}")
+    if errors:
+        e = errors[0]
+        chain = [e, e.__cause__, e.__context__]
+        if any(isinstance(x, TimeoutError) or "timeout" in type(x).__name__.lower() for x in chain if x is not None):
+            raise HubUnavailableError(f"{what} timed out: {endpoint} sent no answer within {timeout:.0f}s: "
+                                      f"{later}") from e
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise HubUnavailableError(f"{what} failed ({first}): {later}") from e
+    return result[0]

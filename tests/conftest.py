@@ -39,6 +39,27 @@ def synth_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+# A tiny set of synthetic satellite clips (random tracks: no dependency on ../shared) for the clip recipes.
+CLIPS_SETTINGS = {"n": 80, "seed": 1, "tile_size": 32, "frames": 4, "minutes": 5, "channels": 3, "tracks": ""}
+
+
+@pytest.fixture(scope="session")
+def clips_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """80 synthetic clips (4 frames, 32 px, 3 bands) in the clip layout, generated once per test session."""
+    from medvl.data.synth_clips import generate_clips
+
+    root = tmp_path_factory.mktemp("clips") / "data"
+    generate_clips(root, workers=1, **CLIPS_SETTINGS)
+    return root
+
+
+def clips_overrides(clips_root: Path) -> list[str]:
+    """Overrides that point a clip recipe at the session's tiny synthetic clips."""
+    return ["data.source=clips_synthetic", f"data.root={clips_root}",
+            *(f"data.synth_clips.{k}={v}" for k, v in CLIPS_SETTINGS.items()),
+            f"model.max_views={CLIPS_SETTINGS['frames']}", f"model.in_chans={CLIPS_SETTINGS['channels']}"]
+
+
 def tiny_overrides(synth_root: Path, run_dir: Path, *extra: str) -> list[str]:
     """Overrides that point any recipe at the tiny synthetic set and a tiny model."""
     return [

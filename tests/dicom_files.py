@@ -22,7 +22,7 @@ def xray_pattern(rows: int = 48, cols: int = 64, top: int = 4000) -> np.ndarray:
 def write_dicom(path: Path, stored: np.ndarray, *, syntax: str = "explicit", photometric: str = "MONOCHROME2",
                 bits_stored: int = 12, view: str | None = "PA", slope: float | None = None,
                 intercept: float | None = None, window: tuple[float, float] | None = None,
-                voi_lut: np.ndarray | None = None, frames: int = 1) -> Path:
+                voi_lut: np.ndarray | None = None, lut_bits: int = 16, frames: int = 1) -> Path:
     """Write `stored` as a CR DICOM file.
 
     syntax: "explicit" (Explicit VR Little Endian), "implicit", "rle", "jpeg2000" (lossless), "jpeg-baseline"
@@ -72,8 +72,53 @@ def write_dicom(path: Path, stored: np.ndarray, *, syntax: str = "explicit", pho
         ds.WindowCenter, ds.WindowWidth = window
     if voi_lut is not None:
         item = Dataset()
-        item.LUTDescriptor = [len(voi_lut), 0, 16]
+        item.LUTDescriptor = [len(voi_lut), 0, lut_bits]
         item.add_new(0x00283006, "US", [int(v) for v in voi_lut])  # LUT Data: US or OW; pydicom needs told
         ds.VOILUTSequence = [item]
     ds.save_as(path, enforce_file_format=True)
     return path
+
+
+def deflated_dicom(rows: int, cols: int, pixel_bytes: int | None = None, *, bits: int = 16, fill: int = 0,
+                   view: str | None = "PA") -> bytes:
+    """A Deflated Explicit VR Little Endian DICOM (1.2.840.10008.1.2.1.99) built piece by piece, so its pixel data may
+    be far larger than what its Rows x Columns say (a deflate bomb) without ever being held in memory here."""
+    import struct
+    import zlib
+
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_dataset, write_file_meta_info
+    from pydicom.uid import DeflatedExplicitVRLittleEndian, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = CR_IMAGE_STORAGE
+    meta.MediaStorageSOPInstanceUID = generate_uid(entropy_srcs=["deflated", str(rows), str(cols)])
+    meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    head = DicomBytesIO()
+    head.write(b"\0" * 128 + b"DICM")
+    write_file_meta_info(head, meta, enforce_standard=True)
+    ds = Dataset()
+    ds.SOPClassUID, ds.SOPInstanceUID = CR_IMAGE_STORAGE, meta.MediaStorageSOPInstanceUID
+    ds.Modality = "CR"
+    if view is not None:
+        ds.ViewPosition = view
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.Rows, ds.Columns = rows, cols
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = bits, bits, bits - 1, 0
+    body = DicomBytesIO()
+    body.is_little_endian, body.is_implicit_VR = True, False
+    write_dataset(body, ds)
+    size = rows * cols * bits // 8 if pixel_bytes is None else pixel_bytes
+    size += size % 2  # element lengths are even
+    vr = b"OW" if bits > 8 else b"OB"
+    compressor = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    out = [head.getvalue(), compressor.compress(body.getvalue() + b"\xe0\x7f\x10\x00" + vr + b"\0\0" +
+                                                struct.pack("<I", size))]
+    chunk = bytes([fill]) * (4 << 20)
+    left = size
+    while left:
+        out.append(compressor.compress(chunk[: min(left, len(chunk))]))
+        left -= min(left, len(chunk))
+    out.append(compressor.flush())
+    return b"".join(out)

@@ -145,8 +145,8 @@ CASES: list[tuple[str, str, str | None]] = [
     ("Mild pulmonary edema.", ED, P),
     ("Interstitial edema.", ED, P),
     ("Alveolar edema in both lungs.", ED, P),
-    ("Moderate pulmonary vascular congestion.", ED, P),
-    ("Pulmonary vascular congestion is present.", ED, P),
+    ("Moderate pulmonary vascular congestion.", ED, U),  # CheXpert: congestion is uncertain
+    ("Pulmonary vascular congestion is present.", ED, U),
     ("Findings consistent with congestive heart failure.", ED, P),
     ("Mild interstitial pulmonary edema has increased.", ED, P),
     ("CHF.", ED, P),
@@ -264,8 +264,8 @@ CASES: list[tuple[str, str, str | None]] = [
     ("Bilateral pleural effusions.", PE, P),
     ("Moderate right effusion.", PE, P),
     ("Small bilateral effusions are again seen.", PE, P),
-    ("Blunting of the left costophrenic angle.", PE, P),
-    ("Blunting of the costophrenic angles.", PE, P),
+    ("Blunting of the left costophrenic angle.", PE, None),  # CheXpert: blunting is not a mention
+    ("Blunting of the costophrenic angles.", PE, None),
     ("Small amount of pleural fluid on the right.", PE, P),
     ("Large layering left pleural effusion.", PE, P),
     ("No pleural effusion.", PE, N),

@@ -33,6 +33,29 @@ def test_uncertainty_policies_and_missing_labels() -> None:
     assert study_targets(study, names, "zeros").tolist() == [1, 0, 0, -1]
 
 
+def test_every_from_scratch_encoder_builds_a_classifier() -> None:
+    from medvl.models.classifier import ClassifierConfig, ImageClassifier
+
+    for encoder in ("conv", "vit"):
+        model = ImageClassifier(ClassifierConfig(image_size=32, encoder=encoder, patch_size=8, vit_dim=32,
+                                                 vit_depth=1, vit_heads=2, conv_channels=(8, 16),
+                                                 conv_blocks=(1, 1), num_outputs=3, max_views=2))
+        out = model(torch.rand(2, 2, 1, 32, 32), torch.tensor([[0, 1], [0, 0]]),
+                    torch.tensor([[True, True], [True, False]]))
+        assert out.shape == (2, 3), encoder
+
+
+def test_training_jitter_is_seeded_and_keeps_shapes() -> None:
+    from medvl.tasks.classification import jitter_views
+
+    views = np.tile(np.arange(32, dtype=np.uint8)[None, :] * 8, (2, 32, 1))  # two 32x32 horizontal ramps
+    a = jitter_views(views, np.random.default_rng(1))
+    b = jitter_views(views, np.random.default_rng(1))
+    c = jitter_views(views, np.random.default_rng(2))
+    assert a.shape == views.shape and a.dtype == np.uint8 and np.array_equal(a, b) and not np.array_equal(a, c)
+    assert not np.array_equal(a, views)
+
+
 def test_masked_bce_ignores_unknown_entries_and_weights_positives() -> None:
     from medvl.config.experiment import experiment_from_dict
     from medvl.tasks.classification import ClassificationBatch, ClassificationTask

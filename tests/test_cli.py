@@ -148,6 +148,6 @@ def test_unusable_studies_are_skipped_and_counted_or_stop_the_run_with_strict(
     assert summary["skipped"] == {victim["id"]: f"image file not found: {data / 'images' / victim['image_path'][0]}",
                                   empty["id"]: "empty report"}
     assert "2 studies were skipped" in capsys.readouterr().err
-    assert main([*argv, "--strict"]) == 2
+    assert main([*argv, "--strict", "--overwrite"]) == 2  # a new attempt in the same run folder
     err = capsys.readouterr().err
     assert f"study {victim['id']}: image file not found" in err and "data.strict=false" in err

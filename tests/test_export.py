@@ -65,3 +65,50 @@ def test_push_to_hub_offline_is_a_clear_message(trained_checkpoint: Path, tmp_pa
     assert main(["export", str(trained_checkpoint), str(tmp_path / "b"), "--push-to-hub", "me/model"]) == 2
     assert time.monotonic() - t0 < 15
     assert f"cannot reach http://127.0.0.1:{port}" in capsys.readouterr().err
+
+
+def test_push_to_hub_against_a_silent_endpoint_times_out_and_names_the_step(
+        trained_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    import threading
+
+    import medvl.export
+
+    # A local server that accepts every connection and never answers: the probe passes, every HTTP call would wait.
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        server.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(server.accept()[0])
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+        monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{server.getsockname()[1]}")
+        monkeypatch.setenv("HF_TOKEN", "hf_local_test_token")
+        monkeypatch.setattr(medvl.export, "HUB_TIMEOUT_SECONDS", 1.0)
+        import huggingface_hub.constants
+
+        monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)  # conftest's offline mode, read once
+        t0 = time.monotonic()
+        assert main(["export", str(trained_checkpoint), str(tmp_path / "c"), "--push-to-hub", "me/model"]) == 2
+        assert time.monotonic() - t0 < 20
+    finally:
+        stop.set()
+        thread.join()
+        for conn in held:
+            conn.close()
+        server.close()
+    err = capsys.readouterr().err
+    assert err.startswith("medvl: error: creating the repository me/model timed out") and "hf upload" in err
+    assert err.count("\n") == 1 and held  # the server was reached and never answered
+    assert (tmp_path / "c" / "model.safetensors").is_file()

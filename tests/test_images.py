@@ -131,3 +131,62 @@ def test_dicom_pixels_reach_the_model_oriented_and_scaled(trained_checkpoint: Pa
     # Frontal first (ordered by the header's view position), inverted from MONOCHROME1; lateral second, as stored.
     np.testing.assert_allclose(pixels[0].numpy(), 1 - expected_m2, atol=1.5 / 255)
     np.testing.assert_allclose(pixels[1].numpy(), expected_m2, atol=1.5 / 255)
+
+
+# ------------------------------------------------------------------------------- DICOM windows (issue 16, item 12)
+def test_empty_window_elements_mean_no_window(tmp_path: Path) -> None:
+    import pydicom
+
+    path = write_dicom(tmp_path / "e.dcm", STORED)
+    ds = pydicom.dcmread(path)
+    ds.add_new(0x00281050, "DS", "")  # Window Center, present but empty
+    ds.add_new(0x00281051, "DS", "")  # Window Width
+    ds.save_as(path)
+    np.testing.assert_array_equal(load_image(path).pixels, minmax_u8(STORED))
+
+
+def test_a_zero_window_width_is_ignored_and_said_once(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    from medvl.data import dicom
+
+    dicom._REPORTED.discard("window_width")
+    caplog.set_level(logging.WARNING, logger="medvl.data")
+    for k in range(3):
+        decoded = load_image(write_dicom(tmp_path / f"z{k}.dcm", STORED, window=(2000.0, 0.0)))
+        np.testing.assert_array_equal(decoded.pixels, minmax_u8(STORED))  # the full range, not a binary image
+        assert len(np.unique(decoded.pixels)) > 60  # the ramp, not two levels
+    warnings = [r.getMessage() for r in caplog.records if r.name == "medvl.data"]
+    assert len(warnings) == 1 and "Window Width 0 is invalid" in warnings[0] and "image's own range" in warnings[0]
+
+
+def test_a_narrow_voi_lut_keeps_its_contrast_ps3_3_c_11_2_1_1(tmp_path: Path) -> None:
+    lut = np.linspace(1000, 3000, 4096).round().astype(int)  # 12-bit output, data covering 1000..3000 only
+    decoded = load_image(write_dicom(tmp_path / "n.dcm", STORED, voi_lut=lut, lut_bits=12))
+    expected = np.round(lut[STORED] / 4095 * 255).astype(np.uint8)  # output range 0 .. 2^12 - 1
+    np.testing.assert_array_equal(decoded.pixels, expected)
+    assert 60 <= decoded.pixels.min() and decoded.pixels.max() <= 190  # not stretched to 0..255
+
+
+# ----------------------------------------------------------------------- views without a name (issue 16, item 13)
+def test_unknown_views_rank_after_known_frontal_and_before_known_lateral() -> None:
+    from medvl.data.images import DecodedImage
+    from medvl.data.study import frontal_first
+    from medvl.infer.predictor import prepare_study
+
+    def image(value: int, view: str | None) -> DecodedImage:
+        return DecodedImage(np.full((8, 8), value, dtype=np.uint8), view, "dicom")
+
+    unknown, pa, lateral = image(10, None), image(20, "PA"), image(30, "LATERAL")
+    study = prepare_study("s", [unknown, pa], 8, 2)
+    assert study.views == ["PA", None] and study.view_ids == [0, 1] and study.pixels[0, 0, 0] == 20
+    study = prepare_study("s", [lateral, unknown], 8, 2)
+    assert study.views == [None, "LATERAL"] and study.view_ids == [0, 1]  # not two laterals, nothing relabelled
+    single = prepare_study("s", [lateral, unknown], 8, 1)
+    assert single.views == [None] and single.pixels[0, 0, 0] == 10  # a single-view model never reads the lateral
+    study = prepare_study("s", [lateral, unknown, pa], 8, 3)
+    assert study.views == ["PA", None, "LATERAL"] and study.view_ids == [0, 1, 1]
+    paths, ids = frontal_first([Path("lat"), Path("unk"), Path("pa")], ["LATERAL", None, "PA"])
+    assert [p.name for p in paths] == ["pa", "unk", "lat"] and ids == (0, 1, 1)
+    paths, ids = frontal_first([Path("lat"), Path("unk")], ["LL", ""])
+    assert [p.name for p in paths] == ["unk", "lat"] and ids == (0, 1)

@@ -198,3 +198,80 @@ def test_real_iu_xray_and_nih_manifest(tmp_path: Path) -> None:
 
     assert load_grayscale(s.image_paths[0]).shape == (64, 64)
     assert all(p.is_file() for v in nih_studies.values() for st in v for p in st.image_paths)
+
+
+# --------------------------------------------------------------------- text encodings (issue 16, items 14 and 15)
+def _add_bom(path: Path) -> None:
+    import gzip
+
+    if path.suffix == ".gz":
+        path.write_bytes(gzip.compress(b"\xef\xbb\xbf" + gzip.decompress(path.read_bytes())))
+    else:
+        path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+
+
+def _manifest_csv(root: Path) -> Path:
+    fx.png(root / "img" / "a.png")
+    (root / "m.csv").write_text("id,image_paths,text,split\na,img/a.png,No effusion.,train\n")
+    return root
+
+
+def _dicom_folder(root: Path) -> Path:
+    fx.write_dicom(root / "a" / "pa.dcm", "1.2.3", "PA")
+    (root / "reports.csv").write_text('StudyInstanceUID,report\n1.2.3,"Heart normal."\n')
+    return root
+
+
+CSV_LAYOUTS = [  # (source, writer, the CSV files of the layout, load options)
+    ("iu_csv", fx.write_iu_csv, ["indiana_reports.csv", "indiana_projections.csv"], {}),
+    ("mimic_cxr_jpg", fx.write_mimic_jpg, ["mimic-cxr-2.0.0-split.csv", "mimic-cxr-2.0.0-metadata.csv.gz",
+                                           "mimic-cxr-2.0.0-chexpert.csv"], {}),
+    ("manifest", _manifest_csv, ["m.csv"], {"manifest": "m.csv"}),
+    ("dicom", _dicom_folder, ["reports.csv"], {}),
+    ("flickr_captions", fx.write_flickr, ["results.csv"], {}),
+]
+
+
+@pytest.mark.parametrize(("source", "write", "files", "options"), CSV_LAYOUTS, ids=[c[0] for c in CSV_LAYOUTS])
+def test_every_csv_layout_reads_utf8_with_a_byte_order_mark(tmp_path: Path, source: str, write, files: list[str],
+                                                            options: dict) -> None:  # noqa: ANN001
+    plain = _flat(_load(source, write(tmp_path / "plain"), **options))
+    root = write(tmp_path / "bom")
+    for name in files:
+        _add_bom(root / name)
+    with_bom = _flat(_load(source, root, **options))
+    assert plain and {k: (s.report, s.split, s.view_ids, s.problem) for k, s in with_bom.items()} == \
+        {k: (s.report, s.split, s.view_ids, s.problem) for k, s in plain.items()}
+
+
+@pytest.mark.parametrize(("source", "write", "files", "options"), CSV_LAYOUTS, ids=[c[0] for c in CSV_LAYOUTS])
+def test_a_cp1252_csv_is_refused_naming_the_file_and_line(tmp_path: Path, source: str, write, files: list[str],
+                                                          options: dict) -> None:  # noqa: ANN001
+    import gzip
+
+    root = write(tmp_path / "cp")
+    target = root / files[-1]
+    text = (gzip.decompress(target.read_bytes()) if target.suffix == ".gz" else target.read_bytes()).decode()
+    lines = text.splitlines()
+    lines[1] = lines[1][:-1] + "\u2013" + lines[1][-1:]  # an en dash, 0x96 in cp1252
+    data = ("\n".join(lines) + "\n").encode("cp1252")
+    target.write_bytes(gzip.compress(data) if target.suffix == ".gz" else data)
+    with pytest.raises(DataSourceError) as err:
+        _load(source, root, **options)
+    assert str(err.value).startswith(f"{target} line 2 is not UTF-8 (byte 0x96 at column ")
+    assert "iconv -f cp1252" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_cp1252_mimic_report_is_counted_or_refused_under_strict(tmp_path: Path) -> None:
+    root = fx.write_mimic_jpg(tmp_path / "mimic")
+    report = root / "files" / "p10" / "p10000032" / "s50414267.txt"
+    report.write_bytes(fx.MIMIC_REPORT.replace("No acute", "No acute \u2013").encode("cp1252"))
+    studies = _flat(_load("mimic_cxr_jpg", root))
+    problem = studies["s50414267"].problem
+    assert problem.startswith(f"{report} line ") and "is not UTF-8 (byte 0x96" in problem
+    assert studies["s50414267"].report == ""  # never kept with U+FFFD replacement characters
+    kept, skipped = check_studies(studies.values(), strict=False)
+    assert {s.id: s.reason for s in skipped}["s50414267"] == problem  # counted, with why
+    assert "s50414267" not in {s.id for s in kept}
+    with pytest.raises(StudyError, match="is not UTF-8"):
+        check_studies(studies.values(), strict=True)

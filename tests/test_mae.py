@@ -341,3 +341,30 @@ def test_masked_modeling_resumes_exactly_and_explains_a_finetuned_image(synth_ro
     probs = loaded.task.predict(loaded.task.inference_batch([study]))[0]
     cam = gradcam(loaded, study, probs)
     assert cam.shape == (1, 32, 32) and 0.0 <= cam.min() and cam.max() == pytest.approx(1.0)
+
+
+def test_seed_004_in_miniature_specialize_then_track_on_clips(synth_root: Path, clips_root: Path,
+                                                               tmp_path: Path) -> None:
+    """Masked modeling on synthetic satellite clips, then the regression task on the same encoder (init_from)."""
+    from medvl.train.checkpoint import load_checkpoint
+    from medvl.train.loop import Trainer, train
+
+    from .conftest import CLIPS_SETTINGS, clips_overrides
+
+    clips = [*clips_overrides(clips_root), f"model.num_frames={CLIPS_SETTINGS['frames']}", "train.max_steps=2",
+             "model.depth=1"]
+    pre = tmp_path / "pre"
+    train(load_experiment("medicanes_specialize_tiny_synthetic", tiny_overrides(synth_root, pre, *clips)))
+    recipe = tmp_path / "track.yaml"
+    recipe.write_text("model: {family: mae, size: tiny, embed_dim: 96, num_heads: 3, mlp_dim: 384}\n"
+                      "task: {name: regression, target_names: [x, y], normalize: true, loss: huber}\n")
+    trainer = Trainer(load_experiment(recipe, tiny_overrides(synth_root, tmp_path / "track", *clips,
+                                                             f"train.init_from={pre}")))
+    with pytest.raises(ValueError, match="trained with another model size"):
+        Trainer(load_experiment(recipe, tiny_overrides(synth_root, tmp_path / "wrong", *clips, "model.embed_dim=48",
+                                                       f"train.init_from={pre}")))
+    saved = load_checkpoint(pre / "checkpoints" / "last", load_train_state=False).model_state
+    state = trainer.model.state_dict()
+    assert trainer.model.config.num_outputs == 2 and trainer.model.config.tubelet_size == 2
+    assert all(torch.equal(state[k], saved[k]) for k in state if k.startswith("encoder."))
+    assert trainer.fit()["steps"] == 2

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from medvl.evaluate.meteor import MeteorScorer, aggregate_stats, parse_stats
-from medvl.evaluate.nlg import NLG_METRICS, nlg_metrics, nlg_scores, pooled_bleu
+from medvl.evaluate.nlg import NLG_METRICS, SmallCorpusWarning, nlg_metrics, nlg_scores, pooled_bleu
 from medvl.evaluate.ptb import JavaUnavailableError, java_missing_reason, ptb_tokenize
 
 from .conftest import SHARED_DATA
@@ -23,7 +23,12 @@ TRICKY = ["Hello, world", "", "...", "Cannot exclude it; there's 3.5 cm (x) mass
           "e.g. the pt. has a 3x4 cm mass, i.e. large.", "Dr. Smith's note: don't worry.", "Heart size is normal. etc.",
           "AP view [portable] {test} 50% $100 #3 a+b a=b <5 mm> & so on", "cardiac  silhouette...   normal!!",
           "'quoted' text", "T5-T6, L1 vertebra.", "CT. No change since the pelvis CT.", "XXXX't contours are stable.",
-          "The previously <br> described deformity.", "Line one\nline two\r\nline three"]
+          "The previously <br> described deformity.", "Line one\nline two\r\nline three",
+          # emoji, zero-width and format characters, soft hyphens, underscores inside words, accents
+          "Heart 😀 normal.", "lungs😀clear 👍🏽 ok 🫁 ❤️ fine", "heart\u200bsize normal",
+          "a\u200b b \u200d\u2060\ufeffc", "cardio\u00admegaly noted", "soft\u00ad hyphen \u00adstart",
+          "left_lung_base", "snake_case a_1 1_000 XXXX_XXXX",
+          "_under trail_ a__b _ __", "e\u0301clair café naïve", "x² ① ½cm 3¼ «quoted» ab‐cd ‐ £5 ¢"]
 
 
 def _synthetic_reports(n: int, seed: int) -> list[str]:
@@ -36,8 +41,14 @@ def _synthetic_reports(n: int, seed: int) -> list[str]:
     return out
 
 
+# Generated reports with no token after PTB tokenization, and one empty reference: scored as pycocoevalcap does.
+AWKWARD = [("", ""), ("", "   "), ("", "..."), ("", " ! ? "), ("", "\n"), ("", "-- ; :"), ("", ""),
+           ("", "Mild cardiomegaly."), ("   ", "The lungs are clear.")]
+
+
 def _corpus() -> tuple[list[str], list[str]]:
-    """At least 500 (reference, generated) pairs: synthetic reports, plus real IU X-ray text when present."""
+    """At least 500 (reference, generated) pairs: synthetic reports, plus real IU X-ray text when present, with
+    empty, whitespace-only and punctuation-only generated reports (and references) mixed in."""
     refs, hyps = _synthetic_reports(300, 1), _synthetic_reports(300, 2)
     if IU.is_file():
         real = [r["report"] for split in json.loads(IU.read_text()).values() for r in split][:600]
@@ -46,6 +57,10 @@ def _corpus() -> tuple[list[str], list[str]]:
     else:  # Without the real text, more synthetic pairs keep the corpus at 500+.
         refs += _synthetic_reports(250, 3)
         hyps += _synthetic_reports(250, 4)
+    for k, (ref, hyp) in enumerate(AWKWARD):  # spread over the corpus, replacing one side of a pair
+        i = 37 * k + 5
+        refs[i] = ref or refs[i]
+        hyps[i] = hyp
     return refs, hyps
 
 
@@ -131,10 +146,11 @@ def test_identical_empty_and_mismatched_reports() -> None:
     one_empty = nlg_metrics(refs, ["", *hyps[1:]], tokenizer="python", meteor=False)
     for key in ("bleu_1", "bleu_4", "rouge_l", "cider"):
         assert one_empty[key] < good[key], key
-    all_empty = nlg_metrics(refs, ["", " ", "...", "\n", "!", ""], tokenizer="python", meteor=False)
+    with pytest.warns(SmallCorpusWarning, match="CIDEr-D over 6 studies"):
+        all_empty = nlg_metrics(refs, ["", " ", "...", "\n", "!", ""], tokenizer="python", meteor=False)
     assert all_empty["bleu_1"] < 1e-6 and all_empty["rouge_l"] == 0.0 and all_empty["cider"] == 0.0
-    # An empty reference and an empty generated report do not "match".
-    assert nlg_metrics(["", refs[1]], ["", refs[1]], tokenizer="python", meteor=False)["rouge_l"] == pytest.approx(0.5)
+    # An empty reference and an empty generated report: pycocoevalcap's ROUGE-L reads each as one empty token.
+    assert nlg_metrics(["", refs[1]], ["", refs[1]], tokenizer="python", meteor=False)["rouge_l"] == pytest.approx(1.0)
     with pytest.raises(ValueError, match="6 references but 5 generated reports"):
         nlg_metrics(refs, hyps[:5], meteor=False)
     with pytest.raises(ValueError, match="no reports to score"):
@@ -155,3 +171,55 @@ def test_without_java_meteor_is_unavailable_not_zero(monkeypatch: pytest.MonkeyP
         ptb_tokenize(["x"], "java")
     with pytest.raises(JavaUnavailableError):
         MeteorScorer()
+
+
+# The example of issue 15: pycocoevalcap 1.2's own numbers for an empty generated report.
+ISSUE_REFS, ISSUE_HYPS = ["The lungs are clear.", "Mild cardiomegaly."], ["", "Mild cardiomegaly."]
+ISSUE_EXPECTED = {"bleu_1": 0.1353, "bleu_2": 0.1353, "bleu_4": 0.000135, "rouge_l": 0.5, "cider": 2.5}
+
+
+@pytest.mark.parametrize("tokenizer", ["python", pytest.param("java", marks=needs_java)])
+def test_empty_generated_report_scores_as_in_pycocoevalcap(tokenizer: str) -> None:
+    with pytest.warns(SmallCorpusWarning):
+        scores = nlg_scores(ISSUE_REFS, ISSUE_HYPS, tokenizer=tokenizer, meteor=False).scores
+    for key, value in ISSUE_EXPECTED.items():
+        assert scores[key] == pytest.approx(value, abs=1e-4 if value > 1e-3 else 1e-6), key
+    # Whitespace-only and punctuation-only reports tokenize to nothing and score the same.
+    for blank in ("   ", "...", " ; - ! "):
+        with pytest.warns(SmallCorpusWarning):
+            other = nlg_scores(ISSUE_REFS, [blank, ISSUE_HYPS[1]], tokenizer=tokenizer, meteor=False).scores
+        assert other == scores
+
+
+@needs_java
+def test_empty_generated_report_meteor_as_in_pycocoevalcap() -> None:
+    with pytest.warns(SmallCorpusWarning):
+        result = nlg_scores(ISSUE_REFS, ISSUE_HYPS, tokenizer="java")
+    assert result.scores["meteor"] == pytest.approx(0.4688, abs=1e-4)
+
+
+def test_cider_over_one_study_is_unavailable_not_zero() -> None:
+    result = nlg_scores(["The lungs are clear."], ["The lungs are clear."], tokenizer="python", meteor=False,
+                        resamples=np.zeros((3, 1), dtype=int))
+    assert result.scores["cider"] is None and "one study" in result.unavailable["cider"]
+    assert "log(1)" in result.unavailable["cider"] and "cider" not in result.per_study
+    assert "cider" not in result.resampled and result.scores["bleu_1"] == pytest.approx(1.0)
+    assert not result.warnings
+    with pytest.warns(SmallCorpusWarning, match="fewer than 50"):
+        small = nlg_scores(["The lungs are clear.", "Mild cardiomegaly."], ["The lungs are clear.", ""],
+                           tokenizer="python", meteor=False)
+    assert small.scores["cider"] is not None and len(small.warnings) == 1
+
+
+@needs_java
+def test_python_ptb_tokenizer_equals_java_on_unicode_ranges() -> None:
+    """Every character of the Latin-1, IPA, punctuation, symbol and variation-selector blocks, inside a word and
+    between words, plus characters outside the Basic Multilingual Plane."""
+    points = [*range(0xA0, 0x370), *range(0x2000, 0x2800), *range(0xFE00, 0xFE10), 0xFEFF, 0xFFFC, 0xFFFD,
+              *range(0x1F300, 0x1F320), *range(0x1F900, 0x1F910), 0x1D400, 0x10000, 0x20000]
+    texts = [f"ab{chr(c)}cd" for c in points] + [f"ab {chr(c)} cd" for c in points]
+    java, _ = ptb_tokenize(texts, "java")
+    python, _ = ptb_tokenize(texts, "python")
+    differ = [(hex(ord(t[2] if t[2] != " " else t[3])), j, p) for t, j, p in zip(texts, java, python) if j != p]
+    assert not differ, differ[:5]
+    assert java[points.index(0x1F300)] == "ab cd" and java[points.index(0x00AD)] == "abcd"  # dropped; joined

@@ -124,3 +124,21 @@ def test_top_k_top_p_filter_and_top_k_1_is_greedy() -> None:
     greedy = generate(step, lambda c, i: c, None, 3, **common)
     sampled = generate(step, lambda c, i: c, None, 3, do_sample=True, top_k=1, seed=5, **common)
     assert torch.equal(greedy, sampled)
+
+
+@pytest.mark.parametrize("many", [False, True])
+def test_predict_refuses_an_existing_out_file_unless_overwrite(trained_checkpoint: Path, study_pngs: list[Path],
+                                                               tmp_path: Path, many: bool,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "reports.jsonl"
+    out.write_text("earlier results\n")
+    images = [str(study_pngs[0].parent.parent)] if many else [str(p) for p in study_pngs]
+    argv = ["predict", str(trained_checkpoint), *images, "--out", str(out), "--no-progress"]
+    assert main(argv) == 2
+    assert capsys.readouterr().err == (f"medvl: error: {out} already exists: choose another --out or pass "
+                                       "--overwrite to replace it\n")
+    assert out.read_text() == "earlier results\n"
+    assert main([*argv, "--overwrite"]) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert rows and all(r.get("report") is not None for r in rows)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["reports.jsonl"]  # written beside, then renamed

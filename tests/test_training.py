@@ -17,7 +17,7 @@ from medvl.config.experiment import load_experiment
 from medvl.train.checkpoint import find_latest_checkpoint, load_checkpoint
 from medvl.train.loop import Trainer, train
 
-from .conftest import REPO, tiny_overrides
+from .conftest import CLIPS_SETTINGS, REPO, clips_overrides, tiny_overrides
 
 
 def _weights(run_dir: Path) -> dict[str, torch.Tensor]:
@@ -136,21 +136,22 @@ SYNTH_FIXTURE = ["data.source=synthetic", "data.synth.n=40", "data.synth.seed=3"
 NO_PRETRAINED = ["model.encoder=vit", "model.encoder_weights=", "model.llm_path=", "tokenizer.path=",
                  "train.init_from=", "model.llm_dtype=float32", "train.precision=fp32"]
 
-# Clip recipes (data.source clips or clips_synthetic) at a tiny size on the fixture's two views per study.
-CLIPS_AS_FIXTURE = ["model.num_frames=2", "model.in_chans=1", "model.channel_mean=[]", "model.channel_std=[]",
-                    "train.global_batch_size=0", "train.precision=fp32", "data.num_workers=0"]
+# mae clip recipes on the fixture's clips (their frame count; a GPU recipe's global batch would need 64 steps).
+CLIPS_FOR_MAE = [f"model.num_frames={CLIPS_SETTINGS['frames']}", "model.channel_mean=[]", "model.channel_std=[]",
+                 "train.global_batch_size=0"]
 
 
 @pytest.mark.parametrize("recipe", sorted((REPO / "recipes").glob("*.yaml")), ids=lambda p: p.stem)
-def test_every_shipped_recipe_trains_at_a_tiny_size(recipe: Path, synth_root: Path, tmp_path: Path) -> None:
+def test_every_shipped_recipe_trains_at_a_tiny_size(recipe: Path, synth_root: Path, clips_root: Path,
+                                                     tmp_path: Path) -> None:
     text = recipe.read_text()
     extra = NO_PRETRAINED if "family: xraygpt" in text else []
     if "family: classifier" in text or "name: classification" in text:  # the tiny synthetic set as a labelled
-        extra = [*SYNTH_FIXTURE, "task.labels=[]"]                           # source; its 8 findings as classes
-    if "family: mae" in text:  # no pretrained weights or previous stage here
-        extra = [*extra, "model.pretrained=", "train.init_from="]
-    if "source: clips" in text:  # the fixture's two grayscale views stand in for a clip's frames
-        extra = [*extra, *CLIPS_AS_FIXTURE]
+        extra = [*SYNTH_FIXTURE, "task.labels=[]", "train.select_metric="]   # source; its 8 findings as classes
+    if "source: clips" in text:  # satellite clips: the session's tiny synthetic clips, whatever the family
+        extra = [*clips_overrides(clips_root), "train.precision=fp32"]
+    if "family: mae" in text:  # no pretrained weights or previous stage here; a clip's frames are the model's
+        extra = [*extra, "model.pretrained=", "train.init_from=", *(CLIPS_FOR_MAE if "source: clips" in text else [])]
     cfg = load_experiment(recipe, tiny_overrides(synth_root, tmp_path, "train.max_steps=2", "train.eval_every=2",
                                                  "data.num_workers=0", *extra))
     summary = train(cfg)

@@ -239,8 +239,23 @@ def test_minigpt4_converter_maps_weights_onto_the_model(tokenizer, tmp_path: Pat
     assert set(converted) <= set(fresh.state_dict()) and len(skipped) == 3
     pickled = tmp_path / "code.pth"
     pickled.write_bytes(__import__("pickle").dumps(Path("/"), protocol=2))
-    assert main(["convert", "minigpt4", str(pickled), "--out", str(out)]) == 2
+    assert main(["convert", "minigpt4", str(pickled), "--out", str(out), "--overwrite"]) == 2
     assert "never unpickles code" in capsys.readouterr().err
+    assert load_file(out).keys() == converted.keys()  # a failed conversion leaves the earlier file as it was
+
+
+def test_convert_refuses_an_existing_out_file_unless_overwrite(tokenizer, tmp_path: Path,  # noqa: ANN001
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    pth = tmp_path / "stage.pth"
+    torch.save({"model": _lavis_state(_model(tokenizer, projection="linear"))}, pth)
+    out = tmp_path / "converted.safetensors"
+    out.write_bytes(b"precious")
+    assert main(["convert", "minigpt4", str(pth), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err == f"medvl: error: {out} already exists: choose another --out or pass --overwrite to replace it\n"
+    assert out.read_bytes() == b"precious"
+    assert main(["convert", "minigpt4", str(pth), "--out", str(out), "--overwrite"]) == 0
+    assert "proj.weight" in load_file(out) and sorted(p.name for p in tmp_path.iterdir()) == [out.name, pth.name]
 
 
 def test_init_from_converted_weights(tokenizer, synth_root: Path, tmp_path: Path) -> None:  # noqa: ANN001

@@ -22,6 +22,51 @@ class SynthConfig:
     """Also draw a lateral view for every study."""
 
 
+@dataclass
+class ClipsConfig:
+    """Where the clip CSVs of `data.source=clips` are and how their clips are split (`medvl.data.layouts.clips`)."""
+
+    train: str = "train.csv"
+    """CSV of the training clips (`path,start,end,label` and/or `x_pix,y_pix`), relative to `data.root`."""
+    val: str = "val.csv"
+    """CSV of the validation clips; a missing file means no validation split."""
+    test: str = "test.csv"
+    """CSV of the test clips; a missing file means no test split."""
+    frames_root: str = ""
+    """Folder the CSVs' clip `path`s are relative to (absolute paths are kept); empty = `data.root`."""
+    tracks: str = ""
+    """Medicane tracks CSV (`id_final` or `id_cyc_unico`, `time`, `x_pix`, `y_pix`, as medicanes_new_windows.csv):
+    names each clip's cyclone from its folder name (end time and tile offset) when the CSV has no cyclone column."""
+    split: str = "files"
+    """files: each CSV is its split (a cyclone found in two of them is an error); cyclone: every CSV's rows pooled
+    and split by a hash of the cyclone id, so all clips of one cyclone fall in one split."""
+
+    def __post_init__(self) -> None:
+        if self.split not in ("files", "cyclone"):
+            raise ValueError(f"data.clips.split must be files or cyclone, got {self.split!r}")
+
+
+@dataclass
+class SynthClipsConfig:
+    """Settings of the synthetic satellite clips that `data.source=clips_synthetic` draws when `data.root` is empty
+    (`medvl.data.synth_clips`)."""
+
+    n: int = 600
+    """Number of clips."""
+    seed: int = 0
+    tile_size: int = 64
+    """Side of a tile in pixels (a real tile is 224 px of a 1290x420 frame; 64 px keeps CPU training in minutes)."""
+    frames: int = 16
+    """Frames per clip."""
+    minutes: int = 5
+    """Minutes between frames (SEVIRI rapid scan)."""
+    channels: int = 3
+    """Bands per frame (3: airmass-RGB-like PNG frames; other counts are written as .npy)."""
+    tracks: str = ""
+    """Real medicane tracks CSV (medicanes_new_windows.csv) whose hourly centres drive the vortices; empty, or a
+    file that is not there, = built-in smooth random tracks."""
+
+
 SECTION_CHOICES = ("findings", "impression", "findings+impression", "findings|impression", "full")
 CLEAN_CHOICES = ("none", "r2gen")
 DEID_CHOICES = ("keep", "unify", "drop")
@@ -60,11 +105,15 @@ class DataConfig:
     """Data source by name (see `medvl.data.sources.SOURCES` and `medvl data prepare --help`): synthetic, iu_xray,
     openi, iu_csv, mimic_cxr, mimic_cxr_jpg, xraygpt, coco_captions, flickr_captions, manifest, dicom, prepared;
     with labels for classification: nih (ChestX-ray14), chexpert, image_folder (a folder per class), and a manifest
-    with labels."""
+    with labels; satellite clips (labels and/or point targets): clips (the medicane CSVs), clips_synthetic."""
     root: str = "data/synth"
     """Directory of the data set in the layout of `source` (R2Gen: annotation.json plus images/)."""
     synth: SynthConfig = field(default_factory=SynthConfig)
     reports: ReportConfig = field(default_factory=ReportConfig)
+    clips: ClipsConfig = field(default_factory=ClipsConfig)
+    """The clip CSVs of data.source=clips."""
+    synth_clips: SynthClipsConfig = field(default_factory=SynthClipsConfig)
+    """The synthetic satellite clips of data.source=clips_synthetic."""
     manifest: str = ""
     """The index file, for sources that take one (manifest: a .jsonl/.csv; coco_captions: the Karpathy JSON;
     flickr_captions: the captions CSV; xraygpt: filter_cap.json; nih: the Data_Entry CSV); relative to `root`; empty =

@@ -7,7 +7,8 @@ Contract:
   through `medvl.data.dicom` (rescale, VOI LUT / window, MONOCHROME1 inversion). The format is read from the bytes,
   not trusted from the file name.
 - `load_grayscale(path)` -> the pixels only (what training has always used).
-- `max_pixels` refuses an image with more pixels before it is decoded (a decompression-bomb guard).
+- `max_pixels` refuses an image with more pixels before it is decoded (a decompression-bomb guard); by default
+  `DEFAULT_MAX_PIXELS` (40 million, or $MEDVL_MAX_PIXELS), for training, prepare, predict and the demo alike.
 - `read_prepared(store, rows)`: a prepared data set's views from its memory-mapped images.npy (`medvl data prepare`).
 Every failure a user can fix raises `ImageLoadError` naming the file and the cause.
 """
@@ -15,6 +16,7 @@ Every failure a user can fix raises `ImageLoadError` naming the file and the cau
 from __future__ import annotations
 
 import io
+import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +27,9 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 DICOM_SUFFIXES = (".dcm", ".dicom")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", *DICOM_SUFFIXES)
 _SNIFF_BYTES = 132
+DEFAULT_MAX_PIXELS = int(os.environ.get("MEDVL_MAX_PIXELS", "40000000"))
+"""Most pixels (all frames) an image may have unless the caller says otherwise: a 40-megapixel radiograph is larger
+than any detector makes; a header claiming more is a damaged or hostile file, refused before it is decoded."""
 _STORES: dict[str, np.ndarray] = {}
 
 
@@ -117,7 +122,7 @@ def _decode_pil(source: Path | bytes, name: str, max_pixels: int | None, fmt: st
     return DecodedImage(pixels, None, fmt, color)
 
 
-def decode_image(data: bytes, name: str = "upload", max_pixels: int | None = None) -> DecodedImage:
+def decode_image(data: bytes, name: str = "upload", max_pixels: int | None = DEFAULT_MAX_PIXELS) -> DecodedImage:
     """Decode image bytes held in memory (PNG, JPEG, BMP, TIFF or DICOM); nothing is written to disk.
 
     Args:
@@ -138,7 +143,7 @@ def decode_image(data: bytes, name: str = "upload", max_pixels: int | None = Non
     return _decode_pil(data, name, max_pixels, fmt)
 
 
-def load_image(path: str | Path, max_pixels: int | None = None) -> DecodedImage:
+def load_image(path: str | Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> DecodedImage:
     """Decode an image file (PNG, JPEG, BMP, TIFF or DICOM, told apart by content); see the module docstring.
 
     Raises:

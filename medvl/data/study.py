@@ -11,8 +11,9 @@ from __future__ import annotations
 import csv
 import gzip
 import hashlib
+import io
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -111,12 +112,29 @@ def hash_split(study_id: str) -> str:
     return HASH_SPLIT[-1][0]
 
 
+def known_view(name: str | None) -> int | None:
+    """FRONTAL or LATERAL for a view name medvl knows (PA, AP, LATERAL, LL...), None for a missing or unknown one."""
+    return _VIEW_NAMES.get(str(name).strip().lower()) if name is not None else None
+
+
+def order_views(names: Sequence[str | None]) -> tuple[list[int], list[int]]:
+    """(order, view ids) of a study's views: known frontal views first, then views of unknown type, then known
+    laterals (a stable sort), so a single-view model reads a frontal view when there is one and never a lateral
+    before an unknown view. A known view keeps its id; an unknown one gets the id of its place in that order (first
+    = frontal, later = lateral), and its name stays unknown."""
+    known = [known_view(n) for n in names]
+    rank = [0 if k == FRONTAL else 2 if k == LATERAL else 1 for k in known]
+    order = sorted(range(len(names)), key=lambda i: rank[i])
+    return order, [known[i] if known[i] is not None else min(pos, LATERAL) for pos, i in enumerate(order)]
+
+
 def frontal_first(paths: Iterable[Path], views: Iterable[str | None]) -> tuple[tuple[Path, ...], tuple[int, ...]]:
-    """Views ordered frontal first (a stable sort, so several frontals keep their order), with their view ids."""
-    pairs = [(p, view_id(v, 1 if v else 0) if v else None) for p, v in zip(paths, views, strict=True)]
-    pairs.sort(key=lambda pv: 0 if pv[1] in (None, FRONTAL) else 1)
-    ids = tuple(v if v is not None else min(i, LATERAL) for i, (_, v) in enumerate(pairs))
-    return tuple(p for p, _ in pairs), ids
+    """Views ordered frontal first, unknown next, lateral last (`order_views`), with their view ids."""
+    paths, views = list(paths), list(views)
+    if len(paths) != len(views):
+        raise ValueError(f"{len(paths)} image paths but {len(views)} view names")
+    order, ids = order_views(views)
+    return tuple(paths[i] for i in order), tuple(ids)
 
 
 def group_splits(studies: Iterable[Study]) -> dict[str, list[Study]]:
@@ -143,8 +161,8 @@ def read_json(path: Path, layout: str) -> Any:
     """Parsed JSON of a layout's index file, or a `DataSourceError` saying what is wrong with it."""
     require_file(path, "index file", layout)
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        return json.loads(decode_text(path.read_bytes(), path))
+    except json.JSONDecodeError as e:
         raise DataSourceError(f"{path} is not valid JSON: {e}") from e
 
 
@@ -157,13 +175,34 @@ def read_csv(path: Path, columns: Iterable[str], layout: str, delimiter: str = "
     if not path.is_file() and path.with_name(path.name + ".gz").is_file():
         path = path.with_name(path.name + ".gz")
     require_file(path, "CSV file", layout)
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8", newline="") as f:
-        reader = csv.reader(f, delimiter=delimiter)
-        header = [h.strip() for h in next(reader, [])]
-        missing = [c for c in columns if c not in header]
-        if missing:
-            raise DataSourceError(f"{path} lacks the column(s) {', '.join(missing)} (it has: {', '.join(header)}). "
-                                  f"Expected layout: {layout}")
-        return [{k: (v or "").strip() for k, v in zip(header, row, strict=False)} | {"_line": str(n)}
-                for n, row in enumerate(reader, start=2) if row]
+    try:
+        data = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    except (OSError, EOFError) as e:
+        raise DataSourceError(f"cannot read {path}: {e}") from e
+    reader = csv.reader(io.StringIO(decode_text(data, path), newline=""), delimiter=delimiter)
+    header = [h.strip() for h in next(reader, [])]
+    missing = [c for c in columns if c not in header]
+    if missing:
+        raise DataSourceError(f"{path} lacks the column(s) {', '.join(missing)} (it has: {', '.join(header)}). "
+                              f"Expected layout: {layout}")
+    return [{k: (v or "").strip() for k, v in zip(header, row, strict=False)} | {"_line": str(n)}
+            for n, row in enumerate(reader, start=2) if row]
+
+
+class TextEncodingError(DataSourceError):
+    """A text file (CSV, report) holding bytes that are not UTF-8."""
+
+
+def decode_text(data: bytes, path: Path | str) -> str:
+    """UTF-8 text of a file's bytes, without a leading byte-order mark.
+
+    Raises:
+        TextEncodingError: naming the file, the line and the byte, and how to convert the file.
+    """
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        column = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
+        raise TextEncodingError(f"{path} line {line} is not UTF-8 (byte 0x{data[e.start]:02x} at column {column}): "
+                                "save it as UTF-8, e.g. iconv -f cp1252 -t utf-8 FILE > NEW") from None

@@ -1,24 +1,54 @@
-"""The 14 CheXpert observations for the rule-based labeler, in the spirit of the Stanford CheXpert labeler.
+"""The 14 CheXpert observations for the rule-based labeler, following the Stanford CheXpert labeler's rules.
 
 Contract: `CHEXPERT` is a `medvl.evaluate.labeler.LabelSet`; `label_report(text, CHEXPERT)` returns the 14
 observations of `CHEXPERT_14` -> "positive" / "negative" / "uncertain" / None, read by the same mention, negation
 and uncertainty engine as the synthetic findings. `CHEXPERT_5` names the five observations most papers also report
 (Atelectasis, Cardiomegaly, Consolidation, Edema, Pleural Effusion).
 
-Mentions follow CheXpert's phrase lists, written as word-boundary regexes; where this file departs from them it says
-so. Rules taken from CheXpert's aggregation step:
-- several mentions combine as positive > uncertain > negative (the engine's rule);
-- a positive or uncertain "CHF" / "heart failure" makes Cardiomegaly at least uncertain (it is also an Edema
-  mention);
-- "No Finding" is positive when no observation other than Support Devices is positive or uncertain and no other
-  abnormality (emphysema, granuloma, scoliosis, degenerative change, hernia, ...: `OTHER_ABNORMALITY`) is
-  positive or uncertain; otherwise it is None, never negative.
+Source: the phrase and rule files of stanfordmlgroup/chexpert-labeler (`phrases/mention`, `phrases/unmention`,
+`patterns/negation.txt`, `pre_negation_uncertainty.txt`, `post_negation_uncertainty.txt`), re-expressed as
+word-boundary regexes for medvl's engine (CheXpert matches substrings, then decides negation and uncertainty on a
+dependency parse; medvl has no parser and reads cue words in the clause around a mention instead).
+tests/test_chexpert_rules.py checks every phrase of CheXpert's mention lists.
 
-Departures: blunting of a costophrenic angle is a Pleural Effusion mention (CheXpert counts it only as "some
-abnormality"); "cardiomediastinal silhouette" belongs to Enlarged Cardiomediastinum and "cardiac silhouette" /
-"heart size" to Cardiomegaly, each also read from normal statements ("heart size is normal" -> Cardiomegaly
-negative), which CheXpert does with dependency-parse patterns. Sternotomy wires, surgical clips, stents and valve
-prostheses are not Support Devices here (post-surgical hardware), as in the synthetic label set.
+- Mentions (`CHEXPERT_MENTIONS`) and unmentions (`CHEXPERT_UNMENTION`: "calcified nodule" is not a Lung Lesion,
+  "pleural scar" not a Lung Opacity, "pericardial effusion" not a Pleural Effusion) follow CheXpert's lists.
+- Negation: "no", "without", "not", "free/clear of", "negative for", "absence of", "resolved", "removal of",
+  "history of", "rather than", "rule out", "... is not seen", "... has resolved", normal statements ("heart size is
+  normal", "within normal limits"), as in `negation.txt`; "no ... to suggest X" negates X.
+- Uncertainty before negation (`pre_negation_uncertainty.txt`): "cannot exclude", "not (entirely) excluded", "no new
+  X" (uncertain: "no new consolidation" does not say there is none). After negation
+  (`post_negation_uncertainty.txt`): hedges ("may", "possible", "suspicious for", "concern for", "if", "versus",
+  "X or Y", "not well seen", ...); "heart size / cardiomediastinal silhouette is stable or unchanged"
+  (`CHEXPERT_STABLE`); vascular congestion, pulmonary congestion, vascular prominence and indistinctness are at
+  most uncertain Edema (`CHEXPERT_WEAK`).
+- Aggregation: several mentions combine as positive > uncertain > negative; a positive or uncertain "CHF" / "heart
+  failure" makes Cardiomegaly at least uncertain (it is also an Edema mention); "No Finding" is positive when no
+  observation other than Support Devices is positive or uncertain and no other abnormality (CheXpert's
+  `no_finding` list: emphysema, granuloma, blunting, scoliosis, ...: `OTHER_ABNORMALITY`) is positive or
+  uncertain; otherwise it is None, never negative.
+
+Departures, each with its reason:
+- A weak mention (congestion, prominence, "stable heart size") does not outvote an explicit negation of the same
+  observation in the same sentence: "cardiomegaly with vascular prominence without overt edema" is Edema negative
+  (CheXpert: uncertain). Across sentences CheXpert's uncertain > negative holds.
+- Anatomical nouns ("the heart", "heart size", "cardiac silhouette", "mediastinum", "mediastinal contour", ...) are
+  mentions only with what is said of them: enlarged/widened/large/increase in (positive), normal/not enlarged
+  (negative), stable (uncertain), "borderline" (uncertain); CheXpert reads a bare "the heart" or "contour" as a
+  positive mention. A bare "contour" (diaphragm, spine) is not a mention at all; "cardiac silhouette and
+  vascularity" is read as Cardiomegaly ("cardiac silhouette"), not Enlarged Cardiomediastinum.
+- "Collapse" is Atelectasis only of a lung or lobe (not a vertebral body); "support" is a device only in "support
+  device/apparatus", "life support" (not the verb).
+- Support Devices unmentions: pleural, septal and Kerley lines, "line of sight", midline, "plate-like"
+  (atelectasis), valve calcification (a native valve): CheXpert's substrings would count them. Also counted:
+  pacing/AICD leads inside the patient, stimulators, and "tip in the SVC / cavoatrial junction / right atrium"
+  (IU X-ray's de-identification often blanks the device's name: "right chest XXXX tip in the SVC").
+  External monitor leads are not devices (as in CheXpert).
+- Pleural Effusion unmentions also joint, knee, shoulder and suprapatellar effusions; Lung Opacity also
+  pleuro-parenchymal scars; Lung Opacity does not count chest-wall thickening.
+- Soft tissue, subcutaneous, laryngeal and facial edema are not pulmonary edema.
+- "Fissure" (CheXpert's `no_finding` list) does not rule out No Finding: the minor and azygos fissures are normal
+  anatomy; "tracheostomy" and "defib" there are devices, which never rule it out.
 """
 
 from __future__ import annotations
@@ -31,38 +61,74 @@ CHEXPERT_14: tuple[str, ...] = (
     "No Finding")
 CHEXPERT_5: tuple[str, ...] = ("Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion")
 
-_HEART_NOUN = (r"(?:heart(?:\s+size|\s+silhouette)?|cardiac\s+(?:silhouette|shadow|size|contours?))")
+_HEART_NOUN = r"(?:heart(?:\s+size|\s+silhouette|\s+shadow)?|cardiac\s+(?:silhouette|shadow|size|contours?))"
 _MEDIASTINUM = r"(?:cardio\s?mediastin(?:um|al)|mediastin(?:um|al))"
-_MEDIASTINUM_NOUN = rf"(?:{_MEDIASTINUM}(?:\s+(?:silhouette|contours?|width|configuration|structures|shadow))?)"
-_PLEURAL_SCAR = r"pleural\s+(?:thickening|scar\w*)|fibrothorax|pleuro-?\s?parenchymal\s+(?:scar\w*|thickening)"
+_MEDIASTINUM_NOUN = (rf"(?:{_MEDIASTINUM}(?:\s+(?:silhouette|contours?|width|configuration|structures|shadow))?"
+                     r"|pericardial\s+silhouette)")
+_PLEURAL_SCAR = (r"pleural\s+(?:thickening|scar\w*)|fibrothorax|\bfibros[ie]s\b"
+                 r"|pleur(?:al|o)[\s-]?(?:parenchymal|pericardial)\s+(?:scar\w*|thickening)"
+                 r"|pleuroparenchymal\s+scar\w*")
+_ENLARGED = r"(?:widen\w*|enlarge\w*|prominen\w*)"
+_STABLE = r"(?:stable|unchanged|not\s+changed)"
 
 CHEXPERT_MENTIONS: dict[str, str] = {
     "Enlarged Cardiomediastinum": (
-        rf"(?:widen\w*|enlarge\w*|prominen\w*)\s+(?:of\s+the\s+)?(?:\w+\s+)?{_MEDIASTINUM}"
+        rf"{_ENLARGED}\s+(?:of\s+the\s+)?(?:\w+\s+)?{_MEDIASTINUM_NOUN}"
         rf"|{_MEDIASTINUM_NOUN}\s+(?:(?:is|are|appears?|remains?)\s+)?(?:\w+\s+)?(?:widened|enlarged|prominent)\b"
-        rf"|{_MEDIASTINUM}\s+(?:widening|enlargement)"),
-    "Cardiomegaly": (rf"cardiomegaly|cardiac\s+enlargement|enlarge(?:d|ment\s+of\s+the)\s+(?:\w+\s+)?{_HEART_NOUN}"
-                     rf"|{_HEART_NOUN}\s+(?:\w+\s+){{0,3}}?enlarged|heart\s+(?:size\s+)?(?:is\s+)?(?:\w+\s+)?large\b"
-                     rf"|\blarge\s+heart|(?:increased|borderline)\s+heart\s+size|heart\s+size\s+(?:is\s+)?increased"
-                     rf"|heart\s+(?:size\s+)?(?:is\s+)?borderline"),
-    "Lung Opacity": (r"(?<!nodular )opaci\w*|infiltrat\w*|\bair[\s-]?space\s+(?:disease|process)"
+        rf"|{_MEDIASTINUM_NOUN}\s+(?:widening|enlargement)"),
+    "Cardiomegaly": (
+        rf"cardiomegaly|cardiac\s+enlargement|enlarge(?:d|ment\s+of\s+the)\s+(?:\w+\s+)?{_HEART_NOUN}"
+        rf"|{_HEART_NOUN}\s+(?:\w+\s+){{0,3}}?enlarged|{_HEART_NOUN}\s+enlargement"
+        rf"|{_HEART_NOUN}\s+(?:(?:is|remains?|appears?|was|has\s+become)\s+)?(?:\w+\s+){{0,2}}?large\b"
+        rf"|\blarge\s+heart|(?:increased|borderline)\s+heart\s+size|heart\s+size\s+(?:is\s+)?increased"
+        rf"|heart\s+(?:size\s+)?(?:is\s+)?borderline|increase\s+in\s+(?:the\s+)?{_HEART_NOUN}"
+        rf"|{_HEART_NOUN}[^.;]{{0,50}}?\bnormal\s+or\s+(?:\w+\s+)?(?:enlarged|large)\b"),
+    "Lung Opacity": (r"opaci\w*|infiltrat\w*|\bair[\s-]?space\s+(?:disease|process)"
                      r"|increased\s+(?:\w+\s+)?densit(?:y|ies)|decreased\s+translucency"
                      r"|interstitial\s+(?:markings?|pattern|prominence|lung\s+disease|disease|thickening)"
                      r"|reticula(?:r|tion)\w*|ground[\s-]glass|peribronchial\s+(?:thickening|cuffing)"
-                     r"|(?<!pleural )(?<!pleural-)(?<!pleuroparenchymal )(?<!pleuro-parenchymal )"
-                     r"(?:parenchymal\s+)?\bscar(?:ring|s)?\b"),
-    "Lung Lesion": (r"\bnodul(?:es?\b|ar(?:[\s-]+like)?\s+(?:opacit|densit)\w*)|\bmass(?:es)?\b|tumou?rs?\b"
+                     r"|(?<!chest )wall\s+thickening|(?:parenchymal\s+)?\bscar(?:ring|s)?\b"),
+    "Lung Lesion": (r"\bnodul(?:es?\b|ar(?:[\s-]+like)?\s+(?:opaci|densit)\w*)|\bmass(?:es|like|-like)?\b|tumou?rs?\b"
                     r"|neoplas\w*|carcinoma|cavitary\s+lesions?|\blump\b"),
     "Edema": (r"(?<!soft tissue )(?<!subcutaneous )(?<!laryngeal )(?<!facial )\bedema\b"
-              r"|vascular\s+congestion|pulmonary\s+congestion|\bchf\b|heart\s+failure|vascular\s+prominence"),
+              r"|vascular\s+congestion|pulmonary\s+congestion|\bchf\b|heart\s+failure|vascular\s+prominence"
+              r"|indistinctness"),
     "Consolidation": r"consolidat\w*",
     "Pneumonia": r"\w*pneumonia\w*|\binfecti\w*",
     "Atelectasis": MENTIONS["atelectasis"],
     "Pneumothorax": MENTIONS["pneumothorax"],
-    "Pleural Effusion": MENTIONS["pleural_effusion"],
+    "Pleural Effusion": r"\beffusions?\b|\bpleural\s+fluid",
     "Pleural Other": _PLEURAL_SCAR,
     "Fracture": r"fractur\w*",
-    "Support Devices": MENTIONS["support_devices"] + r"|\bdrains?\b|\bports?\b(?!able)|\bpicc\s+lines?",
+    "Support Devices": (
+        MENTIONS["support_devices"]
+        + r"|\bdrains?\b|\bports?\b(?!able)|\bpicc\s+lines?|\bvalves?\b|hardware|arthroplast\w*|\bmarkers?\b"
+          r"|\bdevices?\b|\bplates?\b|\bscrews?\b|cannula|apparatus|\bcoils?\b|\bsupport\s+(?:devices?|apparatus)"
+          r"|\blife\s+support|equipment|\blines?\b|\btubes?\b|\btubing\b|defib\w*|\bstimulator\b"
+          # IU X-ray's de-identification often blanks the device's name: "right chest XXXX tip in the SVC".
+          r"|\btip\b(?=[^.;]{0,40}\b(?:svc|cavoatrial|caval[\s-]?atrial|vena\s+cava|right\s+atri\w*|atriocaval)\b)"),
+}
+# Text inside which a mention pattern matches but which is not a mention (CheXpert's unmention lists, and more).
+CHEXPERT_UNMENTION: dict[str, str] = {
+    "Lung Lesion": r"calcified\s+nodul\w*",
+    "Lung Opacity": r"pleur(?:al|o)[\s-]?(?:(?:parenchymal|pericardial)\s+)?scar\w*|pleuroparenchymal\s+scar\w*",
+    "Pleural Effusion": r"(?:pericardial|joint|suprapatellar|knee|glenohumeral|shoulder)\s+effusions?",
+    "Support Devices": (r"(?:pleural|kerley(?:\s+b)?|septal|\bb|azygos|skin|fissural?|paraspinal|paratracheal"
+                        r"|paraspinous)\s+lines?|plate[\s-]*like|\bvalves?\s+calcifi\w*"
+                        r"|calcifi\w*\s+(?:\w+\s+){0,2}valves?|\bline\s+of\s+sight|\bmid\s?line"),
+}
+# Mentions CheXpert's post-negation uncertainty rules make uncertain when they are not negated.
+CHEXPERT_WEAK: dict[str, str] = {
+    "Edema": r"vascular\s+congestion|pulmonary\s+congestion|vascular\s+prominence|indistinctness",
+}
+# "Heart size is stable", "stable cardiomediastinal silhouette": uncertain (CheXpert's post-negation uncertainty).
+CHEXPERT_STABLE: dict[str, str] = {
+    "Cardiomegaly": (rf"{_STABLE}\s+(?:\w+\s+)?{_HEART_NOUN}"
+                     rf"|\b{_HEART_NOUN}\s+(?:and\s+[a-z ]{{0,40}}?)?(?:is|are|remains?|appears?)\s+(?:\w+\s+)?"
+                     rf"{_STABLE}\b"),
+    "Enlarged Cardiomediastinum": (rf"{_STABLE}\s+(?:\w+\s+)?{_MEDIASTINUM_NOUN}"
+                                   rf"|{_MEDIASTINUM_NOUN}\s+(?:and\s+[a-z ]{{0,40}}?)?(?:is|are|remains?|appears?)"
+                                   rf"\s+(?:\w+\s+)?{_STABLE}\b"),
 }
 # Normal statements that do not name the observation but negate it.
 CHEXPERT_NORMAL: dict[str, str] = {
@@ -73,7 +139,9 @@ CHEXPERT_NORMAL: dict[str, str] = {
                      r"surgery|catheter|apex|failure)))[^;]{0,80}?(?:\bnormal\b|\bunremarkable\b"
                      r"|\bwithin\s+(?:normal\s+)?limits\b|\bnot\s+(?:\w+\s+)?enlarged\b)"
                      r"|\bnormal\s+(?:[a-z]+\s+){0,6}?(?:\bheart\b|\bcardiac\b)"),
-    "Pleural Effusion": NORMAL["pleural_effusion"],
+    "Pleural Effusion": (r"\bpleura(?:l\s+(?:spaces?|surfaces?))?\b[^;]{0,80}?(?:\bclear\b|\bnormal\b|\bunremarkable\b"
+                         r"|\bno\s+(?:acute\s+)?abnormalit)|costophrenic\s+(?:(?:angles?|sulci|recesses)\s+)?"
+                         r"(?:(?:are|is)\s+)?(?:clear|sharp|normal|preserved)|sharp\s+costophrenic"),
     "Pneumothorax": NORMAL["pneumothorax"],
 }
 # Abnormalities outside the 13 observations: positive or uncertain, they rule out "No Finding".
@@ -82,7 +150,9 @@ OTHER_ABNORMALITY = (
     r"|osteophyt\w*|spondylo\w*|hernia\w*|tortu\w*|ectatic|ectasia|atheroscl\w*|eventration|\bcopd\b|bullae|bullous"
     r"|osteopeni\w*|metasta\w*|pneumomediastinum|pneumoperitoneum|cephalization|aspiration|bronchiectasis|fibros\w*"
     r"|elevat\w*\s+(?:\w+\s+){0,2}?hemidiaphragm|hemidiaphragm\s+(?:is\s+)?elevat\w*|deformit\w*|pleural\s+plaques?"
-    r"|lymphadenopathy|adenopathy|thickening|\bcuffing\b|volume\s+loss")
+    r"|lymphadenopathy|adenopathy|thickening|\bcuffing\b|volume\s+loss|\bblunt\w*|contusion|hemorrhage|hematoma"
+    r"|bronchitis|bronchiolitis|bronchospasm|asthma|airways?\s+disease|inflam\w*|hypertension|\bplaques?\b|bullet"
+    r"|thoracentesis|arthropathy|osteodystrophy|aerophagia|irregular\s+lucency|aortic\s+disease")
 _OTHER = "_other_abnormality"
 _HEART_FAILURE = "_heart_failure"
 
@@ -98,6 +168,8 @@ def _finalize(labels: dict[str, str | None]) -> None:
 
 CHEXPERT = LabelSet("chexpert-14", CHEXPERT_14, CHEXPERT_MENTIONS, CHEXPERT_NORMAL,
                     extra_mentions={_OTHER: OTHER_ABNORMALITY, _HEART_FAILURE: r"\bchf\b|heart\s+failure"},
-                    finalize=_finalize)
+                    finalize=_finalize, unmention=CHEXPERT_UNMENTION, weak=CHEXPERT_WEAK, stable=CHEXPERT_STABLE,
+                    alternatives=True)
 
-__all__ = ["CHEXPERT", "CHEXPERT_14", "CHEXPERT_5", "CHEXPERT_MENTIONS", "CHEXPERT_NORMAL", "OTHER_ABNORMALITY"]
+__all__ = ["CHEXPERT", "CHEXPERT_14", "CHEXPERT_5", "CHEXPERT_MENTIONS", "CHEXPERT_NORMAL", "CHEXPERT_STABLE",
+           "CHEXPERT_UNMENTION", "CHEXPERT_WEAK", "OTHER_ABNORMALITY"]

@@ -21,6 +21,13 @@ class, `balanced_accuracy` is sklearn's (the mean recall over the classes presen
 classes, and `f1_micro` equals `accuracy`. `n_examples` counts the examples with at least one label; `n_ignored`
 counts the ignored entries (multi-label) or rows (multi-class).
 
+Binary detection (C = 1, the medicane seed's scores, at the decision threshold): `pod` (probability of detection,
+hits / (hits + misses), the recall), `far` (false alarm ratio, false alarms / (hits + false alarms)), `csi` (critical
+success index, hits / (hits + misses + false alarms)), `hss` (Heidke skill score, 2 (H C - M F) / ((H + M)(M + C) +
+(H + F)(F + C)), 0 for a chance forecast, 1 perfect), each with its interval as the other flat keys, and
+`contingency` {hits, misses, false_alarms, correct_negatives}. `far` is undefined when nothing is called positive,
+`pod` when there is no positive, `hss` when the denominator is 0 (a constant forecast of a one-class set).
+
 Flat keys: `auroc_macro`, `auroc_micro`, `ap_macro`, `ap_micro`, `f1_macro`, `f1_micro`, `accuracy`,
 `balanced_accuracy` (binary adds `auroc`, `ap`, `f1`); `headline` names the one to quote first. With `bootstrap` > 0
 each has `_ci_low` / `_ci_high`: a percentile 95% interval over seeded resamples of examples (drawn as in
@@ -51,6 +58,7 @@ ROC_POINTS = 200  # the most points kept per ROC curve in the result (it is writ
 CI_LEVEL = 0.95
 # The flat metric keys in display order; binary (C = 1) adds `auroc`, `ap` and `f1` in front.
 BINARY_KEYS = ("auroc", "ap", "f1")
+DETECTION_KEYS = ("pod", "far", "csi", "hss")
 MEAN_KEYS = ("auroc_macro", "auroc_micro", "ap_macro", "ap_micro", "f1_macro", "f1_micro", "accuracy",
              "balanced_accuracy")
 # Resamples are processed in chunks so that the pooled (micro) arrays stay near this many elements.
@@ -148,6 +156,17 @@ def _prf_counts(tp: np.ndarray, fp: np.ndarray, n_pos: np.ndarray) -> tuple[np.n
     return precision, recall, f1
 
 
+def detection_scores(tp: Any, fp: Any, fn: Any, tn: Any) -> dict[str, np.ndarray]:
+    """POD, FAR, CSI and HSS from contingency counts (arrays of any shape, or numbers); NaN where undefined."""
+    tp, fp, fn, tn = (np.asarray(v, dtype=np.float64) for v in (tp, fp, fn, tn))
+    denom = (tp + fn) * (fn + tn) + (tp + fp) * (fp + tn)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return {"pod": np.where(tp + fn > 0, tp / (tp + fn), np.nan),
+                "far": np.where(tp + fp > 0, fp / (tp + fp), np.nan),
+                "csi": np.where(tp + fp + fn > 0, tp / (tp + fp + fn), np.nan),
+                "hss": np.where(denom > 0, 2 * (tp * tn - fn * fp) / denom, np.nan)}
+
+
 def _nanmean(values: np.ndarray, axis: int = 1) -> np.ndarray:
     """Mean over the defined (non-NaN) entries; NaN where none is defined."""
     defined = ~np.isnan(values)
@@ -173,6 +192,7 @@ def _weighted_metrics(probs: np.ndarray, truth: np.ndarray, mask: np.ndarray, de
     tn = n_neg - fp
     out: dict[str, np.ndarray] = {}
     out["precision"], out["recall"], out["f1"] = _prf_counts(tp, fp, n_pos)
+    out.update(detection_scores(tp, fp, n_pos - tp, tn))
     with np.errstate(divide="ignore", invalid="ignore"):
         total = n_pos + n_neg
         out["accuracy"] = np.where(total > 0, (tp + tn) / total, np.nan)
@@ -390,6 +410,8 @@ def classification_metrics(probs: Any, targets: Any, class_names: Sequence[str],
                 dropped[key] = interval[2]
             if point[key] is not None and interval[0] is None:
                 unavailable[f"{key}_ci"] = f"{key} is undefined in every bootstrap resample"
+    if binary:
+        _add_detection(result, truth[mask[:, 0], 0], decided[mask[:, 0], 0], resampled, unavailable, dropped)
     for c, name in enumerate(names):
         if resampled is not None:
             pc = per_class[name]
@@ -406,6 +428,26 @@ def classification_metrics(probs: Any, targets: Any, class_names: Sequence[str],
                            "level": CI_LEVEL, "unit": "example", "dropped": dropped}
     result["unavailable"] = unavailable
     return result
+
+
+def _add_detection(result: dict[str, Any], y: np.ndarray, d: np.ndarray, resampled: dict[str, np.ndarray] | None,
+                   unavailable: dict[str, str], dropped: dict[str, int]) -> None:
+    """The binary detection scores (`DETECTION_KEYS`) and the contingency table, with their intervals."""
+    hits, misses = int(((y == 1) & (d == 1)).sum()), int(((y == 1) & (d == 0)).sum())
+    false_alarms, correct = int(((y == 0) & (d == 1)).sum()), int(((y == 0) & (d == 0)).sum())
+    result["contingency"] = {"hits": hits, "misses": misses, "false_alarms": false_alarms,
+                             "correct_negatives": correct}
+    point = detection_scores(hits, false_alarms, misses, correct)
+    for key in DETECTION_KEYS:
+        value = _float_or_none(float(point[key]))
+        result[key] = value
+        if value is None:
+            unavailable[key] = f"{key} is undefined for this contingency table {result['contingency']}"
+        if resampled is not None:
+            interval = _interval(resampled[key][:, 0]) if value is not None else (None, None, 0)
+            result[f"{key}_ci_low"], result[f"{key}_ci_high"] = interval[:2]
+            if interval[2]:
+                dropped[key] = interval[2]
 
 
 # The bootstrap arrays behind flat keys whose name differs (the per-class arrays `accuracy` etc. are [B, C]).
@@ -506,5 +548,6 @@ def baseline_probs(train_targets: Any, n: int, multi_label: bool = True) -> np.n
     return np.tile(prevalence.astype(np.float64), (n, 1))
 
 
-__all__ = ["BINARY_KEYS", "MEAN_KEYS", "ROC_POINTS", "baseline_probs", "choose_thresholds",
+__all__ = ["BINARY_KEYS", "DETECTION_KEYS", "MEAN_KEYS", "ROC_POINTS", "baseline_probs", "choose_thresholds",
+           "detection_scores",
            "classification_metrics", "ranked_metrics"]

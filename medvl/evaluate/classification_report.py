@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from medvl.evaluate.classification import BINARY_KEYS, MEAN_KEYS
+from medvl.evaluate.classification import BINARY_KEYS, DETECTION_KEYS, MEAN_KEYS
 from medvl.evaluate.html_report import _CSS, _esc, _fmt, _footer, _is_number, _png_data_uri, _thumbnail_html
 
 _EXTRA_CSS = """
@@ -41,7 +41,7 @@ NOTE = ("Macro: the unweighted mean over the classes where the metric is defined
 
 
 def _metric_keys(result: dict[str, Any]) -> list[str]:
-    return [k for k in (*BINARY_KEYS, *MEAN_KEYS) if k in result]
+    return [k for k in (*BINARY_KEYS, *DETECTION_KEYS, *MEAN_KEYS) if k in result]
 
 
 def _ci_text(result: dict[str, Any], key: str, digits: int = 4) -> str:

@@ -11,9 +11,12 @@ METEOR, ROUGE-L, CIDEr-D) exactly as pycocoevalcap's COCOEvalCap computes them f
 - METEOR needs Java. Without it, or with `meteor=False`, `scores["meteor"]` is None and `unavailable["meteor"]`
   says why; it is never reported as 0. SPICE is not computed (it needs Stanford CoreNLP models that cannot be had
   offline).
-- pycocoevalcap asserts on empty token lists, so a report with no token after tokenization is scored as one
-  placeholder token no report contains in practice (different ones for references and generated reports, so an
-  empty generated report never matches anything and scores 0 or near 0).
+- A report with no token after tokenization (empty, whitespace-only or punctuation-only) is scored as the empty
+  string, as pycocoevalcap 1.2 scores it: BLEU counts no n-gram, ROUGE-L reads it as one empty token (so an empty
+  generated report against an empty reference scores 1, as in pycocoevalcap), METEOR gets an empty segment.
+- CIDEr-D over a single study is 0 by construction (every document frequency is log 1, so every n-gram weighs 0):
+  `scores["cider"]` is then None and `unavailable["cider"]` says why. Under `CIDER_MIN_STUDIES` studies the score
+  is computed but `warnings` (and a `SmallCorpusWarning`) say that its IDF weights rest on too few reports.
 - With `resamples` (an int array [B, n] of row indices) `resampled[name]` holds the metric on each resample, for
   bootstrap intervals: BLEU from the pooled per-report statistics of the resample, METEOR from METEOR's aggregate of
   the resampled statistics, ROUGE-L and CIDEr as the resample's mean of per-report scores (CIDEr's document
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -33,8 +37,11 @@ from medvl.evaluate.meteor import MeteorScorer, aggregate_stats, parse_stats
 from medvl.evaluate.ptb import java_missing_reason, ptb_tokenize
 
 NLG_METRICS: tuple[str, ...] = ("bleu_1", "bleu_2", "bleu_3", "bleu_4", "meteor", "rouge_l", "cider")
-EMPTY_HYPOTHESIS = "<empty-hypothesis>"
-EMPTY_REFERENCE = "<empty-reference>"
+CIDER_MIN_STUDIES = 50  # below this, CIDEr-D's document frequencies rest on too few references to mean much
+
+
+class SmallCorpusWarning(UserWarning):
+    """A corpus too small for CIDEr-D's IDF weights to mean much."""
 _BLEU_TINY, _BLEU_SMALL = 1e-15, 1e-9  # pycocoevalcap's smoothing constants
 
 
@@ -45,6 +52,7 @@ class NLGResult:
     scores: dict[str, float | None]
     tokenizer: str
     unavailable: dict[str, str] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
     per_study: dict[str, np.ndarray] = field(default_factory=dict)
     resampled: dict[str, np.ndarray] = field(default_factory=dict)
 
@@ -80,8 +88,8 @@ def _bleu(refs: dict[int, list[str]], hyps: dict[int, list[str]]) -> tuple[list[
     return list(corpus), np.asarray(per_sentence[3], dtype=np.float64), stats
 
 
-def _as_coco(tokenized: list[str], empty: str) -> dict[int, list[str]]:
-    return {i: [text if text else empty] for i, text in enumerate(tokenized)}
+def _as_coco(tokenized: list[str]) -> dict[int, list[str]]:
+    return {i: [text] for i, text in enumerate(tokenized)}
 
 
 def reference_lists(references: Sequence[str | Sequence[str]]) -> list[list[str]]:
@@ -110,7 +118,7 @@ def nlg_scores(references: Sequence[str | Sequence[str]], hypotheses: Sequence[s
     Args:
         references: ground-truth reports, one text per study or a list of texts (COCO's five captions): every
             metric then scores against all of them, as pycocoevalcap does.
-        hypotheses: generated reports, in the same order; empty ones are allowed and score 0.
+        hypotheses: generated reports, in the same order; empty ones are scored as pycocoevalcap scores them.
         tokenizer: PTB backend, "auto", "java" or "python" (see `medvl.evaluate.ptb`).
         meteor: compute METEOR (needs Java; a JVM start of a few seconds, then about 1 ms per report); a running
             `MeteorScorer` is used and left open.
@@ -140,24 +148,36 @@ def nlg_scores(references: Sequence[str | Sequence[str]], hypotheses: Sequence[s
     flat = [text for refs_i in ref_lists for text in refs_i]
     tokenized, backend = ptb_tokenize([*flat, *hypotheses], tokenizer)
     n, m = len(references), len(flat)
-    tokenized_refs = iter(text or EMPTY_REFERENCE for text in tokenized[:m])
+    tokenized_refs = iter(tokenized[:m])
     refs = {i: [next(tokenized_refs) for _ in refs_i] for i, refs_i in enumerate(ref_lists)}
-    hyps = _as_coco(tokenized[m:], EMPTY_HYPOTHESIS)
+    hyps = _as_coco(tokenized[m:])
     result = NLGResult(scores={}, tokenizer=f"ptb-{backend}", unavailable=result_unavailable)
+    if n == 1:
+        result.unavailable["cider"] = ("CIDEr-D is not computed over one study: its document frequencies come from "
+                                       "the corpus's references, so with one reference every n-gram has IDF log(1) "
+                                       "= 0 and the score is 0 whatever the text; score a corpus of studies")
+    elif n < CIDER_MIN_STUDIES:
+        note = (f"CIDEr-D over {n} studies: its IDF weights come from only {n} reference reports (fewer than "
+                f"{CIDER_MIN_STUDIES}), so they say little about which words are informative; compare CIDEr only "
+                "on larger corpora")
+        result.warnings.append(note)
+        warnings.warn(note, SmallCorpusWarning, stacklevel=2)
     with contextlib.redirect_stdout(io.StringIO()):  # The scorers print their internals.
         bleu, bleu4_each, bleu_stats = _bleu(refs, hyps)
         rouge, rouge_each = Rouge().compute_score(refs, hyps)
         cider, cider_each = Cider().compute_score(refs, hyps)
     result.scores.update({f"bleu_{k + 1}": float(v) for k, v in enumerate(bleu)})
-    result.scores.update(rouge_l=float(rouge), cider=float(cider), meteor=None)
-    result.per_study.update(bleu_4=bleu4_each, rouge_l=np.asarray(rouge_each, dtype=np.float64),
-                            cider=np.asarray(cider_each, dtype=np.float64))
+    result.scores.update(rouge_l=float(rouge), cider=None if "cider" in result.unavailable else float(cider),
+                         meteor=None)
+    result.per_study.update(bleu_4=bleu4_each, rouge_l=np.asarray(rouge_each, dtype=np.float64))
+    if result.scores["cider"] is not None:
+        result.per_study["cider"] = np.asarray(cider_each, dtype=np.float64)
     if resamples is not None:
         resamples = np.asarray(resamples)
         pooled = pooled_bleu(bleu_stats[resamples].sum(axis=1))
         for k in range(4):
             result.resampled[f"bleu_{k + 1}"] = pooled[:, k]
-        for name in ("rouge_l", "cider"):
+        for name in ("rouge_l", "cider") if n > 1 else ("rouge_l",):
             result.resampled[name] = result.per_study[name][resamples].mean(axis=1)
 
     if meteor_scorer is not None:
@@ -180,5 +200,5 @@ def nlg_metrics(references: Sequence[str], hypotheses: Sequence[str], *, tokeniz
     return nlg_scores(references, hypotheses, tokenizer=tokenizer, meteor=meteor).scores
 
 
-__all__ = ["EMPTY_HYPOTHESIS", "EMPTY_REFERENCE", "NLG_METRICS", "NLGResult", "nlg_metrics", "nlg_scores",
+__all__ = ["CIDER_MIN_STUDIES", "NLG_METRICS", "NLGResult", "SmallCorpusWarning", "nlg_metrics", "nlg_scores",
            "pooled_bleu", "reference_lists"]

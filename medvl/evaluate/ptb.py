@@ -9,8 +9,12 @@ name of the backend that produced them:
   stay whole, and "(" becomes "-lrb-", which the filter (written for upper-case "-LRB-") keeps. Text goes through a
   pipe, never a temporary file, so it works when site-packages is read-only.
 - "python": a pure-Python rendering of the same rules. It agrees with "java" on every report of the IU X-ray
-  collection and of the synthetic set (tests/test_nlg_parity.py); on unusual text (rare abbreviations, exotic
-  Unicode) it may differ. Used for the trainer's validation metrics (no JVM per validation) and when Java is
+  collection and of the synthetic set, and token for token on emoji (dropped, as Java drops every character outside
+  the Basic Multilingual Plane), zero-width and other format characters (dropped, splitting the word), soft hyphens
+  (dropped, joining the word), underscores inside words (kept: "left_lung"), combining accents, superscripts and
+  circled numbers, and on every character of U+00A0-U+036F, U+2000-U+27FF and U+FE00-U+FE0F inside and between
+  words (tests/test_nlg_parity.py). Known differences remain on rare forms: "@name", "C++", "O'Neil",
+  "rock'n'roll", rare abbreviations. Used for the trainer's validation metrics (no JVM per validation) and when Java is
   missing.
 - "auto": "java" when a `java` executable is found, else "python" (the returned name says which ran).
 
@@ -23,6 +27,7 @@ import os
 import re
 import shutil
 import subprocess
+import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -79,7 +84,9 @@ def _ptb_java(texts: Sequence[str]) -> list[str]:
 
 # ------------------------------------------------------------------------------------------ pure-Python PTB rules
 # Characters PTBTokenizer rewrites before splitting.
-_NORMALIZE = {"\u00bd": " 1/2", "\u00bc": " 1/4", "\u00be": " 3/4", "\u2153": " 1/3", "\u2154": " 2/3",
+_NORMALIZE = {"\u00bd": " 1/2 ", "\u00bc": " 1/4 ", "\u00be": " 3/4 ", "\u2153": " 1/3 ", "\u2154": " 2/3 ",
+              "\u00ab": '"', "\u00bb": '"', "\u20a0": " $ ", "\u20ac": " $ ",
+              "\u00a2": " cents ", "\u00a3": " # ", "\u00a4": " $ ",
               "\u00a0": " ", "\u2019": "'", "\u2018": "`", "\u201c": '"', "\u201d": '"', "\u2013": "--",
               "\u2014": "--", "\u2026": "..."}
 _BRACKETS = {"(": "-lrb-", ")": "-rrb-", "[": "-lsb-", "]": "-rsb-", "{": "-lcb-", "}": "-rcb-"}
@@ -90,16 +97,34 @@ _ABBREVIATIONS = frozenset(
     "etc vs inc co corp ltd bros jan feb mar apr jun jul aug sep sept oct nov dec mr mrs dr prof gen rev sen gov lt "
     "col maj capt sgt jr sr st mt ft est hon esq cf al dept univ assn md ind mo ala ariz calif colo conn ct dak fla "
     "ga kan kans ky mich minn mont neb nev okla pa penn tenn va vt wis wyo".split())
+# Characters the Java lexer cannot tokenize: it drops them, and they end the token they sit in (emoji and every
+# other character outside the Basic Multilingual Plane, zero-width and other format characters, Roman numerals, and
+# punctuation and number forms newer than its Unicode tables).
+_UNTOKENIZABLE = re.compile(
+    "[\U00010000-\U0010FFFF"
+    + "".join(chr(c) for c in range(0x80, 0x10000)
+              if (unicodedata.category(chr(c)) in ("Cf", "Cn") and c != 0xAD and not 0xD800 <= c < 0xE000
+                  and not 0x2400 <= c < 0x2460))  # Java's lexer reads that whole block as symbols
+    + "\u2012\u2015\u201b\u2024\u2025\u2027\u2039\u203a\u203c\u203d\u2043\u2045-\u205e\u2065"
+      "\u20a1-\u20a3\u20a5-\u20ab\u20ad-\u20c0\u20d0-\u20ff\u2150-\u2152\u215f-\u2182\u2185-\u218f"
+      "\ufe00-\ufe0f\ufffc\ufffd]")
+_SOFT_HYPHEN = "\u00ad"  # dropped, joining the word it splits ("cardio\u00admegaly" -> "cardiomegaly")
+# Other numbers (superscripts, circled digits, vulgar fractions) are tokens of their own, not word characters.
+_OTHER_NUMBERS = "".join(chr(c) for c in range(0x80, 0x10000) if unicodedata.category(chr(c)) == "No")
+# Word characters: letters and digits, combining marks, spacing modifier letters and the two Unicode hyphens.
+_W = (f"(?:[^\\W_{_OTHER_NUMBERS}]|[\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\ufe20-\ufe2f"
+      "\u02c2-\u02c5\u02d2-\u02df\u02e5-\u02eb\u02ed\u02ef-\u02ff\u2010\u2011])")
 _PY_TOKEN = re.compile(
-    r"</?[a-z!][^>\n]*>"                    # SGML-like tags ("<br>") stay whole
-    r"|(?:[a-z]\.){2,}"                      # e.g.  i.e.  a.b.c.
-    r"|\d+(?:[.,:]\d+)+"                     # 3.7  1,000  10:30
-    r"|[^\W_]+(?:[-/.][^\W_]+)*"              # right-sided  a/b  t-spine
-    r"|'(?:s|re|ve|ll|d|m)(?![^\W_])"         # clitics after a word: there 's
-    r"|\.\.\.+|--+|[!?]{2,}|[^\s\w]|_+")
+    r"</?[a-z!][^>\n]*>"                                 # SGML-like tags ("<br>") stay whole
+    r"|(?:[a-z]\.){2,}"                                   # e.g.  i.e.  a.b.c.
+    r"|\d+(?:[.,:]\d+)+"                                  # 3.7  1,000  10:30
+    rf"|{_W}+(?:_{_W}+)*(?:[-/.]{_W}+(?:_{_W}+)*)*"        # right-sided  a/b  t-spine  snake_case
+    rf"|'(?:s|re|ve|ll|d|m)(?!{_W})"                       # clitics after a word: there 's
+    r"|\.\.\.+|--+|[!?]{2,}|[^\s\w]|_+|" + f"[{_OTHER_NUMBERS}]")
 
 
 def _py_line(text: str) -> list[str]:
+    text = _UNTOKENIZABLE.sub(" ", text.replace(_SOFT_HYPHEN, ""))
     for src, dst in _NORMALIZE.items():
         text = text.replace(src, dst)
     text = text.lower()
@@ -122,8 +147,11 @@ def _py_line(text: str) -> list[str]:
     return out
 
 
+_DROPPED = PTB_PUNCTUATION | {"\u2010", "\u2011"}  # a Unicode hyphen on its own is a dash, which the filter drops
+
+
 def _ptb_python(texts: Sequence[str]) -> list[str]:
-    return [" ".join(t for t in _py_line(_one_line(text)) if t not in PTB_PUNCTUATION) for text in texts]
+    return [" ".join(t for t in _py_line(_one_line(text)) if t not in _DROPPED) for text in texts]
 
 
 def ptb_tokenize(texts: Sequence[str], backend: str = "auto") -> tuple[list[str], str]:

@@ -166,6 +166,8 @@ def score_corpus(references: Sequence[str | Sequence[str]], hypotheses: Sequence
         per_study.append(row)
     info = {"n_studies": n, "tokenizer": nlg.tokenizer, "labeler": LABELER_NAME, "uncertain_policy": uncertain,
             "bootstrap": {"resamples": bootstrap, "seed": seed, "method": "percentile", "level": 0.95}}
+    if nlg.warnings:
+        info["warnings"] = list(nlg.warnings)
     unavailable = {**nlg.unavailable, **OPTIONAL_UNAVAILABLE}
     if chexbert is None:
         unavailable["chexbert"] = f"CheXbert labels not computed: {CHEXBERT_HOW_TO}"

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from typing import Any, TextIO
 
 from medvl.data.dataset import StudyError
-from medvl.data.images import ImageLoadError
+from medvl.data.images import DEFAULT_MAX_PIXELS, ImageLoadError
 from medvl.infer.config import GenerationConfig
 from medvl.infer.inputs import StudyInput
 from medvl.infer.predictor import LoadedModel, PreparedStudy, load_study, predict_prepared
@@ -69,7 +69,8 @@ def _progress(total: int, enabled: bool) -> Any:
 
 
 def predict_studies(loaded: LoadedModel, studies: Sequence[StudyInput], gen: GenerationConfig, writer: RowWriter,
-                    strict: bool = False, progress: bool = True, max_pixels: int | None = None) -> dict[str, Any]:
+                    strict: bool = False, progress: bool = True,
+                    max_pixels: int | None = DEFAULT_MAX_PIXELS) -> dict[str, Any]:
     """Generate and write a row per study; see the module docstring.
 
     Raises:

@@ -20,8 +20,8 @@ import torch
 from torch import nn
 
 from medvl.config.experiment import ExperimentConfig, experiment_from_dict
-from medvl.data.images import DecodedImage, ImageLoadError, load_image, resize_square
-from medvl.data.sources import view_id
+from medvl.data.images import DEFAULT_MAX_PIXELS, DecodedImage, ImageLoadError, load_image, resize_square
+from medvl.data.study import order_views
 from medvl.infer.config import GenerationConfig
 from medvl.models.families import MODEL_FAMILIES
 from medvl.tasks import task_class
@@ -134,22 +134,23 @@ def prepare_study(sid: str, images: Sequence[DecodedImage], image_size: int, max
     """Order decoded views frontal first and keep what the model takes.
 
     A view's type comes from `view_names` (the caller's, e.g. a listing's or a request's), else from the image (DICOM
-    View Position), else from its position (first = frontal). Views are stably sorted frontal first, so a study given
-    as (lateral, frontal) DICOM files still reaches the model as (frontal, lateral), and a single-view model gets the
-    frontal one; views beyond `max_views` are dropped.
+    View Position). Views are stably sorted known frontal first, then unknown, then known lateral (`order_views`), so
+    a study given as (lateral, frontal) DICOM files still reaches the model as (frontal, lateral), a single-view model
+    gets the frontal one, and never a lateral before a view of unknown type; views beyond `max_views` are dropped.
     """
     if not images:
         raise ImageLoadError(f"study {sid} has no image")
     names = [(view_names[i] if view_names is not None and i < len(view_names) and view_names[i] else None)
              or img.view for i, img in enumerate(images)]
-    ids = [view_id(name, i) for i, name in enumerate(names)]
-    order = sorted(range(len(images)), key=lambda i: ids[i])[:max_views]
+    order, ids = order_views(names)  # known frontal, then unknown, then known lateral; unknown names stay unknown
+    order, ids = order[:max_views], ids[:max_views]
     pixels = np.stack([resize_square(images[i].channels(channels), image_size) for i in order])
-    return PreparedStudy(sid, pixels, [ids[i] for i in order], [names[i] for i in order])
+    return PreparedStudy(sid, pixels, ids, [names[i] for i in order])
 
 
 def load_study(loaded: LoadedModel, sid: str, paths: Sequence[str | Path],
-               view_names: Sequence[str | None] | None = None, max_pixels: int | None = None) -> PreparedStudy:
+               view_names: Sequence[str | None] | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS
+               ) -> PreparedStudy:
     """Decode a study's image files (PNG, JPEG, DICOM...) and prepare it for `loaded`'s model."""
     mc = loaded.config.model
     return prepare_study(sid, [load_image(p, max_pixels=max_pixels) for p in paths], mc.image_size, mc.max_views,

@@ -27,6 +27,8 @@ class ClassifierConfig(ImageEncoderConfig):
     """Side of the square input images, in pixels."""
     max_views: int = 1
     """Images per study; extra views are dropped, missing ones masked."""
+    ffn_mult: int = 4
+    """encoder=vit: MLP width as a multiple of vit_dim."""
     dropout: float = 0.1
     """Dropout before the linear layer."""
     num_outputs: int = 2

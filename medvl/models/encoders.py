@@ -176,11 +176,16 @@ def _weights_path(config: Any) -> Path | None:
 
 def load_state_dict_file(path: Path) -> dict[str, Tensor]:
     """A state dict from a .safetensors file or a torch .pth/.pt/.bin file (tensors only, never pickled code)."""
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+    from medvl.train.checkpoint import read_tensors
 
-        return load_file(str(path))
-    state = torch.load(str(path), map_location="cpu", weights_only=True)
+    if path.suffix == ".safetensors":
+        return read_tensors(path, "model.encoder_weights")
+    try:
+        state = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - UnpicklingError, zip, EOF and size errors all mean "not a weights file"
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ValueError(f"model.encoder_weights: {str(path)!r} is not a weights file torch can read safely "
+                         f"({first[:200]}); give a .safetensors or a .pth/.pt/.bin state dict") from e
     for key in ("state_dict", "model"):  # common checkpoint wrappers around the weights
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]

@@ -149,7 +149,8 @@ MODEL_FAMILIES.add("xraygpt", ModelFamily("xraygpt", _xraygpt_config, _xraygpt_p
                                           task="instructed_report", default_size="small"))
 MODEL_FAMILIES.add("classifier", ModelFamily("classifier", _classifier_config, _classifier_presets, _build_classifier,
                                              task="classification", default_size="small",
-                                             reload_config=_classifier_reload_config))
+                                             reload_config=_classifier_reload_config,
+                                             other_tasks=("regression",)))
 MODEL_FAMILIES.add("mae", ModelFamily("mae", _mae_config, _mae_presets, _build_mae, task="masked_modeling",
                                       default_size="base", reload_config=_mae_reload_config,
                                       other_tasks=("classification", "regression")))

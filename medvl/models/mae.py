@@ -310,8 +310,12 @@ class MaskedVideoViT(nn.Module):
                 dropped.append(key)
             elif key in own and key.split(".")[0] in ("head", "fc_norm"):
                 dropped.append(key)
+            elif key in own:
+                raise ValueError(f"train.init_from: {key} has shape {tuple(value.shape)} in the checkpoint but "
+                                 f"{tuple(own[key].shape)} here: it was trained with another model size; give this "
+                                 "run the same model.* shape fields (embed_dim, depth, patch_size, in_chans, ...)")
             else:
-                keep[key] = value  # unexpected or mis-shaped: the runner reports it
+                keep[key] = value  # unexpected: the runner reports it
         return keep, dropped
 
 

@@ -12,9 +12,11 @@ Endpoints (OpenAPI at /openapi.json, docs at /docs):
 Every refusal is `{"error": {"code", "message"}}` with a 4xx status (see `medvl.serve.limits`); 503 with Retry-After
 when the queue is full. With an API key set, `/v1/*` needs the `X-API-Key` header.
 
-Privacy: request bodies are read into memory only (multipart parts are never spooled to disk: the parser's spool
-limit is above the upload limit) and dropped after decoding; the log gets one line per request with its id, status
-and timing, never the client's address, file names or content (uvicorn's access log is off).
+Privacy: request bodies are read into memory only (multipart parts are never spooled to disk: a request over its
+limit is refused from its Content-Length or while it streams in, and a file part over the upload limit while it is
+parsed, before any of it is written to a spool whose size limit is above the upload limit) and dropped after
+decoding; the log gets one line per request with its id, status and timing, never the client's address, file names
+or content (uvicorn's access log is off). Every field is bounded and unknown fields are refused.
 """
 
 from __future__ import annotations
@@ -95,22 +97,52 @@ _ERRORS = {code: {"model": ErrorOut, "description": text} for code, text in {
 
 _IMAGES_ITEM = {"type": "object", "required": ["data"], "properties": {
     "data": {"type": "string", "format": "byte", "description": "the image file (PNG, JPEG or DICOM), base64"},
-    "view": {"type": "string", "description": "PA, AP, LATERAL...: overrides the DICOM View Position"}}}
+    "view": {"type": "string", "maxLength": 64, "description": "PA, AP, LATERAL...: overrides the DICOM View "
+             "Position"}}, "additionalProperties": False}
 _REQUEST_BODY = {"required": True, "content": {
     "multipart/form-data": {"schema": {"type": "object", "required": ["images"], "properties": {
         "images": {"type": "array", "items": {"type": "string", "format": "binary"},
                    "description": "one file per view"},
         "views": {"type": "array", "items": {"type": "string"}, "description": "view names, in the order of images"},
     }}},
-    "application/json": {"schema": {"type": "object", "required": ["images"], "properties": {
-        "images": {"type": "array", "minItems": 1, "items": _IMAGES_ITEM}}}},
+    "application/json": {"schema": {"type": "object", "required": ["images"], "additionalProperties": False,
+                                    "properties": {"images": {"type": "array", "minItems": 1, "items": _IMAGES_ITEM}}}},
 }}
 
 
 # ------------------------------------------------------------------------------------------------- request parsing
 def _in_memory_parser(limit: int) -> type[MultiPartParser]:
-    # Starlette spools file parts over spool_max_size to a temporary file; above the upload limit, nothing reaches disk.
-    return type("InMemoryMultiPartParser", (MultiPartParser,), {"spool_max_size": limit + 1})
+    """Starlette spools file parts over spool_max_size to a temporary file. This parser counts each file part's bytes
+    as they are parsed and refuses one over the upload limit before any of it is written, so a spool never grows past
+    `limit` and never reaches disk."""
+
+    def on_part_data(self: MultiPartParser, data: bytes, start: int, end: int) -> None:
+        part = self._current_part
+        if part.file is not None:
+            sizes = self.__dict__.setdefault("_medvl_sizes", {})
+            sizes[id(part)] = sizes.get(id(part), 0) + (end - start)
+            if sizes[id(part)] > limit:
+                raise ApiError(413, "file_too_large", f"a file part is more than the limit of {limit} bytes: send a "
+                               "smaller (compressed) image")
+        MultiPartParser.on_part_data(self, data, start, end)
+
+    return type("InMemoryMultiPartParser", (MultiPartParser,), {"spool_max_size": limit + 1,
+                                                                "on_part_data": on_part_data})
+
+
+MAX_VIEW_CHARS = 64
+"""Longest view name accepted (PA, LATERAL, "postero-anterior"...); longer ones are refused, never echoed back."""
+
+
+def _view_name(value: Any, where: str) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ApiError(400, "invalid_field", f"{where} must be a string such as PA or LATERAL")
+    if len(value) > MAX_VIEW_CHARS:
+        raise ApiError(400, "invalid_field", f"{where} is {len(value)} characters, more than the limit of "
+                       f"{MAX_VIEW_CHARS}: send a view name such as PA or LATERAL")
+    return value.strip() or None
 
 
 async def _read_body(request: Request, limits: Limits) -> bytes:
@@ -141,6 +173,9 @@ async def _multipart_views(body: bytes, headers: Headers, limits: Limits) -> lis
     except MultiPartException as e:
         raise ApiError(400, "malformed_multipart", f"the multipart body cannot be read ({e}): send one 'images' "
                        "file part per view") from None
+    except (ValueError, UnicodeError, KeyError, IndexError) as e:  # a header the parser could not take apart
+        raise ApiError(400, "malformed_multipart", f"the multipart body cannot be read ({type(e).__name__}): send "
+                       "one 'images' file part per view") from None
     try:
         parts = form.getlist("images")
         if any(not isinstance(f, UploadFile) for f in parts):
@@ -148,25 +183,50 @@ async def _multipart_views(body: bytes, headers: Headers, limits: Limits) -> lis
         files = [f for f in parts if isinstance(f, UploadFile)]
         if not files:
             raise ApiError(400, "missing_field", "multipart field 'images' is missing: send one file part per view")
-        views = [str(v) for v in form.getlist("views")]
+        unknown = sorted({k for k in form.keys() if k not in ("images", "views")})
+        if unknown:
+            raise ApiError(400, "unknown_field", f"unknown multipart field {unknown[0][:MAX_VIEW_CHARS]!r}: send only "
+                           "'images' (files) and 'views' (text)")
+        views = [_view_name(v if isinstance(v, str) else None, f"views[{i}]")
+                 for i, v in enumerate(form.getlist("views"))]
         out = []
         for i, f in enumerate(files):
             data = await f.read()
-            out.append((f"images[{i}]", data, views[i] if i < len(views) and views[i].strip() else None))
+            out.append((f"images[{i}]", data, views[i] if i < len(views) else None))
         return out
     finally:
         await form.close()
 
 
+MAX_JSON_CONTAINERS = 1024
+"""A request holds 2 + one object per image of JSON objects and arrays; a body with more is refused before parsing
+(this also bounds how deep it can nest, so parsing never recurses far)."""
+
+
+def _refuse_big_number(text: str) -> int:
+    if len(text.lstrip("-")) > 18:
+        raise ValueError(f"a number with {len(text)} digits")
+    return int(text)
+
+
 def _json_views(body: bytes) -> list[tuple[str, bytes, str | None]]:
+    if body.count(b"[") + body.count(b"{") > MAX_JSON_CONTAINERS:
+        raise ApiError(400, "invalid_json", f"the JSON holds more than {MAX_JSON_CONTAINERS} objects and arrays: "
+                       "send {\"images\": [{\"data\": BASE64, \"view\": \"PA\"}]}")
     try:
-        payload = json.loads(body)
+        payload = json.loads(body, parse_int=_refuse_big_number)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ApiError(400, "invalid_json", f"the body is not valid JSON ({e.msg if hasattr(e, 'msg') else e})") \
             from None
+    except (ValueError, RecursionError) as e:  # numbers beyond int's digit limit, nesting the scan missed
+        raise ApiError(400, "invalid_json", f"the body is not acceptable JSON ({str(e)[:80]})") from None
     if not isinstance(payload, dict) or "images" not in payload:
         raise ApiError(400, "missing_field", "JSON field 'images' is missing: send {\"images\": [{\"data\": "
                        "BASE64, \"view\": \"PA\"}]}")
+    unknown = sorted(k for k in payload if k != "images")
+    if unknown:
+        raise ApiError(400, "unknown_field", f"unknown JSON field {unknown[0][:MAX_VIEW_CHARS]!r}: send only "
+                       "{\"images\": [{\"data\": BASE64, \"view\": \"PA\"}]}")
     images = payload["images"]
     if not isinstance(images, list) or not images:
         raise ApiError(400, "invalid_field", "JSON field 'images' must be a non-empty list of {\"data\": BASE64}")
@@ -176,9 +236,11 @@ def _json_views(body: bytes) -> list[tuple[str, bytes, str | None]]:
             item = {"data": item}
         if not isinstance(item, dict) or not isinstance(item.get("data"), str):
             raise ApiError(400, "missing_field", f"images[{i}] needs a 'data' string (the file, base64)")
-        view = item.get("view")
-        if view is not None and not isinstance(view, str):
-            raise ApiError(400, "invalid_field", f"images[{i}].view must be a string such as PA or LATERAL")
+        extra = sorted(k for k in item if k not in ("data", "view"))
+        if extra:
+            raise ApiError(400, "unknown_field", f"unknown field images[{i}].{extra[0][:MAX_VIEW_CHARS]}: send only "
+                           "'data' and 'view'")
+        view = _view_name(item.get("view"), f"images[{i}].view")
         try:
             data = base64.b64decode(item["data"], validate=True)
         except (binascii.Error, ValueError):
@@ -339,7 +401,11 @@ def create_app(loaded: LoadedModel, gen: GenerationConfig | None = None, setting
 def _prepare(rid: str, views: list[tuple[str, bytes, str | None]], limits: Limits, image_size: int,
              max_views: int, channels: int = 1) -> PreparedStudy:
     images: list[DecodedImage] = [decode_view(data, name, limits) for name, data, _ in views]
-    return prepare_study(rid, images, image_size, max_views, [view for _, _, view in views], channels)
+    try:
+        return prepare_study(rid, images, image_size, max_views, [view for _, _, view in views], channels)
+    except Exception as e:  # noqa: BLE001 - a decoded image the model cannot take is still the upload's problem
+        raise ApiError(422, "undecodable_image", f"the images cannot be prepared for the model "
+                       f"({str(e).splitlines()[0][:200] if str(e) else type(e).__name__})") from e
 
 
 def _add_api_key_scheme(app: FastAPI) -> None:

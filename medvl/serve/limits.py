@@ -3,8 +3,9 @@
 Contract: `Limits` holds every bound a request is checked against; `check_image(data, name, limits)` accepts the bytes
 of one uploaded view or raises `ApiError` (413 too large, 415 not an allowed type, 400 empty);
 `decode_view(data, name, limits)` decodes it in memory or raises `ApiError` (413 too many pixels, 422 truncated or
-corrupt). An `ApiError` becomes the JSON body `{"error": {"code", "message"}}` with its status; messages are one
-line that names the problem and the way out, and never echo what the client sent beyond its field or file name.
+corrupt: any exception a decoder raises on the bytes becomes a 422 with one line). An `ApiError` becomes the JSON
+body `{"error": {"code", "message"}}` with its status; messages are one line that names the problem and the way out,
+and never echo what the client sent beyond its field or file name.
 """
 
 from __future__ import annotations
@@ -86,4 +87,13 @@ def decode_view(data: bytes, name: str, limits: Limits) -> DecodedImage:
     except ImageTooLargeError as e:
         raise ApiError(413, "too_many_pixels", f"{e}: send a downscaled image") from e
     except ImageLoadError as e:
-        raise ApiError(422, "undecodable_image", f"{e} (is the file complete?)") from e
+        raise ApiError(422, "undecodable_image", f"{_one_line(e)} (is the file complete?)") from e
+    except Exception as e:  # noqa: BLE001 - whatever a decoder raises on hostile bytes is the upload's fault: 422
+        raise ApiError(422, "undecodable_image", f"cannot decode image {name}: {_one_line(e)} (is the file "
+                       "complete?)") from e
+
+
+def _one_line(err: BaseException, limit: int = 300) -> str:
+    """The first line of an error's message, shortened: never a traceback or the client's bytes at length."""
+    text = str(err).splitlines()[0] if str(err).strip() else type(err).__name__
+    return text if len(text) <= limit else text[:limit] + "..."

@@ -33,11 +33,18 @@ def _masked_modeling() -> type:
     return MaskedModelingTask
 
 
+def _regression() -> type:
+    from medvl.tasks.regression import RegressionTask
+
+    return RegressionTask
+
+
 TASKS: Registry[Callable[[], Any]] = Registry("task")
 TASKS.add("report_generation", _report_generation)
 TASKS.add("instructed_report", _instructed_report)
 TASKS.add("classification", _classification)
 TASKS.add("masked_modeling", _masked_modeling)
+TASKS.add("regression", _regression)
 
 
 def task_class(name: str) -> Any:

@@ -53,6 +53,10 @@ class ClassificationOptions:
     """none, or balanced: weight each label's positives by negatives/positives on the training split (multi-label)."""
     label_smoothing: float = 0.0
     """Label smoothing (multi-class: as torch's cross-entropy; multi-label: targets pulled towards 0.5)."""
+    augment: bool = False
+    """Random affine jitter of the training views (scale 0.9-1.1, rotation up to 7 degrees, shift up to 6%) and
+    contrast/brightness jitter (up to 10%); no flips, which would move the heart. Validation and test are not
+    augmented."""
 
     def __post_init__(self) -> None:
         if self.uncertain not in UNCERTAIN_POLICIES:
@@ -109,14 +113,37 @@ def study_targets(study: Study, names: Sequence[str], uncertain: str) -> np.ndar
     return out
 
 
+def jitter_views(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Random affine (scale, rotation, shift) and intensity jitter of uint8 views [V, S, S] or [V, S, S, C]."""
+    from PIL import Image
+
+    out = np.empty_like(images)
+    size = images.shape[1]
+    for v, view in enumerate(images):
+        angle, scale = rng.uniform(-7, 7), rng.uniform(0.9, 1.1)
+        dx, dy = rng.uniform(-0.06, 0.06, size=2) * size
+        img = Image.fromarray(view).rotate(angle, resample=Image.Resampling.BILINEAR, translate=(dx, dy))
+        if scale != 1.0:
+            side = int(round(size * scale))
+            img = img.resize((side, side), Image.Resampling.BILINEAR)
+            left = (side - size) // 2
+            img = img.crop((left, left, left + size, left + size))
+        pixels = np.asarray(img, dtype=np.float32) * rng.uniform(0.9, 1.1) + rng.uniform(-0.1, 0.1) * 255
+        out[v] = np.clip(pixels, 0, 255).astype(np.uint8)
+    return out
+
+
 class ClassificationDataset(StudyDataset):
     def __init__(self, studies: Sequence[Study], views: ViewLoader, names: Sequence[str], uncertain: str,
-                 strict: bool) -> None:
+                 strict: bool, augment: bool = False) -> None:
         super().__init__(studies, views, strict)
         self.targets = [study_targets(s, names, uncertain) for s in self.studies]
+        self.augment = augment
 
     def encode(self, i: int, images: np.ndarray) -> ClassSample:
         study = self.studies[i]
+        if self.augment and (images.ndim == 3 or images.shape[-1] == 3):  # seeded from torch's RNG, whose state checkpoints carry: resumed runs jitter alike
+            images = jitter_views(images, np.random.default_rng(int(torch.randint(0, 2**62, ()).item())))
         return ClassSample(study.id, images, list(study.view_ids[: self.views.max_views]), self.targets[i])
 
 
@@ -176,7 +203,8 @@ class ClassificationTask(Task):
     def dataset(self, studies: Sequence[Study], training: bool = False) -> ClassificationDataset:
         mc = self.cfg.model
         views = ViewLoader(mc.image_size, mc.max_views, mc.in_chans, self.cfg.data.cache_images)
-        return ClassificationDataset(studies, views, self.class_names, self.options.uncertain, self.cfg.data.strict)
+        return ClassificationDataset(studies, views, self.class_names, self.options.uncertain, self.cfg.data.strict,
+                                     augment=training and self.options.augment)
 
     def collate(self, items: Sequence[Any]) -> ClassificationBatch:
         samples = [x for x in items if isinstance(x, ClassSample)]
@@ -244,8 +272,12 @@ class ClassificationTask(Task):
             return {}
         self.thresholds = self._thresholds(rows)  # recorded in the checkpoints written after this validation
         result = self._metrics(rows, self.thresholds, bootstrap=0)
-        return {k: float(v) for k, v in result.items()
-                if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "n_examples"}
+        flat = {k: float(v) for k, v in result.items()
+                if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in ("n_examples", "n_ignored")}
+        for name, per_class in result["per_class"].items():  # e.g. auroc/Abnormal: a recipe may select on one class
+            if per_class.get("auroc") is not None:
+                flat[f"auroc/{name}"] = float(per_class["auroc"])
+        return flat
 
     def eval_splits(self, split: str, available: Sequence[str]) -> list[str]:
         return (["val"] if "val" in available and split != "val" else []) + [split]

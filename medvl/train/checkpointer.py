@@ -1,4 +1,5 @@
-"""Where a run's checkpoints go and which one a resume starts from (the files themselves: `medvl.train.checkpoint`).
+"""Where a run's checkpoints go (the files themselves: `medvl.train.checkpoint`; which one a resume starts from:
+`medvl.train.run_folder`).
 
 RUN/checkpoints/ holds `step_NNNNNNN` (resumable, the newest `train.keep_checkpoints` kept), `best` (weights of the
 best validation so far) and `last` (the end of the run). Every rank calls `save` (gathering sharded state is
@@ -7,40 +8,19 @@ collective); rank 0 writes, and nobody moves on before the checkpoint is complet
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from medvl.train.checkpoint import find_latest_checkpoint, prune_checkpoints, save_checkpoint
+from medvl.train.checkpoint import prune_checkpoints, save_checkpoint
 from medvl.train.distributed import DistInfo, barrier
 
 
 class Checkpointer:
     def __init__(self, run_dir: Path, dist: DistInfo, keep: int) -> None:
         self.run_dir, self.dist, self.keep = run_dir, dist, keep
-
-    def find_resume(self, resume: str | None) -> Path | None:
-        """The checkpoint to resume from: None, "auto" (the newest resumable one here) or a path.
-
-        Raises:
-            FileNotFoundError: an explicit path that does not exist.
-        """
-        if not resume:
-            return None
-        if resume == "auto":
-            found = find_latest_checkpoint(self.run_dir)
-            if found is None and self.dist.is_main:
-                print(f"resume=auto: no checkpoint in {self.run_dir / 'checkpoints'}, starting from scratch",
-                      file=sys.stderr)
-            return found
-        path = Path(resume)
-        if not path.exists():
-            raise FileNotFoundError(f"checkpoint to resume from does not exist: {path} (use --resume auto to pick the "
-                                    f"newest one in {self.run_dir / 'checkpoints'})")
-        return path
 
     def save(self, name: str, model_state: dict[str, torch.Tensor], metadata: dict[str, Any],
              train_state: dict[str, Any] | None, extra: dict[str, Any] | None) -> Path:

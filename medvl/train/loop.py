@@ -37,7 +37,7 @@ from medvl.data.dataset import Skipped, StudyError, check_studies
 from medvl.data.sources import check_provides, load_studies, require_split
 from medvl.models.families import MODEL_FAMILIES
 from medvl.tasks import task_class
-from medvl.train.checkpoint import load_checkpoint
+from medvl.train.checkpoint import load_checkpoint, read_tensors
 from medvl.train.checkpointer import BestTracker, Checkpointer
 from medvl.train.distributed import (
     DistInfo,
@@ -54,6 +54,7 @@ from medvl.train.ema import ModelEma
 from medvl.train.loggers import build_loggers
 from medvl.train.optim import build_optimizer
 from medvl.train.parallel import ParallelModel, resolve_strategy
+from medvl.train.run_folder import prepare_run_folder
 from medvl.train.schedules import build_scheduler
 from medvl.train.validation import Validator, make_loader
 
@@ -157,7 +158,8 @@ class Trainer:
             self.run_dir.mkdir(parents=True, exist_ok=True)
         seed_everything(tc.seed)  # the same on every rank: identical initial weights
         self.checkpointer = Checkpointer(self.run_dir, self.dist, tc.keep_checkpoints)
-        self.resume_from = self.checkpointer.find_resume(resume)
+        # The run-folder policy (`medvl.train.run_folder`): one run per folder, damaged checkpoints skipped and kept.
+        self.resume_from = self._main_first(lambda: prepare_run_folder(self.run_dir, resume, cfg.to_dict(), self.main))
         checkpoint = load_checkpoint(self.resume_from) if self.resume_from else None
 
         # Rank 0 first: the synthetic source may generate the data set, which the others then read.
@@ -292,9 +294,7 @@ class Trainer:
         if path.suffix == ".safetensors":
             if not path.is_file():
                 raise FileNotFoundError(f"train.init_from: {path} does not exist")
-            from safetensors.torch import load_file
-
-            state = load_file(str(path))
+            state = read_tensors(path, "train.init_from")
         else:
             from medvl.infer.predictor import resolve_checkpoint
 
@@ -396,7 +396,8 @@ class Trainer:
     # ------------------------------------------------------------------------------------------------ logging, summary
     def _begin(self) -> None:
         cfg, plan = self.cfg, self.plan
-        self.logger = build_loggers(cfg.train.loggers, self.run_dir) if self.main else NullLogger()
+        # A resumed run's logs restart at its step: what was logged after the checkpoint is dropped.
+        self.logger = build_loggers(cfg.train.loggers, self.run_dir, self.state.step) if self.main else NullLogger()
         if self.main:
             (self.run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
         n_params = sum(p.numel() for p in self.model.parameters())

@@ -30,7 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from medvl.data.config import DataConfig
-from medvl.data.study import DataSourceError, Study, group_splits, hash_split, read_csv, split_name, view_id
+from medvl.data.study import (DataSourceError, Study, decode_text, group_splits, hash_split, read_csv, split_name,
+                              view_id)
 from medvl.jsonl import jsonl_records
 
 LAYOUT = ("ROOT/manifest.jsonl or ROOT/manifest.csv, one study per record: id, image_paths, text, labels, split "
@@ -95,7 +96,7 @@ def _records(path: Path) -> list[dict[str, Any]]:
         rows = read_csv(path, ("id", "image_paths"), LAYOUT, delimiter="\t" if path.suffix == ".tsv" else ",")
         return [{**r, "labels": _csv_labels(r.get("labels", ""))} for r in rows]
     records = []
-    for n, rec in jsonl_records(path.read_text(encoding="utf-8"), str(path), DataSourceError):
+    for n, rec in jsonl_records(decode_text(path.read_bytes(), path), str(path), DataSourceError):
         if "id" not in rec:
             raise DataSourceError(f"{path} line {n} has no 'id' field. Expected layout: {LAYOUT}")
         records.append(rec | {"_line": str(n)})

@@ -20,7 +20,8 @@ from pathlib import Path
 
 from medvl.data.config import DataConfig
 from medvl.data.reports import select_section
-from medvl.data.study import Study, frontal_first, group_splits, read_csv, split_name
+from medvl.data.study import (Study, TextEncodingError, decode_text, frontal_first, group_splits, read_csv,
+                              split_name)
 
 LAYOUT = ("ROOT/mimic-cxr-2.0.0-metadata.csv, ROOT/mimic-cxr-2.0.0-split.csv, optional "
           "ROOT/mimic-cxr-2.0.0-chexpert.csv, ROOT/files/pXX/pSUBJECT/sSTUDY/DICOM_ID.jpg and the reports "
@@ -57,8 +58,11 @@ def read(cfg: DataConfig) -> dict[str, list[Study]]:
         report_file = where.with_suffix(".txt")
         problem = ""
         if report_file.is_file():
-            report, problem = select_section(report_file.read_text(encoding="utf-8", errors="replace"),
-                                             cfg.reports.section)
+            try:  # undecodable bytes make the study unusable (counted, or fatal under data.strict), never U+FFFD
+                report, problem = select_section(decode_text(report_file.read_bytes(), report_file),
+                                                 cfg.reports.section)
+            except TextEncodingError as e:
+                report, problem = "", str(e)
         else:
             report, problem = "", f"no report file {report_file} (unpack mimic-cxr-reports.zip into ROOT)"
         unknown = [r["dicom_id"] for r in rows if r["dicom_id"] not in view_of]

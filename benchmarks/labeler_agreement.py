@@ -1,0 +1,284 @@
+"""Agreement of report labelers with radiology indexers' labels on real IU X-ray reports, in one run.
+
+Reference: `../shared/data/iu_xray_reports/mesh_labels.jsonl` (2,365 train+val reports; NLM's indexers' MeSH
+"Problems" terms mapped to 11 CheXpert observations and No Finding; see the data README). Labelers, all on the same
+reports:
+
+- medvl: `label_report(text, CHEXPERT)` (medvl.evaluate.chexpert: mentions, negation, uncertainty, CheXpert rules);
+- keyword: a 15-line keyword matcher (one keyword list per observation), with and without a simple negation window
+  (a negation word among the 5 words before the keyword, in the same sentence);
+- diagnostic: medvl without two CheXpert rules that MeSH's coding disagrees with ("X or Y" is uncertain; scarring
+  and interstitial markings are Lung Opacity), to measure how much of the gap to MeSH they make;
+- medspaCy ConText: medvl's own mention patterns as medspaCy target rules, medspaCy's default ConText rules for
+  negation, uncertainty, hypothetical and historical mentions, CheXpert's aggregation. Same mentions, other context
+  engine: it measures ConText against medvl's context rules. Needs `medspacy` importable (run this script with an
+  interpreter that has it, e.g. `python3 -m venv /work/venv-medspacy && /work/venv-medspacy/bin/pip install
+  medspacy`); otherwise that column says why it is missing.
+
+Printed: per-observation precision/recall/F1 with support, micro-F1 over the 11 observations with "uncertain"
+counted negative (MeSH codes what is present, not what is hedged) and counted positive, reports/s of each labeler,
+and for medvl the kinds of disagreement with MeSH (which mention text each false positive came from, what medvl said
+for each false negative). MeSH coding is a proxy: where it and CheXpert's rules disagree, medvl follows CheXpert.
+Exits 0 with a message when the data is absent.
+
+    PYTHONPATH=. .venv/bin/python benchmarks/labeler_agreement.py [--examples 3] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+MESH = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "iu_xray_reports" / "mesh_labels.jsonl"
+OBSERVATIONS = ("Cardiomegaly", "Pleural Effusion", "Atelectasis", "Edema", "Consolidation", "Pneumonia",
+                "Pneumothorax", "Fracture", "Lung Lesion", "Lung Opacity", "Support Devices")
+P, N, U = "positive", "negative", "uncertain"
+Labels = dict[str, str | None]
+
+# ------------------------------------------------------------------------------------------- keyword baseline
+KEYWORDS = {
+    "Cardiomegaly": r"cardiomegaly|enlarged heart|heart is enlarged|cardiac enlargement",
+    "Pleural Effusion": r"pleural effusion|effusions?\b", "Atelectasis": r"atelecta", "Edema": r"edema",
+    "Consolidation": r"consolidat", "Pneumonia": r"pneumonia", "Pneumothorax": r"pneumothora",
+    "Fracture": r"fracture", "Lung Lesion": r"nodule|\bmass", "Lung Opacity": r"opacit|infiltrat|airspace disease",
+    "Support Devices": r"pacemaker|catheter|\btube\b|picc|\bport\b|\bline\b|defibrillator",
+}
+_NEG_WINDOW = re.compile(r"\b(?:no|not|without|negative for|free of|clear of)\b(?:\W+\w+){0,5}?\W*$")
+
+
+def keyword_labeler(negation: bool) -> Callable[[str], Labels]:
+    patterns = {name: re.compile(p) for name, p in KEYWORDS.items()}
+
+    def label(text: str) -> Labels:
+        out: Labels = dict.fromkeys(OBSERVATIONS)
+        for sentence in re.split(r"(?<=\.)\s+", text.lower()):
+            for name, pattern in patterns.items():
+                for m in pattern.finditer(sentence):
+                    negated = negation and _NEG_WINDOW.search(sentence[:m.start()]) is not None
+                    out[name] = P if out[name] == P or not negated else N
+        out["No Finding"] = None if any(out[n] == P for n in OBSERVATIONS if n != "Support Devices") else P
+        return out
+
+    return label
+
+
+# ------------------------------------------------------------------------------------------- medspaCy ConText
+def medspacy_labeler() -> tuple[Callable[[str], Labels] | None, str]:
+    """medvl's CheXpert mention patterns in medspaCy's TargetMatcher, medspaCy's ConText for the context."""
+    try:
+        import medspacy
+        from medspacy.ner import TargetRule
+    except ImportError as exc:
+        return None, f"medspaCy not importable in {sys.executable} ({exc})"
+    try:
+        from loguru import logger
+
+        logger.remove()  # PyRuSH logs every token at DEBUG level
+    except ImportError:
+        pass
+    from medvl.evaluate.chexpert import CHEXPERT
+    from medvl.evaluate.labeler import _RANK
+
+    nlp = medspacy.load()
+    patterns = {**CHEXPERT.mentions, **CHEXPERT.extra_mentions}
+    nlp.get_pipe("medspacy_target_matcher").add(
+        [TargetRule(name, name, pattern=pattern) for name, pattern in patterns.items()])
+
+    def label(text: str) -> Labels:
+        labels: Labels = dict.fromkeys(patterns)
+        doc = nlp(re.sub(r"\bx{2,}\b", " ", text.lower()))
+        for ent in doc.ents:
+            found = N if ent._.is_negated else U if ent._.is_uncertain or ent._.is_hypothetical else P
+            if _RANK[found] > _RANK[labels[ent.label_]]:
+                labels[ent.label_] = found
+        CHEXPERT.finalize(labels)
+        return labels
+
+    return label, f"medspaCy {medspacy.__version__} ConText (default rules) on medvl's mention patterns"
+
+
+def diagnostic_labeler() -> Callable[[str], Labels]:
+    """medvl's CHEXPERT without the two CheXpert rules MeSH's coding disagrees with most: "X or Y" is uncertain, and
+    scarring / interstitial markings are Lung Opacity. A measurement of that disagreement, not a labeler to use."""
+    import dataclasses
+
+    from medvl.evaluate.chexpert import CHEXPERT
+    from medvl.evaluate.labeler import label_report
+
+    opacity = CHEXPERT.mentions["Lung Opacity"]
+    for rule in (r"|(?:parenchymal\s+)?\bscar(?:ring|s)?\b", r"markings?|"):
+        assert rule in opacity, rule
+        opacity = opacity.replace(rule, "")
+    variant = dataclasses.replace(CHEXPERT, name="chexpert-14-diagnostic", alternatives=False,
+                                  mentions={**CHEXPERT.mentions, "Lung Opacity": opacity})
+    return lambda text: label_report(text, variant)
+
+
+# ------------------------------------------------------------------------------------------- scoring
+def prf(tp: int, fp: int, fn: int) -> tuple[float, float, float]:
+    p = tp / (tp + fp) if tp + fp else 0.0
+    r = tp / (tp + fn) if tp + fn else 0.0
+    return p, r, (2 * p * r / (p + r) if p + r else 0.0)
+
+
+def score(truth: Sequence[dict[str, int]], labels: Sequence[Labels], uncertain_as: int,
+          names: Sequence[str] = OBSERVATIONS) -> dict[str, tuple[float, float, float, int]]:
+    """{name: (P, R, F1, support)} plus "micro" over `names`."""
+    out = {}
+    total = [0, 0, 0]
+    for name in names:
+        tp = fp = fn = 0
+        for t, lab in zip(truth, labels, strict=True):
+            pred = 1 if lab.get(name) == P or (lab.get(name) == U and uncertain_as) else 0
+            tp += pred and t[name]
+            fp += pred and not t[name]
+            fn += t[name] and not pred
+        out[name] = (*prf(tp, fp, fn), tp + fn)
+        total = [total[0] + tp, total[1] + fp, total[2] + fn]
+    out["micro"] = (*prf(*total), total[0] + total[2])
+    return out
+
+
+def run(label: Callable[[str], Labels], texts: Sequence[str]) -> tuple[list[Labels], float]:
+    t0 = time.perf_counter()
+    labels = [label(t) for t in texts]
+    return labels, len(texts) / (time.perf_counter() - t0)
+
+
+# What made a mention uncertain, for the false negatives under "uncertain counted negative".
+_UNCERTAIN_KINDS = (
+    ("alternatives ('X or Y', 'X versus Y', 'and/or')", re.compile(r"\bor\b|\bversus\b|\bvs\b|and/or")),
+    ("borderline", re.compile(r"borderline")),
+    ("stable / unchanged heart or mediastinum", re.compile(r"\bstable\b|\bunchanged\b")),
+    ("weak mention (vascular congestion / prominence)", re.compile(r"congestion|prominence|indistinct")),
+    ("hedge word (may, possible, probable, likely, suggest, ...)",
+     re.compile(r"\bmay\b|possibl|probabl|likely|suggest|question|suspic|concern|could|favor|not\s+\w*\s*excluded")),
+)
+
+
+def _kind(sentence: str) -> str:
+    return next((name for name, pattern in _UNCERTAIN_KINDS if pattern.search(sentence)), "other")
+
+
+def disagreements(records: list[dict], labels: list[Labels], examples: int) -> dict[str, dict]:
+    """Kinds of disagreement of medvl with MeSH: false positives by mention text, false negatives by what medvl
+    said (no mention, negative, or uncertain, and then by the kind of hedge)."""
+    from medvl.evaluate.chexpert import CHEXPERT
+    from medvl.evaluate.labeler import label_mentions
+
+    print("\nKinds of disagreement, medvl vs MeSH (uncertain counted negative):")
+    out = {}
+    for name in OBSERVATIONS:
+        fp_by: Counter[str] = Counter()
+        fn_by: Counter[str] = Counter()
+        shown: dict[str, list[str]] = defaultdict(list)
+        for rec, lab in zip(records, labels, strict=True):
+            pred, true = lab.get(name) == P, rec["labels"][name]
+            if pred == bool(true):
+                continue
+            mentions = [m for m in label_mentions(rec["report"], CHEXPERT) if m.name == name]
+            if pred:
+                found = [m for m in mentions if m.label == P]
+                key = "; ".join(sorted({re.sub(r"\s+", " ", m.text) for m in found})) or "(derived)"
+                fp_by[key] += 1
+                shown["fp " + key].append(found[0].sentence if found else rec["report"][:120])
+            else:
+                label = lab.get(name)
+                hedged = [m for m in mentions if m.label == U] if label == U else mentions
+                if label == U:
+                    key = "uncertain: " + (_kind(hedged[0].sentence) if hedged else "derived (CHF rule)")
+                else:
+                    key = "no mention found" if label is None else "negative"
+                fn_by[key] += 1
+                shown["fn " + key].append(hedged[0].sentence if hedged else rec["report"][:120])
+        out[name] = {"false_positives": dict(fp_by), "false_negatives": dict(fn_by)}
+        if not fp_by and not fn_by:
+            continue
+        print(f"  {name}: {sum(fp_by.values())} false positives, {sum(fn_by.values())} false negatives")
+        for key, count in fp_by.most_common(6):
+            print(f"    FP x{count:<3} mention {key!r}, e.g. {shown['fp ' + key][:examples]}")
+        for key, count in fn_by.most_common():
+            print(f"    FN x{count:<3} {key}, e.g. {shown['fn ' + key][:examples]}")
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--examples", type=int, default=1, help="example sentences per kind of disagreement")
+    parser.add_argument("--json", type=Path, help="write the numbers here too")
+    parser.add_argument("--no-medspacy", action="store_true", help="skip the medspaCy ConText column")
+    args = parser.parse_args()
+    if not MESH.is_file():
+        print(f"skipped: {MESH} is not present (../shared/data holds the real-data files)")
+        return
+    from medvl.evaluate.chexpert import CHEXPERT
+    from medvl.evaluate.labeler import label_report
+
+    records = [json.loads(line) for line in MESH.read_text().splitlines() if line.strip()]
+    texts = [r["report"] for r in records]
+    truth = [r["labels"] for r in records]
+    labelers: dict[str, Callable[[str], Labels] | None] = {
+        "medvl": lambda t: label_report(t, CHEXPERT),
+        "keyword+negation": keyword_labeler(True),
+        "keyword": keyword_labeler(False),
+        "diagnostic": diagnostic_labeler(),
+    }
+    notes = {}
+    if args.no_medspacy:
+        notes["medspacy-context"] = "skipped (--no-medspacy)"
+    else:
+        fn, note = medspacy_labeler()
+        labelers["medspacy-context"] = fn
+        notes["medspacy-context"] = note
+    results: dict[str, dict] = {}
+    outputs: dict[str, list[Labels]] = {}
+    for name, fn in labelers.items():
+        if fn is None:
+            continue
+        outputs[name], rate = run(fn, texts)
+        results[name] = {"reports_per_s": rate, "uncertain_negative": score(truth, outputs[name], 0),
+                         "uncertain_positive": score(truth, outputs[name], 1)}
+
+    print(f"{len(records)} reports of {MESH}")
+    for name, note in notes.items():
+        print(f"{name}: {note}")
+    names = list(results)
+    print("diagnostic: medvl without CheXpert's 'X or Y' uncertainty and without scarring / interstitial markings "
+          "as Lung Opacity (measures how much of the gap is CheXpert's definitions vs MeSH's; not a labeler to use)")
+    print("\nmicro-F1 over the 11 observations (P / R / F1)")
+    print(f"{'labeler':<20}{'uncertain -> negative':>28}{'uncertain -> positive':>28}{'reports/s':>12}")
+    for name in names:
+        un, up = results[name]["uncertain_negative"]["micro"], results[name]["uncertain_positive"]["micro"]
+        print(f"{name:<20}{un[0]:>10.3f}{un[1]:>8.3f}{un[2]:>8.3f}  {up[0]:>10.3f}{up[1]:>8.3f}{up[2]:>8.3f}"
+              f"{results[name]['reports_per_s']:>12,.0f}")
+    print("\nper observation, uncertain -> negative: F1 (P / R)")
+    print(f"{'observation':<18}{'support':>8}" + "".join(f"{n:>26}" for n in names))
+    for obs in OBSERVATIONS:
+        support = results[names[0]]["uncertain_negative"][obs][3]
+        cells = "".join("%26s" % ("%.3f (%.2f / %.2f)" % (f1, p, r))
+                        for n in names for p, r, f1, _ in [results[n]["uncertain_negative"][obs]])
+        print(f"{obs:<18}{support:>8}{cells}")
+    no_finding = {n: score(truth, outputs[n], 0, ["No Finding"])["No Finding"] for n in names}
+    cells = "".join("%26s" % ("%.3f (%.2f / %.2f)" % (f1, p, r)) for p, r, f1, _ in no_finding.values())
+    print(f"{'No Finding':<18}{no_finding[names[0]][3]:>8}{cells}   (not in the micro average)")
+    for name in names:
+        results[name]["no_finding"] = no_finding[name]
+    medvl = results["medvl"]["uncertain_negative"]
+    base = results["keyword+negation"]["uncertain_negative"]
+    behind = [o for o in OBSERVATIONS if medvl[o][3] >= 20 and medvl[o][2] <= base[o][2]]
+    print(f"\nmedvl above keyword+negation in every observation with support >= 20: {not behind}"
+          + (f" (not in {behind})" if behind else ""))
+    kinds = disagreements(records, outputs["medvl"], args.examples)
+    if args.json:
+        args.json.write_text(json.dumps({"n_reports": len(records), "notes": notes, "results": results,
+                                         "disagreements": kinds}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
