@@ -7,6 +7,7 @@ preset, and the remaining `model.*` keys override that preset; `task.*` sets the
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,7 +83,11 @@ def experiment_from_dict(raw: dict[str, Any]) -> ExperimentConfig:
 
         raise ConfigError(f"task.name {task_name!r} is not a task of model family {family_name!r}."
                           f"{suggest(task_name, list(family.tasks))} Its tasks: {', '.join(family.tasks)}")
-    kwargs["task"] = from_dict(task_class(task_name).options_class, task, "task")
+    task_cls = task_class(task_name)
+    kwargs["task"] = from_dict(task_cls.options_class, task, "task")
+    train = kwargs["train"]  # the best checkpoint is chosen on the task's metric unless the recipe names one
+    kwargs["train"] = dataclasses.replace(train, select_metric=train.select_metric or task_cls.default_select_metric,
+                                          select_mode=train.select_mode or task_cls.default_select_mode)
     return ExperimentConfig(model_family=family_name, model_size=size, task_name=task_name, **kwargs)
 
 

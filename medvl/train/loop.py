@@ -143,8 +143,6 @@ class Trainer:
         family = MODEL_FAMILIES.get(cfg.model_family)
         task_cls = task_class(cfg.task_name or family.task)
         check_provides(cfg.data.source, task_cls.needs, task_cls.name)
-        cfg.train = tc = dataclasses.replace(tc, select_metric=tc.select_metric or task_cls.default_select_metric,
-                                             select_mode=tc.select_mode or task_cls.default_select_mode)
         self.dist: DistInfo = init_distributed(tc.dist_backend, device_type)
         self.plan = plan_batches(cfg.data.batch_size, tc.grad_accum, tc.global_batch_size, self.dist.world_size)
         self.strategy = resolve_strategy(tc.strategy, self.dist)
