@@ -368,3 +368,31 @@ def test_seed_004_in_miniature_specialize_then_track_on_clips(synth_root: Path, 
     assert trainer.model.config.num_outputs == 2 and trainer.model.config.tubelet_size == 2
     assert all(torch.equal(state[k], saved[k]) for k in state if k.startswith("encoder."))
     assert trainer.fit()["steps"] == 2
+
+
+def test_the_three_shipped_medicane_stages_run_in_sequence_each_from_the_previous(synth_root: Path, clips_root: Path,
+                                                                                 tmp_path: Path) -> None:
+    """specialize (masked modeling) -> classify (init from stage 1) -> track (init from stage 2), the shipped tiny
+    synthetic recipes at test size; each stage starts from exactly the weights the previous one saved."""
+    from medvl.train.checkpoint import load_checkpoint
+    from medvl.train.loop import Trainer
+
+    from .conftest import CLIPS_SETTINGS, clips_overrides
+
+    clips = [*clips_overrides(clips_root), f"model.num_frames={CLIPS_SETTINGS['frames']}", "train.max_steps=2",
+             "model.depth=1", "train.eval_every=2"]
+    previous = None
+    for stage in ("medicanes_specialize_tiny_synthetic", "medicanes_classify_tiny_synthetic",
+                  "medicanes_track_tiny_synthetic"):
+        run = tmp_path / stage
+        init = [f"train.init_from={previous}"] if previous else []
+        trainer = Trainer(load_experiment(stage, tiny_overrides(synth_root, run, *clips, *init)))
+        if previous is not None:
+            saved = load_checkpoint(previous / "checkpoints" / "last", load_train_state=False).model_state
+            state = trainer.model.state_dict()
+            encoder = [k for k in state if k.startswith("encoder.")]
+            assert encoder and all(torch.equal(state[k], saved[k]) for k in encoder), stage
+        assert trainer.fit()["steps"] == 2
+        previous = run
+    assert load_checkpoint(previous / "checkpoints" / "last", load_train_state=False).metadata["config"]["task"][
+        "name"] == "regression"

@@ -111,7 +111,11 @@ def test_a_tiny_tracking_run_beats_the_tile_centre_baseline(tmp_path: Path) -> N
     settings = {"n": 240, "seed": 2, "tile_size": 32, "frames": 2, "minutes": 5, "channels": 3, "tracks": ""}
     data, run = tmp_path / "clips", tmp_path / "run"
     generate_clips(data, workers=1, **settings)
-    cfg = load_experiment("medicanes_track_tiny_synthetic", [
+    recipe = tmp_path / "track.yaml"  # the classifier family's head regresses too: a 0.01M-parameter tracker
+    recipe.write_text("model: {family: classifier, size: tiny, dropout: 0.0}\n"
+                      "task: {name: regression, target_names: [x, y], normalize: true, loss: huber,"
+                      " km_per_pixel: 12.25}\n")
+    cfg = load_experiment(recipe, [
         *TINY_OVERRIDES, "data.source=clips_synthetic", f"data.root={data}",
         *(f"data.synth_clips.{k}={v}" for k, v in settings.items()), "model.max_views=2", "model.in_chans=3",
         f"train.output_dir={run}", "model.image_size=32", "train.max_steps=300", "train.eval_every=100",
