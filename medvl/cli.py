@@ -278,9 +278,11 @@ def cmd_convert(args: argparse.Namespace) -> int:
 def cmd_recipes(args: argparse.Namespace) -> int:
     from medvl.config.experiment import shipped_recipes
 
-    for path in shipped_recipes():
+    recipes = shipped_recipes()
+    width = max((len(p.stem) for p in recipes), default=0) + 2
+    for path in recipes:
         first = next((ln[1:].strip() for ln in path.read_text().splitlines() if ln.startswith("#")), "")
-        print(f"{path.stem:<24}{first}")
+        print(f"{path.stem:<{width}}{first}")
     return 0
 
 
@@ -339,10 +341,15 @@ def build_parser() -> argparse.ArgumentParser:
         g.add_argument("--chexbert-tokenizer", default=None, metavar="DIR", help="folder with CheXbert's WordPiece "
                        "vocab.txt (a local copy of bert-base-uncased)")
 
-    p = sub.add_parser("evaluate", help="score a checkpoint on a split, next to the majority-report baseline",
-                       description="Generate reports for a split, write metrics.json, predictions.jsonl and "
+    p = sub.add_parser("evaluate", help="score a checkpoint on a split, next to its task's baseline",
+                       description="Run the checkpoint's task over a split, write metrics.json, predictions.jsonl and "
                                    "report.html, and print the metrics (with bootstrap 95% intervals) next to the "
-                                   "majority-report baseline.")
+                                   "task's baseline: for report models the generated reports' NLG and clinical "
+                                   "metrics against the majority report; for classification per-class AUROC/AP/F1 "
+                                   "(thresholds chosen on the validation split) against class prevalence; for "
+                                   "regression point errors against the mean target; for masked modeling the "
+                                   "reconstruction loss against each patch's mean. The report-scoring flags "
+                                   "(--uncertain, --tokenizer, --no-meteor, --chexbert) apply to report models only.")
     p.add_argument("checkpoint", help="checkpoint directory, or a run directory (its best checkpoint is used)")
     p.add_argument("--split", default="test", help="split to evaluate (default test)")
     p.add_argument("--out", default=None, help="output directory (default RUN/eval_SPLIT)")
@@ -372,13 +379,15 @@ def build_parser() -> argparse.ArgumentParser:
     scoring_args(p)
     p.set_defaults(func=cmd_score)
 
-    p = sub.add_parser("predict", help="write reports for image files (PNG, JPEG, DICOM), folders, globs or a listing",
+    p = sub.add_parser("predict", help="predict for image files (PNG, JPEG, DICOM), folders, globs or a listing",
                        description="Image files given together are one study (its views; frontal first, from the "
-                                   "DICOM View Position when there is one) and its report is printed. Folders (one "
+                                   "DICOM View Position when there is one) and its prediction is printed (a report, "
+                                   "or class probabilities for a classification checkpoint). Folders (one "
                                    "study per sub-folder or loose image), quoted glob patterns (one study per match) "
                                    "and CSV/JSONL listings (id, images, optional views) give many studies, written "
-                                   "one row each (id, images, views, report, CheXpert findings, seconds; or error) "
-                                   "as JSONL or CSV. A study whose image cannot be read gets an error row and is "
+                                   "one row each (id, images, views, the task's prediction: report and CheXpert "
+                                   "findings, or probabilities and labels; seconds; or error) as JSONL or CSV. The "
+                                   "decoding flags apply to report models only. A study whose image cannot be read gets an error row and is "
                                    "counted; --strict stops at the first one instead.")
     p.add_argument("checkpoint", help="checkpoint directory, a run directory, or a folder from medvl export")
     p.add_argument("images", nargs="+", help="image files of one study; or folders, 'glob/*.dcm' patterns, listings")

@@ -45,6 +45,21 @@ def test_every_from_scratch_encoder_builds_a_classifier() -> None:
         assert out.shape == (2, 3), encoder
 
 
+def test_classes_without_training_positives_are_left_out_and_multi_class_needs_one_positive() -> None:
+    from medvl.config.experiment import experiment_from_dict
+    from medvl.tasks.classification import ClassificationTask
+
+    train = [Study(f"s{i}", (), "", "train", (0,), {"A": int(i % 2 == 0), "B": int(i % 2 == 1), "C": 0})
+             for i in range(6)]
+    cfg = experiment_from_dict({"model": {"family": "classifier"}})
+    assert ClassificationTask.build_assets(cfg, train, None)["class_names"] == ["A", "B"]
+    several = [*train, Study("both", (), "", "train", (0,), {"A": 1, "B": 1, "C": 0})]
+    multi_class = experiment_from_dict({"model": {"family": "classifier"}, "task": {"multi_label": False}})
+    assert ClassificationTask.build_assets(multi_class, train, None)["class_names"] == ["A", "B"]
+    with pytest.raises(ValueError, match="one positive class per study.*e.g. both"):
+        ClassificationTask.build_assets(multi_class, several, None)
+
+
 def test_training_jitter_is_seeded_and_keeps_shapes() -> None:
     from medvl.tasks.classification import jitter_views
 
@@ -91,7 +106,8 @@ def test_synthetic_findings_train_evaluate_predict_and_serve(synth_root: Path, t
     summary = train(cfg)
     assert cfg.train.select_metric == "auroc_macro" and "auroc_macro" in summary["final_val_metrics"]
     meta = json.loads((run / "checkpoints" / "last" / "meta.json").read_text())
-    assert len(meta["class_names"]) == 8 and len(meta["thresholds"]) == 8
+    # the 8 synthetic findings, less any no training study of the tiny set shows (left out, and said so)
+    assert 6 <= len(meta["class_names"]) <= 8 and len(meta["thresholds"]) == len(meta["class_names"])
 
     result = evaluate(run, split="test", progress=False, options=ScoringOptions(bootstrap=20))
     out = Path(result["out_dir"])
@@ -169,6 +185,7 @@ def test_score_refuses_a_classification_checkpoint(synth_root: Path, tmp_path: P
                                                                         "model.size=tiny")))
     hyps = tmp_path / "hyps.jsonl"
     hyps.write_text(json.dumps({"id": "1", "report": "Normal."}) + "\n")
+    capsys.readouterr()  # what training printed
     assert main(["score", "--refs", str(run), "--hyps", str(hyps)]) == 2
     err = capsys.readouterr().err
     assert "is a checkpoint (family classifier, task classification)" in err and "medvl evaluate" in err
@@ -191,3 +208,13 @@ def test_real_nih_images_classify_end_to_end(tmp_path: Path) -> None:
     assert summary["skipped_studies"] == 0
     result = evaluate(run, split="test", progress=False, options=ScoringOptions(bootstrap=0, html=False))
     assert result["n_examples"] == 200 and result["per_class"]["Abnormal"]["support_pos"] == 100
+
+
+def test_data_the_model_cannot_take_is_refused_before_training(synth_root: Path, tmp_path: Path) -> None:
+    from medvl.data.dataset import StudyError
+    from medvl.train.loop import Trainer
+
+    cfg = load_experiment("cxr_classify_synthetic", _classify_overrides(synth_root, tmp_path / "run", "model.size=tiny",
+                                                                        "model.in_chans=2"))
+    with pytest.raises(StudyError, match="cannot be loaded .*1 channel.*model.in_chans"):
+        Trainer(cfg)

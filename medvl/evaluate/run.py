@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from medvl.data.dataset import check_studies
-from medvl.data.sources import load_studies, require_split
+from medvl.data.sources import DataSourceError, load_studies, require_split
 from medvl.evaluate.reports import (HEADLINE, ScoringOptions, clinical_gap, format_tables, headline_f1_key,
                                     score_files)
 from medvl.infer.predictor import LoadedModel, load_trained
@@ -114,7 +114,9 @@ def evaluate(checkpoint: str | Path, split: str = "test", out_dir: str | Path | 
         if not dist_info.is_main:
             return {}
         if not outputs.get(split):
-            raise RuntimeError(f"no study of split {split!r} could be evaluated ({len(skipped_reasons)} skipped)")
+            first = next(iter(skipped_reasons.items()), None)
+            raise DataSourceError(f"no study of split {split!r} could be evaluated: {len(skipped_reasons)} skipped"
+                                  + (f" (first: {first[0]}: {first[1]})" if first else ""))
         n = len(outputs[split])
         extra = {"split": split, "task": task.name, "checkpoint": str(loaded.checkpoint), "skipped": skipped_reasons,
                  "generation": dataclasses.asdict(loaded.config.generation), "seconds": round(seconds, 2),

@@ -21,6 +21,7 @@ The task contract (`medvl.tasks.base.Task`):
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -180,9 +181,28 @@ class ClassificationTask(Task):
         if not names:
             raise ValueError("the training studies carry no labels: classification needs a source with labels "
                              "(nih, chexpert, image_folder, a manifest with labels, synthetic)")
+        targets = np.stack([study_targets(s, names, opts.uncertain) for s in train])
+        positives = (targets == 1).sum(0)
+        if not opts.labels:  # a class no training study shows cannot be learned: leave it out, and say so
+            empty = [n for n, p in zip(names, positives, strict=True) if p == 0]
+            if empty:
+                print(f"classification: leaving out {', '.join(empty)}: no training study is positive for it",
+                      file=sys.stderr)
+                names = [n for n in names if n not in empty]
+                targets, positives = targets[:, [n not in empty for n in seen]], positives[positives > 0]
+        else:
+            for name, count in zip(names, positives, strict=True):
+                if count == 0:
+                    print(f"classification: task.labels {name!r} has no positive training study; its scores will "
+                          "mean nothing", file=sys.stderr)
+        if not opts.multi_label:
+            several = [s.id for s, row in zip(train, targets, strict=True) if (row == 1).sum() > 1]
+            if several:
+                raise ValueError(f"task.multi_label=false needs one positive class per study, but {len(several)} "
+                                 f"training studies have several (e.g. {several[0]}); use task.multi_label=true, or "
+                                 "task.labels with mutually exclusive classes")
         assets: dict[str, Any] = {"class_names": names}
         if opts.pos_weight == "balanced":
-            targets = np.stack([study_targets(s, names, opts.uncertain) for s in train])
             pos, neg = (targets == 1).sum(0), (targets == 0).sum(0)
             assets["pos_weight"] = [float(n / p) if p else 1.0 for p, n in zip(pos, neg, strict=True)]
         return assets

@@ -47,11 +47,14 @@ class BestTracker:
         """Record `metrics` when they are the best so far; True when they are.
 
         Raises:
-            KeyError: the selection metric is not among the validation metrics (the message lists them).
+            ValueError: the selection metric is not among the validation metrics (the message lists them).
         """
         if self.metric not in metrics:
-            raise KeyError(f"train.select_metric {self.metric!r} is not a validation metric; "
-                           f"choose one of: {', '.join(sorted(metrics))}")
+            if set(metrics) <= {"loss"}:
+                raise ValueError(f"validation produced no {self.metric!r}: no validation study could be used "
+                                 "(see the skipped studies above); fix the validation split's data")
+            raise ValueError(f"train.select_metric {self.metric!r} is not a validation metric; "
+                             f"choose one of: {', '.join(sorted(metrics))}")
         value, best = metrics[self.metric], self.state.best_metric
         better: Callable[[float, float], bool] = (lambda a, b: a > b) if self.mode == "max" else (lambda a, b: a < b)
         improved = best is None or best != best or better(value, best)  # best != best: NaN

@@ -167,6 +167,14 @@ class Trainer:
         train_studies, skipped = check_studies(require_split(studies, "train"), cfg.data.strict, usable)
         val_studies, val_skipped = check_studies(studies.get("val", []), cfg.data.strict, usable)
         self._record_skips([*skipped, *val_skipped])
+        if not train_studies:
+            first = skipped[0] if skipped else None
+            raise StudyError(f"no usable training study: all {len(skipped)} of split 'train' were skipped"
+                             + (f" (first: {first.id}: {first.reason})" if first else ""))
+        if not val_studies and self.main:
+            print("no usable validation study: the last checkpoint is the best one, and metrics chosen on validation "
+                  "(e.g. classification thresholds) keep their defaults; give the data set a val split",
+                  file=sys.stderr)
 
         if checkpoint is not None:
             assets = task_cls.assets_from_metadata(checkpoint.metadata)
@@ -186,6 +194,7 @@ class Trainer:
         self.task = task_cls(self.model, assets, cfg)
         self.train_task = task_cls(self.parallel.forward_module, assets, cfg)
         self.train_set = self.task.dataset(train_studies, training=True)
+        self._check_loadable(self.train_set)
         val_set = self.task.dataset(val_studies) if val_studies else None
         self.validator = Validator(self.task, val_set, self.dist, self.device, cfg.data.batch_size,
                                    tc.eval_max_studies, cfg.data.num_workers, self._record_skips)
@@ -332,6 +341,15 @@ class Trainer:
                 torch.manual_seed(hash((self.cfg.train.seed, self.state.step, self.dist.rank)) % (2 ** 63))
         self._print(f"resumed from {self.resume_from} at step {self.state.step} (epoch {self.state.epoch}, "
                     f"step {self.state.step_in_epoch} of the epoch) on {self.dist.world_size} process(es)")
+
+    def _check_loadable(self, dataset: Any, probe: int = 8) -> None:
+        """Refuse to train when the first `probe` training items all fail to load (a systematic problem such as
+        the wrong model.in_chans or a moved image folder), before any step."""
+        items = [dataset[i] for i in range(min(probe, len(dataset)))]
+        failed = [x for x in items if isinstance(x, Skipped)]
+        if items and len(failed) == len(items):
+            raise StudyError(f"the first {len(items)} training studies cannot be loaded ({failed[0].id}: "
+                             f"{failed[0].reason}); fix the data or the model settings before training")
 
     def _record_skips(self, skipped: list[Skipped]) -> None:
         for s in skipped:
