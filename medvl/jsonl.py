@@ -1,4 +1,5 @@
-"""JSON Lines input: one JSON object per line, blank lines ignored, every problem named by file and line.
+"""JSON Lines: one JSON object per line, blank lines ignored, every problem named by file and line; and the writer of
+an evaluation's metrics.json + predictions.jsonl.
 
 Shared by everything that reads user-written JSONL (report files for `medvl score`, study listings for
 `medvl predict`, the manifest data source), so they accept and refuse the same things in the same words.
@@ -38,3 +39,15 @@ def jsonl_records(text: str, where: str, error: type[Exception] = ValueError,
 
 
 __all__ = ["jsonl_records"]
+
+
+def write_evaluation_files(out: Any, result: dict[str, Any], rows: list[dict[str, Any]]) -> None:
+    """OUT/metrics.json (`result`, indented) and OUT/predictions.jsonl (one row per line, UTF-8 kept)."""
+    from pathlib import Path
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").write_text(json.dumps(result, indent=2))
+    with open(out / "predictions.jsonl", "w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")

@@ -78,6 +78,30 @@ class Batch:
         return self
 
 
+@dataclass
+class TargetBatch:
+    """A batch of studies with one target row each: class labels (classification) or numbers (regression)."""
+
+    ids: list[str]
+    images: torch.Tensor
+    """float [B, V, C, H, W] in [0, 1]."""
+    view_ids: torch.Tensor
+    """long [B, V]."""
+    view_mask: torch.Tensor
+    """bool [B, V]."""
+    targets: torch.Tensor
+    """[B, K]: long 1 / 0 / -1 (unknown) class labels, or float values in target units."""
+    skipped: list[Skipped] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def to(self, device: torch.device | str) -> TargetBatch:
+        for name in ("images", "view_ids", "view_mask", "targets"):
+            setattr(self, name, getattr(self, name).to(device, non_blocking=True))
+        return self
+
+
 def check_studies(studies: Sequence[Study], strict: bool, requirement: Callable[[Study], str] | None = None
                   ) -> tuple[list[Study], list[Skipped]]:
     """Split studies into usable ones and skipped ones (what the task needs is missing, e.g. an empty report, or an

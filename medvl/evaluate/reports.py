@@ -16,7 +16,6 @@ Writes into the output folder:
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,6 +30,7 @@ from medvl.evaluate.labeler import SYNTHETIC, binary_labels
 from medvl.evaluate.ptb import java_missing_reason
 from medvl.evaluate.scoring import CorpusScore, score_corpus
 from medvl.evaluate.versions import scorer_versions
+from medvl.jsonl import write_evaluation_files
 from medvl.findings import FINDING_TITLES
 
 HEADLINE = ("bleu_1", "bleu_2", "bleu_3", "bleu_4", "meteor", "rouge_l", "cider", "ce_14_micro_precision",
@@ -110,11 +110,7 @@ def _result_dict(score: CorpusScore, split: str | None, extra: dict[str, Any], o
 
 def write_report_outputs(out: Path, result: dict[str, Any], rows: list[dict[str, Any]], options: ScoringOptions,
                    title: str) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "metrics.json").write_text(json.dumps(result, indent=2))
-    with open(out / "predictions.jsonl", "w", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    write_evaluation_files(out, result, rows)
     if options.html:
         write_html_report(out / "report.html", result, rows, label_names=CHEXPERT_14, title=title)
 

@@ -140,11 +140,9 @@ class Task:
     def write_evaluation(self, out: Path, result: dict[str, Any], rows: list[dict[str, Any]], options: Any,
                          title: str) -> None:
         """metrics.json and predictions.jsonl; tasks add their report.html."""
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "metrics.json").write_text(json.dumps(result, indent=2))
-        with open(out / "predictions.jsonl", "w", encoding="utf-8") as f:
-            for row in rows:
-                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+        from medvl.jsonl import write_evaluation_files
+
+        write_evaluation_files(out, result, rows)
 
     @classmethod
     def format_evaluation(cls, result: dict[str, Any]) -> str:

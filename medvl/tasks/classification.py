@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from medvl.data.dataset import Skipped, StudyDataset, ViewLoader, collate_views
+from medvl.data.dataset import Skipped, StudyDataset, TargetBatch, ViewLoader, collate_views
 from medvl.data.study import Study
 from medvl.tasks.base import Task
 
@@ -78,26 +78,8 @@ class ClassSample:
     """int8 [C]: 1 / 0, -1 where unknown (missing, or uncertain under U-Ignore)."""
 
 
-@dataclass
-class ClassificationBatch:
-    ids: list[str]
-    images: torch.Tensor
-    """float [B, V, C, H, W] in [0, 1]."""
-    view_ids: torch.Tensor
-    """long [B, V]."""
-    view_mask: torch.Tensor
-    """bool [B, V]."""
-    targets: torch.Tensor
-    """long [B, K] (K classes): 1 / 0, -1 where unknown."""
-    skipped: list[Skipped] = field(default_factory=list)
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def to(self, device: torch.device | str) -> ClassificationBatch:
-        for name in ("images", "view_ids", "view_mask", "targets"):
-            setattr(self, name, getattr(self, name).to(device, non_blocking=True))
-        return self
+ClassificationBatch = TargetBatch
+"""Its batch: views and one target row per study (`medvl.data.dataset.TargetBatch`)."""
 
 
 def study_targets(study: Study, names: Sequence[str], uncertain: str) -> np.ndarray:

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from medvl.data.dataset import Skipped, StudyDataset, ViewLoader, collate_views
+from medvl.data.dataset import Skipped, StudyDataset, TargetBatch, ViewLoader, collate_views
 from medvl.data.study import Study
 from medvl.tasks.base import Task
 
@@ -71,24 +71,8 @@ class RegressionSample:
     """float32 [k]."""
 
 
-@dataclass
-class RegressionBatch:
-    ids: list[str]
-    images: torch.Tensor
-    """float [B, V, C, H, W] in [0, 1]."""
-    view_ids: torch.Tensor
-    view_mask: torch.Tensor
-    targets: torch.Tensor
-    """float [B, k] in target units."""
-    skipped: list[Skipped] = field(default_factory=list)
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def to(self, device: torch.device | str) -> RegressionBatch:
-        for name in ("images", "view_ids", "view_mask", "targets"):
-            setattr(self, name, getattr(self, name).to(device, non_blocking=True))
-        return self
+RegressionBatch = TargetBatch
+"""Its batch: views and one target row per study (`medvl.data.dataset.TargetBatch`)."""
 
 
 class RegressionDataset(StudyDataset):
