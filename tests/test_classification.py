@@ -113,6 +113,7 @@ def test_synthetic_findings_train_evaluate_predict_and_serve(synth_root: Path, t
     out = Path(result["out_dir"])
     assert result["task"] == "classification" and result["n_examples"] == 4
     assert "auroc_macro" in result and "baseline" in result and (out / "report.html").is_file()
+    assert "generation" not in result  # decoding settings belong to text-generating tasks
     rows = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
     assert len(rows) == 4 and set(rows[0]["probabilities"]) == set(meta["class_names"])
 
@@ -126,6 +127,8 @@ def test_synthetic_findings_train_evaluate_predict_and_serve(synth_root: Path, t
         assert answer.status_code == 200 and set(answer.json()["probabilities"]) == set(meta["class_names"])
         spec = client.get("/openapi.json").json()
         assert "/v1/classifications" in spec["paths"] and "/v1/reports" not in spec["paths"]
+        wrong = client.post("/v1/reports", files=[("images", ("a.png", png, "image/png"))])
+        assert wrong.status_code == 404 and "POST /v1/classifications" in wrong.json()["error"]["message"]
 
     from medvl.demo.app import analyze, create_demo
 

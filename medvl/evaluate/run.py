@@ -119,8 +119,10 @@ def evaluate(checkpoint: str | Path, split: str = "test", out_dir: str | Path | 
                                   + (f" (first: {first[0]}: {first[1]})" if first else ""))
         n = len(outputs[split])
         extra = {"split": split, "task": task.name, "checkpoint": str(loaded.checkpoint), "skipped": skipped_reasons,
-                 "generation": dataclasses.asdict(loaded.config.generation), "seconds": round(seconds, 2),
+                 "seconds": round(seconds, 2),
                  "examples_per_second": round(n / seconds, 2) if seconds > 0 else None}
+        if hasattr(task, "generation"):  # decoding settings, for the tasks that generate text
+            extra["generation"] = dataclasses.asdict(task.generation)
         result, rows = task.evaluation(outputs, studies, options)
         result = {**extra, **{k: v for k, v in result.items() if v is not None or k not in extra}}
     finally:

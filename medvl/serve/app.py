@@ -315,7 +315,10 @@ def create_app(loaded: LoadedModel, gen: GenerationConfig | None = None, setting
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_request: Request, err: StarletteHTTPException) -> JSONResponse:
         codes = {404: "not_found", 405: "method_not_allowed"}
-        return JSONResponse(ApiError(err.status_code, codes.get(err.status_code, "http_error"), str(err.detail)).body(),
+        detail = str(err.detail)
+        if err.status_code == 404:  # e.g. /v1/reports asked of a classification model: name the path it serves
+            detail += f": this {task.name.replace('_', ' ')} model answers POST /v1/{task.endpoint} (see /docs)"
+        return JSONResponse(ApiError(err.status_code, codes.get(err.status_code, "http_error"), detail).body(),
                             status_code=err.status_code, headers=getattr(err, "headers", None))
 
     @app.exception_handler(RequestValidationError)
