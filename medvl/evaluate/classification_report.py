@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from medvl.evaluate.classification import BINARY_KEYS, DETECTION_KEYS, MEAN_KEYS
-from medvl.evaluate.html_report import _CSS, _esc, _fmt, _footer, _is_number, _png_data_uri, _thumbnail_html
+from medvl.evaluate.html_report import (CSS, esc, format_value, is_number, page_footer, png_data_uri,
+                                        thumbnail_html)
 
 _EXTRA_CSS = """
 tr.headline td { font-weight: bold; }
@@ -46,7 +47,7 @@ def _metric_keys(result: dict[str, Any]) -> list[str]:
 
 def _ci_text(result: dict[str, Any], key: str, digits: int = 4) -> str:
     low, high = result.get(f"{key}_ci_low"), result.get(f"{key}_ci_high")
-    return f"[{low:.{digits}f}, {high:.{digits}f}]" if _is_number(low) and _is_number(high) else ""
+    return f"[{low:.{digits}f}, {high:.{digits}f}]" if is_number(low) and is_number(high) else ""
 
 
 def _baseline(result: dict[str, Any], baseline: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -58,9 +59,9 @@ def _baseline(result: dict[str, Any], baseline: dict[str, Any] | None) -> dict[s
 
 
 def _value_cell(value: Any, reason: str | None) -> str:
-    if _is_number(value):
-        return f"<td>{_fmt(value)}</td>"
-    return f'<td class="unavailable">unavailable{": " + _esc(reason) if reason else ""}</td>'
+    if is_number(value):
+        return f"<td>{format_value(value)}</td>"
+    return f'<td class="unavailable">unavailable{": " + esc(reason) if reason else ""}</td>'
 
 
 def _metric_table(result: dict[str, Any], baseline: dict[str, Any] | None) -> str:
@@ -71,12 +72,12 @@ def _metric_table(result: dict[str, Any], baseline: dict[str, Any] | None) -> st
     for key in _metric_keys(result):
         headline = key == result.get("headline")
         label = f"{key} (headline)" if headline else key
-        cells = [f"<td>{_esc(label)}</td>", _value_cell(result.get(key), reasons.get(key)),
+        cells = [f"<td>{esc(label)}</td>", _value_cell(result.get(key), reasons.get(key)),
                  f"<td>{_ci_text(result, key)}</td>"]
         if baseline:
             base = baseline.get(key)
             cells.append(_value_cell(base, (baseline.get("unavailable") or {}).get(key)))
-            if _is_number(result.get(key)) and _is_number(base):
+            if is_number(result.get(key)) and is_number(base):
                 delta = float(result[key]) - float(base)
                 css = "pos" if delta > 0 else "neg" if delta < 0 else ""
                 cells.append(f'<td class="{css}">{delta:+.4f}</td>')
@@ -84,7 +85,7 @@ def _metric_table(result: dict[str, Any], baseline: dict[str, Any] | None) -> st
                 cells.append("<td>–</td>")
         row_css = ' class="headline"' if headline else ""
         lines.append(f"<tr{row_css}>" + "".join(cells) + "</tr>")
-    lines += ["</tbody>", "</table>", f'<p class="note">{_esc(NOTE)}</p>']
+    lines += ["</tbody>", "</table>", f'<p class="note">{esc(NOTE)}</p>']
     return "\n".join(lines)
 
 
@@ -96,10 +97,10 @@ def _per_class_table(result: dict[str, Any]) -> str:
     lines = ['<table class="per-class">', "<thead><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr></thead>",
              "<tbody>"]
     for name, pc in per_class.items():
-        cells = [_esc(name), _esc(pc.get("support_pos", "–")), _esc(pc.get("support_neg", "–")),
-                 _fmt(pc.get("auroc")), _ci_text(pc, "auroc"),
-                 *(_fmt(pc.get(k)) for k in ("ap", "precision", "recall", "f1"))]
-        cells += [_fmt(pc.get("threshold"), 3)] if thresholds else []
+        cells = [esc(name), esc(pc.get("support_pos", "–")), esc(pc.get("support_neg", "–")),
+                 format_value(pc.get("auroc")), _ci_text(pc, "auroc"),
+                 *(format_value(pc.get(k)) for k in ("ap", "precision", "recall", "f1"))]
+        cells += [format_value(pc.get("threshold"), 3)] if thresholds else []
         lines.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     lines += ["</tbody>", "</table>"]
     if not thresholds:
@@ -114,11 +115,11 @@ def _confusion_table(result: dict[str, Any]) -> str:
         return ""
     names = list(result.get("per_class") or range(len(matrix)))
     lines = ["<h2>Confusion matrix</h2>", '<table class="confusion">',
-             "<thead><tr><th>true \\ predicted</th>" + "".join(f"<th>{_esc(n)}</th>" for n in names) + "</tr></thead>",
+             "<thead><tr><th>true \\ predicted</th>" + "".join(f"<th>{esc(n)}</th>" for n in names) + "</tr></thead>",
              "<tbody>"]
     for i, (name, counts) in enumerate(zip(names, matrix, strict=False)):
-        cells = "".join(f'<td class="{"diag" if i == j else ""}">{_esc(v)}</td>' for j, v in enumerate(counts))
-        lines.append(f"<tr><td>{_esc(name)}</td>{cells}</tr>")
+        cells = "".join(f'<td class="{"diag" if i == j else ""}">{esc(v)}</td>' for j, v in enumerate(counts))
+        lines.append(f"<tr><td>{esc(name)}</td>{cells}</tr>")
     lines += ["</tbody>", "</table>"]
     return "\n".join(lines)
 
@@ -140,7 +141,7 @@ def roc_chart(result: dict[str, Any]) -> bytes | None:
     per_class = result.get("per_class") or {}
     for i, (name, curve) in enumerate(curves.items()):
         auroc = (per_class.get(name) or {}).get("auroc")
-        label = f"{name} ({auroc:.3f})" if _is_number(auroc) else str(name)
+        label = f"{name} ({auroc:.3f})" if is_number(auroc) else str(name)
         ax.plot(curve["fpr"], curve["tpr"], color=colors(i % colors.N), linewidth=1.4, label=label)
     ax.plot([0, 1], [0, 1], color="#999", linestyle="--", linewidth=1)
     ax.set_xlim(0, 1)
@@ -172,7 +173,7 @@ def confident_errors(rows: Sequence[dict[str, Any]]) -> list[tuple[float, dict[s
         errors = []
         for name, label in row["labels"].items():
             p = row["probabilities"].get(name)
-            if label not in (0, 1) or not _is_number(p) or (name in predicted) == (label == 1):
+            if label not in (0, 1) or not is_number(p) or (name in predicted) == (label == 1):
                 continue
             confidence = float(p) if label == 0 else 1.0 - float(p)
             kind = "false positive" if label == 0 else "missed"
@@ -190,9 +191,9 @@ def _images_cell(paths: Sequence[Any], thumbnail_px: int) -> str:
     parts = []
     for path in paths:
         if Path(str(path)).is_file():
-            parts.append(_thumbnail_html(path, thumbnail_px))
+            parts.append(thumbnail_html(path, thumbnail_px))
         else:
-            parts.append(f"<div>{_esc(path)}</div>")
+            parts.append(f"<div>{esc(path)}</div>")
     all_paths = not any(Path(str(p)).is_file() for p in paths)
     return f'<td class="{"path" if all_paths else "text"}"><div class="thumbs">{"".join(parts)}</div></td>'
 
@@ -210,11 +211,11 @@ def _gallery(rows: Sequence[dict[str, Any]], size: int, thumbnail_px: int) -> st
         label_text = ", ".join(positive) or "no positive label"
         if ignored:
             label_text += f" (ignored: {', '.join(ignored)})"
-        cells = [f'<td class="text">{_esc(row["id"])}</td>', _images_cell(row.get("image_paths") or [], thumbnail_px),
-                 f'<td class="text">{_esc(label_text)}</td>',
-                 f'<td class="text">{_esc(", ".join(map(str, row["predicted"])) or "none")}</td>',
-                 f'<td class="text">{"<br>".join(_esc(e) for e in errors)}</td>', f"<td>{confidence:.3f}</td>"]
-        lines.append(f'<tr data-id="{_esc(row["id"])}">' + "".join(cells) + "</tr>")
+        cells = [f'<td class="text">{esc(row["id"])}</td>', _images_cell(row.get("image_paths") or [], thumbnail_px),
+                 f'<td class="text">{esc(label_text)}</td>',
+                 f'<td class="text">{esc(", ".join(map(str, row["predicted"])) or "none")}</td>',
+                 f'<td class="text">{"<br>".join(esc(e) for e in errors)}</td>', f"<td>{confidence:.3f}</td>"]
+        lines.append(f'<tr data-id="{esc(row["id"])}">' + "".join(cells) + "</tr>")
     lines += ["</tbody>", "</table>",
               '<p class="note">Confidence of an error: p for a false positive, 1 - p for a missed label.</p>']
     return "\n".join(lines)
@@ -224,22 +225,22 @@ def _unavailable(result: dict[str, Any]) -> str:
     reasons = result.get("unavailable") or {}
     if not reasons:
         return ""
-    items = "".join(f"<li><code>{_esc(k)}</code>: {_esc(v)}</li>" for k, v in reasons.items())
+    items = "".join(f"<li><code>{esc(k)}</code>: {esc(v)}</li>" for k, v in reasons.items())
     return f'<h2>Not computed</h2>\n<ul class="note">{items}</ul>'
 
 
 def _summary(result: dict[str, Any]) -> str:
     n_classes = len(result.get("per_class") or {})
     kind = "multi-class" if not result.get("multi_label") else "binary" if n_classes == 1 else "multi-label"
-    parts = [kind, f"{_esc(result.get('n_examples', '?'))} examples", f"{n_classes} classes"]
+    parts = [kind, f"{esc(result.get('n_examples', '?'))} examples", f"{n_classes} classes"]
     if result.get("n_ignored"):
-        parts.append(f"{_esc(result['n_ignored'])} ignored {'entries' if result.get('multi_label') else 'examples'}")
+        parts.append(f"{esc(result['n_ignored'])} ignored {'entries' if result.get('multi_label') else 'examples'}")
     boot = result.get("bootstrap") or {}
     if boot.get("resamples"):
-        parts.append(f"{_esc(boot['resamples'])} bootstrap resamples (seed {_esc(boot.get('seed'))})")
+        parts.append(f"{esc(boot['resamples'])} bootstrap resamples (seed {esc(boot.get('seed'))})")
     for key in ("split", "checkpoint"):
         if result.get(key) is not None:
-            parts.append(f"{key} {_esc(result[key])}")
+            parts.append(f"{key} {esc(result[key])}")
     return " · ".join(parts)
 
 
@@ -268,7 +269,7 @@ def write_classification_report(path: str | Path, result: dict[str, Any], rows: 
     if gallery_size < 0 or thumbnail_px < 1:
         raise ValueError(f"gallery_size must be >= 0 and thumbnail_px >= 1, got {gallery_size} and {thumbnail_px}")
     png = roc_chart(result)
-    chart = (f'<img class="chart" alt="ROC curve per class" src="{_png_data_uri(png)}">' if png is not None
+    chart = (f'<img class="chart" alt="ROC curve per class" src="{png_data_uri(png)}">' if png is not None
              else '<p class="note">No class has both a positive and a negative example: no ROC curve.</p>')
     page = "\n".join([
         "<!DOCTYPE html>",
@@ -276,11 +277,11 @@ def write_classification_report(path: str | Path, result: dict[str, Any], rows: 
         "<head>",
         '<meta charset="utf-8">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>{_esc(title)}</title>",
-        f"<style>{_CSS}{_EXTRA_CSS}</style>",
+        f"<title>{esc(title)}</title>",
+        f"<style>{CSS}{_EXTRA_CSS}</style>",
         "</head>",
         "<body>",
-        f"<h1>{_esc(title)}</h1>",
+        f"<h1>{esc(title)}</h1>",
         f'<p class="summary">{_summary(result)}</p>',
         "<h2>Metrics</h2>",
         _metric_table(result, _baseline(result, baseline)),
@@ -292,7 +293,7 @@ def write_classification_report(path: str | Path, result: dict[str, Any], rows: 
         _unavailable(result),
         "<h2>Most confident errors</h2>",
         _gallery(rows, gallery_size, thumbnail_px),
-        _footer(result),
+        page_footer(result),
         "</body>",
         "</html>",
         "",
@@ -317,7 +318,7 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
 
 
 def _num(value: Any, digits: int = 4) -> str:
-    return f"{float(value):.{digits}f}" if _is_number(value) else "n/a"
+    return f"{float(value):.{digits}f}" if is_number(value) else "n/a"
 
 
 def format_classification_tables(result: dict[str, Any], baseline: dict[str, Any] | None = None) -> str:
@@ -337,7 +338,7 @@ def format_classification_tables(result: dict[str, Any], baseline: dict[str, Any
         row = [f"{key} *" if key == result.get("headline") else key, _num(result.get(key)), _ci_text(result, key)]
         if base:
             model, other = result.get(key), base.get(key)
-            delta = f"{float(model) - float(other):+.4f}" if _is_number(model) and _is_number(other) else "n/a"
+            delta = f"{float(model) - float(other):+.4f}" if is_number(model) and is_number(other) else "n/a"
             row += [_num(other), delta]
         rows.append(row)
     lines = _table(header, rows) + ["* headline", ""]

@@ -57,7 +57,7 @@ AVERAGES_NOTE = (
     "95% CI: bootstrap interval over studies. Delta: model minus baseline."
 )
 
-_CSS = """
+CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 1.5em auto; max-width: 1200px;
        padding: 0 1em; color: #222; }
 h1 { margin-bottom: 0.2em; }
@@ -89,23 +89,26 @@ footer table td, footer table th { padding: 0.1em 0.6em; }
 """
 
 
-def _esc(value: Any) -> str:
+def esc(value: Any) -> str:
     """HTML-escape anything, quotes included (the same helper serves text and attribute values)."""
     return html.escape(str(value), quote=True)
 
 
-def _is_number(value: Any) -> bool:
+def is_number(value: Any) -> bool:
+    """A real number that is not a bool (a metric value, as opposed to None or a label)."""
     return isinstance(value, Real) and not isinstance(value, bool)
 
 
-def _fmt(value: Any, digits: int = 4) -> str:
-    if _is_number(value):
+def format_value(value: Any, digits: int = 4) -> str:
+    """A metric for a table cell: `digits` decimals, "nan", "–" for None, anything else escaped."""
+    if is_number(value):
         value = float(value)
         return "nan" if math.isnan(value) else f"{value:.{digits}f}"
-    return "–" if value is None else _esc(value)  # escaped: the result goes straight into the page
+    return "–" if value is None else esc(value)  # escaped: the result goes straight into the page
 
 
-def _png_data_uri(png: bytes) -> str:
+def png_data_uri(png: bytes) -> str:
+    """PNG bytes as a data: URI, so the page embeds its pictures and loads nothing from outside."""
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
@@ -114,7 +117,7 @@ def _metric_keys(metrics: dict[str, Any]) -> list[tuple[str, list[str]]]:
     unavailable = metrics.get("unavailable") or {}
 
     def present(key: str) -> bool:
-        return key in unavailable or (key in metrics and (metrics[key] is None or _is_number(metrics[key])))
+        return key in unavailable or (key in metrics and (metrics[key] is None or is_number(metrics[key])))
 
     groups = [("Language (NLG)", [k for k in NLG_KEYS if present(k)])]
     for prefix, title in CLINICAL_GROUPS:
@@ -128,11 +131,11 @@ def _metric_keys(metrics: dict[str, Any]) -> list[tuple[str, list[str]]]:
 def _value_cell(source: dict[str, Any], key: str, reasons: dict[str, Any]) -> str:
     """One value cell: the number, or why it is missing (never a 0 that was not measured)."""
     value = source.get(key)
-    if _is_number(value):
-        return f"<td>{_fmt(value)}</td>"
+    if is_number(value):
+        return f"<td>{format_value(value)}</td>"
     reason = reasons.get(key)
     if reason is not None:
-        return f'<td class="unavailable">unavailable: {_esc(reason)}</td>'
+        return f'<td class="unavailable">unavailable: {esc(reason)}</td>'
     if key in source:  # None without a reason
         return '<td class="unavailable">unavailable</td>'
     return "<td>–</td>"
@@ -146,23 +149,23 @@ def _metric_table(metrics: dict[str, Any]) -> str:
     lines = ['<table class="metrics">', "<thead><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr></thead>",
              "<tbody>"]
     for title, keys in _metric_keys(metrics):
-        lines.append(f'<tr><th class="group" colspan="{len(head)}">{_esc(title)}</th></tr>')
+        lines.append(f'<tr><th class="group" colspan="{len(head)}">{esc(title)}</th></tr>')
         for key in keys:
             low, high = metrics.get(key + "_ci_low"), metrics.get(key + "_ci_high")
-            ci = f"[{_fmt(low)}, {_fmt(high)}]" if _is_number(low) and _is_number(high) else ""
-            cells = [f"<td>{_esc(key)}</td>", _value_cell(metrics, key, reasons), f"<td>{ci}</td>"]
+            ci = f"[{format_value(low)}, {format_value(high)}]" if is_number(low) and is_number(high) else ""
+            cells = [f"<td>{esc(key)}</td>", _value_cell(metrics, key, reasons), f"<td>{ci}</td>"]
             if has_base:
                 # A metric the model could not get (no Java, say) fails the same way for the baseline.
                 cells.append(_value_cell(baseline, key, {**reasons, **(baseline.get("unavailable") or {})}))
                 model, base = metrics.get(key), baseline.get(key)
-                if _is_number(model) and _is_number(base):
+                if is_number(model) and is_number(base):
                     delta = float(model) - float(base)
                     cls = "pos" if delta > 0 else "neg" if delta < 0 else ""
                     cells.append(f'<td class="{cls}">{delta:+.4f}</td>')
                 else:
                     cells.append("<td>–</td>")
             lines.append("<tr>" + "".join(cells) + "</tr>")
-    lines += ["</tbody>", "</table>", f'<p class="note">{_esc(AVERAGES_NOTE)}</p>']
+    lines += ["</tbody>", "</table>", f'<p class="note">{esc(AVERAGES_NOTE)}</p>']
     return "\n".join(lines)
 
 
@@ -182,7 +185,7 @@ def _per_finding_chart(per_finding: dict[str, Any], names: Sequence[str]) -> byt
     height = 0.27
     styles = {"precision": ("precision", "#1f77b4"), "recall": ("recall", "#ff7f0e"), "f1": ("F1", "#2ca02c")}
     for i, key in enumerate(_PRF):
-        values = [float(per_finding[n].get(key)) if _is_number(per_finding[n].get(key)) else 0.0 for n in names]
+        values = [float(per_finding[n].get(key)) if is_number(per_finding[n].get(key)) else 0.0 for n in names]
         label, color = styles[key]
         ax.barh(y + (i - 1) * height, values, height=height, label=label, color=color)
     ax.set_yticks(y, labels=names)
@@ -207,13 +210,13 @@ def _per_finding_section(metrics: dict[str, Any], names: Sequence[str]) -> str:
     for name in names:
         pf = per_finding.get(name)
         pf = pf if isinstance(pf, dict) else {}
-        counts = [_esc(pf.get(k, "–")) for k in ("support", "predicted")]
-        scores = [_fmt(pf.get(k)) for k in _PRF]
-        lines.append(f"<tr><td>{_esc(name)}</td>" + "".join(f"<td>{c}</td>" for c in counts + scores) + "</tr>")
+        counts = [esc(pf.get(k, "–")) for k in ("support", "predicted")]
+        scores = [format_value(pf.get(k)) for k in _PRF]
+        lines.append(f"<tr><td>{esc(name)}</td>" + "".join(f"<td>{c}</td>" for c in counts + scores) + "</tr>")
     lines += ["</tbody>", "</table>"]
     png = _per_finding_chart(per_finding, names)
     if png is not None:
-        lines.append(f'<img class="chart" alt="precision, recall and F1 per finding" src="{_png_data_uri(png)}">')
+        lines.append(f'<img class="chart" alt="precision, recall and F1 per finding" src="{png_data_uri(png)}">')
     return "\n".join(lines)
 
 
@@ -236,10 +239,10 @@ def _to_8bit(image: Any) -> Any:
 
 def _placeholder(size: int, why: str) -> str:
     """The grey "no image" square, with the reason as its tooltip."""
-    return f'<div class="thumb no-image" style="width:{size}px;height:{size}px" title="{_esc(why)}">no image</div>'
+    return f'<div class="thumb no-image" style="width:{size}px;height:{size}px" title="{esc(why)}">no image</div>'
 
 
-def _thumbnail_html(path: Any, size: int) -> str:
+def thumbnail_html(path: Any, size: int) -> str:
     """An <img> with the embedded thumbnail, or the grey placeholder when the file cannot be read as an image."""
     from PIL import Image
 
@@ -253,8 +256,8 @@ def _thumbnail_html(path: Any, size: int) -> str:
     except Exception as error:  # noqa: BLE001  any unreadable file (missing, corrupt, odd format) gets a placeholder
         why = "missing file" if isinstance(error, FileNotFoundError) else f"unreadable: {type(error).__name__}"
         return _placeholder(size, f"{path} ({why})")
-    return (f'<img class="thumb" width="{thumb.width}" height="{thumb.height}" alt="{_esc(Path(str(path)).name)}" '
-            f'src="{_png_data_uri(buffer.getvalue())}">')
+    return (f'<img class="thumb" width="{thumb.width}" height="{thumb.height}" alt="{esc(Path(str(path)).name)}" '
+            f'src="{png_data_uri(buffer.getvalue())}">')
 
 
 def _chips(row: dict[str, Any], names: Sequence[str]) -> str:
@@ -265,19 +268,19 @@ def _chips(row: dict[str, Any], names: Sequence[str]) -> str:
         ref, gen = reference.get(name) == 1, generated.get(name) == 1
         kind = "agreed" if ref and gen else "missed" if ref else "hallucinated" if gen else None
         if kind:
-            chips.append(f'<span class="chip {kind}" title="{kind}">{_esc(name)}</span>')
+            chips.append(f'<span class="chip {kind}" title="{kind}">{esc(name)}</span>')
     return "".join(chips) if chips else '<span class="note">no finding on either side</span>'
 
 
 def _card(row: dict[str, Any], names: Sequence[str], thumbnail_px: int) -> str:
     paths = row.get("image_paths") or []
-    thumbs = [_thumbnail_html(p, thumbnail_px) for p in paths] or [_placeholder(thumbnail_px, "no image path")]
+    thumbs = [thumbnail_html(p, thumbnail_px) for p in paths] or [_placeholder(thumbnail_px, "no image path")]
     return "\n".join([
-        f'<article class="card" data-id="{_esc(row["id"])}">',
+        f'<article class="card" data-id="{esc(row["id"])}">',
         f'<div class="thumbs">{"".join(thumbs)}</div>',
-        f'<h3>{_esc(row["id"])} <span class="note">example F1 {_fmt(row["example_f1"], 3)}</span></h3>',
-        '<div class="label">reference</div>', f'<p class="report reference">{_esc(row.get("reference", ""))}</p>',
-        '<div class="label">generated</div>', f'<p class="report generated">{_esc(row.get("generated", ""))}</p>',
+        f'<h3>{esc(row["id"])} <span class="note">example F1 {format_value(row["example_f1"], 3)}</span></h3>',
+        '<div class="label">reference</div>', f'<p class="report reference">{esc(row.get("reference", ""))}</p>',
+        '<div class="label">generated</div>', f'<p class="report generated">{esc(row.get("generated", ""))}</p>',
         f'<div class="chips">{_chips(row, names)}</div>',
         "</article>",
     ])
@@ -285,7 +288,7 @@ def _card(row: dict[str, Any], names: Sequence[str], thumbnail_px: int) -> str:
 
 def _gallery(rows: Sequence[dict[str, Any]], names: Sequence[str], size: int, thumbnail_px: int) -> str:
     for row in rows:
-        if "id" not in row or not _is_number(row.get("example_f1")):
+        if "id" not in row or not is_number(row.get("example_f1")):
             raise ValueError(f"every row needs an 'id' and a numeric 'example_f1'; got keys {sorted(row)} "
                              f"(id {row.get('id')!r})")
     ranked = sorted(rows, key=lambda r: (float(r["example_f1"]), str(r["id"])))
@@ -309,20 +312,21 @@ def _gallery(rows: Sequence[dict[str, Any]], names: Sequence[str], size: int, th
 def _summary(metrics: dict[str, Any], n_rows: int) -> str:
     parts = []
     if metrics.get("split") is not None:
-        parts.append(f"split {_esc(metrics['split'])}")
+        parts.append(f"split {esc(metrics['split'])}")
     n = metrics.get("n_studies", n_rows)
-    parts.append(f"{_esc(n)} {'study' if n == 1 else 'studies'}")
+    parts.append(f"{esc(n)} {'study' if n == 1 else 'studies'}")
     for key in ("labeler", "checkpoint"):
         if metrics.get(key) is not None:
-            parts.append(f"{key} {_esc(metrics[key])}")
+            parts.append(f"{key} {esc(metrics[key])}")
     return " · ".join(parts)
 
 
-def _footer(metrics: dict[str, Any]) -> str:
+def page_footer(metrics: dict[str, Any]) -> str:
+    """The page's footer: the library versions the metrics were computed with."""
     versions = metrics.get("versions")
     if not isinstance(versions, dict) or not versions:
         return "<footer>Written by medvl.</footer>"
-    rows = "".join(f"<tr><td>{_esc(k)}</td><td>{_esc(v)}</td></tr>" for k, v in versions.items())
+    rows = "".join(f"<tr><td>{esc(k)}</td><td>{esc(v)}</td></tr>" for k, v in versions.items())
     return f'<footer>Written by medvl.<table class="versions"><tbody>{rows}</tbody></table></footer>'
 
 
@@ -355,11 +359,11 @@ def write_html_report(path: str | Path, metrics: dict, rows: Sequence[dict], *, 
         "<head>",
         '<meta charset="utf-8">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>{_esc(title)}</title>",
-        f"<style>{_CSS}</style>",
+        f"<title>{esc(title)}</title>",
+        f"<style>{CSS}</style>",
         "</head>",
         "<body>",
-        f"<h1>{_esc(title)}</h1>",
+        f"<h1>{esc(title)}</h1>",
         f'<p class="summary">{_summary(metrics, len(rows))}</p>',
         "<h2>Metrics</h2>",
         _metric_table(metrics),
@@ -367,7 +371,7 @@ def write_html_report(path: str | Path, metrics: dict, rows: Sequence[dict], *, 
         _per_finding_section(metrics, names),
         "<h2>Gallery</h2>",
         _gallery(rows, names, gallery_size, thumbnail_px),
-        _footer(metrics),
+        page_footer(metrics),
         "</body>",
         "</html>",
         "",
@@ -378,4 +382,5 @@ def write_html_report(path: str | Path, metrics: dict, rows: Sequence[dict], *, 
     return out
 
 
-__all__ = ["write_html_report"]
+__all__ = ["CSS", "esc", "format_value", "is_number", "page_footer", "png_data_uri", "thumbnail_html",
+           "write_html_report"]

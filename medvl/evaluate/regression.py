@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from medvl.evaluate.classification import CI_LEVEL, _resample_weights
-from medvl.evaluate.html_report import _CSS, _esc, _fmt, _footer, _is_number, _png_data_uri
+from medvl.evaluate.html_report import CSS, esc, format_value, is_number, page_footer, png_data_uri
 
 ERROR_KEYS = ("error_px_mean", "error_px_median", "error_km_mean", "error_km_median")
 
@@ -99,15 +99,15 @@ def regression_metrics(pred: Any, target: Any, km_per_unit: float, names: Sequen
 # ---------------------------------------------------------------------------------------------------- report
 def _ci(result: dict[str, Any], key: str) -> str:
     low, high = result.get(f"{key}_ci_low"), result.get(f"{key}_ci_high")
-    return f"[{low:.2f}, {high:.2f}]" if _is_number(low) and _is_number(high) else ""
+    return f"[{low:.2f}, {high:.2f}]" if is_number(low) and is_number(high) else ""
 
 
 def _rows(result: dict[str, Any]) -> list[list[str]]:
     baselines = result.get("baselines") or {}
     out = []
     for key in ERROR_KEYS:
-        cells = [key, f"{result[key]:.2f}" if _is_number(result.get(key)) else "-", _ci(result, key)]
-        cells += [f"{b[key]:.2f}" if _is_number(b.get(key)) else "-" for b in baselines.values()]
+        cells = [key, f"{result[key]:.2f}" if is_number(result.get(key)) else "-", _ci(result, key)]
+        cells += [f"{b[key]:.2f}" if is_number(b.get(key)) else "-" for b in baselines.values()]
         out.append(cells)
     return out
 
@@ -142,24 +142,24 @@ def error_histogram(errors: Sequence[float], marks: dict[str, float]) -> bytes |
 def write_regression_report(path: str | Path, result: dict[str, Any], rows: Sequence[dict[str, Any]],
                             title: str = "medvl regression", worst: int = 15) -> Path:
     """Write a regression evaluation as one self-contained HTML page; `rows` carry id, error_px, predicted, target."""
-    table = ["<table><thead><tr>" + "".join(f"<th>{_esc(h)}</th>" for h in _header(result)) + "</tr></thead><tbody>"]
-    table += ["<tr>" + "".join(f"<td>{_esc(c)}</td>" for c in r) + "</tr>" for r in _rows(result)]
+    table = ["<table><thead><tr>" + "".join(f"<th>{esc(h)}</th>" for h in _header(result)) + "</tr></thead><tbody>"]
+    table += ["<tr>" + "".join(f"<td>{esc(c)}</td>" for c in r) + "</tr>" for r in _rows(result)]
     table.append("</tbody></table>")
     marks = {"model median": result.get("error_px_median")}
     marks |= {f"{n} median": b.get("error_px_median") for n, b in (result.get("baselines") or {}).items()}
-    png = error_histogram([r["error_px"] for r in rows], {k: v for k, v in marks.items() if _is_number(v)})
-    chart = f'<img class="chart" alt="error histogram" src="{_png_data_uri(png)}">' if png else ""
+    png = error_histogram([r["error_px"] for r in rows], {k: v for k, v in marks.items() if is_number(v)})
+    chart = f'<img class="chart" alt="error histogram" src="{png_data_uri(png)}">' if png else ""
     bad = sorted(rows, key=lambda r: -r["error_px"])[:worst]
-    worst_rows = "".join(f"<tr><td>{_esc(r['id'])}</td><td>{_fmt(r['error_px'], 2)}</td><td>{_esc(r['predicted'])}</td>"
-                         f"<td>{_esc(r['target'])}</td></tr>" for r in bad)
+    worst_rows = "".join(f"<tr><td>{esc(r['id'])}</td><td>{format_value(r['error_px'], 2)}</td><td>{esc(r['predicted'])}</td>"
+                         f"<td>{esc(r['target'])}</td></tr>" for r in bad)
     per = result.get("per_coordinate") or {}
-    per_rows = "".join(f"<tr><td>{_esc(n)}</td><td>{_fmt(v['mae'], 2)}</td><td>{_fmt(v['bias'], 2)}</td>"
-                       f"<td>{_fmt(v['rmse'], 2)}</td></tr>" for n, v in per.items())
+    per_rows = "".join(f"<tr><td>{esc(n)}</td><td>{format_value(v['mae'], 2)}</td><td>{format_value(v['bias'], 2)}</td>"
+                       f"<td>{format_value(v['rmse'], 2)}</td></tr>" for n, v in per.items())
     page = "\n".join([
-        "<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">', f"<title>{_esc(title)}</title>",
-        f"<style>{_CSS}</style>", "</head>", "<body>", f"<h1>{_esc(title)}</h1>",
-        f'<p class="summary">{result.get("n_examples")} examples · {_esc(result.get("km_per_pixel"))} km per pixel · '
-        f'split {_esc(result.get("split", ""))}</p>',
+        "<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">', f"<title>{esc(title)}</title>",
+        f"<style>{CSS}</style>", "</head>", "<body>", f"<h1>{esc(title)}</h1>",
+        f'<p class="summary">{result.get("n_examples")} examples · {esc(result.get("km_per_pixel"))} km per pixel · '
+        f'split {esc(result.get("split", ""))}</p>',
         "<h2>Point error</h2>", *table,
         '<p class="note">Error: the Euclidean distance between the predicted and the true point. 95% CI: percentile '
         "bootstrap over examples. Baselines: the mean training target for every example, and the tile centre.</p>",
@@ -170,7 +170,7 @@ def write_regression_report(path: str | Path, result: dict[str, Any], rows: Sequ
         "<h2>Largest errors</h2>",
         f"<table><thead><tr><th>id</th><th>error (px)</th><th>predicted</th><th>target</th></tr></thead><tbody>"
         f"{worst_rows}</tbody></table>",
-        _footer(result), "</body>", "</html>", ""])
+        page_footer(result), "</body>", "</html>", ""])
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(page, encoding="utf-8")

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import ctypes
 import json
-import multiprocessing
 import os
 import shutil
 import sys
@@ -35,6 +34,7 @@ from medvl.data.synth.anatomy import Frontal, Lateral, expose
 from medvl.data.synth.lesions import anatomy_overrides, draw_frontal, draw_lateral, plan_lesions
 from medvl.data.synth.reports import write_report
 from medvl.data.synth.sampling import StudySpec, sample_study
+from medvl.data.workers import default_workers, map_in_order
 from medvl.findings import FINDINGS
 
 GENERATOR = "medvl.data.synth"
@@ -196,27 +196,12 @@ def generate_dataset(out_dir: str | Path, n: int, seed: int = 0, image_size: int
     _prepare(root)
     images = root / "images"
     images.mkdir()
-    workers = min(os.cpu_count() or 1, 4) if workers is None else int(workers)
-    workers = max(1, min(workers, n))
+    workers = default_workers(workers, n)
     tasks = [(seed, i, image_size, bool(lateral), str(images)) for i in range(n)]
 
-    from tqdm import tqdm  # imported here: keeps importing the package light
-
     t0 = time.perf_counter()
-    records: list[dict[str, Any]] = []
-    with tqdm(total=n, desc="synthetic studies", unit="study", disable=not progress) as bar:
-        if workers == 1:
-            for task in tasks:
-                records.append(_write_study(task))
-                bar.update()
-        else:
-            # spawn: safe even when the caller has threads (torch) running; workers only need numpy and Pillow.
-            ctx = multiprocessing.get_context("spawn")
-            chunk = max(1, min(32, n // (workers * 8)))
-            with ctx.Pool(workers, initializer=_tune_worker_malloc) as pool:
-                for record in pool.imap(_write_study, tasks, chunksize=chunk):
-                    records.append(record)
-                    bar.update()
+    records: list[dict[str, Any]] = map_in_order(_write_study, tasks, workers, "synthetic studies", "study", progress,
+                                                 initializer=_tune_worker_malloc)
     seconds = time.perf_counter() - t0
 
     splits = assign_splits(n, seed, tuple(split_fractions))

@@ -21,7 +21,6 @@ Contract of `generate_clips(out_dir, n, ...)`:
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
 import shutil
 import time
@@ -33,6 +32,7 @@ import numpy as np
 from medvl.data.layouts.clips import LABEL, TILE, clip_label, write_clip_csv
 from medvl.data.synth_clips.render import render_clip
 from medvl.data.synth_clips.tracks import clip_centres, random_tracks, real_tracks, resample
+from medvl.data.workers import default_workers, map_in_order
 
 GENERATOR = "medvl.data.synth_clips"
 VERSION = 1
@@ -203,22 +203,10 @@ def generate_clips(out_dir: str | Path, n: int, seed: int = 0, tile_size: int = 
     clips_dir.mkdir()
     tasks = [(int(seed), i, fine[i % len(fine)][1], int(tile_size), int(frames), int(channels), str(clips_dir))
              for i in range(n)]
-    workers = max(1, min(min(os.cpu_count() or 1, 4) if workers is None else int(workers), n))
-    from tqdm import tqdm
-
+    workers = default_workers(workers, n)
     t0 = time.perf_counter()
-    records: list[dict[str, Any]] = []
-    with tqdm(total=n, desc="synthetic clips", unit="clip", disable=not progress) as bar:
-        if workers == 1:
-            for task in tasks:
-                records.append(_write_clip(task))
-                bar.update()
-        else:
-            ctx = multiprocessing.get_context("spawn")
-            with ctx.Pool(workers) as pool:
-                for record in pool.imap(_write_clip, tasks, chunksize=max(1, min(16, n // (workers * 8)))):
-                    records.append(record)
-                    bar.update()
+    records: list[dict[str, Any]] = map_in_order(_write_clip, tasks, workers, "synthetic clips", "clip", progress,
+                                                 max_chunk=16)
     seconds = time.perf_counter() - t0
     split_of = cyclone_splits([cid for cid, _ in fine], seed)
     rows: dict[str, list[dict[str, Any]]] = {s: [] for s in SPLITS}
