@@ -111,7 +111,7 @@ def test_pretrain_evaluate_then_finetune_from_the_encoder(synth_root: Path, tmp_
     from medvl.evaluate.run import ScoringOptions, evaluate
     from medvl.infer.predictor import load_study, load_trained, predict_prepared
     from medvl.train.checkpoint import load_checkpoint
-    from medvl.train.loop import Trainer, train
+    from medvl.train.loop import Trainer
 
     pre = tmp_path / "pre"
     cfg = load_experiment("cxr_mae_pretrain", tiny_overrides(

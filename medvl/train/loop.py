@@ -217,6 +217,7 @@ class Trainer:
         self.best = BestTracker(tc.select_metric, tc.select_mode, self.state)  # after _restore: the resumed counters
         self.logger: Any = None
         self.progress: Any = None
+        self.last_grad_norm = 0.0
 
     # -------------------------------------------------------------------------------------------------------- the loop
     def fit(self) -> dict[str, Any]:
