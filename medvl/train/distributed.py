@@ -106,8 +106,13 @@ def init_distributed(backend: str = "auto", device_type: str = "cpu", timeout_s:
     return DistInfo(dist.get_rank(), dist.get_world_size(), local_rank, resolved)
 
 
-def shutdown() -> None:
+def shutdown(sync: bool = False) -> None:
+    """Close the process group. `sync` (after work that ended well on every rank): wait for all ranks first, since a
+    rank that tears gloo down while a peer still works on it can abort at exit ("terminate called without an active
+    exception"). Not after an error: the peers may be waiting in another collective."""
     if dist.is_available() and dist.is_initialized():
+        if sync:
+            dist.barrier()
         dist.destroy_process_group()
 
 

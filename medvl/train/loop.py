@@ -484,12 +484,13 @@ def train(cfg: ExperimentConfig, resume: str | None = None) -> dict[str, Any]:
 
     Under torchrun every process calls this and gets the same summary; the process group is closed at the end.
     """
-    trainer = None
+    finished = False
     try:
-        trainer = Trainer(cfg, resume=resume)
-        return trainer.fit()
+        summary = Trainer(cfg, resume=resume).fit()
+        finished = True
+        return summary
     finally:
-        shutdown()
+        shutdown(sync=finished)
 
 
 __all__ = ["RunState", "Trainer", "make_loader", "train"]
