@@ -151,3 +151,23 @@ def test_unusable_studies_are_skipped_and_counted_or_stop_the_run_with_strict(
     assert main([*argv, "--strict", "--overwrite"]) == 2  # a new attempt in the same run folder
     err = capsys.readouterr().err
     assert f"study {victim['id']}: image file not found" in err and "data.strict=false" in err
+
+
+def test_many_skipped_studies_are_counted_not_listed_one_by_one(
+        synth_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from medvl.train.loop import Trainer
+
+    data = tmp_path / "data"
+    shutil.copytree(synth_root, data)
+    annotation = json.loads((data / "annotation.json").read_text())
+    n_empty = Trainer.SKIPS_SHOWN + 5
+    for record in annotation["train"][:n_empty]:
+        record["report"] = ""
+    (data / "annotation.json").write_text(json.dumps(annotation))
+    assert main(["train", *tiny_overrides(data, tmp_path / "run", "train.max_steps=1")]) == 0
+    err = capsys.readouterr().err
+    assert err.count("skipping study") == Trainer.SKIPS_SHOWN
+    assert "further skipped studies are counted, not listed" in err
+    assert f"{n_empty} studies were skipped" in err
+    summary = json.loads((tmp_path / "run" / "train_summary.json").read_text())
+    assert len(summary["skipped"]) == n_empty

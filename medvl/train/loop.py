@@ -352,12 +352,22 @@ class Trainer:
             raise StudyError(f"the first {len(items)} training studies cannot be loaded ({failed[0].id}: "
                              f"{failed[0].reason}); fix the data or the model settings before training")
 
+    SKIPS_SHOWN = 10
+    """Skipped studies named one by one on the console; the rest are counted (all are in train_summary.json)."""
+
     def _record_skips(self, skipped: list[Skipped]) -> None:
         for s in skipped:
-            if s.id not in self.state.skipped:
-                self.state.skipped[s.id] = s.reason
-                if self.main:
-                    print(f"skipping study {s.id}: {s.reason}", file=sys.stderr)
+            if s.id in self.state.skipped:
+                continue
+            self.state.skipped[s.id] = s.reason
+            if not self.main:
+                continue
+            shown = len(self.state.skipped)
+            if shown <= self.SKIPS_SHOWN:
+                print(f"skipping study {s.id}: {s.reason}", file=sys.stderr)
+            if shown == self.SKIPS_SHOWN:
+                print("further skipped studies are counted, not listed (all are in train_summary.json)",
+                      file=sys.stderr)
 
     # ---------------------------------------------------------------------------------------------------- checkpoints
     # ---------------------------------------------------------------------------------------------------- checkpoints
