@@ -138,6 +138,22 @@ def cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 
+ROW_FORMATS = {".csv": "csv", ".tsv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl"}
+"""`medvl predict --out` suffix -> row format."""
+
+
+def _format_from_suffix(out: str | None) -> str:
+    """The row format `--out`'s suffix names (standard output: jsonl); an unknown suffix is an error, so that a
+    file called .txt or .xlsx never silently holds JSON lines."""
+    if not out:
+        return "jsonl"
+    suffix = Path(out).suffix.lower()
+    if suffix not in ROW_FORMATS:
+        raise ValueError(f"--out {out}: cannot tell the format from the suffix {suffix or '(none)'!r}; name the file "
+                         f"{' or '.join(sorted(set(ROW_FORMATS)))}, or give --format jsonl|csv")
+    return ROW_FORMATS[suffix]
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     import dataclasses
 
@@ -149,12 +165,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     if args.out:  # before any model work
         refuse_existing(args.out, args.overwrite)
+    fmt = args.format or _format_from_suffix(args.out)
     listed = collect_studies(args.images)
     loaded = load_trained(args.checkpoint, device=args.device)
     gen = dataclasses.replace(loaded.config.generation, **_generation_overrides(args))
     loaded = loaded.with_generation(gen)
     fields = list(loaded.task.prediction_fields)
-    fmt = args.format or ("csv" if args.out and Path(args.out).suffix.lower() in (".csv", ".tsv") else "jsonl")
     if not listed.batch:  # the files of one study: print its prediction (and write its row with --out)
         study = listed.studies[0]
         t0 = time.perf_counter()

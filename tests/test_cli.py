@@ -107,6 +107,8 @@ def test_predict_one_study_and_a_folder(trained_run: Path, synth_root: Path, tmp
         (["train", "no_such_recipe"], "not found"),
         (["evaluate", "/no/such/checkpoint"], "checkpoint not found: /no/such/checkpoint"),
         (["predict", "/no/such/checkpoint", "x.png"], "input not found: x.png"),
+        (["predict", "/no/such/checkpoint", "x.png", "--out", "{tmp}/rows.txt"],
+         "cannot tell the format from the suffix '.txt'"),
         (["data", "synth", "--out", "{tmp}/s", "--n", "0"], "medvl: error:"),
     ],
 )
