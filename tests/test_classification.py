@@ -129,6 +129,8 @@ def test_synthetic_findings_train_evaluate_predict_and_serve(synth_root: Path, t
         assert "/v1/classifications" in spec["paths"] and "/v1/reports" not in spec["paths"]
         wrong = client.post("/v1/reports", files=[("images", ("a.png", png, "image/png"))])
         assert wrong.status_code == 404 and "POST /v1/classifications" in wrong.json()["error"]["message"]
+        info = client.get("/v1/model").json()
+        assert info["task"] == "classification" and "generation" not in info  # no decoding settings to show
 
     from medvl.demo.app import analyze, create_demo
 

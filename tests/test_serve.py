@@ -79,6 +79,7 @@ def test_model_and_health(client: TestClient, loaded: LoadedModel) -> None:
     assert info["family"] == "captioner" and info["size"] == "tiny" and info["supports_chat"] is False
     assert info["image_size"] == loaded.config.model.image_size and info["limits"]["max_views"] == 3
     assert info["batching"]["max_batch_size"] == 8 and info["parameters"] > 0
+    assert info["generation"]["num_beams"] == loaded.config.generation.num_beams
     assert "/" not in info["checkpoint"]  # the name, not the server's file system path
     assert client.get("/health").json() == {"status": "ok"}  # no key needed
     spec = client.get("/openapi.json").json()

@@ -47,11 +47,14 @@ class LoadedModel:
         return bool(getattr(self.task, "supports_chat", False))
 
     def with_generation(self, gen: GenerationConfig) -> LoadedModel:
-        """The same model whose task decodes with `gen` (predict, serve and demo settings)."""
+        """The same model whose task decodes with `gen` (predict, serve and demo settings); tasks that do not
+        generate text (no `generation` attribute) are left as they are."""
         import copy
 
-        task = copy.copy(self.task)
-        task.generation = gen
+        task = self.task
+        if hasattr(task, "generation"):
+            task = copy.copy(task)
+            task.generation = gen
         return dataclasses.replace(self, config=dataclasses.replace(self.config, generation=gen), task=task)
 
     @property

@@ -7,7 +7,8 @@ Endpoints (OpenAPI at /openapi.json, docs at /docs):
   study, as `multipart/form-data` (one `images` file part per view, optional `views` text parts such as PA / LATERAL
   in the same order) or as JSON `{"images": [{"data": BASE64, "view": "PA"}, ...]}`. Answers
   `{"id", <the prediction fields>, "views", "timing": {...}, "batch_size"}`.
-- `GET /v1/model`: what is loaded (family, size, checkpoint, generation settings, limits, batching).
+- `GET /v1/model`: what is loaded (family, size, checkpoint, generation settings of text-generating tasks, limits,
+  batching).
 - `GET /health`: liveness, without authentication.
 Every refusal is `{"error": {"code", "message"}}` with a 4xx status (see `medvl.serve.limits`); 503 with Retry-After
 when the queue is full. With an API key set, `/v1/*` needs the `X-API-Key` header.
@@ -333,7 +334,8 @@ def create_app(loaded: LoadedModel, gen: GenerationConfig | None = None, setting
 
     @app.get("/v1/model", tags=["service"], responses={401: _ERRORS[401]})
     async def model_info(request: Request) -> dict[str, Any]:
-        """What is loaded: model family and size, checkpoint, generation settings, limits and batching."""
+        """What is loaded: model family and size, checkpoint, generation settings (tasks that generate text), limits
+        and batching."""
         authorize(request)
         from medvl import __version__
 
@@ -343,7 +345,8 @@ def create_app(loaded: LoadedModel, gen: GenerationConfig | None = None, setting
                 "parameters": sum(p.numel() for p in loaded.model.parameters()),
                 "image_size": mc.image_size, "max_views": mc.max_views, "supports_chat": loaded.supports_chat,
                 "device": str(loaded.device), "medvl_version": __version__,
-                "generation": dataclasses.asdict(gen), "limits": limits.to_dict(),
+                **({"generation": dataclasses.asdict(gen)} if hasattr(task, "generation") else {}),
+                "limits": limits.to_dict(),
                 "batching": {"max_batch_size": settings.max_batch_size, "max_wait_ms": settings.max_wait_ms,
                              **batcher.stats()}}
 
