@@ -178,15 +178,23 @@ def cmd_predict(args: argparse.Namespace) -> int:
         record = predict_prepared(loaded, [prepared], 1)[0]
         if args.out:
             with open_atomic(args.out, args.overwrite) as fh:
+                ignored = {"ignored_views": prepared.ignored_views} if prepared.ignored_views else {}
                 RowWriter(fh, fmt, fields).write({"id": study.id, "images": [str(p) for p in study.paths],
-                                                  "views": prepared.views, **record,
+                                                  "views": prepared.views, **ignored, **record,
                                                   "seconds": round(time.perf_counter() - t0, 4)})
         print(text_of(record))
+        if prepared.ignored_views:
+            print(f"note: {prepared.ignored_views} of the {len(study.paths)} images were left out: the model takes "
+                  f"at most {loaded.config.model.max_views} view(s) (model.max_views), frontal first", file=sys.stderr)
         return 0
     with open_atomic(args.out, args.overwrite) if args.out else nullcontext(sys.stdout) as out:
         summary = predict_studies(loaded, listed.studies, gen, RowWriter(out, fmt, fields), strict=args.strict,
                                   progress=not args.no_progress)
     failed = summary["failed"]
+    if summary["with_ignored_views"]:
+        print(f"note: {summary['with_ignored_views']} studies had more images than the model takes "
+              f"(model.max_views={loaded.config.model.max_views}); the extra views were left out (ignored_views in "
+              "their rows)", file=sys.stderr)
     first = f" (first: {next(iter(failed))}: {next(iter(failed.values()))})" if failed else ""
     noun = "reports" if "report" in fields else "predictions"
     print(f"{summary['reports']} {noun} written, {len(failed)} studies failed{first}; {summary['seconds']:.1f}s, "

@@ -99,6 +99,13 @@ def test_predict_one_study_and_a_folder(trained_run: Path, synth_root: Path, tmp
     assert "cannot decode" in rows["broken"]["error"]
     assert "2 reports written, 1 studies failed" in capsys.readouterr().err
 
+    (folder / "s1" / "2.png").write_bytes((study / "0.png").read_bytes())  # a third view: the model takes two
+    out = tmp_path / "preds3.jsonl"
+    assert main(["predict", str(trained_run), *(str(folder / "s1" / f"{i}.png") for i in range(3)),
+                 "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["ignored_views"] == 1
+    assert "1 of the 3 images were left out" in capsys.readouterr().err
+
 
 @pytest.mark.parametrize(
     ("argv", "message"),

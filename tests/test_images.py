@@ -184,6 +184,7 @@ def test_unknown_views_rank_after_known_frontal_and_before_known_lateral() -> No
     assert study.views == [None, "LATERAL"] and study.view_ids == [0, 1]  # not two laterals, nothing relabelled
     single = prepare_study("s", [lateral, unknown], 8, 1)
     assert single.views == [None] and single.pixels[0, 0, 0] == 10  # a single-view model never reads the lateral
+    assert single.ignored_views == 1 and study.ignored_views == 0  # the view left out is counted, not silent
     study = prepare_study("s", [lateral, unknown, pa], 8, 3)
     assert study.views == ["PA", None, "LATERAL"] and study.view_ids == [0, 1, 1]
     paths, ids = frontal_first([Path("lat"), Path("unk"), Path("pa")], ["LATERAL", None, "PA"])

@@ -64,7 +64,7 @@ def test_multipart_and_json_requests_give_the_cli_report(client: TestClient, loa
     assert body["report"] == expected and body["views"] == ["PA", "LATERAL"]
     assert isinstance(body["findings"], dict) and body["batch_size"] >= 1
     assert set(body["timing"]) == {"decode_ms", "queue_ms", "generate_ms", "total_ms"}
-    assert res.headers["X-Request-ID"] == body["id"]
+    assert res.headers["X-Request-ID"] == body["id"] and body["ignored_views"] == 0
 
     dcm = write_dicom(tmp_path / "x.dcm", xray_pattern(), syntax="jpeg2000", photometric="MONOCHROME1", view="AP")
     payload = {"images": [{"data": base64.b64encode(dcm.read_bytes()).decode()}]}
@@ -72,6 +72,16 @@ def test_multipart_and_json_requests_give_the_cli_report(client: TestClient, loa
     assert res.status_code == 200, res.text
     assert res.json()["views"] == ["AP"]
     assert res.json()["report"] == predict_reports(loaded, [[dcm]], loaded.config.generation)[0]
+
+
+def test_views_beyond_the_models_max_views_are_counted_in_the_answer(client: TestClient, loaded: LoadedModel,
+                                                                     views: list[Path]) -> None:
+    assert loaded.config.model.max_views == 2  # the server's limit (3) lets one more view through
+    files = [("images", (p.name, p.read_bytes(), "image/png")) for p in views]
+    files.append(("images", ("extra.png", png_bytes(), "image/png")))
+    res = client.post("/v1/reports", files=files, headers=AUTH)
+    assert res.status_code == 200, res.text
+    assert res.json()["ignored_views"] == 1 and len(res.json()["views"]) == 2
 
 
 def test_model_and_health(client: TestClient, loaded: LoadedModel) -> None:

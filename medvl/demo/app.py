@@ -155,6 +155,8 @@ def create_demo(loaded: LoadedModel, gen: GenerationConfig | None = None,
             raise gr.Error(str(e)) from None
         views = ", ".join(v or f"view {i + 1}" for i, v in enumerate(result.views))
         status = f"{len(result.views)} view(s) ({views}) in {result.seconds:.2f}s"
+        if result.study.ignored_views:
+            status += f"; {result.study.ignored_views} more image(s) left out (the model takes {len(result.views)})"
         return (result.overlay, result.highlighted, result.findings, result.report or text_of(result.record), status,
                 result.study, [])
 

@@ -3,11 +3,13 @@
 Contract of `predict_studies(loaded, studies, gen, writer)`: studies are decoded `gen.batch_size` at a time; the ones
 that decode go through the model in one batch, then every study of the chunk gets one row, in input order:
     {"id", "images", "views", <the task's prediction record>, "seconds"}   or   {"id", "images", "error", "seconds"}
+(plus "ignored_views": N in JSON rows when a study had N more views than the model's `max_views`, left out)
 The prediction record is the task's (`task.predict`, fields in `task.prediction_fields`): for report tasks
 {"report", "findings"}, `findings` being the CheXpert observations the rule-based labeler reads in the report (name
 -> positive / negative / uncertain; unmentioned ones are left out); for classification {"probabilities", "labels"}. `seconds` is the study's own decoding time plus its share of the batch's
 generation time. A study whose image is missing or corrupt gets an error row and is counted; with `strict` it stops
-the run instead (`StudyError`). Returns a summary: studies, reports, failed, seconds, reports_per_second.
+the run instead (`StudyError`). Returns a summary: studies, reports, failed, with_ignored_views, seconds,
+reports_per_second.
 """
 
 from __future__ import annotations
@@ -78,6 +80,7 @@ def predict_studies(loaded: LoadedModel, studies: Sequence[StudyInput], gen: Gen
     """
     t_start = time.perf_counter()
     failed: dict[str, str] = {}
+    ignored = 0  # studies with more views than the model takes
     bar = _progress(len(studies), progress)
     try:
         for start in range(0, len(studies), gen.batch_size):
@@ -90,6 +93,9 @@ def predict_studies(loaded: LoadedModel, studies: Sequence[StudyInput], gen: Gen
                 try:
                     prepared.append(load_study(loaded, study.id, study.paths, study.views, max_pixels))
                     row["views"] = prepared[-1].views
+                    if prepared[-1].ignored_views:
+                        row["ignored_views"] = prepared[-1].ignored_views
+                        ignored += 1
                 except ImageLoadError as err:
                     if strict:
                         raise StudyError(f"study {study.id}: {err} (without --strict it is recorded and the run "
@@ -107,7 +113,7 @@ def predict_studies(loaded: LoadedModel, studies: Sequence[StudyInput], gen: Gen
                     row.update(by_id[row["id"]])
                     row["seconds"] += share
                 row["seconds"] = round(row["seconds"], 4)
-                first = {k: row.pop(k) for k in ("id", "images", "views") if k in row}
+                first = {k: row.pop(k) for k in ("id", "images", "views", "ignored_views") if k in row}
                 last = {k: row.pop(k) for k in ("seconds", "error") if k in row}
                 writer.write(first | row | last)
             bar.update(len(chunk))
@@ -115,5 +121,6 @@ def predict_studies(loaded: LoadedModel, studies: Sequence[StudyInput], gen: Gen
         bar.close()
     seconds = time.perf_counter() - t_start
     done = len(studies) - len(failed)
-    return {"studies": len(studies), "reports": done, "failed": failed, "seconds": round(seconds, 3),
+    return {"studies": len(studies), "reports": done, "failed": failed, "with_ignored_views": ignored,
+            "seconds": round(seconds, 3),
             "reports_per_second": round(done / seconds, 2) if seconds > 0 else None}

@@ -130,6 +130,8 @@ class PreparedStudy:
     """0 = frontal, 1 = lateral, per view."""
     views: list[str | None]
     """The view names the views were ordered by (from the DICOM header or the caller), None where unknown."""
+    ignored_views: int = 0
+    """Views given beyond the model's `max_views` and left out (the latest in frontal-first order)."""
 
 
 def prepare_study(sid: str, images: Sequence[DecodedImage], image_size: int, max_views: int,
@@ -139,16 +141,18 @@ def prepare_study(sid: str, images: Sequence[DecodedImage], image_size: int, max
     A view's type comes from `view_names` (the caller's, e.g. a listing's or a request's), else from the image (DICOM
     View Position). Views are stably sorted known frontal first, then unknown, then known lateral (`order_views`), so
     a study given as (lateral, frontal) DICOM files still reaches the model as (frontal, lateral), a single-view model
-    gets the frontal one, and never a lateral before a view of unknown type; views beyond `max_views` are dropped.
+    gets the frontal one, and never a lateral before a view of unknown type; views beyond `max_views` are left out
+    and counted in `ignored_views` (predict, serve and demo say so).
     """
     if not images:
         raise ImageLoadError(f"study {sid} has no image")
     names = [(view_names[i] if view_names is not None and i < len(view_names) and view_names[i] else None)
              or img.view for i, img in enumerate(images)]
     order, ids = order_views(names)  # known frontal, then unknown, then known lateral; unknown names stay unknown
+    ignored = max(0, len(order) - max_views)
     order, ids = order[:max_views], ids[:max_views]
     pixels = np.stack([resize_square(images[i].channels(channels), image_size) for i in order])
-    return PreparedStudy(sid, pixels, ids, [names[i] for i in order])
+    return PreparedStudy(sid, pixels, ids, [names[i] for i in order], ignored)
 
 
 def load_study(loaded: LoadedModel, sid: str, paths: Sequence[str | Path],

@@ -6,7 +6,7 @@ Endpoints (OpenAPI at /openapi.json, docs at /docs):
 - `POST /v1/<task.endpoint>` (`/v1/reports` for report tasks, `/v1/classifications` for classification): one
   study, as `multipart/form-data` (one `images` file part per view, optional `views` text parts such as PA / LATERAL
   in the same order) or as JSON `{"images": [{"data": BASE64, "view": "PA"}, ...]}`. Answers
-  `{"id", <the prediction fields>, "views", "timing": {...}, "batch_size"}`.
+  `{"id", <the prediction fields>, "views", "ignored_views", "timing": {...}, "batch_size"}`.
 - `GET /v1/model`: what is loaded (family, size, checkpoint, generation settings of text-generating tasks, limits,
   batching).
 - `GET /health`: liveness, without authentication.
@@ -65,6 +65,8 @@ class Timing(BaseModel):
 class PredictionBase(BaseModel):
     id: str = Field(description="request id (also in the X-Request-ID header and the server log)")
     views: list[str | None] = Field(description="view of each image used, frontal first (None: unknown)")
+    ignored_views: int = Field(0, description="images sent beyond the model's max_views, left out (the model "
+                               "reads the frontal view(s) first)")
     batch_size: int = Field(description="requests that shared the forward pass")
     timing: Timing
 
@@ -386,7 +388,8 @@ def create_app(loaded: LoadedModel, gen: GenerationConfig | None = None, setting
             except TimeoutError:
                 future.cancel()
                 raise ApiError(504, "timeout", f"no answer within {limits.timeout_s:.0f}s: retry later") from None
-            out = PredictionOut(id=rid, **record, views=study.views, batch_size=info.batch_size,
+            out = PredictionOut(id=rid, **record, views=study.views, ignored_views=study.ignored_views,
+                                batch_size=info.batch_size,
                                 timing=Timing(decode_ms=round(decode_ms, 2), queue_ms=round(info.queue_ms, 2),
                                               generate_ms=round(info.run_ms, 2),
                                               total_ms=round((time.perf_counter() - t0) * 1000, 2)))
