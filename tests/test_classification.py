@@ -143,7 +143,7 @@ def test_synthetic_findings_train_evaluate_predict_and_serve(synth_root: Path, t
     assert any(isinstance(b, gr.Button) and b.value == "Classify" for b in demo.blocks.values())
 
 
-def test_multi_class_image_folder_with_rgb(tmp_path: Path) -> None:
+def test_multi_class_image_folder_with_rgb(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from medvl.evaluate.run import ScoringOptions, evaluate
     from medvl.train.loop import train
 
@@ -163,6 +163,22 @@ def test_multi_class_image_folder_with_rgb(tmp_path: Path) -> None:
     train(cfg)
     result = evaluate(run, split="test", progress=False, options=ScoringOptions(bootstrap=0, html=False))
     assert result["accuracy"] == 1.0 and result["baseline"]["accuracy"] == 0.5
+
+    # Another data set with other class names: the difference is said, or refused when nothing is in common.
+    other = tmp_path / "other"
+    for split in ("train", "test"):
+        for cls in ("cat", "bird"):
+            (other / split / cls).mkdir(parents=True)
+            Image.fromarray(np.full((16, 16, 3), 90, dtype=np.uint8)).save(other / split / cls / "0.png")
+    evaluate(run, split="test", data_root=str(other), out_dir=tmp_path / "e1", progress=False,
+             options=ScoringOptions(bootstrap=0, html=False))
+    err = capsys.readouterr().err
+    assert "labels bird are not classes of this model" in err and "classes dog are not labelled" in err
+    for split in ("train", "test"):
+        (other / split / "cat").rename(other / split / "fox")
+    with pytest.raises(ValueError, match="none of the data's label names .bird, fox. is a class of this model"):
+        evaluate(run, split="test", data_root=str(other), out_dir=tmp_path / "e2", progress=False,
+                 options=ScoringOptions(bootstrap=0, html=False))
 
 
 @pytest.mark.parametrize(("recipe", "source", "message"), [

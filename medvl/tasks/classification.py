@@ -82,8 +82,10 @@ ClassificationBatch = TargetBatch
 """Its batch: views and one target row per study (`medvl.data.dataset.TargetBatch`)."""
 
 
-def study_targets(study: Study, names: Sequence[str], uncertain: str) -> np.ndarray:
-    """int8 [len(names)] targets of a study under the uncertainty policy (-1 = unknown)."""
+def study_targets(study: Study, names: Sequence[str], uncertain: str, one_of: bool = False) -> np.ndarray:
+    """int8 [len(names)] targets of a study under the uncertainty policy (-1 = unknown). `one_of` (multi-class): a
+    study none of whose positive labels is among `names` (a class the model does not know) gets all -1, unscored;
+    otherwise every class but its positive is 0."""
     labels = study.labels or {}
     out = np.full(len(names), -1, dtype=np.int8)
     for k, name in enumerate(names):
@@ -93,6 +95,8 @@ def study_targets(study: Study, names: Sequence[str], uncertain: str) -> np.ndar
         if value == -1:
             value = {"ones": 1, "zeros": 0, "ignore": -1}[uncertain]
         out[k] = 1 if value == 1 else (0 if value == 0 else -1)
+    if one_of:  # one class per study: the known positive makes every other class negative, stated or not
+        out[:] = np.where(out == 1, 1, 0) if (out == 1).any() else -1
     return out
 
 
@@ -118,9 +122,9 @@ def jitter_views(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 class ClassificationDataset(StudyDataset):
     def __init__(self, studies: Sequence[Study], views: ViewLoader, names: Sequence[str], uncertain: str,
-                 strict: bool, augment: bool = False) -> None:
+                 strict: bool, augment: bool = False, one_of: bool = False) -> None:
         super().__init__(studies, views, strict)
-        self.targets = [study_targets(s, names, uncertain) for s in self.studies]
+        self.targets = [study_targets(s, names, uncertain, one_of) for s in self.studies]
         self.augment = augment
 
     def encode(self, i: int, images: np.ndarray) -> ClassSample:
@@ -203,10 +207,38 @@ class ClassificationTask(Task):
 
     # -------------------------------------------------------------------------------------------------- data
     def dataset(self, studies: Sequence[Study], training: bool = False) -> ClassificationDataset:
+        if not training:
+            self.check_label_names(studies)
         mc = self.cfg.model
         views = ViewLoader(mc.image_size, mc.max_views, mc.in_chans, self.cfg.data.cache_images)
         return ClassificationDataset(studies, views, self.class_names, self.options.uncertain, self.cfg.data.strict,
-                                     augment=training and self.options.augment)
+                                     augment=training and self.options.augment, one_of=not self.options.multi_label)
+
+    def check_label_names(self, studies: Sequence[Study]) -> None:
+        """Compare the label names of `studies` (e.g. another data set given to `medvl evaluate --data-root`) with
+        the model's classes: no name in common is an error (nothing could be scored); names on one side only are
+        said once on stderr (data labels the model lacks are ignored; classes the data lacks are not scored).
+
+        Raises:
+            ValueError: the studies carry labels, but none under a name of the model's classes.
+        """
+        in_data = sorted({name for s in studies for name in (s.labels or {})})
+        if not in_data:
+            return
+        known = set(self.class_names)
+        unknown = [n for n in in_data if n not in known]
+        absent = [n for n in self.class_names if n not in set(in_data)]
+        if len(unknown) == len(in_data):
+            raise ValueError(f"none of the data's label names ({', '.join(in_data[:8])}"
+                             f"{', ...' if len(in_data) > 8 else ''}) is a class of this model "
+                             f"({', '.join(self.class_names[:8])}{', ...' if len(self.class_names) > 8 else ''}): "
+                             "evaluate on data labelled with the model's classes, or train a model on these labels")
+        if unknown:
+            print(f"note: the data's labels {', '.join(unknown)} are not classes of this model; they are ignored",
+                  file=sys.stderr)
+        if absent:
+            print(f"note: the model's classes {', '.join(absent)} are not labelled in this data; they are not "
+                  "scored", file=sys.stderr)
 
     def collate(self, items: Sequence[Any]) -> ClassificationBatch:
         samples = [x for x in items if isinstance(x, ClassSample)]
@@ -295,7 +327,8 @@ class ClassificationTask(Task):
         result["thresholds_from"] = "validation split" if val else "the checkpoint (chosen at its validation)"
         train = studies.get("train", [])
         if train:
-            train_targets = np.stack([study_targets(s, self.class_names, self.options.uncertain) for s in train])
+            train_targets = np.stack([study_targets(s, self.class_names, self.options.uncertain,
+                                                     not self.options.multi_label) for s in train])
             base_rows = [{"probs": p, "targets": r["targets"]}
                          for p, r in zip(baseline_probs(train_targets.astype(np.int64), len(rows), self.options.multi_label), rows, strict=True)]
             base = self._metrics(base_rows, None, 0)
