@@ -191,13 +191,20 @@ def test_chexpert_studies_views_and_uncertain_labels(tmp_path: Path, where: str)
     assert sorted(k for k, x in s.items() if x.problem) == ["patient00002_study2", "train.csv:6"]
 
 
-def test_chexpert_test_csv_and_missing_files(tmp_path: Path) -> None:
+def test_chexpert_test_csv_and_missing_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     root = tmp_path / "CheXpert-v1.0-small"
     _write_chexpert(root, "CheXpert-v1.0-small")
     _write_csv(root / "test.csv", CHEX_HEADER, [_chex_row("CheXpert-v1.0-small/test/patient64741/study1/"
                                                           "view1_frontal.jpg", "Frontal", "AP", Edema="1.0")])
     studies = _load("chexpert", root)
     assert [x.id for x in studies["test"]] == ["patient64741_study1"] and studies["test"][0].labels == {"Edema": 1}
+    # A user's subset with the same patient/study folder under train/ and valid/: both kept, told apart, said.
+    _write_csv(root / "valid.csv", CHEX_HEADER, [_chex_row("CheXpert-v1.0-small/valid/patient00001/study1/"
+                                                           "view1_frontal.jpg", "Frontal", "AP", Edema="0.0")])
+    studies = _load("chexpert", root)
+    assert [x.id for x in studies["val"]] == ["val_patient00001_study1"]
+    assert "patient00001_study1" in [x.id for x in studies["train"]]
+    assert "1 CheXpert studies have the patient/study folder of a study in another CSV" in capsys.readouterr().err
     (root / "valid.csv").unlink()
     with pytest.raises(DataSourceError, match=r"valid.csv does not exist.*Expected layout: ROOT/train.csv"):
         _load("chexpert", root)

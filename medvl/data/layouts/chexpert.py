@@ -14,7 +14,8 @@ ROOT is taken to be that folder, whatever it is called now, and the first part i
 counted when the views are loaded.
 
 train.csv is the train split, valid.csv val, test.csv test. The rows of one patient/study folder are one study, id
-"patient00001_study1", its views frontal first (`Frontal/Lateral`; `meta["views"]` keeps AP/PA/LL per view).
+"patient00001_study1" ("val_patient00001_study1" when another CSV file already has that folder), its views
+frontal first (`Frontal/Lateral`; `meta["views"]` keeps AP/PA/LL per view).
 Labels (`Study.labels`): each of `OBSERVATIONS` 1 / 0 / -1 (uncertain) as written; a blank is left out (not
 mentioned = missing), which the uncertainty policies of the classification task then read. CheXpert gives labels per
 study, repeated on each view's row; should the rows of a study disagree, the first frontal row's labels are used and
@@ -24,6 +25,7 @@ sex, age, views.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path, PurePosixPath
 
 from medvl.data.config import DataConfig
@@ -99,4 +101,25 @@ def read(cfg: DataConfig) -> dict[str, list[Study]]:
                 continue
             groups.setdefault((parts[-3], parts[-2]), []).append(row)
         studies += [_study(key, rows, split, resolve) for key, rows in groups.items()]
-    return group_splits(studies)
+    return group_splits(_unique_ids(studies))
+
+
+def _unique_ids(studies: list[Study]) -> list[Study]:
+    """The official CSVs never share a patient between files, but a user's own subset may (the same
+    patient/study folder under train/ and valid/): a study whose id an earlier file already used is renamed
+    "<split>_<id>" so both are kept and told apart, and the count is said once."""
+    from dataclasses import replace
+
+    seen: dict[str, str] = {}
+    out, renamed = [], 0
+    for study in studies:
+        if study.id in seen and seen[study.id] != study.split:
+            study = replace(study, id=f"{study.split}_{study.id}")
+            renamed += 1
+        seen.setdefault(study.id, study.split)
+        out.append(study)
+    if renamed:
+        print(f"note: {renamed} CheXpert studies have the patient/study folder of a study in another CSV file; they "
+              "are named <split>_<patient>_<study> (the same patient in two splits leaks between them)",
+              file=sys.stderr)
+    return out
