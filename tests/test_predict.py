@@ -73,6 +73,13 @@ def test_listings_globs_csv_output_and_strict(trained_checkpoint: Path, study_pn
     assert [s.id for s in listed.studies] == ["j", "0", "1"] and listed.batch
     assert len(listed.studies[0].paths) == 2
 
+    for patient in ("p1", "p2"):  # one 0.png per folder: ids taken from the path below the pattern's fixed part
+        (tmp_path / "incoming" / patient).mkdir(parents=True)
+        shutil.copy(study_pngs[0], tmp_path / "incoming" / patient / "0.png")
+    shutil.copy(study_pngs[1], tmp_path / "incoming" / "p2" / "1.png")
+    listed = collect_studies([str(tmp_path / "incoming" / "*" / "*.png")])
+    assert [s.id for s in listed.studies] == ["p1/0", "p2/0", "1"]
+
 
 @pytest.mark.parametrize(
     ("inputs", "message"),

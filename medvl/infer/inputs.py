@@ -6,7 +6,8 @@ Contract of `collect_studies(inputs)`:
   - a folder: one study per sub-folder holding images (views in file-name order) and one single-view study per loose
     image file (DICOM files without a suffix count);
   - a glob pattern (quoted, so the shell leaves it alone: `'incoming/*.dcm'`): one study per matching image file,
-    and per matching folder (its images are the views);
+    and per matching folder (its images are the views); ids are file stems / folder names, or, where these repeat
+    within the pattern (`'incoming/*/0.png'`), the path below the pattern's fixed folder ("p1/0", "p2/0");
   - a listing, `.csv`/`.tsv` (header row) or `.jsonl`: one record per study or per image. Columns/keys: `id` (or
     study_id, study; default: the first image's file stem), `image` / `images` / `image_path` / `path` (several
     paths joined by `;` or `|` in CSV, a list in JSONL), optional `view` / `views` (PA, AP, LATERAL...). Records with
@@ -75,17 +76,39 @@ def _from_folder(folder: Path) -> list[StudyInput]:
 
 def _from_glob(pattern: str) -> list[StudyInput]:
     matches = sorted(Path(p) for p in glob.glob(pattern, recursive=True))
-    studies = []
+    found: list[tuple[Path, tuple[Path, ...]]] = []
     for path in matches:
         if path.is_dir():
             views = _images_in(path)
             if views:
-                studies.append(StudyInput(path.name, tuple(views)))
+                found.append((path, tuple(views)))
         elif is_image_file(path):
-            studies.append(StudyInput(path.stem, (path,)))
-    if not studies:
+            found.append((path, (path,)))
+    if not found:
         raise FileNotFoundError(f"no image file or folder of images matches {pattern!r}")
-    return studies
+    names = [path.stem if path.is_file() else path.name for path, _ in found]
+    # 'incoming/*/0.png' matches one 0.png per folder: ids repeated within one pattern become the path below the
+    # pattern's fixed part ("p1/0", "p2/0"), so they stay apart instead of being refused as duplicates.
+    base = _fixed_part(pattern)
+    repeated = {n for n in names if names.count(n) > 1}
+    return [StudyInput(_relative_id(path, base) if name in repeated else name, views)
+            for (path, views), name in zip(found, names, strict=True)]
+
+
+def _fixed_part(pattern: str) -> Path:
+    """The folder of a glob pattern before its first wildcard ('incoming/*/0.png' -> 'incoming')."""
+    parts = Path(pattern).parts
+    first_magic = next((i for i, p in enumerate(parts) if any(c in p for c in "*?[")), len(parts))
+    fixed = parts[:first_magic]
+    return Path(*fixed) if fixed else Path()
+
+
+def _relative_id(path: Path, base: Path) -> str:
+    try:
+        rel = path.relative_to(base)
+    except ValueError:
+        rel = path
+    return rel.with_suffix("").as_posix() if path.is_file() else rel.as_posix()
 
 
 def _split(value: Any) -> list[str]:
