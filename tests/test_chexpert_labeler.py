@@ -12,9 +12,12 @@ and None otherwise (never "negative").
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
+from medvl.evaluate.chexpert import CHEXPERT_MESH
 from medvl.evaluate.labeler import CHEXPERT, binary_labels, label_report
 
 P, N, U = "positive", "negative", "uncertain"
@@ -658,3 +661,31 @@ def test_deterministic_and_case_insensitive() -> None:
     for _, text, _ in REPORTS:
         assert label_report(text, CHEXPERT) == label_report(text, CHEXPERT)
         assert label_report(text.upper(), CHEXPERT) == label_report(text.lower(), CHEXPERT)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# 4. Kinds of error found on real reports: tests/data/chexpert_real_report_kinds.tsv
+# --------------------------------------------------------------------------------------------------------------
+
+KINDS_TABLE = Path(__file__).parent / "data" / "chexpert_real_report_kinds.tsv"
+
+
+def _kind_rows() -> list[tuple[str, str, str, str | None, str]]:
+    lines = [line for line in KINDS_TABLE.read_text().splitlines() if line.strip() and not line.startswith("#")]
+    header, *rows = [line.split("\t") for line in lines]
+    assert header == ["label_set", "sentence", "observation", "expected", "reason"], header
+    return [(ls, text, obs, None if exp == "none" else exp, reason) for ls, text, obs, exp, reason in rows]
+
+
+@pytest.mark.parametrize("label_set,text,observation,expected,reason", _kind_rows(),
+                         ids=[f"{r[0]}:{_SHORT[r[2]]}={r[3]}:{r[1][:60]}" for r in _kind_rows()])
+def test_real_report_kind(label_set: str, text: str, observation: str, expected: str | None, reason: str) -> None:
+    labels = label_report(text, {"chexpert": CHEXPERT, "chexpert-mesh": CHEXPERT_MESH}[label_set])
+    assert labels[observation] == expected, f"{text!r}: {observation} expected {expected!r} ({reason})"
+
+
+def test_real_report_kinds_table_is_well_formed() -> None:
+    rows = _kind_rows()
+    assert len(rows) >= 30
+    assert {r[0] for r in rows} == {"chexpert", "chexpert-mesh"}
+    assert all(r[2] in NAMES and r[3] in VALUES and r[4] for r in rows)
