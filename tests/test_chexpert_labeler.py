@@ -2,9 +2,8 @@
 
 The expected labels (the sentence table tests/data/chexpert_sentences.tsv, the reports below, and the kinds of
 error found on real reports in tests/data/chexpert_real_report_kinds.tsv) were written by a human reading each
-sentence or report, following the CheXpert
-labeler's conventions (mentions, negation, uncertainty, "No Finding"), NOT copied from the implementation's
-output. They check the labeler against a reader, not against itself.
+sentence or report, following the CheXpert labeler's conventions (mentions, negation, uncertainty, "No Finding"),
+NOT copied from the implementation's output. They check the labeler against a reader, not against itself.
 
 Conventions in brief: each observation is "positive", "negative", "uncertain" or None (not mentioned); several
 mentions combine as positive > uncertain > negative; "No Finding" is "positive" when nothing but Support Devices
