@@ -54,6 +54,10 @@ Departures, each with its reason:
   `no_finding` list names as "granuloma", so it still rules out No Finding) and an infection the report places in
   the past ("prior", "previous", "old", "healed", "residua / sequela of"): a historical mention, which CheXpert
   negates when it is written "history of" and ConText marks historical.
+- Lung Lesion unmentions "calcified nodule" but not "noncalcified / uncalcified nodule", the very lesion that needs
+  follow-up (CheXpert's substring "calcified nodul" drops it too).
+- Support Devices also counts orthopedic hardware named otherwise: bone / suture anchors, internal fixation,
+  prostheses (CheXpert's list has "hardware", "arthroplast", "plate", "screw").
 - Fracture unmentions a broken device ("catheter fracture", "fractured sternal wires"): a device fault, not a bone
   fracture.
 
@@ -123,12 +127,14 @@ CHEXPERT_MENTIONS: dict[str, str] = {
         + r"|\bdrains?\b|\bports?\b(?!able)|\bpicc\s+lines?|\bvalves?\b|hardware|arthroplast\w*|\bmarkers?\b"
           r"|\bdevices?\b|\bplates?\b|\bscrews?\b|cannula|apparatus|\bcoils?\b|\bsupport\s+(?:devices?|apparatus)"
           r"|\blife\s+support|equipment|\blines?\b|\btubes?\b|\btubing\b|defib\w*|\bstimulator\b"
+          # orthopedic hardware by other names
+          r"|\b(?:bone|suture)\s+anchors?\b|\binternal\s+fixation\b|\bprosthe(?:sis|ses|tic)\b"
           # IU X-ray's de-identification often blanks the device's name: "right chest XXXX tip in the SVC".
           r"|\btip\b(?=[^.;]{0,40}\b(?:svc|cavoatrial|caval[\s-]?atrial|vena\s+cava|right\s+atri\w*|atriocaval)\b)"),
 }
 # Text inside which a mention pattern matches but which is not a mention (CheXpert's unmention lists, and more).
 CHEXPERT_UNMENTION: dict[str, str] = {
-    "Lung Lesion": r"calcified\s+nodul\w*",
+    "Lung Lesion": r"(?<![\w-])calcified\s+nodul\w*",  # not "noncalcified nodule", a lesion
     # Healed granulomatous disease, and an infection the report places in the past.
     "Pneumonia": (r"granulomatous\s+(?:\w+\s+)?(?:infection|disease|process)"
                   r"|\b(?:prior|previous|old|remote|healed|past)\s+(?:\w+\s+){0,3}?(?:pneumonia|infecti\w*)"
