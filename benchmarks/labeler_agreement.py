@@ -288,11 +288,12 @@ def report_part(part: str, truth: list[dict[str, int]], outputs: dict[str, list[
     print(f"{'No Finding':<18}{no_finding[names[0]][3]:>8}{cells}   (not in the micro average)")
     for name in names:
         results[name]["no_finding"] = no_finding[name]
-    medvl = results["medvl"]["uncertain_negative"]
     base = results["keyword+negation"]["uncertain_negative"]
-    behind = [o for o in OBSERVATIONS if medvl[o][3] >= 20 and medvl[o][2] <= base[o][2]]
-    print(f"medvl above keyword+negation in every observation with support >= 20: {not behind}"
-          + (f" (not in {behind})" if behind else ""))
+    for name in (n for n in ("medvl", "medvl-mesh") if n in results):
+        ours = results[name]["uncertain_negative"]
+        behind = [o for o in OBSERVATIONS if ours[o][3] >= 20 and ours[o][2] <= base[o][2]]
+        print(f"{name} above keyword+negation in every observation with support >= 20: {not behind}"
+              + (f" (not in {behind})" if behind else ""))
     return results
 
 
