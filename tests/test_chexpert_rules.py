@@ -11,6 +11,7 @@ instead.
 from __future__ import annotations
 
 import dataclasses
+import pickle
 
 import pytest
 
@@ -144,3 +145,9 @@ def test_each_distinct_sentence_is_read_once() -> None:
     assert fresh.sentence_mentions.cache_info().hits == 1  # the third sentence is the first one again
     assert label_mentions(text, fresh) == first
     assert label_report(text, fresh) == label_report(text, CHEXPERT)
+
+
+def test_a_label_set_pickles_after_use() -> None:
+    label_report("No pleural effusion.", CHEXPERT)  # the memo now holds a sentence
+    copy = pickle.loads(pickle.dumps(CHEXPERT))
+    assert copy.sentence_mentions("no pleural effusion.")[0].label == N

@@ -234,6 +234,10 @@ class LabelSet:
         distinct ones), so each distinct sentence is read once."""
         return functools.lru_cache(maxsize=1 << 16)(lambda sentence: _sentence_mentions(sentence, self))
 
+    def __getstate__(self) -> dict[str, object]:
+        # The sentence memo (a closure) stays behind; a copy builds its own.
+        return {k: v for k, v in self.__dict__.items() if k != "sentence_mentions"}
+
     @cached_property
     def compiled_rules(self) -> tuple[dict[str, re.Pattern[str]], ...]:
         """(unmention, weak, stable) patterns."""
