@@ -3,8 +3,9 @@
 medvl: `score_corpus` = PTB tokenization + BLEU-1..4 + METEOR + ROUGE-L + CIDEr-D, the CheXpert labeler on both
 sides, clinical P/R/F1 (14 and 5 labels, micro/macro/example), and 1,000-resample bootstrap 95% intervals for every
 headline metric. pycocoevalcap: its PTBTokenizer and the BLEU, METEOR, ROUGE-L and CIDEr scorers as its
-COCOEvalCap runs them (no clinical metrics, no intervals). Also prints the labeler's throughput and checks that the
-two agree on every NLG score.
+COCOEvalCap runs them (no clinical metrics, no intervals). Also prints the labeler's throughput, the CPU seconds of
+each suite next to its wall seconds and the load average (the machine may be shared), and checks that the two agree
+on every NLG score.
 
 The corpus: real IU X-ray report text from ../shared/data/iu_xray_reports (each reference paired with another
 study's report) when present, else synthetic reports; six generated reports are replaced by empty, whitespace-only
@@ -19,7 +20,10 @@ import argparse
 import contextlib
 import io
 import json
+import os
+import resource
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +50,23 @@ def corpus(n: int) -> tuple[list[str], list[str], str]:
         source = "synthetic reports (../shared/data absent)"
     order = np.random.default_rng(0).permutation(len(texts))
     return [texts[i] for i in order[:n]], [texts[i] for i in order[n:2 * n]], source
+
+
+@contextlib.contextmanager
+def timed() -> Iterator[dict[str, float]]:
+    """Wall seconds and CPU seconds (this process and the child processes it waited for: the Java PTB tokenizer and
+    METEOR) of the block, which is what a loaded machine changes least. Memoized sentence labels are cleared first,
+    so every block labels its reports from scratch."""
+    CHEXPERT.sentence_mentions.cache_clear()
+    out: dict[str, float] = {}
+
+    def cpu() -> float:
+        me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+        return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+    wall, start = time.perf_counter(), cpu()
+    yield out
+    out["wall"], out["cpu"] = time.perf_counter() - wall, cpu() - start
 
 
 AWKWARD = ("", "   ", "...", "\n", " ! ? ", "-- ;")
@@ -85,28 +106,29 @@ def main() -> None:
         source += f", {len(AWKWARD)} generated reports empty, whitespace or punctuation only"
     print(f"corpus: {len(refs)} pairs of {source}")
 
-    t0 = time.perf_counter()
-    ours = score_corpus(refs, hyps, bootstrap=args.bootstrap)
-    t_ours = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    peer = pycocoevalcap_suite(refs, hyps)
-    t_peer = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    score_corpus(refs, hyps, bootstrap=0, meteor=False, tokenizer="python")
-    t_light = time.perf_counter() - t0
+    load_before = os.getloadavg()
+    with timed() as t_ours:
+        ours = score_corpus(refs, hyps, bootstrap=args.bootstrap)
+    with timed() as t_peer:
+        peer = pycocoevalcap_suite(refs, hyps)
+    with timed() as t_light:
+        score_corpus(refs, hyps, bootstrap=0, meteor=False, tokenizer="python")
 
     texts = refs + hyps
-    t0 = time.perf_counter()
-    for text in texts:
-        label_report(text, CHEXPERT)
-    rate = len(texts) / (time.perf_counter() - t0)
+    with timed() as t_label:
+        for text in texts:
+            label_report(text, CHEXPERT)
+    load_after = os.getloadavg()
 
-    print(f"\n{'suite':<72}{'seconds':>9}")
-    print(f"{'medvl: all NLG + CheXpert CE (14/5 labels) + ' + str(args.bootstrap) + '-resample bootstrap CIs':<72}"
-          f"{t_ours:>9.2f}")
-    print(f"{'pycocoevalcap: PTB + BLEU + METEOR + ROUGE-L + CIDEr, no CE, no CIs':<72}{t_peer:>9.2f}")
-    print(f"{'medvl, validation mode: Python PTB, no METEOR, no CIs (what training runs)':<72}{t_light:>9.2f}")
-    print(f"\nCheXpert labeler: {rate:,.0f} reports/s ({len(texts)} reports, one core)")
+    print(f"\n{'suite':<72}{'seconds':>9}{'CPU s':>8}")
+    for name, t in ((f"medvl: all NLG + CheXpert CE (14/5 labels) + {args.bootstrap}-resample bootstrap CIs", t_ours),
+                    ("pycocoevalcap: PTB + BLEU + METEOR + ROUGE-L + CIDEr, no CE, no CIs", t_peer),
+                    ("medvl, validation mode: Python PTB, no METEOR, no CIs (what training runs)", t_light)):
+        print(f"{name:<72}{t['wall']:>9.2f}{t['cpu']:>8.2f}")
+    print(f"\nCheXpert labeler: {len(texts) / t_label['wall']:,.0f} reports/s ({len(texts)} reports, one core, "
+          "none of their sentences read before)")
+    print(f"load average (1 min) {load_before[0]:.1f} before, {load_after[0]:.1f} after, on {os.cpu_count()} CPUs; "
+          "CPU s: this process and its Java children, user + system")
     print(f"\n{'metric':<10}{'medvl':>10}{'pycocoevalcap':>15}{'|diff|':>10}   95% CI (medvl)")
     for key, value in peer.items():
         mine = ours.metrics[key]

@@ -7,18 +7,22 @@ reports:
 - medvl: `label_report(text, CHEXPERT)` (medvl.evaluate.chexpert: mentions, negation, uncertainty, CheXpert rules);
 - keyword: a 15-line keyword matcher (one keyword list per observation), with and without a simple negation window
   (a negation word among the 5 words before the keyword, in the same sentence);
-- diagnostic: medvl without two CheXpert rules that MeSH's coding disagrees with ("X or Y" is uncertain; scarring
-  and interstitial markings are Lung Opacity), to measure how much of the gap to MeSH they make;
+- medvl-mesh: `label_report(text, CHEXPERT_MESH)`, the option that reads reports as MeSH's indexers do where they
+  and CheXpert's rules disagree ("X or Y" names both as present; scars and interstitial markings are not Lung
+  Opacity): it measures how much of the gap to MeSH is CheXpert's definitions rather than reading errors;
 - medspaCy ConText: medvl's own mention patterns as medspaCy target rules, medspaCy's default ConText rules for
   negation, uncertainty, hypothetical and historical mentions, CheXpert's aggregation. Same mentions, other context
   engine: it measures ConText against medvl's context rules. Needs `medspacy` importable (run this script with an
   interpreter that has it, e.g. `python3 -m venv /work/venv-medspacy && /work/venv-medspacy/bin/pip install
   medspacy`); otherwise that column says why it is missing.
 
-Printed: per-observation precision/recall/F1 with support, micro-F1 over the 11 observations with "uncertain"
-counted negative (MeSH codes what is present, not what is hedged) and counted positive, reports/s of each labeler,
-and for medvl the kinds of disagreement with MeSH (which mention text each false positive came from, what medvl said
-for each false negative). MeSH coding is a proxy: where it and CheXpert's rules disagree, medvl follows CheXpert.
+Scores are printed for all reports and for two parts of them: "development" (the ids of R2Gen's train split, in
+`annotation.json`; the only part whose errors were studied to write rules) and "check" (R2Gen's val split, held out
+from that study). Per part: per-observation precision/recall/F1 with support, micro-F1 over the 11 observations
+with "uncertain" counted negative (MeSH codes what is present, not what is hedged) and counted positive, reports/s
+of each labeler; then, on the development part only, the kinds of disagreement of medvl with MeSH (which mention
+text each false positive came from, what medvl said for each false negative). MeSH coding is a proxy: where it and
+CheXpert's rules disagree, medvl's default follows CheXpert.
 Exits 0 with a message when the data is absent.
 
     PYTHONPATH=. .venv/bin/python benchmarks/labeler_agreement.py [--examples 3] [--json out.json]
@@ -36,6 +40,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 MESH = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "iu_xray_reports" / "mesh_labels.jsonl"
+# R2Gen's split of the same reports: rules are studied on the train part only, the val part checks that they carry.
+SPLITS = MESH.with_name("annotation.json")
+PARTS = {"development": "train", "check": "val"}
 OBSERVATIONS = ("Cardiomegaly", "Pleural Effusion", "Atelectasis", "Edema", "Consolidation", "Pneumonia",
                 "Pneumothorax", "Fracture", "Lung Lesion", "Lung Opacity", "Support Devices")
 P, N, U = "positive", "negative", "uncertain"
@@ -103,23 +110,6 @@ def medspacy_labeler() -> tuple[Callable[[str], Labels] | None, str]:
     return label, f"medspaCy {medspacy.__version__} ConText (default rules) on medvl's mention patterns"
 
 
-def diagnostic_labeler() -> Callable[[str], Labels]:
-    """medvl's CHEXPERT without the two CheXpert rules MeSH's coding disagrees with most: "X or Y" is uncertain, and
-    scarring / interstitial markings are Lung Opacity. A measurement of that disagreement, not a labeler to use."""
-    import dataclasses
-
-    from medvl.evaluate.chexpert import CHEXPERT
-    from medvl.evaluate.labeler import label_report
-
-    opacity = CHEXPERT.mentions["Lung Opacity"]
-    for rule in (r"|(?:parenchymal\s+)?\bscar(?:ring|s)?\b", r"markings?|"):
-        assert rule in opacity, rule
-        opacity = opacity.replace(rule, "")
-    variant = dataclasses.replace(CHEXPERT, name="chexpert-14-diagnostic", alternatives=False,
-                                  mentions={**CHEXPERT.mentions, "Lung Opacity": opacity})
-    return lambda text: label_report(text, variant)
-
-
 # ------------------------------------------------------------------------------------------- scoring
 def prf(tp: int, fp: int, fn: int) -> tuple[float, float, float]:
     p = tp / (tp + fp) if tp + fp else 0.0
@@ -172,7 +162,8 @@ def disagreements(records: list[dict], labels: list[Labels], examples: int) -> d
     from medvl.evaluate.chexpert import CHEXPERT
     from medvl.evaluate.labeler import label_mentions
 
-    print("\nKinds of disagreement, medvl vs MeSH (uncertain counted negative):")
+    print(f"\nKinds of disagreement, medvl vs MeSH on the {len(records)} development reports (uncertain counted "
+          "negative):")
     out = {}
     for name in OBSERVATIONS:
         fp_by: Counter[str] = Counter()
@@ -208,6 +199,18 @@ def disagreements(records: list[dict], labels: list[Labels], examples: int) -> d
     return out
 
 
+def parts(records: Sequence[dict]) -> dict[str, list[int]]:
+    """Record indices of each part: "all", "development" (R2Gen train ids) and "check" (R2Gen val ids)."""
+    out = {"all": list(range(len(records)))}
+    if not SPLITS.is_file():
+        return out
+    split = json.loads(SPLITS.read_text())
+    for part, key in PARTS.items():
+        ids = {a["id"] for a in split[key]}
+        out[part] = [i for i, r in enumerate(records) if r["id"] in ids]
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--examples", type=int, default=1, help="example sentences per kind of disagreement")
@@ -217,7 +220,7 @@ def main() -> None:
     if not MESH.is_file():
         print(f"skipped: {MESH} is not present (../shared/data holds the real-data files)")
         return
-    from medvl.evaluate.chexpert import CHEXPERT
+    from medvl.evaluate.chexpert import CHEXPERT, CHEXPERT_MESH
     from medvl.evaluate.labeler import label_report
 
     records = [json.loads(line) for line in MESH.read_text().splitlines() if line.strip()]
@@ -227,7 +230,7 @@ def main() -> None:
         "medvl": lambda t: label_report(t, CHEXPERT),
         "keyword+negation": keyword_labeler(True),
         "keyword": keyword_labeler(False),
-        "diagnostic": diagnostic_labeler(),
+        "medvl-mesh": lambda t: label_report(t, CHEXPERT_MESH),
     }
     notes = {}
     if args.no_medspacy:
@@ -238,20 +241,36 @@ def main() -> None:
         notes["medspacy-context"] = note
     results: dict[str, dict] = {}
     outputs: dict[str, list[Labels]] = {}
+    rates: dict[str, float] = {}
     for name, fn in labelers.items():
-        if fn is None:
-            continue
-        outputs[name], rate = run(fn, texts)
-        results[name] = {"reports_per_s": rate, "uncertain_negative": score(truth, outputs[name], 0),
-                         "uncertain_positive": score(truth, outputs[name], 1)}
-
-    print(f"{len(records)} reports of {MESH}")
+        if fn is not None:
+            outputs[name], rates[name] = run(fn, texts)
+    index = parts(records)
+    print(f"{len(records)} reports of {MESH}; parts: "
+          + ", ".join(f"{part} {len(ids)}" for part, ids in index.items()))
     for name, note in notes.items():
         print(f"{name}: {note}")
+    print("medvl-mesh: CHEXPERT_MESH, the MeSH indexers' reading: 'X or Y' names both as present, scars and "
+          "interstitial markings are not Lung Opacity (medvl.evaluate.chexpert says why)")
+    for part, ids in index.items():
+        results[part] = report_part(part, [truth[i] for i in ids],
+                                    {n: [out[i] for i in ids] for n, out in outputs.items()}, rates)
+    dev = index.get("development", index["all"])
+    kinds = disagreements([records[i] for i in dev], [outputs["medvl"][i] for i in dev], args.examples)
+    if args.json:
+        args.json.write_text(json.dumps({"n_reports": len(records), "notes": notes, "results": results,
+                                         "disagreements": kinds}, indent=1))
+
+
+def report_part(part: str, truth: list[dict[str, int]], outputs: dict[str, list[Labels]],
+                rates: dict[str, float]) -> dict[str, dict]:
+    """Print and return the scores of every labeler on one part of the reports."""
+    results: dict[str, dict] = {
+        name: {"reports_per_s": rates[name], "uncertain_negative": score(truth, labels, 0),
+               "uncertain_positive": score(truth, labels, 1)} for name, labels in outputs.items()}
+    print(f"\n=== {part}: {len(truth)} reports ===")
     names = list(results)
-    print("diagnostic: medvl without CheXpert's 'X or Y' uncertainty and without scarring / interstitial markings "
-          "as Lung Opacity (measures how much of the gap is CheXpert's definitions vs MeSH's; not a labeler to use)")
-    print("\nmicro-F1 over the 11 observations (P / R / F1)")
+    print("micro-F1 over the 11 observations (P / R / F1)")
     print(f"{'labeler':<20}{'uncertain -> negative':>28}{'uncertain -> positive':>28}{'reports/s':>12}")
     for name in names:
         un, up = results[name]["uncertain_negative"]["micro"], results[name]["uncertain_positive"]["micro"]
@@ -269,15 +288,13 @@ def main() -> None:
     print(f"{'No Finding':<18}{no_finding[names[0]][3]:>8}{cells}   (not in the micro average)")
     for name in names:
         results[name]["no_finding"] = no_finding[name]
-    medvl = results["medvl"]["uncertain_negative"]
     base = results["keyword+negation"]["uncertain_negative"]
-    behind = [o for o in OBSERVATIONS if medvl[o][3] >= 20 and medvl[o][2] <= base[o][2]]
-    print(f"\nmedvl above keyword+negation in every observation with support >= 20: {not behind}"
-          + (f" (not in {behind})" if behind else ""))
-    kinds = disagreements(records, outputs["medvl"], args.examples)
-    if args.json:
-        args.json.write_text(json.dumps({"n_reports": len(records), "notes": notes, "results": results,
-                                         "disagreements": kinds}, indent=1))
+    for name in (n for n in ("medvl", "medvl-mesh") if n in results):
+        ours = results[name]["uncertain_negative"]
+        behind = [o for o in OBSERVATIONS if ours[o][3] >= 20 and ours[o][2] <= base[o][2]]
+        print(f"{name} above keyword+negation in every observation with support >= 20: {not behind}"
+              + (f" (not in {behind})" if behind else ""))
+    return results
 
 
 if __name__ == "__main__":

@@ -10,6 +10,9 @@ instead.
 
 from __future__ import annotations
 
+import dataclasses
+import pickle
+
 import pytest
 
 from medvl.evaluate.chexpert import CHEXPERT
@@ -131,3 +134,20 @@ def test_label_mentions_explains_the_labels() -> None:
     edema = [(m.text, m.label, m.weak) for m in mentions if m.name == "Edema"]
     assert edema == [("vascular prominence", U, True), ("edema", N, False)]
     assert {m.sentence_index for m in label_mentions("No effusion. Small pneumothorax.", CHEXPERT)} == {0, 1}
+
+
+def test_each_distinct_sentence_is_read_once() -> None:
+    fresh = dataclasses.replace(CHEXPERT)  # a copy with its own, empty sentence memo
+    text = "No pleural effusion. Small right pneumothorax. No pleural effusion."
+    first = label_mentions(text, fresh)
+    assert [(m.name, m.label, m.sentence_index) for m in first] == [
+        ("Pleural Effusion", N, 0), ("Pneumothorax", P, 1), ("Pleural Effusion", N, 2)]
+    assert fresh.sentence_mentions.cache_info().hits == 1  # the third sentence is the first one again
+    assert label_mentions(text, fresh) == first
+    assert label_report(text, fresh) == label_report(text, CHEXPERT)
+
+
+def test_a_label_set_pickles_after_use() -> None:
+    label_report("No pleural effusion.", CHEXPERT)  # the memo now holds a sentence
+    copy = pickle.loads(pickle.dumps(CHEXPERT))
+    assert copy.sentence_mentions("no pleural effusion.")[0].label == N

@@ -54,4 +54,25 @@ def test_medvl_beats_the_keyword_baseline_on_radiologist_labels() -> None:
     medvl = bench.score(truth, [label_report(r["report"], CHEXPERT) for r in records], 0)
     keyword = bench.score(truth, [bench.keyword_labeler(True)(r["report"]) for r in records], 0)
     assert medvl["micro"][2] > keyword["micro"][2] + 0.05, (medvl["micro"], keyword["micro"])
-    assert medvl["micro"][2] > 0.84  # 0.848 measured (README); was 0.836 before issue 15
+    assert medvl["micro"][2] > 0.85  # 0.858 measured; 0.848 before the real-report error kinds, 0.836 before issue 15
+
+
+@pytest.mark.real_data
+def test_mesh_option_on_the_held_out_check_part() -> None:
+    """CHEXPERT_MESH (the indexers' reading of "X or Y" and of scars) on R2Gen's val reports, whose errors were not
+    studied: above 0.90 micro-F1 and above the keyword baseline in micro-F1."""
+    if not MESH.is_file() or not (MESH.parent / "annotation.json").is_file():
+        pytest.skip("../shared/data/iu_xray_reports is not present")
+    from medvl.evaluate.chexpert import CHEXPERT_MESH
+    from medvl.evaluate.labeler import label_report
+
+    bench = _bench()
+    records = [json.loads(line) for line in MESH.read_text().splitlines() if line.strip()]
+    index = bench.parts(records)
+    assert len(index["development"]) + len(index["check"]) == len(records)
+    assert not set(index["development"]) & set(index["check"])
+    check = [records[i] for i in index["check"]]
+    truth = [r["labels"] for r in check]
+    mesh = bench.score(truth, [label_report(r["report"], CHEXPERT_MESH) for r in check], 0)
+    keyword = bench.score(truth, [bench.keyword_labeler(True)(r["report"]) for r in check], 0)
+    assert mesh["micro"][2] > 0.90 and mesh["micro"][2] > keyword["micro"][2], (mesh["micro"], keyword["micro"])

@@ -1,9 +1,10 @@
 """The 14 CheXpert observations for the rule-based labeler, following the Stanford CheXpert labeler's rules.
 
-Contract: `CHEXPERT` is a `medvl.evaluate.labeler.LabelSet`; `label_report(text, CHEXPERT)` returns the 14
-observations of `CHEXPERT_14` -> "positive" / "negative" / "uncertain" / None, read by the same mention, negation
-and uncertainty engine as the synthetic findings. `CHEXPERT_5` names the five observations most papers also report
-(Atelectasis, Cardiomegaly, Consolidation, Edema, Pleural Effusion).
+Contract: `CHEXPERT` (and the option `CHEXPERT_MESH`, see the end) is a `medvl.evaluate.labeler.LabelSet`;
+`label_report(text, CHEXPERT)` returns the 14 observations of `CHEXPERT_14` -> "positive" / "negative" /
+"uncertain" / None, read by the same mention, negation and uncertainty engine as the synthetic findings.
+`CHEXPERT_5` names the five observations most papers also report (Atelectasis, Cardiomegaly, Consolidation, Edema,
+Pleural Effusion).
 
 Source: the phrase and rule files of stanfordmlgroup/chexpert-labeler (`phrases/mention`, `phrases/unmention`,
 `patterns/negation.txt`, `pre_negation_uncertainty.txt`, `post_negation_uncertainty.txt`), re-expressed as
@@ -49,9 +50,27 @@ Departures, each with its reason:
 - Soft tissue, subcutaneous, laryngeal and facial edema are not pulmonary edema.
 - "Fissure" (CheXpert's `no_finding` list) does not rule out No Finding: the minor and azygos fissures are normal
   anatomy; "tracheostomy" and "defib" there are devices, which never rule it out.
+- Pneumonia unmentions "granulomatous infection / disease" (healed granulomatous disease, which CheXpert's own
+  `no_finding` list names as "granuloma", so it still rules out No Finding) and an infection the report places in
+  the past ("prior", "previous", "old", "healed", "residua / sequela of"): a historical mention, which CheXpert
+  negates when it is written "history of" and ConText marks historical.
+- Lung Lesion unmentions "calcified nodule" but not "noncalcified / uncalcified nodule", the very lesion that needs
+  follow-up (CheXpert's substring "calcified nodul" drops it too).
+- Support Devices also counts orthopedic hardware named otherwise: bone / suture anchors, internal fixation,
+  prostheses (CheXpert's list has "hardware", "arthroplast", "plate", "screw").
+- Fracture unmentions a broken device ("catheter fracture", "fractured sternal wires"): a device fault, not a bone
+  fracture.
+
+Measured against NLM's MeSH indexers on 2,365 IU X-ray reports (benchmarks/labeler_agreement.py), most remaining
+disagreement is two rules of CheXpert's own that the indexers do not share: "X or Y" / "scarring or atelectasis"
+(CheXpert: uncertain; the indexers code both), and scars and interstitial markings as Lung Opacity (the indexers
+code them as "Cicatrix" and "Markings"). `CHEXPERT_MESH` is the option that reads reports as the indexers do on
+those two points (the rest is `CHEXPERT`); it is not CheXpert's labeler, so scores made with it must say so.
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 from medvl.evaluate.labeler import MENTIONS, NEGATIVE, NORMAL, POSITIVE, UNCERTAIN, LabelSet
 
@@ -68,6 +87,13 @@ _MEDIASTINUM_NOUN = (rf"(?:{_MEDIASTINUM}(?:\s+(?:silhouette|contours?|width|con
 _PLEURAL_SCAR = (r"pleural\s+(?:thickening|scar\w*)|fibrothorax|\bfibros[ie]s\b"
                  r"|pleur(?:al|o)[\s-]?(?:parenchymal|pericardial)\s+(?:scar\w*|thickening)"
                  r"|pleuroparenchymal\s+scar\w*")
+# Lung Opacity: CheXpert's list counts scars and interstitial markings too (`_SCAR_OR_MARKINGS`).
+_OPACITY = (r"opaci\w*|infiltrat\w*|\bair[\s-]?space\s+(?:disease|process)"
+            r"|increased\s+(?:\w+\s+)?densit(?:y|ies)|decreased\s+translucency"
+            r"|interstitial\s+(?:pattern|lung\s+disease|disease|thickening)"
+            r"|reticula(?:r|tion)\w*|ground[\s-]glass|peribronchial\s+(?:thickening|cuffing)"
+            r"|(?<!chest )wall\s+thickening")
+_SCAR_OR_MARKINGS = r"interstitial\s+(?:markings?|prominence)|(?:parenchymal\s+)?\bscar(?:ring|s)?\b"
 _ENLARGED = r"(?:widen\w*|enlarge\w*|prominen\w*)"
 _STABLE = r"(?:stable|unchanged|not\s+changed)"
 
@@ -83,11 +109,7 @@ CHEXPERT_MENTIONS: dict[str, str] = {
         rf"|\blarge\s+heart|(?:increased|borderline)\s+heart\s+size|heart\s+size\s+(?:is\s+)?increased"
         rf"|heart\s+(?:size\s+)?(?:is\s+)?borderline|increase\s+in\s+(?:the\s+)?{_HEART_NOUN}"
         rf"|{_HEART_NOUN}[^.;]{{0,50}}?\bnormal\s+or\s+(?:\w+\s+)?(?:enlarged|large)\b"),
-    "Lung Opacity": (r"opaci\w*|infiltrat\w*|\bair[\s-]?space\s+(?:disease|process)"
-                     r"|increased\s+(?:\w+\s+)?densit(?:y|ies)|decreased\s+translucency"
-                     r"|interstitial\s+(?:markings?|pattern|prominence|lung\s+disease|disease|thickening)"
-                     r"|reticula(?:r|tion)\w*|ground[\s-]glass|peribronchial\s+(?:thickening|cuffing)"
-                     r"|(?<!chest )wall\s+thickening|(?:parenchymal\s+)?\bscar(?:ring|s)?\b"),
+    "Lung Opacity": _OPACITY + "|" + _SCAR_OR_MARKINGS,
     "Lung Lesion": (r"\bnodul(?:es?\b|ar(?:[\s-]+like)?\s+(?:opaci|densit)\w*)|\bmass(?:es|like|-like)?\b|tumou?rs?\b"
                     r"|neoplas\w*|carcinoma|cavitary\s+lesions?|\blump\b"),
     "Edema": (r"(?<!soft tissue )(?<!subcutaneous )(?<!laryngeal )(?<!facial )\bedema\b"
@@ -105,16 +127,25 @@ CHEXPERT_MENTIONS: dict[str, str] = {
         + r"|\bdrains?\b|\bports?\b(?!able)|\bpicc\s+lines?|\bvalves?\b|hardware|arthroplast\w*|\bmarkers?\b"
           r"|\bdevices?\b|\bplates?\b|\bscrews?\b|cannula|apparatus|\bcoils?\b|\bsupport\s+(?:devices?|apparatus)"
           r"|\blife\s+support|equipment|\blines?\b|\btubes?\b|\btubing\b|defib\w*|\bstimulator\b"
+          # orthopedic hardware by other names
+          r"|\b(?:bone|suture)\s+anchors?\b|\binternal\s+fixation\b|\bprosthe(?:sis|ses|tic)\b"
           # IU X-ray's de-identification often blanks the device's name: "right chest XXXX tip in the SVC".
           r"|\btip\b(?=[^.;]{0,40}\b(?:svc|cavoatrial|caval[\s-]?atrial|vena\s+cava|right\s+atri\w*|atriocaval)\b)"),
 }
 # Text inside which a mention pattern matches but which is not a mention (CheXpert's unmention lists, and more).
 CHEXPERT_UNMENTION: dict[str, str] = {
-    "Lung Lesion": r"calcified\s+nodul\w*",
+    "Lung Lesion": r"(?<![\w-])calcified\s+nodul\w*",  # not "noncalcified nodule", a lesion
+    # Healed granulomatous disease, and an infection the report places in the past.
+    "Pneumonia": (r"granulomatous\s+(?:\w+\s+)?(?:infection|disease|process)"
+                  r"|\b(?:prior|previous|old|remote|healed|past)\s+(?:\w+\s+){0,3}?(?:pneumonia|infecti\w*)"
+                  r"|\b(?:residua|sequela)\w*\s+of\s+(?:\w+\s+){0,3}?(?:pneumonia|infecti\w*)"),
+    # A broken catheter, lead or wire is a device fault, not a bone fracture.
+    "Fracture": (r"(?:catheter|line|lead|wire|tube|port|device|hardware|prosthe\w*|plate|screw)s?\s+fractur\w*"
+                 r"|fractured\s+(?:\w+\s+){0,2}?(?:catheter|line|lead|wire|tube|port|device|hardware|plate|screw)s?\b"),
     "Lung Opacity": r"pleur(?:al|o)[\s-]?(?:(?:parenchymal|pericardial)\s+)?scar\w*|pleuroparenchymal\s+scar\w*",
     "Pleural Effusion": r"(?:pericardial|joint|suprapatellar|knee|glenohumeral|shoulder)\s+effusions?",
     "Support Devices": (r"(?:pleural|kerley(?:\s+b)?|septal|\bb|azygos|skin|fissural?|paraspinal|paratracheal"
-                        r"|paraspinous)\s+lines?|plate[\s-]*like|\bvalves?\s+calcifi\w*"
+                        r"|paraspinous)[\s-]+lines?|plate[\s-]*like|\bvalves?\s+calcifi\w*"
                         r"|calcifi\w*\s+(?:\w+\s+){0,2}valves?|\bline\s+of\s+sight|\bmid\s?line"),
 }
 # Mentions CheXpert's post-negation uncertainty rules make uncertain when they are not negated.
@@ -171,5 +202,12 @@ CHEXPERT = LabelSet("chexpert-14", CHEXPERT_14, CHEXPERT_MENTIONS, CHEXPERT_NORM
                     finalize=_finalize, unmention=CHEXPERT_UNMENTION, weak=CHEXPERT_WEAK, stable=CHEXPERT_STABLE,
                     alternatives=True)
 
-__all__ = ["CHEXPERT", "CHEXPERT_14", "CHEXPERT_5", "CHEXPERT_MENTIONS", "CHEXPERT_NORMAL", "CHEXPERT_STABLE",
-           "CHEXPERT_UNMENTION", "CHEXPERT_WEAK", "OTHER_ABNORMALITY"]
+# The reading of NLM's MeSH indexers (see the module docstring): both alternatives of "X or Y" are present, and scars
+# and interstitial markings are findings of their own (MeSH "Cicatrix", "Markings"), not Lung Opacity.
+CHEXPERT_MESH = dataclasses.replace(
+    CHEXPERT, name="chexpert-14-mesh", alternatives=False,
+    mentions={**CHEXPERT_MENTIONS, "Lung Opacity": _OPACITY},
+    extra_mentions={**CHEXPERT.extra_mentions, _OTHER: OTHER_ABNORMALITY + "|" + _SCAR_OR_MARKINGS})
+
+__all__ = ["CHEXPERT", "CHEXPERT_14", "CHEXPERT_5", "CHEXPERT_MENTIONS", "CHEXPERT_MESH", "CHEXPERT_NORMAL",
+           "CHEXPERT_STABLE", "CHEXPERT_UNMENTION", "CHEXPERT_WEAK", "OTHER_ABNORMALITY"]
