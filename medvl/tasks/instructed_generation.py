@@ -287,7 +287,10 @@ class InstructedGenerationTask(Task):
         allowed = (lambda i, prefix: tries[i].allowed(prefix) if tries[i] is not None else None) \
             if any(t is not None for t in tries) else None
         tok = self.tokenizer
-        ids = self.model.generate(*self._subset(batch, rows), max_new_tokens=gen.max_new_tokens,
+        longest = max((max(len(s) for s in answer_sequences(tok, self.candidates(t)))
+                       for t, trie in zip(tasks, tries, strict=True) if trie is not None), default=0)
+        # room for the longest candidate: a constrained answer cut before its EOS would be no candidate
+        ids = self.model.generate(*self._subset(batch, rows), max_new_tokens=max(gen.max_new_tokens, longest),
                                   num_beams=gen.num_beams, length_penalty=gen.length_penalty,
                                   no_repeat_ngram_size=gen.no_repeat_ngram_size, bos_id=tok.bos_token_id,
                                   eos_id=tok.eos_token_id, pad_id=tok.pad_token_id, allowed_tokens=allowed)

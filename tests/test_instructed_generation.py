@@ -1,0 +1,145 @@
+"""The instructed-generation task (BiomedGPT): mixed sub-task batches, the constrained loss and decoding, evaluation,
+and the recipes run through the runner at tiny size."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+import torch
+
+from medvl.config.experiment import ExperimentConfig
+from medvl.data.config import DataConfig
+from medvl.data.sources import load_studies
+from medvl.data.tokenizer import train_bpe_tokenizer
+from medvl.models.unified.config import UnifiedConfig
+from medvl.models.unified.loss import label_smoothed_nll
+from medvl.models.unified.model import UnifiedModel
+from medvl.tasks.instructed_generation import InstructedGenerationOptions, InstructedGenerationTask
+from medvl.tasks.instructions import SUBTASKS, answer_sequences
+from medvl.train.config import TrainConfig
+
+FINDING_QUESTIONS = {"Cardiomegaly": "is the heart enlarged?", "Pleural Effusion": "is there a pleural effusion?"}
+
+
+def _vqa_studies(studies):
+    """One question per study about a finding it is labelled for, answered yes/no (closed)."""
+    out = []
+    for k, s in enumerate(studies):
+        finding = list(FINDING_QUESTIONS)[k % 2]
+        answer = "yes" if (s.labels or {}).get(finding) == 1 else "no"
+        out.append(dataclasses.replace(s, id=f"q{k}_{s.id}", report="", labels=None,
+                                       question=FINDING_QUESTIONS[finding], answer=answer,
+                                       meta={"answer_type": "closed", "question_type": "presence"}))
+    return out
+
+
+@pytest.fixture(scope="module")
+def parts(synth_root: Path):
+    splits = load_studies(DataConfig(source="iu_xray", root=str(synth_root)))
+    train = splits["train"][:12]
+    vqa = _vqa_studies(splits["train"][12:24])
+    studies = train + vqa
+    tok = train_bpe_tokenizer([t for s in studies for t in (s.report, s.question, s.answer) if t] + ["no finding"],
+                              vocab_size=300, min_frequency=1)
+    answers = sorted({s.answer for s in vqa} | {"maybe later", "left lower lobe"})
+    class_names = sorted({n for s in train for n, v in (s.labels or {}).items() if v == 1}) + ["no finding"]
+    return studies, {"tokenizer": tok, "answers": answers, "class_names": class_names, "multi_label": True}
+
+
+def _task(assets, **options) -> InstructedGenerationTask:
+    torch.manual_seed(0)
+    mc = UnifiedConfig(image_size=32, resnet="resnet18", d_model=32, n_heads=4, ffn_dim=64, encoder_layers=1,
+                       decoder_layers=1, vocab_size=len(assets["tokenizer"]), pad_id=0, dropout=0.0)
+    cfg = ExperimentConfig(model_family="unified", model_size="tiny", model=mc,
+                           task=InstructedGenerationOptions(none_class="no finding", **options),
+                           train=TrainConfig(label_smoothing=0.1))
+    return InstructedGenerationTask(UnifiedModel(mc).eval(), assets, cfg)
+
+
+def _batch(task, studies, tasks, n=3):
+    ds = task.dataset(studies)
+    items = [i for i, e in enumerate(ds.order) if ds.examples[e].task in tasks]
+    picked = [i for t in tasks for i in [i for i in items if ds.examples[ds.order[i]].task == t][:n]]
+    return task.collate([ds[i] for i in picked])
+
+
+def test_mixed_batch_loss_is_the_mean_of_per_subtask_losses(parts):
+    studies, assets = parts
+    task = _task(assets)
+    mixed = _batch(task, studies, ("caption", "vqa"))
+    assert sorted(set(mixed.tasks)) == ["caption", "vqa"]
+    out = task(mixed)
+    caption = task(_batch(task, studies, ("caption",)))["loss"]
+    vqa = task(_batch(task, studies, ("vqa",)))["loss"]
+    assert out["loss"].item() == pytest.approx((caption.item() + vqa.item()) / 2, rel=1e-5)
+    assert out["loss_caption"].item() == pytest.approx(caption.item(), rel=1e-5)
+    # and a one-sub-task batch is the plain per-token label-smoothed loss (vqa: under the answer trie)
+    batch = _batch(task, studies, ("vqa",))
+    logits = task._logits(batch)
+    direct = label_smoothed_nll(logits, batch.target_ids.masked_fill(~batch.target_mask, -100), epsilon=0.1,
+                                allowed_mask=task.allowed_mask(batch, logits.shape[-1]))
+    assert vqa.item() == pytest.approx((direct.loss / direct.n_tokens).item(), rel=1e-5)
+
+
+def test_training_mask_allows_only_candidate_continuations(parts):
+    studies, assets = parts
+    task = _task(assets)
+    batch = _batch(task, studies, ("vqa", "caption"))
+    mask = task.allowed_mask(batch, len(assets["tokenizer"]))
+    seqs = answer_sequences(assets["tokenizer"], assets["answers"])
+    for k, t in enumerate(batch.tasks):
+        if t == "caption":
+            assert mask[k].all()
+            continue
+        first = {s[0] for s in seqs}
+        assert set(torch.nonzero(mask[k, 0]).flatten().tolist()) == first
+    assert task.allowed_mask(batch, 300) is not None
+    assert _task(assets, constrain=False).allowed_mask(batch, 300) is None
+
+
+@pytest.mark.parametrize("beams", [1, 3])
+def test_constrained_decoding_stays_in_the_candidate_set(parts, beams):
+    studies, assets = parts
+    task = _task(assets)
+    task.generation = dataclasses.replace(task.generation, num_beams=beams, max_new_tokens=8)
+    batch = _batch(task, studies, ("vqa", "classification"), n=6)
+    rows = task.outputs(batch)
+    for r in rows:
+        allowed = assets["answers"] if r["task"] == "vqa" else assets["class_names"]
+        assert r["generated"] in allowed, r
+    # unconstrained, the same random model writes other things
+    free = _task(assets, constrain=False)
+    free.generation = task.generation
+    outside = [r for r in free.outputs(batch) if r["task"] == "vqa" and r["generated"] not in assets["answers"]]
+    assert outside
+
+
+def test_scoring_every_candidate_gives_classification_probabilities(parts):
+    studies, assets = parts
+    task = _task(assets, candidate_decoding="score")
+    rows = task.outputs(_batch(task, studies, ("classification", "vqa"), n=4))
+    for r in rows:
+        if r["task"] == "classification":
+            assert r["probs"].shape == (len(assets["class_names"]),)
+            assert r["probs"].sum() == pytest.approx(1.0, abs=1e-5)
+            assert r["generated"] == assets["class_names"][int(r["probs"].argmax())]
+        else:
+            assert r["generated"] in assets["answers"]
+
+
+def test_training_epoch_follows_the_weights(parts):
+    studies, assets = parts
+    task = _task(assets, tasks=["caption", "vqa"], weights={"caption": 1.0, "vqa": 3.0}, epoch_size=40)
+    ds = task.dataset(studies, training=True)
+    counts = {t: sum(ds.examples[k].task == t for k in ds.order) for t in SUBTASKS}
+    assert counts == {"caption": 10, "vqa": 30, "classification": 0, "summarization": 0}
+    assert [s.id for s in ds.studies[:5]] == [s.id for s in task.dataset(studies, training=True).studies[:5]]
+
+
+def test_options_are_checked():
+    with pytest.raises(ValueError, match="sub-tasks"):
+        InstructedGenerationOptions(tasks=["captions"])
+    with pytest.raises(ValueError, match="candidate_decoding"):
+        InstructedGenerationOptions(candidate_decoding="greedy")
