@@ -158,7 +158,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if not listed.batch:  # the files of one study: print its prediction (and write its row with --out)
         study = listed.studies[0]
         t0 = time.perf_counter()
-        prepared = load_study(loaded, study.id, study.paths)
+        prepared = dataclasses.replace(load_study(loaded, study.id, study.paths), question=args.question)
         record = predict_prepared(loaded, [prepared], 1)[0]
         if args.out:
             with open_atomic(args.out, args.overwrite) as fh:
@@ -169,7 +169,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         return 0
     with open_atomic(args.out, args.overwrite) if args.out else nullcontext(sys.stdout) as out:
         summary = predict_studies(loaded, listed.studies, gen, RowWriter(out, fmt, fields), strict=args.strict,
-                                  progress=not args.no_progress)
+                                  progress=not args.no_progress, question=args.question)
     failed = summary["failed"]
     first = f" (first: {next(iter(failed))}: {next(iter(failed.values()))})" if failed else ""
     noun = "reports" if "report" in fields else "predictions"
@@ -397,6 +397,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace the --out file when it exists")
     p.add_argument("--strict", action="store_true", help="stop at the first study whose images cannot be read")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--question", default="", help="a question asked of every study, for checkpoints that answer "
+                   "questions (the unified family: VQA); without it they write their default output (a report)")
     generation_args(p)
     sampling_args(p)
     p.set_defaults(func=cmd_predict)

@@ -127,6 +127,8 @@ class PreparedStudy:
     """0 = frontal, 1 = lateral, per view."""
     views: list[str | None]
     """The view names the views were ordered by (from the DICOM header or the caller), None where unknown."""
+    question: str = ""
+    """A question about the images for tasks that answer one (instructed generation: VQA); empty = none."""
 
 
 def prepare_study(sid: str, images: Sequence[DecodedImage], image_size: int, max_views: int,
