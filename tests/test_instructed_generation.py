@@ -143,3 +143,49 @@ def test_options_are_checked():
         InstructedGenerationOptions(tasks=["captions"])
     with pytest.raises(ValueError, match="candidate_decoding"):
         InstructedGenerationOptions(candidate_decoding="greedy")
+
+
+# ------------------------------------------------------------------------------------ recipes through the runner
+UNIFIED_TINY = ["model.resnet=resnet18", "model.d_model=32", "model.n_heads=4", "model.ffn_dim=64",
+                "model.encoder_layers=1", "model.decoder_layers=1", "train.max_steps=3", "train.eval_every=3",
+                "train.eval_max_studies=8"]
+
+
+def _train_and_evaluate(recipe: str, overrides: list[str], run: Path) -> dict:
+    from medvl.config.experiment import load_experiment
+    from medvl.evaluate.run import ScoringOptions, evaluate
+    from medvl.train.loop import train
+
+    summary = train(load_experiment(recipe, overrides))
+    assert summary["steps"] == 3
+    return evaluate(run, split="test", max_studies=6, progress=False,
+                    options=ScoringOptions(bootstrap=0, html=False, meteor=False))
+
+
+def test_pretrain_recipe_trains_and_evaluates_every_subtask(synth_root: Path, tmp_path: Path):
+    from .conftest import tiny_overrides
+
+    run = tmp_path / "run"
+    result = _train_and_evaluate("biomedgpt_pretrain_tiny_synthetic",
+                                 tiny_overrides(synth_root, run, *UNIFIED_TINY, "task.tasks=[caption,classification]"),
+                                 run)
+    assert result["subtasks"] == ["caption", "classification"]
+    assert 0.0 <= result["caption"]["bleu_4"] <= 1.0
+    assert result["classification"]["n_examples"] == result["caption"]["n_studies"] == 4  # the 4 test studies
+    assert "auroc_macro" in result["classification"]
+    assert (run / "tokenizer" / "tokenizer.json").is_file()
+
+
+def test_classify_nih_recipe_on_the_real_subset(tmp_path: Path):
+    from .conftest import SHARED_DATA
+
+    root = SHARED_DATA / "nih1000"
+    if not (root / "Data_Entry_2017_v2020_subset.csv").is_file():
+        pytest.skip(f"{root} is absent (real NIH ChestX-ray14 subset)")
+    run = tmp_path / "run"
+    result = _train_and_evaluate("biomedgpt_classify_nih", [
+        f"data.root={root}", f"train.output_dir={run}", "train.progress=false", "train.num_threads=1",
+        "train.loggers=[jsonl]", "data.batch_size=4", "tokenizer.vocab_size=300", "model.image_size=32",
+        *UNIFIED_TINY], run)
+    section = result["classification"]
+    assert section["n_examples"] == 6 and len(section["per_class"]) == 15

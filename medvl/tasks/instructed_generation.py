@@ -63,6 +63,8 @@ class InstructedGenerationOptions:
     """BiomedGPT's image-classification instruction (the target is the class name)."""
     summarization_prompt: str = ' what is the summary of article " {text} "?'
     """OFA's summarization instruction; {text} is the text to summarize."""
+    class_names: list[str] = field(default_factory=list)
+    """Labels named by the classification sub-task; empty = every label some training study is positive for."""
     none_class: str = ""
     """Class name for a study with no positive label (e.g. "no finding"); empty = such studies have no
     classification example."""
@@ -146,7 +148,12 @@ class InstructedGenerationTask(Task):
         class_names: list[str] = []
         multi_label = False
         if "classification" in opts.tasks:
-            class_names = sorted({n for s in train for n, v in (s.labels or {}).items() if v == 1})
+            seen = sorted({n for s in train for n, v in (s.labels or {}).items() if v == 1})
+            unknown = [n for n in opts.class_names if n not in seen]
+            if unknown:
+                raise ValueError(f"task.class_names {unknown} are positive in no training study (labels seen: "
+                                 f"{', '.join(seen) or 'none'})")
+            class_names = list(opts.class_names) or seen
             if opts.none_class and any(not positive_classes(s, class_names, "") for s in train if s.labels):
                 class_names.append(opts.none_class)
             multi_label = any(len(positive_classes(s, class_names, "")) > 1 for s in train)
