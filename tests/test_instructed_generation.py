@@ -4,6 +4,7 @@ and the recipes run through the runner at tiny size."""
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import pytest
@@ -151,14 +152,18 @@ UNIFIED_TINY = ["model.resnet=resnet18", "model.d_model=32", "model.n_heads=4", 
                 "train.eval_max_studies=8"]
 
 
-def _train_and_evaluate(recipe: str, overrides: list[str], run: Path) -> dict:
+SYNTH_SESSION = ["data.synth.n=40", "data.synth.seed=3", "data.synth.image_size=64", "data.synth.lateral=true"]
+"""The settings of the session's synthetic set (conftest `synth_root`), which the synthetic sources check."""
+
+
+def _train_and_evaluate(recipe: str, overrides: list[str], run: Path, max_studies: int = 6) -> dict:
     from medvl.config.experiment import load_experiment
     from medvl.evaluate.run import ScoringOptions, evaluate
     from medvl.train.loop import train
 
     summary = train(load_experiment(recipe, overrides))
     assert summary["steps"] == 3
-    return evaluate(run, split="test", max_studies=6, progress=False,
+    return evaluate(run, split="test", max_studies=max_studies, progress=False,
                     options=ScoringOptions(bootstrap=0, html=False, meteor=False))
 
 
@@ -166,10 +171,13 @@ def test_pretrain_recipe_trains_and_evaluates_every_subtask(synth_root: Path, tm
     from .conftest import tiny_overrides
 
     run = tmp_path / "run"
-    result = _train_and_evaluate("biomedgpt_pretrain_tiny_synthetic",
-                                 tiny_overrides(synth_root, run, *UNIFIED_TINY, "task.tasks=[caption,classification]"),
-                                 run)
-    assert result["subtasks"] == ["caption", "classification"]
+    synth = "{n: 40, seed: 3, image_size: 64, lateral: true}"
+    overrides = tiny_overrides(synth_root, run, *UNIFIED_TINY)[2:]  # the recipe's mixture, on the session's set
+    overrides.append(f"data.mixture=[{{source: synthetic, root: {synth_root}, synth: {synth}}}, "
+                     f"{{source: cxr_vqa_synthetic, root: {synth_root}, synth: {synth}}}]")
+    result = _train_and_evaluate("biomedgpt_pretrain_tiny_synthetic", overrides, run, max_studies=0)
+    assert result["subtasks"] == ["caption", "classification", "vqa"]
+    assert result["vqa"]["n_closed"] > 0 and result["vqa"]["outside_candidates"] == 0
     assert 0.0 <= result["caption"]["bleu_4"] <= 1.0
     assert result["classification"]["n_examples"] == result["caption"]["n_studies"] == 4  # the 4 test studies
     assert "auroc_macro" in result["classification"]
@@ -189,3 +197,42 @@ def test_classify_nih_recipe_on_the_real_subset(tmp_path: Path):
         *UNIFIED_TINY], run)
     section = result["classification"]
     assert section["n_examples"] == 6 and len(section["per_class"]) == 15
+
+
+def test_vqa_recipe_reports_closed_open_and_overall(synth_root: Path, tmp_path: Path):
+    from .conftest import tiny_overrides
+
+    run = tmp_path / "run"
+    overrides = tiny_overrides(synth_root, run, *UNIFIED_TINY, *SYNTH_SESSION)
+    overrides[0] = "data.source=cxr_vqa_synthetic"
+    result = _train_and_evaluate("biomedgpt_vqa_tiny_synthetic", overrides, run, max_studies=0)
+    vqa = result["vqa"]
+    assert vqa["n"] == vqa["n_closed"] + vqa["n_open"] and vqa["n_closed"] > 0 and vqa["n_open"] > 0
+    for key in ("accuracy", "closed_accuracy", "open_accuracy"):
+        assert 0.0 <= vqa[key] <= 1.0
+    assert vqa["outside_candidates"] == 0  # beam search under the trie
+    assert set(vqa["baselines"]) == {"majority_per_question_type", "majority_overall"}
+    metrics = json.loads((run / "eval_test" / "metrics.json").read_text())
+    assert metrics["vqa"]["closed_accuracy"] == vqa["closed_accuracy"]
+    rows = [json.loads(line) for line in (run / "eval_test" / "predictions.jsonl").read_text().splitlines()]
+    assert {r["answer_type"] for r in rows} == {"closed", "open"} and all("correct" in r for r in rows)
+
+
+@pytest.mark.parametrize("recipe,folder", [("biomedgpt_vqa_rad", "vqa_rad"), ("biomedgpt_slake", "slake")])
+def test_real_vqa_recipes_run_on_the_shared_data(recipe: str, folder: str, tmp_path: Path):
+    from .conftest import SHARED_DATA
+
+    root = SHARED_DATA / folder
+    if not root.is_dir():
+        pytest.skip(f"{root} is absent")
+    from medvl.config.experiment import load_experiment
+    from medvl.evaluate.run import ScoringOptions, evaluate
+    from medvl.train.loop import train
+
+    run = tmp_path / "run"
+    train(load_experiment(recipe, [f"data.root={root}", f"train.output_dir={run}", "train.progress=false",
+                                   "train.num_threads=1", "train.loggers=[jsonl]", "data.batch_size=4",
+                                   "data.max_studies=40", "tokenizer.vocab_size=400", "model.image_size=32",
+                                   "generation.num_beams=2", *UNIFIED_TINY]))
+    result = evaluate(run, split="val", max_studies=8, progress=False, options=ScoringOptions(bootstrap=0, html=False))
+    assert result["vqa"]["n"] == 8 and result["vqa"]["outside_candidates"] == 0

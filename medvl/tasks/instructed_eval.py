@@ -53,11 +53,25 @@ def validation_metrics(rows: Sequence[dict[str, Any]]) -> dict[str, float]:
 
 
 def vqa_result(rows: Sequence[dict[str, Any]], train: Sequence[Study], options: Any) -> tuple[dict[str, Any], list]:
-    from medvl.evaluate.vqa import vqa_evaluation
+    """Closed / open / overall accuracy with intervals, next to the majority answer per question type fitted on the
+    training questions; one prediction row per question."""
+    from medvl.evaluate.vqa import majority_baselines, normalize_answer as vqa_normal, vqa_accuracy
 
-    return vqa_evaluation([r["id"] for r in rows], [r["question"] for r in rows], [r["reference"] for r in rows],
-                          [r["generated"] for r in rows], [r["answer_type"] for r in rows],
-                          [r["question_type"] for r in rows], train, bootstrap=options.bootstrap, seed=options.seed)
+    answer_types = [r["answer_type"] or "open" for r in rows]
+    question_types = [r["question_type"] or "" for r in rows]
+    section = vqa_accuracy([r["generated"] for r in rows], [r["reference"] for r in rows], answer_types,
+                           question_types, bootstrap=options.bootstrap, seed=options.seed)
+    if train:
+        meta = [s.meta or {} for s in train]
+        section["baselines"] = majority_baselines(
+            {"answers": [s.answer for s in train], "answer_types": [m.get("answer_type") or "open" for m in meta],
+             "question_types": [m.get("question_type") or "" for m in meta]},
+            {"answers": [r["reference"] for r in rows], "answer_types": answer_types,
+             "question_types": question_types}, bootstrap=options.bootstrap, seed=options.seed)
+    preds = [{"id": r["id"], "question": r["question"], "answer": r["reference"], "generated": r["generated"],
+              "answer_type": t, "question_type": q, "correct": vqa_normal(r["generated"]) == vqa_normal(r["reference"])}
+             for r, t, q in zip(rows, answer_types, question_types, strict=True)]
+    return section, preds
 
 
 def evaluation(rows: Sequence[dict[str, Any]], studies: dict[str, list[Study]], options: Any,
@@ -117,6 +131,11 @@ def format_evaluation(result: dict[str, Any]) -> str:
     lines = []
     for task in result.get("subtasks", []):
         section = result.get(task, {})
+        if task == "vqa":
+            from medvl.evaluate.vqa import format_vqa
+
+            lines.append("vqa:\n" + format_vqa(section, section.get("baselines")))
+            continue
         flat = {k: round(v, 4) if isinstance(v, float) else v for k, v in section.items()
                 if isinstance(v, (int, float)) and not isinstance(v, bool) and "_ci_" not in k}
         lines.append(f"{task}: {json.dumps(flat)}")

@@ -31,8 +31,11 @@ CONSTRAINED = ("vqa", "classification")
 
 
 def normalize_answer(text: str) -> str:
-    """The answer text trained and matched: stripped, lower-case, inner whitespace collapsed."""
-    return " ".join(str(text).lower().split())
+    """The VQA answer text trained, offered as a candidate and matched: the VQA v2 normalization of
+    `medvl.evaluate.vqa.normalize_answer` (lower-case, punctuation, number words, articles)."""
+    from medvl.evaluate.vqa import normalize_answer as vqa_normal
+
+    return vqa_normal(text)
 
 
 def positive_classes(study: Study, class_names: Sequence[str], none_class: str) -> list[str]:
