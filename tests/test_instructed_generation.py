@@ -139,6 +139,44 @@ def test_training_epoch_follows_the_weights(parts):
     assert [s.id for s in ds.studies[:5]] == [s.id for s in task.dataset(studies, training=True).studies[:5]]
 
 
+def test_text_only_summarization_goes_through_the_same_model(parts):
+    from medvl.data.dataset import check_studies
+    from medvl.data.study import Study
+
+    studies, assets = parts
+    texts = [Study(f"s{k}", (), "", "train", (), None, question=s.report, answer=s.report.split(".")[0])
+             for k, s in enumerate(studies[:4])]
+    assert len(check_studies(texts, False, InstructedGenerationTask.usable, text_only=True)[0]) == 4
+    assert not check_studies(texts, False, InstructedGenerationTask.usable)[0]  # image tasks skip them
+    task = _task(assets)
+    batch = task.collate([task.dataset(texts)[i] for i in range(4)])
+    assert batch.tasks == ["summarization"] * 4 and not batch.image_valid.any()
+    assert torch.isfinite(task(batch)["loss"])
+    assert "the summary of article" in assets["tokenizer"].decode(batch.src_ids[0].tolist())
+    assert len(task.outputs(batch)) == 4
+
+
+def test_r_drop_and_drop_worst_in_training(parts):
+    studies, assets = parts
+    task = _task(assets)
+    batch = _batch(task, studies, ("caption", "vqa"))
+    task.model.train()
+    plain = task(batch)["loss"]
+    rdrop = _task(assets, r_drop_alpha=1.0)
+    rdrop.model.train()  # without dropout both passes agree: the KL is 0 and the loss is the plain one
+    assert rdrop(batch)["loss"].item() == pytest.approx(plain.item(), rel=1e-5)
+    noisy = _task(assets, r_drop_alpha=1.0)
+    noisy.model = UnifiedModel(dataclasses.replace(noisy.model.config, dropout=0.3)).train()
+    loss = noisy(batch)["loss"]
+    loss.backward()
+    assert torch.isfinite(loss)
+    drop = _task(assets, drop_worst_ratio=0.5, drop_worst_after=1)
+    drop.model.train()
+    first = drop(batch)["loss"]  # update 0: nothing dropped yet
+    assert first.item() == pytest.approx(plain.item(), rel=1e-5)
+    assert drop(batch)["loss"].item() < first.item()  # the worst half left out
+
+
 def test_options_are_checked():
     with pytest.raises(ValueError, match="sub-tasks"):
         InstructedGenerationOptions(tasks=["captions"])

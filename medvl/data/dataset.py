@@ -102,11 +102,12 @@ class TargetBatch:
         return self
 
 
-def check_studies(studies: Sequence[Study], strict: bool, requirement: Callable[[Study], str] | None = None
-                  ) -> tuple[list[Study], list[Skipped]]:
+def check_studies(studies: Sequence[Study], strict: bool, requirement: Callable[[Study], str] | None = None,
+                  text_only: bool = False) -> tuple[list[Study], list[Skipped]]:
     """Split studies into usable ones and skipped ones (what the task needs is missing, e.g. an empty report, or an
     image file is missing); strict: raise instead. `requirement(study)` says why a study lacks what the task needs
-    ('' when it has it); the default needs a report."""
+    ('' when it has it); the default needs a report. `text_only`: a study without images is kept (the task reads
+    text-only studies, `Task.text_only`)."""
     kept, skipped = [], []
     for study in studies:
         reason = None
@@ -117,7 +118,7 @@ def check_studies(studies: Sequence[Study], strict: bool, requirement: Callable[
         elif requirement is None and not study.report.strip():
             reason = "empty report"
         elif not study.image_paths:
-            reason = "no image"
+            reason = None if text_only else "no image"
         elif study.image_store is not None:
             reason = None if study.image_store.is_file() else f"prepared image array not found: {study.image_store}"
         else:

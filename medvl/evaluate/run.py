@@ -91,7 +91,7 @@ def evaluate(checkpoint: str | Path, split: str = "test", out_dir: str | Path | 
         outputs: dict[str, list[Any]] = {}
         t0 = time.time()
         for name in task.eval_splits(split, [k for k, v in studies.items() if v]):
-            kept, skipped = check_studies(studies[name], data_cfg.strict, task.usable)
+            kept, skipped = check_studies(studies[name], data_cfg.strict, task.usable, task.text_only)
             kept = kept[:max_studies] if max_studies else kept
             if name == split:
                 skipped_reasons.update({s.id: s.reason for s in skipped})

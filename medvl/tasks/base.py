@@ -62,6 +62,8 @@ class Task:
     """Field name -> (Python type, description) of one prediction record (besides id, views, timing)."""
     headline_metrics: ClassVar[tuple[str, ...]] = ("loss",)
     """Validation metrics shown in the training log line."""
+    text_only: ClassVar[bool] = False
+    """True when the task also reads studies without images (text-only summarization); others skip them."""
 
     def __init__(self, model: nn.Module, assets: Any, cfg: Any = None) -> None:
         """`cfg` is the run's `ExperimentConfig` (None: the defaults, for a task built by hand around a model)."""
