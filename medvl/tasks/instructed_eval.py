@@ -55,7 +55,8 @@ def validation_metrics(rows: Sequence[dict[str, Any]]) -> dict[str, float]:
 def vqa_result(rows: Sequence[dict[str, Any]], train: Sequence[Study], options: Any) -> tuple[dict[str, Any], list]:
     """Closed / open / overall accuracy with intervals, next to the majority answer per question type fitted on the
     training questions; one prediction row per question."""
-    from medvl.evaluate.vqa import majority_baselines, normalize_answer as vqa_normal, vqa_accuracy
+    from medvl.evaluate.vqa import majority_baselines, vqa_accuracy
+    from medvl.evaluate.vqa import normalize_answer as vqa_normal
 
     answer_types = [r["answer_type"] or "open" for r in rows]
     question_types = [r["question_type"] or "" for r in rows]

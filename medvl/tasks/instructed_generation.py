@@ -36,11 +36,11 @@ from medvl.data.tokenizer import (decode_report, load_tokenizer, special_tokens,
                                   tokenizer_to_json, train_bpe_tokenizer)
 from medvl.infer.config import GenerationConfig
 from medvl.models.unified.loss import label_smoothed_nll, r_drop_kl
+from medvl.tasks import instructed_eval
 from medvl.tasks.base import Task
 from medvl.tasks.instructions import (CONSTRAINED, SUBTASKS, InstructionBatch, InstructionDataset, InstructionSample,
                                       answer_sequences, collate_instructions, examples_of, normalize_answer,
                                       pad_candidates, positive_classes, subtasks_of, text_ids)
-from medvl.tasks import instructed_eval
 
 IGNORE = -100
 

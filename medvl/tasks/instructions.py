@@ -46,19 +46,12 @@ def positive_classes(study: Study, class_names: Sequence[str], none_class: str) 
 
 
 def subtasks_of(study: Study, enabled: Sequence[str]) -> list[str]:
-    """The enabled sub-tasks this study can serve, in `SUBTASKS` order."""
-    out = []
-    text_only = not study.image_paths
-    for name in enabled:
-        if name == "caption" and study.report.strip() and not text_only:
-            out.append(name)
-        elif name == "vqa" and study.question.strip() and study.answer.strip() and not text_only:
-            out.append(name)
-        elif name == "classification" and study.labels and not text_only:
-            out.append(name)
-        elif name == "summarization" and text_only and study.question.strip() and study.answer.strip():
-            out.append(name)
-    return out
+    """The enabled sub-tasks this study can serve, in `enabled` order."""
+    has_image = bool(study.image_paths)
+    qa = bool(study.question.strip() and study.answer.strip())
+    serves = {"caption": has_image and bool(study.report.strip()), "vqa": has_image and qa,
+              "classification": has_image and bool(study.labels), "summarization": not has_image and qa}
+    return [name for name in enabled if serves[name]]
 
 
 @dataclass(frozen=True)
