@@ -66,10 +66,12 @@ def _constrain(logprobs: Tensor, rows: list[tuple[int, int, list[int]]], *, pad_
                no_repeat_ngram_size: int, allowed_tokens: AllowedTokens | None) -> Tensor:
     """Set disallowed next tokens to -inf. rows: (row index in logprobs, example index, generated prefix) of the
     live rows (finished rows are left alone)."""
-    vocab = logprobs.shape[-1]
-    banned = torch.zeros_like(logprobs, dtype=torch.bool, device="cpu")
     if pad_id != eos_id:
-        banned[:, pad_id] = True
+        logprobs = logprobs.clone()
+        logprobs[:, pad_id] = float("-inf")
+    if no_repeat_ngram_size <= 0 and allowed_tokens is None:
+        return logprobs
+    banned = torch.zeros(logprobs.shape, dtype=torch.bool)  # built on the CPU, moved once
     for row, example, prefix in rows:
         for token in _banned_ngram_tokens(prefix, no_repeat_ngram_size):
             banned[row, token] = True
@@ -79,7 +81,7 @@ def _constrain(logprobs: Tensor, rows: list[tuple[int, int, list[int]]], *, pad_
                 if len(allowed) == 0:
                     raise ValueError(f"allowed_tokens({example}, {prefix}) allowed no token; a prefix trie over the "
                                      "candidates must allow EOS after a complete candidate")
-                keep = torch.ones(vocab, dtype=torch.bool)
+                keep = torch.ones(logprobs.shape[-1], dtype=torch.bool)
                 keep[torch.tensor(allowed, dtype=torch.long)] = False
                 banned[row] |= keep
     return logprobs.masked_fill(banned.to(logprobs.device), float("-inf"))
@@ -93,6 +95,9 @@ def generate(model, images: Tensor, image_valid: Tensor, src_ids: Tensor, src_ma
     """See the module docstring."""
     if max_new_tokens < 1 or num_beams < 1:
         raise ValueError(f"max_new_tokens and num_beams must be >= 1, got {max_new_tokens} and {num_beams}")
+    if max_new_tokens > model.config.max_target_positions:
+        raise ValueError(f"max_new_tokens={max_new_tokens} exceeds model.max_target_positions="
+                         f"{model.config.max_target_positions} (BOS + the generated tokens but the last)")
     pad_id = model.config.pad_id if pad_id is None else pad_id
     memory, memory_mask = model.encode(images, image_valid, src_ids, src_mask)
     state = model.decoder_state(memory, memory_mask)
