@@ -48,8 +48,13 @@ class _Stepper:
             logits, _ = self.model.decode_step(tokens, self.state, use_cache=False)
         return _log_softmax(logits[:, -1])
 
-    def reorder(self, rows: Tensor) -> None:
+    def expand(self, rows: Tensor) -> None:
+        """Rows of the state -> `rows` (each example repeated once per beam)."""
         self.state = self.state.select(rows)
+
+    def reorder(self, rows: Tensor) -> None:
+        """Beams -> their continuations `rows` (each within its example)."""
+        self.state = self.state.reorder_beams(rows)
 
 
 def _banned_ngram_tokens(seq: list[int], n: int) -> set[int]:
@@ -128,7 +133,7 @@ def _beam_search(step: _Stepper, batch: int, max_new_tokens: int, bos_id: int, k
                  opts: dict) -> Tensor:
     device = step.state.memory_mask.device
     eos_id, pad_id = opts["eos_id"], opts["pad_id"]
-    step.reorder(torch.arange(batch, device=device).repeat_interleave(k))
+    step.expand(torch.arange(batch, device=device).repeat_interleave(k))
     tokens = torch.full((batch * k, 1), bos_id, dtype=torch.long, device=device)
     scores = torch.full((batch, k), float("-inf"), device=device)
     scores[:, 0] = 0.0  # all beams start identical: expand the first only
