@@ -103,6 +103,10 @@ class DecoderState:
 
 
 class UnifiedModel(nn.Module):
+    """BiomedGPT/OFA encoder-decoder; the contract is in the module docstring. Parameter names: `embed_tokens` (the
+    shared embedding and output projection), `image_embed` (ResNet + projection), `encoder_*` / `decoder_*` (layers,
+    position biases, relative tables), `text_positions` / `image_positions` / `target_positions` (absolute tables)."""
+
     def __init__(self, config: UnifiedConfig) -> None:
         super().__init__()
         self.config = c = config
