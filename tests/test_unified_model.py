@@ -195,6 +195,15 @@ def test_trie_constrained_decoding_never_leaves_the_candidate_set(num_beams):
             assert tuple(row) in candidates
 
 
+@pytest.mark.parametrize("num_beams", [1, 2])
+def test_the_candidate_set_wins_over_no_repeat_ngram(num_beams):
+    model = tiny_model(seed=4)
+    trie = PrefixTrie([[5, 5, 5, EOS]])  # an answer that repeats itself
+    out = model.generate(*batch(b=2), max_new_tokens=6, bos_id=BOS, eos_id=EOS, pad_id=PAD, num_beams=num_beams,
+                         no_repeat_ngram_size=1, allowed_tokens=trie.allowed_tokens)
+    assert out[:, :4].tolist() == [[5, 5, 5, EOS]] * 2
+
+
 def test_score_candidates_equals_teacher_forced_log_probs():
     model = tiny_model(seed=5)
     images, image_valid, src_ids, src_mask = batch(b=3, seed=5)

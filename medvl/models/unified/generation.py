@@ -12,7 +12,8 @@
 - `allowed_tokens(example_index, prefix)`: prefix = the tokens generated so far for that beam (no BOS); returns the
   token ids allowed next, or None for no restriction. A `PrefixTrie.allowed` over tokenized candidates keeps the
   output inside the candidate set. `no_repeat_ngram_size=n` bans a token that would repeat an n-gram of the
-  generated tokens. The pad token is never generated (unless it is also EOS).
+  generated tokens, except where that would ban every allowed token (a candidate that repeats itself stays
+  reachable). The pad token is never generated (unless it is also EOS).
 - `score_candidates(model, images, image_valid, src_ids, src_mask, candidates [K, L], *, bos_id, pad_id=None)`
   -> [B, K] summed log-probabilities of each candidate (pad positions excluded) under teacher forcing.
 """
@@ -78,17 +79,16 @@ def _constrain(logprobs: Tensor, rows: list[tuple[int, int, list[int]]], *, pad_
         return logprobs
     banned = torch.zeros(logprobs.shape, dtype=torch.bool)  # built on the CPU, moved once
     for row, example, prefix in rows:
-        for token in _banned_ngram_tokens(prefix, no_repeat_ngram_size):
-            banned[row, token] = True
-        if allowed_tokens is not None:
-            allowed = allowed_tokens(example, prefix)
-            if allowed is not None:
-                if len(allowed) == 0:
-                    raise ValueError(f"allowed_tokens({example}, {prefix}) allowed no token; a prefix trie over the "
-                                     "candidates must allow EOS after a complete candidate")
-                keep = torch.ones(logprobs.shape[-1], dtype=torch.bool)
-                keep[torch.tensor(allowed, dtype=torch.long)] = False
-                banned[row] |= keep
+        allowed = allowed_tokens(example, prefix) if allowed_tokens is not None else None
+        if allowed is not None:
+            if len(allowed) == 0:
+                raise ValueError(f"allowed_tokens({example}, {prefix}) allowed no token; a prefix trie over the "
+                                 "candidates must allow EOS after a complete candidate")
+            banned[row] = True
+            banned[row, torch.tensor(allowed, dtype=torch.long)] = False
+        repeats = _banned_ngram_tokens(prefix, no_repeat_ngram_size)
+        if repeats and (allowed is None or not set(allowed) <= repeats):  # the candidate set wins a conflict
+            banned[row, torch.tensor(sorted(repeats), dtype=torch.long)] = True
     return logprobs.masked_fill(banned.to(logprobs.device), float("-inf"))
 
 
