@@ -263,6 +263,8 @@ def test_bad_inputs_name_the_problem():
         tiny_config(image_size=96)
     with pytest.raises(ValueError, match="divisible"):
         tiny_config(n_heads=5)
+    with pytest.raises(ValueError, match="token_bucket_size"):
+        tiny_config(token_bucket_size=1)
     with pytest.raises(ValueError, match="resnet"):
         UnifiedModel(tiny_config(resnet="vit_tiny_patch16_224"))
 
