@@ -195,6 +195,15 @@ def test_trie_constrained_decoding_never_leaves_the_candidate_set(num_beams):
             assert tuple(row) in candidates
 
 
+@pytest.mark.parametrize("num_beams", [1, 2])
+def test_the_candidate_set_wins_over_no_repeat_ngram(num_beams):
+    model = tiny_model(seed=4)
+    trie = PrefixTrie([[5, 5, 5, EOS]])  # an answer that repeats itself
+    out = model.generate(*batch(b=2), max_new_tokens=6, bos_id=BOS, eos_id=EOS, pad_id=PAD, num_beams=num_beams,
+                         no_repeat_ngram_size=1, allowed_tokens=trie.allowed_tokens)
+    assert out[:, :4].tolist() == [[5, 5, 5, EOS]] * 2
+
+
 def test_score_candidates_equals_teacher_forced_log_probs():
     model = tiny_model(seed=5)
     images, image_valid, src_ids, src_mask = batch(b=3, seed=5)
@@ -254,6 +263,8 @@ def test_bad_inputs_name_the_problem():
         tiny_config(image_size=96)
     with pytest.raises(ValueError, match="divisible"):
         tiny_config(n_heads=5)
+    with pytest.raises(ValueError, match="token_bucket_size"):
+        tiny_config(token_bucket_size=1)
     with pytest.raises(ValueError, match="resnet"):
         UnifiedModel(tiny_config(resnet="vit_tiny_patch16_224"))
 
@@ -283,3 +294,27 @@ def test_prefix_trie_allowed_and_mask():
     assert mask[0, 3].all()  # padding: unconstrained (the loss ignores it)
     with pytest.raises(ValueError, match="empty"):
         PrefixTrie([[5], []])
+
+
+def test_a_few_steps_learn_answers_that_depend_on_the_image_and_on_the_instruction():
+    """Bright vs dark images under one instruction answer 7 vs 9; a text-only example with another instruction
+    answers 11: after 30 Adam steps greedy decoding returns all three (the image path reaches the decoder)."""
+    torch.manual_seed(0)
+    model = UnifiedModel(tiny_config())
+    images = torch.cat([torch.full((2, 1, 32, 32), 0.9), torch.full((2, 1, 32, 32), 0.1), torch.zeros(1, 1, 32, 32)])
+    image_valid = torch.tensor([True, True, True, True, False])
+    src_ids = torch.tensor([[5, 6, EOS]] * 4 + [[8, 6, EOS]])
+    src_mask = torch.ones_like(src_ids, dtype=torch.bool)
+    targets = torch.tensor([[7, EOS]] * 2 + [[9, EOS]] * 2 + [[11, EOS]])
+    prev = torch.cat([torch.full((5, 1), BOS), targets[:, :-1]], 1)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(30):
+        logits = model(images, image_valid, src_ids, src_mask, prev)
+        loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten())
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    model.eval()
+    out = model.generate(images, image_valid, src_ids, src_mask, max_new_tokens=3, bos_id=BOS, eos_id=EOS,
+                         num_beams=2)
+    assert loss.item() < 0.1 and torch.equal(out[:, :2], targets)

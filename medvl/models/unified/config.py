@@ -94,6 +94,8 @@ class UnifiedConfig:
                      "vocab_size", "max_source_positions", "max_target_positions", "token_bucket_size",
                      "image_bucket_size"):
             check(getattr(self, name) >= 1, f"model.{name} must be >= 1, got {getattr(self, name)}")
+        check(self.token_bucket_size >= 2, f"model.token_bucket_size must be >= 2 (exact buckets for offsets below "
+                                           f"half of it), got {self.token_bucket_size}")
         check(self.max_views == 1, f"model.max_views must be 1 for the unified family (one image per example), "
                                    f"got {self.max_views}")
         check(self.image_size % 16 == 0, f"model.image_size={self.image_size} must be a multiple of 16 (the stride "

@@ -12,7 +12,8 @@
 - `allowed_tokens(example_index, prefix)`: prefix = the tokens generated so far for that beam (no BOS); returns the
   token ids allowed next, or None for no restriction. A `PrefixTrie.allowed` over tokenized candidates keeps the
   output inside the candidate set. `no_repeat_ngram_size=n` bans a token that would repeat an n-gram of the
-  generated tokens. The pad token is never generated (unless it is also EOS).
+  generated tokens, except where that would ban every allowed token (a candidate that repeats itself stays
+  reachable). The pad token is never generated (unless it is also EOS).
 - `score_candidates(model, images, image_valid, src_ids, src_mask, candidates [K, L], *, bos_id, pad_id=None)`
   -> [B, K] summed log-probabilities of each candidate (pad positions excluded) under teacher forcing.
 """
@@ -48,8 +49,13 @@ class _Stepper:
             logits, _ = self.model.decode_step(tokens, self.state, use_cache=False)
         return _log_softmax(logits[:, -1])
 
-    def reorder(self, rows: Tensor) -> None:
+    def expand(self, rows: Tensor) -> None:
+        """Rows of the state -> `rows` (each example repeated once per beam)."""
         self.state = self.state.select(rows)
+
+    def reorder(self, rows: Tensor) -> None:
+        """Beams -> their continuations `rows` (each within its example)."""
+        self.state = self.state.reorder_beams(rows)
 
 
 def _banned_ngram_tokens(seq: list[int], n: int) -> set[int]:
@@ -66,22 +72,23 @@ def _constrain(logprobs: Tensor, rows: list[tuple[int, int, list[int]]], *, pad_
                no_repeat_ngram_size: int, allowed_tokens: AllowedTokens | None) -> Tensor:
     """Set disallowed next tokens to -inf. rows: (row index in logprobs, example index, generated prefix) of the
     live rows (finished rows are left alone)."""
-    vocab = logprobs.shape[-1]
-    banned = torch.zeros_like(logprobs, dtype=torch.bool, device="cpu")
     if pad_id != eos_id:
-        banned[:, pad_id] = True
+        logprobs = logprobs.clone()
+        logprobs[:, pad_id] = float("-inf")
+    if no_repeat_ngram_size <= 0 and allowed_tokens is None:
+        return logprobs
+    banned = torch.zeros(logprobs.shape, dtype=torch.bool)  # built on the CPU, moved once
     for row, example, prefix in rows:
-        for token in _banned_ngram_tokens(prefix, no_repeat_ngram_size):
-            banned[row, token] = True
-        if allowed_tokens is not None:
-            allowed = allowed_tokens(example, prefix)
-            if allowed is not None:
-                if len(allowed) == 0:
-                    raise ValueError(f"allowed_tokens({example}, {prefix}) allowed no token; a prefix trie over the "
-                                     "candidates must allow EOS after a complete candidate")
-                keep = torch.ones(vocab, dtype=torch.bool)
-                keep[torch.tensor(allowed, dtype=torch.long)] = False
-                banned[row] |= keep
+        allowed = allowed_tokens(example, prefix) if allowed_tokens is not None else None
+        if allowed is not None:
+            if len(allowed) == 0:
+                raise ValueError(f"allowed_tokens({example}, {prefix}) allowed no token; a prefix trie over the "
+                                 "candidates must allow EOS after a complete candidate")
+            banned[row] = True
+            banned[row, torch.tensor(allowed, dtype=torch.long)] = False
+        repeats = _banned_ngram_tokens(prefix, no_repeat_ngram_size)
+        if repeats and (allowed is None or not set(allowed) <= repeats):  # the candidate set wins a conflict
+            banned[row, torch.tensor(sorted(repeats), dtype=torch.long)] = True
     return logprobs.masked_fill(banned.to(logprobs.device), float("-inf"))
 
 
@@ -93,6 +100,9 @@ def generate(model, images: Tensor, image_valid: Tensor, src_ids: Tensor, src_ma
     """See the module docstring."""
     if max_new_tokens < 1 or num_beams < 1:
         raise ValueError(f"max_new_tokens and num_beams must be >= 1, got {max_new_tokens} and {num_beams}")
+    if max_new_tokens > model.config.max_target_positions:
+        raise ValueError(f"max_new_tokens={max_new_tokens} exceeds model.max_target_positions="
+                         f"{model.config.max_target_positions} (BOS + the generated tokens but the last)")
     pad_id = model.config.pad_id if pad_id is None else pad_id
     memory, memory_mask = model.encode(images, image_valid, src_ids, src_mask)
     state = model.decoder_state(memory, memory_mask)
@@ -123,7 +133,7 @@ def _beam_search(step: _Stepper, batch: int, max_new_tokens: int, bos_id: int, k
                  opts: dict) -> Tensor:
     device = step.state.memory_mask.device
     eos_id, pad_id = opts["eos_id"], opts["pad_id"]
-    step.reorder(torch.arange(batch, device=device).repeat_interleave(k))
+    step.expand(torch.arange(batch, device=device).repeat_interleave(k))
     tokens = torch.full((batch * k, 1), bos_id, dtype=torch.long, device=device)
     scores = torch.full((batch, k), float("-inf"), device=device)
     scores[:, 0] = 0.0  # all beams start identical: expand the first only

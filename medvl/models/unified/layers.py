@@ -17,6 +17,8 @@ import torch.nn.functional as F
 from timm.layers import DropPath
 from torch import Tensor, nn
 
+from medvl.models.unified.config import UnifiedConfig
+
 KVCache = tuple[Tensor, Tensor]
 """Keys and values of one attention, [B, H, T, head_dim] each."""
 
@@ -75,10 +77,10 @@ class FeedForward(nn.Module):
         return self.dropout(self.fc2(h))
 
 
-class _Block(nn.Module):
+class AttentionBlock(nn.Module):
     """norm -> attention -> [attn_ln] -> dropout -> drop path -> residual add."""
 
-    def __init__(self, d_model: int, n_heads: int, config: object, drop_path: float) -> None:
+    def __init__(self, d_model: int, n_heads: int, config: UnifiedConfig, drop_path: float) -> None:
         super().__init__()
         self.norm = nn.LayerNorm(d_model)
         self.attn = Attention(d_model, n_heads, config.attn_scale_factor, config.attention_dropout,
@@ -105,10 +107,10 @@ class _Block(nn.Module):
 class EncoderLayer(nn.Module):
     """Self-attention + FFN over the [image patches | text] sequence."""
 
-    def __init__(self, config: object, drop_path: float) -> None:
+    def __init__(self, config: UnifiedConfig, drop_path: float) -> None:
         super().__init__()
         d = config.d_model
-        self.self_attn = _Block(d, config.n_heads, config, drop_path)
+        self.self_attn = AttentionBlock(d, config.n_heads, config, drop_path)
         self.ffn_norm = nn.LayerNorm(d)
         self.ffn = FeedForward(d, config.ffn_dim, config.dropout, config.ffn_ln)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
@@ -122,11 +124,11 @@ class EncoderLayer(nn.Module):
 class DecoderLayer(nn.Module):
     """Causal self-attention (with a growing key/value cache) + cross-attention over the encoder memory + FFN."""
 
-    def __init__(self, config: object, drop_path: float) -> None:
+    def __init__(self, config: UnifiedConfig, drop_path: float) -> None:
         super().__init__()
         d = config.d_model
-        self.self_attn = _Block(d, config.n_heads, config, drop_path)
-        self.cross_attn = _Block(d, config.n_heads, config, drop_path)
+        self.self_attn = AttentionBlock(d, config.n_heads, config, drop_path)
+        self.cross_attn = AttentionBlock(d, config.n_heads, config, drop_path)
         self.ffn_norm = nn.LayerNorm(d)
         self.ffn = FeedForward(d, config.ffn_dim, config.dropout, config.ffn_ln)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()

@@ -85,6 +85,13 @@ class DecoderState:
         return DecoderState([pick(kv) for kv in self.cross_kv], self.memory_mask.index_select(0, rows),
                             self.memory_positions, None if self.cache is None else [pick(kv) for kv in self.cache])
 
+    def reorder_beams(self, rows: Tensor) -> DecoderState:
+        """As `select` for rows that each come from a beam of the same example: the memory's keys/values are the
+        same for all of an example's beams, so only the self-attention cache is gathered."""
+        cache = None if self.cache is None else [(k.index_select(0, rows), v.index_select(0, rows))
+                                                 for k, v in self.cache]
+        return DecoderState(self.cross_kv, self.memory_mask, self.memory_positions, cache)
+
     def broadcast_row(self, row: int, n: int) -> DecoderState:
         """Row `row` repeated n times as a broadcast view (no copy of the keys/values), without a cache: the state
         for scoring n candidate continuations of one example."""
@@ -96,6 +103,10 @@ class DecoderState:
 
 
 class UnifiedModel(nn.Module):
+    """BiomedGPT/OFA encoder-decoder; the contract is in the module docstring. Parameter names: `embed_tokens` (the
+    shared embedding and output projection), `image_embed` (ResNet + projection), `encoder_*` / `decoder_*` (layers,
+    position biases, relative tables), `text_positions` / `image_positions` / `target_positions` (absolute tables)."""
+
     def __init__(self, config: UnifiedConfig) -> None:
         super().__init__()
         self.config = c = config
