@@ -74,7 +74,7 @@ def test_vqa_rad_layout_suffix_fallback_and_val_carve(tmp_path: Path, capsys: py
     assert val_images and not train_images & val_images
     assert val_images == {n for n in train_images | val_images if image_hash_share(n) < 1 / 8}
     assert all(s.split == "val" for s in studies["val"])
-    kept, skipped = check_studies(studies["train"], strict=False, requirement=lambda s: "")
+    _, skipped = check_studies(studies["train"], strict=False, requirement=lambda s: "")
     assert [s.id for s in skipped] == ["train_999"]
 
 
