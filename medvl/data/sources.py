@@ -55,25 +55,11 @@ from pathlib import Path
 from typing import Any
 
 from medvl.data.config import DataConfig, MixtureEntry
-from medvl.data.layouts import (
-    captions,
-    chexpert,
-    clips,
-    cxr_vqa,
-    dicom,
-    image_folder,
-    iu_csv,
-    manifest,
-    mimic,
-    nih,
-    openi,
-    prepared,
-    summaries,
-    vqa,
-    xraygpt,
-)
+from medvl.data.layouts import (captions, chexpert, clips, cxr_vqa, dicom, image_folder, iu_csv, manifest, mimic,
+                                nih, openi, prepared, summaries, vqa, xraygpt)
 from medvl.data.reports import apply_rules
-from medvl.data.study import FRONTAL, LATERAL, RECORD_FIELDS, DataSourceError, Study, decode_text, group_splits, view_id
+from medvl.data.study import (FRONTAL, LATERAL, RECORD_FIELDS, DataSourceError, Study, decode_text, group_splits,
+                              view_id)
 from medvl.findings import FINDINGS
 from medvl.registry import Registry, suggest
 

@@ -23,16 +23,8 @@ from typing import Any
 
 from medvl.data.config import DataConfig
 from medvl.data.layouts import iu_csv, openi
-from medvl.data.study import (
-    DataSourceError,
-    Study,
-    decode_text,
-    group_splits,
-    hash_split,
-    read_csv,
-    require_file,
-    split_name,
-)
+from medvl.data.study import (DataSourceError, Study, decode_text, group_splits, hash_split, read_csv, require_file,
+                              split_name)
 
 LAYOUT = ("ROOT/<data.manifest> (.jsonl or .csv: text, summary[, id, split]), ROOT/indiana_reports.csv (uid, "
           "findings, impression), or ROOT/ecgen-radiology/*.xml (OpenI)")
