@@ -278,3 +278,11 @@ def test_real_slake() -> None:
     assert {k: len(v) for k, v in studies.items()} == {"train": 4919, "val": 1053}
     assert sum(bool(s.problem) for v in studies.values() for s in v) == 1  # one training question has no answer
     assert all(s.image_paths[0].is_file() for v in studies.values() for s in v)
+
+
+def test_evaluate_takes_another_source_and_root() -> None:
+    from medvl.cli import build_parser
+
+    args = build_parser().parse_args(["evaluate", "run/", "--data.source", "vqa_rad", "--data.root", "DIR",
+                                      "--split", "test"])
+    assert (args.data_source, args.data_root, args.split) == ("vqa_rad", "DIR", "test")

@@ -45,7 +45,8 @@ _KINDS = (("missing image", r"image file not found"), ("empty image file", r"ima
           ("DICOM without pixel data", r"no pixel data"), ("undecodable image", r"cannot (decode|read)"),
           ("duplicated id", r"duplicated study id"), ("missing section", r"has no [A-Z]+( or [A-Z]+)? section"),
           ("missing report", r"no report"), ("unmatched image id", r"has no file in"),
-          ("empty report", r"empty report"))
+          ("empty report", r"empty report"), ("missing answer", r"no question or no answer"),
+          ("missing summary", r"no summary|no text to summarize"))
 
 
 def problem_kind(reason: str) -> str:
