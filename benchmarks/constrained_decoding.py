@@ -52,7 +52,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     loaded = load_trained(args.checkpoint, device="cpu", generation={"num_beams": args.beams})
     task = loaded.task
-    studies, _ = check_studies(load_studies(loaded.config.data)[args.split], False, task.usable, task.text_only)
+    studies, _ = check_studies(load_studies(loaded.config.data)[args.split], False, task.usable, task.takes_text_only)
     vqa = [s for s in studies if s.question and s.image_paths]
     vqa = vqa[: args.max_questions] if args.max_questions else vqa
     dataset = task.dataset(vqa)

@@ -111,6 +111,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from medvl.evaluate.run import evaluate, format_result
 
     result = evaluate(args.checkpoint, split=args.split, out_dir=args.out, data_root=args.data_root,
+                      data_source=args.data_source,
                       generation=_generation_overrides(args), max_studies=args.max_studies, device=args.device,
                       strict=args.strict, options=_scoring_options(args))
     if result:  # under torchrun only rank 0 has the result
@@ -353,7 +354,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint", help="checkpoint directory, or a run directory (its best checkpoint is used)")
     p.add_argument("--split", default="test", help="split to evaluate (default test)")
     p.add_argument("--out", default=None, help="output directory (default RUN/eval_SPLIT)")
-    p.add_argument("--data-root", default=None, help="evaluate on this data set instead of the training one")
+    p.add_argument("--data-root", "--data.root", default=None,
+                   help="evaluate on this data set instead of the training one")
+    p.add_argument("--data-source", "--data.source", default=None, help="read --data-root as this data source "
+                   "(default: the training one), e.g. vqa_rad on a folder with the official testset.json")
     p.add_argument("--max-studies", type=int, default=0, help="evaluate only the first N studies")
     p.add_argument("--strict", action="store_true", help="stop at the first unusable study (missing/corrupt image, "
                    "empty report) instead of skipping and counting it")

@@ -36,8 +36,8 @@ from medvl.evaluate.classification import CI_LEVEL, _interval, _resample_weights
 
 ARTICLES = frozenset({"a", "an", "the"})
 NUMBER_WORDS = {w: str(i) for i, w in enumerate(
-    ("zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
-     "seventeen eighteen nineteen twenty").split())}
+    ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve",
+     "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen", "twenty"])}
 YES_NO = {"yes": "yes", "yeah": "yes", "yep": "yes", "true": "yes", "no": "no", "nope": "no", "false": "no"}
 ANSWER_TYPES = ("closed", "open")
 _NUMBER_SEPARATOR = re.compile(r"(?<=\d)[.,](?=\d)")

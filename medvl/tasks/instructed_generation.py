@@ -110,7 +110,7 @@ class InstructedGenerationTask(Task):
     name = "instructed_generation"
     options_class = InstructedGenerationOptions
     endpoint = "generations"
-    text_only = True  # summarization reads studies without images
+    takes_text_only = True  # summarization reads studies without images
     prediction_fields = {
         "task": (str, "the sub-task answered: caption, vqa, classification or summarization"),
         "text": (str, "the generated text (report, answer, class name or summary)"),

@@ -57,7 +57,7 @@ def questions(record: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
     sid, labels = str(record["id"]), record.get("labels") or {}
     details = record.get("findings_detail") or {}
     if set(PRESENCE) - set(labels):
-        raise DataSourceError(f"study {sid} has no label for {sorted(set(PRESENCE) - set(labels))[0]}: "
+        raise DataSourceError(f"study {sid} has no label for {min(set(PRESENCE) - set(labels))}: "
                               f"{LAYOUT} expected")
     positive = [f for f in PRESENCE if labels[f]]
     absent = sorted((f for f in PRESENCE if not labels[f]), key=lambda f: _rank(sid, f))

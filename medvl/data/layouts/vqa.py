@@ -111,7 +111,8 @@ def carve_val(studies: dict[str, list[Study]], source: str, share: float = VQA_V
     when there is no val split; say so. Every question of one image stays in one split."""
     if studies.get("val") or not studies.get("train"):
         return studies
-    train, val = [], []
+    train: list[Study] = []
+    val: list[Study] = []
     for s in studies["train"]:
         (val if image_hash_share(str((s.meta or {}).get("image", s.id))) < share else train).append(s)
     images = len({(s.meta or {}).get("image") for s in val})
@@ -171,7 +172,7 @@ def read_vqa_rad(cfg: DataConfig) -> dict[str, list[Study]]:
             continue
         for r in _records(root / file, VQA_RAD_LAYOUT):
             _require(r, ("qid", "image_name", "question", "answer"), root / file)
-            extra = {k: r[k] for k in ("image_organ", "phrase_type") if k in r}
+            extra: dict[str, Any] = {k: r[k] for k in ("image_organ", "phrase_type") if k in r}
             studies.append(vqa_study(f"{split}_{r['qid']}", split, str(r["image_name"]), finder, r["question"],
                                      r["answer"], r.get("answer_type"), str(r.get("question_type", "")).upper(),
                                      extra))
@@ -195,7 +196,8 @@ def read_slake(cfg: DataConfig) -> dict[str, list[Study]]:
             if str(r.get("q_lang", "en")).strip().lower() != "en":
                 other_languages += 1
                 continue
-            extra = {k: r[k] for k in ("location", "modality", "base_type", "img_id") if k in r}
+            extra: dict[str, Any] = {k: r[k] for k in ("location", "modality", "base_type", "img_id")
+                                     if k in r}
             studies.append(vqa_study(f"{split}_{r['qid']}", split, str(r["img_name"]), finder, r["question"],
                                      r["answer"], r.get("answer_type"), r.get("content_type", ""), extra))
     finder.report("slake", len(studies))
