@@ -111,6 +111,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from medvl.evaluate.run import evaluate, format_result
 
     result = evaluate(args.checkpoint, split=args.split, out_dir=args.out, data_root=args.data_root,
+                      data_source=args.data_source,
                       generation=_generation_overrides(args), max_studies=args.max_studies, device=args.device,
                       strict=args.strict, options=_scoring_options(args))
     if result:  # under torchrun only rank 0 has the result
@@ -174,7 +175,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if not listed.batch:  # the files of one study: print its prediction (and write its row with --out)
         study = listed.studies[0]
         t0 = time.perf_counter()
-        prepared = load_study(loaded, study.id, study.paths)
+        prepared = dataclasses.replace(load_study(loaded, study.id, study.paths), question=args.question)
         record = predict_prepared(loaded, [prepared], 1)[0]
         if args.out:
             with open_atomic(args.out, args.overwrite) as fh:
@@ -189,7 +190,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         return 0
     with open_atomic(args.out, args.overwrite) if args.out else nullcontext(sys.stdout) as out:
         summary = predict_studies(loaded, listed.studies, gen, RowWriter(out, fmt, fields), strict=args.strict,
-                                  progress=not args.no_progress)
+                                  progress=not args.no_progress, question=args.question)
     failed = summary["failed"]
     if summary["with_ignored_views"]:
         print(f"note: {summary['with_ignored_views']} studies had more images than the model takes "
@@ -377,7 +378,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint", help="checkpoint directory, or a run directory (its best checkpoint is used)")
     p.add_argument("--split", default="test", help="split to evaluate (default test)")
     p.add_argument("--out", default=None, help="output directory (default RUN/eval_SPLIT)")
-    p.add_argument("--data-root", default=None, help="evaluate on this data set instead of the training one")
+    p.add_argument("--data-root", "--data.root", default=None,
+                   help="evaluate on this data set instead of the training one")
+    p.add_argument("--data-source", "--data.source", default=None, help="read --data-root as this data source "
+                   "(default: the training one), e.g. vqa_rad on a folder with the official testset.json")
     p.add_argument("--max-studies", type=int, default=0, help="evaluate only the first N studies")
     p.add_argument("--strict", action="store_true", help="stop at the first unusable study (missing/corrupt image, "
                    "empty report) instead of skipping and counting it")
@@ -421,6 +425,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace the --out file when it exists")
     p.add_argument("--strict", action="store_true", help="stop at the first study whose images cannot be read")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--question", default="", help="a question asked of every study, for checkpoints that answer "
+                   "questions (the unified family: VQA); without it they write their default output (a report)")
     generation_args(p)
     sampling_args(p)
     p.set_defaults(func=cmd_predict)

@@ -167,7 +167,14 @@ def add_data_commands(sub: Any) -> None:
                                "  dicom              **/*.dcm grouped by StudyInstanceUID (+ reports.csv)\n"
                                "  nih                Data_Entry_2017*.csv + the images anywhere below (labels)\n"
                                "  chexpert           train.csv + valid.csv (+ test.csv) + the images (labels)\n"
-                               "  image_folder       [split/]class/image (one-hot class labels)")
+                               "  image_folder       [split/]class/image (one-hot class labels)\n"
+                               "  vqa_rad            trainset.json [+ testset.json] + images/ (a study per question)\n"
+                               "  slake              train.json [+ validate.json, test.json] + imgs/ or images/ "
+                               "(English)\n"
+                               "  pathvqa            qas/<split>/<split>_qa.pkl + images/<split>/\n"
+                               "  cxr_vqa_synthetic  questions on a `medvl data synth` set's ground truth\n"
+                               "  report_summaries   findings -> impression, text only (iu_csv, openi, or a "
+                               "text/summary manifest)")
     p.add_argument("source", help="source name (see below)")
     p.add_argument("--src", required=True, help="the data set's directory")
     p.add_argument("--out", required=True, help="output directory (new or empty)")

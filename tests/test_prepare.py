@@ -84,19 +84,22 @@ def test_dicom_without_pixels_is_counted(tmp_path: Path) -> None:
 def test_pool_decoding_and_report_rules_are_recorded(tmp_path: Path) -> None:
     fx.write_r2gen(tmp_path / "r2gen")
     root = tmp_path / "many"
-    recs = [{"id": f"s{i}", "image_paths": [f"i{i % 4}.png"], "text": "No  effusion. XXXX.", "split": "train"}
-            for i in range(70)]
-    for k in range(4):
+    # 70 image files (over the 64 views a pool is started for) and 10 more studies sharing them: one row per file
+    recs = [{"id": f"s{i}", "image_paths": [f"i{i % 70}.png"], "text": "No  effusion. XXXX.", "split": "train"}
+            for i in range(80)]
+    for k in range(70):
         fx.png(root / f"i{k}.png", k)
     (root / "manifest.jsonl").write_text("\n".join(json.dumps(r) for r in recs))
     data = DataConfig(reports=ReportConfig(clean="r2gen", deid="unify"))
     info = prepare("manifest", root, tmp_path / "out", image_size=8, workers=2, data=data, progress=False)
-    assert info["studies"] == 70 and info["report_rules"]["clean"] == "r2gen"
+    assert info["studies"] == 80 and info["rows"] == 70 and info["report_rules"]["clean"] == "r2gen"
     assert info["report_rules"]["order"] == ["section", "deid", "clean", "max_words"]
     s = load_studies(DataConfig(source="prepared", root=str(tmp_path / "out")))["train"][5]
     assert s.report == "no effusion . xxxx ."
     arr = np.load(tmp_path / "out" / "images.npy")
-    assert np.array_equal(arr[5], resize_square(load_grayscale(root / "i1.png"), 8))
+    assert np.array_equal(arr[s.image_rows[0]], resize_square(load_grayscale(root / "i5.png"), 8))
+    shared = load_studies(DataConfig(source="prepared", root=str(tmp_path / "out")))["train"][75]
+    assert shared.image_rows == s.image_rows
 
 
 def test_problem_kinds() -> None:

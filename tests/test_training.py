@@ -148,6 +148,17 @@ def test_every_shipped_recipe_trains_at_a_tiny_size(recipe: Path, synth_root: Pa
     extra = NO_PRETRAINED if "family: xraygpt" in text else []
     if "family: classifier" in text or "name: classification" in text:  # the tiny synthetic set as a labelled
         extra = [*SYNTH_FIXTURE, "task.labels=[]", "train.select_metric="]   # source; its 8 findings as classes
+    if "family: unified" in text:  # BiomedGPT: the session's synthetic set (reports, labels, questions) serves
+        extra = list(SYNTH_FIXTURE)     # each recipe's sub-tasks
+        if "source: mixture" in text:
+            synth = "{n: 40, seed: 3, image_size: 64}"
+            extra.append(f"data.mixture=[{{source: synthetic, root: {synth_root}, synth: {synth}}}, "
+                         f"{{source: cxr_vqa_synthetic, root: {synth_root}, synth: {synth}}}]")
+            extra[0] = "data.source=mixture"
+        elif "tasks: [vqa]" in text:
+            extra[0] = "data.source=cxr_vqa_synthetic"
+        elif "class_names:" in text:
+            extra.append("task.class_names=[]")
     if "source: clips" in text:  # satellite clips: the session's tiny synthetic clips, whatever the family
         extra = [*clips_overrides(clips_root), "train.precision=fp32"]
     if "family: mae" in text:  # no pretrained weights or previous stage here; a clip's frames are the model's

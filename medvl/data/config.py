@@ -97,15 +97,64 @@ class ReportConfig:
             raise ValueError(f"data.reports.max_words must be >= 0, got {self.max_words}")
 
 
+VQA_VAL_SHARE = 1 / 8
+"""Share of the images whose questions a VQA source moves from train to val when its data set has no validation file
+(VQA-RAD never has one; SLAKE without validate.json): about the size of VQA-RAD's official test split (451 of 3,515
+questions)."""
+
+
+@dataclass
+class MixtureEntry:
+    """One data set of `data.mixture`: the fields of `DataConfig` that say where studies come from, per source."""
+
+    source: str
+    """Data source by name, as `data.source`."""
+    root: str = ""
+    """Its directory, as `data.root`."""
+    name: str = ""
+    """Prefix of its study ids ("NAME/ID"); empty = the source name. Two entries need different names."""
+    manifest: str = ""
+    """Its index file, as `data.manifest`."""
+    caption: int = 0
+    max_studies: int = 0
+    """Use at most this many studies per split of this data set (0 = all)."""
+    synth: SynthConfig = field(default_factory=SynthConfig)
+    reports: ReportConfig = field(default_factory=ReportConfig)
+    clips: ClipsConfig = field(default_factory=ClipsConfig)
+    synth_clips: SynthClipsConfig = field(default_factory=SynthClipsConfig)
+
+    @property
+    def prefix(self) -> str:
+        return self.name or self.source
+
+
 @dataclass
 class DataConfig:
-    """Where studies come from and how they are batched."""
+    """Where studies come from and how they are batched.
+
+    Several data sets read together (multitask training: reports + VQA + classification) are a mixture:
+    `data.source=mixture` and `data.mixture` a list of entries (`MixtureEntry`: source, root, name, manifest, caption,
+    max_studies and the per-source sections synth, reports, clips, synth_clips), e.g. in a recipe::
+
+        data:
+          source: mixture
+          mixture:
+            - {source: synthetic, root: data/synth}
+            - {source: vqa_rad, root: ../shared/data/vqa_rad}
+            - {source: iu_csv, root: data/iu_csv, reports: {section: impression}}
+
+    Each entry is read as if it were `data.source` (its own report rules included), its study ids are prefixed
+    "NAME/" (the entry's name, default its source) so they cannot collide, and the splits are merged: train is every
+    entry's train, and so on. An unknown source in the list is an error naming it and the known ones.
+    """
 
     source: str = "synthetic"
     """Data source by name (see `medvl.data.sources.SOURCES` and `medvl data prepare --help`): synthetic, iu_xray,
     openi, iu_csv, mimic_cxr, mimic_cxr_jpg, xraygpt, coco_captions, flickr_captions, manifest, dicom, prepared;
     with labels for classification: nih (ChestX-ray14), chexpert, image_folder (a folder per class), and a manifest
-    with labels; satellite clips (labels and/or point targets): clips (the medicane CSVs), clips_synthetic."""
+    with labels; satellite clips (labels and/or point targets): clips (the medicane CSVs), clips_synthetic; visual
+    question answering (one study per question): vqa_rad, slake, pathvqa, cxr_vqa_synthetic; text-only
+    summarization (findings -> impression): report_summaries; several of these together: mixture."""
     root: str = "data/synth"
     """Directory of the data set in the layout of `source` (R2Gen: annotation.json plus images/)."""
     synth: SynthConfig = field(default_factory=SynthConfig)
@@ -132,8 +181,21 @@ class DataConfig:
     """Fail on the first unusable study (missing/corrupt image, empty report) instead of skipping and counting it."""
     max_studies: int = 0
     """Use at most this many studies per split (0 = all); for quick experiments."""
+    mixture: list[MixtureEntry] = field(default_factory=list)
+    """The data sets of `data.source=mixture` (see the class docstring); empty for any other source."""
 
     def __post_init__(self) -> None:
+        if self.mixture and self.source != "mixture":
+            raise ValueError(f"data.mixture is set but data.source is {self.source!r}; set data.source=mixture to "
+                             "read the listed data sets together, or drop data.mixture")
+        if self.source == "mixture" and not self.mixture:
+            raise ValueError("data.source=mixture needs data.mixture: a list of entries such as "
+                             "[{source: synthetic, root: data/synth}, {source: vqa_rad, root: DIR}]")
+        names = [m.prefix for m in self.mixture]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"data.mixture lists {repeated[0]!r} more than once; give the entries different `name`s "
+                             "(their study-id prefixes)")
         if self.batch_size < 1:
             raise ValueError(f"data.batch_size must be >= 1, got {self.batch_size}")
         if self.num_workers < 0:

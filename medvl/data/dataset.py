@@ -102,11 +102,13 @@ class TargetBatch:
         return self
 
 
-def check_studies(studies: Sequence[Study], strict: bool, requirement: Callable[[Study], str] | None = None
-                  ) -> tuple[list[Study], list[Skipped]]:
+def check_studies(studies: Sequence[Study], strict: bool, requirement: Callable[[Study], str] | None = None,
+                  text_only: bool = False) -> tuple[list[Study], list[Skipped]]:
     """Split studies into usable ones and skipped ones (what the task needs is missing, e.g. an empty report, or an
     image file is missing); strict: raise instead. `requirement(study)` says why a study lacks what the task needs
-    ('' when it has it); the default needs a report."""
+    ('' when it has it); the default needs a report. A study without images (`image_paths == ()`, a text-only study
+    such as a summarization pair) is skipped as "no image" unless `text_only` (the task takes text-only studies,
+    `Task.takes_text_only`)."""
     kept, skipped = [], []
     for study in studies:
         reason = None
@@ -117,7 +119,7 @@ def check_studies(studies: Sequence[Study], strict: bool, requirement: Callable[
         elif requirement is None and not study.report.strip():
             reason = "empty report"
         elif not study.image_paths:
-            reason = "no image"
+            reason = None if text_only else "no image"
         elif study.image_store is not None:
             reason = None if study.image_store.is_file() else f"prepared image array not found: {study.image_store}"
         else:
@@ -144,6 +146,9 @@ class ViewLoader:
         self.cache: dict[str, np.ndarray] | None = {} if cache_images else None
 
     def __call__(self, study: Study) -> np.ndarray:
+        if not study.image_paths and not study.image_rows:  # a text-only study: no views, [0, S, S(, C)]
+            shape = (0, self.image_size, self.image_size) + ((self.channels,) if self.channels > 1 else ())
+            return np.zeros(shape, dtype=np.uint8)
         if self.cache is not None and study.id in self.cache:
             return self.cache[study.id]
         if study.image_store is not None:  # a prepared data set: decoded once, read from its memory map

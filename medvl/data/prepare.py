@@ -2,16 +2,19 @@
 
 Output (read back by the `prepared` source, `medvl.data.layouts.prepared`):
 
-    OUT/images.npy       uint8 [rows, S, S], one row per view (np.lib.format, memory-mappable); the rows of a study
+    OUT/images.npy       uint8 [rows, S, S], one row per image file (np.lib.format, memory-mappable; the questions
+                         of a VQA set that share an image share its row); the rows of a study
                          found unusable while decoding stay zero and are referenced by no study
     OUT/studies.jsonl    one usable study per line: id, split, report, rows, view_ids, image_paths, labels, meta,
-                         sizes (the original [H, W] of each view)
+                         sizes (the original [H, W] of each view), and when present question, answer, references,
+                         targets (a text-only study has no rows)
     OUT/problems.jsonl   one line per unusable study: id, split, kind, reason (nothing is dropped silently)
     OUT/prepared.json    format/version, source, src, image_size, the report rules, counts per split and per problem
                          kind, statistics (report words, original image sizes, views per study)
 
 A study is unusable when its layout says so (`Study.problem`: missing section, duplicated id, unmatched image id...),
-its report is empty, or any of its views is missing, empty or cannot be decoded; with `strict` the first one raises
+it has no target text (no report, and no answer for a VQA or summarization study), it has no image (unless it is a
+text-only study: a question and an answer, no image paths), or any of its views is missing, empty or cannot be decoded; with `strict` the first one raises
 `StudyError` instead. Views are decoded in `workers` processes with the same functions training uses
 (`load_grayscale`, `resize_square`), so a prepared set gives the same pixels as decoding on the fly.
 """
@@ -42,7 +45,8 @@ _KINDS = (("missing image", r"image file not found"), ("empty image file", r"ima
           ("DICOM without pixel data", r"no pixel data"), ("undecodable image", r"cannot (decode|read)"),
           ("duplicated id", r"duplicated study id"), ("missing section", r"has no [A-Z]+( or [A-Z]+)? section"),
           ("missing report", r"no report"), ("unmatched image id", r"has no file in"),
-          ("empty report", r"empty report"))
+          ("empty report", r"empty report"), ("missing answer", r"no question or no answer"),
+          ("missing summary", r"no summary|no text to summarize"))
 
 
 def problem_kind(reason: str) -> str:
@@ -112,17 +116,26 @@ def prepare(source: str, src: str | Path, out: str | Path, image_size: int = 256
         problems.append({"id": study.id, "split": study.split, "kind": problem_kind(reason), "reason": reason})
 
     for study in studies:
-        reason = study.problem or ("empty report" if require_report and not study.report.strip() else "") or \
-            ("no image" if not study.image_paths else "")
+        # the target text: a report, or a question's answer (VQA) / a text's summary (text-only studies)
+        has_text = bool(study.report.strip() or study.answer.strip())
+        text_only = not study.image_paths and bool(study.question.strip() and study.answer.strip())
+        reason = study.problem or ("empty report" if require_report and not has_text else "") or \
+            ("no image" if not study.image_paths and not text_only else "")
         if reason:
             unusable(study, reason)
         else:
             usable.append(study)
     _prepare_out(out, overwrite)
-    tasks, first_row = [], []
+    tasks, study_rows = [], []
+    row_of: dict[str, int] = {}  # one row per image file: VQA sets ask many questions about one image
     for study in usable:
-        first_row.append(len(tasks))
-        tasks += [(len(tasks) + k, str(p), image_size) for k, p in enumerate(study.image_paths)]
+        rows = []
+        for p in study.image_paths:
+            if str(p) not in row_of:
+                row_of[str(p)] = len(tasks)
+                tasks.append((len(tasks), str(p), image_size))
+            rows.append(row_of[str(p)])
+        study_rows.append(rows)
     images = np.lib.format.open_memmap(out / "images.npy", mode="w+", dtype=np.uint8,
                                        shape=(len(tasks), image_size, image_size))
     sizes: list[list[int]] = [[] for _ in tasks]
@@ -145,15 +158,17 @@ def prepare(source: str, src: str | Path, out: str | Path, image_size: int = 256
     images.flush()
     del images
     kept: list[dict[str, Any]] = []
-    for study, start in zip(usable, first_row, strict=True):
-        rows = list(range(start, start + len(study.image_paths)))
+    for study, rows in zip(usable, study_rows, strict=True):
         bad = next((errors[r] for r in rows if r in errors), None)
         if bad:
             unusable(study, bad)
             continue
         kept.append({"id": study.id, "split": study.split, "report": study.report, "rows": rows,
                      "view_ids": list(study.view_ids), "image_paths": [str(p) for p in study.image_paths],
-                     "labels": study.labels, "meta": study.meta, "sizes": [sizes[r] for r in rows]})
+                     "labels": study.labels, "meta": study.meta, "sizes": [sizes[r] for r in rows],
+                     **{k: v for k, v in (("question", study.question), ("answer", study.answer),
+                                          ("references", list(study.references)), ("targets", list(study.targets)))
+                        if v}})
     with open(out / "studies.jsonl", "w", encoding="utf-8") as f:
         f.writelines(json.dumps(r) + "\n" for r in kept)
     with open(out / "problems.jsonl", "w", encoding="utf-8") as f:

@@ -88,6 +88,8 @@ def text_of(record: dict[str, Any]) -> str:
     """A one-line reading of a prediction record for people: the report, or the classes with their probability."""
     if "report" in record:
         return str(record["report"])
+    if "text" in record:  # instructed generation: the generated text of its sub-task
+        return str(record["text"])
     probs = record.get("probabilities", {})
     ranked = sorted(probs.items(), key=lambda kv: -kv[1])
     labels = record.get("labels", [])

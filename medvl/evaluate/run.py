@@ -54,13 +54,15 @@ def _outputs(loaded: LoadedModel, dataset: Any, indices: list[int], progress: bo
 def evaluate(checkpoint: str | Path, split: str = "test", out_dir: str | Path | None = None,
              data_root: str | None = None, generation: dict[str, Any] | None = None, max_studies: int = 0,
              device: str = "auto", progress: bool = True, strict: bool | None = None,
-             options: ScoringOptions | None = None) -> dict[str, Any]:
+             options: ScoringOptions | None = None, data_source: str | None = None) -> dict[str, Any]:
     """Evaluate a checkpoint on `split` of the data set it was trained on (or `data_root`); see the module docstring.
 
     Args:
         generation: overrides of the checkpoint's generation settings (e.g. num_beams) for generative tasks.
         max_studies: evaluate at most this many studies of each split (0 = all).
         strict: overrides the run's `data.strict` (stop at the first unusable study instead of skipping it).
+        data_source: read `data_root` (or the training root) as this data source instead of the training one (a
+            VQA model trained on a mixture, scored on a folder with VQA-RAD's official testset.json).
 
     Returns:
         The metrics.json dict (plus `out_dir`), on rank 0; {} on the other ranks.
@@ -80,6 +82,8 @@ def evaluate(checkpoint: str | Path, split: str = "test", out_dir: str | Path | 
         loaded = load_trained(checkpoint, device=device, generation=generation)
         cfg, task = loaded.config, loaded.task
         data_cfg = dataclasses.replace(cfg.data, root=data_root) if data_root else cfg.data
+        if data_source:  # another layout than the training data's, e.g. the official VQA-RAD testset.json
+            data_cfg = dataclasses.replace(data_cfg, source=data_source, mixture=[])
         if strict is not None:
             data_cfg = dataclasses.replace(data_cfg, strict=strict)
         from medvl.data.sources import check_provides
@@ -91,7 +95,7 @@ def evaluate(checkpoint: str | Path, split: str = "test", out_dir: str | Path | 
         outputs: dict[str, list[Any]] = {}
         t0 = time.time()
         for name in task.eval_splits(split, [k for k, v in studies.items() if v]):
-            kept, skipped = check_studies(studies[name], data_cfg.strict, task.usable)
+            kept, skipped = check_studies(studies[name], data_cfg.strict, task.usable, task.takes_text_only)
             kept = kept[:max_studies] if max_studies else kept
             if name == split:
                 skipped_reasons.update({s.id: s.reason for s in skipped})

@@ -15,6 +15,7 @@ reports_per_second.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import sys
 import time
@@ -72,8 +73,9 @@ def _progress(total: int, enabled: bool) -> Any:
 
 def predict_studies(loaded: LoadedModel, studies: Sequence[StudyInput], gen: GenerationConfig, writer: RowWriter,
                     strict: bool = False, progress: bool = True,
-                    max_pixels: int | None = DEFAULT_MAX_PIXELS) -> dict[str, Any]:
-    """Generate and write a row per study; see the module docstring.
+                    max_pixels: int | None = DEFAULT_MAX_PIXELS, question: str = "") -> dict[str, Any]:
+    """Generate and write a row per study (`question` asked of every study, for tasks that answer one); see the
+    module docstring.
 
     Raises:
         StudyError: with `strict`, at the first study whose images cannot be loaded.
@@ -91,7 +93,8 @@ def predict_studies(loaded: LoadedModel, studies: Sequence[StudyInput], gen: Gen
                 t0 = time.perf_counter()
                 row: dict[str, Any] = {"id": study.id, "images": [str(p) for p in study.paths]}
                 try:
-                    prepared.append(load_study(loaded, study.id, study.paths, study.views, max_pixels))
+                    prepared.append(dataclasses.replace(load_study(loaded, study.id, study.paths, study.views,
+                                                                   max_pixels), question=question))
                     row["views"] = prepared[-1].views
                     if prepared[-1].ignored_views:
                         row["ignored_views"] = prepared[-1].ignored_views

@@ -132,6 +132,8 @@ class PreparedStudy:
     """The view names the views were ordered by (from the DICOM header or the caller), None where unknown."""
     ignored_views: int = 0
     """Views given beyond the model's `max_views` and left out (the latest in frontal-first order)."""
+    question: str = ""
+    """A question about the images for tasks that answer one (instructed generation: VQA); empty = none."""
 
 
 def prepare_study(sid: str, images: Sequence[DecodedImage], image_size: int, max_views: int,

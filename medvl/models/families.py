@@ -141,6 +141,30 @@ def _build_mae(config: Any) -> nn.Module:
     return MaskedVideoViT(config)
 
 
+def _unified_config() -> type:
+    from medvl.models.unified.config import UnifiedConfig
+
+    return UnifiedConfig
+
+
+def _unified_presets() -> dict[str, dict[str, Any]]:
+    from medvl.models.unified.config import UNIFIED_SIZES
+
+    return UNIFIED_SIZES
+
+
+def _unified_reload_config(config: Any) -> Any:
+    from medvl.models.unified.config import config_for_reload
+
+    return config_for_reload(config)
+
+
+def _build_unified(config: Any) -> nn.Module:
+    from medvl.models.unified.model import UnifiedModel
+
+    return UnifiedModel(config)
+
+
 MODEL_FAMILIES: Registry[ModelFamily] = Registry("model family")
 MODEL_FAMILIES.add("captioner", ModelFamily("captioner", _captioner_config, _captioner_presets, _build_captioner,
                                             task="report_generation", default_size="small",
@@ -154,6 +178,10 @@ MODEL_FAMILIES.add("classifier", ModelFamily("classifier", _classifier_config, _
 MODEL_FAMILIES.add("mae", ModelFamily("mae", _mae_config, _mae_presets, _build_mae, task="masked_modeling",
                                       default_size="base", reload_config=_mae_reload_config,
                                       other_tasks=("classification", "regression")))
+# BiomedGPT/OFA: one encoder-decoder for report writing, VQA, classification and summarization by instruction.
+MODEL_FAMILIES.add("unified", ModelFamily("unified", _unified_config, _unified_presets, _build_unified,
+                                          task="instructed_generation", default_size="tiny",
+                                          reload_config=_unified_reload_config))
 
 
 def model_config_to_dict(family: str, size: str, config: Any) -> dict[str, Any]:

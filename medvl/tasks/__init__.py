@@ -21,6 +21,12 @@ def _instructed_report() -> type:
     return InstructedReportTask
 
 
+def _instructed_generation() -> type:
+    from medvl.tasks.instructed_generation import InstructedGenerationTask
+
+    return InstructedGenerationTask
+
+
 def _classification() -> type:
     from medvl.tasks.classification import ClassificationTask
 
@@ -42,6 +48,7 @@ def _regression() -> type:
 TASKS: Registry[Callable[[], Any]] = Registry("task")
 TASKS.add("report_generation", _report_generation)
 TASKS.add("instructed_report", _instructed_report)
+TASKS.add("instructed_generation", _instructed_generation)
 TASKS.add("classification", _classification)
 TASKS.add("masked_modeling", _masked_modeling)
 TASKS.add("regression", _regression)

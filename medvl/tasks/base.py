@@ -50,6 +50,9 @@ class Task:
     name: ClassVar[str] = ""
     needs: ClassVar[tuple[str, ...]] = ()
     """Record fields every study must carry, e.g. ("report",) or ("labels",)."""
+    takes_text_only: ClassVar[bool] = False
+    """True when the task also reads studies without images (`image_paths == ()`, e.g. summarization pairs); their
+    views are then empty ([0, S, S]) and their view mask all False. Other tasks skip such studies ("no image")."""
     options_class: ClassVar[type] = NoOptions
     """Dataclass of the recipe's `task:` section."""
     default_select_metric: ClassVar[str] = "loss"

@@ -164,8 +164,9 @@ class Trainer:
         studies = self._main_first(lambda: load_studies(cfg.data))
         self.state = RunState()
         usable = task_cls.usable
-        train_studies, skipped = check_studies(require_split(studies, "train"), cfg.data.strict, usable)
-        val_studies, val_skipped = check_studies(studies.get("val", []), cfg.data.strict, usable)
+        text_only = task_cls.takes_text_only
+        train_studies, skipped = check_studies(require_split(studies, "train"), cfg.data.strict, usable, text_only)
+        val_studies, val_skipped = check_studies(studies.get("val", []), cfg.data.strict, usable, text_only)
         self._record_skips([*skipped, *val_skipped])
         if not train_studies:
             first = skipped[0] if skipped else None

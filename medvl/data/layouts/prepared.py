@@ -2,6 +2,7 @@
 
     ROOT/prepared.json    format, version, source, image_size, report rules, counts, statistics
     ROOT/studies.jsonl    one usable study per line: id, split, report, rows, view_ids, image_paths, labels, meta
+                          [, question, answer, references, targets]
     ROOT/images.npy       uint8 [rows, S, S], every view decoded and resized once (memory-mapped when read)
     ROOT/problems.jsonl   the studies prepare could not use, with the reason (not read here)
 
@@ -45,6 +46,8 @@ def read(cfg: DataConfig) -> dict[str, list[Study]]:
             continue
         r = json.loads(line)
         studies.append(Study(r["id"], tuple(Path(p) for p in r["image_paths"]), r["report"], r["split"],
-                             tuple(r["view_ids"]), r.get("labels"), meta=r.get("meta"), image_store=store,
-                             image_rows=tuple(r["rows"])))
+                             tuple(r["view_ids"]), r.get("labels"), meta=r.get("meta"),
+                             image_store=store if r["rows"] else None, image_rows=tuple(r["rows"]),
+                             references=tuple(r.get("references", ())), question=r.get("question", ""),
+                             answer=r.get("answer", ""), targets=tuple(r.get("targets", ()))))
     return group_splits(studies)

@@ -1,0 +1,388 @@
+"""Instructed generation (BiomedGPT / OFA): every sub-task is text generation chosen by the instruction.
+
+The task contract (`medvl.tasks.base.Task`) for the `unified` family; the examples of each sub-task (caption, vqa,
+classification, summarization) are built in `medvl.tasks.instructions`:
+- assets: one byte-level BPE tokenizer fitted on every training text (reports, questions, answers, class names,
+  prompts), the candidate answers (train + val answers, normalized) and the class names; all in checkpoint metadata;
+- data: a training epoch mixes the sub-tasks by `task.weights` (`medvl.data.mixing.mixture_index`, seeded by
+  `train.seed`); evaluation takes one example per (study, sub-task);
+- loss: label-smoothed cross-entropy (`train.label_smoothing`; BiomedGPT uses 0.1) over BOS + target, answers of
+  vqa/classification constrained to their candidate trie when `task.constrain` is on (logits outside the allowed
+  tokens masked, smoothing over the allowed tokens only), optional drop-worst (`task.drop_worst_ratio` after
+  `task.drop_worst_after` updates) and R-Drop (`task.r_drop_alpha`); the loss is the mean over the sub-tasks in the
+  batch of each one's per-token loss (`medvl.data.mixing.per_task_mean`);
+- evaluation per sub-task: caption/summarization through `medvl.evaluate.reports`; vqa accuracy closed/open/overall
+  with the majority-answer baseline (`medvl.evaluate.vqa`), answers decoded by beam search under the trie or by
+  scoring every candidate (`task.candidate_decoding`); classification by scoring every class name, softmaxed, through
+  `medvl.evaluate.classification`;
+- prediction record: {"task", "text"} (a question in the request selects vqa, else `task.predict_task`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from medvl.data.dataset import ViewLoader
+from medvl.data.mixing import mixture_index, per_task_mean
+from medvl.data.study import Study
+from medvl.data.tokenizer import (decode_report, load_tokenizer, special_tokens, tokenizer_from_json,
+                                  tokenizer_to_json, train_bpe_tokenizer)
+from medvl.infer.config import GenerationConfig
+from medvl.models.unified.loss import label_smoothed_nll, r_drop_kl
+from medvl.tasks import instructed_eval
+from medvl.tasks.base import Task
+from medvl.tasks.instructions import (CONSTRAINED, SUBTASKS, InstructionBatch, InstructionDataset, InstructionSample,
+                                      answer_sequences, collate_instructions, examples_of, normalize_answer,
+                                      pad_candidates, positive_classes, subtasks_of, text_ids)
+
+IGNORE = -100
+
+
+@dataclass
+class InstructedGenerationOptions:
+    """The `task:` section of a unified-family recipe."""
+
+    tasks: list[str] = field(default_factory=lambda: list(SUBTASKS))
+    """Sub-tasks trained and evaluated, among caption, vqa, classification, summarization (a study serves those
+    whose record it carries)."""
+    weights: dict[str, float] = field(default_factory=dict)
+    """Sampling weight per sub-task in a training epoch; empty = each sub-task in proportion to its examples; a
+    sub-task not named gets 1.0."""
+    epoch_size: int = 0
+    """Examples per training epoch (0 = as many as the training examples)."""
+    caption_prompt: str = " what does the image describe?"
+    """BiomedGPT's captioning instruction."""
+    classification_prompt: str = " what does the image describe?"
+    """BiomedGPT's image-classification instruction (the target is the class name)."""
+    summarization_prompt: str = ' what is the summary of article " {text} "?'
+    """OFA's summarization instruction; {text} is the text to summarize."""
+    class_names: list[str] = field(default_factory=list)
+    """Labels named by the classification sub-task; empty = every label some training study is positive for."""
+    none_class: str = ""
+    """Class name for a study with no positive label (e.g. "no finding"); empty = such studies have no
+    classification example."""
+    constrain: bool = True
+    """Constrain vqa and classification answers to their candidate set (train + val answers, class names) in training
+    (masked logits) and beam-search decoding (prefix trie)."""
+    candidate_decoding: str = "beam"
+    """How vqa answers are decoded in evaluation: beam (beam search, under the trie when constrained) or score
+    (score every candidate, take the best; always inside the candidate set)."""
+    r_drop_alpha: float = 0.0
+    """R-Drop weight of the symmetric KL between two dropout passes (0 = off; OFA's flag is --reg-alpha with
+    --use-rdrop, off by default)."""
+    drop_worst_ratio: float = 0.0
+    """Fraction of examples with the highest loss left out of each batch's loss (0 = off, OFA's default)."""
+    drop_worst_after: int = 0
+    """Updates before drop-worst starts (OFA's --drop-worst-after)."""
+    max_source_tokens: int = 96
+    """Instruction tokens kept (longer instructions are cut)."""
+    max_target_tokens: int = 128
+    """Target tokens kept, EOS included."""
+    predict_task: str = "caption"
+    """Sub-task `medvl predict` / `serve` run when the request has no question."""
+
+    def __post_init__(self) -> None:
+        unknown = [t for t in [*self.tasks, *self.weights, self.predict_task] if t not in SUBTASKS]
+        if unknown or not self.tasks:
+            raise ValueError(f"task.tasks, task.weights and task.predict_task take sub-tasks among "
+                             f"{', '.join(SUBTASKS)}; got {unknown or 'no task'}")
+        if self.candidate_decoding not in ("beam", "score"):
+            raise ValueError(f"task.candidate_decoding must be beam or score, got {self.candidate_decoding!r}")
+        if self.r_drop_alpha < 0 or not 0 <= self.drop_worst_ratio < 1 or self.drop_worst_after < 0:
+            raise ValueError("task.r_drop_alpha must be >= 0, task.drop_worst_ratio in [0, 1) and "
+                             "task.drop_worst_after >= 0")
+        if "{text}" not in self.summarization_prompt:
+            raise ValueError("task.summarization_prompt must contain {text}, where the text to summarize goes")
+
+    def prompts(self) -> dict[str, str]:
+        return {"caption": self.caption_prompt, "classification": self.classification_prompt,
+                "summarization": self.summarization_prompt}
+
+
+class InstructedGenerationTask(Task):
+    name = "instructed_generation"
+    options_class = InstructedGenerationOptions
+    endpoint = "generations"
+    takes_text_only = True  # summarization reads studies without images
+    prediction_fields = {
+        "task": (str, "the sub-task answered: caption, vqa, classification or summarization"),
+        "text": (str, "the generated text (report, answer, class name or summary)"),
+    }
+    headline_metrics = ("loss", "vqa_accuracy", "classification_accuracy", "caption_bleu_4")
+
+    def __init__(self, model: nn.Module, assets: Any, cfg: Any = None) -> None:
+        super().__init__(model, assets, cfg)
+        self.tokenizer = assets["tokenizer"]
+        self.answers: list[str] = list(assets["answers"])
+        self.class_names: list[str] = list(assets["class_names"])
+        self.multi_label: bool = bool(assets.get("multi_label", False))
+        self.label_smoothing = self.cfg.train.label_smoothing
+        self.generation: GenerationConfig = self.cfg.generation
+        self._tries: dict[str, Any] = {}
+        self.updates = 0
+        """Training forward passes / grad_accum so far in this process (drop-worst starts after
+        `task.drop_worst_after`; it restarts at 0 when a run resumes)."""
+
+    # ------------------------------------------------------------------------------------------------ assets
+    @classmethod
+    def usable(cls, study: Study) -> str:
+        return "" if subtasks_of(study, SUBTASKS) else \
+            "no report, question/answer, labels or text to summarize (task instructed_generation needs one)"
+
+    @classmethod
+    def build_assets(cls, cfg: Any, train: Sequence[Study], save_dir: Path | None) -> dict[str, Any]:
+        opts: InstructedGenerationOptions = cfg.task
+        val: list[Study] = []
+        if "vqa" in opts.tasks:  # the candidate set is train + val answers (as OFA's trainval_ans2label)
+            from medvl.data.sources import load_studies
+
+            val = load_studies(cfg.data).get("val", [])
+        answers = sorted({normalize_answer(s.answer) for s in [*train, *val]
+                          if "vqa" in subtasks_of(s, opts.tasks)})
+        class_names: list[str] = []
+        multi_label = False
+        if "classification" in opts.tasks:
+            seen = sorted({n for s in train for n, v in (s.labels or {}).items() if v == 1})
+            unknown = [n for n in opts.class_names if n not in seen]
+            if unknown:
+                raise ValueError(f"task.class_names {unknown} are positive in no training study (labels seen: "
+                                 f"{', '.join(seen) or 'none'})")
+            class_names = list(opts.class_names) or seen
+            if opts.none_class and any(not positive_classes(s, class_names, "") for s in train if s.labels):
+                class_names.append(opts.none_class)
+            multi_label = any(len(positive_classes(s, class_names, "")) > 1 for s in train)
+        tc = cfg.tokenizer
+        if tc.path:
+            tok = load_tokenizer(tc.path)
+        elif save_dir is None:
+            tok = load_tokenizer(str(Path(cfg.train.output_dir) / "tokenizer"))
+        else:
+            texts = [t for s in train for t in (s.report, s.question, s.answer) if t]
+            texts += [*answers, *class_names, *opts.prompts().values()]
+            tok = train_bpe_tokenizer(texts, vocab_size=tc.vocab_size, min_frequency=tc.min_frequency)
+            tok.save_pretrained(str(save_dir / "tokenizer"))
+        return {"tokenizer": tok, "answers": answers, "class_names": class_names, "multi_label": multi_label}
+
+    @classmethod
+    def assets_from_metadata(cls, metadata: dict[str, Any]) -> dict[str, Any]:
+        tok = tokenizer_from_json(metadata["tokenizer"], metadata.get("tokenizer_specials"))
+        return {"tokenizer": tok, "answers": metadata.get("answers", []),
+                "class_names": metadata.get("class_names", []), "multi_label": metadata.get("multi_label", False)}
+
+    @classmethod
+    def model_fields(cls, assets: Any) -> dict[str, Any]:
+        return {"vocab_size": len(assets["tokenizer"]), "pad_id": assets["tokenizer"].pad_token_id}
+
+    def metadata(self) -> dict[str, Any]:
+        return {"tokenizer": tokenizer_to_json(self.tokenizer), "tokenizer_specials": special_tokens(self.tokenizer),
+                "answers": self.answers, "class_names": self.class_names, "multi_label": self.multi_label}
+
+    # -------------------------------------------------------------------------------------------------- data
+    def dataset(self, studies: Sequence[Study], training: bool = False) -> InstructionDataset:
+        opts, mc = self.options, self.cfg.model
+        examples = examples_of(studies, opts.tasks, opts.prompts(), self.class_names, opts.none_class, training)
+        if training and not examples:
+            raise ValueError(f"no training example for the sub-tasks {opts.tasks}: the studies carry none of "
+                             "report, question/answer, labels (or text-only question/answer)")
+        order = None
+        if training:
+            by_task = [[k for k, e in enumerate(examples) if e.task == t] for t in SUBTASKS]
+            sizes = [len(ks) for ks in by_task]
+            weights = [float(n) for n in sizes] if not opts.weights else \
+                [opts.weights.get(t, 1.0) for t in SUBTASKS]
+            pairs = mixture_index(sizes, weights, self.cfg.train.seed, opts.epoch_size or None)
+            order = [by_task[t][j] for t, j in pairs]
+        views = ViewLoader(mc.image_size, 1, mc.in_chans, self.cfg.data.cache_images)
+        return InstructionDataset(studies, examples, self.tokenizer, views, opts.max_source_tokens,
+                                  opts.max_target_tokens, self.cfg.data.strict, order)
+
+    def collate(self, items: Sequence[Any]) -> InstructionBatch:
+        mc = self.cfg.model
+        return collate_instructions(items, self.tokenizer.pad_token_id, mc.image_size, mc.in_chans)
+
+    # ------------------------------------------------------------------------------------- candidates / trie
+    def candidates(self, task: str) -> list[str]:
+        return self.answers if task == "vqa" else self.class_names
+
+    def trie(self, task: str) -> Any:
+        """The prefix trie over the token ids (+ EOS) of `task`'s candidate answers."""
+        if task not in self._tries:
+            from medvl.models.unified.trie import PrefixTrie
+
+            self._tries[task] = PrefixTrie(answer_sequences(self.tokenizer, self.candidates(task)))
+        return self._tries[task]
+
+    def allowed_mask(self, batch: InstructionBatch, vocab: int) -> torch.Tensor | None:
+        """bool [B, T, V]: the tokens the trie allows after each target prefix (every token for unconstrained
+        examples); None when no example of the batch is constrained."""
+        rows = [k for k, t in enumerate(batch.tasks) if t in CONSTRAINED and self.candidates(t)]
+        if not self.options.constrain or not rows:
+            return None
+        mask = torch.ones(*batch.target_ids.shape, vocab, dtype=torch.bool, device=batch.target_ids.device)
+        for task in {batch.tasks[k] for k in rows}:
+            mine = torch.tensor([k for k in rows if batch.tasks[k] == task], device=mask.device)
+            mask[mine] = self.trie(task).mask(batch.target_ids[mine], vocab, self.tokenizer.pad_token_id)
+        return mask.to(batch.target_ids.device)
+
+    # ------------------------------------------------------------------------------------------------- train
+    def _prev(self, target_ids: torch.Tensor) -> torch.Tensor:
+        bos = torch.full_like(target_ids[:, :1], self.tokenizer.bos_token_id)
+        return torch.cat([bos, target_ids[:, :-1]], 1)
+
+    def _logits(self, batch: InstructionBatch) -> torch.Tensor:
+        prev = self._prev(batch.target_ids)
+        prev_mask = torch.cat([torch.ones_like(batch.target_mask[:, :1]), batch.target_mask[:, :-1]], 1)
+        return self.model(batch.images, batch.image_valid, batch.src_ids, batch.src_mask, prev, prev_mask)
+
+    def __call__(self, batch: InstructionBatch) -> dict[str, torch.Tensor]:
+        opts = self.options
+        training = self.model.training and torch.is_grad_enabled()
+        logits = self._logits(batch)
+        allowed = self.allowed_mask(batch, logits.shape[-1])
+        targets = batch.target_ids.masked_fill(~batch.target_mask, IGNORE)
+        task_ids = torch.tensor([SUBTASKS.index(t) for t in batch.tasks], device=logits.device)
+        drop = opts.drop_worst_ratio if training and self.updates >= opts.drop_worst_after else 0.0
+        r_drop = training and opts.r_drop_alpha > 0
+        if r_drop:  # a second dropout pass over the same batch; both count in the loss, as in OFA
+            second = self._logits(batch)
+            kl = r_drop_kl(logits, second, batch.target_mask, allowed)
+            logits, targets, task_ids = torch.cat([logits, second]), torch.cat([targets, targets]), task_ids.repeat(2)
+            allowed = torch.cat([allowed, allowed]) if allowed is not None else None
+        terms = label_smoothed_nll(logits, targets, epsilon=self.label_smoothing, ignore_index=IGNORE,
+                                   allowed_mask=allowed, drop_worst_ratio=drop)
+        counts = (targets != IGNORE).sum(1) * terms.kept
+        loss, per_task = per_task_mean(terms.per_sample * terms.kept, counts, task_ids)
+        if r_drop:
+            loss = loss + opts.r_drop_alpha * kl / counts.sum().clamp_min(1)
+        if training:
+            self.updates += 1 / max(1, self.cfg.train.grad_accum)
+        out = {"loss": loss, "weight": torch.tensor(float(len(batch))), "n_tokens": terms.n_tokens}
+        out |= {f"loss_{SUBTASKS[t]}": v.detach() for t, v in per_task.items()}
+        return out
+
+    def log_likelihood(self, batch: InstructionBatch) -> torch.Tensor:
+        """Summed log-probability of the batch's targets (saliency maps explain it)."""
+        logits = self._logits(batch).float()
+        logp = logits.log_softmax(-1).gather(-1, batch.target_ids[..., None])[..., 0]
+        return (logp * batch.target_mask).sum()
+
+    # ----------------------------------------------------------------------------------------------- decode
+    def _subset(self, batch: InstructionBatch, rows: list[int]) -> tuple[torch.Tensor, ...]:
+        index = torch.tensor(rows, device=batch.images.device)
+        return tuple(t.index_select(0, index) for t in (batch.images, batch.image_valid, batch.src_ids,
+                                                          batch.src_mask))
+
+    @torch.no_grad()
+    def candidate_scores(self, batch: InstructionBatch, rows: list[int], task: str) -> torch.Tensor:
+        """float [len(rows), K]: summed log-probability of each of `task`'s K candidates."""
+        cands = pad_candidates(answer_sequences(self.tokenizer, self.candidates(task)), self.tokenizer.pad_token_id)
+        tok = self.tokenizer
+        return self.model.score_candidates(*self._subset(batch, rows), cands.to(batch.images.device),
+                                           bos_id=tok.bos_token_id, pad_id=tok.pad_token_id).float()
+
+    @torch.no_grad()
+    def generate(self, batch: InstructionBatch, rows: list[int], gen: GenerationConfig, constrain: bool) -> list[str]:
+        """Texts generated for `rows` of the batch; vqa/classification rows under their trie when `constrain`."""
+        tasks = [batch.tasks[k] for k in rows]
+        tries = [self.trie(t) if constrain and t in CONSTRAINED and self.candidates(t) else None for t in tasks]
+        allowed = (lambda i, prefix: tries[i].allowed(prefix) if tries[i] is not None else None) \
+            if any(t is not None for t in tries) else None
+        tok = self.tokenizer
+        longest = max((max(len(s) for s in answer_sequences(tok, self.candidates(t)))
+                       for t, trie in zip(tasks, tries, strict=True) if trie is not None), default=0)
+        # room for the longest candidate: a constrained answer cut before its EOS would be no candidate
+        ids = self.model.generate(*self._subset(batch, rows), max_new_tokens=max(gen.max_new_tokens, longest),
+                                  num_beams=gen.num_beams, length_penalty=gen.length_penalty,
+                                  no_repeat_ngram_size=gen.no_repeat_ngram_size, bos_id=tok.bos_token_id,
+                                  eos_id=tok.eos_token_id, pad_id=tok.pad_token_id, allowed_tokens=allowed)
+        return [decode_report(tok, row.tolist()) for row in ids]
+
+    def _rows(self, batch: InstructionBatch, gen: GenerationConfig) -> list[dict[str, Any]]:
+        opts = self.options
+        texts: dict[int, str] = {}
+        probs: dict[int, np.ndarray] = {}
+        by_task = {t: [k for k, x in enumerate(batch.tasks) if x == t] for t in set(batch.tasks)}
+        scored = {"classification"} | ({"vqa"} if opts.candidate_decoding == "score" else set())
+        for task, rows in by_task.items():
+            if task in scored and self.candidates(task):
+                scores = self.candidate_scores(batch, rows, task)
+                best = scores.argmax(1).tolist()
+                texts |= {k: self.candidates(task)[b] for k, b in zip(rows, best, strict=True)}
+                if task == "classification":
+                    probs |= dict(zip(rows, scores.softmax(-1).cpu().numpy(), strict=True))
+        generated = [k for k in range(len(batch)) if k not in texts]
+        if generated:
+            texts |= dict(zip(generated, self.generate(batch, generated, gen, opts.constrain), strict=True))
+        rows_out = []
+        for k, sid in enumerate(batch.ids):
+            meta = batch.meta[k]
+            row = {"id": sid, "task": batch.tasks[k], "reference": batch.targets[k], "generated": texts[k]}
+            if batch.tasks[k] == "vqa":
+                row |= {"question": meta.get("question", ""), "answer_type": meta.get("answer_type", ""),
+                        "question_type": meta.get("question_type", "")}
+            if batch.tasks[k] == "classification":
+                row |= {"probs": probs.get(k), "labels": meta.get("labels", {})}
+            rows_out.append(row)
+        return rows_out
+
+    def outputs(self, batch: InstructionBatch) -> list[dict[str, Any]]:
+        return self._rows(batch, self.generation)
+
+    def validation_outputs(self, batch: InstructionBatch) -> list[dict[str, Any]]:
+        """Greedy decoding during training (fast); `medvl evaluate` uses the configured decoding."""
+        import dataclasses
+
+        return self._rows(batch, dataclasses.replace(self.generation, num_beams=1))
+
+    def validation_metrics(self, rows: Sequence[Any]) -> dict[str, float]:
+        return instructed_eval.validation_metrics(rows)
+
+    # ------------------------------------------------------------------------------------------------ evaluate
+    def evaluation(self, outputs: dict[str, list[Any]], studies: dict[str, list[Study]], options: Any
+                   ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        rows = list(outputs.values())[-1]
+        return instructed_eval.evaluation(rows, studies, options, self.class_names, self.multi_label,
+                                          self.options.none_class, self.answers)
+
+    def write_evaluation(self, out: Path, result: dict[str, Any], rows: list[dict[str, Any]], options: Any,
+                         title: str) -> None:
+        from medvl.jsonl import write_evaluation_files
+
+        write_evaluation_files(out, result, rows)
+
+    @classmethod
+    def format_evaluation(cls, result: dict[str, Any]) -> str:
+        return instructed_eval.format_evaluation(result)
+
+    # ---------------------------------------------------------------------------------------------- inference
+    def inference_batch(self, studies: Sequence[Any]) -> InstructionBatch:
+        opts, tok = self.options, self.tokenizer
+        items = []
+        for s in studies:
+            question = (getattr(s, "question", "") or "").strip()
+            task = "vqa" if question else opts.predict_task
+            instruction = " " + question if question else opts.prompts().get(task, opts.caption_prompt)
+            src = text_ids(tok, instruction)[: opts.max_source_tokens]
+            image = s.pixels[0] if len(s.pixels) else None
+            items.append(InstructionSample(s.id, task, image, src, [tok.eos_token_id], "", {"question": question}))
+        return self.collate(items)
+
+    def predict(self, batch: InstructionBatch) -> list[dict[str, Any]]:
+        return [{"task": r["task"], "text": r["generated"]} for r in self.outputs(batch)]
+
+    def explain_score(self, batch: InstructionBatch, record: dict[str, Any]) -> torch.Tensor:
+        tok = self.tokenizer
+        ids = text_ids(tok, record["text"])[: self.options.max_target_tokens - 1] + [tok.eos_token_id]
+        batch.target_ids = torch.tensor([ids], device=batch.images.device)
+        batch.target_mask = torch.ones_like(batch.target_ids, dtype=torch.bool)
+        return self.log_likelihood(batch)
+
+
+__all__ = ["InstructedGenerationOptions", "InstructedGenerationTask"]
