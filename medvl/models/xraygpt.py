@@ -1,11 +1,12 @@
-"""The XrayGPT family: vision encoder -> (Q-Former) -> linear projection -> causal LLM (MiniGPT-4 on chest X-rays).
+"""The XrayGPT family: vision encoder -> bridge (Q-Former or MLP) -> causal LLM (MiniGPT-4 on chest X-rays).
 
 Contract: `XrayGPT(config)` is an `nn.Module` with
 - `encode_images(images [B, V, C, H, W], view_ids, view_mask) -> [B, Q, d_llm]`: every present view through the
   vision encoder (any entry of `medvl.models.encoders.ENCODERS`: conv, vit, torchvision, timm, hf, from local weights
-  or random init), a LayerNorm (`ln_vision`), a view embedding; then BLIP-2's Q-Former (`num_query_tokens` learned
-  queries cross-attending to the tokens of all views; HF's `Blip2QFormerModel`) or, with `qformer=False`, the tokens
-  themselves; then `proj` (linear, XrayGPT's `llama_proj`, or a 2-layer MLP) into the LLM's embedding width;
+  or random init), a LayerNorm (`ln_vision`), a view embedding; then the `bridge` into the LLM's embedding width:
+  `qformer` (BLIP-2's Q-Former, HF's `Blip2QFormerModel`: `num_query_tokens` learned queries cross-attending to the
+  tokens of all views, then `proj`, linear as XrayGPT's `llama_proj` or a 2-layer MLP), `mlp` (LLaVA-1.5: every patch
+  token of every view through a 2-layer GELU MLP, `proj`) or `linear` (LLaVA-1: one linear layer per token);
 - `forward(images, view_ids, view_mask, input_ids, attention_mask, image_mask) -> logits [B, T, vocab]`: the token
   embeddings of `input_ids` with the positions where `image_mask` is True replaced, in order, by the image
   embeddings (each row has exactly Q such positions);
@@ -37,6 +38,7 @@ from medvl.models.encoders import ENCODERS, check_encoder_fields, normalize_imag
 
 N_VIEW_TYPES = 2
 LLM_ARCHS = ("llama", "gpt2")
+BRIDGES = ("qformer", "mlp", "linear")
 
 
 @dataclass
@@ -75,9 +77,11 @@ class XrayGPTConfig:
     """Freeze the vision side: encoder, ln_vision and the position / view embeddings added to its tokens."""
     vision_lora: bool = False
     """Also put LoRA adapters on the vision encoder's linear layers (needs lora_r > 0)."""
-    # ------------------------------------------------------------------------------------------- Q-Former
-    qformer: bool = True
-    """BLIP-2 Q-Former between the image tokens and the LLM; False feeds the image tokens directly (LLaVA-style)."""
+    # --------------------------------------------------------------------------------------------- bridge
+    bridge: str = "qformer"
+    """How the image tokens reach the LLM: qformer (BLIP-2 / XrayGPT: num_query_tokens learned queries cross-attend
+    to the tokens of all views, then `projection`), mlp (LLaVA-1.5: a 2-layer GELU MLP on every patch token of every
+    view; the LLM sees max_views x grid tokens) or linear (LLaVA-1: one linear layer per token)."""
     num_query_tokens: int = 32
     qformer_dim: int = 768
     qformer_depth: int = 12
@@ -88,7 +92,8 @@ class XrayGPTConfig:
     """Dropout inside the Q-Former (BLIP-2's 0.1)."""
     freeze_qformer: bool = False
     projection: str = "linear"
-    """linear (XrayGPT's llama_proj) or mlp (two layers with GELU)."""
+    """bridge=qformer: the projection of the query outputs into the LLM, linear (XrayGPT's llama_proj) or mlp (two
+    layers with GELU)."""
     # ------------------------------------------------------------------------------------------------ LLM
     llm_path: str = ""
     """Local directory of an HF causal LM (config.json + weights); empty = random init of llm_arch."""
@@ -131,6 +136,7 @@ class XrayGPTConfig:
         if isinstance(self.template, dict):
             self.template = ConversationTemplate(**self.template)
         check(self.llm_arch in LLM_ARCHS, f"model.llm_arch must be one of {', '.join(LLM_ARCHS)}, got {self.llm_arch!r}")
+        check(self.bridge in BRIDGES, f"model.bridge must be one of {', '.join(BRIDGES)}, got {self.bridge!r}")
         check(self.projection in ("linear", "mlp"), f"model.projection must be linear or mlp, got {self.projection!r}")
         check(self.llm_quantization in ("none", "8bit", "4bit"),
               f"model.llm_quantization must be none, 8bit or 4bit, got {self.llm_quantization!r}")
@@ -140,7 +146,7 @@ class XrayGPTConfig:
               "model.max_views must be >= 1 and model.max_len >= 2")
         check(self.lora_r >= 0, f"model.lora_r must be >= 0, got {self.lora_r}")
         check(not self.vision_lora or self.lora_r > 0, "model.vision_lora needs model.lora_r > 0")
-        if self.qformer:
+        if self.bridge == "qformer":
             check(self.qformer_dim % self.qformer_heads == 0, f"model.qformer_dim={self.qformer_dim} must be divisible "
                                                               f"by model.qformer_heads={self.qformer_heads}")
         if not self.llm_path:
@@ -161,6 +167,19 @@ XRAYGPT_SIZES: dict[str, dict[str, Any]] = {
     "base": {"image_size": 224, "num_query_tokens": 32, "qformer_dim": 768, "qformer_depth": 12, "qformer_heads": 12,
              "cross_attention_frequency": 2, "freeze_vision": True, "freeze_qformer": True, "freeze_llm": True},
 }
+
+
+def upgrade_fields(fields: dict[str, Any]) -> dict[str, Any]:
+    """Model fields of an older config (a checkpoint's, or a recipe's) in today's names: `qformer: true|false` became
+    `bridge` (true -> qformer; false fed the tokens through `projection`, i.e. bridge mlp or linear)."""
+    if "qformer" not in fields:
+        return fields
+    fields = dict(fields)
+    if fields.pop("qformer"):
+        fields.setdefault("bridge", "qformer")
+    else:
+        fields.setdefault("bridge", "mlp" if fields.get("projection") == "mlp" else "linear")
+    return fields
 
 
 def config_for_reload(config: XrayGPTConfig) -> XrayGPTConfig:
@@ -241,7 +260,7 @@ class XrayGPT(nn.Module):
         self.pos_embed = nn.Parameter(torch.zeros(1, self.encoder.grid[0] * self.encoder.grid[1], d_vision))
         nn.init.normal_(self.view_embed.weight, std=0.02)
         nn.init.normal_(self.pos_embed, std=0.02)
-        if config.qformer:
+        if config.bridge == "qformer":
             qcfg = Blip2QFormerConfig(hidden_size=config.qformer_dim, num_hidden_layers=config.qformer_depth,
                                       num_attention_heads=config.qformer_heads,
                                       intermediate_size=4 * config.qformer_dim, encoder_hidden_size=d_vision,
@@ -260,7 +279,9 @@ class XrayGPT(nn.Module):
         if n_vocab < config.vocab_size:
             raise ValueError(f"the LLM has {n_vocab} token embeddings but the tokenizer {config.vocab_size} tokens: "
                              "use the LLM's own tokenizer (tokenizer.path = model.llm_path)")
-        self.proj = nn.Linear(d_in, d_llm) if config.projection == "linear" else nn.Sequential(
+        projection = config.projection if config.bridge == "qformer" else config.bridge
+        # Module names as before the `bridge` field (proj.weight, or proj.0/proj.2): older checkpoints load as they are.
+        self.proj = nn.Linear(d_in, d_llm) if projection == "linear" else nn.Sequential(
             nn.Linear(d_in, d_llm), nn.GELU(), nn.Linear(d_llm, d_llm))
 
         if config.freeze_vision:  # the vision side as a whole, as MiniGPT-4 freezes ln_vision with the ViT
@@ -297,8 +318,9 @@ class XrayGPT(nn.Module):
         return self
 
     # ----------------------------------------------------------------------------------------------- images
-    def encode_images(self, images: Tensor, view_ids: Tensor, view_mask: Tensor) -> Tensor:
-        """[B, Q, d_llm] image embeddings for the LLM (Q = num_query_tokens, or the tokens of all views)."""
+    def vision_tokens(self, images: Tensor, view_ids: Tensor, view_mask: Tensor) -> tuple[Tensor, Tensor]:
+        """The tokens of all views [B, V * P, D] (P patches per view) and their mask [B, V * P], True where a token
+        belongs to a present view (a study without images keeps all True, so attention has something to read)."""
         b, v = view_mask.shape
         view_mask = view_mask.bool()
         x = normalize_images(images[view_mask], self.config)
@@ -307,12 +329,18 @@ class XrayGPT(nn.Module):
         feats = tokens.new_zeros(b, v, p, d).index_put((view_mask,), tokens)
         feats = (feats + self.view_embed(view_ids.clamp(0, N_VIEW_TYPES - 1))[:, :, None, :]).flatten(1, 2)
         mask = view_mask[:, :, None].expand(b, v, p).reshape(b, v * p)
-        mask = mask | ~mask.any(dim=1, keepdim=True)  # a study without images attends to the blank tokens
-        if self.qformer is None:
-            return self.proj(feats)
-        out = self.qformer(query_embeds=self.query_tokens.expand(b, -1, -1), encoder_hidden_states=feats,
-                           encoder_attention_mask=mask.long()).last_hidden_state
-        return self.proj(out)
+        return feats, mask | ~mask.any(dim=1, keepdim=True)
+
+    def query_outputs(self, feats: Tensor, mask: Tensor) -> Tensor:
+        """bridge=qformer: the Q-Former's outputs [B, num_query_tokens, qformer_dim] for `vision_tokens`."""
+        queries = self.query_tokens.expand(feats.shape[0], -1, -1)
+        return self.qformer(query_embeds=queries, encoder_hidden_states=feats,
+                            encoder_attention_mask=mask.long()).last_hidden_state
+
+    def encode_images(self, images: Tensor, view_ids: Tensor, view_mask: Tensor) -> Tensor:
+        """[B, Q, d_llm] image embeddings for the LLM (Q = num_query_tokens, or the tokens of all views)."""
+        feats, mask = self.vision_tokens(images, view_ids, view_mask)
+        return self.proj(feats if self.qformer is None else self.query_outputs(feats, mask))
 
     @property
     def n_image_tokens(self) -> int:
@@ -378,5 +406,5 @@ def trainable_parameters(model: nn.Module) -> tuple[int, int]:
     return sum(p.numel() for p in model.parameters() if p.requires_grad), total
 
 
-__all__ = ["LLM_ARCHS", "XRAYGPT_SIZES", "XrayGPT", "XrayGPTConfig", "build_llm", "config_for_reload",
-           "trainable_parameters"]
+__all__ = ["BRIDGES", "LLM_ARCHS", "XRAYGPT_SIZES", "XrayGPT", "XrayGPTConfig", "build_llm", "config_for_reload",
+           "trainable_parameters", "upgrade_fields"]
