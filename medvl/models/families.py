@@ -156,7 +156,7 @@ MODEL_FAMILIES.add("captioner", ModelFamily("captioner", _captioner_config, _cap
                                             reload_config=_captioner_reload_config))
 MODEL_FAMILIES.add("xraygpt", ModelFamily("xraygpt", _xraygpt_config, _xraygpt_presets, _build_xraygpt,
                                           task="instructed_report", default_size="small",
-                                          upgrade_fields=_xraygpt_upgrade))
+                                          upgrade_fields=_xraygpt_upgrade, other_tasks=("qformer_pretraining",)))
 MODEL_FAMILIES.add("classifier", ModelFamily("classifier", _classifier_config, _classifier_presets, _build_classifier,
                                              task="classification", default_size="small",
                                              reload_config=_classifier_reload_config,

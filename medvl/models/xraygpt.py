@@ -26,6 +26,7 @@ loads a state saved that way on top of the model rebuilt from the same paths.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,10 +36,12 @@ from torch import Tensor, nn
 
 from medvl.models.conversation import ConversationTemplate
 from medvl.models.encoders import ENCODERS, check_encoder_fields, normalize_images
+from medvl.models.qformer_text import QFormerTextSide
 
 N_VIEW_TYPES = 2
 LLM_ARCHS = ("llama", "gpt2")
 BRIDGES = ("qformer", "mlp", "linear")
+_QFORMER_TEXT_FFN = re.compile(r"^qformer\.encoder\.layer\.\d+\.(intermediate|output)\.")
 
 
 @dataclass
@@ -91,6 +94,10 @@ class XrayGPTConfig:
     qformer_dropout: float = 0.1
     """Dropout inside the Q-Former (BLIP-2's 0.1)."""
     freeze_qformer: bool = False
+    qformer_text: bool = False
+    """Give the Q-Former BLIP-2's text side (embeddings, text feed-forward blocks, ITC/ITM/LM heads) for its
+    first-stage objectives (task qformer_pretraining, which turns it on); report training never runs it, and a report
+    model initialized from such a checkpoint (train.init_from) leaves it out."""
     projection: str = "linear"
     """bridge=qformer: the projection of the query outputs into the LLM, linear (XrayGPT's llama_proj) or mlp (two
     layers with GELU)."""
@@ -146,6 +153,7 @@ class XrayGPTConfig:
               "model.max_views must be >= 1 and model.max_len >= 2")
         check(self.lora_r >= 0, f"model.lora_r must be >= 0, got {self.lora_r}")
         check(not self.vision_lora or self.lora_r > 0, "model.vision_lora needs model.lora_r > 0")
+        check(not self.qformer_text or self.bridge == "qformer", "model.qformer_text needs model.bridge=qformer")
         if self.bridge == "qformer":
             check(self.qformer_dim % self.qformer_heads == 0, f"model.qformer_dim={self.qformer_dim} must be divisible "
                                                               f"by model.qformer_heads={self.qformer_heads}")
@@ -266,13 +274,16 @@ class XrayGPT(nn.Module):
                                       intermediate_size=4 * config.qformer_dim, encoder_hidden_size=d_vision,
                                       cross_attention_frequency=config.cross_attention_frequency,
                                       hidden_dropout_prob=config.qformer_dropout,
-                                      attention_probs_dropout_prob=config.qformer_dropout)
+                                      attention_probs_dropout_prob=config.qformer_dropout,
+                                      use_qformer_text_input=config.qformer_text)
             self.qformer = Blip2QFormerModel(qcfg)
             self.query_tokens = nn.Parameter(torch.zeros(1, config.num_query_tokens, config.qformer_dim))
             nn.init.normal_(self.query_tokens, std=0.02)
             d_in = config.qformer_dim
         else:
             self.qformer, self.query_tokens, d_in = None, None, d_vision
+        self.qformer_text = QFormerTextSide(config.qformer_dim, config.vocab_size, config.max_len, config.pad_id) \
+            if config.qformer_text else None
         self.llm = build_llm(config)
         d_llm = self.llm.get_input_embeddings().embedding_dim
         n_vocab = self.llm.get_input_embeddings().num_embeddings
@@ -380,6 +391,14 @@ class XrayGPT(nn.Module):
         if c.encoder_weights and c.freeze_vision:
             prefixes.append("encoder.")
         return prefixes
+
+    def init_state(self, state: dict[str, Tensor]) -> tuple[dict[str, Tensor], list[str]]:
+        """(the part of `state` this model uses, the keys dropped) for train.init_from: a report model started from a
+        Q-Former pretraining run leaves out the Q-Former's text side."""
+        if self.qformer_text is not None:
+            return state, []
+        dropped = [k for k in state if k.startswith("qformer_text.") or _QFORMER_TEXT_FFN.match(k)]
+        return {k: v for k, v in state.items() if k not in set(dropped)}, dropped
 
     def _left_out(self, key: str, prefixes: list[str]) -> bool:
         return any(key.startswith(p) for p in prefixes) and "lora_" not in key
