@@ -19,9 +19,14 @@ eval mode); LoRA on the LLM (and optionally the vision encoder) comes from peft;
 LLM to recompute activations; `llm_quantization` 8bit/4bit loads the LLM through bitsandbytes, which needs CUDA and
 says so otherwise. Nothing is downloaded.
 
+With `qformer_text` the Q-Former also has BLIP-2's text side, for its first-stage pretraining (task
+qformer_pretraining, `medvl.models.qformer_text`); `init_state` leaves that side out when a report model starts from
+such a checkpoint (train.init_from).
+
 Checkpoints: `checkpoint_state(state)` leaves out the frozen weights that came from `llm_path` / `encoder_weights`
 (LoRA adapters, the projection and anything trained stay), unless `save_frozen_pretrained`; `load_checkpoint_state`
-loads a state saved that way on top of the model rebuilt from the same paths.
+loads a state saved that way on top of the model rebuilt from the same paths. Configs written before `bridge`
+existed (`qformer: true|false`) read as the same bridge (`upgrade_fields`), and their weights keep their names.
 """
 
 from __future__ import annotations
