@@ -80,7 +80,8 @@ def test_pretrain_then_report_training_starts_from_its_qformer(synth_root: Path,
     pretrained = load_file(stage1 / "checkpoints" / "last" / "model.safetensors")
     assert any(k.startswith("qformer_text.") for k in pretrained)
     report = Trainer(load_experiment("xraygpt_tiny_synthetic", tiny_overrides(
-        synth_root, tmp_path / "stage2", *XRAYGPT, "train.max_steps=1", f"train.init_from={stage1}")))
+        synth_root, tmp_path / "stage2", *XRAYGPT, "model.bridge=qformer", "train.max_steps=1",
+        f"train.init_from={stage1}")))
     assert isinstance(report.task, ReportTask) and report.model.qformer_text is None
     state = report.model.state_dict()
     for key in ("query_tokens", "qformer.encoder.layer.0.crossattention.attention.query.weight", "encoder.patch_embed.weight"):
