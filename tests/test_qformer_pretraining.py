@@ -29,7 +29,7 @@ def test_joint_masks_follow_blip2() -> None:
     assert gen[2, 2] and not gen[2, 3] and gen[3, 2:4].all() and not gen[4, 4]  # earlier text only, never the pad
 
 
-def test_losses_reach_every_part_and_fall(tokenizer) -> None:  # noqa: ANN001, F811
+def test_losses_reach_every_part_and_fall(tokenizer) -> None:  # noqa: F811
     model = _model(tokenizer, qformer_text=True, freeze_vision=False)
     batch = _batch(tokenizer, n=4)
     task = QFormerPretrainingTask(model, tokenizer)
@@ -55,7 +55,7 @@ def test_losses_reach_every_part_and_fall(tokenizer) -> None:  # noqa: ANN001, F
     assert float(out["loss"].detach()) < first
 
 
-def test_one_study_has_no_negatives_but_still_trains(tokenizer) -> None:  # noqa: ANN001, F811
+def test_one_study_has_no_negatives_but_still_trains(tokenizer) -> None:  # noqa: F811
     model = _model(tokenizer, qformer_text=True)
     batch = _batch(tokenizer, n=1)
     out = first_stage_losses(model, batch.images, batch.view_ids, batch.view_mask, batch.input_ids,
@@ -63,7 +63,7 @@ def test_one_study_has_no_negatives_but_still_trains(tokenizer) -> None:  # noqa
     assert float(out["itc_top1"]) == 1.0 and all(torch.isfinite(out[k]) for k in ("itc", "itm", "itg"))
 
 
-def test_the_task_needs_the_text_side(tokenizer) -> None:  # noqa: ANN001, F811
+def test_the_task_needs_the_text_side(tokenizer) -> None:  # noqa: F811
     with pytest.raises(ValueError, match="model.qformer_text=true"):
         QFormerPretrainingTask(_model(tokenizer), tokenizer)
     with pytest.raises(ValueError, match="qformer_text needs model.bridge=qformer"):

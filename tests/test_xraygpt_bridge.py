@@ -25,7 +25,7 @@ TOKENS = {"qformer": 4, "mlp": 2 * 16, "linear": 2 * 16}
 
 
 @pytest.mark.parametrize("bridge", BRIDGES)
-def test_bridge_shapes_and_one_training_step(tokenizer, bridge: str) -> None:  # noqa: ANN001, F811
+def test_bridge_shapes_and_one_training_step(tokenizer, bridge: str) -> None:  # noqa: F811
     model = _model(tokenizer, bridge=bridge, freeze_vision=False, freeze_llm=False,
                    template={"prompts": ["Describe the image."]})
     batch = _batch(tokenizer)
@@ -44,7 +44,7 @@ def test_bridge_shapes_and_one_training_step(tokenizer, bridge: str) -> None:  #
     assert float(task(batch)["loss"].detach()) < float(before.detach())
 
 
-def test_the_mlp_bridge_is_two_layers_per_token(tokenizer) -> None:  # noqa: ANN001, F811
+def test_the_mlp_bridge_is_two_layers_per_token(tokenizer) -> None:  # noqa: F811
     model = _model(tokenizer, bridge="mlp")
     batch = _batch(tokenizer)
     feats, _ = model.vision_tokens(batch.images, batch.view_ids, batch.view_mask)
