@@ -29,6 +29,7 @@ from .conftest import tiny_overrides
 REPORTS = ["The heart is normal in size. The lungs are clear.", "Moderate cardiomegaly. Small left pleural effusion.",
            "No acute cardiopulmonary abnormality.", "Right lower lobe consolidation."] * 10
 XRAYGPT = ["model.family=xraygpt", "model.size=tiny"]
+QFORMER = [*XRAYGPT, "model.bridge=qformer"]  # the recipe's bridge is mlp; MiniGPT-4 weights need the Q-Former
 
 
 @pytest.fixture(scope="module")
@@ -262,20 +263,20 @@ def test_init_from_converted_weights(tokenizer, synth_root: Path, tmp_path: Path
     from safetensors.torch import save_file
 
     run = tmp_path / "run"
-    cfg = load_experiment("xraygpt_tiny_synthetic", tiny_overrides(synth_root, run, *XRAYGPT, "train.max_steps=1"))
+    cfg = load_experiment("xraygpt_tiny_synthetic", tiny_overrides(synth_root, run, *QFORMER, "train.max_steps=1"))
     probe = Trainer(cfg)  # to learn the vocabulary size the run will have
     source = _model(probe.task.tokenizer)
     converted, _ = convert_minigpt4(_lavis_state(source))
     weights = tmp_path / "stage1.safetensors"
     save_file({k: v.contiguous() for k, v in converted.items()}, str(weights))
     started = Trainer(load_experiment("xraygpt_tiny_synthetic", tiny_overrides(
-        synth_root, tmp_path / "run2", *XRAYGPT, "train.max_steps=1", f"train.init_from={weights}")))
+        synth_root, tmp_path / "run2", *QFORMER, "train.max_steps=1", f"train.init_from={weights}")))
     assert torch.equal(started.model.proj.weight, source.proj.weight)
     assert torch.equal(started.model.query_tokens, source.query_tokens)
     save_file({"not.a.weight": torch.zeros(1)}, str(tmp_path / "bad.safetensors"))
     with pytest.raises(ValueError, match="do not belong to this model"):
         Trainer(load_experiment("xraygpt_tiny_synthetic", tiny_overrides(
-            synth_root, tmp_path / "run3", *XRAYGPT, f"train.init_from={tmp_path / 'bad.safetensors'}")))
+            synth_root, tmp_path / "run3", *QFORMER, f"train.init_from={tmp_path / 'bad.safetensors'}")))
 
 
 def test_demo_offers_a_chat_for_this_family(synth_root: Path, tmp_path: Path) -> None:

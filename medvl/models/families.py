@@ -32,6 +32,8 @@ class ModelFamily:
     default_size: str
     reload_config: Callable[[Any], Any] = lambda config: config
     """Config -> the config to rebuild a trained model from a checkpoint (e.g. without pretrained-weight paths)."""
+    upgrade_fields: Callable[[dict[str, Any]], dict[str, Any]] = lambda fields: fields
+    """Model fields -> the same in today's names (renamed fields of older checkpoints and recipes)."""
     other_tasks: tuple[str, ...] = ()
     """Further tasks the family's models can be trained for, chosen by a recipe's `task.name` (e.g. a classifier
     head regressing coordinates)."""
@@ -47,6 +49,7 @@ class ModelFamily:
         size = size or self.default_size
         if size not in presets:
             raise ConfigError(f"unknown {where}.size {size!r} for family {self.name!r}; valid sizes: {', '.join(presets)}")
+        fields = self.upgrade_fields(fields)
         check_keys(cls, list(fields), where)
         return from_dict(cls, {**presets[size], **fields}, where)
 
@@ -85,6 +88,12 @@ def _xraygpt_presets() -> dict[str, dict[str, Any]]:
     from medvl.models.xraygpt import XRAYGPT_SIZES
 
     return XRAYGPT_SIZES
+
+
+def _xraygpt_upgrade(fields: dict[str, Any]) -> dict[str, Any]:
+    from medvl.models.xraygpt import upgrade_fields
+
+    return upgrade_fields(fields)
 
 
 def _build_xraygpt(config: Any) -> nn.Module:
@@ -170,7 +179,8 @@ MODEL_FAMILIES.add("captioner", ModelFamily("captioner", _captioner_config, _cap
                                             task="report_generation", default_size="small",
                                             reload_config=_captioner_reload_config))
 MODEL_FAMILIES.add("xraygpt", ModelFamily("xraygpt", _xraygpt_config, _xraygpt_presets, _build_xraygpt,
-                                          task="instructed_report", default_size="small"))
+                                          task="instructed_report", default_size="small",
+                                          upgrade_fields=_xraygpt_upgrade, other_tasks=("qformer_pretraining",)))
 MODEL_FAMILIES.add("classifier", ModelFamily("classifier", _classifier_config, _classifier_presets, _build_classifier,
                                              task="classification", default_size="small",
                                              reload_config=_classifier_reload_config,

@@ -1,11 +1,12 @@
-"""The XrayGPT family: vision encoder -> (Q-Former) -> linear projection -> causal LLM (MiniGPT-4 on chest X-rays).
+"""The XrayGPT family: vision encoder -> bridge (Q-Former or MLP) -> causal LLM (MiniGPT-4 on chest X-rays).
 
 Contract: `XrayGPT(config)` is an `nn.Module` with
 - `encode_images(images [B, V, C, H, W], view_ids, view_mask) -> [B, Q, d_llm]`: every present view through the
   vision encoder (any entry of `medvl.models.encoders.ENCODERS`: conv, vit, torchvision, timm, hf, from local weights
-  or random init), a LayerNorm (`ln_vision`), a view embedding; then BLIP-2's Q-Former (`num_query_tokens` learned
-  queries cross-attending to the tokens of all views; HF's `Blip2QFormerModel`) or, with `qformer=False`, the tokens
-  themselves; then `proj` (linear, XrayGPT's `llama_proj`, or a 2-layer MLP) into the LLM's embedding width;
+  or random init), a LayerNorm (`ln_vision`), a view embedding; then the `bridge` into the LLM's embedding width:
+  `qformer` (BLIP-2's Q-Former, HF's `Blip2QFormerModel`: `num_query_tokens` learned queries cross-attending to the
+  tokens of all views, then `proj`, linear as XrayGPT's `llama_proj` or a 2-layer MLP), `mlp` (LLaVA-1.5: every patch
+  token of every view through a 2-layer GELU MLP, `proj`) or `linear` (LLaVA-1: one linear layer per token);
 - `forward(images, view_ids, view_mask, input_ids, attention_mask, image_mask) -> logits [B, T, vocab]`: the token
   embeddings of `input_ids` with the positions where `image_mask` is True replaced, in order, by the image
   embeddings (each row has exactly Q such positions);
@@ -18,13 +19,19 @@ eval mode); LoRA on the LLM (and optionally the vision encoder) comes from peft;
 LLM to recompute activations; `llm_quantization` 8bit/4bit loads the LLM through bitsandbytes, which needs CUDA and
 says so otherwise. Nothing is downloaded.
 
+With `qformer_text` the Q-Former also has BLIP-2's text side, for its first-stage pretraining (task
+qformer_pretraining, `medvl.models.qformer_text`); `init_state` leaves that side out when a report model starts from
+such a checkpoint (train.init_from).
+
 Checkpoints: `checkpoint_state(state)` leaves out the frozen weights that came from `llm_path` / `encoder_weights`
 (LoRA adapters, the projection and anything trained stay), unless `save_frozen_pretrained`; `load_checkpoint_state`
-loads a state saved that way on top of the model rebuilt from the same paths.
+loads a state saved that way on top of the model rebuilt from the same paths. Configs written before `bridge`
+existed (`qformer: true|false`) read as the same bridge (`upgrade_fields`), and their weights keep their names.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,9 +41,12 @@ from torch import Tensor, nn
 
 from medvl.models.conversation import ConversationTemplate
 from medvl.models.encoders import ENCODERS, check_encoder_fields, normalize_images
+from medvl.models.qformer_text import QFormerTextSide
 
 N_VIEW_TYPES = 2
 LLM_ARCHS = ("llama", "gpt2")
+BRIDGES = ("qformer", "mlp", "linear")
+_QFORMER_TEXT_FFN = re.compile(r"^qformer\.encoder\.layer\.\d+\.(intermediate|output)\.")
 
 
 @dataclass
@@ -75,9 +85,11 @@ class XrayGPTConfig:
     """Freeze the vision side: encoder, ln_vision and the position / view embeddings added to its tokens."""
     vision_lora: bool = False
     """Also put LoRA adapters on the vision encoder's linear layers (needs lora_r > 0)."""
-    # ------------------------------------------------------------------------------------------- Q-Former
-    qformer: bool = True
-    """BLIP-2 Q-Former between the image tokens and the LLM; False feeds the image tokens directly (LLaVA-style)."""
+    # --------------------------------------------------------------------------------------------- bridge
+    bridge: str = "qformer"
+    """How the image tokens reach the LLM: qformer (BLIP-2 / XrayGPT: num_query_tokens learned queries cross-attend
+    to the tokens of all views, then `projection`), mlp (LLaVA-1.5: a 2-layer GELU MLP on every patch token of every
+    view; the LLM sees max_views x grid tokens) or linear (LLaVA-1: one linear layer per token)."""
     num_query_tokens: int = 32
     qformer_dim: int = 768
     qformer_depth: int = 12
@@ -87,8 +99,13 @@ class XrayGPTConfig:
     qformer_dropout: float = 0.1
     """Dropout inside the Q-Former (BLIP-2's 0.1)."""
     freeze_qformer: bool = False
+    qformer_text: bool = False
+    """Give the Q-Former BLIP-2's text side (embeddings, text feed-forward blocks, ITC/ITM/LM heads) for its
+    first-stage objectives (task qformer_pretraining, which turns it on); report training never runs it, and a report
+    model initialized from such a checkpoint (train.init_from) leaves it out."""
     projection: str = "linear"
-    """linear (XrayGPT's llama_proj) or mlp (two layers with GELU)."""
+    """bridge=qformer: the projection of the query outputs into the LLM, linear (XrayGPT's llama_proj) or mlp (two
+    layers with GELU)."""
     # ------------------------------------------------------------------------------------------------ LLM
     llm_path: str = ""
     """Local directory of an HF causal LM (config.json + weights); empty = random init of llm_arch."""
@@ -131,6 +148,7 @@ class XrayGPTConfig:
         if isinstance(self.template, dict):
             self.template = ConversationTemplate(**self.template)
         check(self.llm_arch in LLM_ARCHS, f"model.llm_arch must be one of {', '.join(LLM_ARCHS)}, got {self.llm_arch!r}")
+        check(self.bridge in BRIDGES, f"model.bridge must be one of {', '.join(BRIDGES)}, got {self.bridge!r}")
         check(self.projection in ("linear", "mlp"), f"model.projection must be linear or mlp, got {self.projection!r}")
         check(self.llm_quantization in ("none", "8bit", "4bit"),
               f"model.llm_quantization must be none, 8bit or 4bit, got {self.llm_quantization!r}")
@@ -140,7 +158,8 @@ class XrayGPTConfig:
               "model.max_views must be >= 1 and model.max_len >= 2")
         check(self.lora_r >= 0, f"model.lora_r must be >= 0, got {self.lora_r}")
         check(not self.vision_lora or self.lora_r > 0, "model.vision_lora needs model.lora_r > 0")
-        if self.qformer:
+        check(not self.qformer_text or self.bridge == "qformer", "model.qformer_text needs model.bridge=qformer")
+        if self.bridge == "qformer":
             check(self.qformer_dim % self.qformer_heads == 0, f"model.qformer_dim={self.qformer_dim} must be divisible "
                                                               f"by model.qformer_heads={self.qformer_heads}")
         if not self.llm_path:
@@ -161,6 +180,19 @@ XRAYGPT_SIZES: dict[str, dict[str, Any]] = {
     "base": {"image_size": 224, "num_query_tokens": 32, "qformer_dim": 768, "qformer_depth": 12, "qformer_heads": 12,
              "cross_attention_frequency": 2, "freeze_vision": True, "freeze_qformer": True, "freeze_llm": True},
 }
+
+
+def upgrade_fields(fields: dict[str, Any]) -> dict[str, Any]:
+    """Model fields of an older config (a checkpoint's, or a recipe's) in today's names: `qformer: true|false` became
+    `bridge` (true -> qformer; false fed the tokens through `projection`, i.e. bridge mlp or linear)."""
+    if "qformer" not in fields:
+        return fields
+    fields = dict(fields)
+    if fields.pop("qformer"):
+        fields.setdefault("bridge", "qformer")
+    else:
+        fields.setdefault("bridge", "mlp" if fields.get("projection") == "mlp" else "linear")
+    return fields
 
 
 def config_for_reload(config: XrayGPTConfig) -> XrayGPTConfig:
@@ -241,26 +273,31 @@ class XrayGPT(nn.Module):
         self.pos_embed = nn.Parameter(torch.zeros(1, self.encoder.grid[0] * self.encoder.grid[1], d_vision))
         nn.init.normal_(self.view_embed.weight, std=0.02)
         nn.init.normal_(self.pos_embed, std=0.02)
-        if config.qformer:
+        if config.bridge == "qformer":
             qcfg = Blip2QFormerConfig(hidden_size=config.qformer_dim, num_hidden_layers=config.qformer_depth,
                                       num_attention_heads=config.qformer_heads,
                                       intermediate_size=4 * config.qformer_dim, encoder_hidden_size=d_vision,
                                       cross_attention_frequency=config.cross_attention_frequency,
                                       hidden_dropout_prob=config.qformer_dropout,
-                                      attention_probs_dropout_prob=config.qformer_dropout)
+                                      attention_probs_dropout_prob=config.qformer_dropout,
+                                      use_qformer_text_input=config.qformer_text)
             self.qformer = Blip2QFormerModel(qcfg)
             self.query_tokens = nn.Parameter(torch.zeros(1, config.num_query_tokens, config.qformer_dim))
             nn.init.normal_(self.query_tokens, std=0.02)
             d_in = config.qformer_dim
         else:
             self.qformer, self.query_tokens, d_in = None, None, d_vision
+        self.qformer_text = QFormerTextSide(config.qformer_dim, config.vocab_size, config.max_len, config.pad_id) \
+            if config.qformer_text else None
         self.llm = build_llm(config)
         d_llm = self.llm.get_input_embeddings().embedding_dim
         n_vocab = self.llm.get_input_embeddings().num_embeddings
         if n_vocab < config.vocab_size:
             raise ValueError(f"the LLM has {n_vocab} token embeddings but the tokenizer {config.vocab_size} tokens: "
                              "use the LLM's own tokenizer (tokenizer.path = model.llm_path)")
-        self.proj = nn.Linear(d_in, d_llm) if config.projection == "linear" else nn.Sequential(
+        projection = config.projection if config.bridge == "qformer" else config.bridge
+        # Module names as before the `bridge` field (proj.weight, or proj.0/proj.2): older checkpoints load as they are.
+        self.proj = nn.Linear(d_in, d_llm) if projection == "linear" else nn.Sequential(
             nn.Linear(d_in, d_llm), nn.GELU(), nn.Linear(d_llm, d_llm))
 
         if config.freeze_vision:  # the vision side as a whole, as MiniGPT-4 freezes ln_vision with the ViT
@@ -297,8 +334,9 @@ class XrayGPT(nn.Module):
         return self
 
     # ----------------------------------------------------------------------------------------------- images
-    def encode_images(self, images: Tensor, view_ids: Tensor, view_mask: Tensor) -> Tensor:
-        """[B, Q, d_llm] image embeddings for the LLM (Q = num_query_tokens, or the tokens of all views)."""
+    def vision_tokens(self, images: Tensor, view_ids: Tensor, view_mask: Tensor) -> tuple[Tensor, Tensor]:
+        """The tokens of all views [B, V * P, D] (P patches per view) and their mask [B, V * P], True where a token
+        belongs to a present view (a study without images keeps all True, so attention has something to read)."""
         b, v = view_mask.shape
         view_mask = view_mask.bool()
         x = normalize_images(images[view_mask], self.config)
@@ -307,12 +345,18 @@ class XrayGPT(nn.Module):
         feats = tokens.new_zeros(b, v, p, d).index_put((view_mask,), tokens)
         feats = (feats + self.view_embed(view_ids.clamp(0, N_VIEW_TYPES - 1))[:, :, None, :]).flatten(1, 2)
         mask = view_mask[:, :, None].expand(b, v, p).reshape(b, v * p)
-        mask = mask | ~mask.any(dim=1, keepdim=True)  # a study without images attends to the blank tokens
-        if self.qformer is None:
-            return self.proj(feats)
-        out = self.qformer(query_embeds=self.query_tokens.expand(b, -1, -1), encoder_hidden_states=feats,
-                           encoder_attention_mask=mask.long()).last_hidden_state
-        return self.proj(out)
+        return feats, mask | ~mask.any(dim=1, keepdim=True)
+
+    def query_outputs(self, feats: Tensor, mask: Tensor) -> Tensor:
+        """bridge=qformer: the Q-Former's outputs [B, num_query_tokens, qformer_dim] for `vision_tokens`."""
+        queries = self.query_tokens.expand(feats.shape[0], -1, -1)
+        return self.qformer(query_embeds=queries, encoder_hidden_states=feats,
+                            encoder_attention_mask=mask.long()).last_hidden_state
+
+    def encode_images(self, images: Tensor, view_ids: Tensor, view_mask: Tensor) -> Tensor:
+        """[B, Q, d_llm] image embeddings for the LLM (Q = num_query_tokens, or the tokens of all views)."""
+        feats, mask = self.vision_tokens(images, view_ids, view_mask)
+        return self.proj(feats if self.qformer is None else self.query_outputs(feats, mask))
 
     @property
     def n_image_tokens(self) -> int:
@@ -353,6 +397,14 @@ class XrayGPT(nn.Module):
             prefixes.append("encoder.")
         return prefixes
 
+    def init_state(self, state: dict[str, Tensor]) -> tuple[dict[str, Tensor], list[str]]:
+        """(the part of `state` this model uses, the keys dropped) for train.init_from: a report model started from a
+        Q-Former pretraining run leaves out the Q-Former's text side."""
+        if self.qformer_text is not None:
+            return state, []
+        dropped = [k for k in state if k.startswith("qformer_text.") or _QFORMER_TEXT_FFN.match(k)]
+        return {k: v for k, v in state.items() if k not in set(dropped)}, dropped
+
     def _left_out(self, key: str, prefixes: list[str]) -> bool:
         return any(key.startswith(p) for p in prefixes) and "lora_" not in key
 
@@ -378,5 +430,5 @@ def trainable_parameters(model: nn.Module) -> tuple[int, int]:
     return sum(p.numel() for p in model.parameters() if p.requires_grad), total
 
 
-__all__ = ["LLM_ARCHS", "XRAYGPT_SIZES", "XrayGPT", "XrayGPTConfig", "build_llm", "config_for_reload",
-           "trainable_parameters"]
+__all__ = ["BRIDGES", "LLM_ARCHS", "XRAYGPT_SIZES", "XrayGPT", "XrayGPTConfig", "build_llm", "config_for_reload",
+           "trainable_parameters", "upgrade_fields"]

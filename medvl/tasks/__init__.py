@@ -27,6 +27,12 @@ def _instructed_generation() -> type:
     return InstructedGenerationTask
 
 
+def _qformer_pretraining() -> type:
+    from medvl.tasks.qformer_pretraining import QFormerPretrainingTask
+
+    return QFormerPretrainingTask
+
+
 def _classification() -> type:
     from medvl.tasks.classification import ClassificationTask
 
@@ -49,6 +55,7 @@ TASKS: Registry[Callable[[], Any]] = Registry("task")
 TASKS.add("report_generation", _report_generation)
 TASKS.add("instructed_report", _instructed_report)
 TASKS.add("instructed_generation", _instructed_generation)
+TASKS.add("qformer_pretraining", _qformer_pretraining)
 TASKS.add("classification", _classification)
 TASKS.add("masked_modeling", _masked_modeling)
 TASKS.add("regression", _regression)
