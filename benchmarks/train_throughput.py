@@ -9,7 +9,8 @@ sees one image per study (VisionEncoderDecoderModel has no multi-view input); me
 (EOS suppressed on both sides) so both decode the same number of tokens.
 
 Efficiency: the FLOPs of one training step (forward + backward, counted by `torch.utils.flop_counter`) divided by its
-time, next to this CPU's measured matmul peak (the best of a few 2048 x 2048 fp32 `torch.mm`), as a fraction (MFU).
+time, next to this CPU's measured matmul peak (the best of a few 2048 x 2048 `torch.mm` in the benchmark's precision),
+as a fraction (MFU).
 
     .venv/bin/python benchmarks/train_throughput.py [--steps 20] [--batch-size 16] [--gen-tokens 64]
         [--precision fp32|bf16]
@@ -62,9 +63,9 @@ def matched_peer(cfg, vocab_size: int, pad_id: int, bos_id: int, target: int):  
     return best[1]
 
 
-def matmul_peak(n: int = 2048, repeats: int = 5) -> float:
-    """FLOP/s of the fastest of `repeats` fp32 n x n matmuls: the practical peak of this CPU at these threads."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
+def matmul_peak(dtype: torch.dtype = torch.float32, n: int = 2048, repeats: int = 5) -> float:
+    """FLOP/s of the fastest of `repeats` n x n matmuls in `dtype`: the practical peak of this CPU at these threads."""
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     torch.mm(a, b)
     best = float("inf")
     for _ in range(repeats):
@@ -157,7 +158,7 @@ def main() -> None:
         opt_peer.zero_grad(set_to_none=True)
 
     bs = args.batch_size
-    peak = matmul_peak()
+    peak = matmul_peak(torch.bfloat16 if args.precision == "bf16" else torch.float32)
     flops = [step_flops(fn) for fn in (step_ours(2), step_ours(1), step_peer)]
     times = interleaved([step_ours(2), step_ours(1), step_peer], args.steps)
     rows = [
@@ -202,7 +203,7 @@ def main() -> None:
     print(f"\ntorch {torch.__version__}, {torch.get_num_threads()} threads, {args.precision}"
           f", batch {bs}, image {cfg.model.image_size}px, reports padded to the "
           f"batch's longest, {args.steps} timed steps each (interleaved), load average {load:.1f}")
-    print(f"matmul peak of this CPU: {peak / 1e9:.1f} GFLOP/s (fp32 2048^3 torch.mm)\n")
+    print(f"matmul peak of this CPU: {peak / 1e9:.1f} GFLOP/s ({args.precision} 2048^3 torch.mm)\n")
     print(f"{'training':<40}{'params':>10}{'samples/s':>12}{'GFLOP/step':>12}{'GFLOP/s':>10}{'of peak':>9}")
     for name, n, seconds, f in rows:
         print(f"{name:<40}{n / 1e6:>9.2f}M{bs / seconds:>12.1f}{f / 1e9:>12.1f}{f / seconds / 1e9:>10.1f}"
