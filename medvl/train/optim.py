@@ -59,17 +59,4 @@ def build_optimizer(model: nn.Module, lr: float, weight_decay: float, betas: tup
                     layer_decay: float = 1.0) -> torch.optim.AdamW:
     if not 0.0 < layer_decay <= 1.0:
         raise ValueError(f"train.layer_decay must be in (0, 1] (1.0 = off), got {layer_decay}")
-    groups = param_groups(model, weight_decay, layer_decay, lr)
-    return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), fused=_can_fuse(groups) or None)
-
-
-def _can_fuse(groups: list[dict]) -> bool:
-    """Whether torch's fused AdamW kernel applies: every parameter a floating tensor on a CPU or CUDA device.
-
-    Fused is one kernel per parameter for the whole update instead of about ten elementwise ops: on the quickstart
-    captioner (110 tensors, 3.7M values) a CPU step takes about a third of the for-each loop's time. It rounds like the
-    loop to within float32 epsilon. Sharded (FSDP, DTensor) parameters use the same kernel on their shards, so one
-    process and N processes still step alike.
-    """
-    params = [p for g in groups for p in g["params"]]
-    return bool(params) and all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params)
+    return torch.optim.AdamW(param_groups(model, weight_decay, layer_decay, lr), lr=lr, betas=tuple(betas))
