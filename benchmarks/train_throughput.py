@@ -1,21 +1,28 @@
 """Training and generation throughput of the quickstart captioner next to an HF VisionEncoderDecoderModel.
 
-Both models are built from random init at matched size (the peer: a ViT encoder + GPT-2 decoder with cross-attention,
-widths and depths set to medvl's `small` preset) and run on the SAME batches of the synthetic data set in the same
-process, so the figures are comparable. The peer sees one image per study (VisionEncoderDecoderModel has no multi-view
-input); medvl is measured both with its two views (as the quickstart trains) and with the frontal view only (like for
-like). Generation is timed at a fixed length (EOS suppressed on both sides) so both decode the same number of tokens.
+Both models are built from random init and run on the SAME batches of the synthetic data set in the same process,
+their steps interleaved (ours, peer, ours, peer...) so that a machine shared with other jobs slows both alike; the
+ratios are what to quote. The peer is a ViT encoder + GPT-2 decoder with cross-attention at medvl's `small` widths,
+its depth and feed-forward width chosen so that its parameter count is within 10% of medvl's (printed). The peer
+sees one image per study (VisionEncoderDecoderModel has no multi-view input); medvl is measured with its two views
+(as the quickstart trains) and with the frontal view only (like for like). Generation is timed at a fixed length
+(EOS suppressed on both sides) so both decode the same number of tokens.
+
+Efficiency: the FLOPs of one training step (forward + backward, counted by `torch.utils.flop_counter`) divided by its
+time, next to this CPU's measured matmul peak (the best of a few 2048 x 2048 `torch.mm` in the benchmark's precision),
+as a fraction (MFU).
 
     .venv/bin/python benchmarks/train_throughput.py [--steps 20] [--batch-size 16] [--gen-tokens 64]
+        [--precision fp32|bf16]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import os
 import time
-from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -29,27 +36,64 @@ from medvl.models.families import MODEL_FAMILIES  # noqa: E402
 from medvl.tasks.report_generation import ReportGenerationTask  # noqa: E402
 
 
-def build_peer(cfg, vocab_size: int, pad_id: int, bos_id: int):  # noqa: ANN001, ANN201
+def build_peer(cfg, vocab_size: int, pad_id: int, bos_id: int, encoder_layers: int, ffn_mult: int):  # noqa: ANN001, ANN201
     from transformers import GPT2Config, ViTConfig, VisionEncoderDecoderConfig, VisionEncoderDecoderModel
 
     m = cfg.model
     encoder = ViTConfig(image_size=m.image_size, patch_size=16, num_channels=1, hidden_size=m.d_model,
-                        num_hidden_layers=max(2, m.n_layers), num_attention_heads=m.n_heads,
-                        intermediate_size=m.d_model * m.ffn_mult)
+                        num_hidden_layers=encoder_layers, num_attention_heads=m.n_heads,
+                        intermediate_size=m.d_model * ffn_mult)
     decoder = GPT2Config(vocab_size=vocab_size, n_positions=m.max_len, n_embd=m.d_model, n_layer=m.n_layers,
-                         n_head=m.n_heads, add_cross_attention=True, is_decoder=True, bos_token_id=bos_id,
-                         eos_token_id=bos_id, pad_token_id=pad_id)
+                         n_head=m.n_heads, n_inner=m.d_model * ffn_mult, add_cross_attention=True, is_decoder=True,
+                         bos_token_id=bos_id, eos_token_id=bos_id, pad_token_id=pad_id)
     config = VisionEncoderDecoderConfig.from_encoder_decoder_configs(encoder, decoder)
     config.decoder_start_token_id, config.pad_token_id = bos_id, pad_id
     return VisionEncoderDecoderModel(config=config)
 
 
-def timed(fn, repeats: int) -> float:  # noqa: ANN001
-    fn()  # warm-up
-    start = time.perf_counter()
+def matched_peer(cfg, vocab_size: int, pad_id: int, bos_id: int, target: int):  # noqa: ANN001, ANN201
+    """The peer (ViT depth 1..6, feed-forward 2x or 4x) whose parameter count is closest to `target`."""
+    best = None
+    for layers in range(1, 7):
+        for mult in (2, 4):
+            peer = build_peer(cfg, vocab_size, pad_id, bos_id, layers, mult)
+            gap = abs(sum(p.numel() for p in peer.parameters()) - target)
+            if best is None or gap < best[0]:
+                best = (gap, peer)
+    return best[1]
+
+
+def matmul_peak(dtype: torch.dtype = torch.float32, n: int = 2048, repeats: int = 5) -> float:
+    """FLOP/s of the fastest of `repeats` n x n matmuls in `dtype`: the practical peak of this CPU at these threads."""
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    torch.mm(a, b)
+    best = float("inf")
     for _ in range(repeats):
+        start = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - start)
+    return 2 * n**3 / best
+
+
+def step_flops(fn) -> int:  # noqa: ANN001
+    """FLOPs of one call of `fn` (matmuls, convolutions, attention), forward and backward."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
         fn()
-    return (time.perf_counter() - start) / repeats
+    return counter.get_total_flops()
+
+
+def interleaved(fns: list, repeats: int) -> list[float]:  # noqa: ANN001
+    """Seconds per call of each of `fns`, run in turn (one warm-up round, then `repeats` rounds)."""
+    totals = [0.0] * len(fns)
+    for round_ in range(repeats + 1):
+        for i, fn in enumerate(fns):
+            start = time.perf_counter()
+            fn()
+            if round_:
+                totals[i] += time.perf_counter() - start
+    return [t / repeats for t in totals]
 
 
 def main() -> None:
@@ -60,6 +104,7 @@ def main() -> None:
     parser.add_argument("--gen-tokens", type=int, default=64, help="tokens generated per report")
     parser.add_argument("--gen-batches", type=int, default=2, help="timed generation batches per setting")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
+    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="bf16: autocast, both models")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -75,8 +120,12 @@ def main() -> None:
                for k in range(0, args.batch_size * 4, args.batch_size)]
 
     ours = MODEL_FAMILIES.get("captioner").build(cfg.model)
-    peer = build_peer(cfg, len(tok), tok.pad_token_id, tok.bos_token_id)
+    n_ours = sum(p.numel() for p in ours.parameters())
+    peer = matched_peer(cfg, len(tok), tok.pad_token_id, tok.bos_token_id, n_ours)
+    n_peer = sum(p.numel() for p in peer.parameters())
     task = ReportGenerationTask(ours, tok)
+    autocast = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if args.precision == "bf16" \
+        else contextlib.nullcontext
     opt_ours = torch.optim.AdamW(ours.parameters(), lr=1e-4)
     opt_peer = torch.optim.AdamW(peer.parameters(), lr=1e-4)
     step_count = {"i": 0}
@@ -92,7 +141,8 @@ def main() -> None:
         def run() -> None:
             b = next_batch()
             b = b if views == 2 else frontal_only(b)
-            loss = task(b)["loss"]
+            with autocast():
+                loss = task(b)["loss"]
             loss.backward()
             opt_ours.step()
             opt_ours.zero_grad(set_to_none=True)
@@ -101,18 +151,20 @@ def main() -> None:
     def step_peer() -> None:
         b = next_batch()
         labels = b.input_ids[:, 1:].masked_fill(b.attention_mask[:, 1:] == 0, -100)
-        out = peer(pixel_values=b.images[:, 0], labels=labels, decoder_attention_mask=b.attention_mask[:, :-1])
+        with autocast():
+            out = peer(pixel_values=b.images[:, 0], labels=labels, decoder_attention_mask=b.attention_mask[:, :-1])
         out.loss.backward()
         opt_peer.step()
         opt_peer.zero_grad(set_to_none=True)
 
     bs = args.batch_size
-    n_ours = sum(p.numel() for p in ours.parameters())
-    n_peer = sum(p.numel() for p in peer.parameters())
+    peak = matmul_peak(torch.bfloat16 if args.precision == "bf16" else torch.float32)
+    flops = [step_flops(fn) for fn in (step_ours(2), step_ours(1), step_peer)]
+    times = interleaved([step_ours(2), step_ours(1), step_peer], args.steps)
     rows = [
-        ("medvl captioner, 2 views", n_ours, bs / timed(step_ours(2), args.steps)),
-        ("medvl captioner, frontal only", n_ours, bs / timed(step_ours(1), args.steps)),
-        ("HF VisionEncoderDecoder (ViT+GPT-2)", n_peer, bs / timed(step_peer, args.steps)),
+        ("medvl captioner, 2 views", n_ours, times[0], flops[0]),
+        ("medvl captioner, frontal only", n_ours, times[1], flops[1]),
+        ("HF VisionEncoderDecoder (ViT+GPT-2)", n_peer, times[2], flops[2]),
     ]
 
     ours.eval()
@@ -124,32 +176,45 @@ def main() -> None:
         def run() -> None:
             b = next_batch()
             b = b if views == 2 else frontal_only(b)
-            ours.generate(b.images, b.view_ids, b.view_mask, bos_id=tok.bos_token_id, eos_id=never,
-                          max_new_tokens=args.gen_tokens, num_beams=beams)
+            with autocast():
+                    ours.generate(b.images, b.view_ids, b.view_mask, bos_id=tok.bos_token_id, eos_id=never,
+                              max_new_tokens=args.gen_tokens, num_beams=beams)
         return run
 
     def gen_peer(beams: int):  # noqa: ANN202
         @torch.inference_mode()
         def run() -> None:
             b = next_batch()
-            peer.generate(pixel_values=b.images[:, 0], max_new_tokens=args.gen_tokens, min_new_tokens=args.gen_tokens,
-                          num_beams=beams, do_sample=False, eos_token_id=None, use_cache=True)
+            with autocast():
+                peer.generate(pixel_values=b.images[:, 0], max_new_tokens=args.gen_tokens,
+                              min_new_tokens=args.gen_tokens, num_beams=beams, do_sample=False, eos_token_id=None,
+                              use_cache=True)
         return run
 
     gen_rows = []
     for beams in (1, 3):
-        gen_rows.append((f"medvl, 2 views, beams={beams}", bs / timed(gen_ours(beams, 2), args.gen_batches)))
-        gen_rows.append((f"medvl, frontal only, beams={beams}", bs / timed(gen_ours(beams, 1), args.gen_batches)))
-        gen_rows.append((f"HF VisionEncoderDecoder, beams={beams}", bs / timed(gen_peer(beams), args.gen_batches)))
+        names = [f"medvl, 2 views, beams={beams}", f"medvl, frontal only, beams={beams}",
+                 f"HF VisionEncoderDecoder, beams={beams}"]
+        for name, seconds in zip(names, interleaved([gen_ours(beams, 2), gen_ours(beams, 1), gen_peer(beams)],
+                                                     args.gen_batches), strict=True):
+            gen_rows.append((name, bs / seconds))
 
-    print(f"\ntorch {torch.__version__}, {torch.get_num_threads()} threads, batch {bs}, image "
-          f"{cfg.model.image_size}px, reports padded to the batch's longest, {args.steps} timed steps\n")
-    print(f"{'training':<40}{'params':>10}{'samples/s':>12}")
-    for name, n, rate in rows:
-        print(f"{name:<40}{n / 1e6:>9.2f}M{rate:>12.1f}")
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"\ntorch {torch.__version__}, {torch.get_num_threads()} threads, {args.precision}"
+          f", batch {bs}, image {cfg.model.image_size}px, reports padded to the "
+          f"batch's longest, {args.steps} timed steps each (interleaved), load average {load:.1f}")
+    print(f"matmul peak of this CPU: {peak / 1e9:.1f} GFLOP/s ({args.precision} 2048^3 torch.mm)\n")
+    print(f"{'training':<40}{'params':>10}{'samples/s':>12}{'GFLOP/step':>12}{'GFLOP/s':>10}{'of peak':>9}")
+    for name, n, seconds, f in rows:
+        print(f"{name:<40}{n / 1e6:>9.2f}M{bs / seconds:>12.1f}{f / 1e9:>12.1f}{f / seconds / 1e9:>10.1f}"
+              f"{f / seconds / peak:>9.1%}")
+    print(f"ratio medvl / peer: 2 views {times[2] / times[0]:.2f}x, frontal only {times[2] / times[1]:.2f}x")
     print(f"\n{'generation (' + str(args.gen_tokens) + ' tokens/report)':<40}{'reports/s':>22}")
     for name, rate in gen_rows:
         print(f"{name:<40}{rate:>22.1f}")
+    for beams, k in ((1, 0), (3, 3)):
+        print(f"ratio medvl / peer, beams={beams}: 2 views {gen_rows[k][1] / gen_rows[k + 2][1]:.2f}x, frontal only "
+              f"{gen_rows[k + 1][1] / gen_rows[k + 2][1]:.2f}x")
 
 
 if __name__ == "__main__":

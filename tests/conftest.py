@@ -26,6 +26,9 @@ TINY_OVERRIDES = [
     "generation.num_beams=1",
     "generation.max_new_tokens=12",
     "tokenizer.vocab_size=300",
+    # Tests pin fp32: recipes with train.precision=auto (the quickstart) would compute in bf16 on CPUs that have it,
+    # and what the tests compare (golden losses, 1 vs 2 processes, resume) must not depend on the test machine.
+    "train.precision=fp32",
 ]
 
 

@@ -67,7 +67,7 @@ def test_unknown_key_names_nearest_valid_key(override: str, expected: str) -> No
         ("train.lr=fast", "expected a number"),
         ("data.strict=maybe", "expected true or false"),
         ("train.loggers=jsonl", "expected a list"),
-        ("train.precision=fp8", "fp32 or bf16"),
+        ("train.precision=fp8", "fp32, bf16 or auto"),
         ("model.size=gigantic", "valid sizes"),
     ],
 )

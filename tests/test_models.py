@@ -235,14 +235,16 @@ def test_masked_view_pixels_do_not_matter() -> None:
                            model(other, view_ids, view_mask, ids, torch.ones_like(ids)))
 
 
-def test_kv_cache_matches_full_forward() -> None:
+@pytest.mark.parametrize("capacity", [0, 12])
+def test_kv_cache_matches_full_forward(capacity: int) -> None:
+    """Both cache kinds: grown by concatenation (capacity 0) and preallocated buffers written in place."""
     model = make_model()
     memory, memory_mask = model.encode(*make_batch(3))
     decoder = model.decoder
     ids = torch.randint(2, VOCAB, (3, 10))
     with torch.no_grad():
         full, _ = decoder(ids, decoder.init_cache(memory, memory_mask))
-        cache = decoder.init_cache(memory, memory_mask)
+        cache = decoder.init_cache(memory, memory_mask, capacity)
         head, cache = decoder(ids[:, :4], cache, 0)  # a prefix at once, then one token per step
         steps = [head]
         for t in range(4, 10):
@@ -253,7 +255,7 @@ def test_kv_cache_matches_full_forward() -> None:
         k = 2
         beams = ids.repeat_interleave(k, 0)
         beams[1::2, 5:] = torch.randint(2, VOCAB, (3, 5))
-        cache = decoder.init_cache(memory, memory_mask)
+        cache = decoder.init_cache(memory, memory_mask, capacity)
         _, cache = decoder(beams[:, :6], cache, 0)
         swap = torch.arange(3 * k).view(3, k).flip(1).flatten()  # exchange the two beams of every row
         cache = reorder_cache(cache, swap)
@@ -261,6 +263,9 @@ def test_kv_cache_matches_full_forward() -> None:
         expected, _ = decoder(beams[swap, :7], decoder.init_cache(memory.repeat_interleave(k, 0),
                                                                  memory_mask.repeat_interleave(k, 0)))
         assert torch.allclose(step[:, 0], expected[:, 6], atol=1e-5)
+        if capacity:
+            with pytest.raises(ValueError, match="cache holds"):
+                decoder(ids[:, :1].repeat_interleave(k, 0), cache, capacity)
 
 
 def test_decoder_refuses_positions_past_max_len() -> None:

@@ -153,3 +153,13 @@ def test_loggers_write_jsonl_and_reject_unknown_names(tmp_path: Path) -> None:
     assert any((tmp_path / "tensorboard").iterdir())
     with pytest.raises(UnknownNameError, match="jsonl"):
         build_loggers(["jsonl", "tensorbord"], tmp_path / "x")
+
+
+def test_auto_precision_is_bf16_only_where_the_device_computes_it_natively() -> None:
+    from medvl.train.loop import resolve_precision
+
+    cpu = torch.device("cpu")
+    assert resolve_precision("fp32", cpu) == "fp32" and resolve_precision("bf16", cpu) == "bf16"
+    native = torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    assert resolve_precision("auto", cpu) == ("bf16" if native else "fp32")
+    assert resolve_precision("auto", torch.device("meta")) == "fp32"

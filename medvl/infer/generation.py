@@ -35,28 +35,24 @@ def ban_repeated_ngrams(logprobs: Tensor, seqs: Tensor, n: int) -> Tensor:
     return logprobs.masked_fill(banned > 0, float("-inf"))
 
 
-def _pad_rows(rows: list[Tensor], pad_id: int, device: torch.device) -> Tensor:
-    """Stack 1-D id tensors of different lengths into [len(rows), longest], right-padded with pad_id."""
-    out = torch.full((len(rows), max((len(r) for r in rows), default=0)), pad_id, dtype=torch.long, device=device)
-    for i, row in enumerate(rows):
-        out[i, : len(row)] = row
-    return out
-
-
 def greedy_search(step: StepFn, cache: Any, batch_size: int, *, bos_id: int, eos_id: int, pad_id: int,
                   max_new_tokens: int, no_repeat_ngram_size: int = 0, device: torch.device | str = "cpu") -> Tensor:
     """The most likely next token at every step; a row that emitted EOS is fed and padded with pad_id after it."""
-    seqs = torch.full((batch_size, 1), bos_id, dtype=torch.long, device=device)
+    # One preallocated id buffer written a column per step (no concatenation that copies the history each step).
+    seqs = torch.full((batch_size, max_new_tokens + 1), pad_id, dtype=torch.long, device=device)
+    seqs[:, 0] = bos_id
     finished = torch.zeros(batch_size, dtype=torch.bool, device=device)
+    t = 0
     for t in range(max_new_tokens):
-        logits, cache = step(seqs[:, -1:], cache, t)
-        logprobs = ban_repeated_ngrams(logits.float().log_softmax(-1), seqs, no_repeat_ngram_size)
-        token = logprobs.argmax(-1).masked_fill(finished, pad_id)
-        seqs = torch.cat([seqs, token[:, None]], dim=1)
+        logits, cache = step(seqs[:, t : t + 1], cache, t)
+        # argmax of the logits is argmax of the log-probabilities: no softmax needed to pick the token.
+        logits = ban_repeated_ngrams(logits.float(), seqs[:, : t + 1], no_repeat_ngram_size)
+        token = logits.argmax(-1).masked_fill(finished, pad_id)
+        seqs[:, t + 1] = token
         finished |= token == eos_id
         if bool(finished.all()):
             break
-    return seqs[:, 1:]
+    return seqs[:, 1 : t + 2]
 
 
 def filter_top_k_top_p(logits: Tensor, top_k: int = 0, top_p: float = 1.0) -> Tensor:
@@ -82,35 +78,44 @@ def sample_search(step: StepFn, cache: Any, batch_size: int, *, bos_id: int, eos
     generator = None
     if seed is not None:
         generator = torch.Generator(device=device).manual_seed(seed)
-    seqs = torch.full((batch_size, 1), bos_id, dtype=torch.long, device=device)
+    seqs = torch.full((batch_size, max_new_tokens + 1), pad_id, dtype=torch.long, device=device)
+    seqs[:, 0] = bos_id
     finished = torch.zeros(batch_size, dtype=torch.bool, device=device)
+    t = 0
     for t in range(max_new_tokens):
-        logits, cache = step(seqs[:, -1:], cache, t)
-        logits = ban_repeated_ngrams(logits.float() / temperature, seqs, no_repeat_ngram_size)
+        logits, cache = step(seqs[:, t : t + 1], cache, t)
+        logits = ban_repeated_ngrams(logits.float() / temperature, seqs[:, : t + 1], no_repeat_ngram_size)
         probs = filter_top_k_top_p(logits, top_k, top_p).softmax(-1)
         token = torch.multinomial(probs, 1, generator=generator).squeeze(1).masked_fill(finished, pad_id)
-        seqs = torch.cat([seqs, token[:, None]], dim=1)
+        seqs[:, t + 1] = token
         finished |= token == eos_id
         if bool(finished.all()):
             break
-    return seqs[:, 1:]
+    return seqs[:, 1 : t + 2]
 
 
 def beam_search(step: StepFn, reorder: ReorderFn, cache: Any, batch_size: int, *, bos_id: int, eos_id: int,
                 pad_id: int, max_new_tokens: int, num_beams: int, no_repeat_ngram_size: int = 0,
                 length_penalty: float = 1.0, device: torch.device | str = "cpu") -> Tensor:
-    """Keep the k most likely open prefixes per row; EOS candidates close hypotheses and the best one is returned."""
+    """Keep the k most likely open prefixes per row; EOS candidates close hypotheses and the best one is returned.
+
+    All bookkeeping is batched tensor work (no Python loop over rows or candidates, no per-candidate host reads): the
+    open beams live in one [B*K, max_new_tokens + 1] buffer, each row's best finished hypothesis in [B, max_new_tokens].
+    """
     b, k = batch_size, num_beams
-    seqs = torch.full((b * k, 1), bos_id, dtype=torch.long, device=device)
+    seqs = torch.full((b * k, max_new_tokens + 1), pad_id, dtype=torch.long, device=device)
+    seqs[:, 0] = bos_id
     scores = torch.full((b, k), float("-inf"), device=device)
     scores[:, 0] = 0.0  # all beams start identical: expand from one so the first step gives k distinct beams
     best_score = torch.full((b,), float("-inf"), device=device)
-    best: list[Tensor] = [seqs.new_empty(0)] * b  # best finished sequence of each row (without BOS)
+    best = torch.full((b, max_new_tokens), pad_id, dtype=torch.long, device=device)  # without BOS
+    best_len = torch.zeros(b, dtype=torch.long, device=device)
     done = torch.zeros(b, dtype=torch.bool, device=device)
     row_base = torch.arange(b, device=device)[:, None] * k
+    first_k = torch.arange(2 * k, device=device) < k
     for t in range(max_new_tokens):
-        logits, cache = step(seqs[:, -1:], cache, t)
-        logprobs = ban_repeated_ngrams(logits.float().log_softmax(-1), seqs, no_repeat_ngram_size)
+        logits, cache = step(seqs[:, t : t + 1], cache, t)
+        logprobs = ban_repeated_ngrams(logits.float().log_softmax(-1), seqs[:, : t + 1], no_repeat_ngram_size)
         vocab = logprobs.shape[-1]
         cand = (scores.view(-1, 1) + logprobs).view(b, k * vocab)
         # 2k candidates always hold k that are not EOS (each beam has one EOS), which keep the beams open.
@@ -118,18 +123,23 @@ def beam_search(step: StepFn, reorder: ReorderFn, cache: Any, batch_size: int, *
         beam, token = top_idx // vocab, top_idx % vocab
         is_eos = token == eos_id
         length = t + 1
-        # EOS among the k best candidates closes a hypothesis; it becomes the row's best if it scores higher.
-        closing = is_eos & (torch.arange(2 * k, device=device) < k) & ~done[:, None] & (top_scores > float("-inf"))
-        norm = top_scores / length**length_penalty
-        for r, c in closing.nonzero().tolist():
-            if norm[r, c] > best_score[r]:
-                best_score[r] = norm[r, c]
-                best[r] = torch.cat([seqs[r * k + beam[r, c], 1:], token[r, c: c + 1]])
+        # EOS among the k best candidates closes a hypothesis; the best closing one replaces the row's best finished
+        # hypothesis if it scores higher (candidates are sorted, so it is the first closing one, as a scan would find).
+        closing = is_eos & first_k & ~done[:, None] & (top_scores > float("-inf"))
+        norm = (top_scores / length**length_penalty).masked_fill(~closing, float("-inf"))
+        row_best, c = norm.max(dim=1)
+        better = row_best > best_score
+        source = row_base[:, 0] + beam.gather(1, c[:, None])[:, 0]
+        closed = torch.cat([seqs[source, 1:length], torch.full((b, 1), eos_id, dtype=torch.long, device=device)], 1)
+        best[:, :length] = torch.where(better[:, None], closed, best[:, :length])
+        best_len = torch.where(better, length, best_len)
+        best_score = torch.where(better, row_best, best_score)
         # The k best non-EOS candidates continue (stable sort keeps their rank order).
         keep = torch.sort(is_eos.to(torch.int8), dim=1, stable=True).indices[:, :k]
         scores = top_scores.gather(1, keep)
         index = (row_base + beam.gather(1, keep)).view(-1)
-        seqs = torch.cat([seqs.index_select(0, index), token.gather(1, keep).view(-1, 1)], dim=1)
+        seqs[:, :length] = seqs[:, :length].index_select(0, index)
+        seqs[:, length] = token.gather(1, keep).view(-1)
         cache = reorder(cache, index)
         # A row is done once its best finished score beats the best open beam scored at the current length: exact
         # for length_penalty <= 0 (log-probs only fall), Hugging Face's default heuristic above it.
@@ -138,11 +148,11 @@ def beam_search(step: StepFn, reorder: ReorderFn, cache: Any, batch_size: int, *
             break
     else:  # max_new_tokens reached: open beams compete as they are
         final = scores / max_new_tokens**length_penalty
-        for r in (~done).nonzero().flatten().tolist():
-            c = int(final[r].argmax())
-            if final[r, c] > best_score[r] or best[r].numel() == 0:
-                best[r] = seqs[r * k + c, 1:]
-    return _pad_rows(best, pad_id, seqs.device)
+        final_best, c = final.max(dim=1)
+        take = ~done & ((final_best > best_score) | (best_len == 0))
+        best = torch.where(take[:, None], seqs[row_base[:, 0] + c, 1:], best)
+        best_len = torch.where(take, max_new_tokens, best_len)
+    return best[:, : int(best_len.max())]
 
 
 def generate(step: StepFn, reorder: ReorderFn, cache: Any, batch_size: int, *, bos_id: int, eos_id: int, pad_id: int,

@@ -9,6 +9,11 @@ Contract:
   is what per-layer sharding (FSDP) needs. The decoder may run on N = B * K rows
   (K beams per row, row-major: row b's beams are b*K .. b*K+K-1); the K queries of a row then share that row's
   cross-attention keys/values instead of K copies of them.
+- `init_cache(..., capacity=C)` (incremental decoding) makes each layer keep its self-attention keys/values in one
+  buffer of C positions written in place, so a step costs O(1) copies instead of concatenating the whole history;
+  without a capacity (teacher forcing) the keys/values are returned as computed. Either way a call may be followed
+  by further calls on the cache it returns; a cache given to a call must not be used again afterwards (its buffers
+  may have been written).
 - `reorder_cache(cache, index [N])` reorders the self-attention keys/values by beam index; `index` must keep every
   sequence within its own row (beam search does), since the shared cross-attention keys/values are not moved.
 - Dropout acts on embeddings and residual branches, not on attention probabilities (which would force the slow
@@ -35,7 +40,12 @@ class DecoderCache:
     cross_mask: Tensor
     """[B, 1, 1, S] bool, True where the memory position may be attended."""
     self_kv: list[tuple[Tensor, Tensor]] = field(default_factory=list)
-    """Per layer: self-attention keys, values [N, heads, T_so_far, head_dim]; empty before the first step."""
+    """Per layer: self-attention keys, values [N, heads, T, head_dim], of which the first `length` positions are
+    filled (T = `capacity` when set, else `length`); empty before the first step."""
+    capacity: int = 0
+    """Positions each layer's key/value buffer holds (0: no buffer, keys/values grow by concatenation)."""
+    length: int = 0
+    """Positions already in the cache."""
 
 
 class SelfAttention(nn.Module):
@@ -45,11 +55,22 @@ class SelfAttention(nn.Module):
         self.qkv = nn.Linear(d, 3 * d)
         self.out = nn.Linear(d, d)
 
-    def forward(self, x: Tensor, past: tuple[Tensor, Tensor] | None, mask: Tensor | None
-                ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+    def forward(self, x: Tensor, past: tuple[Tensor, Tensor] | None, mask: Tensor | None, start: int = 0,
+                capacity: int = 0) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        """Attention of x (positions start..start+t-1) over the cached positions and itself; returns (output, the
+        keys/values to cache: the in-place buffers when `capacity` is set, else all keys/values so far)."""
         n, t, d = x.shape
         q, k, v = self.qkv(x).view(n, t, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
-        if past is not None:
+        if capacity:
+            if past is None:
+                past = (k.new_empty(n, self.heads, capacity, d // self.heads), v.new_empty(n, self.heads, capacity,
+                                                                                          d // self.heads))
+            past[0][:, :, start : start + t] = k
+            past[1][:, :, start : start + t] = v
+            buffers = past
+            k, v = past[0][:, :, : start + t], past[1][:, :, : start + t]
+            past = past if start else None  # what follows only asks whether earlier positions exist
+        elif past is not None:
             k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
         if mask is None and past is None:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=t > 1)
@@ -57,7 +78,7 @@ class SelfAttention(nn.Module):
             y = F.scaled_dot_product_attention(q, k, v)
         else:
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-        return self.out(y.transpose(1, 2).reshape(n, t, d)), (k, v)
+        return self.out(y.transpose(1, 2).reshape(n, t, d)), buffers if capacity else (k, v)
 
 
 class CrossAttention(nn.Module):
@@ -93,12 +114,12 @@ class DecoderLayer(nn.Module):
         self.drop = nn.Dropout(dropout)
 
     def forward(self, x: Tensor, past: tuple[Tensor, Tensor] | None, self_mask: Tensor | None,
-                cross_kv: tuple[Tensor, Tensor] | None, memory: Tensor, cross_mask: Tensor
-                ) -> tuple[Tensor, tuple[Tensor, Tensor], tuple[Tensor, Tensor]]:
-        """Returns (output, this step's self-attention keys/values, the cross-attention keys/values)."""
+                cross_kv: tuple[Tensor, Tensor] | None, memory: Tensor, cross_mask: Tensor, start: int = 0,
+                capacity: int = 0) -> tuple[Tensor, tuple[Tensor, Tensor], tuple[Tensor, Tensor]]:
+        """Returns (output, the self-attention keys/values to cache, the cross-attention keys/values)."""
         if cross_kv is None:
             cross_kv = self.cross_attn.memory_kv(memory)
-        y, kv = self.self_attn(self.norm1(x), past, self_mask)
+        y, kv = self.self_attn(self.norm1(x), past, self_mask, start, capacity)
         x = x + self.drop(y)
         x = x + self.drop(self.cross_attn(self.norm2(x), cross_kv, cross_mask))
         return x + self.drop(self.ffn(self.norm3(x))), kv, cross_kv
@@ -121,9 +142,12 @@ class TextDecoder(nn.Module):
         nn.init.normal_(self.token_embed.weight, std=0.02)
         nn.init.normal_(self.pos_embed.weight, std=0.02)
 
-    def init_cache(self, memory: Tensor, memory_mask: Tensor) -> DecoderCache:
-        """An empty cache for a batch of B memories (the layers fill in their cross-attention keys/values)."""
-        return DecoderCache(memory=memory, cross_kv=[], cross_mask=memory_mask[:, None, None, :])
+    def init_cache(self, memory: Tensor, memory_mask: Tensor, capacity: int = 0) -> DecoderCache:
+        """An empty cache for a batch of B memories (the layers fill in their cross-attention keys/values);
+        `capacity` > 0: self-attention keys/values go to buffers of that many positions (incremental decoding)."""
+        if not 0 <= capacity <= self.max_len:
+            raise ValueError(f"cache capacity must be in [0, max_len={self.max_len}], got {capacity}")
+        return DecoderCache(memory=memory, cross_kv=[], cross_mask=memory_mask[:, None, None, :], capacity=capacity)
 
     def forward(self, tokens: Tensor, cache: DecoderCache, start: int = 0,
                 attention_mask: Tensor | None = None) -> tuple[Tensor, DecoderCache]:
@@ -139,6 +163,8 @@ class TextDecoder(nn.Module):
         n, t = tokens.shape
         if start + t > self.max_len:
             raise ValueError(f"decoder input reaches position {start + t} but model.max_len is {self.max_len}")
+        if cache.capacity and start + t > cache.capacity:
+            raise ValueError(f"decoder input reaches position {start + t} but the cache holds {cache.capacity}")
         positions = torch.arange(start, start + t, device=tokens.device)
         x = self.drop(self.token_embed(tokens) + self.pos_embed(positions))
         self_mask = None
@@ -154,11 +180,11 @@ class TextDecoder(nn.Module):
         for i, layer in enumerate(self.layers):
             past = cache.self_kv[i] if cache.self_kv else None
             x, kv, layer_cross = layer(x, past, self_mask, cache.cross_kv[i] if cache.cross_kv else None,
-                                       cache.memory, cache.cross_mask)
+                                       cache.memory, cache.cross_mask, start, cache.capacity)
             new_kv.append(kv)
             cross_kv.append(layer_cross)
         logits = self.lm_head(self.norm(x))
-        return logits, DecoderCache(cache.memory, cross_kv, cache.cross_mask, new_kv)
+        return logits, DecoderCache(cache.memory, cross_kv, cache.cross_mask, new_kv, cache.capacity, start + t)
 
 
 def _right_padded(attention_mask: Tensor) -> bool:
@@ -168,6 +194,13 @@ def _right_padded(attention_mask: Tensor) -> bool:
 
 
 def reorder_cache(cache: DecoderCache, index: Tensor) -> DecoderCache:
-    """The cache with its self-attention rows gathered by `index` [N] (beam search keeps each index in its row)."""
+    """The cache with its self-attention rows gathered by `index` [N] (beam search keeps each index in its row);
+    buffers are reordered in place over their filled positions only."""
+    if cache.capacity:
+        n = cache.length
+        for k, v in cache.self_kv:
+            k[:, :, :n] = k[:, :, :n].index_select(0, index)
+            v[:, :, :n] = v[:, :, :n].index_select(0, index)
+        return cache
     self_kv = [(k.index_select(0, index), v.index_select(0, index)) for k, v in cache.self_kv]
-    return DecoderCache(cache.memory, cache.cross_kv, cache.cross_mask, self_kv)
+    return DecoderCache(cache.memory, cache.cross_kv, cache.cross_mask, self_kv, 0, cache.length)

@@ -96,6 +96,19 @@ def resolve_device(name: str, local_rank: int | None = None) -> torch.device:
     return device
 
 
+def resolve_precision(name: str, device: torch.device) -> str:
+    """fp32 or bf16 for `train.precision`; auto is bf16 where `device` computes bf16 natively (a GPU that supports
+    it; a CPU whose oneDNN has bf16 kernels: AVX512-BF16 or AMX), else fp32 (emulated bf16 would be slower)."""
+    if name != "auto":
+        return name
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    if device.type == "cpu":
+        supported = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
+        return "bf16" if supported is not None and supported() else "fp32"
+    return "fp32"
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -150,6 +163,7 @@ class Trainer:
             raise DistributedSetupError("train.ema_decay is not supported with train.strategy=fsdp (the EMA would "
                                         "need the full weights on every rank); use ddp or set train.ema_decay=0")
         self.device = resolve_device(tc.device, self.dist.local_rank if self.dist.enabled else None)
+        self.precision = resolve_precision(tc.precision, self.device)
         self.main = self.dist.is_main
         self.run_dir = Path(tc.output_dir)
         if self.main:
@@ -188,7 +202,7 @@ class Trainer:
         self.model = family.build(cfg.model).to(self.device)
         if tc.init_from and checkpoint is None:
             self._init_weights(tc.init_from)
-        self.parallel = ParallelModel(self.model, self.strategy, self.dist, self.device, tc.precision,
+        self.parallel = ParallelModel(self.model, self.strategy, self.dist, self.device, self.precision,
                                       tc.activation_checkpointing)
         # Two views of one model: training forwards through the DDP/FSDP wrapper, validation and generation use the
         # plain model.
@@ -396,7 +410,7 @@ class Trainer:
 
     # ----------------------------------------------------------------------------------------------------- validation
     def _autocast(self) -> Any:
-        if self.cfg.train.precision == "bf16":
+        if self.precision == "bf16":
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return nullcontext()
 
@@ -434,7 +448,7 @@ class Trainer:
         self._print(f"training {cfg.model_family}/{cfg.model_size} ({n_params / 1e6:.2f}M parameters) on {where} for "
                     f"{self.total_steps} steps ({self.steps_per_epoch} per epoch, {len(self.train_set)} studies, "
                     f"global batch {plan.global_batch} = {plan.micro_batch} x {plan.grad_accum} accumulation x "
-                    f"{self.dist.world_size}); run dir {self.run_dir}", flush=True)
+                    f"{self.dist.world_size}, {self.precision}); run dir {self.run_dir}", flush=True)
         self.model.train()
         if cfg.train.progress and self.main:
             from tqdm import tqdm
@@ -461,7 +475,7 @@ class Trainer:
         last = self.save("last", "last", last_metrics)
         summary = {"steps": self.state.step, "steps_this_run": self.state.step - start, "seconds": round(elapsed, 1),
                    "samples_per_second": round(samples / elapsed, 2) if elapsed > 0 else None,
-                   "world_size": self.dist.world_size, "strategy": self.strategy,
+                   "world_size": self.dist.world_size, "strategy": self.strategy, "precision": self.precision,
                    "global_batch": plan.global_batch, "grad_accum": plan.grad_accum,
                    "best_metric": {tc.select_metric: self.state.best_metric, "step": self.state.best_step},
                    "final_val_metrics": last_metrics, "skipped_studies": len(self.state.skipped),
