@@ -373,7 +373,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "metrics against the majority report; for classification per-class AUROC/AP/F1 "
                                    "(thresholds chosen on the validation split) against class prevalence; for "
                                    "regression point errors against the mean target; for masked modeling the "
-                                   "reconstruction loss against each patch's mean. The report-scoring flags "
+                                   "reconstruction loss against each patch's mean (per-patch normalized "
+                                   "targets) or the clip's visible mean colour. The report-scoring flags "
                                    "(--uncertain, --tokenizer, --no-meteor, --chexbert) apply to report models only.")
     p.add_argument("checkpoint", help="checkpoint directory, or a run directory (its best checkpoint is used)")
     p.add_argument("--split", default="test", help="split to evaluate (default test)")

@@ -106,6 +106,19 @@ def test_loss_is_the_mse_over_hidden_tokens_and_evaluation_masks_are_seeded() ->
     assert again == [r["loss"] for r in rows]  # seeded by study id, not by the global RNG
 
 
+def test_without_patch_normalization_the_baseline_is_the_visible_mean_colour() -> None:
+    model = _model(num_frames=2, in_chans=3)
+    task = _task(model, mask_ratio=0.75, norm_pix_loss=False)
+    batch = _batch(model, 2)
+    colour = torch.tensor([0.2, 0.5, 0.9])
+    batch.images[0] = colour[None, :, None, None]  # one flat colour: the visible mean predicts it exactly
+    model.eval()
+    rows = task.validation_outputs(batch)
+    assert rows[0]["baseline"] == pytest.approx(0.0, abs=1e-10)
+    # Uniform noise on [0, 1], over std 0.25 after normalization: the visible mean misses by var 1/12 / 0.25^2 = 4/3
+    assert rows[1]["baseline"] == pytest.approx(4 / 3, rel=0.1)
+
+
 # ---------------------------------------------------------------------------- runner: train, evaluate, init_from
 def test_pretrain_evaluate_then_finetune_from_the_encoder(synth_root: Path, tmp_path: Path) -> None:
     from medvl.evaluate.run import ScoringOptions, evaluate

@@ -13,9 +13,11 @@ The task contract (`medvl.tasks.base.Task`):
 - loss: MSE between the decoder's patches and the target patches, per-patch normalized pixels (`norm_pix_loss`, each
   channel of a patch to zero mean and unit variance) or the model's normalized pixels, averaged over hidden tokens;
 - validation: the loss (selects the best checkpoint, mode min), the baseline's loss and their ratio;
-- evaluation: the reconstruction loss of the split with a bootstrap 95% interval next to the baseline that predicts
-  each patch's mean (the normalized target 0), and, for the first `eval_images` studies, PNG panels (original |
-  masked | reconstruction, one row per frame) in reconstructions/ and report.html;
+- evaluation: the reconstruction loss of the split with a bootstrap 95% interval next to a baseline that learned
+  nothing: with per-patch normalized targets each patch's mean (the normalized target 0, a loss of (n - 1) / n by
+  construction), with the model's normalized pixels the mean colour of the clip's visible pixels; and, for the
+  first `eval_images` studies, PNG panels (original | masked | reconstruction, one row per frame) in
+  reconstructions/ and report.html;
 - prediction record: {"reconstruction_loss", "baseline_loss", "mask_ratio"} of the study under the seeded mask.
 """
 
@@ -37,6 +39,7 @@ from medvl.data.study import Study
 from medvl.tasks.base import Task
 
 _CELL = 4  # a running cell is 2x2 patches
+BASELINE_NAMES = {True: "per-patch mean (normalized target 0)", False: "mean colour of the visible pixels"}
 
 
 @dataclass
@@ -133,8 +136,9 @@ class MaskedModelingTask(Task):
     default_select_mode = "min"
     endpoint = "reconstructions"
     prediction_fields = {
-        "reconstruction_loss": (float, "MSE of the reconstructed hidden patches (per-patch normalized pixels)"),
-        "baseline_loss": (float, "the same loss when predicting each patch's mean"),
+        "reconstruction_loss": (float, "MSE of the reconstructed hidden patches (in the task's target pixels)"),
+        "baseline_loss": (float, ("the same loss of the baseline (each patch's mean for per-patch normalized "
+                                  "targets, else the clip's visible mean colour)")),
         "mask_ratio": (float, "share of patches hidden from the encoder"),
     }
     headline_metrics = ("loss", "baseline_loss", "loss_ratio")
@@ -203,18 +207,34 @@ class MaskedModelingTask(Task):
         return model.patchify(model.clips(batch.images, batch.view_mask.bool()))
 
     def _reconstruct(self, batch: ClipBatch, training: bool, by_id: bool = True
-                     ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """(predicted [B, Nd, P], target [B, Nd, P], weight [B, Nd] 1 on hidden tokens, decoded [B, N])."""
+                     ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """(predicted [B, Nd, P], target [B, Nd, P], weight [B, Nd] 1 on hidden tokens, decoded [B, N], the
+        baseline's prediction [B, Nd, P])."""
         hidden, decoded = self.masks(batch, training, by_id)
         pred = self.model(batch.images, batch.view_ids, batch.view_mask, hidden, decoded).float()
         b, p = len(batch), pred.shape[-1]
         with torch.no_grad():
-            target = self.targets(batch)[decoded].view(b, -1, p)
+            every = self.targets(batch)
+            target = every[decoded].view(b, -1, p)
+            baseline = self._baseline(every, hidden)[:, None, :].expand_as(target)
         weight = hidden[decoded].view(b, -1).float()
-        return pred, target, weight, decoded
+        return pred, target, weight, decoded, baseline
+
+    def _baseline(self, targets: Tensor, hidden: Tensor) -> Tensor:
+        """[B, P] what a model that learned nothing predicts for every hidden patch. Per-patch normalized targets:
+        the patch's own mean (0). Model-normalized pixels: the mean colour of the clip's visible pixels, channel by
+        channel (predicting the hidden patch's own mean would use what is hidden)."""
+        if self.options.norm_pix_loss:
+            return targets.new_zeros(targets.shape[0], targets.shape[-1])
+        c = self.cfg.model.in_chans
+        per_channel = targets.view(*targets.shape[:2], -1, c)  # [B, N, pixels, C]
+        visible = (~hidden).to(targets.dtype)  # [B, N]
+        total = (per_channel * visible[:, :, None, None]).sum((1, 2))  # [B, C]
+        mean = total / (visible.sum(1, keepdim=True) * per_channel.shape[2]).clamp_min(1)
+        return mean[:, None, :].expand(-1, targets.shape[-1] // c, -1).reshape(targets.shape[0], -1)
 
     def __call__(self, batch: ClipBatch) -> dict[str, Tensor]:
-        pred, target, weight, _ = self._reconstruct(batch, training=self.model.training)
+        pred, target, weight, _, _ = self._reconstruct(batch, training=self.model.training)
         per_token = (pred - target).pow(2).mean(-1)
         n = weight.sum()
         return {"loss": (per_token * weight).sum() / n.clamp_min(1), "weight": n}
@@ -222,10 +242,10 @@ class MaskedModelingTask(Task):
     # ------------------------------------------------------------------------------------ validate / evaluate
     @torch.no_grad()
     def _rows(self, batch: ClipBatch, panels: bool, by_id: bool = True) -> list[dict[str, Any]]:
-        pred, target, weight, decoded = self._reconstruct(batch, training=False, by_id=by_id)
+        pred, target, weight, decoded, guess = self._reconstruct(batch, training=False, by_id=by_id)
         n = weight.sum(1).clamp_min(1)
         loss = ((pred - target).pow(2).mean(-1) * weight).sum(1) / n
-        baseline = ((target - target.mean(-1, keepdim=True)).pow(2).mean(-1) * weight).sum(1) / n
+        baseline = ((guess - target).pow(2).mean(-1) * weight).sum(1) / n
         rows = [{"id": sid, "loss": float(loss[k]), "baseline": float(baseline[k])} for k, sid in enumerate(batch.ids)]
         if panels and self._panels_left > 0:
             for k in range(min(self._panels_left, len(rows))):
@@ -278,7 +298,7 @@ class MaskedModelingTask(Task):
         result: dict[str, Any] = {"reconstruction_loss": float(loss.mean()), "n_examples": len(rows),
                                   "mask_ratio": self.options.mask_ratio, "norm_pix_loss": self.options.norm_pix_loss,
                                   "baseline": {"reconstruction_loss": float(base.mean())},
-                                  "baseline_name": "per-patch mean (normalized target 0)",
+                                  "baseline_name": BASELINE_NAMES[self.options.norm_pix_loss],
                                   "loss_ratio": float(loss.mean() / base.mean()) if base.mean() > 0 else None}
         if options.bootstrap and len(rows) > 1:
             rng = np.random.default_rng(options.seed)
