@@ -20,20 +20,28 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 BASELINE = ROOT / ".ci" / "mypy-baseline.txt"
-_ERROR = re.compile(r"^(?P<path>[^:\s]+\.pyi?):(?P<line>\d+)(?::\d+)?: error: (?P<message>.*?)(?:\s+\[(?P<code>[\w-]+)\])?$")
+_ERROR = re.compile(
+    r"^(?P<path>[^:\s]+\.pyi?):(?P<line>\d+)(?::\d+)?: error: (?P<message>.*?)(?:\s+\[(?P<code>[\w-]+)\])?$"
+)
 
 
 def run_mypy() -> list[tuple[str, str]]:
     """Run mypy (configured in pyproject.toml) and return (key, location) per error, in mypy's order."""
-    proc = subprocess.run([sys.executable, "-m", "mypy", "--no-error-summary", "--no-pretty", "--show-column-numbers"],
-                          cwd=ROOT, capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "mypy", "--no-error-summary", "--no-pretty", "--show-column-numbers"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     errors = []
     for line in proc.stdout.splitlines():
         match = _ERROR.match(line)
         if match:
             # Messages may quote other line numbers ("defined on line 12"): drop them too, for the same reason.
             message = re.sub(r"\bline \d+", "line N", match["message"])
-            errors.append((f"{match['path']}: [{match['code'] or 'misc'}] {message}", f"{match['path']}:{match['line']}"))
+            errors.append(
+                (f"{match['path']}: [{match['code'] or 'misc'}] {message}", f"{match['path']}:{match['line']}")
+            )
     if proc.returncode not in (0, 1) or (proc.returncode == 1 and not errors):  # 2: mypy itself failed
         sys.exit(f"mypy failed to run (exit {proc.returncode}):\n{proc.stdout}{proc.stderr}")
     return errors
@@ -50,8 +58,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.update:
         BASELINE.parent.mkdir(exist_ok=True)
         BASELINE.write_text("".join(f"{key}\n" for key in sorted(current.elements())))
-        print(f"type baseline: {sum(current.values())} errors (was {sum(baseline.values())}; "
-              f"{sum(fixed.values())} fixed, {sum(new.values())} added) -> {BASELINE.relative_to(ROOT)}")
+        print(
+            f"type baseline: {sum(current.values())} errors (was {sum(baseline.values())}; "
+            f"{sum(fixed.values())} fixed, {sum(new.values())} added) -> {BASELINE.relative_to(ROOT)}"
+        )
         return 0
     if new:
         print(f"mypy: {sum(new.values())} new type error(s) (not in {BASELINE.relative_to(ROOT)}):")
@@ -62,8 +72,10 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  {where}: {key.split(': ', 1)[1]}")
         print("Fix them (preferred), or, if one is a false positive, add `# type: ignore[code]` with a reason.")
     if fixed:
-        print(f"mypy: {sum(fixed.values())} baseline error(s) are fixed; shrink the baseline with "
-              f"`python scripts/typecheck.py --update` and commit it:")
+        print(
+            f"mypy: {sum(fixed.values())} baseline error(s) are fixed; shrink the baseline with "
+            f"`python scripts/typecheck.py --update` and commit it:"
+        )
         for key in sorted(fixed.elements()):
             print(f"  {key}")
     if new or fixed:
