@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
-"$PY" -m ruff check --fix --exit-zero --quiet .
+"$PY" -m ruff check --fix --exit-zero --silent .  # what is left is listed at the end, after formatting
 "$PY" -m ruff format --quiet .
 "$PY" scripts/typecheck.py --update
 "$PY" -m ruff check --no-fix --quiet . || echo "fix-style: the findings above need a person" >&2
