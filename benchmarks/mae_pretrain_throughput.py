@@ -1,4 +1,5 @@
-"""MAE pretraining throughput (clips/s) and peak memory: medvl's mae family next to transformers' VideoMAEForPreTraining.
+"""MAE pretraining throughput (clips/s) and peak memory: medvl's mae family next to transformers'
+VideoMAEForPreTraining.
 
 Both are built from random init at the same size (medvl's preset, the peer from the same `VideoMAEConfig`), take the
 same clips and the same tube masks (ratio --mask-ratio), and run full training steps (forward, MSE on per-patch

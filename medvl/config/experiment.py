@@ -1,8 +1,9 @@
 """The experiment config: every section of a run, loaded from a recipe plus overrides.
 
-A recipe is a YAML file of sections (`data`, `tokenizer`, `model`, `task`, `train`, `generation`) that sets only fields that
-exist; the dataclasses hold every default. `model.family` and `model.size` choose the model family and its size
-preset, and the remaining `model.*` keys override that preset; `task.*` sets the options of the family's task.
+A recipe is a YAML file of sections (`data`, `tokenizer`, `model`, `task`, `train`, `generation`) that sets only
+fields that exist; the dataclasses hold every default. `model.family` and `model.size` choose the model family and
+its size preset, and the remaining `model.*` keys override that preset; `task.*` sets the options of the family's
+task.
 """
 
 from __future__ import annotations

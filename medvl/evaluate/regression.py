@@ -158,10 +158,12 @@ def write_regression_report(path: str | Path, result: dict[str, Any], rows: Sequ
     page = "\n".join([
         "<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">', f"<title>{esc(title)}</title>",
         f"<style>{CSS}</style>", "</head>", "<body>", f"<h1>{esc(title)}</h1>",
-        f'<p class="summary">{result.get("n_examples")} examples · {esc(result.get("km_per_pixel"))} km per pixel · '
+        f'<p class="summary">{result.get("n_examples")} examples · '
+        f'{esc(result.get("km_per_pixel"))} km per pixel · '
         f'split {esc(result.get("split", ""))}</p>',
         "<h2>Point error</h2>", *table,
-        '<p class="note">Error: the Euclidean distance between the predicted and the true point. 95% CI: percentile '
+        '<p class="note">Error: the Euclidean distance between the predicted and the true point. '
+        '95% CI: percentile '
         "bootstrap over examples. Baselines: the mean training target for every example, and the tile centre.</p>",
         "<h2>Per coordinate</h2>",
         f"<table><thead><tr><th>coordinate</th><th>MAE</th><th>bias</th><th>RMSE</th></tr></thead><tbody>{per_rows}"

@@ -58,11 +58,19 @@ def evaluate(checkpoint: str | Path, split: str = "test", out_dir: str | Path | 
     """Evaluate a checkpoint on `split` of the data set it was trained on (or `data_root`); see the module docstring.
 
     Args:
+        checkpoint: a checkpoint directory, a run directory (its best checkpoint) or a `medvl export` folder.
+        split: "train", "val" or "test" of the data set.
+        out_dir: where metrics.json, predictions.jsonl and report.html go (default: RUN/eval_SPLIT).
+        data_root: read the data set from here instead of the path recorded in the checkpoint (same source).
         generation: overrides of the checkpoint's generation settings (e.g. num_beams) for generative tasks.
         max_studies: evaluate at most this many studies of each split (0 = all).
         strict: overrides the run's `data.strict` (stop at the first unusable study instead of skipping it).
         data_source: read `data_root` (or the training root) as this data source instead of the training one (a
             VQA model trained on a mixture, scored on a folder with VQA-RAD's official testset.json).
+        device: "auto" (CUDA when available), "cpu", "cuda" or "cuda:N".
+        progress: show a progress bar.
+        options: report scoring (bootstrap resamples and seed, METEOR, PTB tokenizer, uncertain policy, CheXbert
+            labeler, HTML report) for report tasks.
 
     Returns:
         The metrics.json dict (plus `out_dir`), on rank 0; {} on the other ranks.

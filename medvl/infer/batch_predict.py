@@ -6,10 +6,10 @@ that decode go through the model in one batch, then every study of the chunk get
 (plus "ignored_views": N in JSON rows when a study had N more views than the model's `max_views`, left out)
 The prediction record is the task's (`task.predict`, fields in `task.prediction_fields`): for report tasks
 {"report", "findings"}, `findings` being the CheXpert observations the rule-based labeler reads in the report (name
--> positive / negative / uncertain; unmentioned ones are left out); for classification {"probabilities", "labels"}. `seconds` is the study's own decoding time plus its share of the batch's
-generation time. A study whose image is missing or corrupt gets an error row and is counted; with `strict` it stops
-the run instead (`StudyError`). Returns a summary: studies, reports, failed, with_ignored_views, seconds,
-reports_per_second.
+-> positive / negative / uncertain; unmentioned ones are left out); for classification {"probabilities", "labels"}.
+`seconds` is the study's own decoding time plus its share of the batch's generation time. A study whose image is
+missing or corrupt gets an error row and is counted; with `strict` it stops the run instead (`StudyError`). Returns a
+summary: studies, reports, failed, with_ignored_views, seconds, reports_per_second.
 """
 
 from __future__ import annotations

@@ -7,6 +7,12 @@ from dataclasses import dataclass
 
 @dataclass
 class GenerationConfig:
+    """How text-generating tasks decode (the recipe's `generation:` section, `medvl evaluate/predict` flags).
+
+    Greedy or beam search by default; `do_sample` draws tokens instead (temperature, top-k, nucleus top-p; seeded).
+    Invalid values raise `ValueError` naming the field.
+    """
+
     num_beams: int = 3
     """Beam width (1 = greedy)."""
     max_new_tokens: int = 128

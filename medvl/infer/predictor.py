@@ -31,7 +31,10 @@ from medvl.train.parallel import load_model_state
 
 @dataclass
 class LoadedModel:
+    """A trained model ready for inference, from `load_trained`: what predict, serve, demo and evaluate use."""
+
     config: ExperimentConfig
+    """The run's full config, as recorded in the checkpoint (generation settings possibly overridden)."""
     model: nn.Module
     tokenizer: Any
     """The task's tokenizer, for text-generating tasks (None for others)."""
@@ -39,7 +42,9 @@ class LoadedModel:
     """The family's task (`medvl.tasks.base.Task`) around `model`: what `predict`, `serve` and `demo` call."""
     device: torch.device
     checkpoint: Path
+    """The checkpoint directory (or export folder) the weights came from."""
     metadata: dict[str, Any]
+    """The checkpoint's meta.json: step, metrics, task assets, library versions."""
 
     @property
     def supports_chat(self) -> bool:

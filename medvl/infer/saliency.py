@@ -3,12 +3,11 @@
 Contract: `gradcam(loaded, study, prediction)` -> float32 [V, S, S] in [0, 1], one map per view of `study` (a
 `PreparedStudy`, S = the model's image size). The score explained is the task's `explain_score` for the prediction
 record: for report tasks the summed log-probability of the report's tokens under teacher forcing (the report the
-model generated, or any text), for classification the logit of the predicted class; its gradient with respect to the image
-encoder's patch features ([N, P, D], P = grid rows x columns) weights each feature channel by its mean gradient
-(Grad-CAM), the ReLU of the weighted sum is the map, upsampled bilinearly and scaled to [0, 1] per view. It works for
-any family whose model has `encoder` (with a `grid`) and whose task has an `explain_score`; otherwise it raises
-`ValueError`. `overlay(gray, cam)` blends a map
-onto the grayscale view as an RGB image.
+model generated, or any text), for classification the logit of the predicted class; its gradient with respect to
+the image encoder's patch features ([N, P, D], P = grid rows x columns) weights each feature channel by its mean
+gradient (Grad-CAM), the ReLU of the weighted sum is the map, upsampled bilinearly and scaled to [0, 1] per view. It
+works for any family whose model has `encoder` (with a `grid`) and whose task has an `explain_score`; otherwise it
+raises `ValueError`. `overlay(gray, cam)` blends a map onto the grayscale view as an RGB image.
 """
 
 from __future__ import annotations

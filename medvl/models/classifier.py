@@ -2,10 +2,10 @@
 
 Contract: `ImageClassifier.forward(images [B, V, C, H, W] in [0, 1], view_ids [B, V], view_mask [B, V] True=present)`
 -> [B, num_outputs] (class logits, or regressed values). Each present view goes through the shared image encoder
-(`ENCODERS[config.encoder]`: conv, vit, torchvision, timm or hf, P patches of width D), gets a learned view-type embedding (0 = frontal,
-1 = lateral) as the captioner's memory does, and the patch features of all present views of a study are averaged
-(mean pooling), normalized (LayerNorm), passed through dropout and a linear layer. Absent views are never encoded.
-`encoder` (with its `grid`) is exposed so Grad-CAM can explain a class.
+(`ENCODERS[config.encoder]`: conv, vit, torchvision, timm or hf, P patches of width D), gets a learned view-type
+embedding (0 = frontal, 1 = lateral) as the captioner's memory does, and the patch features of all present views of
+a study are averaged (mean pooling), normalized (LayerNorm), passed through dropout and a linear layer. Absent views are
+never encoded. `encoder` (with its `grid`) is exposed so Grad-CAM can explain a class.
 """
 
 from __future__ import annotations

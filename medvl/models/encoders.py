@@ -1,7 +1,7 @@
 """Image encoders: one normalized view in, a grid of patch features out.
 
-Contract of every entry in `ENCODERS`: a builder `(config) -> nn.Module` (config: an `ImageEncoderConfig`) whose module has
-`out_dim: int` (feature width), `grid: tuple[int, int]` (patch rows, columns at `config.image_size`) and
+Contract of every entry in `ENCODERS`: a builder `(config) -> nn.Module` (config: an `ImageEncoderConfig`) whose
+module has `out_dim: int` (feature width), `grid: tuple[int, int]` (patch rows, columns at `config.image_size`) and
 `forward(x [N, C, H, W] normalized) -> [N, grid[0] * grid[1], out_dim]`, patches in row-major order.
 
 Entries: "conv" and "vit" are built from scratch; "torchvision", "timm" and "hf" wrap third-party backbones, built

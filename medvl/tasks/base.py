@@ -48,6 +48,7 @@ class Task:
     """Base class of the tasks; see the module docstring for the contract. Methods without a default raise."""
 
     name: ClassVar[str] = ""
+    """The task's name in `medvl.tasks.TASKS` (and in checkpoints)."""
     needs: ClassVar[tuple[str, ...]] = ()
     """Record fields every study must carry, e.g. ("report",) or ("labels",)."""
     takes_text_only: ClassVar[bool] = False
@@ -56,7 +57,9 @@ class Task:
     options_class: ClassVar[type] = NoOptions
     """Dataclass of the recipe's `task:` section."""
     default_select_metric: ClassVar[str] = "loss"
+    """Validation metric that picks the best checkpoint unless `train.select_metric` says otherwise."""
     default_select_mode: ClassVar[str] = "min"
+    """"min" or "max": whether a lower or a higher `default_select_metric` is better."""
     endpoint: ClassVar[str] = "predictions"
     """REST path of `medvl serve`: POST /v1/<endpoint>."""
     supports_chat: ClassVar[bool] = False

@@ -334,7 +334,8 @@ class MaskedModelingTask(Task):
         ci = result.get("reconstruction_loss_ci")
         shown = f" (95% CI {ci[0]:.4f}-{ci[1]:.4f})" if ci else ""
         return "\n".join([
-            f"reconstruction loss   {result['reconstruction_loss']:.4f}{shown}  over {result['n_examples']} studies, "
+            f"reconstruction loss   {result['reconstruction_loss']:.4f}{shown}  "
+            f"over {result['n_examples']} studies, "
             f"mask ratio {result['mask_ratio']}",
             f"baseline ({result['baseline_name']})   {result['baseline']['reconstruction_loss']:.4f}",
             f"ratio to baseline     {result['loss_ratio']:.4f}" if result.get("loss_ratio") is not None else ""])

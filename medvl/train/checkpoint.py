@@ -41,6 +41,8 @@ class CheckpointError(ValueError):
 
 @dataclass
 class Checkpoint:
+    """A checkpoint read back by `load_checkpoint`: weights, metadata and (for resuming) the training state."""
+
     path: Path
     model_state: dict[str, torch.Tensor]
     metadata: dict[str, Any]
@@ -161,6 +163,12 @@ def save_checkpoint(path: str | Path, model_state: dict[str, torch.Tensor], meta
 
 
 def read_meta(path: str | Path) -> dict[str, Any]:
+    """The meta.json of checkpoint directory `path` (config, task assets, step, metrics, versions).
+
+    Raises:
+        FileNotFoundError: no checkpoint at `path`.
+        CheckpointError: meta.json missing or not valid JSON.
+    """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"checkpoint not found: {path}")

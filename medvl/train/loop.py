@@ -110,12 +110,14 @@ def resolve_precision(name: str, device: torch.device) -> str:
 
 
 def seed_everything(seed: int) -> None:
+    """Seed Python's, numpy's and torch's global generators (all CUDA devices included)."""
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
 
 
 def rng_state() -> dict[str, Any]:
+    """The state of every global generator ("python", "numpy", "torch", and "cuda" with a GPU), for a checkpoint."""
     state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
@@ -123,6 +125,7 @@ def rng_state() -> dict[str, Any]:
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore the generators from `rng_state()`'s dict (the CUDA states only when both runs have a GPU)."""
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
     torch.set_rng_state(state["torch"])
@@ -131,6 +134,7 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def library_versions() -> dict[str, str]:
+    """Versions of medvl, Python, torch and transformers, recorded in every checkpoint's metadata."""
     import transformers
 
     import medvl
@@ -505,9 +509,32 @@ class Trainer:
 
 
 def train(cfg: ExperimentConfig, resume: str | None = None) -> dict[str, Any]:
-    """Train `cfg`; `resume` is None, "auto" (newest checkpoint in the run directory) or a checkpoint path.
+    """Train `cfg` to `train.max_steps` (or `train.epochs`) and write the run into `train.output_dir`.
 
     Under torchrun every process calls this and gets the same summary; the process group is closed at the end.
+
+    Args:
+        cfg: the experiment (`medvl.config.experiment.load_experiment(recipe, overrides)`).
+        resume: None (a fresh run; a folder that already holds a run is refused), "auto" (the newest checkpoint whose
+            files all load, or a fresh start when there is none), "never" (start over, moving an earlier run into
+            RUN/previous_run_N/), "overwrite" (start over, deleting it) or a checkpoint directory; see
+            `medvl.train.run_folder`.
+
+    Returns:
+        The summary also written to RUN/train_summary.json: `steps`, `steps_this_run`, `seconds` (wall clock of this
+        run), `samples_per_second` (studies over all processes), `world_size`, `strategy`, `global_batch`,
+        `grad_accum`, `best_metric` ({select_metric: value, "step": step}), `final_val_metrics`, the skipped studies
+        (`skipped_studies` count and `skipped`: id -> reason), `truncated_reports`, `last_checkpoint`,
+        `best_checkpoint` (None when no validation ran).
+
+    Raises:
+        ConfigError: a config value out of range, or task options the task does not have.
+        DataSourceError: the data set is absent, in the wrong layout, or lacks what the task needs.
+        DistributedSetupError: a global batch that per-device batch x world size does not divide, torchrun's
+            environment incomplete, or a backend that does not fit the device.
+        RunFolderError: the run folder already holds a run (and `resume` is None), or the config differs from the
+            checkpoint's in a setting that must not change on resume.
+        CheckpointError: `resume` names a damaged checkpoint.
     """
     finished = False
     try:

@@ -10,8 +10,8 @@ labelled positive, negative, uncertain or not mentioned.
 
 `Path` is written with the archive's folder in front ("CheXpert-v1.0-small/train/patient00001/..."): when ROOT has
 that first folder inside it (or the path starts with train/, valid/ or test/), paths are relative to ROOT; otherwise
-ROOT is taken to be that folder, whatever it is called now, and the first part is dropped. Image files are not checked here (there are 224,316); a missing one is
-counted when the views are loaded.
+ROOT is taken to be that folder, whatever it is called now, and the first part is dropped. Image files are not
+checked here (there are 224,316); a missing one is counted when the views are loaded.
 
 train.csv is the train split, valid.csv val, test.csv test. The rows of one patient/study folder are one study, id
 "patient00001_study1" ("val_patient00001_study1" when another CSV file already has that folder), its views
