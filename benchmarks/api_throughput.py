@@ -50,6 +50,7 @@ def random_checkpoint(data: list[str], out: Path) -> Path:
 
 def run_clients(url: str, bodies: list[list[bytes]], clients: int) -> tuple[float, list[float], list[int]]:
     """(seconds, per-request latencies in ms, batch sizes) of posting every study, `clients` at a time."""
+
     def post(client: httpx.Client, views: list[bytes]) -> tuple[float, int]:
         t0 = time.perf_counter()
         res = client.post("/v1/reports", files=[("images", (f"{i}.png", b, "image/png")) for i, b in enumerate(views)])
@@ -71,8 +72,11 @@ def percentile(values: list[float], q: float) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", default=None, help="a trained checkpoint (default: random-init small model)")
-    parser.add_argument("--data-root", default=None, help="synthetic data set to draw requests from (default: 200 "
-                        "studies generated in a temporary folder)")
+    parser.add_argument(
+        "--data-root",
+        default=None,
+        help="synthetic data set to draw requests from (default: 200 studies generated in a temporary folder)",
+    )
     parser.add_argument("--requests", type=int, default=48, help="timed requests per setting")
     parser.add_argument("--gen-tokens", type=int, default=64, help="longest report, in tokens")
     parser.add_argument("--num-beams", type=int, default=1, help="beam width (1 = greedy)")
@@ -93,22 +97,28 @@ def main() -> None:
         bodies = [[p.read_bytes() for p in s.image_paths[:2]] for s in studies]
         bodies = (bodies * (args.requests // max(len(bodies), 1) + 1))[: args.requests]
         mc = loaded.config.model
-        print(f"model: {loaded.config.model_family}/{loaded.config.model_size}, "
-              f"{sum(p.numel() for p in loaded.model.parameters()) / 1e6:.2f}M parameters, {mc.image_size} px, "
-              f"{len(bodies[0])} views per study; {'greedy' if args.num_beams == 1 else f'{args.num_beams} beams'}, "
-              f"up to {args.gen_tokens} tokens; {args.requests} requests per setting; torch threads "
-              f"{torch.get_num_threads()}")
+        print(
+            f"model: {loaded.config.model_family}/{loaded.config.model_size}, "
+            f"{sum(p.numel() for p in loaded.model.parameters()) / 1e6:.2f}M parameters, {mc.image_size} px, "
+            f"{len(bodies[0])} views per study; {'greedy' if args.num_beams == 1 else f'{args.num_beams} beams'}, "
+            f"up to {args.gen_tokens} tokens; {args.requests} requests per setting; torch threads "
+            f"{torch.get_num_threads()}"
+        )
         print("\n| dynamic batching | clients | reports/s | p50 latency (ms) | p95 latency (ms) | mean batch |")
         print("|---|---|---|---|---|---|")
         for batching in (False, True):
-            settings = ServeSettings(max_batch_size=args.max_batch_size if batching else 1,
-                                     max_wait_ms=args.max_wait_ms)
+            settings = ServeSettings(
+                max_batch_size=args.max_batch_size if batching else 1, max_wait_ms=args.max_wait_ms
+            )
             with running_server(create_app(loaded, gen, settings)) as url:
                 for clients in (1, 8):
                     seconds, latencies, sizes = run_clients(url, bodies, clients)
                     mode = f"on (up to {args.max_batch_size})" if batching else "off"
-                    print(f"| {mode} | {clients} | {len(bodies) / seconds:.1f} | {percentile(latencies, 50):.0f} | "
-                          f"{percentile(latencies, 95):.0f} | {statistics.mean(sizes):.2f} |", flush=True)
+                    print(
+                        f"| {mode} | {clients} | {len(bodies) / seconds:.1f} | {percentile(latencies, 50):.0f} | "
+                        f"{percentile(latencies, 95):.0f} | {statistics.mean(sizes):.2f} |",
+                        flush=True,
+                    )
 
 
 if __name__ == "__main__":

@@ -30,8 +30,9 @@ from medvl.infer.predictor import load_trained
 
 def decode(task, dataset, batch_size: int, mode: str) -> tuple[list[dict], float]:
     """Rows of every VQA example, decoded by `mode` (trie, free or score), and the seconds it took."""
-    task.options = dataclasses.replace(task.options, constrain=mode != "free",
-                                       candidate_decoding="score" if mode == "score" else "beam")
+    task.options = dataclasses.replace(
+        task.options, constrain=mode != "free", candidate_decoding="score" if mode == "score" else "beam"
+    )
     rows, t0 = [], time.perf_counter()
     for start in range(0, len(dataset), batch_size):
         batch = task.collate([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))])
@@ -62,16 +63,30 @@ def main() -> None:
     for mode in ("trie", "free", "score"):
         rows, seconds = decode(task, dataset, args.batch_size, mode)
         rows = [r for r in rows if r["task"] == "vqa"]
-        acc = vqa_accuracy([r["generated"] for r in rows], [r["reference"] for r in rows],
-                           [r["answer_type"] or "open" for r in rows], bootstrap=0)
-        results[mode] = {"questions": len(rows), "seconds": round(seconds, 3),
-                         "answers_per_second": round(len(rows) / seconds, 1),
-                         "outside_candidates": sum(normalize_answer(r["generated"]) not in candidates for r in rows),
-                         "accuracy": acc["accuracy"], "closed_accuracy": acc["closed_accuracy"],
-                         "open_accuracy": acc["open_accuracy"]}
+        acc = vqa_accuracy(
+            [r["generated"] for r in rows],
+            [r["reference"] for r in rows],
+            [r["answer_type"] or "open" for r in rows],
+            bootstrap=0,
+        )
+        results[mode] = {
+            "questions": len(rows),
+            "seconds": round(seconds, 3),
+            "answers_per_second": round(len(rows) / seconds, 1),
+            "outside_candidates": sum(normalize_answer(r["generated"]) not in candidates for r in rows),
+            "accuracy": acc["accuracy"],
+            "closed_accuracy": acc["closed_accuracy"],
+            "open_accuracy": acc["open_accuracy"],
+        }
     results["trie_vs_free_time_ratio"] = round(results["trie"]["seconds"] / results["free"]["seconds"], 3)
-    results["setup"] = {"checkpoint": str(args.checkpoint), "split": args.split, "beams": args.beams,
-                        "candidates": len(candidates), "threads": args.threads, "torch": torch.__version__}
+    results["setup"] = {
+        "checkpoint": str(args.checkpoint),
+        "split": args.split,
+        "beams": args.beams,
+        "candidates": len(candidates),
+        "threads": args.threads,
+        "torch": torch.__version__,
+    }
     print(json.dumps(results, indent=1))
 
 

@@ -27,8 +27,9 @@ REPO = Path(__file__).resolve().parents[1]
 def _pixels(studies: list, size: int) -> np.ndarray:
     from medvl.data.images import load_pixels, resize_square
 
-    return np.stack([resize_square(load_pixels(s.image_paths[0]), size).astype(np.float32).ravel() / 255.0
-                     for s in studies])
+    return np.stack(
+        [resize_square(load_pixels(s.image_paths[0]), size).astype(np.float32).ravel() / 255.0 for s in studies]
+    )
 
 
 def peer_auroc(root: Path, label: str, size: int = 32, bootstrap: int = 1000) -> dict:
@@ -46,8 +47,16 @@ def peer_auroc(root: Path, label: str, size: int = 32, bootstrap: int = 1000) ->
     y = {k: np.array([s.labels[label] for s in studies[k]]) for k in ("train", "val", "test")}
     scaler = StandardScaler().fit(x["train"])
     x = {k: scaler.transform(v) for k, v in x.items()}
-    best = max((roc_auc_score(y["val"], LogisticRegression(C=c, max_iter=2000).fit(x["train"], y["train"])
-                              .predict_proba(x["val"])[:, 1]), c) for c in (1e-4, 1e-3, 1e-2, 1e-1, 1.0))
+    best = max(
+        (
+            roc_auc_score(
+                y["val"],
+                LogisticRegression(C=c, max_iter=2000).fit(x["train"], y["train"]).predict_proba(x["val"])[:, 1],
+            ),
+            c,
+        )
+        for c in (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
+    )
     model = LogisticRegression(C=best[1], max_iter=2000).fit(np.concatenate([x["train"]]), y["train"])
     probs = model.predict_proba(x["test"])[:, 1:]
     result = classification_metrics(probs, y["test"][:, None], [label], True, bootstrap=bootstrap, seed=0)
@@ -75,19 +84,29 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.time()
     summary = train(load_experiment("cxr_classify_nih", overrides))
     train_s = time.time() - t0
-    ours = evaluate(summary["best_checkpoint"] or summary["last_checkpoint"], split="test", progress=False,
-                    options=ScoringOptions(bootstrap=1000, seed=0))
+    ours = evaluate(
+        summary["best_checkpoint"] or summary["last_checkpoint"],
+        split="test",
+        progress=False,
+        options=ScoringOptions(bootstrap=1000, seed=0),
+    )
     t1 = time.time()
     peer = peer_auroc(root, "Abnormal")
     peer_s = time.time() - t1
     a, p = ours["per_class"]["Abnormal"], peer["per_class"]["Abnormal"]
     print(f"\nnormal/abnormal on the {ours['n_examples']} NIH test images (64 px), AUROC [95% CI]:")
-    print(f"  medvl cxr_classify_nih (from scratch, {summary['steps']} steps, {train_s:.0f}s): "
-          f"{a['auroc']:.3f} [{a['auroc_ci_low']:.3f}, {a['auroc_ci_high']:.3f}]")
-    print(f"  peer: logistic regression on 32x32 pixels (C={peer['C']:g}, {peer_s:.0f}s):   "
-          f"{p['auroc']:.3f} [{p['auroc_ci_low']:.3f}, {p['auroc_ci_high']:.3f}]")
-    print(f"  medvl macro AUROC over the labels with test positives: {ours['auroc_macro']:.3f} "
-          f"[{ours['auroc_macro_ci_low']:.3f}, {ours['auroc_macro_ci_high']:.3f}]")
+    print(
+        f"  medvl cxr_classify_nih (from scratch, {summary['steps']} steps, {train_s:.0f}s): "
+        f"{a['auroc']:.3f} [{a['auroc_ci_low']:.3f}, {a['auroc_ci_high']:.3f}]"
+    )
+    print(
+        f"  peer: logistic regression on 32x32 pixels (C={peer['C']:g}, {peer_s:.0f}s):   "
+        f"{p['auroc']:.3f} [{p['auroc_ci_low']:.3f}, {p['auroc_ci_high']:.3f}]"
+    )
+    print(
+        f"  medvl macro AUROC over the labels with test positives: {ours['auroc_macro']:.3f} "
+        f"[{ours['auroc_macro_ci_low']:.3f}, {ours['auroc_macro_ci_high']:.3f}]"
+    )
     return 0
 
 

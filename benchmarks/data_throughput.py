@@ -51,11 +51,17 @@ def main() -> None:
         work = Path(args.dir or tmp)
         raw_root = work / "raw"
         if not (raw_root / "annotation.json").is_file():
-            generate_dataset(raw_root, n=args.n, seed=0, image_size=args.png_size, lateral=True,
-                             workers=args.workers)
+            generate_dataset(raw_root, n=args.n, seed=0, image_size=args.png_size, lateral=True, workers=args.workers)
         t0 = time.perf_counter()
-        info = prepare("iu_xray", raw_root, work / "prepared", image_size=args.image_size, workers=args.workers,
-                       overwrite=True, progress=False)
+        info = prepare(
+            "iu_xray",
+            raw_root,
+            work / "prepared",
+            image_size=args.image_size,
+            workers=args.workers,
+            overwrite=True,
+            progress=False,
+        )
         prep_s = time.perf_counter() - t0
         raw = load_studies(DataConfig(source="iu_xray", root=str(raw_root)))
         prepared = load_studies(DataConfig(source="prepared", root=str(work / "prepared")))
@@ -63,12 +69,14 @@ def main() -> None:
         prep_train = check_studies(prepared["train"], strict=True)[0]
         tok = train_bpe_tokenizer([s.report for s in raw_train], vocab_size=600)
         kw = {"image_size": args.image_size, "max_views": 2, "max_tokens": 96, "cache_images": False}
-        raw_ips, n = images_per_second(ReportDataset(raw_train, tok, **kw), args.batch_size, args.workers,
-                                       args.repeats)
-        prep_ips, _ = images_per_second(ReportDataset(prep_train, tok, **kw), args.batch_size, args.workers,
-                                        args.repeats)
-        print(f"{len(raw_train)} train studies, {n} images per epoch, {args.png_size} px PNGs -> {args.image_size} px, "
-              f"DataLoader with {args.workers} workers, batch {args.batch_size}")
+        raw_ips, n = images_per_second(ReportDataset(raw_train, tok, **kw), args.batch_size, args.workers, args.repeats)
+        prep_ips, _ = images_per_second(
+            ReportDataset(prep_train, tok, **kw), args.batch_size, args.workers, args.repeats
+        )
+        print(
+            f"{len(raw_train)} train studies, {n} images per epoch, {args.png_size} px PNGs -> {args.image_size} px, "
+            f"DataLoader with {args.workers} workers, batch {args.batch_size}"
+        )
         print(f"prepare (once): {info['rows']} views in {prep_s:.1f}s")
         print(f"{'format':<22}{'images/s':>10}")
         print(f"{'raw PNG folders':<22}{raw_ips:>10.0f}")

@@ -26,18 +26,41 @@ REPO = Path(__file__).resolve().parents[1]
 
 def run(out: Path, data: Path, processes: int, threads: int, args: argparse.Namespace) -> float:
     """Samples/s of one configuration, from its training log."""
-    overrides = [f"data.root={data}", "data.source=iu_xray", f"train.output_dir={out}", "model.size=small",
-                 "model.image_size=128", f"data.batch_size={args.global_batch // processes}",
-                 f"train.global_batch_size={args.global_batch}", f"train.max_steps={args.steps}",
-                 f"train.num_threads={threads}", "train.log_every=1", "train.eval_max_studies=8",
-                 "train.progress=false", "train.loggers=[jsonl]", "train.warmup_steps=5", "tokenizer.vocab_size=600",
-                 "train.eval_every=1000000"]  # no validation inside the timed steps
+    overrides = [
+        f"data.root={data}",
+        "data.source=iu_xray",
+        f"train.output_dir={out}",
+        "model.size=small",
+        "model.image_size=128",
+        f"data.batch_size={args.global_batch // processes}",
+        f"train.global_batch_size={args.global_batch}",
+        f"train.max_steps={args.steps}",
+        f"train.num_threads={threads}",
+        "train.log_every=1",
+        "train.eval_max_studies=8",
+        "train.progress=false",
+        "train.loggers=[jsonl]",
+        "train.warmup_steps=5",
+        "tokenizer.vocab_size=600",
+        "train.eval_every=1000000",
+    ]  # no validation inside the timed steps
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": str(threads), "HF_HUB_OFFLINE": "1"}
     if processes == 1:
         cmd = [sys.executable, "-m", "medvl", "train", "quickstart", *overrides]
     else:
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(processes),
-               "-m", "medvl", "train", "quickstart", *overrides]
+        cmd = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc-per-node",
+            str(processes),
+            "-m",
+            "medvl",
+            "train",
+            "quickstart",
+            *overrides,
+        ]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(cmd[:8])} ... failed:\n{done.stderr[-3000:]}")
@@ -50,21 +73,44 @@ def run(out: Path, data: Path, processes: int, threads: int, args: argparse.Name
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=30)
-    parser.add_argument("--warmup", type=int, default=10, help="steps not timed (the first epoch fills the image "
-                        "cache: 10 steps for the default 400 studies)")
+    parser.add_argument(
+        "--warmup",
+        type=int,
+        default=10,
+        help="steps not timed (the first epoch fills the image cache: 10 steps for the default 400 studies)",
+    )
     parser.add_argument("--global-batch", type=int, default=32)
     parser.add_argument("--studies", type=int, default=400, help="synthetic studies to generate")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "data"
-        subprocess.run([sys.executable, "-m", "medvl", "data", "synth", "--out", str(data), "--n", str(args.studies),
-                        "--image-size", "128", "--workers", "2"], check=True, capture_output=True,
-                       env={**os.environ, "PYTHONPATH": str(REPO)})
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "medvl",
+                "data",
+                "synth",
+                "--out",
+                str(data),
+                "--n",
+                str(args.studies),
+                "--image-size",
+                "128",
+                "--workers",
+                "2",
+            ],
+            check=True,
+            capture_output=True,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+        )
         one = run(Path(tmp) / "one", data, 1, 1, args)
         two = run(Path(tmp) / "two", data, 2, 1, args)
         one_two_threads = run(Path(tmp) / "one_2t", data, 1, 2, args)
-    print(f"captioner/small, 128 px, two views, global batch {args.global_batch}, steps {args.warmup}-{args.steps} "
-          f"timed, CPU ({os.cpu_count()} cores)\n")
+    print(
+        f"captioner/small, 128 px, two views, global batch {args.global_batch}, steps {args.warmup}-{args.steps} "
+        f"timed, CPU ({os.cpu_count()} cores)\n"
+    )
     print(f"{'configuration':<46}{'samples/s':>10}")
     print(f"{'1 process x 1 thread':<46}{one:>10.1f}")
     print(f"{'2 processes x 1 thread (torchrun, DDP, gloo)':<46}{two:>10.1f}")

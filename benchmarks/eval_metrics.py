@@ -49,7 +49,7 @@ def corpus(n: int) -> tuple[list[str], list[str], str]:
             texts.append(write_report(sample_study(rng), rng))
         source = "synthetic reports (../shared/data absent)"
     order = np.random.default_rng(0).permutation(len(texts))
-    return [texts[i] for i in order[:n]], [texts[i] for i in order[n:2 * n]], source
+    return [texts[i] for i in order[:n]], [texts[i] for i in order[n : 2 * n]], source
 
 
 @contextlib.contextmanager
@@ -97,8 +97,9 @@ def main() -> None:
     parser.add_argument("--no-awkward", action="store_true", help="keep every generated report as drawn")
     args = parser.parse_args()
     if java_missing_reason():
-        raise SystemExit(f"this benchmark compares METEOR and the PTB tokenizer, which need Java: "
-                         f"{java_missing_reason()}")
+        raise SystemExit(
+            f"this benchmark compares METEOR and the PTB tokenizer, which need Java: {java_missing_reason()}"
+        )
     refs, hyps, source = corpus(args.pairs)
     if not args.no_awkward:
         for k, text in enumerate(AWKWARD):
@@ -121,19 +122,27 @@ def main() -> None:
     load_after = os.getloadavg()
 
     print(f"\n{'suite':<72}{'seconds':>9}{'CPU s':>8}")
-    for name, t in ((f"medvl: all NLG + CheXpert CE (14/5 labels) + {args.bootstrap}-resample bootstrap CIs", t_ours),
-                    ("pycocoevalcap: PTB + BLEU + METEOR + ROUGE-L + CIDEr, no CE, no CIs", t_peer),
-                    ("medvl, validation mode: Python PTB, no METEOR, no CIs (what training runs)", t_light)):
+    for name, t in (
+        (f"medvl: all NLG + CheXpert CE (14/5 labels) + {args.bootstrap}-resample bootstrap CIs", t_ours),
+        ("pycocoevalcap: PTB + BLEU + METEOR + ROUGE-L + CIDEr, no CE, no CIs", t_peer),
+        ("medvl, validation mode: Python PTB, no METEOR, no CIs (what training runs)", t_light),
+    ):
         print(f"{name:<72}{t['wall']:>9.2f}{t['cpu']:>8.2f}")
-    print(f"\nCheXpert labeler: {len(texts) / t_label['wall']:,.0f} reports/s ({len(texts)} reports, one core, "
-          "none of their sentences read before)")
-    print(f"load average (1 min) {load_before[0]:.1f} before, {load_after[0]:.1f} after, on {os.cpu_count()} CPUs; "
-          "CPU s: this process and its Java children, user + system")
+    print(
+        f"\nCheXpert labeler: {len(texts) / t_label['wall']:,.0f} reports/s ({len(texts)} reports, one core, "
+        "none of their sentences read before)"
+    )
+    print(
+        f"load average (1 min) {load_before[0]:.1f} before, {load_after[0]:.1f} after, on {os.cpu_count()} CPUs; "
+        "CPU s: this process and its Java children, user + system"
+    )
     print(f"\n{'metric':<10}{'medvl':>10}{'pycocoevalcap':>15}{'|diff|':>10}   95% CI (medvl)")
     for key, value in peer.items():
         mine = ours.metrics[key]
-        print(f"{key:<10}{mine:>10.4f}{value:>15.4f}{abs(mine - value):>10.1e}   "
-              f"[{ours.metrics[key + '_ci_low']:.4f}, {ours.metrics[key + '_ci_high']:.4f}]")
+        print(
+            f"{key:<10}{mine:>10.4f}{value:>15.4f}{abs(mine - value):>10.1e}   "
+            f"[{ours.metrics[key + '_ci_low']:.4f}, {ours.metrics[key + '_ci_high']:.4f}]"
+        )
 
 
 if __name__ == "__main__":

@@ -43,17 +43,34 @@ MESH = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "iu_xray
 # R2Gen's split of the same reports: rules are studied on the train part only, the val part checks that they carry.
 SPLITS = MESH.with_name("annotation.json")
 PARTS = {"development": "train", "check": "val"}
-OBSERVATIONS = ("Cardiomegaly", "Pleural Effusion", "Atelectasis", "Edema", "Consolidation", "Pneumonia",
-                "Pneumothorax", "Fracture", "Lung Lesion", "Lung Opacity", "Support Devices")
+OBSERVATIONS = (
+    "Cardiomegaly",
+    "Pleural Effusion",
+    "Atelectasis",
+    "Edema",
+    "Consolidation",
+    "Pneumonia",
+    "Pneumothorax",
+    "Fracture",
+    "Lung Lesion",
+    "Lung Opacity",
+    "Support Devices",
+)
 P, N, U = "positive", "negative", "uncertain"
 Labels = dict[str, str | None]
 
 # ------------------------------------------------------------------------------------------- keyword baseline
 KEYWORDS = {
     "Cardiomegaly": r"cardiomegaly|enlarged heart|heart is enlarged|cardiac enlargement",
-    "Pleural Effusion": r"pleural effusion|effusions?\b", "Atelectasis": r"atelecta", "Edema": r"edema",
-    "Consolidation": r"consolidat", "Pneumonia": r"pneumonia", "Pneumothorax": r"pneumothora",
-    "Fracture": r"fracture", "Lung Lesion": r"nodule|\bmass", "Lung Opacity": r"opacit|infiltrat|airspace disease",
+    "Pleural Effusion": r"pleural effusion|effusions?\b",
+    "Atelectasis": r"atelecta",
+    "Edema": r"edema",
+    "Consolidation": r"consolidat",
+    "Pneumonia": r"pneumonia",
+    "Pneumothorax": r"pneumothora",
+    "Fracture": r"fracture",
+    "Lung Lesion": r"nodule|\bmass",
+    "Lung Opacity": r"opacit|infiltrat|airspace disease",
     "Support Devices": r"pacemaker|catheter|\btube\b|picc|\bport\b|\bline\b|defibrillator",
 }
 _NEG_WINDOW = re.compile(r"\b(?:no|not|without|negative for|free of|clear of)\b(?:\W+\w+){0,5}?\W*$")
@@ -67,7 +84,7 @@ def keyword_labeler(negation: bool) -> Callable[[str], Labels]:
         for sentence in re.split(r"(?<=\.)\s+", text.lower()):
             for name, pattern in patterns.items():
                 for m in pattern.finditer(sentence):
-                    negated = negation and _NEG_WINDOW.search(sentence[:m.start()]) is not None
+                    negated = negation and _NEG_WINDOW.search(sentence[: m.start()]) is not None
                     out[name] = P if out[name] == P or not negated else N
         out["No Finding"] = None if any(out[n] == P for n in OBSERVATIONS if n != "Support Devices") else P
         return out
@@ -95,7 +112,8 @@ def medspacy_labeler() -> tuple[Callable[[str], Labels] | None, str]:
     nlp = medspacy.load()
     patterns = {**CHEXPERT.mentions, **CHEXPERT.extra_mentions}
     nlp.get_pipe("medspacy_target_matcher").add(
-        [TargetRule(name, name, pattern=pattern) for name, pattern in patterns.items()])
+        [TargetRule(name, name, pattern=pattern) for name, pattern in patterns.items()]
+    )
 
     def label(text: str) -> Labels:
         labels: Labels = dict.fromkeys(patterns)
@@ -117,8 +135,9 @@ def prf(tp: int, fp: int, fn: int) -> tuple[float, float, float]:
     return p, r, (2 * p * r / (p + r) if p + r else 0.0)
 
 
-def score(truth: Sequence[dict[str, int]], labels: Sequence[Labels], uncertain_as: int,
-          names: Sequence[str] = OBSERVATIONS) -> dict[str, tuple[float, float, float, int]]:
+def score(
+    truth: Sequence[dict[str, int]], labels: Sequence[Labels], uncertain_as: int, names: Sequence[str] = OBSERVATIONS
+) -> dict[str, tuple[float, float, float, int]]:
     """{name: (P, R, F1, support)} plus "micro" over `names`."""
     out = {}
     total = [0, 0, 0]
@@ -147,8 +166,10 @@ _UNCERTAIN_KINDS = (
     ("borderline", re.compile(r"borderline")),
     ("stable / unchanged heart or mediastinum", re.compile(r"\bstable\b|\bunchanged\b")),
     ("weak mention (vascular congestion / prominence)", re.compile(r"congestion|prominence|indistinct")),
-    ("hedge word (may, possible, probable, likely, suggest, ...)",
-     re.compile(r"\bmay\b|possibl|probabl|likely|suggest|question|suspic|concern|could|favor|not\s+\w*\s*excluded")),
+    (
+        "hedge word (may, possible, probable, likely, suggest, ...)",
+        re.compile(r"\bmay\b|possibl|probabl|likely|suggest|question|suspic|concern|could|favor|not\s+\w*\s*excluded"),
+    ),
 )
 
 
@@ -162,8 +183,10 @@ def disagreements(records: list[dict], labels: list[Labels], examples: int) -> d
     from medvl.evaluate.chexpert import CHEXPERT
     from medvl.evaluate.labeler import label_mentions
 
-    print(f"\nKinds of disagreement, medvl vs MeSH on the {len(records)} development reports (uncertain counted "
-          "negative):")
+    print(
+        f"\nKinds of disagreement, medvl vs MeSH on the {len(records)} development reports (uncertain counted "
+        "negative):"
+    )
     out = {}
     for name in OBSERVATIONS:
         fp_by: Counter[str] = Counter()
@@ -246,42 +269,58 @@ def main() -> None:
         if fn is not None:
             outputs[name], rates[name] = run(fn, texts)
     index = parts(records)
-    print(f"{len(records)} reports of {MESH}; parts: "
-          + ", ".join(f"{part} {len(ids)}" for part, ids in index.items()))
+    print(f"{len(records)} reports of {MESH}; parts: " + ", ".join(f"{part} {len(ids)}" for part, ids in index.items()))
     for name, note in notes.items():
         print(f"{name}: {note}")
-    print("medvl-mesh: CHEXPERT_MESH, the MeSH indexers' reading: 'X or Y' names both as present, scars and "
-          "interstitial markings are not Lung Opacity (medvl.evaluate.chexpert says why)")
+    print(
+        "medvl-mesh: CHEXPERT_MESH, the MeSH indexers' reading: 'X or Y' names both as present, scars and "
+        "interstitial markings are not Lung Opacity (medvl.evaluate.chexpert says why)"
+    )
     for part, ids in index.items():
-        results[part] = report_part(part, [truth[i] for i in ids],
-                                    {n: [out[i] for i in ids] for n, out in outputs.items()}, rates)
+        results[part] = report_part(
+            part, [truth[i] for i in ids], {n: [out[i] for i in ids] for n, out in outputs.items()}, rates
+        )
     dev = index.get("development", index["all"])
     kinds = disagreements([records[i] for i in dev], [outputs["medvl"][i] for i in dev], args.examples)
     if args.json:
-        args.json.write_text(json.dumps({"n_reports": len(records), "notes": notes, "results": results,
-                                         "disagreements": kinds}, indent=1))
+        args.json.write_text(
+            json.dumps(
+                {"n_reports": len(records), "notes": notes, "results": results, "disagreements": kinds}, indent=1
+            )
+        )
 
 
-def report_part(part: str, truth: list[dict[str, int]], outputs: dict[str, list[Labels]],
-                rates: dict[str, float]) -> dict[str, dict]:
+def report_part(
+    part: str, truth: list[dict[str, int]], outputs: dict[str, list[Labels]], rates: dict[str, float]
+) -> dict[str, dict]:
     """Print and return the scores of every labeler on one part of the reports."""
     results: dict[str, dict] = {
-        name: {"reports_per_s": rates[name], "uncertain_negative": score(truth, labels, 0),
-               "uncertain_positive": score(truth, labels, 1)} for name, labels in outputs.items()}
+        name: {
+            "reports_per_s": rates[name],
+            "uncertain_negative": score(truth, labels, 0),
+            "uncertain_positive": score(truth, labels, 1),
+        }
+        for name, labels in outputs.items()
+    }
     print(f"\n=== {part}: {len(truth)} reports ===")
     names = list(results)
     print("micro-F1 over the 11 observations (P / R / F1)")
     print(f"{'labeler':<20}{'uncertain -> negative':>28}{'uncertain -> positive':>28}{'reports/s':>12}")
     for name in names:
         un, up = results[name]["uncertain_negative"]["micro"], results[name]["uncertain_positive"]["micro"]
-        print(f"{name:<20}{un[0]:>10.3f}{un[1]:>8.3f}{un[2]:>8.3f}  {up[0]:>10.3f}{up[1]:>8.3f}{up[2]:>8.3f}"
-              f"{results[name]['reports_per_s']:>12,.0f}")
+        print(
+            f"{name:<20}{un[0]:>10.3f}{un[1]:>8.3f}{un[2]:>8.3f}  {up[0]:>10.3f}{up[1]:>8.3f}{up[2]:>8.3f}"
+            f"{results[name]['reports_per_s']:>12,.0f}"
+        )
     print("\nper observation, uncertain -> negative: F1 (P / R)")
     print(f"{'observation':<18}{'support':>8}" + "".join(f"{n:>26}" for n in names))
     for obs in OBSERVATIONS:
         support = results[names[0]]["uncertain_negative"][obs][3]
-        cells = "".join("%26s" % ("%.3f (%.2f / %.2f)" % (f1, p, r))
-                        for n in names for p, r, f1, _ in [results[n]["uncertain_negative"][obs]])
+        cells = "".join(
+            "%26s" % ("%.3f (%.2f / %.2f)" % (f1, p, r))
+            for n in names
+            for p, r, f1, _ in [results[n]["uncertain_negative"][obs]]
+        )
         print(f"{obs:<18}{support:>8}{cells}")
     no_finding = {n: score(truth, outputs[n], 0, ["No Finding"])["No Finding"] for n in names}
     cells = "".join("%26s" % ("%.3f (%.2f / %.2f)" % (f1, p, r)) for p, r, f1, _ in no_finding.values())
@@ -292,8 +331,10 @@ def report_part(part: str, truth: list[dict[str, int]], outputs: dict[str, list[
     for name in (n for n in ("medvl", "medvl-mesh") if n in results):
         ours = results[name]["uncertain_negative"]
         behind = [o for o in OBSERVATIONS if ours[o][3] >= 20 and ours[o][2] <= base[o][2]]
-        print(f"{name} above keyword+negation in every observation with support >= 20: {not behind}"
-              + (f" (not in {behind})" if behind else ""))
+        print(
+            f"{name} above keyword+negation in every observation with support >= 20: {not behind}"
+            + (f" (not in {behind})" if behind else "")
+        )
     return results
 
 

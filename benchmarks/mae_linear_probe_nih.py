@@ -34,7 +34,7 @@ def features(model: torch.nn.Module, studies: list, batch: int = 100) -> np.ndar
     size = model.config.image_size
     out = []
     for i in range(0, len(studies), batch):
-        px = np.stack([resize_square(load_pixels(s.image_paths[0]), size) for s in studies[i: i + batch]])
+        px = np.stack([resize_square(load_pixels(s.image_paths[0]), size) for s in studies[i : i + batch]])
         images = torch.from_numpy(px.astype(np.float32) / 255.0)[:, None, None]  # [B, V=1, C=1, H, W]
         clips = model.clips(images, torch.ones(images.shape[:2], dtype=torch.bool))
         out.append(model.encoder(clips).mean(1).numpy())
@@ -50,8 +50,16 @@ def probe(x: dict[str, np.ndarray], y: dict[str, np.ndarray], label: str) -> dic
 
     scaler = StandardScaler().fit(x["train"])
     x = {k: scaler.transform(v) for k, v in x.items()}
-    best = max((roc_auc_score(y["val"], LogisticRegression(C=c, max_iter=3000).fit(x["train"], y["train"])
-                              .predict_proba(x["val"])[:, 1]), c) for c in (1e-4, 1e-3, 1e-2, 1e-1, 1.0))
+    best = max(
+        (
+            roc_auc_score(
+                y["val"],
+                LogisticRegression(C=c, max_iter=3000).fit(x["train"], y["train"]).predict_proba(x["val"])[:, 1],
+            ),
+            c,
+        )
+        for c in (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
+    )
     model = LogisticRegression(C=best[1], max_iter=3000).fit(x["train"], y["train"])
     probs = model.predict_proba(x["test"])[:, 1:]
     result = classification_metrics(probs, y["test"][:, None], [label], True, bootstrap=1000, seed=0)
@@ -97,8 +105,10 @@ def main(argv: list[str] | None = None) -> int:
     rows.append(("pixels 32x32 (peer)", {"C": peer["C"], **peer["per_class"]["Abnormal"]}, time.time() - t0))
     print(f"\nlinear probe, normal/abnormal on the {len(y['test'])} NIH test images (64 px), AUROC [95% CI]:")
     for name, r, seconds in rows:
-        print(f"  {name:22s} {r['auroc']:.3f} [{r['auroc_ci_low']:.3f}, {r['auroc_ci_high']:.3f}]  C={r['C']:g}  "
-              f"{seconds:.0f}s")
+        print(
+            f"  {name:22s} {r['auroc']:.3f} [{r['auroc_ci_low']:.3f}, {r['auroc_ci_high']:.3f}]  C={r['C']:g}  "
+            f"{seconds:.0f}s"
+        )
     return 0
 
 

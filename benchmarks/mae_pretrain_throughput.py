@@ -31,21 +31,22 @@ def _measure(kind: str, args: dict[str, Any]) -> dict[str, Any]:
 
     import psutil
     import torch
+    from transformers import VideoMAEForPreTraining
 
     from medvl.models.families import MODEL_FAMILIES
     from medvl.models.mae import hf_config
     from medvl.tasks.masked_modeling import running_cell_mask, tube_mask
 
-    from transformers import VideoMAEForPreTraining
-
-    base_rss = psutil.Process().memory_info().rss / 2 ** 20  # after the imports, before any model
+    base_rss = psutil.Process().memory_info().rss / 2**20  # after the imports, before any model
     torch.manual_seed(0)
     if args["threads"]:
         torch.set_num_threads(args["threads"])
     device = torch.device(args["device"])
     family = MODEL_FAMILIES.get("mae")
-    cfg = family.make_config(args["size"], {"image_size": args["image_size"], "num_frames": args["frames"],
-                                            "patch_size": args["patch"], "in_chans": 3})
+    cfg = family.make_config(
+        args["size"],
+        {"image_size": args["image_size"], "num_frames": args["frames"], "patch_size": args["patch"], "in_chans": 3},
+    )
     b = args["batch_size"]
     clips = torch.rand(b, cfg.num_frames, 3, cfg.image_size, cfg.image_size, device=device)
     mask_ratio, dec_ratio = args["mask_ratio"], args["decoder_mask_ratio"] if kind == "medvl_dual" else 0.0
@@ -53,9 +54,11 @@ def _measure(kind: str, args: dict[str, Any]) -> dict[str, Any]:
         model = VideoMAEForPreTraining(hf_config(cfg)) if kind == "videomae_hf" else family.build(cfg)
     model.to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    grid = model.token_grid if kind != "videomae_hf" else (cfg.num_frames // cfg.tubelet_size,
-                                                            cfg.image_size // cfg.patch_size,
-                                                            cfg.image_size // cfg.patch_size)
+    grid = (
+        model.token_grid
+        if kind != "videomae_hf"
+        else (cfg.num_frames // cfg.tubelet_size, cfg.image_size // cfg.patch_size, cfg.image_size // cfg.patch_size)
+    )
     views = torch.ones(b, cfg.num_frames, dtype=torch.bool, device=device)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args["bf16"])
 
@@ -65,8 +68,9 @@ def _measure(kind: str, args: dict[str, Any]) -> dict[str, Any]:
             if kind == "videomae_hf":
                 loss = model(clips, bool_masked_pos=hidden).loss
             else:
-                decode = running_cell_mask(grid, dec_ratio, torch.randint(0, 4, (b,))).to(device) if dec_ratio \
-                    else hidden
+                decode = (
+                    running_cell_mask(grid, dec_ratio, torch.randint(0, 4, (b,))).to(device) if dec_ratio else hidden
+                )
                 pred = model(clips, None, views, hidden, decode).float()
                 with torch.no_grad():
                     patches = model.patchify(clips).view(b, model.num_tokens, -1, 3)
@@ -93,14 +97,19 @@ def _measure(kind: str, args: dict[str, Any]) -> dict[str, Any]:
     sync()
     seconds = time.perf_counter() - start
     if device.type == "cuda":
-        peak = torch.cuda.max_memory_allocated() / 2 ** 20
+        peak = torch.cuda.max_memory_allocated() / 2**20
         where = "cuda max_memory_allocated"
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - base_rss  # ru_maxrss: KiB on Linux
         where = "peak RSS above the imports"
-    return {"kind": kind, "clips_per_s": round(args["steps"] * b / seconds, 2), "peak_mib": round(peak, 1),
-            "memory": where, "params_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 2),
-            "tokens": grid[0] * grid[1] * grid[2]}
+    return {
+        "kind": kind,
+        "clips_per_s": round(args["steps"] * b / seconds, 2),
+        "peak_mib": round(peak, 1),
+        "memory": where,
+        "params_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 2),
+        "tokens": grid[0] * grid[1] * grid[2],
+    }
 
 
 def _child(kind: str, args: dict[str, Any], queue: Any) -> None:
@@ -131,15 +140,21 @@ def main() -> None:
         proc.start()
         results.append(queue.get())
         proc.join()
-    print(f"MAE pretraining, size {args['size']}, {args['frames']} frames x {args['image_size']} px, patch "
-          f"{args['patch']}, mask {args['mask_ratio']}, batch {args['batch_size']}, {args['device']}"
-          f"{' bf16' if args['bf16'] else ''}; {results[0]['tokens']} tokens, {results[0]['params_m']}M params")
-    names = {"videomae_hf": "transformers VideoMAEForPreTraining",
-             "medvl_full": "medvl mae (decoder: every hidden token)",
-             "medvl_dual": f"medvl mae (dual masking, decoder ratio {args['decoder_mask_ratio']})"}
+    print(
+        f"MAE pretraining, size {args['size']}, {args['frames']} frames x {args['image_size']} px, patch "
+        f"{args['patch']}, mask {args['mask_ratio']}, batch {args['batch_size']}, {args['device']}"
+        f"{' bf16' if args['bf16'] else ''}; {results[0]['tokens']} tokens, {results[0]['params_m']}M params"
+    )
+    names = {
+        "videomae_hf": "transformers VideoMAEForPreTraining",
+        "medvl_full": "medvl mae (decoder: every hidden token)",
+        "medvl_dual": f"medvl mae (dual masking, decoder ratio {args['decoder_mask_ratio']})",
+    }
     for r in results:
-        print(f"  {names[r['kind']]:<55} {r['clips_per_s']:>9.2f} clips/s   peak {r['peak_mib']:>9.1f} MiB "
-              f"({r['memory']})")
+        print(
+            f"  {names[r['kind']]:<55} {r['clips_per_s']:>9.2f} clips/s   peak {r['peak_mib']:>9.1f} MiB "
+            f"({r['memory']})"
+        )
     if args["json"]:
         with open(args["json"], "w") as f:
             json.dump({"args": args, "results": results}, f, indent=2)

@@ -40,8 +40,11 @@ def copy_losses(z: np.ndarray, mean: np.ndarray) -> dict[str, float]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clips", type=int, default=120)
-    parser.add_argument("--tracks", default=str(REPO.parent / "shared/data/medicane_tracks/medicanes_new_windows.csv"),
-                        help="real tracks CSV; built-in random tracks when absent")
+    parser.add_argument(
+        "--tracks",
+        default=str(REPO.parent / "shared/data/medicane_tracks/medicanes_new_windows.csv"),
+        help="real tracks CSV; built-in random tracks when absent",
+    )
     args = parser.parse_args(argv)
     from medvl.data.synth_clips.generate import load_tracks, make_clip
     from medvl.data.synth_clips.tracks import resample

@@ -37,15 +37,31 @@ from medvl.tasks.report_generation import ReportGenerationTask  # noqa: E402
 
 
 def build_peer(cfg, vocab_size: int, pad_id: int, bos_id: int, encoder_layers: int, ffn_mult: int):  # noqa: ANN001, ANN201
-    from transformers import GPT2Config, ViTConfig, VisionEncoderDecoderConfig, VisionEncoderDecoderModel
+    from transformers import GPT2Config, VisionEncoderDecoderConfig, VisionEncoderDecoderModel, ViTConfig
 
     m = cfg.model
-    encoder = ViTConfig(image_size=m.image_size, patch_size=16, num_channels=1, hidden_size=m.d_model,
-                        num_hidden_layers=encoder_layers, num_attention_heads=m.n_heads,
-                        intermediate_size=m.d_model * ffn_mult)
-    decoder = GPT2Config(vocab_size=vocab_size, n_positions=m.max_len, n_embd=m.d_model, n_layer=m.n_layers,
-                         n_head=m.n_heads, n_inner=m.d_model * ffn_mult, add_cross_attention=True, is_decoder=True,
-                         bos_token_id=bos_id, eos_token_id=bos_id, pad_token_id=pad_id)
+    encoder = ViTConfig(
+        image_size=m.image_size,
+        patch_size=16,
+        num_channels=1,
+        hidden_size=m.d_model,
+        num_hidden_layers=encoder_layers,
+        num_attention_heads=m.n_heads,
+        intermediate_size=m.d_model * ffn_mult,
+    )
+    decoder = GPT2Config(
+        vocab_size=vocab_size,
+        n_positions=m.max_len,
+        n_embd=m.d_model,
+        n_layer=m.n_layers,
+        n_head=m.n_heads,
+        n_inner=m.d_model * ffn_mult,
+        add_cross_attention=True,
+        is_decoder=True,
+        bos_token_id=bos_id,
+        eos_token_id=bos_id,
+        pad_token_id=pad_id,
+    )
     config = VisionEncoderDecoderConfig.from_encoder_decoder_configs(encoder, decoder)
     config.decoder_start_token_id, config.pad_token_id = bos_id, pad_id
     return VisionEncoderDecoderModel(config=config)
@@ -116,16 +132,19 @@ def main() -> None:
     tok = train_bpe_tokenizer([s.report for s in train], vocab_size=cfg.tokenizer.vocab_size)
     cfg.model = dataclasses.replace(cfg.model, vocab_size=len(tok), pad_id=tok.pad_token_id)
     ds = ReportDataset(train[: args.batch_size * 4], tok, cfg.model.image_size, cfg.model.max_views, cfg.model.max_len)
-    batches = [collate([ds[i] for i in range(k, k + args.batch_size)], cfg.model.max_views)
-               for k in range(0, args.batch_size * 4, args.batch_size)]
+    batches = [
+        collate([ds[i] for i in range(k, k + args.batch_size)], cfg.model.max_views)
+        for k in range(0, args.batch_size * 4, args.batch_size)
+    ]
 
     ours = MODEL_FAMILIES.get("captioner").build(cfg.model)
     n_ours = sum(p.numel() for p in ours.parameters())
     peer = matched_peer(cfg, len(tok), tok.pad_token_id, tok.bos_token_id, n_ours)
     n_peer = sum(p.numel() for p in peer.parameters())
     task = ReportGenerationTask(ours, tok)
-    autocast = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if args.precision == "bf16" \
-        else contextlib.nullcontext
+    autocast = (
+        (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if args.precision == "bf16" else contextlib.nullcontext
+    )
     opt_ours = torch.optim.AdamW(ours.parameters(), lr=1e-4)
     opt_peer = torch.optim.AdamW(peer.parameters(), lr=1e-4)
     step_count = {"i": 0}
@@ -146,6 +165,7 @@ def main() -> None:
             loss.backward()
             opt_ours.step()
             opt_ours.zero_grad(set_to_none=True)
+
         return run
 
     def step_peer() -> None:
@@ -177,8 +197,16 @@ def main() -> None:
             b = next_batch()
             b = b if views == 2 else frontal_only(b)
             with autocast():
-                    ours.generate(b.images, b.view_ids, b.view_mask, bos_id=tok.bos_token_id, eos_id=never,
-                              max_new_tokens=args.gen_tokens, num_beams=beams)
+                ours.generate(
+                    b.images,
+                    b.view_ids,
+                    b.view_mask,
+                    bos_id=tok.bos_token_id,
+                    eos_id=never,
+                    max_new_tokens=args.gen_tokens,
+                    num_beams=beams,
+                )
+
         return run
 
     def gen_peer(beams: int):  # noqa: ANN202
@@ -186,35 +214,52 @@ def main() -> None:
         def run() -> None:
             b = next_batch()
             with autocast():
-                peer.generate(pixel_values=b.images[:, 0], max_new_tokens=args.gen_tokens,
-                              min_new_tokens=args.gen_tokens, num_beams=beams, do_sample=False, eos_token_id=None,
-                              use_cache=True)
+                peer.generate(
+                    pixel_values=b.images[:, 0],
+                    max_new_tokens=args.gen_tokens,
+                    min_new_tokens=args.gen_tokens,
+                    num_beams=beams,
+                    do_sample=False,
+                    eos_token_id=None,
+                    use_cache=True,
+                )
+
         return run
 
     gen_rows = []
     for beams in (1, 3):
-        names = [f"medvl, 2 views, beams={beams}", f"medvl, frontal only, beams={beams}",
-                 f"HF VisionEncoderDecoder, beams={beams}"]
-        for name, seconds in zip(names, interleaved([gen_ours(beams, 2), gen_ours(beams, 1), gen_peer(beams)],
-                                                     args.gen_batches), strict=True):
+        names = [
+            f"medvl, 2 views, beams={beams}",
+            f"medvl, frontal only, beams={beams}",
+            f"HF VisionEncoderDecoder, beams={beams}",
+        ]
+        for name, seconds in zip(
+            names, interleaved([gen_ours(beams, 2), gen_ours(beams, 1), gen_peer(beams)], args.gen_batches), strict=True
+        ):
             gen_rows.append((name, bs / seconds))
 
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"\ntorch {torch.__version__}, {torch.get_num_threads()} threads, {args.precision}"
-          f", batch {bs}, image {cfg.model.image_size}px, reports padded to the "
-          f"batch's longest, {args.steps} timed steps each (interleaved), load average {load:.1f}")
+    print(
+        f"\ntorch {torch.__version__}, {torch.get_num_threads()} threads, {args.precision}"
+        f", batch {bs}, image {cfg.model.image_size}px, reports padded to the "
+        f"batch's longest, {args.steps} timed steps each (interleaved), load average {load:.1f}"
+    )
     print(f"matmul peak of this CPU: {peak / 1e9:.1f} GFLOP/s ({args.precision} 2048^3 torch.mm)\n")
     print(f"{'training':<40}{'params':>10}{'samples/s':>12}{'GFLOP/step':>12}{'GFLOP/s':>10}{'of peak':>9}")
     for name, n, seconds, f in rows:
-        print(f"{name:<40}{n / 1e6:>9.2f}M{bs / seconds:>12.1f}{f / 1e9:>12.1f}{f / seconds / 1e9:>10.1f}"
-              f"{f / seconds / peak:>9.1%}")
+        print(
+            f"{name:<40}{n / 1e6:>9.2f}M{bs / seconds:>12.1f}{f / 1e9:>12.1f}{f / seconds / 1e9:>10.1f}"
+            f"{f / seconds / peak:>9.1%}"
+        )
     print(f"ratio medvl / peer: 2 views {times[2] / times[0]:.2f}x, frontal only {times[2] / times[1]:.2f}x")
     print(f"\n{'generation (' + str(args.gen_tokens) + ' tokens/report)':<40}{'reports/s':>22}")
     for name, rate in gen_rows:
         print(f"{name:<40}{rate:>22.1f}")
     for beams, k in ((1, 0), (3, 3)):
-        print(f"ratio medvl / peer, beams={beams}: 2 views {gen_rows[k][1] / gen_rows[k + 2][1]:.2f}x, frontal only "
-              f"{gen_rows[k + 1][1] / gen_rows[k + 2][1]:.2f}x")
+        print(
+            f"ratio medvl / peer, beams={beams}: 2 views {gen_rows[k][1] / gen_rows[k + 2][1]:.2f}x, frontal only "
+            f"{gen_rows[k + 1][1] / gen_rows[k + 2][1]:.2f}x"
+        )
 
 
 if __name__ == "__main__":

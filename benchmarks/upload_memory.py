@@ -72,8 +72,10 @@ def main(mode: str, checkpoint: str, path: str) -> dict:
         png = io.BytesIO()
         Image.fromarray(np.full((64, 64), 100, dtype=np.uint8)).save(png, format="PNG")
         with TestClient(create_app(loaded)) as client:
-            assert client.post("/v1/reports", files=[("images", ("a.png", png.getvalue(), "image/png"))]).status_code \
+            assert (
+                client.post("/v1/reports", files=[("images", ("a.png", png.getvalue(), "image/png"))]).status_code
                 == 200
+            )
             idle, t0 = _rss_mb(), time.perf_counter()
             with _Sampler() as sampler:
                 res = client.post("/v1/reports", files=[("images", ("x.dcm", data, "application/dicom"))])
@@ -86,9 +88,17 @@ def main(mode: str, checkpoint: str, path: str) -> dict:
             status, message = cli(["predict", checkpoint, path, "--device", "cpu", "--no-progress"]), ""
     seconds = time.perf_counter() - t0
     peak = sampler.peak
-    return {"mode": mode, "file": os.path.basename(path), "file_bytes": len(data), "status": status,
-            "message": message[:200], "seconds": round(seconds, 3), "idle_mb": round(idle, 1),
-            "peak_mb": round(peak, 1), "peak_above_idle_mb": round(peak - idle, 1)}
+    return {
+        "mode": mode,
+        "file": os.path.basename(path),
+        "file_bytes": len(data),
+        "status": status,
+        "message": message[:200],
+        "seconds": round(seconds, 3),
+        "idle_mb": round(idle, 1),
+        "peak_mb": round(peak, 1),
+        "peak_above_idle_mb": round(peak - idle, 1),
+    }
 
 
 if __name__ == "__main__":

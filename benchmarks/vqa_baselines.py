@@ -27,23 +27,42 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
 def _columns(studies: list) -> dict[str, list[str]]:
-    return {"answers": [s.answer for s in studies], "answer_types": [s.meta["answer_type"] for s in studies],
-            "question_types": [s.meta["question_type"] for s in studies]}
+    return {
+        "answers": [s.answer for s in studies],
+        "answer_types": [s.meta["answer_type"] for s in studies],
+        "question_types": [s.meta["question_type"] for s in studies],
+    }
 
 
 def measure(name: str, cfg: DataConfig) -> dict[str, Any]:
     splits = {k: [s for s in v if not s.problem] for k, v in load_studies(cfg).items()}
-    counts = {k: {"questions": len(v), "images": len({s.meta["image"] for s in v}),
-                  "closed": sum(s.meta["answer_type"] == "closed" for s in v)} for k, v in splits.items()}
+    counts = {
+        k: {
+            "questions": len(v),
+            "images": len({s.meta["image"] for s in v}),
+            "closed": sum(s.meta["answer_type"] == "closed" for s in v),
+        }
+        for k, v in splits.items()
+    }
     train, val = _columns(splits["train"]), _columns(splits["val"])
     baselines = majority_baselines(train, val)
-    print(f"\n== {name}: " + ", ".join(f"{k} {c['questions']} questions on {c['images']} images "
-                                       f"({100 * c['closed'] / c['questions']:.1f}% closed)" for k, c in counts.items()))
-    print(format_vqa(baselines["majority_per_question_type"],
-                     {f"overall majority ({baselines['majority_overall']['answer']!r})":
-                      baselines["majority_overall"]}).replace("model", "per-type majority", 1))
-    return {"counts": counts, **{k: {m: v.get(m) for m in v if not isinstance(v.get(m), dict)}
-                                 for k, v in baselines.items()}}
+    print(
+        f"\n== {name}: "
+        + ", ".join(
+            f"{k} {c['questions']} questions on {c['images']} images ({100 * c['closed'] / c['questions']:.1f}% closed)"
+            for k, c in counts.items()
+        )
+    )
+    print(
+        format_vqa(
+            baselines["majority_per_question_type"],
+            {f"overall majority ({baselines['majority_overall']['answer']!r})": baselines["majority_overall"]},
+        ).replace("model", "per-type majority", 1)
+    )
+    return {
+        "counts": counts,
+        **{k: {m: v.get(m) for m in v if not isinstance(v.get(m), dict)} for k, v in baselines.items()},
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -60,8 +79,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{SHARED / name} is absent; skipped", file=sys.stderr)
     with tempfile.TemporaryDirectory() as tmp:
         root = args.synth_root or str(Path(tmp) / "synth")
-        results["cxr_vqa_synthetic"] = measure("cxr_vqa_synthetic", DataConfig(
-            source="cxr_vqa_synthetic", root=root, synth=SynthConfig(n=args.synth_n)))
+        results["cxr_vqa_synthetic"] = measure(
+            "cxr_vqa_synthetic", DataConfig(source="cxr_vqa_synthetic", root=root, synth=SynthConfig(n=args.synth_n))
+        )
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
     return 0

@@ -36,8 +36,13 @@ from medvl.config.experiment import load_experiment  # noqa: E402
 from medvl.tasks.instructed_report import IGNORE  # noqa: E402
 from medvl.train.loop import Trainer  # noqa: E402
 
-PARTS = {"encoder": ("encoder.",), "vision_extra": ("ln_vision.", "pos_embed", "view_embed."),
-         "bridge": ("qformer.", "query_tokens", "bridge."), "proj": ("proj.",), "llm": ("llm.",)}
+PARTS = {
+    "encoder": ("encoder.",),
+    "vision_extra": ("ln_vision.", "pos_embed", "view_embed."),
+    "bridge": ("qformer.", "query_tokens", "bridge."),
+    "proj": ("proj.",),
+    "llm": ("llm.",),
+}
 
 
 def _part(name: str) -> str:
@@ -49,7 +54,7 @@ def grad_norms(model: torch.nn.Module) -> dict[str, float]:
     for name, p in model.named_parameters():
         if p.grad is not None:
             sq[_part(name)] = sq.get(_part(name), 0.0) + float(p.grad.float().pow(2).sum())
-    out = {f"g_{k}": round(v ** 0.5, 4) for k, v in sq.items()}
+    out = {f"g_{k}": round(v**0.5, 4) for k, v in sq.items()}
     out["g_total"] = round(sum(sq.values()) ** 0.5, 4)
     return out
 
@@ -69,13 +74,18 @@ def probe(trainer: Trainer, batch) -> dict[str, float]:  # noqa: ANN001
     feats, _ = model.vision_tokens(batch.images, batch.view_ids, batch.view_mask)
     image = model.encode_images(batch.images, batch.view_ids, batch.view_mask)  # [B, Q, d]
     text = model.llm.get_input_embeddings().weight
-    out = {"img_rms": float(image.pow(2).mean().sqrt()), "txt_rms": float(text.pow(2).mean().sqrt()),
-           "spread_vision": spread(feats), "spread_img": spread(image)}
+    out = {
+        "img_rms": float(image.pow(2).mean().sqrt()),
+        "txt_rms": float(text.pow(2).mean().sqrt()),
+        "spread_vision": spread(feats),
+        "spread_img": spread(image),
+    }
 
     def loss(images, view_ids, view_mask, attentions=False):  # noqa: ANN001, ANN202
         embeds = model._embed(images, view_ids, view_mask, seq["input_ids"], seq["image_mask"])
-        res = model.llm(inputs_embeds=embeds, attention_mask=seq["attention_mask"], use_cache=False,
-                        output_attentions=attentions)
+        res = model.llm(
+            inputs_embeds=embeds, attention_mask=seq["attention_mask"], use_cache=False, output_attentions=attentions
+        )
         targets = seq["labels"][:, 1:]
         ce = F.cross_entropy(res.logits[:, :-1].flatten(0, 1), targets.flatten(), ignore_index=IGNORE)
         return float(ce), res
@@ -86,8 +96,12 @@ def probe(trainer: Trainer, batch) -> dict[str, float]:  # noqa: ANN001
     answer = seq["labels"] != IGNORE  # [B, T]
     img = seq["image_mask"].float()  # [B, T]
     masses = [(att.mean(1) @ img[:, :, None])[..., 0][answer].mean() for att in res.attentions]  # per layer
-    out.update(loss=own, gap=shuffled - own, attn_img=float(torch.stack(masses).mean()),
-               attn_img_per_layer=[round(float(m), 3) for m in masses])
+    out.update(
+        loss=own,
+        gap=shuffled - own,
+        attn_img=float(torch.stack(masses).mean()),
+        attn_img_per_layer=[round(float(m), 3) for m in masses],
+    )
     model.train()
     return out
 
@@ -110,8 +124,17 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. model.bridge=mlp")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = load_experiment(args.recipe, [f"train.output_dir={tmp}", "train.progress=false", "train.loggers=[]",
-                                            f"train.max_steps={args.steps}", "train.eval_every=0", *args.overrides])
+        cfg = load_experiment(
+            args.recipe,
+            [
+                f"train.output_dir={tmp}",
+                "train.progress=false",
+                "train.loggers=[]",
+                f"train.max_steps={args.steps}",
+                "train.eval_every=0",
+                *args.overrides,
+            ],
+        )
         trainer = Trainer(cfg)
         trainer.model.train()
         loader_steps = trainer._optimizer_steps
@@ -133,9 +156,18 @@ def main() -> None:
                 trainer.state.step_in_epoch += 1
                 step = trainer.state.step
                 if step % args.probe_every == 0 or step == args.steps:
-                    print(json.dumps({"step": step, "train_loss": round(float(out["loss"].detach()), 4), **norms,
-                                      "lr": trainer.optimizer.param_groups[0]["lr"], **probe(trainer, fixed)}),
-                          flush=True)
+                    print(
+                        json.dumps(
+                            {
+                                "step": step,
+                                "train_loss": round(float(out["loss"].detach()), 4),
+                                **norms,
+                                "lr": trainer.optimizer.param_groups[0]["lr"],
+                                **probe(trainer, fixed),
+                            }
+                        ),
+                        flush=True,
+                    )
                 if step >= args.steps:
                     break
             trainer.state.epoch, trainer.state.step_in_epoch = trainer.state.epoch + 1, 0

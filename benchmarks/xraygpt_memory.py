@@ -45,17 +45,31 @@ def measure(family: str, size: str, fields: dict, steps: int, batch_size: int) -
 
     torch.manual_seed(0)
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
-    reports = ["The heart is normal in size. The lungs are clear. No pleural effusion or pneumothorax.",
-               "Moderate cardiomegaly with a small left pleural effusion and bibasilar atelectasis."] * 50
+    reports = [
+        "The heart is normal in size. The lungs are clear. No pleural effusion or pneumothorax.",
+        "Moderate cardiomegaly with a small left pleural effusion and bibasilar atelectasis.",
+    ] * 50
     tok = train_bpe_tokenizer(reports, vocab_size=600)
     fam = MODEL_FAMILIES.get(family)
     cfg = fam.make_config(size, {**fields, "vocab_size": len(tok), "pad_id": tok.pad_token_id})
     model = fam.build(cfg)
     task = TASKS.get(fam.task)()(model, tok)
     rng = np.random.default_rng(0)
-    batch = collate([Sample(str(i), rng.integers(0, 255, (2, cfg.image_size, cfg.image_size), dtype=np.uint8), [0, 1],
-                            encode_report(tok, reports[i], cfg.max_len)[0], reports[i], None)
-                     for i in range(batch_size)], max_views=2, pad_id=tok.pad_token_id)
+    batch = collate(
+        [
+            Sample(
+                str(i),
+                rng.integers(0, 255, (2, cfg.image_size, cfg.image_size), dtype=np.uint8),
+                [0, 1],
+                encode_report(tok, reports[i], cfg.max_len)[0],
+                reports[i],
+                None,
+            )
+            for i in range(batch_size)
+        ],
+        max_views=2,
+        pad_id=tok.pad_token_id,
+    )
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     model.train()
     start = None
@@ -68,8 +82,12 @@ def measure(family: str, size: str, fields: dict, steps: int, batch_size: int) -
     seconds = time.perf_counter() - start
     total = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    return {"total": total, "trainable": trainable, "samples_per_s": steps * batch_size / seconds,
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    return {
+        "total": total,
+        "trainable": trainable,
+        "samples_per_s": steps * batch_size / seconds,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
 
 
 def main() -> None:
@@ -83,17 +101,34 @@ def main() -> None:
         print(json.dumps(measure(family, size, fields, args.steps, args.batch_size)))
         return
     env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
-    print(f"{args.steps} training steps of batch {args.batch_size} (two views each), CPU, "
-          f"{os.environ.get('BENCH_THREADS', '2')} threads\n")
+    print(
+        f"{args.steps} training steps of batch {args.batch_size} (two views each), CPU, "
+        f"{os.environ.get('BENCH_THREADS', '2')} threads\n"
+    )
     print(f"{'configuration':<48}{'total':>10}{'trainable':>11}{'samples/s':>11}{'peak RSS MB':>13}")
     for name in CONFIGS:
-        done = subprocess.run([sys.executable, __file__, "--child", name, "--steps", str(args.steps), "--batch-size",
-                               str(args.batch_size)], env=env, capture_output=True, text=True)
+        done = subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--child",
+                name,
+                "--steps",
+                str(args.steps),
+                "--batch-size",
+                str(args.batch_size),
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+        )
         if done.returncode != 0:
             raise SystemExit(f"{name} failed:\n{done.stderr[-2000:]}")
         r = json.loads(done.stdout.strip().splitlines()[-1])
-        print(f"{name:<48}{r['total'] / 1e6:>9.2f}M{r['trainable'] / 1e6:>10.2f}M{r['samples_per_s']:>11.1f}"
-              f"{r['peak_rss_mb']:>13.0f}")
+        print(
+            f"{name:<48}{r['total'] / 1e6:>9.2f}M{r['trainable'] / 1e6:>10.2f}M{r['samples_per_s']:>11.1f}"
+            f"{r['peak_rss_mb']:>13.0f}"
+        )
 
 
 if __name__ == "__main__":

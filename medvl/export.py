@@ -56,16 +56,33 @@ def _hf_config(cfg: Any, family_task: str, tokenizer: Any, aliases: dict[str, st
 
     mc = cfg.model
     return {
-        "model_type": f"medvl_{cfg.model_family}", "architectures": [f"Medvl{cfg.model_family.title()}"],
-        "medvl_format": HF_EXPORT_FORMAT, "medvl_version": medvl.__version__, "library_name": "medvl",
-        "task": family_task, "size": cfg.model_size,
-        "vocab_size": mc.vocab_size, "hidden_size": mc.d_model, "num_hidden_layers": mc.n_layers,
-        "num_attention_heads": mc.n_heads, "max_position_embeddings": mc.max_len, "image_size": mc.image_size,
-        "num_channels": mc.in_chans, "bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
-        "pad_token_id": tokenizer.pad_token_id, "tie_word_embeddings": bool(aliases), "torch_dtype": "float32",
-        "medvl_tied_weights": aliases, "medvl_config": cfg.to_dict(),
-        "medvl_source": {"step": meta.get("step"), "metrics": meta.get("metrics", {}), "kind": meta.get("kind"),
-                         "versions": meta.get("versions", {})},
+        "model_type": f"medvl_{cfg.model_family}",
+        "architectures": [f"Medvl{cfg.model_family.title()}"],
+        "medvl_format": HF_EXPORT_FORMAT,
+        "medvl_version": medvl.__version__,
+        "library_name": "medvl",
+        "task": family_task,
+        "size": cfg.model_size,
+        "vocab_size": mc.vocab_size,
+        "hidden_size": mc.d_model,
+        "num_hidden_layers": mc.n_layers,
+        "num_attention_heads": mc.n_heads,
+        "max_position_embeddings": mc.max_len,
+        "image_size": mc.image_size,
+        "num_channels": mc.in_chans,
+        "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        "pad_token_id": tokenizer.pad_token_id,
+        "tie_word_embeddings": bool(aliases),
+        "torch_dtype": "float32",
+        "medvl_tied_weights": aliases,
+        "medvl_config": cfg.to_dict(),
+        "medvl_source": {
+            "step": meta.get("step"),
+            "metrics": meta.get("metrics", {}),
+            "kind": meta.get("kind"),
+            "versions": meta.get("versions", {}),
+        },
     }
 
 
@@ -111,30 +128,65 @@ def export_hf(checkpoint: str | Path, out_dir: str | Path, use_ema: bool = True,
     loaded = load_trained(checkpoint, device="cpu", use_ema=use_ema)
     cfg = loaded.config
     if loaded.tokenizer is None:
-        raise ValueError(f"medvl export writes text-generating models (report tasks); {checkpoint} is a "
-                         f"{loaded.task.name} checkpoint, which predict, serve and demo load directly")
+        raise ValueError(
+            f"medvl export writes text-generating models (report tasks); {checkpoint} is a "
+            f"{loaded.task.name} checkpoint, which predict, serve and demo load directly"
+        )
     tmp = out.parent / f".tmp-{out.name}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     tensors, aliases = _dedupe(loaded.model.state_dict())
     save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
     task = cfg.task_name or MODEL_FAMILIES.get(cfg.model_family).task
-    (tmp / "config.json").write_text(json.dumps(_hf_config(cfg, task, loaded.tokenizer, aliases, loaded.metadata),
-                                                indent=1))
+    (tmp / "config.json").write_text(
+        json.dumps(_hf_config(cfg, task, loaded.tokenizer, aliases, loaded.metadata), indent=1)
+    )
     gen = dataclasses.asdict(cfg.generation)
     tok = loaded.tokenizer
-    (tmp / "generation_config.json").write_text(json.dumps({
-        **{k: gen[k] for k in ("num_beams", "max_new_tokens", "no_repeat_ngram_size", "length_penalty", "do_sample",
-                               "temperature", "top_p", "top_k")},
-        "bos_token_id": tok.bos_token_id, "eos_token_id": tok.eos_token_id, "pad_token_id": tok.pad_token_id,
-        "decoder_start_token_id": tok.bos_token_id}, indent=1))
+    (tmp / "generation_config.json").write_text(
+        json.dumps(
+            {
+                **{
+                    k: gen[k]
+                    for k in (
+                        "num_beams",
+                        "max_new_tokens",
+                        "no_repeat_ngram_size",
+                        "length_penalty",
+                        "do_sample",
+                        "temperature",
+                        "top_p",
+                        "top_k",
+                    )
+                },
+                "bos_token_id": tok.bos_token_id,
+                "eos_token_id": tok.eos_token_id,
+                "pad_token_id": tok.pad_token_id,
+                "decoder_start_token_id": tok.bos_token_id,
+            },
+            indent=1,
+        )
+    )
     mc = cfg.model
-    (tmp / "preprocessor_config.json").write_text(json.dumps({
-        "image_processor_type": "MedvlXrayImageProcessor", "do_resize": True,
-        "size": {"height": mc.image_size, "width": mc.image_size}, "resample": "box (shrink) / bilinear (enlarge)",
-        "do_rescale": True, "rescale_factor": 1 / 255, "image_mean": [mc.image_mean] * mc.in_chans,
-        "image_std": [mc.image_std] * mc.in_chans, "num_channels": mc.in_chans, "max_views": mc.max_views,
-        "view_order": ["frontal", "lateral"], "normalization": "inside the model"}, indent=1))
+    (tmp / "preprocessor_config.json").write_text(
+        json.dumps(
+            {
+                "image_processor_type": "MedvlXrayImageProcessor",
+                "do_resize": True,
+                "size": {"height": mc.image_size, "width": mc.image_size},
+                "resample": "box (shrink) / bilinear (enlarge)",
+                "do_rescale": True,
+                "rescale_factor": 1 / 255,
+                "image_mean": [mc.image_mean] * mc.in_chans,
+                "image_std": [mc.image_std] * mc.in_chans,
+                "num_channels": mc.in_chans,
+                "max_views": mc.max_views,
+                "view_order": ["frontal", "lateral"],
+                "normalization": "inside the model",
+            },
+            indent=1,
+        )
+    )
     tok.save_pretrained(str(tmp))
     (tmp / "README.md").write_text(_model_card(cfg, loaded.metadata.get("step")))
     if out.exists():
@@ -152,15 +204,21 @@ def read_hf_export(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor],
         config = json.loads((path / "config.json").read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise CheckpointError(f"{path} is an incomplete medvl export: {e}") from e
-    state = _with_aliases(read_tensors(path / "model.safetensors", "exported weights"),
-                          config.get("medvl_tied_weights", {}))
+    state = _with_aliases(
+        read_tensors(path / "model.safetensors", "exported weights"), config.get("medvl_tied_weights", {})
+    )
     from medvl.data.tokenizer import special_tokens, tokenizer_to_json
 
     tokenizer = load_tokenizer(path)
     source = config.get("medvl_source", {})
-    metadata = {"config": config["medvl_config"], "step": source.get("step"), "metrics": source.get("metrics", {}),
-                "format": HF_EXPORT_FORMAT, "tokenizer": tokenizer_to_json(tokenizer),
-                "tokenizer_specials": special_tokens(tokenizer)}
+    metadata = {
+        "config": config["medvl_config"],
+        "step": source.get("step"),
+        "metrics": source.get("metrics", {}),
+        "format": HF_EXPORT_FORMAT,
+        "tokenizer": tokenizer_to_json(tokenizer),
+        "tokenizer_specials": special_tokens(tokenizer),
+    }
     return config["medvl_config"], state, tokenizer, metadata
 
 
@@ -197,8 +255,9 @@ def push_to_hub(folder: str | Path, repo_id: str, private: bool = False) -> str:
     folder = Path(folder)
     later = f"the export is in {folder}; push it later with `hf upload {repo_id} {folder}`"
     if _offline():
-        raise HubUnavailableError(f"HF_HUB_OFFLINE is set, so nothing was pushed: {later} (unset HF_HUB_OFFLINE "
-                                  "when online)")
+        raise HubUnavailableError(
+            f"HF_HUB_OFFLINE is set, so nothing was pushed: {later} (unset HF_HUB_OFFLINE when online)"
+        )
     endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
     why = _reachable(endpoint, HUB_PROBE_SECONDS)
     if why is not None:
@@ -211,11 +270,22 @@ def push_to_hub(folder: str | Path, repo_id: str, private: bool = False) -> str:
     api = HfApi(endpoint=endpoint, token=token)
     timeout = HUB_TIMEOUT_SECONDS
     with _bounded_http(timeout):
-        url = _step(f"creating the repository {repo_id}", lambda: api.create_repo(repo_id, private=private,
-                                                                                  exist_ok=True),
-                    endpoint, timeout, 3 * timeout, later)
-        _step(f"uploading {folder} to {repo_id}", lambda: api.upload_folder(
-            folder_path=str(folder), repo_id=repo_id, commit_message="medvl export"), endpoint, timeout, None, later)
+        url = _step(
+            f"creating the repository {repo_id}",
+            lambda: api.create_repo(repo_id, private=private, exist_ok=True),
+            endpoint,
+            timeout,
+            3 * timeout,
+            later,
+        )
+        _step(
+            f"uploading {folder} to {repo_id}",
+            lambda: api.upload_folder(folder_path=str(folder), repo_id=repo_id, commit_message="medvl export"),
+            endpoint,
+            timeout,
+            None,
+            later,
+        )
     return str(url)
 
 
@@ -242,8 +312,11 @@ class _bounded_http:  # noqa: N801 - used as a context manager
         self.previous = factory
         hook = getattr(_http, "hf_request_event_hook", None)
         limit = httpx.Timeout(self.timeout)
-        _http.set_client_factory(lambda: httpx.Client(event_hooks={"request": [hook]} if hook else None,
-                                                      follow_redirects=True, timeout=limit))
+        _http.set_client_factory(
+            lambda: httpx.Client(
+                event_hooks={"request": [hook]} if hook else None, follow_redirects=True, timeout=limit
+            )
+        )
         _http.close_session()
 
     def __exit__(self, *exc: object) -> None:
@@ -269,14 +342,16 @@ def _step(what: str, fn: Any, endpoint: str, timeout: float, deadline: float | N
     thread.start()
     thread.join(deadline)
     if thread.is_alive():
-        raise HubUnavailableError(f"{what} timed out: no answer from {endpoint} within {deadline:.0f}s, so nothing "
-                                  f"was pushed: {later}")
+        raise HubUnavailableError(
+            f"{what} timed out: no answer from {endpoint} within {deadline:.0f}s, so nothing was pushed: {later}"
+        )
     if errors:
         e = errors[0]
         chain = [e, e.__cause__, e.__context__]
         if any(isinstance(x, TimeoutError) or "timeout" in type(x).__name__.lower() for x in chain if x is not None):
-            raise HubUnavailableError(f"{what} timed out: {endpoint} sent no answer within {timeout:.0f}s: "
-                                      f"{later}") from e
+            raise HubUnavailableError(
+                f"{what} timed out: {endpoint} sent no answer within {timeout:.0f}s: {later}"
+            ) from e
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise HubUnavailableError(f"{what} failed ({first}): {later}") from e
     return result[0]

@@ -11,8 +11,9 @@ import json
 from typing import Any
 
 
-def jsonl_records(text: str, where: str, error: type[Exception] = ValueError,
-                  expected: str = "a JSON object") -> list[tuple[int, dict[str, Any]]]:
+def jsonl_records(
+    text: str, where: str, error: type[Exception] = ValueError, expected: str = "a JSON object"
+) -> list[tuple[int, dict[str, Any]]]:
     """(line number, object) for each non-blank line of `text`.
 
     Args:

@@ -58,9 +58,13 @@ def clips_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def clips_overrides(clips_root: Path) -> list[str]:
     """Overrides that point a clip recipe at the session's tiny synthetic clips."""
-    return ["data.source=clips_synthetic", f"data.root={clips_root}",
-            *(f"data.synth_clips.{k}={v}" for k, v in CLIPS_SETTINGS.items()),
-            f"model.max_views={CLIPS_SETTINGS['frames']}", f"model.in_chans={CLIPS_SETTINGS['channels']}"]
+    return [
+        "data.source=clips_synthetic",
+        f"data.root={clips_root}",
+        *(f"data.synth_clips.{k}={v}" for k, v in CLIPS_SETTINGS.items()),
+        f"model.max_views={CLIPS_SETTINGS['frames']}",
+        f"model.in_chans={CLIPS_SETTINGS['channels']}",
+    ]
 
 
 def tiny_overrides(synth_root: Path, run_dir: Path, *extra: str) -> list[str]:

@@ -38,15 +38,21 @@ def iu_image_names(uid: str, views: int) -> list[str]:
 def write_openi(root: Path) -> Path:
     """The OpenI layout: ecgen-radiology/<uid>.xml + NLMCXR_png/<image id>.png."""
     for uid, (findings, impression, views) in IU.items():
-        parents = "".join(f'<parentImage id="{n}"><caption>Xray Chest PA and Lateral</caption></parentImage>'
-                          for n in iu_image_names(uid, views))
-        sections = (f'<AbstractText Label="COMPARISON">None.</AbstractText>'
-                    f'<AbstractText Label="INDICATION">Cough.</AbstractText>'
-                    f'<AbstractText Label="FINDINGS">{findings}</AbstractText>'
-                    f'<AbstractText Label="IMPRESSION">{impression}</AbstractText>')
-        xml = (f'<?xml version="1.0" encoding="utf-8"?><eCitation><uId id="CXR{uid}"/><MedlineCitation><Article>'
-               f'<Abstract>{sections}</Abstract></Article></MedlineCitation><MeSH><major>normal</major></MeSH>'
-               f'{parents}</eCitation>')
+        parents = "".join(
+            f'<parentImage id="{n}"><caption>Xray Chest PA and Lateral</caption></parentImage>'
+            for n in iu_image_names(uid, views)
+        )
+        sections = (
+            f'<AbstractText Label="COMPARISON">None.</AbstractText>'
+            f'<AbstractText Label="INDICATION">Cough.</AbstractText>'
+            f'<AbstractText Label="FINDINGS">{findings}</AbstractText>'
+            f'<AbstractText Label="IMPRESSION">{impression}</AbstractText>'
+        )
+        xml = (
+            f'<?xml version="1.0" encoding="utf-8"?><eCitation><uId id="CXR{uid}"/><MedlineCitation><Article>'
+            f"<Abstract>{sections}</Abstract></Article></MedlineCitation><MeSH><major>normal</major></MeSH>"
+            f"{parents}</eCitation>"
+        )
         (root / "ecgen-radiology").mkdir(parents=True, exist_ok=True)
         (root / "ecgen-radiology" / f"{uid}.xml").write_text(xml)
         for k, name in enumerate(iu_image_names(uid, views)):
@@ -110,9 +116,11 @@ def write_mimic_jpg(root: Path) -> Path:
     """MIMIC-CXR-JPG: 3 studies (one without a FINDINGS section), gzipped metadata, plain split + CheXpert CSVs."""
     import gzip
 
-    studies = [("10000032", "50414267", [("02aa", "PA"), ("174c", "LATERAL")], "train", MIMIC_REPORT),
-               ("10000032", "53189527", [("2a2d", "AP")], "validate", MIMIC_REPORT.replace("no focal", "a focal")),
-               ("10000764", "57375967", [("096", "PA")], "test", "IMPRESSION: No acute process.")]
+    studies = [
+        ("10000032", "50414267", [("02aa", "PA"), ("174c", "LATERAL")], "train", MIMIC_REPORT),
+        ("10000032", "53189527", [("2a2d", "AP")], "validate", MIMIC_REPORT.replace("no focal", "a focal")),
+        ("10000764", "57375967", [("096", "PA")], "test", "IMPRESSION: No acute process."),
+    ]
     root.mkdir(parents=True, exist_ok=True)
     meta = ["dicom_id,subject_id,study_id,PerformedProcedureStepDescription,ViewPosition,Rows,Columns"]
     split = ["dicom_id,study_id,subject_id,split"]
@@ -137,17 +145,26 @@ def write_xraygpt(root: Path) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     jpg(root / "image" / "a1.jpg", 10)
     png(root / "image" / "B2.png", 20)
-    anns = [{"image_id": "a1", "caption": "the heart is normal."}, {"image_id": "b2", "caption": "effusion."},
-            {"image_id": "CXR99_IM-9", "caption": "no file."}]
+    anns = [
+        {"image_id": "a1", "caption": "the heart is normal."},
+        {"image_id": "b2", "caption": "effusion."},
+        {"image_id": "CXR99_IM-9", "caption": "no file."},
+    ]
     (root / "filter_cap.json").write_text(json.dumps({"annotations": anns}))
     return root
 
 
 def write_coco(root: Path) -> Path:
-    images = [{"filepath": "val2014", "filename": "a.jpg", "split": "restval", "cocoid": 1,
-               "sentences": [{"raw": "A dog."}, {"raw": "A brown dog."}]},
-              {"filepath": "val2014", "filename": "b.jpg", "split": "test", "cocoid": 2,
-               "sentences": [{"raw": "A cat."}]}]
+    images = [
+        {
+            "filepath": "val2014",
+            "filename": "a.jpg",
+            "split": "restval",
+            "cocoid": 1,
+            "sentences": [{"raw": "A dog."}, {"raw": "A brown dog."}],
+        },
+        {"filepath": "val2014", "filename": "b.jpg", "split": "test", "cocoid": 2, "sentences": [{"raw": "A cat."}]},
+    ]
     for rec in images:
         jpg(root / rec["filepath"] / rec["filename"], rec["cocoid"] * 40)
     (root / "dataset_coco.json").write_text(json.dumps({"images": images, "dataset": "coco"}))
@@ -156,8 +173,13 @@ def write_coco(root: Path) -> Path:
 
 def write_flickr(root: Path) -> Path:
     root.mkdir(parents=True, exist_ok=True)
-    lines = ["image_name| comment_number| comment", "1.jpg| 0| A dog runs .", "1.jpg| 1| A dog .",
-             "2.jpg| 0| A cat sits .", "2.jpg| 1 A cat ."]  # the last row has Kaggle's missing "|"
+    lines = [
+        "image_name| comment_number| comment",
+        "1.jpg| 0| A dog runs .",
+        "1.jpg| 1| A dog .",
+        "2.jpg| 0| A cat sits .",
+        "2.jpg| 1 A cat .",
+    ]  # the last row has Kaggle's missing "|"
     (root / "results.csv").write_text("\n".join(lines) + "\n")
     jpg(root / "flickr30k_images" / "1.jpg", 30)
     jpg(root / "flickr30k_images" / "2.jpg", 60)
@@ -182,7 +204,7 @@ def write_dicom(path: Path, study_uid: str, view: str, pixels: bool = True, valu
     ds.Modality = "DX"
     ds.ViewPosition = view
     if pixels:
-        arr = (np.arange(16 * 12, dtype=np.uint16).reshape(16, 12) * value)
+        arr = np.arange(16 * 12, dtype=np.uint16).reshape(16, 12) * value
         ds.Rows, ds.Columns = arr.shape
         ds.SamplesPerPixel = 1
         ds.PhotometricInterpretation = "MONOCHROME2"

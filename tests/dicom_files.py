@@ -19,10 +19,21 @@ def xray_pattern(rows: int = 48, cols: int = 64, top: int = 4000) -> np.ndarray:
     return np.round(img).astype(np.uint16)
 
 
-def write_dicom(path: Path, stored: np.ndarray, *, syntax: str = "explicit", photometric: str = "MONOCHROME2",
-                bits_stored: int = 12, view: str | None = "PA", slope: float | None = None,
-                intercept: float | None = None, window: tuple[float, float] | None = None,
-                voi_lut: np.ndarray | None = None, lut_bits: int = 16, frames: int = 1) -> Path:
+def write_dicom(
+    path: Path,
+    stored: np.ndarray,
+    *,
+    syntax: str = "explicit",
+    photometric: str = "MONOCHROME2",
+    bits_stored: int = 12,
+    view: str | None = "PA",
+    slope: float | None = None,
+    intercept: float | None = None,
+    window: tuple[float, float] | None = None,
+    voi_lut: np.ndarray | None = None,
+    lut_bits: int = 16,
+    frames: int = 1,
+) -> Path:
     """Write `stored` as a CR DICOM file.
 
     syntax: "explicit" (Explicit VR Little Endian), "implicit", "rle", "jpeg2000" (lossless), "jpeg-baseline"
@@ -30,8 +41,14 @@ def write_dicom(path: Path, stored: np.ndarray, *, syntax: str = "explicit", pho
     """
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.encaps import encapsulate
-    from pydicom.uid import (JPEG2000Lossless, ExplicitVRLittleEndian, ImplicitVRLittleEndian, JPEGBaseline8Bit,
-                             RLELossless, generate_uid)
+    from pydicom.uid import (
+        ExplicitVRLittleEndian,
+        ImplicitVRLittleEndian,
+        JPEG2000Lossless,
+        JPEGBaseline8Bit,
+        RLELossless,
+        generate_uid,
+    )
 
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = CR_IMAGE_STORAGE
@@ -79,8 +96,9 @@ def write_dicom(path: Path, stored: np.ndarray, *, syntax: str = "explicit", pho
     return path
 
 
-def deflated_dicom(rows: int, cols: int, pixel_bytes: int | None = None, *, bits: int = 16, fill: int = 0,
-                   view: str | None = "PA") -> bytes:
+def deflated_dicom(
+    rows: int, cols: int, pixel_bytes: int | None = None, *, bits: int = 16, fill: int = 0, view: str | None = "PA"
+) -> bytes:
     """A Deflated Explicit VR Little Endian DICOM (1.2.840.10008.1.2.1.99) built piece by piece, so its pixel data may
     be far larger than what its Rows x Columns say (a deflate bomb) without ever being held in memory here."""
     import struct
@@ -113,8 +131,10 @@ def deflated_dicom(rows: int, cols: int, pixel_bytes: int | None = None, *, bits
     size += size % 2  # element lengths are even
     vr = b"OW" if bits > 8 else b"OB"
     compressor = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
-    out = [head.getvalue(), compressor.compress(body.getvalue() + b"\xe0\x7f\x10\x00" + vr + b"\0\0" +
-                                                struct.pack("<I", size))]
+    out = [
+        head.getvalue(),
+        compressor.compress(body.getvalue() + b"\xe0\x7f\x10\x00" + vr + b"\0\0" + struct.pack("<I", size)),
+    ]
     chunk = bytes([fill]) * (4 << 20)
     left = size
     while left:

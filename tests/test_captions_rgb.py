@@ -31,10 +31,14 @@ def _write_coco(root: Path, n: int = 36) -> Path:
         pixels[6:18, 6:18] = 255 - np.array(COLORS[color], np.uint8)
         Image.fromarray(pixels).save(root / "images" / f"{i}.png")
         split = "train" if i < 24 else ("val" if i < 30 else "test")
-        captions = [f"a {color} square.", f"the square is {color}.", f"{color} background.",
-                    f"a picture in {color}.", f"something {color}."]
-        images.append({"filename": f"{i}.png", "split": split, "imgid": i,
-                       "sentences": [{"raw": c} for c in captions]})
+        captions = [
+            f"a {color} square.",
+            f"the square is {color}.",
+            f"{color} background.",
+            f"a picture in {color}.",
+            f"something {color}.",
+        ]
+        images.append({"filename": f"{i}.png", "split": split, "imgid": i, "sentences": [{"raw": c} for c in captions]})
     (root / "dataset_coco.json").write_text(json.dumps({"images": images}))
     return root
 
@@ -45,9 +49,18 @@ def test_colour_reaches_the_encoder_and_every_caption_is_trained_and_scored(tmp_
     from medvl.train.loop import Trainer
 
     root = _write_coco(tmp_path / "coco")
-    overrides = [*TINY_OVERRIDES, "data.source=coco_captions", f"data.root={root}", "model.in_chans=3",
-                 "model.max_views=1", f"train.output_dir={tmp_path / 'run'}", "train.max_steps=6",
-                 "train.eval_every=6", "tokenizer.vocab_size=120", "train.select_metric=bleu_4"]
+    overrides = [
+        *TINY_OVERRIDES,
+        "data.source=coco_captions",
+        f"data.root={root}",
+        "model.in_chans=3",
+        "model.max_views=1",
+        f"train.output_dir={tmp_path / 'run'}",
+        "train.max_steps=6",
+        "train.eval_every=6",
+        "tokenizer.vocab_size=120",
+        "train.select_metric=bleu_4",
+    ]
     trainer = Trainer(load_experiment("quickstart", overrides))
     assert len(trainer.train_set) == 24 * 5  # each of the five captions of the 24 training images is a sample
     seen: list[torch.Tensor] = []
@@ -60,8 +73,12 @@ def test_colour_reaches_the_encoder_and_every_caption_is_trained_and_scored(tmp_
     corner = x[:, :, 0, 0] * mean[1] + mean[0]  # back to [0, 1]: the background colour of each image
     assert (corner[:, 0] - corner[:, 2]).abs().max() > 0.5  # red and blue differ: colour was not averaged away
 
-    result = evaluate(tmp_path / "run", split="test", progress=False,
-                      options=ScoringOptions(bootstrap=0, meteor=False, tokenizer="python", html=False))
+    result = evaluate(
+        tmp_path / "run",
+        split="test",
+        progress=False,
+        options=ScoringOptions(bootstrap=0, meteor=False, tokenizer="python", html=False),
+    )
     assert result["n_studies"] == 6
     rows = [json.loads(line) for line in (Path(result["out_dir"]) / "predictions.jsonl").read_text().splitlines()]
     assert all(len(r["references"]) == 5 for r in rows)
@@ -77,10 +94,12 @@ def test_several_references_score_as_pycocoevalcap() -> None:
 
     from medvl.evaluate.nlg import nlg_scores
 
-    refs = [["A red square on white.", "The square is red.", "red box"],
-            ["Two dogs play in the park.", "Dogs playing.", "A pair of dogs on the grass."],
-            ["No acute cardiopulmonary abnormality.", "The lungs are clear."],
-            ["Mild cardiomegaly.", "The heart is mildly enlarged.", "Cardiomegaly, mild."]]
+    refs = [
+        ["A red square on white.", "The square is red.", "red box"],
+        ["Two dogs play in the park.", "Dogs playing.", "A pair of dogs on the grass."],
+        ["No acute cardiopulmonary abnormality.", "The lungs are clear."],
+        ["Mild cardiomegaly.", "The heart is mildly enlarged.", "Cardiomegaly, mild."],
+    ]
     hyps = ["a red square.", "two dogs on grass.", "the lungs are clear.", "heart is enlarged."]
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         tok = PTBTokenizer()
@@ -104,22 +123,50 @@ def test_pretrained_preprocessing_config_sets_per_channel_normalization(tmp_path
     from medvl.models.encoders import normalize_images
 
     folder = tmp_path / "vit"
-    ViTModel(ViTConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
-                       image_size=32, patch_size=8, num_channels=3), add_pooling_layer=False).save_pretrained(folder)
-    (folder / "preprocessor_config.json").write_text(json.dumps({"image_mean": [0.1, 0.2, 0.3],
-                                                                 "image_std": [0.5, 0.25, 0.125]}))
-    cfg = CaptionerConfig(image_size=32, in_chans=3, encoder="hf", encoder_weights=str(folder), d_model=32,
-                          n_layers=1, n_heads=2, vocab_size=50)
+    ViTModel(
+        ViTConfig(
+            hidden_size=16,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=32,
+            image_size=32,
+            patch_size=8,
+            num_channels=3,
+        ),
+        add_pooling_layer=False,
+    ).save_pretrained(folder)
+    (folder / "preprocessor_config.json").write_text(
+        json.dumps({"image_mean": [0.1, 0.2, 0.3], "image_std": [0.5, 0.25, 0.125]})
+    )
+    cfg = CaptionerConfig(
+        image_size=32,
+        in_chans=3,
+        encoder="hf",
+        encoder_weights=str(folder),
+        d_model=32,
+        n_layers=1,
+        n_heads=2,
+        vocab_size=50,
+    )
     assert cfg.channel_mean == (0.1, 0.2, 0.3) and cfg.channel_std == (0.5, 0.25, 0.125)
     x = torch.full((1, 3, 2, 2), 0.5)
     out = normalize_images(x, cfg)
     assert torch.allclose(out[0, :, 0, 0], torch.tensor([(0.5 - 0.1) / 0.5, (0.5 - 0.2) / 0.25, (0.5 - 0.3) / 0.125]))
     model = Captioner(cfg)
-    memory, _ = model.encode(torch.rand(2, 1, 3, 32, 32), torch.zeros(2, 1, dtype=torch.long),
-                             torch.ones(2, 1, dtype=torch.bool))
+    memory, _ = model.encode(
+        torch.rand(2, 1, 3, 32, 32), torch.zeros(2, 1, dtype=torch.long), torch.ones(2, 1, dtype=torch.bool)
+    )
     assert memory.shape[0] == 2
-    gray = CaptionerConfig(image_size=32, in_chans=1, encoder="hf", encoder_weights=str(folder), d_model=32,
-                           n_layers=1, n_heads=2, vocab_size=50)
+    gray = CaptionerConfig(
+        image_size=32,
+        in_chans=1,
+        encoder="hf",
+        encoder_weights=str(folder),
+        d_model=32,
+        n_layers=1,
+        n_heads=2,
+        vocab_size=50,
+    )
     assert gray.channel_mean == pytest.approx((0.2,)) and gray.channel_std == pytest.approx((0.875 / 3,))
     explicit = CaptionerConfig(image_size=32, in_chans=3, channel_mean=(0.4, 0.4, 0.4), channel_std=(0.2, 0.2, 0.2))
     assert explicit.channel_mean == (0.4, 0.4, 0.4)

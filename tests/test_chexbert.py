@@ -26,8 +26,16 @@ def chexbert_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path
     root = tmp_path_factory.mktemp("chexbert")
     (root / "vocab.txt").write_text("\n".join(VOCAB) + "\n")
     torch.manual_seed(0)
-    bert = BertModel(BertConfig(vocab_size=len(VOCAB), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                                intermediate_size=64, max_position_embeddings=64))
+    bert = BertModel(
+        BertConfig(
+            vocab_size=len(VOCAB),
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=64,
+            max_position_embeddings=64,
+        )
+    )
     state = {f"module.bert.{k}": v for k, v in bert.state_dict().items()}
     for k, cls in enumerate(FORCED):  # zero weights + one large bias: the head always answers `cls`
         width = 2 if k == 13 else 4
@@ -56,15 +64,17 @@ def test_scores_gain_chexbert_metrics(chexbert_files: tuple[Path, Path]) -> None
     plain = score_corpus(refs, hyps, tokenizer="python", meteor=False, bootstrap=0)
     assert "--chexbert" in plain.unavailable["chexbert"] and "chexbert_14_micro_f1" not in plain.metrics
     assert "radgraph_f1" in plain.unavailable and "spice" in plain.unavailable
-    with_cb = score_corpus(refs, hyps, tokenizer="python", meteor=False, bootstrap=20,
-                           chexbert=CheXbertLabeler(*chexbert_files))
+    with_cb = score_corpus(
+        refs, hyps, tokenizer="python", meteor=False, bootstrap=20, chexbert=CheXbertLabeler(*chexbert_files)
+    )
     # The forced heads label every text alike, so CheXbert sees perfect agreement.
     assert with_cb.metrics["chexbert_14_micro_f1"] == 1.0 and "chexbert_5_macro_f1_ci_low" in with_cb.metrics
     assert set(with_cb.per_finding["chexbert_14"]) == set(CHEXPERT_14) and "chexbert" not in with_cb.unavailable
 
 
-def test_bad_chexbert_inputs(chexbert_files: tuple[Path, Path], tmp_path: Path,
-                             capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_chexbert_inputs(
+    chexbert_files: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     ckpt, vocab_dir = chexbert_files
     with pytest.raises(CheXbertUnavailableError, match="not found: pass --chexbert"):
         CheXbertLabeler(tmp_path / "missing.pth", vocab_dir)
@@ -82,9 +92,45 @@ def test_bad_chexbert_inputs(chexbert_files: tuple[Path, Path], tmp_path: Path,
         CheXbertLabeler(other, vocab_dir)
     refs = tmp_path / "r.jsonl"
     refs.write_text(json.dumps({"id": "a", "report": "The heart is normal."}) + "\n")
-    assert main(["score", "--refs", str(refs), "--hyps", str(refs), "--hyp-field", "report", "--no-meteor",
-                 "--chexbert", str(tmp_path / "missing.pth"), "--chexbert-tokenizer", str(vocab_dir)]) == 2
+    assert (
+        main(
+            [
+                "score",
+                "--refs",
+                str(refs),
+                "--hyps",
+                str(refs),
+                "--hyp-field",
+                "report",
+                "--no-meteor",
+                "--chexbert",
+                str(tmp_path / "missing.pth"),
+                "--chexbert-tokenizer",
+                str(vocab_dir),
+            ]
+        )
+        == 2
+    )
     assert "CheXbert checkpoint" in capsys.readouterr().err
-    assert main(["score", "--refs", str(refs), "--hyps", str(refs), "--hyp-field", "report", "--no-meteor",
-                 "--bootstrap", "0", "--chexbert", str(ckpt), "--chexbert-tokenizer", str(vocab_dir)]) == 0
+    assert (
+        main(
+            [
+                "score",
+                "--refs",
+                str(refs),
+                "--hyps",
+                str(refs),
+                "--hyp-field",
+                "report",
+                "--no-meteor",
+                "--bootstrap",
+                "0",
+                "--chexbert",
+                str(ckpt),
+                "--chexbert-tokenizer",
+                str(vocab_dir),
+            ]
+        )
+        == 0
+    )
     assert "chexbert_14_micro_f1" in capsys.readouterr().out

@@ -41,8 +41,22 @@ NF = "No Finding"
 NAMES = (ECM, CM, LO, LL, ED, CO, PN, AT, PX, PE, PO, FX, SD, NF)
 VALUES = {P, N, U, None}
 
-_SHORT = {ECM: "ECM", CM: "CM", LO: "LO", LL: "LL", ED: "ED", CO: "CO", PN: "PN", AT: "AT", PX: "PX", PE: "PE",
-          PO: "PO", FX: "FX", SD: "SD", NF: "NF"}
+_SHORT = {
+    ECM: "ECM",
+    CM: "CM",
+    LO: "LO",
+    LL: "LL",
+    ED: "ED",
+    CO: "CO",
+    PN: "PN",
+    AT: "AT",
+    PX: "PX",
+    PE: "PE",
+    PO: "PO",
+    FX: "FX",
+    SD: "SD",
+    NF: "NF",
+}
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -67,8 +81,9 @@ def _expected(value: str) -> str | None:
 
 
 CASES: list[tuple[str, str, str | None]] = [
-    (text, obs, _expected(exp)) for text, obs, exp, _ in _read_table(SENTENCES, ["sentence", "observation", "expected",
-                                                                                "note"])]
+    (text, obs, _expected(exp))
+    for text, obs, exp, _ in _read_table(SENTENCES, ["sentence", "observation", "expected", "note"])
+]
 
 
 def _case_id(case: tuple[str, str, str | None]) -> str:
@@ -351,12 +366,19 @@ KINDS_TABLE = Path(__file__).parent / "data" / "chexpert_real_report_kinds.tsv"
 
 
 def _kind_rows() -> list[tuple[str, str, str, str | None, str]]:
-    return [(ls, text, obs, _expected(exp), reason) for ls, text, obs, exp, reason
-            in _read_table(KINDS_TABLE, ["label_set", "sentence", "observation", "expected", "reason"])]
+    return [
+        (ls, text, obs, _expected(exp), reason)
+        for ls, text, obs, exp, reason in _read_table(
+            KINDS_TABLE, ["label_set", "sentence", "observation", "expected", "reason"]
+        )
+    ]
 
 
-@pytest.mark.parametrize("label_set,text,observation,expected,reason", _kind_rows(),
-                         ids=[f"{r[0]}:{_SHORT[r[2]]}={r[3]}:{r[1][:60]}" for r in _kind_rows()])
+@pytest.mark.parametrize(
+    "label_set,text,observation,expected,reason",
+    _kind_rows(),
+    ids=[f"{r[0]}:{_SHORT[r[2]]}={r[3]}:{r[1][:60]}" for r in _kind_rows()],
+)
 def test_real_report_kind(label_set: str, text: str, observation: str, expected: str | None, reason: str) -> None:
     labels = label_report(text, {"chexpert": CHEXPERT, "chexpert-mesh": CHEXPERT_MESH}[label_set])
     assert labels[observation] == expected, f"{text!r}: {observation} expected {expected!r} ({reason})"

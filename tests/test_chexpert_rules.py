@@ -22,44 +22,136 @@ P, N, U = "positive", "negative", "uncertain"
 
 CHEXPERT_PHRASES: dict[str, tuple[str, ...]] = {
     "Atelectasis": ("atelectasis", "collapse"),
-    "Cardiomegaly": ("cardiomegaly", "the heart", "heart size", "cardiac enlargement", "cardiac size",
-                     "cardiac shadow", "cardiac contour", "cardiac silhouette", "enlarged heart"),
+    "Cardiomegaly": (
+        "cardiomegaly",
+        "the heart",
+        "heart size",
+        "cardiac enlargement",
+        "cardiac size",
+        "cardiac shadow",
+        "cardiac contour",
+        "cardiac silhouette",
+        "enlarged heart",
+    ),
     "Consolidation": ("consolidation",),
-    "Edema": ("edema", "heart failure", "chf", "vascular congestion", "pulmonary congestion", "indistinctness",
-              "vascular prominence"),
-    "Enlarged Cardiomediastinum": ("mediastinum", "cardiomediastinum", "contour", "mediastinal configuration",
-                                   "mediastinal silhouette", "pericardial silhouette",
-                                   "cardiac silhouette and vascularity"),
+    "Edema": (
+        "edema",
+        "heart failure",
+        "chf",
+        "vascular congestion",
+        "pulmonary congestion",
+        "indistinctness",
+        "vascular prominence",
+    ),
+    "Enlarged Cardiomediastinum": (
+        "mediastinum",
+        "cardiomediastinum",
+        "contour",
+        "mediastinal configuration",
+        "mediastinal silhouette",
+        "pericardial silhouette",
+        "cardiac silhouette and vascularity",
+    ),
     "Fracture": ("fracture",),
-    "Lung Lesion": ("mass", "nodular density", "nodular densities", "nodular opacity", "nodular opacities",
-                    "nodular opacification", "nodule", "lump", "cavitary lesion", "carcinoma", "neoplasm", "tumor"),
-    "Lung Opacity": ("opacity", "decreased translucency", "increased density", "airspace disease",
-                     "air-space disease", "air space disease", "infiltrate", "infiltration", "interstitial marking",
-                     "interstitial pattern", "interstitial lung", "reticular pattern", "reticular marking",
-                     "reticulation", "parenchymal scarring", "peribronchial thickening", "wall thickening", "scar"),
+    "Lung Lesion": (
+        "mass",
+        "nodular density",
+        "nodular densities",
+        "nodular opacity",
+        "nodular opacities",
+        "nodular opacification",
+        "nodule",
+        "lump",
+        "cavitary lesion",
+        "carcinoma",
+        "neoplasm",
+        "tumor",
+    ),
+    "Lung Opacity": (
+        "opacity",
+        "decreased translucency",
+        "increased density",
+        "airspace disease",
+        "air-space disease",
+        "air space disease",
+        "infiltrate",
+        "infiltration",
+        "interstitial marking",
+        "interstitial pattern",
+        "interstitial lung",
+        "reticular pattern",
+        "reticular marking",
+        "reticulation",
+        "parenchymal scarring",
+        "peribronchial thickening",
+        "wall thickening",
+        "scar",
+    ),
     "Pleural Effusion": ("pleural fluid", "effusion"),
-    "Pleural Other": ("pleural thickening", "fibrosis", "fibrothorax", "pleural scar", "pleural parenchymal scar",
-                      "pleuro-parenchymal scar", "pleuro-pericardial scar"),
+    "Pleural Other": (
+        "pleural thickening",
+        "fibrosis",
+        "fibrothorax",
+        "pleural scar",
+        "pleural parenchymal scar",
+        "pleuro-parenchymal scar",
+        "pleuro-pericardial scar",
+    ),
     "Pneumonia": ("pneumonia", "infection", "infectious process", "infectious"),
     "Pneumothorax": ("pneumothorax", "pneumothoraces"),
-    "Support Devices": ("pacer", "line", "lines", "picc", "tube", "valve", "catheter", "pacemaker", "hardware",
-                        "arthroplasty", "marker", "icd", "defibrillator", "device", "drain", "plate", "screw",
-                        "cannula", "apparatus", "coil", "support", "equipment", "mediport"),
+    "Support Devices": (
+        "pacer",
+        "line",
+        "lines",
+        "picc",
+        "tube",
+        "valve",
+        "catheter",
+        "pacemaker",
+        "hardware",
+        "arthroplasty",
+        "marker",
+        "icd",
+        "defibrillator",
+        "device",
+        "drain",
+        "plate",
+        "screw",
+        "cannula",
+        "apparatus",
+        "coil",
+        "support",
+        "equipment",
+        "mediport",
+    ),
 }
 # (positive sentence, negative sentence) where medvl reads a phrase only in context (see the chexpert docstring).
 _ENLARGED = ("The {p} is enlarged.", "No enlargement of the {p}.")
 WORDING: dict[tuple[str, str], tuple[str, str]] = {
     # Anatomical nouns are mentions together with what is said of them, not on their own.
-    **{("Cardiomegaly", p): _ENLARGED for p in ("the heart", "heart size", "cardiac size", "cardiac shadow",
-                                                  "cardiac contour", "cardiac silhouette")},
-    **{("Enlarged Cardiomediastinum", p): _ENLARGED for p in (
-        "mediastinum", "cardiomediastinum", "mediastinal configuration", "mediastinal silhouette",
-        "pericardial silhouette")},
+    **{
+        ("Cardiomegaly", p): _ENLARGED
+        for p in ("the heart", "heart size", "cardiac size", "cardiac shadow", "cardiac contour", "cardiac silhouette")
+    },
+    **{
+        ("Enlarged Cardiomediastinum", p): _ENLARGED
+        for p in (
+            "mediastinum",
+            "cardiomediastinum",
+            "mediastinal configuration",
+            "mediastinal silhouette",
+            "pericardial silhouette",
+        )
+    },
     # A bare "contour" is any contour (diaphragm, spine); "cardiac silhouette" belongs to Cardiomegaly.
-    ("Enlarged Cardiomediastinum", "contour"): ("The mediastinal contour is widened.",
-                                                "No widening of the mediastinal contour."),
+    ("Enlarged Cardiomediastinum", "contour"): (
+        "The mediastinal contour is widened.",
+        "No widening of the mediastinal contour.",
+    ),
     ("Enlarged Cardiomediastinum", "cardiac silhouette and vascularity"): (
-        "The cardiomediastinal silhouette is enlarged.", "No enlargement of the cardiomediastinal silhouette."),
+        "The cardiomediastinal silhouette is enlarged.",
+        "No enlargement of the cardiomediastinal silhouette.",
+    ),
     # "Collapse" of a vertebral body is not atelectasis.
     ("Atelectasis", "collapse"): ("There is collapse of the left lower lobe.", "No lobar collapse."),
     ("Lung Opacity", "interstitial lung"): ("There is interstitial lung disease.", "No interstitial lung disease."),
@@ -123,8 +215,9 @@ ISSUE_15 = [
 ]
 
 
-@pytest.mark.parametrize(("text", "observation", "expected"), ISSUE_15,
-                         ids=[f"{o}={e}:{t[:50]}" for t, o, e in ISSUE_15])
+@pytest.mark.parametrize(
+    ("text", "observation", "expected"), ISSUE_15, ids=[f"{o}={e}:{t[:50]}" for t, o, e in ISSUE_15]
+)
 def test_issue_15_sentences(text: str, observation: str, expected: str | None) -> None:
     assert label_report(text, CHEXPERT)[observation] == expected, label_mentions(text, CHEXPERT)
 
@@ -141,7 +234,10 @@ def test_each_distinct_sentence_is_read_once() -> None:
     text = "No pleural effusion. Small right pneumothorax. No pleural effusion."
     first = label_mentions(text, fresh)
     assert [(m.name, m.label, m.sentence_index) for m in first] == [
-        ("Pleural Effusion", N, 0), ("Pneumothorax", P, 1), ("Pleural Effusion", N, 2)]
+        ("Pleural Effusion", N, 0),
+        ("Pneumothorax", P, 1),
+        ("Pleural Effusion", N, 2),
+    ]
     assert fresh.sentence_mentions.cache_info().hits == 1  # the third sentence is the first one again
     assert label_mentions(text, fresh) == first
     assert label_report(text, fresh) == label_report(text, CHEXPERT)

@@ -37,11 +37,23 @@ def test_every_from_scratch_encoder_builds_a_classifier() -> None:
     from medvl.models.classifier import ClassifierConfig, ImageClassifier
 
     for encoder in ("conv", "vit"):
-        model = ImageClassifier(ClassifierConfig(image_size=32, encoder=encoder, patch_size=8, vit_dim=32,
-                                                 vit_depth=1, vit_heads=2, conv_channels=(8, 16),
-                                                 conv_blocks=(1, 1), num_outputs=3, max_views=2))
-        out = model(torch.rand(2, 2, 1, 32, 32), torch.tensor([[0, 1], [0, 0]]),
-                    torch.tensor([[True, True], [True, False]]))
+        model = ImageClassifier(
+            ClassifierConfig(
+                image_size=32,
+                encoder=encoder,
+                patch_size=8,
+                vit_dim=32,
+                vit_depth=1,
+                vit_heads=2,
+                conv_channels=(8, 16),
+                conv_blocks=(1, 1),
+                num_outputs=3,
+                max_views=2,
+            )
+        )
+        out = model(
+            torch.rand(2, 2, 1, 32, 32), torch.tensor([[0, 1], [0, 0]]), torch.tensor([[True, True], [True, False]])
+        )
         assert out.shape == (2, 3), encoder
 
 
@@ -49,8 +61,9 @@ def test_classes_without_training_positives_are_left_out_and_multi_class_needs_o
     from medvl.config.experiment import experiment_from_dict
     from medvl.tasks.classification import ClassificationTask
 
-    train = [Study(f"s{i}", (), "", "train", (0,), {"A": int(i % 2 == 0), "B": int(i % 2 == 1), "C": 0})
-             for i in range(6)]
+    train = [
+        Study(f"s{i}", (), "", "train", (0,), {"A": int(i % 2 == 0), "B": int(i % 2 == 1), "C": 0}) for i in range(6)
+    ]
     cfg = experiment_from_dict({"model": {"family": "classifier"}})
     assert ClassificationTask.build_assets(cfg, train, None)["class_names"] == ["A", "B"]
     several = [*train, Study("both", (), "", "train", (0,), {"A": 1, "B": 1, "C": 0})]
@@ -82,8 +95,13 @@ def test_masked_bce_ignores_unknown_entries_and_weights_positives() -> None:
     cfg = experiment_from_dict({"model": {"family": "classifier", "size": "tiny", "num_outputs": 2}})
     task = ClassificationTask(Fixed(), {"class_names": ["A", "B"], "pos_weight": [3.0, 1.0]}, cfg)
     targets = torch.tensor([[1, -1], [0, 1]])
-    batch = ClassificationBatch(["a", "b"], torch.zeros(2, 1, 1, 4, 4), torch.zeros(2, 1, dtype=torch.long),
-                                torch.ones(2, 1, dtype=torch.bool), targets)
+    batch = ClassificationBatch(
+        ["a", "b"],
+        torch.zeros(2, 1, 1, 4, 4),
+        torch.zeros(2, 1, dtype=torch.long),
+        torch.ones(2, 1, dtype=torch.bool),
+        targets,
+    )
     out = task(batch)
     logits = torch.tensor([2.0, 0.5, 3.0])  # the known entries
     y = torch.tensor([1.0, 0.0, 1.0])
@@ -96,13 +114,15 @@ def test_synthetic_findings_train_evaluate_predict_and_serve(synth_root: Path, t
     from fastapi.testclient import TestClient
 
     from medvl.evaluate.run import ScoringOptions, evaluate
-    from medvl.infer.predictor import load_trained, load_study, predict_prepared
+    from medvl.infer.predictor import load_study, load_trained, predict_prepared
     from medvl.serve.app import create_app
     from medvl.train.loop import train
 
     run = tmp_path / "run"
-    cfg = load_experiment("cxr_classify_synthetic", _classify_overrides(synth_root, run, "train.max_steps=6",
-                                                                        "train.eval_every=3", "model.size=tiny"))
+    cfg = load_experiment(
+        "cxr_classify_synthetic",
+        _classify_overrides(synth_root, run, "train.max_steps=6", "train.eval_every=3", "model.size=tiny"),
+    )
     summary = train(cfg)
     assert cfg.train.select_metric == "auroc_macro" and "auroc_macro" in summary["final_val_metrics"]
     meta = json.loads((run / "checkpoints" / "last" / "meta.json").read_text())
@@ -156,10 +176,23 @@ def test_multi_class_image_folder_with_rgb(tmp_path: Path, capsys: pytest.Captur
                 pixels = np.clip(np.array(color) + rng.integers(-20, 20, (16, 16, 3)), 0, 255).astype(np.uint8)
                 Image.fromarray(pixels).save(root / split / cls / f"{i}.png")
     run = tmp_path / "run"
-    cfg = load_experiment("cxr_classify_synthetic", [
-        *TINY_OVERRIDES, "data.source=image_folder", f"data.root={root}", f"train.output_dir={run}",
-        "model.size=tiny", "model.in_chans=3", "model.max_views=1", "task.multi_label=false",
-        "task.label_smoothing=0.1", "train.max_steps=30", "train.eval_every=15", "train.lr=3e-3"])
+    cfg = load_experiment(
+        "cxr_classify_synthetic",
+        [
+            *TINY_OVERRIDES,
+            "data.source=image_folder",
+            f"data.root={root}",
+            f"train.output_dir={run}",
+            "model.size=tiny",
+            "model.in_chans=3",
+            "model.max_views=1",
+            "task.multi_label=false",
+            "task.label_smoothing=0.1",
+            "train.max_steps=30",
+            "train.eval_every=15",
+            "train.lr=3e-3",
+        ],
+    )
     train(cfg)
     result = evaluate(run, split="test", progress=False, options=ScoringOptions(bootstrap=0, html=False))
     assert result["accuracy"] == 1.0 and result["baseline"]["accuracy"] == 0.5
@@ -170,22 +203,37 @@ def test_multi_class_image_folder_with_rgb(tmp_path: Path, capsys: pytest.Captur
         for cls in ("cat", "bird"):
             (other / split / cls).mkdir(parents=True)
             Image.fromarray(np.full((16, 16, 3), 90, dtype=np.uint8)).save(other / split / cls / "0.png")
-    evaluate(run, split="test", data_root=str(other), out_dir=tmp_path / "e1", progress=False,
-             options=ScoringOptions(bootstrap=0, html=False))
+    evaluate(
+        run,
+        split="test",
+        data_root=str(other),
+        out_dir=tmp_path / "e1",
+        progress=False,
+        options=ScoringOptions(bootstrap=0, html=False),
+    )
     err = capsys.readouterr().err
     assert "labels bird are not classes of this model" in err and "classes dog are not labelled" in err
     for split in ("train", "test"):
         (other / split / "cat").rename(other / split / "fox")
     with pytest.raises(ValueError, match="none of the data's label names .bird, fox. is a class of this model"):
-        evaluate(run, split="test", data_root=str(other), out_dir=tmp_path / "e2", progress=False,
-                 options=ScoringOptions(bootstrap=0, html=False))
+        evaluate(
+            run,
+            split="test",
+            data_root=str(other),
+            out_dir=tmp_path / "e2",
+            progress=False,
+            options=ScoringOptions(bootstrap=0, html=False),
+        )
 
 
-@pytest.mark.parametrize(("recipe", "source", "message"), [
-    ("cxr_classify_synthetic", "iu_xray", "task classification needs labels; source iu_xray provides"),
-    ("quickstart", "nih", "task report_generation needs report; source nih provides labels only"),
-    ("quickstart", "image_folder", "task report_generation needs report; source image_folder provides labels"),
-])
+@pytest.mark.parametrize(
+    ("recipe", "source", "message"),
+    [
+        ("cxr_classify_synthetic", "iu_xray", "task classification needs labels; source iu_xray provides"),
+        ("quickstart", "nih", "task report_generation needs report; source nih provides labels only"),
+        ("quickstart", "image_folder", "task report_generation needs report; source image_folder provides labels"),
+    ],
+)
 def test_wrong_pairings_fail_before_any_work(recipe: str, source: str, message: str, tmp_path: Path) -> None:
     from medvl.train.loop import Trainer
 
@@ -196,14 +244,18 @@ def test_wrong_pairings_fail_before_any_work(recipe: str, source: str, message: 
     assert not missing.exists()
 
 
-def test_score_refuses_a_classification_checkpoint(synth_root: Path, tmp_path: Path,
-                                                   capsys: pytest.CaptureFixture[str]) -> None:
+def test_score_refuses_a_classification_checkpoint(
+    synth_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from medvl.cli import main
     from medvl.train.loop import train
 
     run = tmp_path / "run"
-    train(load_experiment("cxr_classify_synthetic", _classify_overrides(synth_root, run, "train.max_steps=2",
-                                                                        "model.size=tiny")))
+    train(
+        load_experiment(
+            "cxr_classify_synthetic", _classify_overrides(synth_root, run, "train.max_steps=2", "model.size=tiny")
+        )
+    )
     hyps = tmp_path / "hyps.jsonl"
     hyps.write_text(json.dumps({"id": "1", "report": "Normal."}) + "\n")
     capsys.readouterr()  # what training printed
@@ -222,9 +274,18 @@ def test_real_nih_images_classify_end_to_end(tmp_path: Path) -> None:
     from medvl.train.loop import train
 
     run = tmp_path / "run"
-    cfg = load_experiment("cxr_classify_nih", [f"data.root={root}", f"train.output_dir={run}", "train.max_steps=6",
-                                               "train.eval_every=6", "train.progress=false", "train.num_threads=1",
-                                               "train.loggers=[jsonl]"])
+    cfg = load_experiment(
+        "cxr_classify_nih",
+        [
+            f"data.root={root}",
+            f"train.output_dir={run}",
+            "train.max_steps=6",
+            "train.eval_every=6",
+            "train.progress=false",
+            "train.num_threads=1",
+            "train.loggers=[jsonl]",
+        ],
+    )
     summary = train(cfg)
     assert summary["skipped_studies"] == 0
     result = evaluate(run, split="test", progress=False, options=ScoringOptions(bootstrap=0, html=False))
@@ -235,7 +296,9 @@ def test_data_the_model_cannot_take_is_refused_before_training(synth_root: Path,
     from medvl.data.dataset import StudyError
     from medvl.train.loop import Trainer
 
-    cfg = load_experiment("cxr_classify_synthetic", _classify_overrides(synth_root, tmp_path / "run", "model.size=tiny",
-                                                                        "model.in_chans=2"))
+    cfg = load_experiment(
+        "cxr_classify_synthetic",
+        _classify_overrides(synth_root, tmp_path / "run", "model.size=tiny", "model.in_chans=2"),
+    )
     with pytest.raises(StudyError, match="cannot be loaded .*1 channel.*model.in_chans"):
         Trainer(cfg)

@@ -14,15 +14,26 @@ import pytest
 from PIL import Image
 from sklearn.metrics import average_precision_score, balanced_accuracy_score, f1_score, roc_auc_score
 
-from medvl.evaluate.classification import (ROC_POINTS, _resample_weights, _weighted_metrics, baseline_probs,
-                                           choose_thresholds, classification_metrics, ranked_metrics)
-from medvl.evaluate.classification_report import (confident_errors, format_classification_tables,
-                                                  write_classification_report)
+from medvl.evaluate.classification import (
+    ROC_POINTS,
+    _resample_weights,
+    _weighted_metrics,
+    baseline_probs,
+    choose_thresholds,
+    classification_metrics,
+    ranked_metrics,
+)
+from medvl.evaluate.classification_report import (
+    confident_errors,
+    format_classification_tables,
+    write_classification_report,
+)
 
 
 def _binary(scores, labels, **kwargs):
-    return classification_metrics(np.asarray(scores, float)[:, None], np.asarray(labels)[:, None], ["abnormal"],
-                                  multi_label=True, **kwargs)
+    return classification_metrics(
+        np.asarray(scores, float)[:, None], np.asarray(labels)[:, None], ["abnormal"], multi_label=True, **kwargs
+    )
 
 
 def _random_multilabel(n=200, c=15, seed=0, ignore=0.1):
@@ -192,12 +203,12 @@ def test_unit_weights_reproduce_the_point_estimates(multi_label):
         probs = np.clip(probs, 0, 1)
     names = list("abcd")
     th = np.array([0.3, 0.5, 0.6, 0.4])
-    r = classification_metrics(probs, targets, names, multi_label, thresholds=th if multi_label else None,
-                               bootstrap=0)
+    r = classification_metrics(probs, targets, names, multi_label, thresholds=th if multi_label else None, bootstrap=0)
     mask = targets >= 0 if multi_label else np.ones_like(targets, dtype=bool)
     decided = (probs >= th) if multi_label else np.eye(4)[probs.argmax(axis=1)]
-    w = _weighted_metrics(probs, np.clip(targets, 0, 1).astype(float), mask, decided.astype(float),
-                          np.ones((1, len(probs))), multi_label)
+    w = _weighted_metrics(
+        probs, np.clip(targets, 0, 1).astype(float), mask, decided.astype(float), np.ones((1, len(probs))), multi_label
+    )
     for key in ("auroc_macro", "auroc_micro", "ap_macro", "ap_micro", "f1_macro", "f1_micro"):
         assert abs(w[key][0] - r[key]) < 1e-12, key
     assert abs(w["accuracy_mean"][0] - r["accuracy"]) < 1e-12
@@ -211,8 +222,16 @@ def test_bootstrap_ci_contains_the_estimate_and_is_seeded():
     probs, targets = _random_multilabel(n=100, c=4)
     names = list("abcd")
     r = classification_metrics(probs, targets, names, multi_label=True, bootstrap=300, seed=7)
-    for key in ("auroc_macro", "auroc_micro", "ap_macro", "ap_micro", "f1_macro", "f1_micro", "accuracy",
-                "balanced_accuracy"):
+    for key in (
+        "auroc_macro",
+        "auroc_micro",
+        "ap_macro",
+        "ap_micro",
+        "f1_macro",
+        "f1_micro",
+        "accuracy",
+        "balanced_accuracy",
+    ):
         assert r[f"{key}_ci_low"] <= r[key] <= r[f"{key}_ci_high"], key
         assert r[f"{key}_ci_low"] < r[f"{key}_ci_high"], key
     for name in names:
@@ -221,8 +240,14 @@ def test_bootstrap_ci_contains_the_estimate_and_is_seeded():
     assert r == classification_metrics(probs, targets, names, multi_label=True, bootstrap=300, seed=7)
     other = classification_metrics(probs, targets, names, multi_label=True, bootstrap=300, seed=8)
     assert other["auroc_macro_ci_low"] != r["auroc_macro_ci_low"] and other["auroc_macro"] == r["auroc_macro"]
-    assert r["bootstrap"] == {"resamples": 300, "seed": 7, "method": "percentile", "level": 0.95, "unit": "example",
-                              "dropped": {}}
+    assert r["bootstrap"] == {
+        "resamples": 300,
+        "seed": 7,
+        "method": "percentile",
+        "level": 0.95,
+        "unit": "example",
+        "dropped": {},
+    }
     none = classification_metrics(probs, targets, names, multi_label=True, bootstrap=0)
     assert not any("_ci_" in k for k in none)
     assert not any("_ci_" in k for pc in none["per_class"].values() for k in pc)
@@ -299,8 +324,7 @@ def test_baseline_probs():
     assert _binary(probs.ravel(), [0, 1, 0, 1, 0], bootstrap=0)["auroc"] == 0.5
     multi = baseline_probs(np.eye(3, dtype=int)[[2, 2, 0, 1, 2]].tolist() + [[-1, -1, -1]], 4, multi_label=False)
     assert multi[0].tolist() == pytest.approx([0.2, 0.2, 0.6]) and multi.argmax(axis=1).tolist() == [2] * 4
-    r = classification_metrics(multi, np.eye(3, dtype=int)[[2, 0, 2, 1]], list("abc"), multi_label=False,
-                               bootstrap=0)
+    r = classification_metrics(multi, np.eye(3, dtype=int)[[2, 0, 2, 1]], list("abc"), multi_label=False, bootstrap=0)
     assert r["accuracy"] == 0.5 and r["auroc_macro"] == 0.5
 
 
@@ -310,10 +334,15 @@ def test_baseline_probs():
 def _rows(probs, targets, names, image):
     rows = []
     for i in range(len(probs)):
-        rows.append({"id": f"study-{i}", "image_paths": [str(image) if i % 2 else f"/absent/study-{i}.png"],
-                     "probabilities": {n: float(p) for n, p in zip(names, probs[i])},
-                     "labels": {n: int(v) for n, v in zip(names, targets[i])},
-                     "predicted": [n for n, p in zip(names, probs[i]) if p >= 0.5]})
+        rows.append(
+            {
+                "id": f"study-{i}",
+                "image_paths": [str(image) if i % 2 else f"/absent/study-{i}.png"],
+                "probabilities": {n: float(p) for n, p in zip(names, probs[i])},
+                "labels": {n: int(v) for n, v in zip(names, targets[i])},
+                "predicted": [n for n, p in zip(names, probs[i]) if p >= 0.5],
+            }
+        )
     return rows
 
 
@@ -351,8 +380,9 @@ def test_report_multiclass_and_text_tables(tmp_path: Path):
     page = write_classification_report(tmp_path / "report.html", r, [], "multi-class").read_text(encoding="utf-8")
     assert "Confusion matrix" in page and all(n in page for n in names) and "<img" in page
     assert not re.search(r"https?://", page)
-    base = classification_metrics(baseline_probs(targets, 50, multi_label=False), targets, names, multi_label=False,
-                                  bootstrap=0)
+    base = classification_metrics(
+        baseline_probs(targets, 50, multi_label=False), targets, names, multi_label=False, bootstrap=0
+    )
     text = format_classification_tables(r, base)
     assert "accuracy *" in text and "baseline" in text and "malignant" in text
     assert f"[{r['accuracy_ci_low']:.4f}, {r['accuracy_ci_high']:.4f}]" in text

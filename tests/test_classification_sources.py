@@ -18,8 +18,19 @@ from medvl.data.study import hash_split
 from . import data_fixtures as fx
 from .conftest import SHARED_DATA
 
-NIH_HEADER = ["Image Index", "Finding Labels", "Follow-up #", "Patient ID", "Patient Age", "Patient Gender",
-              "View Position", "OriginalImage[Width", "Height]", "OriginalImagePixelSpacing[x", "y]"]
+NIH_HEADER = [
+    "Image Index",
+    "Finding Labels",
+    "Follow-up #",
+    "Patient ID",
+    "Patient Age",
+    "Patient Gender",
+    "View Position",
+    "OriginalImage[Width",
+    "Height]",
+    "OriginalImagePixelSpacing[x",
+    "y]",
+]
 CHEX_HEADER = ["Path", "Sex", "Age", "Frontal/Lateral", "AP/PA", *chexpert.OBSERVATIONS]
 
 
@@ -52,11 +63,13 @@ def _positives(labels: dict) -> set[str]:
 
 def test_nih_split_folders_labels_missing_image_and_second_copy(tmp_path: Path) -> None:
     root = tmp_path / "nih"
-    rows = [_nih_row("00000001_000.png", "Cardiomegaly|Effusion", 1),
-            _nih_row("00000002_000.png", "No Finding", 2, view="AP", age="058Y", follow=3),
-            _nih_row("00000003_000.png", "Hernia", 3),
-            _nih_row("00000004_000.png", "No Finding", 4),  # listed, no file
-            _nih_row("00000005_000.png", "Mass", 5)]
+    rows = [
+        _nih_row("00000001_000.png", "Cardiomegaly|Effusion", 1),
+        _nih_row("00000002_000.png", "No Finding", 2, view="AP", age="058Y", follow=3),
+        _nih_row("00000003_000.png", "Hernia", 3),
+        _nih_row("00000004_000.png", "No Finding", 4),  # listed, no file
+        _nih_row("00000005_000.png", "Mass", 5),
+    ]
     _write_csv(root / "Data_Entry_2017_v2020.csv", NIH_HEADER, [*rows, rows[0]])  # a row repeated verbatim
     fx.png(root / "NIH" / "train" / "1_abnormal" / "00000001_000.png", 1)
     fx.png(root / "NIH" / "valid" / "0_normal" / "00000002_000.png", 2)
@@ -65,14 +78,22 @@ def test_nih_split_folders_labels_missing_image_and_second_copy(tmp_path: Path) 
     fx.png(root / "images" / "00000005_000.png", 5)  # only outside the split folders
     studies = _load("nih", root)
     s = _flat(studies)
-    assert {k: [x.id for x in v] for k, v in studies.items()} == \
-           {"train": ["00000001_000", "00000004_000", "00000005_000"], "val": ["00000002_000"],
-            "test": ["00000003_000"]}
+    assert {k: [x.id for x in v] for k, v in studies.items()} == {
+        "train": ["00000001_000", "00000004_000", "00000005_000"],
+        "val": ["00000002_000"],
+        "test": ["00000003_000"],
+    }
     a = s["00000001_000"]
     assert a.image_paths == (root / "NIH" / "train" / "1_abnormal" / "00000001_000.png",) and a.view_ids == (0,)
     assert _positives(a.labels) == {"Cardiomegaly", "Effusion", "Abnormal"} and set(a.labels) == set(nih.LABELS)
-    assert a.meta == {"patient_id": "1", "age": 58, "sex": "F", "follow_up": 0, "view": "PA",
-                      "other_copies": ["images/00000001_000.png"]}
+    assert a.meta == {
+        "patient_id": "1",
+        "age": 58,
+        "sex": "F",
+        "follow_up": 0,
+        "view": "PA",
+        "other_copies": ["images/00000001_000.png"],
+    }
     b = s["00000002_000"]
     assert _positives(b.labels) == {"No Finding"} and b.labels["Abnormal"] == 0 and b.view_ids == (0,)
     assert b.meta["age"] == 58 and b.meta["follow_up"] == 3 and b.meta["view"] == "AP"
@@ -115,8 +136,11 @@ def test_nih_official_lists_split_train_val_by_patient(tmp_path: Path) -> None:
 
 def test_nih_without_split_folders_splits_by_patient_hash(tmp_path: Path) -> None:
     root = tmp_path / "nih"
-    rows = [_nih_row(f"{p:08d}_{k:03d}.png", "Atelectasis|Infiltration" if k else "No Finding", p)
-            for p in range(1, 21) for k in range(2)]
+    rows = [
+        _nih_row(f"{p:08d}_{k:03d}.png", "Atelectasis|Infiltration" if k else "No Finding", p)
+        for p in range(1, 21)
+        for k in range(2)
+    ]
     for r in rows:
         fx.png(root / "images" / r[0], 1)
     _write_csv(root / "Data_Entry_2017.csv", NIH_HEADER, rows)
@@ -151,15 +175,25 @@ def _chex_row(path: str, view: str, appa: str, **labels: str) -> list[str]:
 
 def _write_chexpert(root: Path, prefix: str) -> None:
     p = f"{prefix}/" if prefix else ""
-    train = [_chex_row(f"{p}train/patient00001/study1/view2_lateral.jpg", "Lateral", "", Edema="0.0",
-                       Cardiomegaly="1.0"),
-             _chex_row(f"{p}train/patient00001/study1/view1_frontal.jpg", "Frontal", "AP", Edema="-1.0",
-                       Cardiomegaly="1.0", Pleural_Effusion="0.0"),
-             _chex_row(f"{p}train/patient00002/study1/view1_frontal.jpg", "Frontal", "PA", No_Finding="1.0"),
-             _chex_row(f"{p}train/patient00002/study2/view1_frontal.jpg", "Frontal", "PA", Fracture="yes"),
-             _chex_row("", "Frontal", "PA")]
-    valid = [_chex_row(f"{p}valid/patient64541/study1/view1_frontal.jpg", "Frontal", "AP", Pneumonia="1.0",
-                       Lung_Opacity="0.0")]
+    train = [
+        _chex_row(f"{p}train/patient00001/study1/view2_lateral.jpg", "Lateral", "", Edema="0.0", Cardiomegaly="1.0"),
+        _chex_row(
+            f"{p}train/patient00001/study1/view1_frontal.jpg",
+            "Frontal",
+            "AP",
+            Edema="-1.0",
+            Cardiomegaly="1.0",
+            Pleural_Effusion="0.0",
+        ),
+        _chex_row(f"{p}train/patient00002/study1/view1_frontal.jpg", "Frontal", "PA", No_Finding="1.0"),
+        _chex_row(f"{p}train/patient00002/study2/view1_frontal.jpg", "Frontal", "PA", Fracture="yes"),
+        _chex_row("", "Frontal", "PA"),
+    ]
+    valid = [
+        _chex_row(
+            f"{p}valid/patient64541/study1/view1_frontal.jpg", "Frontal", "AP", Pneumonia="1.0", Lung_Opacity="0.0"
+        )
+    ]
     _write_csv(root / "train.csv", CHEX_HEADER, train)
     _write_csv(root / "valid.csv", CHEX_HEADER, valid)
 
@@ -171,9 +205,10 @@ def test_chexpert_studies_views_and_uncertain_labels(tmp_path: Path, where: str)
     images = root / "CheXpert-v1.0-small" if where == "prefix_inside_root" else root
     fx.jpg(images / "train" / "patient00001" / "study1" / "view1_frontal.jpg")
     studies = _load("chexpert", root)
-    assert {k: [x.id for x in v] for k, v in studies.items()} == \
-           {"train": ["train.csv:6", "patient00001_study1", "patient00002_study1", "patient00002_study2"],
-            "val": ["patient64541_study1"]}
+    assert {k: [x.id for x in v] for k, v in studies.items()} == {
+        "train": ["train.csv:6", "patient00001_study1", "patient00002_study1", "patient00002_study2"],
+        "val": ["patient64541_study1"],
+    }
     s = _flat(studies)
     a = s["patient00001_study1"]
     assert [p.name for p in a.image_paths] == ["view1_frontal.jpg", "view2_lateral.jpg"] and a.view_ids == (0, 1)
@@ -181,10 +216,16 @@ def test_chexpert_studies_views_and_uncertain_labels(tmp_path: Path, where: str)
     assert a.image_paths[0].is_file()
     # The frontal row's labels (the lateral row says Edema 0.0): -1 kept, blanks left out (missing).
     assert a.labels == {"Cardiomegaly": 1, "Edema": -1, "Pleural Effusion": 0}
-    assert a.meta == {"patient_id": "patient00001", "sex": "Female", "age": 68, "views": ["AP", "Lateral"],
-                      "label_rows_differ": True}
-    assert s["patient00002_study1"].labels == {"No Finding": 1} and not s["patient00002_study1"].meta[
-        "label_rows_differ"]
+    assert a.meta == {
+        "patient_id": "patient00001",
+        "sex": "Female",
+        "age": 68,
+        "views": ["AP", "Lateral"],
+        "label_rows_differ": True,
+    }
+    assert (
+        s["patient00002_study1"].labels == {"No Finding": 1} and not s["patient00002_study1"].meta["label_rows_differ"]
+    )
     assert s["patient64541_study1"].labels == {"Lung Opacity": 0, "Pneumonia": 1}
     assert "Fracture is 'yes'" in s["patient00002_study2"].problem
     assert s["train.csv:6"].problem == "Path '' at line 6 of train.csv is not <patient>/<study>/<view image>"
@@ -194,13 +235,19 @@ def test_chexpert_studies_views_and_uncertain_labels(tmp_path: Path, where: str)
 def test_chexpert_test_csv_and_missing_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     root = tmp_path / "CheXpert-v1.0-small"
     _write_chexpert(root, "CheXpert-v1.0-small")
-    _write_csv(root / "test.csv", CHEX_HEADER, [_chex_row("CheXpert-v1.0-small/test/patient64741/study1/"
-                                                          "view1_frontal.jpg", "Frontal", "AP", Edema="1.0")])
+    _write_csv(
+        root / "test.csv",
+        CHEX_HEADER,
+        [_chex_row("CheXpert-v1.0-small/test/patient64741/study1/view1_frontal.jpg", "Frontal", "AP", Edema="1.0")],
+    )
     studies = _load("chexpert", root)
     assert [x.id for x in studies["test"]] == ["patient64741_study1"] and studies["test"][0].labels == {"Edema": 1}
     # A user's subset with the same patient/study folder under train/ and valid/: both kept, told apart, said.
-    _write_csv(root / "valid.csv", CHEX_HEADER, [_chex_row("CheXpert-v1.0-small/valid/patient00001/study1/"
-                                                           "view1_frontal.jpg", "Frontal", "AP", Edema="0.0")])
+    _write_csv(
+        root / "valid.csv",
+        CHEX_HEADER,
+        [_chex_row("CheXpert-v1.0-small/valid/patient00001/study1/view1_frontal.jpg", "Frontal", "AP", Edema="0.0")],
+    )
     studies = _load("chexpert", root)
     assert [x.id for x in studies["val"]] == ["val_patient00001_study1"]
     assert "patient00001_study1" in [x.id for x in studies["train"]]
@@ -230,10 +277,11 @@ def test_image_folder_with_split_folders(tmp_path: Path) -> None:
     (root / "train" / "normal" / "notes.txt").write_text("not an image")
     (root / "train" / "normal" / ".DS_Store").write_text("hidden")
     studies = _load("image_folder", root)
-    assert {k: [x.id for x in v] for k, v in studies.items()} == \
-           {"test": ["test/effusion/d.png", "test/loose.png"], "train": ["train/normal/a.png", "train/normal/notes.txt",
-                                                                       "train/pneumonia/batch1/b.png"],
-            "val": ["Valid/normal/c.jpg"]}
+    assert {k: [x.id for x in v] for k, v in studies.items()} == {
+        "test": ["test/effusion/d.png", "test/loose.png"],
+        "train": ["train/normal/a.png", "train/normal/notes.txt", "train/pneumonia/batch1/b.png"],
+        "val": ["Valid/normal/c.jpg"],
+    }
     s = _flat(studies)
     assert s["train/normal/a.png"].labels == {"effusion": 0, "normal": 1, "pneumonia": 0}
     assert s["train/pneumonia/batch1/b.png"].labels == {"effusion": 0, "normal": 0, "pneumonia": 1}
@@ -253,8 +301,11 @@ def test_image_folder_without_splits_and_errors(tmp_path: Path) -> None:
     assert len(s) == 6 and all(x.split == hash_split(x.id) for x in s.values())
     assert s["cat/1.png"].labels == {"cat": 1, "dog": 0} and s["dog/0.png"].labels == {"cat": 0, "dog": 1}
     fx.png(root / "train" / "x" / "y.png")
-    with pytest.raises(DataSourceError, match=r"mixes split folders \(train\) with other folders \(cat, dog\): "
-                                              r"unknown split 'cat'.*Expected layout"):
+    with pytest.raises(
+        DataSourceError,
+        match=r"mixes split folders \(train\) with other folders \(cat, dog\): "
+        r"unknown split 'cat'.*Expected layout",
+    ):
         _load("image_folder", root)
     split_root = tmp_path / "splits"
     fx.png(split_root / "train" / "a" / "1.png")
@@ -272,15 +323,24 @@ def test_image_folder_without_splits_and_errors(tmp_path: Path) -> None:
 
 
 def _manifest(root: Path, labels: list[object], name: str = "manifest.jsonl") -> dict:
-    recs = [{"id": f"r{k}", "image_paths": [f"img/{k}.png"], "labels": lab, "split": "train"}
-            for k, lab in enumerate(labels)]
+    recs = [
+        {"id": f"r{k}", "image_paths": [f"img/{k}.png"], "labels": lab, "split": "train"}
+        for k, lab in enumerate(labels)
+    ]
     (root / name).write_text("\n".join(json.dumps(r) for r in recs))
     return _flat(_load("manifest", root, manifest=name))
 
 
 def test_manifest_label_forms(tmp_path: Path) -> None:
-    flat = _manifest(tmp_path, [{"Effusion": 1, "Mass": 0, "Edema": -1, "Hernia": None},
-                                {"Effusion": True, "Mass": False, "Edema": 1.0}, {"view": "LL"}, None])
+    flat = _manifest(
+        tmp_path,
+        [
+            {"Effusion": 1, "Mass": 0, "Edema": -1, "Hernia": None},
+            {"Effusion": True, "Mass": False, "Edema": 1.0},
+            {"view": "LL"},
+            None,
+        ],
+    )
     assert flat["r0"].labels == {"Effusion": 1, "Mass": 0, "Edema": -1}  # null = missing, left out
     assert flat["r1"].labels == {"Effusion": 1, "Mass": 0, "Edema": 1}
     assert flat["r2"].labels is None and flat["r2"].meta["labels"] == {"view": "LL"} and flat["r2"].view_ids == (1,)
@@ -289,9 +349,14 @@ def test_manifest_label_forms(tmp_path: Path) -> None:
     assert listed["r0"].labels == {"Effusion": 1, "Mass": 1, "Nodule": 0}
     assert listed["r1"].labels == {"Effusion": 0, "Mass": 0, "Nodule": 1}
     assert listed["r2"].labels == {"Effusion": 0, "Mass": 0, "Nodule": 0}
-    nihlike = _manifest(tmp_path, [{"binary": "normal", "findings": ["No Finding"], "view": "AP", "age": "56"},
-                                   {"binary": "abnormal", "findings": ["Effusion", "Mass"], "view": "PA"}],
-                        "nih.jsonl")
+    nihlike = _manifest(
+        tmp_path,
+        [
+            {"binary": "normal", "findings": ["No Finding"], "view": "AP", "age": "56"},
+            {"binary": "abnormal", "findings": ["Effusion", "Mass"], "view": "PA"},
+        ],
+        "nih.jsonl",
+    )
     assert nihlike["r0"].labels == {"Effusion": 0, "Mass": 0, "No Finding": 1, "Abnormal": 0}
     assert nihlike["r1"].labels == {"Effusion": 1, "Mass": 1, "No Finding": 0, "Abnormal": 1}
     assert nihlike["r0"].meta["labels"]["age"] == "56" and nihlike["r0"].view_ids == (0,)
@@ -299,8 +364,10 @@ def test_manifest_label_forms(tmp_path: Path) -> None:
 
     synth = {name: int(k % 3 == 0) for k, name in enumerate(FINDINGS)}
     assert _manifest(tmp_path, [synth], "synth.jsonl")["r0"].labels == synth
-    (tmp_path / "m.csv").write_text('id,image_paths,labels,split\na,img/a.png,Effusion|Mass,train\n'
-                                    'b,img/b.png,Mass,train\nc,img/c.png,"{""Edema"": -1}",train\n')
+    (tmp_path / "m.csv").write_text(
+        "id,image_paths,labels,split\na,img/a.png,Effusion|Mass,train\n"
+        'b,img/b.png,Mass,train\nc,img/c.png,"{""Edema"": -1}",train\n'
+    )
     c = _flat(_load("manifest", tmp_path, manifest="m.csv"))
     assert c["a"].labels == {"Effusion": 1, "Mass": 1} and c["b"].labels == {"Effusion": 0, "Mass": 1}
     assert c["c"].labels == {"Edema": -1}
@@ -344,7 +411,8 @@ def test_real_nih1000_splits_and_labels_match_its_manifest() -> None:
             assert x.image_paths[0] == root / rec["image_paths"][0]
     from_manifest = {x.id: x.labels for v in _load("manifest", root).values() for x in v if not x.problem}
     assert from_manifest == {k: x.labels for k, x in s.items()}
-    positives = {split: collections.Counter(n for x in v for n, y in x.labels.items() if y == 1)
-                 for split, v in studies.items()}
+    positives = {
+        split: collections.Counter(n for x in v for n, y in x.labels.items() if y == 1) for split, v in studies.items()
+    }
     assert [positives[k]["Abnormal"] for k in ("train", "val", "test")] == [300, 101, 100]
     assert sum(p["Effusion"] for p in positives.values()) == 170 and positives["train"]["Hernia"] == 9

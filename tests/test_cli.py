@@ -24,9 +24,22 @@ def trained_run(synth_root: Path, tmp_path_factory: pytest.TempPathFactory) -> P
     return run
 
 
-@pytest.mark.parametrize("argv", [[], ["data"], ["data", "synth"], ["train"], ["evaluate"], ["predict"],
-                                  ["quickstart"], ["recipes"], ["serve"], ["demo"],
-                                  ["export"]])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [],
+        ["data"],
+        ["data", "synth"],
+        ["train"],
+        ["evaluate"],
+        ["predict"],
+        ["quickstart"],
+        ["recipes"],
+        ["serve"],
+        ["demo"],
+        ["export"],
+    ],
+)
 def test_help(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main([*argv, "--help"])
@@ -52,11 +65,27 @@ def test_data_synth(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert "wrote 6 synthetic studies" in capsys.readouterr().out
 
 
-def test_evaluate_writes_metrics_and_predictions(trained_run: Path, tmp_path: Path,
-                                                 capsys: pytest.CaptureFixture[str]) -> None:
+def test_evaluate_writes_metrics_and_predictions(
+    trained_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "eval"
-    assert main(["evaluate", str(trained_run), "--split", "test", "--out", str(out), "--num-beams", "2",
-                 "--bootstrap", "50"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                str(trained_run),
+                "--split",
+                "test",
+                "--out",
+                str(out),
+                "--num-beams",
+                "2",
+                "--bootstrap",
+                "50",
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "baseline" in printed and "gt_micro_f1" in printed and "ce_14_micro_f1" in printed
     assert "Cardiomegaly" in printed and "95% CI" in printed
@@ -72,15 +101,25 @@ def test_evaluate_writes_metrics_and_predictions(trained_run: Path, tmp_path: Pa
     assert {"medvl", "pycocoevalcap", "java"} <= set(metrics["versions"]) and metrics["bootstrap"]["resamples"] == 50
     rows = [json.loads(x) for x in (out / "predictions.jsonl").read_text().splitlines()]
     assert len(rows) == 4
-    assert {"id", "image_paths", "reference", "generated", "reference_labels", "generated_labels", "example_f1",
-            "findings", "generated_findings"} <= set(rows[0])
+    assert {
+        "id",
+        "image_paths",
+        "reference",
+        "generated",
+        "reference_labels",
+        "generated_labels",
+        "example_f1",
+        "findings",
+        "generated_findings",
+    } <= set(rows[0])
     assert all(Path(p).is_file() for p in rows[0]["image_paths"])
     page = (out / "report.html").read_text()
     assert "ce_14_micro_f1" in page and "data:image/png;base64," in page and rows[0]["id"] in page
 
 
-def test_predict_one_study_and_a_folder(trained_run: Path, synth_root: Path, tmp_path: Path,
-                                        capsys: pytest.CaptureFixture[str]) -> None:
+def test_predict_one_study_and_a_folder(
+    trained_run: Path, synth_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     study = synth_root / "images" / json.loads((synth_root / "annotation.json").read_text())["test"][0]["id"]
     assert main(["predict", str(trained_run), str(study / "0.png"), str(study / "1.png")]) == 0
     assert capsys.readouterr().out.strip()
@@ -101,8 +140,10 @@ def test_predict_one_study_and_a_folder(trained_run: Path, synth_root: Path, tmp
 
     (folder / "s1" / "2.png").write_bytes((study / "0.png").read_bytes())  # a third view: the model takes two
     out = tmp_path / "preds3.jsonl"
-    assert main(["predict", str(trained_run), *(str(folder / "s1" / f"{i}.png") for i in range(3)),
-                 "--out", str(out)]) == 0
+    assert (
+        main(["predict", str(trained_run), *(str(folder / "s1" / f"{i}.png") for i in range(3)), "--out", str(out)])
+        == 0
+    )
     assert json.loads(out.read_text())["ignored_views"] == 1
     assert "1 of the 3 images were left out" in capsys.readouterr().err
 
@@ -114,13 +155,16 @@ def test_predict_one_study_and_a_folder(trained_run: Path, synth_root: Path, tmp
         (["train", "no_such_recipe"], "not found"),
         (["evaluate", "/no/such/checkpoint"], "checkpoint not found: /no/such/checkpoint"),
         (["predict", "/no/such/checkpoint", "x.png"], "input not found: x.png"),
-        (["predict", "/no/such/checkpoint", "x.png", "--out", "{tmp}/rows.txt"],
-         "cannot tell the format from the suffix '.txt'"),
+        (
+            ["predict", "/no/such/checkpoint", "x.png", "--out", "{tmp}/rows.txt"],
+            "cannot tell the format from the suffix '.txt'",
+        ),
         (["data", "synth", "--out", "{tmp}/s", "--n", "0"], "medvl: error:"),
     ],
 )
-def test_bad_input_gives_a_clear_error(argv: list[str], message: str, tmp_path: Path,
-                                       capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_input_gives_a_clear_error(
+    argv: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
     code = main(argv)
     assert code == 2
@@ -128,8 +172,9 @@ def test_bad_input_gives_a_clear_error(argv: list[str], message: str, tmp_path: 
     assert err.startswith("medvl: error:") and message in err
 
 
-def test_predict_corrupt_single_image_is_a_clear_error(trained_run: Path, tmp_path: Path,
-                                                       capsys: pytest.CaptureFixture[str]) -> None:
+def test_predict_corrupt_single_image_is_a_clear_error(
+    trained_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     bad = tmp_path / "bad.png"
     Image.fromarray(np.zeros((8, 8), dtype=np.uint8)).save(bad)
     bad.write_bytes(bad.read_bytes()[:20])  # truncated PNG
@@ -143,7 +188,8 @@ def test_train_on_a_missing_data_set_is_a_clear_error(tmp_path: Path, capsys: py
 
 
 def test_unusable_studies_are_skipped_and_counted_or_stop_the_run_with_strict(
-        synth_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    synth_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     data = tmp_path / "data"
     shutil.copytree(synth_root, data)
     annotation = json.loads((data / "annotation.json").read_text())
@@ -154,8 +200,10 @@ def test_unusable_studies_are_skipped_and_counted_or_stop_the_run_with_strict(
     argv = ["train", *tiny_overrides(data, tmp_path / "run", "train.max_steps=2")]
     assert main(argv) == 0
     summary = json.loads((tmp_path / "run" / "train_summary.json").read_text())
-    assert summary["skipped"] == {victim["id"]: f"image file not found: {data / 'images' / victim['image_path'][0]}",
-                                  empty["id"]: "empty report"}
+    assert summary["skipped"] == {
+        victim["id"]: f"image file not found: {data / 'images' / victim['image_path'][0]}",
+        empty["id"]: "empty report",
+    }
     assert "2 studies were skipped" in capsys.readouterr().err
     assert main([*argv, "--strict", "--overwrite"]) == 2  # a new attempt in the same run folder
     err = capsys.readouterr().err
@@ -163,7 +211,8 @@ def test_unusable_studies_are_skipped_and_counted_or_stop_the_run_with_strict(
 
 
 def test_many_skipped_studies_are_counted_not_listed_one_by_one(
-        synth_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    synth_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from medvl.train.loop import Trainer
 
     data = tmp_path / "data"

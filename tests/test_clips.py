@@ -56,17 +56,20 @@ def _clip_folder(root: Path, name: str, frames: int, size: int = 8) -> None:
 
 
 def _cfg(root: Path, **clips_fields: str) -> DataConfig:
-    return DataConfig(source="clips", root=str(root), clips=ClipsConfig(frames_root=str(root / "frames"),
-                                                                        **clips_fields))
+    return DataConfig(
+        source="clips", root=str(root), clips=ClipsConfig(frames_root=str(root / "frames"), **clips_fields)
+    )
 
 
 def test_the_classification_layout_reads_labels_frames_and_problems(tmp_path: Path) -> None:
     _clip_folder(tmp_path, "12-10-2010_1900_213_0", 16)
     _clip_folder(tmp_path, "12-10-2010_2000_213_0", 16)
     _clip_folder(tmp_path, "12-10-2010_2100_426_0", 3)
-    (tmp_path / "train.csv").write_text("path,start,end,label\n12-10-2010_1900_213_0,1,16,1\n"
-                                        "12-10-2010_2000_213_0,5,12,0\n12-10-2010_2100_426_0,1,16,1\n"
-                                        "missing_clip,1,16,0\n")
+    (tmp_path / "train.csv").write_text(
+        "path,start,end,label\n12-10-2010_1900_213_0,1,16,1\n"
+        "12-10-2010_2000_213_0,5,12,0\n12-10-2010_2100_426_0,1,16,1\n"
+        "missing_clip,1,16,0\n"
+    )
     studies = {s.id: s for s in load_studies(_cfg(tmp_path))["train"]}
     first = studies["12-10-2010_1900_213_0"]
     assert first.labels == {"cyclone": 1} and len(first.image_paths) == 16 and first.view_ids == (0,) * 16
@@ -102,8 +105,10 @@ def test_a_cyclone_in_two_split_files_is_refused_and_tracks_name_the_cyclones(tm
     (tmp_path / "train.csv").write_text("path,start,end,label\n12-10-2010_1900_213_0,1,2,1\n")
     (tmp_path / "test.csv").write_text("path,start,end,label\n13-10-2010_0100_213_0,1,2,1\n")
     tracks = tmp_path / "tracks.csv"
-    tracks.write_text("id_final,time,x_pix,y_pix\n1283,2010-10-12 18:00:00,300,150\n1283,2010-10-13 02:00:00,290,150\n"
-                      "999,2010-10-12 18:00:00,1200,300\n999,2010-10-13 02:00:00,1200,300\n")
+    tracks.write_text(
+        "id_final,time,x_pix,y_pix\n1283,2010-10-12 18:00:00,300,150\n1283,2010-10-13 02:00:00,290,150\n"
+        "999,2010-10-12 18:00:00,1200,300\n999,2010-10-13 02:00:00,1200,300\n"
+    )
     with pytest.raises(DataSourceError, match="1283 in test, train"):
         load_studies(_cfg(tmp_path, tracks=str(tracks)))
     studies = load_studies(_cfg(tmp_path, tracks=str(tracks), split="cyclone"))
@@ -119,8 +124,11 @@ def test_csvs_without_label_or_coordinates_are_refused(tmp_path: Path) -> None:
 
 # ------------------------------------------------------------------------------------------------- the generator
 def _files(root: Path) -> dict[str, bytes]:
-    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*"))
-            if p.is_file() and p.name != "dataset_info.json"}
+    return {
+        p.relative_to(root).as_posix(): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.name != "dataset_info.json"
+    }
 
 
 def test_the_generator_is_deterministic_per_seed_whatever_the_workers(tmp_path: Path) -> None:
@@ -191,7 +199,7 @@ def test_clips_from_real_tracks_move_along_them() -> None:
             continue
         moved = np.diff(np.array(record["centres"]), axis=0)  # the clip's motion, frame to frame
         # ... is a window of the real track's 5-minute motion, scaled from frame to tile pixels.
-        misfit = min(np.abs(steps[s: s + frames - 1] - moved).max() for s in range(len(steps) - frames + 2))
+        misfit = min(np.abs(steps[s : s + frames - 1] - moved).max() for s in range(len(steps) - frames + 2))
         assert misfit < 2e-3, misfit
         assert 0.01 < np.hypot(*moved.sum(0)) < 15  # it moves, at a medicane's speed (about 11 px/h in this track)
         checked += 1
@@ -202,8 +210,25 @@ def test_medvl_data_synth_clips_writes_the_clip_layout(tmp_path: Path, capsys: p
     from medvl.cli import main
 
     out = tmp_path / "clips"
-    assert main(["data", "synth-clips", "--out", str(out), "--n", "5", "--tile-size", "24", "--frames", "3",
-                 "--workers", "1"]) == 0
+    assert (
+        main(
+            [
+                "data",
+                "synth-clips",
+                "--out",
+                str(out),
+                "--n",
+                "5",
+                "--tile-size",
+                "24",
+                "--frames",
+                "3",
+                "--workers",
+                "1",
+            ]
+        )
+        == 0
+    )
     assert "wrote 5 synthetic clips" in capsys.readouterr().out
     header = (out / "train.csv").read_text().splitlines()[0]
     assert header == "path,start,end,label,x_pix,y_pix,cyclone"

@@ -32,8 +32,17 @@ def test_quickstart_is_the_default() -> None:
 
 
 def test_overrides_are_parsed_and_typed() -> None:
-    cfg = load_experiment("quickstart", ["train.lr=3e-4", "train.epochs=2", "train.loggers=[jsonl]",
-                                         "data.strict=true", "model.size=tiny", "model.d_model=48"])
+    cfg = load_experiment(
+        "quickstart",
+        [
+            "train.lr=3e-4",
+            "train.epochs=2",
+            "train.loggers=[jsonl]",
+            "data.strict=true",
+            "model.size=tiny",
+            "model.d_model=48",
+        ],
+    )
     assert cfg.train.lr == pytest.approx(3e-4) and isinstance(cfg.train.lr, float)
     assert cfg.train.epochs == 2 and cfg.train.loggers == ["jsonl"] and cfg.data.strict is True
     assert cfg.model_size == "tiny" and cfg.model.d_model == 48

@@ -72,8 +72,10 @@ def test_unusable_studies_are_counted_or_fatal_under_strict(tmp_path: Path) -> N
     missing = replace(_study(tmp_path, "missing"), image_paths=(tmp_path / "gone.png",))
     kept, skipped = check_studies([good, empty, missing], strict=False)
     assert [s.id for s in kept] == ["good"]
-    assert {s.id: s.reason for s in skipped} == {"empty": "empty report",
-                                                 "missing": f"image file not found: {tmp_path / 'gone.png'}"}
+    assert {s.id: s.reason for s in skipped} == {
+        "empty": "empty report",
+        "missing": f"image file not found: {tmp_path / 'gone.png'}",
+    }
     with pytest.raises(StudyError, match="empty report.*data.strict"):
         check_studies([good, empty], strict=True)
 
@@ -100,7 +102,7 @@ def test_collate_pads_views_and_tokens(tmp_path: Path, tok) -> None:  # noqa: AN
     assert batch.view_mask.tolist() == [[True, False], [True, True]]
     assert float(batch.images[0, 1].abs().sum()) == 0.0  # the missing view is zeros, and masked
     lengths = batch.attention_mask.sum(1).tolist()
-    assert lengths[0] < lengths[1] and batch.input_ids[0, lengths[0]:].eq(0).all()
+    assert lengths[0] < lengths[1] and batch.input_ids[0, lengths[0] :].eq(0).all()
     assert batch.labels is None
 
 

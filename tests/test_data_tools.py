@@ -49,7 +49,7 @@ class _Server:
                     self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
                 self.send_header("Content-Length", str(len(body) - start))
                 self.end_headers()
-                self.wfile.write(body[start: len(body) - outer.truncate])
+                self.wfile.write(body[start : len(body) - outer.truncate])
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/"
@@ -96,8 +96,9 @@ def test_fetch_resumes_with_range_and_checks_size_and_checksum(tmp_path: Path, s
         fetch("http://127.0.0.1:9/x", tmp_path / "k.bin", progress=None, timeout=2)
 
 
-def test_download_iu_xray_from_a_local_mirror_gives_the_openi_layout(tmp_path: Path, server: _Server,
-                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_download_iu_xray_from_a_local_mirror_gives_the_openi_layout(
+    tmp_path: Path, server: _Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
     src = fx.write_openi(tmp_path / "src")
     server.files = {"NLMCXR_png.tgz": _tgz(src, "NLMCXR_png"), "NLMCXR_reports.tgz": _tgz(src, "ecgen-radiology")}
     out = tmp_path / "iu"
@@ -109,8 +110,24 @@ def test_download_iu_xray_from_a_local_mirror_gives_the_openi_layout(tmp_path: P
     assert "bytes=100-" in server.ranges
     sums = (out / "archives" / "SHA256SUMS").read_text()
     assert hashlib.sha256(server.files["NLMCXR_png.tgz"]).hexdigest() in sums
-    assert main(["data", "prepare", "openi", "--src", str(out), "--out", str(tmp_path / "p"), "--image-size", "16",
-                 "--workers", "0"]) == 0
+    assert (
+        main(
+            [
+                "data",
+                "prepare",
+                "openi",
+                "--src",
+                str(out),
+                "--out",
+                str(tmp_path / "p"),
+                "--image-size",
+                "16",
+                "--workers",
+                "0",
+            ]
+        )
+        == 0
+    )
     assert json.loads((tmp_path / "p" / "prepared.json").read_text())["studies"] == 3
     # a second run checks the archives it has against the recorded sums, and a corrupted one is refused
     result = download_iu_xray(out, base_url=server.url, extract=False, progress=None)
@@ -122,8 +139,24 @@ def test_download_iu_xray_from_a_local_mirror_gives_the_openi_layout(tmp_path: P
 
 def test_stats_text_and_self_contained_html(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     src = fx.write_iu_csv(tmp_path / "csv")
-    assert main(["data", "prepare", "iu_csv", "--src", str(src), "--out", str(tmp_path / "p"), "--image-size", "16",
-                 "--workers", "0"]) == 0
+    assert (
+        main(
+            [
+                "data",
+                "prepare",
+                "iu_csv",
+                "--src",
+                str(src),
+                "--out",
+                str(tmp_path / "p"),
+                "--image-size",
+                "16",
+                "--workers",
+                "0",
+            ]
+        )
+        == 0
+    )
     assert "1 unusable studies (missing section 1)" in capsys.readouterr().err
     stats = data_stats(tmp_path / "p")
     assert stats["studies"] == 3 and stats["problem_kinds"] == {"missing section": 1}
@@ -143,8 +176,23 @@ def test_cli_errors_are_one_clear_line(tmp_path: Path, capsys: pytest.CaptureFix
     assert main(["data", "prepare", "iu_csv", "--src", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
     assert "indiana_reports.csv does not exist" in capsys.readouterr().err
     fx.write_iu_csv(tmp_path / "csv")
-    assert main(["data", "prepare", "iu_csv", "--src", str(tmp_path / "csv"), "--out", str(tmp_path / "o"),
-                 "--strict", "--workers", "0"]) == 2
+    assert (
+        main(
+            [
+                "data",
+                "prepare",
+                "iu_csv",
+                "--src",
+                str(tmp_path / "csv"),
+                "--out",
+                str(tmp_path / "o"),
+                "--strict",
+                "--workers",
+                "0",
+            ]
+        )
+        == 2
+    )
     assert "CXR3" in capsys.readouterr().err
     assert main(["data", "prepare", "nope", "--src", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
     assert "unknown data source" in capsys.readouterr().err

@@ -89,8 +89,12 @@ def test_chat_is_shown_only_for_families_that_support_dialogue(loaded: LoadedMod
 def test_chat_turns_reach_the_task_as_question_answer_pairs() -> None:
     from medvl.demo.app import _turns
 
-    messages = [{"role": "user", "content": "effusion?"}, {"role": "assistant", "content": "no"},
-                {"role": "user", "content": "heart?"}, {"role": "assistant", "content": "normal"}]
+    messages = [
+        {"role": "user", "content": "effusion?"},
+        {"role": "assistant", "content": "no"},
+        {"role": "user", "content": "heart?"},
+        {"role": "assistant", "content": "normal"},
+    ]
     assert _turns(messages) == [("effusion?", "no"), ("heart?", "normal")]
 
 
@@ -111,11 +115,14 @@ def demo_url(loaded: LoadedModel) -> Iterator[str]:
         demo.close()
 
 
-@pytest.mark.skipif(not (CHROMIUM.exists() and CHROMEDRIVER.exists()),
-                    reason="needs Debian's chromium and chromium-driver (/usr/bin/chromium, /usr/bin/chromedriver); "
-                           ".ci/run installs them")
-def test_real_browser_uploads_an_xray_and_sees_a_report(demo_url: str, tmp_path: Path, synth_root: Path,
-                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.skipif(
+    not (CHROMIUM.exists() and CHROMEDRIVER.exists()),
+    reason="needs Debian's chromium and chromium-driver (/usr/bin/chromium, /usr/bin/chromedriver); "
+    ".ci/run installs them",
+)
+def test_real_browser_uploads_an_xray_and_sees_a_report(
+    demo_url: str, tmp_path: Path, synth_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
@@ -126,8 +133,17 @@ def test_real_browser_uploads_an_xray_and_sees_a_report(demo_url: str, tmp_path:
     upload = write_dicom(tmp_path / "frontal.dcm", xray_pattern(), syntax="rle", photometric="MONOCHROME1")
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1400,1100",
-                "--no-first-run", "--disable-extensions", "--proxy-server=direct://", "--proxy-bypass-list=*"):
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--window-size=1400,1100",
+        "--no-first-run",
+        "--disable-extensions",
+        "--proxy-server=direct://",
+        "--proxy-bypass-list=*",
+    ):
         options.add_argument(arg)
     driver = webdriver.Chrome(options=options, service=Service(str(CHROMEDRIVER)))
     try:

@@ -15,6 +15,7 @@ import torch
 from safetensors.torch import load_file
 
 from medvl.config.experiment import load_experiment
+from medvl.train.checkpoint import load_checkpoint
 from medvl.train.distributed import (
     DistInfo,
     DistributedSetupError,
@@ -25,7 +26,6 @@ from medvl.train.distributed import (
     resolve_backend,
     shard_indices,
 )
-from medvl.train.checkpoint import load_checkpoint
 from medvl.train.loop import Trainer, train
 from medvl.train.parallel import resolve_strategy
 
@@ -34,8 +34,18 @@ from .conftest import REPO, tiny_overrides
 # dropout 0: with dropout, runs on different world sizes draw different masks and agree only in distribution.
 # The ViT encoder has no BatchNorm: BatchNorm running statistics are per rank under data parallelism (each rank sees
 # its own micro-batches), so a BatchNorm model matches in its parameters and loss curve but not in those buffers.
-RUN = ["model.encoder=vit", "model.dropout=0", "data.batch_size=4", "train.global_batch_size=8", "train.max_steps=6", "train.eval_every=3",
-       "train.log_every=1", "train.warmup_steps=2", "train.lr=3e-3", "train.eval_max_studies=5"]
+RUN = [
+    "model.encoder=vit",
+    "model.dropout=0",
+    "data.batch_size=4",
+    "train.global_batch_size=8",
+    "train.max_steps=6",
+    "train.eval_every=3",
+    "train.log_every=1",
+    "train.warmup_steps=2",
+    "train.lr=3e-3",
+    "train.eval_max_studies=5",
+]
 
 
 # ------------------------------------------------------------------------------------------------ pure functions
@@ -71,8 +81,7 @@ def test_sharded_evaluation_returns_every_item_exactly_once(n: int, world: int) 
             merge_shards([p[1:] if i == 0 else p for i, p in enumerate(parts)], n)
 
 
-def test_wrong_settings_fail_before_any_work(monkeypatch: pytest.MonkeyPatch, synth_root: Path,
-                                             tmp_path: Path) -> None:
+def test_wrong_settings_fail_before_any_work(monkeypatch: pytest.MonkeyPatch, synth_root: Path, tmp_path: Path) -> None:
     if not torch.cuda.is_available():
         with pytest.raises(DistributedSetupError, match="nccl needs CUDA"):
             resolve_backend("nccl", "cpu")
@@ -103,8 +112,19 @@ def test_wrong_settings_fail_before_any_work(monkeypatch: pytest.MonkeyPatch, sy
 # ------------------------------------------------------------------------------------------------ 2 processes
 def _torchrun(args: list[str], timeout: int = 300) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "medvl",
-           "train", "quickstart", *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        "-m",
+        "medvl",
+        "train",
+        "quickstart",
+        *args,
+    ]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
     assert done.returncode == 0, (done.stdout[-2000:], done.stderr[-4000:])
     return done
@@ -131,8 +151,9 @@ def _weights(run: Path, name: str = "last") -> dict[str, torch.Tensor]:
 BATCHNORM_STATS = ("running_mean", "running_var", "num_batches_tracked")
 
 
-def _assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], tol: float = 2e-5,
-                         skip_batchnorm_stats: bool = False) -> None:
+def _assert_same_weights(
+    a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], tol: float = 2e-5, skip_batchnorm_stats: bool = False
+) -> None:
     assert a.keys() == b.keys()
     keys = [k for k in a if not (skip_batchnorm_stats and k.endswith(BATCHNORM_STATS))]
     worst = max(float((a[k].double() - b[k].double()).abs().max()) for k in keys)
@@ -147,8 +168,11 @@ def single_runs(synth_root: Path, tmp_path_factory: pytest.TempPathFactory) -> d
     def get(encoder: str) -> Path:
         if encoder not in runs:
             runs[encoder] = root / f"one_{encoder}"
-            train(load_experiment("quickstart", tiny_overrides(synth_root, runs[encoder], *RUN,
-                                                               f"model.encoder={encoder}")))
+            train(
+                load_experiment(
+                    "quickstart", tiny_overrides(synth_root, runs[encoder], *RUN, f"model.encoder={encoder}")
+                )
+            )
         return runs[encoder]
 
     return get  # type: ignore[return-value]
@@ -161,8 +185,13 @@ def one_process(single_runs) -> Path:  # noqa: ANN001
 
 @pytest.mark.slow
 @pytest.mark.parametrize(("strategy", "encoder"), [("ddp", "vit"), ("fsdp", "vit"), ("ddp", "conv")])
-def test_two_processes_match_one(strategy: str, encoder: str, single_runs, synth_root: Path,  # noqa: ANN001
-                                 tmp_path: Path) -> None:
+def test_two_processes_match_one(
+    strategy: str,
+    encoder: str,
+    single_runs,
+    synth_root: Path,  # noqa: ANN001
+    tmp_path: Path,
+) -> None:
     reference = single_runs(encoder)
     run = tmp_path / strategy
     _torchrun(tiny_overrides(synth_root, run, *RUN, f"train.strategy={strategy}", f"model.encoder={encoder}"))
@@ -184,7 +213,8 @@ def test_two_processes_match_one(strategy: str, encoder: str, single_runs, synth
             assert two[key] == pytest.approx(one[key], abs=1e-9), key
     # Only rank 0 wrote: one log line per step and validation, one set of checkpoints.
     assert len((run / "metrics.jsonl").read_text().splitlines()) == len(
-        (one_process / "metrics.jsonl").read_text().splitlines())
+        (one_process / "metrics.jsonl").read_text().splitlines()
+    )
 
 
 @pytest.mark.slow
@@ -198,8 +228,10 @@ def test_checkpoints_resume_across_world_sizes(one_process: Path, synth_root: Pa
     one = tmp_path / "one_from_two"
     first_half = tmp_path / "two_first_half"
     _torchrun(tiny_overrides(synth_root, first_half, *RUN))
-    train(load_experiment("quickstart", tiny_overrides(synth_root, one, *RUN)),
-          resume=str(first_half / "checkpoints" / "step_0000003"))
+    train(
+        load_experiment("quickstart", tiny_overrides(synth_root, one, *RUN)),
+        resume=str(first_half / "checkpoints" / "step_0000003"),
+    )
     _assert_same_weights(_weights(one), _weights(one_process))
     meta = json.loads((first_half / "checkpoints" / "step_0000003" / "meta.json").read_text())
     assert meta["world_size"] == 2 and meta["global_batch"] == 8 and meta["strategy"] == "ddp"
@@ -212,13 +244,31 @@ def test_evaluate_sharded_over_two_processes_equals_one(one_process: Path, tmp_p
     args = ["evaluate", str(one_process), "--split", "test", "--no-meteor", "--bootstrap", "50", "--no-html"]
     assert main([*args, "--out", str(tmp_path / "one")]) == 0
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-                           "-m", "medvl", *args, "--out", str(tmp_path / "two")], env=env, capture_output=True,
-                          text=True, timeout=300)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc-per-node",
+            "2",
+            "-m",
+            "medvl",
+            *args,
+            "--out",
+            str(tmp_path / "two"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("95% CI") == 1  # only rank 0 prints
-    rows = {name: [json.loads(x) for x in (tmp_path / name / "predictions.jsonl").read_text().splitlines()]
-            for name in ("one", "two")}
+    rows = {
+        name: [json.loads(x) for x in (tmp_path / name / "predictions.jsonl").read_text().splitlines()]
+        for name in ("one", "two")
+    }
     assert [r["id"] for r in rows["two"]] == [r["id"] for r in rows["one"]]  # every study once, in order
     assert [r["generated"] for r in rows["two"]] == [r["generated"] for r in rows["one"]]
     one, two = (json.loads((tmp_path / n / "metrics.json").read_text()) for n in ("one", "two"))

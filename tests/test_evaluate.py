@@ -3,8 +3,6 @@ majority-report baseline."""
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import time
 
@@ -218,14 +216,17 @@ def test_labeler_sentence(text: str, finding: str, expected: str | None) -> None
     assert labels[finding] == expected, labels
 
 
-@pytest.mark.parametrize("text", [
-    "No pneumothorax, pleural effusion, or focal consolidation.",
-    "There is no pneumothorax, pleural effusion or focal consolidation.",
-    "Without evidence of pneumothorax, pleural effusion, or consolidation.",
-    "Negative for pneumothorax, pleural effusion, consolidation.",
-    "Pneumothorax, pleural effusion and consolidation are not seen.",
-    "Pneumothorax, pleural effusion and consolidation have resolved.",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "No pneumothorax, pleural effusion, or focal consolidation.",
+        "There is no pneumothorax, pleural effusion or focal consolidation.",
+        "Without evidence of pneumothorax, pleural effusion, or consolidation.",
+        "Negative for pneumothorax, pleural effusion, consolidation.",
+        "Pneumothorax, pleural effusion and consolidation are not seen.",
+        "Pneumothorax, pleural effusion and consolidation have resolved.",
+    ],
+)
 def test_coordinated_lists_share_the_cue(text: str) -> None:
     labels = label_report(text)
     assert (labels["pneumothorax"], labels["pleural_effusion"], labels["consolidation"]) == (N, N, N), labels
@@ -233,8 +234,10 @@ def test_coordinated_lists_share_the_cue(text: str) -> None:
 
 
 def test_cues_stop_at_sentence_and_clause_boundaries() -> None:
-    labels = label_report("No pneumothorax. Small right pleural effusion; no consolidation, but there is atelectasis "
-                          "at the right base. Possible small left nodule. Edema.")
+    labels = label_report(
+        "No pneumothorax. Small right pleural effusion; no consolidation, but there is atelectasis "
+        "at the right base. Possible small left nodule. Edema."
+    )
     assert labels["pneumothorax"] == N and labels["pleural_effusion"] == P and labels["consolidation"] == N
     assert labels["atelectasis"] == P and labels["nodule_mass"] == U and labels["edema"] == P
     labels = label_report("Heart size is normal and there is a small left effusion.")
@@ -270,21 +273,39 @@ def test_every_finding_is_always_present() -> None:
     assert set(label_report("").values()) == {None}
 
 
-BRIEF_ABNORMAL = ("FINDINGS: The heart is mildly enlarged. There is a small left pleural effusion. No pneumothorax. "
-                  "There is no focal consolidation. An 8 mm nodule is seen in the right upper lobe. Endotracheal tube "
-                  "and right internal jugular central venous catheter in place. IMPRESSION: Mild cardiomegaly. Small "
-                  "left pleural effusion. Right upper lobe nodule.")
-BRIEF_NORMAL = ("FINDINGS: Heart size is normal. The lungs are clear. No pleural effusion or pneumothorax. "
-                "IMPRESSION: No acute cardiopulmonary abnormality.")
+BRIEF_ABNORMAL = (
+    "FINDINGS: The heart is mildly enlarged. There is a small left pleural effusion. No pneumothorax. "
+    "There is no focal consolidation. An 8 mm nodule is seen in the right upper lobe. Endotracheal tube "
+    "and right internal jugular central venous catheter in place. IMPRESSION: Mild cardiomegaly. Small "
+    "left pleural effusion. Right upper lobe nodule."
+)
+BRIEF_NORMAL = (
+    "FINDINGS: Heart size is normal. The lungs are clear. No pleural effusion or pneumothorax. "
+    "IMPRESSION: No acute cardiopulmonary abnormality."
+)
 
 
 def test_example_reports_exactly() -> None:
     assert label_report(BRIEF_ABNORMAL) == {
-        "cardiomegaly": P, "pleural_effusion": P, "pneumothorax": N, "consolidation": N, "nodule_mass": P,
-        "atelectasis": None, "edema": None, "support_devices": P}
+        "cardiomegaly": P,
+        "pleural_effusion": P,
+        "pneumothorax": N,
+        "consolidation": N,
+        "nodule_mass": P,
+        "atelectasis": None,
+        "edema": None,
+        "support_devices": P,
+    }
     assert label_report(BRIEF_NORMAL) == {
-        "cardiomegaly": N, "pleural_effusion": N, "pneumothorax": N, "consolidation": None, "nodule_mass": None,
-        "atelectasis": None, "edema": None, "support_devices": None}
+        "cardiomegaly": N,
+        "pleural_effusion": N,
+        "pneumothorax": N,
+        "consolidation": None,
+        "nodule_mass": None,
+        "atelectasis": None,
+        "edema": None,
+        "support_devices": None,
+    }
 
 
 def test_synthetic_grammar_is_labeled_exactly() -> None:
@@ -315,8 +336,12 @@ def test_binary_labels_policy() -> None:
     assert ones.sum() == 2  # nothing else is mentioned, so every other cell is 0
     assert binary_labels([]).shape == (0, len(FINDINGS))
     row = binary_labels([BRIEF_ABNORMAL])[0]
-    assert [FINDINGS[j] for j in np.nonzero(row)[0]] == ["cardiomegaly", "pleural_effusion", "nodule_mass",
-                                                         "support_devices"]
+    assert [FINDINGS[j] for j in np.nonzero(row)[0]] == [
+        "cardiomegaly",
+        "pleural_effusion",
+        "nodule_mass",
+        "support_devices",
+    ]
     with pytest.raises(ValueError, match="uncertain_as must be 0/1"):
         binary_labels(texts, uncertain_as=2)
 

@@ -14,13 +14,21 @@ from medvl.cli import main
 from medvl.infer.predictor import load_trained, predict_reports
 
 
-def test_export_loads_back_with_the_same_reports(trained_checkpoint: Path, synth_root: Path, tmp_path: Path,
-                                                 capsys: pytest.CaptureFixture[str]) -> None:
+def test_export_loads_back_with_the_same_reports(
+    trained_checkpoint: Path, synth_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "hf"
     assert main(["export", str(trained_checkpoint), str(out), "--format", "hf"]) == 0
     names = {p.name for p in out.iterdir()}
-    assert {"model.safetensors", "config.json", "generation_config.json", "preprocessor_config.json",
-            "tokenizer.json", "tokenizer_config.json", "README.md"} <= names
+    assert {
+        "model.safetensors",
+        "config.json",
+        "generation_config.json",
+        "preprocessor_config.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "README.md",
+    } <= names
     config = json.loads((out / "config.json").read_text())
     assert config["model_type"] == "medvl_captioner" and config["tie_word_embeddings"] is True
     assert config["hidden_size"] == 32 and config["medvl_config"]["model"]["size"] == "tiny"
@@ -38,17 +46,18 @@ def test_export_loads_back_with_the_same_reports(trained_checkpoint: Path, synth
     study = synth_root / "images" / json.loads((synth_root / "annotation.json").read_text())["test"][0]["id"]
     views = [study / "0.png", study / "1.png"]
     original, exported = load_trained(trained_checkpoint, device="cpu"), load_trained(out, device="cpu")
-    assert predict_reports(exported, [views], original.config.generation) == \
-        predict_reports(original, [views], original.config.generation)
+    assert predict_reports(exported, [views], original.config.generation) == predict_reports(
+        original, [views], original.config.generation
+    )
     capsys.readouterr()
     assert main(["predict", str(out), *map(str, views)]) == 0 and capsys.readouterr().out.strip()
     assert main(["export", str(trained_checkpoint), str(out)]) == 2
     assert "is not empty: choose a new folder or pass --overwrite" in capsys.readouterr().err
 
 
-def test_push_to_hub_offline_is_a_clear_message(trained_checkpoint: Path, tmp_path: Path,
-                                                monkeypatch: pytest.MonkeyPatch,
-                                                capsys: pytest.CaptureFixture[str]) -> None:
+def test_push_to_hub_offline_is_a_clear_message(
+    trained_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     argv = ["export", str(trained_checkpoint), str(tmp_path / "a"), "--push-to-hub", "me/model"]
     assert main(argv) == 2
@@ -68,8 +77,8 @@ def test_push_to_hub_offline_is_a_clear_message(trained_checkpoint: Path, tmp_pa
 
 
 def test_push_to_hub_against_a_silent_endpoint_times_out_and_names_the_step(
-        trained_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-        capsys: pytest.CaptureFixture[str]) -> None:
+    trained_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     import threading
 
     import medvl.export

@@ -63,19 +63,38 @@ def _parse(path: Path) -> _Page:
 
 def _metrics(baseline: bool = True) -> dict:
     metrics = {
-        "bleu_1": 0.41234, "bleu_1_ci_low": 0.39, "bleu_1_ci_high": 0.43,
-        "bleu_4": 0.1, "meteor": None, "rouge_l": 0.28, "cider": 0.31,
-        "ce_14_micro_precision": 0.5, "ce_14_micro_recall": 0.25, "ce_14_micro_f1": 0.33333,
-        "ce_14_micro_f1_ci_low": 0.3, "ce_14_micro_f1_ci_high": 0.36,
-        "ce_14_example_f1": 0.6, "ce_5_macro_f1": 0.22222,
+        "bleu_1": 0.41234,
+        "bleu_1_ci_low": 0.39,
+        "bleu_1_ci_high": 0.43,
+        "bleu_4": 0.1,
+        "meteor": None,
+        "rouge_l": 0.28,
+        "cider": 0.31,
+        "ce_14_micro_precision": 0.5,
+        "ce_14_micro_recall": 0.25,
+        "ce_14_micro_f1": 0.33333,
+        "ce_14_micro_f1_ci_low": 0.3,
+        "ce_14_micro_f1_ci_high": 0.36,
+        "ce_14_example_f1": 0.6,
+        "ce_5_macro_f1": 0.22222,
         "unavailable": {"meteor": "Java not found <needs java & jar>"},
-        "n_studies": 3, "split": "test", "labeler": "rule-based", "checkpoint": "runs/x/best.pt",
+        "n_studies": 3,
+        "split": "test",
+        "labeler": "rule-based",
+        "checkpoint": "runs/x/best.pt",
         "versions": {"medvl": "0.1.0", "torch": "2.5.1"},
         "per_finding": {n: {"precision": 0.5, "recall": 0.75, "f1": 0.6, "support": 4, "predicted": 6} for n in NAMES},
     }
     if baseline:
-        metrics["baseline"] = {"bleu_1": 0.3, "bleu_4": 0.05, "meteor": None, "rouge_l": 0.2, "cider": 0.1,
-                               "ce_14_micro_f1": 0.2, "ce_14_example_f1": 0.7}
+        metrics["baseline"] = {
+            "bleu_1": 0.3,
+            "bleu_4": 0.05,
+            "meteor": None,
+            "rouge_l": 0.2,
+            "cider": 0.1,
+            "ce_14_micro_f1": 0.2,
+            "ce_14_example_f1": 0.7,
+        }
     return metrics
 
 
@@ -86,12 +105,25 @@ def _png(path: Path, array: np.ndarray, mode: str) -> str:
     return str(path)
 
 
-def _row(sid: str, f1: float, images: list[str], ref: dict | None = None, gen: dict | None = None,
-         reference: str = "Normal heart size.", generated: str = "Normal heart.") -> dict:
+def _row(
+    sid: str,
+    f1: float,
+    images: list[str],
+    ref: dict | None = None,
+    gen: dict | None = None,
+    reference: str = "Normal heart size.",
+    generated: str = "Normal heart.",
+) -> dict:
     ref, gen = ref or {}, gen or {}
-    return {"id": sid, "reference": reference, "generated": generated, "image_paths": images, "example_f1": f1,
-            "reference_labels": {n: ref.get(n, 0) for n in NAMES},
-            "generated_labels": {n: gen.get(n, 0) for n in NAMES}}
+    return {
+        "id": sid,
+        "reference": reference,
+        "generated": generated,
+        "image_paths": images,
+        "example_f1": f1,
+        "reference_labels": {n: ref.get(n, 0) for n in NAMES},
+        "generated_labels": {n: gen.get(n, 0) for n in NAMES},
+    }
 
 
 @pytest.fixture()
@@ -112,8 +144,14 @@ def images(tmp_path: Path) -> dict[str, str]:
 def _write(tmp_path: Path, images: dict[str, str], **kwargs) -> tuple[Path, _Page]:
     metrics = kwargs.pop("metrics", None) or _metrics()
     rows = kwargs.pop("rows", None) or [
-        _row("worst", 0.0, [images["sixteen"], images["missing"]], ref={"Edema": 1, "Cardiomegaly": 1},
-             gen={"Cardiomegaly": 1, "Atelectasis": 1}, reference="Edema <script>alert(1)</script> & \"q\" – é 肺"),
+        _row(
+            "worst",
+            0.0,
+            [images["sixteen"], images["missing"]],
+            ref={"Edema": 1, "Cardiomegaly": 1},
+            gen={"Cardiomegaly": 1, "Atelectasis": 1},
+            reference='Edema <script>alert(1)</script> & "q" – é 肺',
+        ),
         _row("middle", 0.5, [images["corrupt"]], reference="see https://example.org/x for details"),
         _row("best", 1.0, [images["gray"], images["rgb"]], ref={"No Finding": 1}, gen={"No Finding": 1}),
     ]
@@ -125,8 +163,17 @@ def test_metric_table_values_ci_unavailable_and_baseline(tmp_path: Path, images:
     path, page = _write(tmp_path, images)
     assert path == tmp_path / "out" / "report.html" and path.is_file()
     text = "".join(page.text)
-    for key in ("bleu_1", "bleu_4", "meteor", "rouge_l", "cider", "ce_14_micro_precision", "ce_14_micro_f1",
-                "ce_14_example_f1", "ce_5_macro_f1"):
+    for key in (
+        "bleu_1",
+        "bleu_4",
+        "meteor",
+        "rouge_l",
+        "cider",
+        "ce_14_micro_precision",
+        "ce_14_micro_f1",
+        "ce_14_example_f1",
+        "ce_5_macro_f1",
+    ):
         assert key in text
     for value in ("0.4123", "0.1000", "0.2800", "0.3100", "0.5000", "0.3333", "0.2222"):
         assert value in text
@@ -167,10 +214,13 @@ def test_gallery_order_size_and_chips(tmp_path: Path, images: dict[str, str]) ->
     ids = [c["id"] for c in page.cards]
     assert ids == ["worst", "best"]  # "middle" ranks second both ways, beyond gallery_size=1
     assert sorted(c for c in page.cards[0]["classes"] if c.startswith("chip ")) == [
-        "chip agreed", "chip hallucinated", "chip missed"]
+        "chip agreed",
+        "chip hallucinated",
+        "chip missed",
+    ]
     assert [c for c in page.cards[1]["classes"] if c.startswith("chip ")] == ["chip agreed"]
     html_text = (tmp_path / "out" / "report.html").read_text(encoding="utf-8")
-    card = html_text[html_text.index('data-id="worst"'):html_text.index('data-id="best"')]
+    card = html_text[html_text.index('data-id="worst"') : html_text.index('data-id="best"')]
     assert '<span class="chip agreed" title="agreed">Cardiomegaly</span>' in card
     assert '<span class="chip missed" title="missed">Edema</span>' in card
     assert '<span class="chip hallucinated" title="hallucinated">Atelectasis</span>' in card

@@ -111,8 +111,9 @@ def test_jpeg_exif_orientation_is_applied(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("syntax", ["explicit", "rle", "jpeg2000"])
-def test_dicom_pixels_reach_the_model_oriented_and_scaled(trained_checkpoint: Path, tmp_path: Path,
-                                                          syntax: str) -> None:
+def test_dicom_pixels_reach_the_model_oriented_and_scaled(
+    trained_checkpoint: Path, tmp_path: Path, syntax: str
+) -> None:
     """What the image encoder receives, read with a hook, is the display image resized and normalized."""
     from medvl.infer.predictor import load_trained, predict_reports
 

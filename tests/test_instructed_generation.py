@@ -30,9 +30,17 @@ def _vqa_studies(studies):
     for k, s in enumerate(studies):
         finding = list(FINDING_QUESTIONS)[k % 2]
         answer = "yes" if (s.labels or {}).get(finding) == 1 else "no"
-        out.append(dataclasses.replace(s, id=f"q{k}_{s.id}", report="", labels=None,
-                                       question=FINDING_QUESTIONS[finding], answer=answer,
-                                       meta={"answer_type": "closed", "question_type": "presence"}))
+        out.append(
+            dataclasses.replace(
+                s,
+                id=f"q{k}_{s.id}",
+                report="",
+                labels=None,
+                question=FINDING_QUESTIONS[finding],
+                answer=answer,
+                meta={"answer_type": "closed", "question_type": "presence"},
+            )
+        )
     return out
 
 
@@ -42,8 +50,11 @@ def parts(synth_root: Path):
     train = splits["train"][:12]
     vqa = _vqa_studies(splits["train"][12:24])
     studies = train + vqa
-    tok = train_bpe_tokenizer([t for s in studies for t in (s.report, s.question, s.answer) if t] + ["no finding"],
-                              vocab_size=300, min_frequency=1)
+    tok = train_bpe_tokenizer(
+        [t for s in studies for t in (s.report, s.question, s.answer) if t] + ["no finding"],
+        vocab_size=300,
+        min_frequency=1,
+    )
     answers = sorted({s.answer for s in vqa} | {"maybe later", "left lower lobe"})
     class_names = sorted({n for s in train for n, v in (s.labels or {}).items() if v == 1}) + ["no finding"]
     return studies, {"tokenizer": tok, "answers": answers, "class_names": class_names, "multi_label": True}
@@ -51,11 +62,25 @@ def parts(synth_root: Path):
 
 def _task(assets, **options) -> InstructedGenerationTask:
     torch.manual_seed(0)
-    mc = UnifiedConfig(image_size=32, resnet="resnet18", d_model=32, n_heads=4, ffn_dim=64, encoder_layers=1,
-                       decoder_layers=1, vocab_size=len(assets["tokenizer"]), pad_id=0, dropout=0.0)
-    cfg = ExperimentConfig(model_family="unified", model_size="tiny", model=mc,
-                           task=InstructedGenerationOptions(none_class="no finding", **options),
-                           train=TrainConfig(label_smoothing=0.1))
+    mc = UnifiedConfig(
+        image_size=32,
+        resnet="resnet18",
+        d_model=32,
+        n_heads=4,
+        ffn_dim=64,
+        encoder_layers=1,
+        decoder_layers=1,
+        vocab_size=len(assets["tokenizer"]),
+        pad_id=0,
+        dropout=0.0,
+    )
+    cfg = ExperimentConfig(
+        model_family="unified",
+        model_size="tiny",
+        model=mc,
+        task=InstructedGenerationOptions(none_class="no finding", **options),
+        train=TrainConfig(label_smoothing=0.1),
+    )
     return InstructedGenerationTask(UnifiedModel(mc).eval(), assets, cfg)
 
 
@@ -79,8 +104,12 @@ def test_mixed_batch_loss_is_the_mean_of_per_subtask_losses(parts):
     # and a one-sub-task batch is the plain per-token label-smoothed loss (vqa: under the answer trie)
     batch = _batch(task, studies, ("vqa",))
     logits = task._logits(batch)
-    direct = label_smoothed_nll(logits, batch.target_ids.masked_fill(~batch.target_mask, -100), epsilon=0.1,
-                                allowed_mask=task.allowed_mask(batch, logits.shape[-1]))
+    direct = label_smoothed_nll(
+        logits,
+        batch.target_ids.masked_fill(~batch.target_mask, -100),
+        epsilon=0.1,
+        allowed_mask=task.allowed_mask(batch, logits.shape[-1]),
+    )
     assert vqa.item() == pytest.approx((direct.loss / direct.n_tokens).item(), rel=1e-5)
 
 
@@ -144,8 +173,10 @@ def test_text_only_summarization_goes_through_the_same_model(parts):
     from medvl.data.study import Study
 
     studies, assets = parts
-    texts = [Study(f"s{k}", (), "", "train", (), None, question=s.report, answer=s.report.split(".")[0])
-             for k, s in enumerate(studies[:4])]
+    texts = [
+        Study(f"s{k}", (), "", "train", (), None, question=s.report, answer=s.report.split(".")[0])
+        for k, s in enumerate(studies[:4])
+    ]
     assert len(check_studies(texts, False, InstructedGenerationTask.usable, text_only=True)[0]) == 4
     assert not check_studies(texts, False, InstructedGenerationTask.usable)[0]  # image tasks skip them
     task = _task(assets)
@@ -185,9 +216,17 @@ def test_options_are_checked():
 
 
 # ------------------------------------------------------------------------------------ recipes through the runner
-UNIFIED_TINY = ["model.resnet=resnet18", "model.d_model=32", "model.n_heads=4", "model.ffn_dim=64",
-                "model.encoder_layers=1", "model.decoder_layers=1", "train.max_steps=3", "train.eval_every=3",
-                "train.eval_max_studies=8"]
+UNIFIED_TINY = [
+    "model.resnet=resnet18",
+    "model.d_model=32",
+    "model.n_heads=4",
+    "model.ffn_dim=64",
+    "model.encoder_layers=1",
+    "model.decoder_layers=1",
+    "train.max_steps=3",
+    "train.eval_every=3",
+    "train.eval_max_studies=8",
+]
 
 
 SYNTH_SESSION = ["data.synth.n=40", "data.synth.seed=3", "data.synth.image_size=64", "data.synth.lateral=true"]
@@ -201,8 +240,13 @@ def _train_and_evaluate(recipe: str, overrides: list[str], run: Path, max_studie
 
     summary = train(load_experiment(recipe, overrides))
     assert summary["steps"] == 3
-    return evaluate(run, split="test", max_studies=max_studies, progress=False,
-                    options=ScoringOptions(bootstrap=0, html=False, meteor=False))
+    return evaluate(
+        run,
+        split="test",
+        max_studies=max_studies,
+        progress=False,
+        options=ScoringOptions(bootstrap=0, html=False, meteor=False),
+    )
 
 
 def test_pretrain_recipe_trains_and_evaluates_every_subtask(synth_root: Path, tmp_path: Path):
@@ -211,8 +255,10 @@ def test_pretrain_recipe_trains_and_evaluates_every_subtask(synth_root: Path, tm
     run = tmp_path / "run"
     synth = "{n: 40, seed: 3, image_size: 64, lateral: true}"
     overrides = tiny_overrides(synth_root, run, *UNIFIED_TINY)[2:]  # the recipe's mixture, on the session's set
-    overrides.append(f"data.mixture=[{{source: synthetic, root: {synth_root}, synth: {synth}}}, "
-                     f"{{source: cxr_vqa_synthetic, root: {synth_root}, synth: {synth}}}]")
+    overrides.append(
+        f"data.mixture=[{{source: synthetic, root: {synth_root}, synth: {synth}}}, "
+        f"{{source: cxr_vqa_synthetic, root: {synth_root}, synth: {synth}}}]"
+    )
     result = _train_and_evaluate("biomedgpt_pretrain_tiny_synthetic", overrides, run, max_studies=0)
     assert result["subtasks"] == ["caption", "classification", "vqa"]
     assert result["vqa"]["n_closed"] > 0 and result["vqa"]["outside_candidates"] == 0
@@ -229,10 +275,21 @@ def test_classify_nih_recipe_on_the_real_subset(tmp_path: Path):
     if not (root / "Data_Entry_2017_v2020_subset.csv").is_file():
         pytest.skip(f"{root} is absent (real NIH ChestX-ray14 subset)")
     run = tmp_path / "run"
-    result = _train_and_evaluate("biomedgpt_classify_nih", [
-        f"data.root={root}", f"train.output_dir={run}", "train.progress=false", "train.num_threads=1",
-        "train.loggers=[jsonl]", "data.batch_size=4", "tokenizer.vocab_size=300", "model.image_size=32",
-        *UNIFIED_TINY], run)
+    result = _train_and_evaluate(
+        "biomedgpt_classify_nih",
+        [
+            f"data.root={root}",
+            f"train.output_dir={run}",
+            "train.progress=false",
+            "train.num_threads=1",
+            "train.loggers=[jsonl]",
+            "data.batch_size=4",
+            "tokenizer.vocab_size=300",
+            "model.image_size=32",
+            *UNIFIED_TINY,
+        ],
+        run,
+    )
     section = result["classification"]
     assert section["n_examples"] == 6 and len(section["per_class"]) == 15
 
@@ -268,9 +325,23 @@ def test_real_vqa_recipes_run_on_the_shared_data(recipe: str, folder: str, tmp_p
     from medvl.train.loop import train
 
     run = tmp_path / "run"
-    train(load_experiment(recipe, [f"data.root={root}", f"train.output_dir={run}", "train.progress=false",
-                                   "train.num_threads=1", "train.loggers=[jsonl]", "data.batch_size=4",
-                                   "data.max_studies=40", "tokenizer.vocab_size=400", "model.image_size=32",
-                                   "generation.num_beams=2", *UNIFIED_TINY]))
+    train(
+        load_experiment(
+            recipe,
+            [
+                f"data.root={root}",
+                f"train.output_dir={run}",
+                "train.progress=false",
+                "train.num_threads=1",
+                "train.loggers=[jsonl]",
+                "data.batch_size=4",
+                "data.max_studies=40",
+                "tokenizer.vocab_size=400",
+                "model.image_size=32",
+                "generation.num_beams=2",
+                *UNIFIED_TINY,
+            ],
+        )
+    )
     result = evaluate(run, split="val", max_studies=8, progress=False, options=ScoringOptions(bootstrap=0, html=False))
     assert result["vqa"]["n"] == 8 and result["vqa"]["outside_candidates"] == 0

@@ -90,8 +90,10 @@ def test_sentence(text: str, finding: str, expected: str | None) -> None:
 
 
 def test_cues_stop_at_clause_and_sentence_boundaries() -> None:
-    labels = label_report("No pneumothorax. There is a small right pleural effusion; no consolidation, but there is "
-                          "atelectasis at the right base.")
+    labels = label_report(
+        "No pneumothorax. There is a small right pleural effusion; no consolidation, but there is "
+        "atelectasis at the right base."
+    )
     assert labels["pneumothorax"] == N and labels["pleural_effusion"] == P
     assert labels["consolidation"] == N and labels["atelectasis"] == P
 

@@ -27,8 +27,20 @@ def _flat(studies: dict) -> dict:
 
 
 def test_every_layout_is_registered() -> None:
-    assert {"iu_xray", "openi", "iu_csv", "mimic_cxr", "mimic_cxr_jpg", "xraygpt", "coco_captions", "flickr_captions",
-            "manifest", "dicom", "prepared", "synthetic"} <= set(SOURCES.names())
+    assert {
+        "iu_xray",
+        "openi",
+        "iu_csv",
+        "mimic_cxr",
+        "mimic_cxr_jpg",
+        "xraygpt",
+        "coco_captions",
+        "flickr_captions",
+        "manifest",
+        "dicom",
+        "prepared",
+        "synthetic",
+    } <= set(SOURCES.names())
 
 
 def test_openi_and_csv_layouts_give_the_same_studies(tmp_path: Path) -> None:
@@ -40,8 +52,9 @@ def test_openi_and_csv_layouts_give_the_same_studies(tmp_path: Path) -> None:
         b = csv_[sid]
         assert (a.report, a.split, a.view_ids, a.problem) == (b.report, b.split, b.view_ids, b.problem)
         assert a.split == hash_split(sid)
-        assert [p.name.removesuffix(".png") for p in a.image_paths] == \
-               [p.name.removesuffix(".dcm.png") for p in b.image_paths]  # frontal first in both
+        assert [p.name.removesuffix(".png") for p in a.image_paths] == [
+            p.name.removesuffix(".dcm.png") for p in b.image_paths
+        ]  # frontal first in both
         assert all(p.is_file() for p in a.image_paths + b.image_paths)
     assert openi["CXR1"].view_ids == (0, 1) and openi["CXR1"].report == fx.IU["1"][0]
     assert openi["CXR1"].meta["mesh"] == ["normal"]
@@ -57,8 +70,9 @@ def test_missing_findings_section_is_counted_with_its_reason(tmp_path: Path) -> 
     assert len(kept) == 3 and [s.id for s in skipped] == ["CXR3"] and "FINDINGS" in skipped[0].reason
     with pytest.raises(StudyError, match="CXR3.*FINDINGS"):
         check_studies([s for v in studies.values() for s in v], strict=True)
-    fallback = _flat(_load("iu_csv", fx.write_iu_csv(tmp_path / "csv"),
-                           reports=ReportConfig(section="findings|impression")))
+    fallback = _flat(
+        _load("iu_csv", fx.write_iu_csv(tmp_path / "csv"), reports=ReportConfig(section="findings|impression"))
+    )
     assert fallback["CXR3"].report == "No acute disease." and not fallback["CXR3"].problem
     both = _flat(_load("iu_csv", tmp_path / "csv", reports=ReportConfig(section="findings+impression")))
     assert both["CXR1"].report == f"{fx.IU['1'][0]} {fx.IU['1'][1]}"
@@ -91,8 +105,11 @@ def test_duplicated_study_id_keeps_the_first_and_counts_the_other(tmp_path: Path
 def test_mimic_cxr_jpg(tmp_path: Path) -> None:
     root = fx.write_mimic_jpg(tmp_path / "mimic")
     studies = _load("mimic_cxr_jpg", root)
-    assert {k: [s.id for s in v] for k, v in studies.items()} == \
-           {"train": ["s50414267"], "val": ["s53189527"], "test": ["s57375967"]}
+    assert {k: [s.id for s in v] for k, v in studies.items()} == {
+        "train": ["s50414267"],
+        "val": ["s53189527"],
+        "test": ["s57375967"],
+    }
     s = studies["train"][0]
     assert s.report.startswith("There is no focal consolidation") and s.report.endswith("normal in size.")
     assert [p.stem for p in s.image_paths] == ["02aa", "174c"] and s.view_ids == (0, 1)
@@ -108,8 +125,14 @@ def test_mimic_cxr_jpg(tmp_path: Path) -> None:
 
 def test_mimic_r2gen_layout_keeps_study_and_subject(tmp_path: Path) -> None:
     (tmp_path / "images" / "p10").mkdir(parents=True)
-    rec = {"id": "02aa", "study_id": 504, "subject_id": 100, "report": "No effusion.", "image_path": ["p10/a.jpg"],
-           "split": "train"}
+    rec = {
+        "id": "02aa",
+        "study_id": 504,
+        "subject_id": 100,
+        "report": "No effusion.",
+        "image_path": ["p10/a.jpg"],
+        "split": "train",
+    }
     (tmp_path / "annotation.json").write_text(json.dumps({"train": [rec], "val": [], "test": []}))
     s = _load("mimic_cxr", tmp_path)["train"][0]
     assert s.meta == {"study_id": 504, "subject_id": 100} and s.image_paths == (tmp_path / "images" / "p10/a.jpg",)
@@ -136,15 +159,24 @@ def test_coco_and_flickr_captions(tmp_path: Path) -> None:
 def test_generic_manifest_jsonl_and_csv(tmp_path: Path) -> None:
     fx.png(tmp_path / "img" / "a.png")
     fx.png(tmp_path / "img" / "b.png")
-    recs = [{"id": "a", "image_paths": ["img/a.png", "img/b.png"], "text": "No effusion.", "split": "valid",
-             "views": ["PA", "LATERAL"], "labels": {"findings": ["Effusion"]}},
-            {"id": "b", "image_paths": "img/b.png", "report": "Clear.", "labels": {"view": "LL"}}]
+    recs = [
+        {
+            "id": "a",
+            "image_paths": ["img/a.png", "img/b.png"],
+            "text": "No effusion.",
+            "split": "valid",
+            "views": ["PA", "LATERAL"],
+            "labels": {"findings": ["Effusion"]},
+        },
+        {"id": "b", "image_paths": "img/b.png", "report": "Clear.", "labels": {"view": "LL"}},
+    ]
     (tmp_path / "manifest.jsonl").write_text("\n".join(json.dumps(r) for r in recs))
     s = _flat(_load("manifest", tmp_path))
     assert s["a"].split == "val" and s["a"].view_ids == (0, 1) and s["a"].meta["labels"] == {"findings": ["Effusion"]}
     assert s["b"].split == hash_split("b") and s["b"].view_ids == (1,) and s["b"].report == "Clear."
-    (tmp_path / "m.csv").write_text('id,image_paths,text,labels,split\na,img/a.png;img/b.png,No effusion.,'
-                                    'Effusion|Mass,train\n')
+    (tmp_path / "m.csv").write_text(
+        "id,image_paths,text,labels,split\na,img/a.png;img/b.png,No effusion.,Effusion|Mass,train\n"
+    )
     c = _load("manifest", tmp_path, manifest="m.csv")["train"][0]
     assert c.meta["labels"] == ["Effusion", "Mass"] and len(c.image_paths) == 2
     with pytest.raises(DataSourceError, match="no manifest.jsonl or manifest.csv"):
@@ -174,8 +206,10 @@ def test_report_rules_apply_to_every_source(tmp_path: Path) -> None:
     rules = ReportConfig(clean="r2gen", deid="unify", max_words=5)
     s = _flat(_load("iu_csv", root, reports=rules))["CXR2"]
     assert s.report == "mild cardiomegaly . xxxx opacity"
-    assert _flat(_load("iu_csv", root, reports=replace(rules, deid="drop", max_words=0)))["CXR2"].report == \
-        "mild cardiomegaly . opacity in the left base ."
+    assert (
+        _flat(_load("iu_csv", root, reports=replace(rules, deid="drop", max_words=0)))["CXR2"].report
+        == "mild cardiomegaly . opacity in the left base ."
+    )
 
 
 @pytest.mark.real_data
@@ -224,8 +258,12 @@ def _dicom_folder(root: Path) -> Path:
 
 CSV_LAYOUTS = [  # (source, writer, the CSV files of the layout, load options)
     ("iu_csv", fx.write_iu_csv, ["indiana_reports.csv", "indiana_projections.csv"], {}),
-    ("mimic_cxr_jpg", fx.write_mimic_jpg, ["mimic-cxr-2.0.0-split.csv", "mimic-cxr-2.0.0-metadata.csv.gz",
-                                           "mimic-cxr-2.0.0-chexpert.csv"], {}),
+    (
+        "mimic_cxr_jpg",
+        fx.write_mimic_jpg,
+        ["mimic-cxr-2.0.0-split.csv", "mimic-cxr-2.0.0-metadata.csv.gz", "mimic-cxr-2.0.0-chexpert.csv"],
+        {},
+    ),
     ("manifest", _manifest_csv, ["m.csv"], {"manifest": "m.csv"}),
     ("dicom", _dicom_folder, ["reports.csv"], {}),
     ("flickr_captions", fx.write_flickr, ["results.csv"], {}),
@@ -233,20 +271,23 @@ CSV_LAYOUTS = [  # (source, writer, the CSV files of the layout, load options)
 
 
 @pytest.mark.parametrize(("source", "write", "files", "options"), CSV_LAYOUTS, ids=[c[0] for c in CSV_LAYOUTS])
-def test_every_csv_layout_reads_utf8_with_a_byte_order_mark(tmp_path: Path, source: str, write, files: list[str],
-                                                            options: dict) -> None:  # noqa: ANN001
+def test_every_csv_layout_reads_utf8_with_a_byte_order_mark(
+    tmp_path: Path, source: str, write, files: list[str], options: dict
+) -> None:  # noqa: ANN001
     plain = _flat(_load(source, write(tmp_path / "plain"), **options))
     root = write(tmp_path / "bom")
     for name in files:
         _add_bom(root / name)
     with_bom = _flat(_load(source, root, **options))
-    assert plain and {k: (s.report, s.split, s.view_ids, s.problem) for k, s in with_bom.items()} == \
-        {k: (s.report, s.split, s.view_ids, s.problem) for k, s in plain.items()}
+    assert plain and {k: (s.report, s.split, s.view_ids, s.problem) for k, s in with_bom.items()} == {
+        k: (s.report, s.split, s.view_ids, s.problem) for k, s in plain.items()
+    }
 
 
 @pytest.mark.parametrize(("source", "write", "files", "options"), CSV_LAYOUTS, ids=[c[0] for c in CSV_LAYOUTS])
-def test_a_cp1252_csv_is_refused_naming_the_file_and_line(tmp_path: Path, source: str, write, files: list[str],
-                                                          options: dict) -> None:  # noqa: ANN001
+def test_a_cp1252_csv_is_refused_naming_the_file_and_line(
+    tmp_path: Path, source: str, write, files: list[str], options: dict
+) -> None:  # noqa: ANN001
     import gzip
 
     root = write(tmp_path / "cp")

@@ -36,8 +36,12 @@ def _batch(model: MaskedVideoViT, b: int = 3) -> ClipBatch:
     c = model.config
     g = torch.Generator().manual_seed(0)
     images = torch.rand(b, c.num_frames, c.in_chans, c.image_size, c.image_size, generator=g)
-    return ClipBatch([f"s{i}" for i in range(b)], images, torch.zeros(b, c.num_frames, dtype=torch.long),
-                     torch.ones(b, c.num_frames, dtype=torch.bool))
+    return ClipBatch(
+        [f"s{i}" for i in range(b)],
+        images,
+        torch.zeros(b, c.num_frames, dtype=torch.long),
+        torch.ones(b, c.num_frames, dtype=torch.bool),
+    )
 
 
 # --------------------------------------------------------------------------------------------------- the model
@@ -127,10 +131,26 @@ def test_pretrain_evaluate_then_finetune_from_the_encoder(synth_root: Path, tmp_
     from medvl.train.loop import Trainer
 
     pre = tmp_path / "pre"
-    cfg = load_experiment("cxr_mae_pretrain", tiny_overrides(
-        synth_root, pre, *FIXTURE, "train.max_steps=40", "train.eval_every=40", "train.lr=3e-3",
-        "train.warmup_steps=5", "model.embed_dim=64", "model.depth=2", "model.num_heads=2", "model.mlp_dim=128",
-        "model.decoder_dim=32", "model.decoder_depth=1", "model.decoder_heads=2", "model.decoder_mlp_dim=64"))
+    cfg = load_experiment(
+        "cxr_mae_pretrain",
+        tiny_overrides(
+            synth_root,
+            pre,
+            *FIXTURE,
+            "train.max_steps=40",
+            "train.eval_every=40",
+            "train.lr=3e-3",
+            "train.warmup_steps=5",
+            "model.embed_dim=64",
+            "model.depth=2",
+            "model.num_heads=2",
+            "model.mlp_dim=128",
+            "model.decoder_dim=32",
+            "model.decoder_depth=1",
+            "model.decoder_heads=2",
+            "model.decoder_mlp_dim=64",
+        ),
+    )
     trainer = Trainer(cfg)
     batch = trainer.task.collate([trainer.train_set[i] for i in range(8)])
     trainer.model.eval()
@@ -172,9 +192,21 @@ def test_pretrain_evaluate_then_finetune_from_the_encoder(synth_root: Path, tmp_
         assert answer.json()["reconstruction_loss"] == pytest.approx(record["reconstruction_loss"], rel=1e-4)
 
     fine = tmp_path / "fine"
-    cfg = load_experiment("cxr_classify_nih_mae", tiny_overrides(
-        synth_root, fine, *FIXTURE, "task.labels=[]", f"train.init_from={pre}", "train.max_steps=1",
-        "model.embed_dim=64", "model.depth=2", "model.num_heads=2", "model.mlp_dim=128"))
+    cfg = load_experiment(
+        "cxr_classify_nih_mae",
+        tiny_overrides(
+            synth_root,
+            fine,
+            *FIXTURE,
+            "task.labels=[]",
+            f"train.init_from={pre}",
+            "train.max_steps=1",
+            "model.embed_dim=64",
+            "model.depth=2",
+            "model.num_heads=2",
+            "model.mlp_dim=128",
+        ),
+    )
     trainer = Trainer(cfg)
     saved = load_checkpoint(pre / "checkpoints" / "last", load_train_state=False).model_state
     state = trainer.model.state_dict()
@@ -195,13 +227,18 @@ def _original_names(model: MaskedVideoViT) -> dict[str, torch.Tensor]:
     for i in range(model.config.depth):
         hf = f"encoder.videomae.encoder.layer.{i}."
         orig = f"encoder.blocks.{i}."
-        out[orig + "attn.qkv.weight"] = torch.cat([sd[hf + f"attention.attention.{n}.weight"]
-                                                   for n in ("query", "key", "value")])
+        out[orig + "attn.qkv.weight"] = torch.cat(
+            [sd[hf + f"attention.attention.{n}.weight"] for n in ("query", "key", "value")]
+        )
         out[orig + "attn.q_bias"] = sd[hf + "attention.attention.query.bias"]
         out[orig + "attn.v_bias"] = sd[hf + "attention.attention.value.bias"]
-        for o, h in (("norm1", "layernorm_before"), ("norm2", "layernorm_after"),
-                     ("attn.proj", "attention.output.dense"), ("mlp.fc1", "intermediate.dense"),
-                     ("mlp.fc2", "output.dense")):
+        for o, h in (
+            ("norm1", "layernorm_before"),
+            ("norm2", "layernorm_after"),
+            ("attn.proj", "attention.output.dense"),
+            ("mlp.fc1", "intermediate.dense"),
+            ("mlp.fc2", "output.dense"),
+        ):
             for kind in ("weight", "bias"):
                 out[orig + f"{o}.{kind}"] = sd[hf + f"{h}.{kind}"]
     return out
@@ -242,8 +279,9 @@ def test_a_timm_vit_loads_and_another_architecture_fails_loudly(tmp_path: Path) 
     timm = pytest.importorskip("timm")
     from medvl.models.mae_weights import PretrainedWeightsError, load_pretrained
 
-    vit = timm.models.VisionTransformer(img_size=32, patch_size=8, in_chans=3, embed_dim=64, depth=2, num_heads=2,
-                                        mlp_ratio=2.0, num_classes=0)
+    vit = timm.models.VisionTransformer(
+        img_size=32, patch_size=8, in_chans=3, embed_dim=64, depth=2, num_heads=2, mlp_ratio=2.0, num_classes=0
+    )
     torch.save(vit.state_dict(), tmp_path / "vit.pth")
     model = _model(num_frames=2)  # grayscale clips in tubelets of 2: the RGB 2-D kernel is summed and inflated
     report = load_pretrained(model, tmp_path / "vit.pth")
@@ -265,10 +303,23 @@ def test_layer_decay_in_the_optimizer_that_steps_and_the_wd_schedule(synth_root:
     from medvl.train.loop import Trainer
 
     decay = 0.5
-    cfg = load_experiment("cxr_classify_nih_mae", tiny_overrides(
-        synth_root, tmp_path, *FIXTURE, "task.labels=[]", "train.init_from=", "train.max_steps=4",
-        f"train.layer_decay={decay}", "model.depth=3", "train.warmup_steps=2", "train.weight_decay=0.05",
-        "train.weight_decay_end=0.2", "train.eval_every=100"))
+    cfg = load_experiment(
+        "cxr_classify_nih_mae",
+        tiny_overrides(
+            synth_root,
+            tmp_path,
+            *FIXTURE,
+            "task.labels=[]",
+            "train.init_from=",
+            "train.max_steps=4",
+            f"train.layer_decay={decay}",
+            "model.depth=3",
+            "train.warmup_steps=2",
+            "train.weight_decay=0.05",
+            "train.weight_decay_end=0.2",
+            "train.eval_every=100",
+        ),
+    )
     trainer = Trainer(cfg)
     model, depth = trainer.model, 3
 
@@ -285,7 +336,7 @@ def test_layer_decay_in_the_optimizer_that_steps_and_the_wd_schedule(synth_root:
     assert lr_head == pytest.approx(trainer.scheduler.get_last_lr()[0]) and lr_head > 0
     assert lr_of(last) == pytest.approx(lr_head * decay)
     assert lr_of(first) == pytest.approx(lr_of(last) * decay ** (depth - 1))
-    assert lr_of(embed) == pytest.approx(lr_of(last) * decay ** depth)  # the first layer vs the last block
+    assert lr_of(embed) == pytest.approx(lr_of(last) * decay**depth)  # the first layer vs the last block
     groups = trainer.optimizer.param_groups
     wd = {g["weight_decay"] for g in groups if g["initial_weight_decay"] > 0}
     assert len(wd) == 1 and 0.05 < wd.pop() <= 0.2  # moving along the cosine towards weight_decay_end
@@ -313,8 +364,9 @@ def test_schedules_without_warmup_and_mask_token_without_decay() -> None:
         build_optimizer(torch.nn.Linear(2, 2), lr=1e-3, weight_decay=0.05, layer_decay=0.75)
 
 
-def test_masked_modeling_resumes_exactly_and_explains_a_finetuned_image(synth_root: Path, tmp_path: Path,
-                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_masked_modeling_resumes_exactly_and_explains_a_finetuned_image(
+    synth_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from medvl.train.checkpoint import load_checkpoint
     from medvl.train.loop import Trainer, train
 
@@ -345,9 +397,20 @@ def test_masked_modeling_resumes_exactly_and_explains_a_finetuned_image(synth_ro
     from medvl.infer.saliency import gradcam
 
     fine = tmp_path / "fine"
-    train(load_experiment("cxr_classify_nih_mae", tiny_overrides(
-        synth_root, fine, *FIXTURE, "task.labels=[]", f"train.init_from={tmp_path / 'full'}", "train.max_steps=1",
-        "model.depth=1")))
+    train(
+        load_experiment(
+            "cxr_classify_nih_mae",
+            tiny_overrides(
+                synth_root,
+                fine,
+                *FIXTURE,
+                "task.labels=[]",
+                f"train.init_from={tmp_path / 'full'}",
+                "train.max_steps=1",
+                "model.depth=1",
+            ),
+        )
+    )
     loaded = load_trained(fine)
     image = sorted((synth_root / "images").glob("*/*.png"))[0]
     study = load_study(loaded, "x", [image])
@@ -356,26 +419,38 @@ def test_masked_modeling_resumes_exactly_and_explains_a_finetuned_image(synth_ro
     assert cam.shape == (1, 32, 32) and 0.0 <= cam.min() and cam.max() == pytest.approx(1.0)
 
 
-def test_seed_004_in_miniature_specialize_then_track_on_clips(synth_root: Path, clips_root: Path,
-                                                               tmp_path: Path) -> None:
+def test_seed_004_in_miniature_specialize_then_track_on_clips(
+    synth_root: Path, clips_root: Path, tmp_path: Path
+) -> None:
     """Masked modeling on synthetic satellite clips, then the regression task on the same encoder (init_from)."""
     from medvl.train.checkpoint import load_checkpoint
     from medvl.train.loop import Trainer, train
 
     from .conftest import CLIPS_SETTINGS, clips_overrides
 
-    clips = [*clips_overrides(clips_root), f"model.num_frames={CLIPS_SETTINGS['frames']}", "train.max_steps=2",
-             "model.depth=1"]
+    clips = [
+        *clips_overrides(clips_root),
+        f"model.num_frames={CLIPS_SETTINGS['frames']}",
+        "train.max_steps=2",
+        "model.depth=1",
+    ]
     pre = tmp_path / "pre"
     train(load_experiment("medicanes_specialize_tiny_synthetic", tiny_overrides(synth_root, pre, *clips)))
     recipe = tmp_path / "track.yaml"
-    recipe.write_text("model: {family: mae, size: tiny, embed_dim: 96, num_heads: 3, mlp_dim: 384}\n"
-                      "task: {name: regression, target_names: [x, y], normalize: true, loss: huber}\n")
-    trainer = Trainer(load_experiment(recipe, tiny_overrides(synth_root, tmp_path / "track", *clips,
-                                                             f"train.init_from={pre}")))
+    recipe.write_text(
+        "model: {family: mae, size: tiny, embed_dim: 96, num_heads: 3, mlp_dim: 384}\n"
+        "task: {name: regression, target_names: [x, y], normalize: true, loss: huber}\n"
+    )
+    trainer = Trainer(
+        load_experiment(recipe, tiny_overrides(synth_root, tmp_path / "track", *clips, f"train.init_from={pre}"))
+    )
     with pytest.raises(ValueError, match="trained with another model size"):
-        Trainer(load_experiment(recipe, tiny_overrides(synth_root, tmp_path / "wrong", *clips, "model.embed_dim=48",
-                                                       f"train.init_from={pre}")))
+        Trainer(
+            load_experiment(
+                recipe,
+                tiny_overrides(synth_root, tmp_path / "wrong", *clips, "model.embed_dim=48", f"train.init_from={pre}"),
+            )
+        )
     saved = load_checkpoint(pre / "checkpoints" / "last", load_train_state=False).model_state
     state = trainer.model.state_dict()
     assert trainer.model.config.num_outputs == 2 and trainer.model.config.tubelet_size == 2
@@ -383,8 +458,9 @@ def test_seed_004_in_miniature_specialize_then_track_on_clips(synth_root: Path, 
     assert trainer.fit()["steps"] == 2
 
 
-def test_the_three_shipped_medicane_stages_run_in_sequence_each_from_the_previous(synth_root: Path, clips_root: Path,
-                                                                                 tmp_path: Path) -> None:
+def test_the_three_shipped_medicane_stages_run_in_sequence_each_from_the_previous(
+    synth_root: Path, clips_root: Path, tmp_path: Path
+) -> None:
     """specialize (masked modeling) -> classify (init from stage 1) -> track (init from stage 2), the shipped tiny
     synthetic recipes at test size; each stage starts from exactly the weights the previous one saved."""
     from medvl.train.checkpoint import load_checkpoint
@@ -392,11 +468,19 @@ def test_the_three_shipped_medicane_stages_run_in_sequence_each_from_the_previou
 
     from .conftest import CLIPS_SETTINGS, clips_overrides
 
-    clips = [*clips_overrides(clips_root), f"model.num_frames={CLIPS_SETTINGS['frames']}", "train.max_steps=2",
-             "model.depth=1", "train.eval_every=2"]
+    clips = [
+        *clips_overrides(clips_root),
+        f"model.num_frames={CLIPS_SETTINGS['frames']}",
+        "train.max_steps=2",
+        "model.depth=1",
+        "train.eval_every=2",
+    ]
     previous = None
-    for stage in ("medicanes_specialize_tiny_synthetic", "medicanes_classify_tiny_synthetic",
-                  "medicanes_track_tiny_synthetic"):
+    for stage in (
+        "medicanes_specialize_tiny_synthetic",
+        "medicanes_classify_tiny_synthetic",
+        "medicanes_track_tiny_synthetic",
+    ):
         run = tmp_path / stage
         init = [f"train.init_from={previous}"] if previous else []
         trainer = Trainer(load_experiment(stage, tiny_overrides(synth_root, run, *clips, *init)))
@@ -407,5 +491,7 @@ def test_the_three_shipped_medicane_stages_run_in_sequence_each_from_the_previou
             assert encoder and all(torch.equal(state[k], saved[k]) for k in encoder), stage
         assert trainer.fit()["steps"] == 2
         previous = run
-    assert load_checkpoint(previous / "checkpoints" / "last", load_train_state=False).metadata["config"]["task"][
-        "name"] == "regression"
+    assert (
+        load_checkpoint(previous / "checkpoints" / "last", load_train_state=False).metadata["config"]["task"]["name"]
+        == "regression"
+    )

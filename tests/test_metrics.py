@@ -10,12 +10,16 @@ from medvl.evaluate.clinical import clinical_metrics
 from medvl.evaluate.scoring import score_reports
 from medvl.findings import FINDINGS
 
-REFS = ["FINDINGS: The heart is enlarged. No pneumothorax. IMPRESSION: Cardiomegaly.",
-        "FINDINGS: Heart size is normal. The lungs are clear. IMPRESSION: Normal chest.",
-        "FINDINGS: There is a small left pleural effusion. IMPRESSION: Small left pleural effusion."]
-HYPS = ["FINDINGS: The heart is enlarged. IMPRESSION: Cardiomegaly.",
-        "FINDINGS: Heart size is normal. The lungs are clear. No pneumothorax. IMPRESSION: Normal chest.",
-        "FINDINGS: There is a large right pleural effusion. IMPRESSION: Pleural effusion."]
+REFS = [
+    "FINDINGS: The heart is enlarged. No pneumothorax. IMPRESSION: Cardiomegaly.",
+    "FINDINGS: Heart size is normal. The lungs are clear. IMPRESSION: Normal chest.",
+    "FINDINGS: There is a small left pleural effusion. IMPRESSION: Small left pleural effusion.",
+]
+HYPS = [
+    "FINDINGS: The heart is enlarged. IMPRESSION: Cardiomegaly.",
+    "FINDINGS: Heart size is normal. The lungs are clear. No pneumothorax. IMPRESSION: Normal chest.",
+    "FINDINGS: There is a large right pleural effusion. IMPRESSION: Pleural effusion.",
+]
 
 
 def test_clinical_metrics_by_hand() -> None:
@@ -57,8 +61,9 @@ def test_score_reports_uses_ground_truth_when_given() -> None:
     truth[2, FINDINGS.index("pleural_effusion")] = 1
     headline, per_finding = score_reports(REFS, HYPS, truth)
     assert headline["gt_micro_f1"] == 1.0 and per_finding["gt"]["cardiomegaly"]["support"] == 1
-    assert {"bleu_4", "rouge_l", "cider", "gt_macro_f1", "gt_example_f1", "ce_14_micro_f1", "ce_5_macro_f1"} \
-        <= set(headline)
+    assert {"bleu_4", "rouge_l", "cider", "gt_macro_f1", "gt_example_f1", "ce_14_micro_f1", "ce_5_macro_f1"} <= set(
+        headline
+    )
     assert "meteor" not in headline and not any(k.endswith("_ci_low") for k in headline)  # validation stays cheap
     baseline, _ = score_reports(REFS, [REFS[1]] * 3, truth)
     assert baseline["gt_micro_f1"] == 0.0

@@ -70,10 +70,13 @@ def common_eos(model: Captioner, batch: tuple) -> int:
 # --- encoders ------------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name,fields,grid,dim", [
-    ("conv", {"conv_channels": (8, 16, 24), "conv_blocks": (1, 2, 1), "image_size": 64}, (8, 8), 24),
-    ("vit", {"image_size": 48, "patch_size": 8, "vit_dim": 32, "vit_depth": 2, "vit_heads": 4}, (6, 6), 32),
-])
+@pytest.mark.parametrize(
+    "name,fields,grid,dim",
+    [
+        ("conv", {"conv_channels": (8, 16, 24), "conv_blocks": (1, 2, 1), "image_size": 64}, (8, 8), 24),
+        ("vit", {"image_size": 48, "patch_size": 8, "vit_dim": 32, "vit_depth": 2, "vit_heads": 4}, (6, 6), 32),
+    ],
+)
 def test_scratch_encoders_give_patch_grids(name: str, fields: dict, grid: tuple, dim: int) -> None:
     encoder = ENCODERS.get(name)(tiny_config(encoder=name, **fields))
     x = torch.randn(3, 1, fields["image_size"], fields["image_size"])
@@ -101,9 +104,17 @@ def test_torchvision_encoder_loads_local_weights(tmp_path: Path) -> None:
 
 def test_hf_encoder_loads_a_local_model_directory(tmp_path: Path) -> None:
     transformers = pytest.importorskip("transformers")
-    vit = transformers.ViTModel(transformers.ViTConfig(
-        image_size=32, patch_size=8, num_channels=3, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-        intermediate_size=64))
+    vit = transformers.ViTModel(
+        transformers.ViTConfig(
+            image_size=32,
+            patch_size=8,
+            num_channels=3,
+            hidden_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=64,
+        )
+    )
     vit.save_pretrained(tmp_path / "vit")
     for size, side in ((32, 4), (48, 6)):  # its own size, and another one (interpolated position embeddings)
         encoder = ENCODERS.get("hf")(tiny_config(encoder="hf", encoder_weights=str(tmp_path / "vit"), image_size=size))
@@ -130,15 +141,18 @@ def test_missing_encoder_weights_name_the_field(encoder: str, name: str, tmp_pat
 # --- config ----------------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("fields,message", [
-    ({"d_model": 30, "n_heads": 4}, "divisible by model.n_heads"),
-    ({"image_size": 30}, "multiple of the conv"),
-    ({"encoder": "vit", "image_size": 32, "patch_size": 6}, "multiple of model.patch_size"),
-    ({"conv_channels": (8, 16), "conv_blocks": (1,)}, "same length"),
-    ({"pad_id": VOCAB}, "outside the vocabulary"),
-    ({"encoder": "torchvision", "encoder_name": ""}, "needs model.encoder_name"),
-    ({"max_len": 1}, "max_len"),
-])
+@pytest.mark.parametrize(
+    "fields,message",
+    [
+        ({"d_model": 30, "n_heads": 4}, "divisible by model.n_heads"),
+        ({"image_size": 30}, "multiple of the conv"),
+        ({"encoder": "vit", "image_size": 32, "patch_size": 6}, "multiple of model.patch_size"),
+        ({"conv_channels": (8, 16), "conv_blocks": (1,)}, "same length"),
+        ({"pad_id": VOCAB}, "outside the vocabulary"),
+        ({"encoder": "torchvision", "encoder_name": ""}, "needs model.encoder_name"),
+        ({"max_len": 1}, "max_len"),
+    ],
+)
 def test_config_validation(fields: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         tiny_config(**fields)
@@ -228,11 +242,14 @@ def test_masked_view_pixels_do_not_matter() -> None:
         assert torch.equal(a, b)
     model.eval()
     gen = {"bos_id": BOS, "eos_id": 3, "max_new_tokens": 8, "num_beams": 2}
-    assert torch.equal(model.generate(images, view_ids, view_mask, **gen),
-                       model.generate(other, view_ids, view_mask, **gen))
+    assert torch.equal(
+        model.generate(images, view_ids, view_mask, **gen), model.generate(other, view_ids, view_mask, **gen)
+    )
     view_mask[:, 1] = True  # and the same pixels do matter once the view is present
-    assert not torch.equal(model(images, view_ids, view_mask, ids, torch.ones_like(ids)),
-                           model(other, view_ids, view_mask, ids, torch.ones_like(ids)))
+    assert not torch.equal(
+        model(images, view_ids, view_mask, ids, torch.ones_like(ids)),
+        model(other, view_ids, view_mask, ids, torch.ones_like(ids)),
+    )
 
 
 @pytest.mark.parametrize("capacity", [0, 12])
@@ -260,8 +277,9 @@ def test_kv_cache_matches_full_forward(capacity: int) -> None:
         swap = torch.arange(3 * k).view(3, k).flip(1).flatten()  # exchange the two beams of every row
         cache = reorder_cache(cache, swap)
         step, _ = decoder(beams[swap, 6:7], cache, 6)
-        expected, _ = decoder(beams[swap, :7], decoder.init_cache(memory.repeat_interleave(k, 0),
-                                                                 memory_mask.repeat_interleave(k, 0)))
+        expected, _ = decoder(
+            beams[swap, :7], decoder.init_cache(memory.repeat_interleave(k, 0), memory_mask.repeat_interleave(k, 0))
+        )
         assert torch.allclose(step[:, 0], expected[:, 6], atol=1e-5)
         if capacity:
             with pytest.raises(ValueError, match="cache holds"):
@@ -297,8 +315,17 @@ def test_greedy_equals_beam_search_with_one_beam() -> None:
         return logits[:, -1], cache
 
     with torch.no_grad():
-        beam = beam_search(step, reorder_cache, model.decoder.init_cache(memory, memory_mask), 5, bos_id=BOS,
-                           eos_id=eos, pad_id=PAD, max_new_tokens=12, num_beams=1)
+        beam = beam_search(
+            step,
+            reorder_cache,
+            model.decoder.init_cache(memory, memory_mask),
+            5,
+            bos_id=BOS,
+            eos_id=eos,
+            pad_id=PAD,
+            max_new_tokens=12,
+            num_beams=1,
+        )
     assert (greedy == eos).any()
     assert torch.equal(greedy, beam)
 
@@ -346,8 +373,17 @@ def test_beam_search_with_kv_cache_equals_recomputing_every_prefix() -> None:
         return model.decoder(history, cache)[0][:, -1], history
 
     with torch.no_grad():
-        reference = beam_search(step, lambda history, index: history[index], torch.empty(4 * k, 0, dtype=torch.long),
-                                4, bos_id=BOS, eos_id=eos, pad_id=PAD, max_new_tokens=12, num_beams=k)
+        reference = beam_search(
+            step,
+            lambda history, index: history[index],
+            torch.empty(4 * k, 0, dtype=torch.long),
+            4,
+            bos_id=BOS,
+            eos_id=eos,
+            pad_id=PAD,
+            max_new_tokens=12,
+            num_beams=k,
+        )
     assert torch.equal(model.generate(*batch, bos_id=BOS, eos_id=eos, max_new_tokens=12, num_beams=k), reference)
 
 
@@ -362,8 +398,9 @@ def test_no_repeat_ngram_size_two_has_no_repeated_bigram() -> None:
 
     assert any(has_repeat([BOS, *r]) for r in free.tolist())  # the test means something: this model repeats
     for beams in (1, 3):
-        out = model.generate(*batch, bos_id=BOS, eos_id=VOCAB + 7, max_new_tokens=20, num_beams=beams,
-                             no_repeat_ngram_size=2)
+        out = model.generate(
+            *batch, bos_id=BOS, eos_id=VOCAB + 7, max_new_tokens=20, num_beams=beams, no_repeat_ngram_size=2
+        )
         assert out.shape == (4, 20)
         assert not any(has_repeat([BOS, *r]) for r in out.tolist())
 
@@ -396,5 +433,6 @@ def test_rows_end_with_eos_then_padding(num_beams: int) -> None:
 
 def test_generate_rejects_bad_arguments() -> None:
     with pytest.raises(ValueError, match="num_beams"):
-        generate(lambda t, c, p: (t, c), reorder_cache, None, 1, bos_id=1, eos_id=2, pad_id=0, max_new_tokens=3,
-                 num_beams=0)
+        generate(
+            lambda t, c, p: (t, c), reorder_cache, None, 1, bos_id=1, eos_id=2, pad_id=0, max_new_tokens=3, num_beams=0
+        )

@@ -19,16 +19,36 @@ from .conftest import SHARED_DATA
 needs_java = pytest.mark.skipif(java_missing_reason() is not None, reason=f"{java_missing_reason()}")
 IU = SHARED_DATA / "iu_xray_reports" / "annotation.json"
 
-TRICKY = ["Hello, world", "", "...", "Cannot exclude it; there's 3.5 cm (x) mass.", "½ “quoted” café naïve -- a/b 1,000",
-          "e.g. the pt. has a 3x4 cm mass, i.e. large.", "Dr. Smith's note: don't worry.", "Heart size is normal. etc.",
-          "AP view [portable] {test} 50% $100 #3 a+b a=b <5 mm> & so on", "cardiac  silhouette...   normal!!",
-          "'quoted' text", "T5-T6, L1 vertebra.", "CT. No change since the pelvis CT.", "XXXX't contours are stable.",
-          "The previously <br> described deformity.", "Line one\nline two\r\nline three",
-          # emoji, zero-width and format characters, soft hyphens, underscores inside words, accents
-          "Heart 😀 normal.", "lungs😀clear 👍🏽 ok 🫁 ❤️ fine", "heart\u200bsize normal",
-          "a\u200b b \u200d\u2060\ufeffc", "cardio\u00admegaly noted", "soft\u00ad hyphen \u00adstart",
-          "left_lung_base", "snake_case a_1 1_000 XXXX_XXXX",
-          "_under trail_ a__b _ __", "e\u0301clair café naïve", "x² ① ½cm 3¼ «quoted» ab‐cd ‐ £5 ¢"]
+TRICKY = [
+    "Hello, world",
+    "",
+    "...",
+    "Cannot exclude it; there's 3.5 cm (x) mass.",
+    "½ “quoted” café naïve -- a/b 1,000",
+    "e.g. the pt. has a 3x4 cm mass, i.e. large.",
+    "Dr. Smith's note: don't worry.",
+    "Heart size is normal. etc.",
+    "AP view [portable] {test} 50% $100 #3 a+b a=b <5 mm> & so on",
+    "cardiac  silhouette...   normal!!",
+    "'quoted' text",
+    "T5-T6, L1 vertebra.",
+    "CT. No change since the pelvis CT.",
+    "XXXX't contours are stable.",
+    "The previously <br> described deformity.",
+    "Line one\nline two\r\nline three",
+    # emoji, zero-width and format characters, soft hyphens, underscores inside words, accents
+    "Heart 😀 normal.",
+    "lungs😀clear 👍🏽 ok 🫁 ❤️ fine",
+    "heart\u200bsize normal",
+    "a\u200b b \u200d\u2060\ufeffc",
+    "cardio\u00admegaly noted",
+    "soft\u00ad hyphen \u00adstart",
+    "left_lung_base",
+    "snake_case a_1 1_000 XXXX_XXXX",
+    "_under trail_ a__b _ __",
+    "e\u0301clair café naïve",
+    "x² ① ½cm 3¼ «quoted» ab‐cd ‐ £5 ¢",
+]
 
 
 def _synthetic_reports(n: int, seed: int) -> list[str]:
@@ -42,8 +62,17 @@ def _synthetic_reports(n: int, seed: int) -> list[str]:
 
 
 # Generated reports with no token after PTB tokenization, and one empty reference: scored as pycocoevalcap does.
-AWKWARD = [("", ""), ("", "   "), ("", "..."), ("", " ! ? "), ("", "\n"), ("", "-- ; :"), ("", ""),
-           ("", "Mild cardiomegaly."), ("   ", "The lungs are clear.")]
+AWKWARD = [
+    ("", ""),
+    ("", "   "),
+    ("", "..."),
+    ("", " ! ? "),
+    ("", "\n"),
+    ("", "-- ; :"),
+    ("", ""),
+    ("", "Mild cardiomegaly."),
+    ("   ", "The lungs are clear."),
+]
 
 
 def _corpus() -> tuple[list[str], list[str]]:
@@ -94,7 +123,7 @@ def test_every_metric_matches_pycocoevalcap_end_to_end() -> None:
         ours = nlg_scores(refs, hyps, tokenizer="java", meteor=meteor, resamples=rows)
         # METEOR's corpus score of resamples, computed in numpy, equals the jar's own EVAL of those resamples.
         n_tokens = ptb_tokenize([*refs, *hyps], "java")[0]
-        stats = meteor.segment_stats(n_tokens[:len(refs)], n_tokens[len(refs):])
+        stats = meteor.segment_stats(n_tokens[: len(refs)], n_tokens[len(refs) :])
         jar = [meteor.corpus_scores([stats[i] for i in r])[1] for r in rows[:5].tolist()]
     reference = _pycocoevalcap(refs, hyps)
     assert ours.tokenizer == "ptb-java" and not ours.unavailable
@@ -122,8 +151,10 @@ def test_python_ptb_tokenizer_equals_the_java_one() -> None:
     assert used == "java"
     differ = [(t, j, p) for t, j, p in zip(texts, java, python, strict=True) if j != p]
     assert not differ, differ[:3]
-    assert java[TRICKY.index("Cannot exclude it; there's 3.5 cm (x) mass.") + 400] == \
-        "can not exclude it there 's 3.5 cm -lrb- x -rrb- mass"  # COCO's quirks, kept
+    assert (
+        java[TRICKY.index("Cannot exclude it; there's 3.5 cm (x) mass.") + 400]
+        == "can not exclude it there 's 3.5 cm -lrb- x -rrb- mass"
+    )  # COCO's quirks, kept
 
 
 def test_pooled_bleu_by_hand() -> None:
@@ -199,15 +230,24 @@ def test_empty_generated_report_meteor_as_in_pycocoevalcap() -> None:
 
 
 def test_cider_over_one_study_is_unavailable_not_zero() -> None:
-    result = nlg_scores(["The lungs are clear."], ["The lungs are clear."], tokenizer="python", meteor=False,
-                        resamples=np.zeros((3, 1), dtype=int))
+    result = nlg_scores(
+        ["The lungs are clear."],
+        ["The lungs are clear."],
+        tokenizer="python",
+        meteor=False,
+        resamples=np.zeros((3, 1), dtype=int),
+    )
     assert result.scores["cider"] is None and "one study" in result.unavailable["cider"]
     assert "log(1)" in result.unavailable["cider"] and "cider" not in result.per_study
     assert "cider" not in result.resampled and result.scores["bleu_1"] == pytest.approx(1.0)
     assert not result.warnings
     with pytest.warns(SmallCorpusWarning, match="fewer than 50"):
-        small = nlg_scores(["The lungs are clear.", "Mild cardiomegaly."], ["The lungs are clear.", ""],
-                           tokenizer="python", meteor=False)
+        small = nlg_scores(
+            ["The lungs are clear.", "Mild cardiomegaly."],
+            ["The lungs are clear.", ""],
+            tokenizer="python",
+            meteor=False,
+        )
     assert small.scores["cider"] is not None and len(small.warnings) == 1
 
 
@@ -215,8 +255,19 @@ def test_cider_over_one_study_is_unavailable_not_zero() -> None:
 def test_python_ptb_tokenizer_equals_java_on_unicode_ranges() -> None:
     """Every character of the Latin-1, IPA, punctuation, symbol and variation-selector blocks, inside a word and
     between words, plus characters outside the Basic Multilingual Plane."""
-    points = [*range(0xA0, 0x370), *range(0x2000, 0x2800), *range(0xFE00, 0xFE10), 0xFEFF, 0xFFFC, 0xFFFD,
-              *range(0x1F300, 0x1F320), *range(0x1F900, 0x1F910), 0x1D400, 0x10000, 0x20000]
+    points = [
+        *range(0xA0, 0x370),
+        *range(0x2000, 0x2800),
+        *range(0xFE00, 0xFE10),
+        0xFEFF,
+        0xFFFC,
+        0xFFFD,
+        *range(0x1F300, 0x1F320),
+        *range(0x1F900, 0x1F910),
+        0x1D400,
+        0x10000,
+        0x20000,
+    ]
     texts = [f"ab{chr(c)}cd" for c in points] + [f"ab {chr(c)} cd" for c in points]
     java, _ = ptb_tokenize(texts, "java")
     python, _ = ptb_tokenize(texts, "python")

@@ -27,8 +27,9 @@ def rows_of(path: Path) -> dict[str, dict]:
     return {r["id"]: r for r in map(json.loads, path.read_text().splitlines())}
 
 
-def test_folder_of_png_and_dicom_studies_with_a_broken_file(trained_checkpoint: Path, study_pngs: list[Path],
-                                                            tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_folder_of_png_and_dicom_studies_with_a_broken_file(
+    trained_checkpoint: Path, study_pngs: list[Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     folder = tmp_path / "incoming"
     (folder / "s1").mkdir(parents=True)
     for p in study_pngs:
@@ -49,8 +50,9 @@ def test_folder_of_png_and_dicom_studies_with_a_broken_file(trained_checkpoint: 
     assert "2 reports written, 1 studies failed (first: broken:" in capsys.readouterr().err
 
 
-def test_listings_globs_csv_output_and_strict(trained_checkpoint: Path, study_pngs: list[Path], tmp_path: Path,
-                                              capsys: pytest.CaptureFixture[str]) -> None:
+def test_listings_globs_csv_output_and_strict(
+    trained_checkpoint: Path, study_pngs: list[Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     for p in study_pngs:
         shutil.copy(p, tmp_path / p.name)
     listing = tmp_path / "studies.csv"
@@ -89,8 +91,9 @@ def test_listings_globs_csv_output_and_strict(trained_checkpoint: Path, study_pn
         (["{tmp}/dup.jsonl", "{tmp}/dup2.jsonl"], "study id 'x' appears twice"),
     ],
 )
-def test_bad_listings_are_clear_errors(trained_checkpoint: Path, tmp_path: Path, inputs: list[str], message: str,
-                                       capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_listings_are_clear_errors(
+    trained_checkpoint: Path, tmp_path: Path, inputs: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     (tmp_path / "bad.csv").write_text("id,report\n1,text\n")
     for name in ("dup.jsonl", "dup2.jsonl"):  # the same id in two listings
         (tmp_path / name).write_text('{"id": "x", "image": "a.png"}\n')
@@ -100,10 +103,19 @@ def test_bad_listings_are_clear_errors(trained_checkpoint: Path, tmp_path: Path,
     assert err.startswith("medvl: error:") and message in err
 
 
-def test_sampling_is_seeded_and_options_reach_generation(trained_checkpoint: Path, study_pngs: list[Path],
-                                                         capsys: pytest.CaptureFixture[str]) -> None:
-    argv = ["predict", str(trained_checkpoint), *map(str, study_pngs), "--sample", "--temperature", "1.5",
-            "--top-p", "0.95"]
+def test_sampling_is_seeded_and_options_reach_generation(
+    trained_checkpoint: Path, study_pngs: list[Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = [
+        "predict",
+        str(trained_checkpoint),
+        *map(str, study_pngs),
+        "--sample",
+        "--temperature",
+        "1.5",
+        "--top-p",
+        "0.95",
+    ]
     reports = []
     for seed in ("1", "1", "2", "3", "4"):
         assert main([*argv, "--seed", seed]) == 0
@@ -134,16 +146,17 @@ def test_top_k_top_p_filter_and_top_k_1_is_greedy() -> None:
 
 
 @pytest.mark.parametrize("many", [False, True])
-def test_predict_refuses_an_existing_out_file_unless_overwrite(trained_checkpoint: Path, study_pngs: list[Path],
-                                                               tmp_path: Path, many: bool,
-                                                               capsys: pytest.CaptureFixture[str]) -> None:
+def test_predict_refuses_an_existing_out_file_unless_overwrite(
+    trained_checkpoint: Path, study_pngs: list[Path], tmp_path: Path, many: bool, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "reports.jsonl"
     out.write_text("earlier results\n")
     images = [str(study_pngs[0].parent.parent)] if many else [str(p) for p in study_pngs]
     argv = ["predict", str(trained_checkpoint), *images, "--out", str(out), "--no-progress"]
     assert main(argv) == 2
-    assert capsys.readouterr().err == (f"medvl: error: {out} already exists: choose another --out or pass "
-                                       "--overwrite to replace it\n")
+    assert capsys.readouterr().err == (
+        f"medvl: error: {out} already exists: choose another --out or pass --overwrite to replace it\n"
+    )
     assert out.read_text() == "earlier results\n"
     assert main([*argv, "--overwrite"]) == 0
     rows = [json.loads(line) for line in out.read_text().splitlines()]

@@ -57,11 +57,17 @@ def test_bad_input_is_counted_and_listed_or_fatal_under_strict(tmp_path: Path) -
     with open(src / "indiana_reports.csv", "a") as f:
         f.write("1,normal,normal,x,Cough.,None.,Duplicate row.,Normal.\n")
     info = prepare("iu_csv", src, tmp_path / "out", image_size=16, workers=0, progress=False)
-    assert info["problem_kinds"] == {"missing section": 1, "duplicated id": 1, "empty image file": 1,
-                                     "undecodable image": 1}
+    assert info["problem_kinds"] == {
+        "missing section": 1,
+        "duplicated id": 1,
+        "empty image file": 1,
+        "undecodable image": 1,
+    }
     assert info["studies"] == 1 and info["problems"] == 4
-    reasons = {json.loads(x)["id"]: json.loads(x)["reason"]
-               for x in (tmp_path / "out" / "problems.jsonl").read_text().splitlines()}
+    reasons = {
+        json.loads(x)["id"]: json.loads(x)["reason"]
+        for x in (tmp_path / "out" / "problems.jsonl").read_text().splitlines()
+    }
     assert "0 bytes" in reasons["CXR2"] and str(zero) in reasons["CXR2"] and "cannot decode" in reasons["CXR4"]
     with pytest.raises(StudyError, match="CXR.*--strict"):
         prepare("iu_csv", src, tmp_path / "strict", image_size=16, workers=0, strict=True, progress=False)
@@ -85,8 +91,10 @@ def test_pool_decoding_and_report_rules_are_recorded(tmp_path: Path) -> None:
     fx.write_r2gen(tmp_path / "r2gen")
     root = tmp_path / "many"
     # 70 image files (over the 64 views a pool is started for) and 10 more studies sharing them: one row per file
-    recs = [{"id": f"s{i}", "image_paths": [f"i{i % 70}.png"], "text": "No  effusion. XXXX.", "split": "train"}
-            for i in range(80)]
+    recs = [
+        {"id": f"s{i}", "image_paths": [f"i{i % 70}.png"], "text": "No  effusion. XXXX.", "split": "train"}
+        for i in range(80)
+    ]
     for k in range(70):
         fx.png(root / f"i{k}.png", k)
     (root / "manifest.jsonl").write_text("\n".join(json.dumps(r) for r in recs))
@@ -117,8 +125,15 @@ def test_training_reads_a_prepared_set(synth_root: Path, tmp_path: Path) -> None
     from medvl.config.experiment import load_experiment
     from medvl.train.loop import train
 
-    info = prepare("synthetic", synth_root, tmp_path / "prep", image_size=32, workers=0, progress=False,
-                   data=DataConfig(synth=SynthConfig(n=40, seed=3, image_size=64)))
+    info = prepare(
+        "synthetic",
+        synth_root,
+        tmp_path / "prep",
+        image_size=32,
+        workers=0,
+        progress=False,
+        data=DataConfig(synth=SynthConfig(n=40, seed=3, image_size=64)),
+    )
     assert info["studies"] == 40 and info["problems"] == 0
     overrides = tiny_overrides(tmp_path / "prep", tmp_path / "run", "train.max_steps=2", "data.source=prepared")
     summary = train(load_experiment("quickstart", overrides))
@@ -138,8 +153,11 @@ def test_real_nih_images_prepare_with_their_labels(tmp_path: Path) -> None:
     s = load_studies(DataConfig(source="prepared", root=str(tmp_path / "nih")))["test"][0]
     assert s.meta["labels"]["findings"] == ["No Finding"] and s.image_store is not None
     raw = np.load(tmp_path / "nih" / "images.npy", mmap_mode="r")[s.image_rows[0]]
-    assert np.array_equal(raw, resize_square(load_grayscale(nih / "compact256/NIH1000/test/0_normal/00000231_013.png"),
-                                             32))
+    assert np.array_equal(
+        raw, resize_square(load_grayscale(nih / "compact256/NIH1000/test/0_normal/00000231_013.png"), 32)
+    )
     strict_default = prepare("manifest", nih, tmp_path / "nih2", image_size=8, workers=0, progress=False)
-    assert strict_default["studies"] == 0 and strict_default["problem_kinds"] == {"empty report": 1000,
-                                                                                  "duplicated id": 4}
+    assert strict_default["studies"] == 0 and strict_default["problem_kinds"] == {
+        "empty report": 1000,
+        "duplicated id": 4,
+    }

@@ -38,9 +38,15 @@ def test_losses_reach_every_part_and_fall(tokenizer) -> None:  # noqa: F811
     out = task(batch)
     assert set(out) >= {"loss", "itc", "itm", "itg"} and all(torch.isfinite(out[k]) for k in ("itc", "itm", "itg"))
     out["loss"].backward()
-    for part in ("encoder.", "query_tokens", "qformer.encoder.layer.0.crossattention.",
-                 "qformer.encoder.layer.0.intermediate.",
-                 "qformer_text.token_embed", "qformer_text.itm_head", "qformer_text.temp"):
+    for part in (
+        "encoder.",
+        "query_tokens",
+        "qformer.encoder.layer.0.crossattention.",
+        "qformer.encoder.layer.0.intermediate.",
+        "qformer_text.token_embed",
+        "qformer_text.itm_head",
+        "qformer_text.temp",
+    ):
         grads = [p.grad for n, p in model.named_parameters() if n.startswith(part)]
         assert grads and all(g is not None and float(g.abs().sum()) > 0 for g in grads), part
     assert all(p.grad is None for p in model.llm.parameters())  # stage 1 never runs the LLM
@@ -58,8 +64,9 @@ def test_losses_reach_every_part_and_fall(tokenizer) -> None:  # noqa: F811
 def test_one_study_has_no_negatives_but_still_trains(tokenizer) -> None:  # noqa: F811
     model = _model(tokenizer, qformer_text=True)
     batch = _batch(tokenizer, n=1)
-    out = first_stage_losses(model, batch.images, batch.view_ids, batch.view_mask, batch.input_ids,
-                             batch.attention_mask)
+    out = first_stage_losses(
+        model, batch.images, batch.view_ids, batch.view_mask, batch.input_ids, batch.attention_mask
+    )
     assert float(out["itc_top1"]) == 1.0 and all(torch.isfinite(out[k]) for k in ("itc", "itm", "itg"))
 
 
@@ -72,17 +79,33 @@ def test_the_task_needs_the_text_side(tokenizer) -> None:  # noqa: F811
 
 def test_pretrain_then_report_training_starts_from_its_qformer(synth_root: Path, tmp_path: Path) -> None:
     stage1 = tmp_path / "stage1"
-    cfg = load_experiment("xraygpt_qformer_pretrain_tiny_synthetic", tiny_overrides(
-        synth_root, stage1, "train.max_steps=2", "train.eval_every=2"))
+    cfg = load_experiment(
+        "xraygpt_qformer_pretrain_tiny_synthetic",
+        tiny_overrides(synth_root, stage1, "train.max_steps=2", "train.eval_every=2"),
+    )
     assert cfg.task_name == "qformer_pretraining"
     summary = train(cfg)
     assert {"loss", "itc", "itm", "itg", "itc_top1"} <= set(summary["final_val_metrics"])
     pretrained = load_file(stage1 / "checkpoints" / "last" / "model.safetensors")
     assert any(k.startswith("qformer_text.") for k in pretrained)
-    report = Trainer(load_experiment("xraygpt_tiny_synthetic", tiny_overrides(
-        synth_root, tmp_path / "stage2", *XRAYGPT, "model.bridge=qformer", "train.max_steps=1",
-        f"train.init_from={stage1}")))
+    report = Trainer(
+        load_experiment(
+            "xraygpt_tiny_synthetic",
+            tiny_overrides(
+                synth_root,
+                tmp_path / "stage2",
+                *XRAYGPT,
+                "model.bridge=qformer",
+                "train.max_steps=1",
+                f"train.init_from={stage1}",
+            ),
+        )
+    )
     assert isinstance(report.task, ReportTask) and report.model.qformer_text is None
     state = report.model.state_dict()
-    for key in ("query_tokens", "qformer.encoder.layer.0.crossattention.attention.query.weight", "encoder.patch_embed.weight"):
+    for key in (
+        "query_tokens",
+        "qformer.encoder.layer.0.crossattention.attention.query.weight",
+        "encoder.patch_embed.weight",
+    ):
         assert torch.equal(state[key], pretrained[key]), key

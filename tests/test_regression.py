@@ -27,17 +27,25 @@ class Fixed(torch.nn.Module):
 
 
 def _task(out: torch.Tensor, loss: str, normalize: bool = True, delta: float = 1.0) -> RegressionTask:
-    cfg = experiment_from_dict({"model": {"family": "classifier", "size": "tiny", "num_outputs": 2},
-                                "task": {"name": "regression", "loss": loss, "normalize": normalize,
-                                         "huber_delta": delta}})
+    cfg = experiment_from_dict(
+        {
+            "model": {"family": "classifier", "size": "tiny", "num_outputs": 2},
+            "task": {"name": "regression", "loss": loss, "normalize": normalize, "huber_delta": delta},
+        }
+    )
     assets = {"target_names": ["x", "y"], "mean": [30.0, 10.0], "std": [4.0, 2.0], "normalize": normalize}
     return RegressionTask(Fixed(out), assets, cfg)
 
 
 def _batch(targets: torch.Tensor) -> RegressionBatch:
     b = len(targets)
-    return RegressionBatch([str(i) for i in range(b)], torch.zeros(b, 1, 1, 4, 4), torch.zeros(b, 1, dtype=torch.long),
-                           torch.ones(b, 1, dtype=torch.bool), targets)
+    return RegressionBatch(
+        [str(i) for i in range(b)],
+        torch.zeros(b, 1, 1, 4, 4),
+        torch.zeros(b, 1, dtype=torch.long),
+        torch.ones(b, 1, dtype=torch.bool),
+        targets,
+    )
 
 
 @pytest.mark.parametrize("loss", ["mse", "huber", "l1"])
@@ -46,20 +54,28 @@ def test_the_losses_match_a_direct_computation_on_normalized_targets(loss: str) 
     targets = torch.tensor([[34.0, 10.0], [22.0, 14.0], [30.0, 9.0]])
     y = (targets - torch.tensor([30.0, 10.0])) / torch.tensor([4.0, 2.0])  # [[1, 0], [-2, 2], [0, -0.5]]
     d = (raw - y).abs()
-    direct = {"mse": (d ** 2).mean(), "l1": d.mean(),
-              "huber": torch.where(d <= 0.8, 0.5 * d ** 2, 0.8 * (d - 0.5 * 0.8)).mean()}[loss]
+    direct = {
+        "mse": (d**2).mean(),
+        "l1": d.mean(),
+        "huber": torch.where(d <= 0.8, 0.5 * d**2, 0.8 * (d - 0.5 * 0.8)).mean(),
+    }[loss]
     out = _task(raw, loss, delta=0.8)(_batch(targets))
     assert float(out["loss"]) == pytest.approx(float(direct), rel=1e-6) and int(out["weight"]) == 3
     plain = _task(raw, loss, normalize=False, delta=0.8)(_batch(targets))  # no normalization: raw target units
     d = (raw - targets).abs()
-    direct = {"mse": (d ** 2).mean(), "l1": d.mean(),
-              "huber": torch.where(d <= 0.8, 0.5 * d ** 2, 0.8 * (d - 0.5 * 0.8)).mean()}[loss]
+    direct = {
+        "mse": (d**2).mean(),
+        "l1": d.mean(),
+        "huber": torch.where(d <= 0.8, 0.5 * d**2, 0.8 * (d - 0.5 * 0.8)).mean(),
+    }[loss]
     assert float(plain["loss"]) == pytest.approx(float(direct), rel=1e-6)
 
 
 def test_target_normalization_round_trips_and_travels_in_the_metadata() -> None:
-    train = [Study(str(i), (), "", "train", (0,), None, targets=(float(x), float(y)))
-             for i, (x, y) in enumerate([(10, 5), (20, 5), (30, 5), (40, 5)])]
+    train = [
+        Study(str(i), (), "", "train", (0,), None, targets=(float(x), float(y)))
+        for i, (x, y) in enumerate([(10, 5), (20, 5), (30, 5), (40, 5)])
+    ]
     mean, std = target_stats(train, 2)
     assert mean == [25.0, 5.0] and std[0] == pytest.approx(np.std([10, 20, 30, 40])) and std[1] == 1.0  # constant
     cfg = experiment_from_dict({"model": {"family": "classifier", "size": "tiny"}, "task": {"name": "regression"}})
@@ -69,8 +85,9 @@ def test_target_normalization_round_trips_and_travels_in_the_metadata() -> None:
     values = torch.tensor([[12.5, -3.0], [40.0, 5.0]])
     torch.testing.assert_close(task.denormalize(task.normalize(values)), values)
     assert task.predictions(_batch(torch.zeros(1, 2))).tolist() == [[25.0, 5.0]]  # raw 0 -> the training mean
-    again = RegressionTask(Fixed(torch.zeros(1, 2)), RegressionTask.assets_from_metadata(
-        json.loads(json.dumps(task.metadata()))), cfg)
+    again = RegressionTask(
+        Fixed(torch.zeros(1, 2)), RegressionTask.assets_from_metadata(json.loads(json.dumps(task.metadata()))), cfg
+    )
     torch.testing.assert_close(again.denormalize(again.normalize(values)), values)
     torch.testing.assert_close(again.mean, task.mean) and torch.testing.assert_close(again.std, task.std)
 
@@ -103,7 +120,7 @@ def test_regression_metrics_report_pixels_and_km_with_intervals() -> None:
 def test_a_tiny_tracking_run_beats_the_tile_centre_baseline(tmp_path: Path) -> None:
     from medvl.data.synth_clips import generate_clips
     from medvl.evaluate.run import ScoringOptions, evaluate
-    from medvl.infer.predictor import load_trained, load_study, predict_prepared
+    from medvl.infer.predictor import load_study, load_trained, predict_prepared
     from medvl.train.loop import train
 
     # Enough clips for a 0.01M-parameter model to learn where the eye is: 240 clips (about 120 with a centre), 2
@@ -112,14 +129,29 @@ def test_a_tiny_tracking_run_beats_the_tile_centre_baseline(tmp_path: Path) -> N
     data, run = tmp_path / "clips", tmp_path / "run"
     generate_clips(data, workers=1, **settings)
     recipe = tmp_path / "track.yaml"  # the classifier family's head regresses too: a 0.01M-parameter tracker
-    recipe.write_text("model: {family: classifier, size: tiny, dropout: 0.0}\n"
-                      "task: {name: regression, target_names: [x, y], normalize: true, loss: huber,"
-                      " km_per_pixel: 12.25}\n")
-    cfg = load_experiment(recipe, [
-        *TINY_OVERRIDES, "data.source=clips_synthetic", f"data.root={data}",
-        *(f"data.synth_clips.{k}={v}" for k, v in settings.items()), "model.max_views=2", "model.in_chans=3",
-        f"train.output_dir={run}", "model.image_size=32", "train.max_steps=300", "train.eval_every=100",
-        "train.lr=3e-3", "train.warmup_steps=10", "data.batch_size=16"])
+    recipe.write_text(
+        "model: {family: classifier, size: tiny, dropout: 0.0}\n"
+        "task: {name: regression, target_names: [x, y], normalize: true, loss: huber,"
+        " km_per_pixel: 12.25}\n"
+    )
+    cfg = load_experiment(
+        recipe,
+        [
+            *TINY_OVERRIDES,
+            "data.source=clips_synthetic",
+            f"data.root={data}",
+            *(f"data.synth_clips.{k}={v}" for k, v in settings.items()),
+            "model.max_views=2",
+            "model.in_chans=3",
+            f"train.output_dir={run}",
+            "model.image_size=32",
+            "train.max_steps=300",
+            "train.eval_every=100",
+            "train.lr=3e-3",
+            "train.warmup_steps=10",
+            "data.batch_size=16",
+        ],
+    )
     summary = train(cfg)
     assert cfg.task_name == "regression" and cfg.model.num_outputs == 2
     assert "error_median" in summary["final_val_metrics"]
@@ -129,8 +161,10 @@ def test_a_tiny_tracking_run_beats_the_tile_centre_baseline(tmp_path: Path) -> N
     result = evaluate(run, split="test", progress=False, options=ScoringOptions(bootstrap=100))
     centre = result["baselines"]["tile centre"]
     mean_target = result["baselines"]["mean training target"]
-    print(f"tiny tracking, test: model median {result['error_px_median']:.2f} px, tile centre "
-          f"{centre['error_px_median']:.2f} px, mean target {mean_target['error_px_median']:.2f} px")
+    print(
+        f"tiny tracking, test: model median {result['error_px_median']:.2f} px, tile centre "
+        f"{centre['error_px_median']:.2f} px, mean target {mean_target['error_px_median']:.2f} px"
+    )
     assert result["task"] == "regression" and result["n_examples"] >= 15
     assert result["error_px_median"] < 0.75 * centre["error_px_median"]
     assert result["error_px_median"] < 0.75 * mean_target["error_px_median"]
@@ -138,8 +172,9 @@ def test_a_tiny_tracking_run_beats_the_tile_centre_baseline(tmp_path: Path) -> N
     assert km == 12.25 and result["error_km_median"] == pytest.approx(result["error_px_median"] * km)
     assert (Path(result["out_dir"]) / "report.html").read_text().count("tile centre") >= 1
     rows = [json.loads(line) for line in (Path(result["out_dir"]) / "predictions.jsonl").read_text().splitlines()]
-    assert set(rows[0]["predicted"]) == {"x", "y"} and rows[0]["error_km"] == pytest.approx(rows[0]["error_px"] * km,
-                                                                                          abs=1e-3)
+    assert set(rows[0]["predicted"]) == {"x", "y"} and rows[0]["error_km"] == pytest.approx(
+        rows[0]["error_px"] * km, abs=1e-3
+    )
     loaded = load_trained(run)
     frames = sorted((data / "clips" / "synth_000001").glob("*.png"))
     record = predict_prepared(loaded, [load_study(loaded, "clip", frames)])[0]
@@ -174,6 +209,7 @@ def test_detection_scores_on_a_hand_computed_contingency_table() -> None:
         assert r[f"{key}_ci_low"] <= r[key] <= r[f"{key}_ci_high"]
     assert float(detection_scores(5, 0, 0, 5)["hss"]) == 1.0  # perfect
     assert np.isnan(detection_scores(0, 0, 3, 7)["far"])  # nothing called positive
-    multi = classification_metrics(np.full((4, 2), 0.5), np.array([[1, 0], [0, 1], [1, 1], [0, 0]]), ["a", "b"],
-                                   multi_label=True, bootstrap=0)
+    multi = classification_metrics(
+        np.full((4, 2), 0.5), np.array([[1, 0], [0, 1], [1, 1], [0, 0]]), ["a", "b"], multi_label=True, bootstrap=0
+    )
     assert "pod" not in multi  # binary only

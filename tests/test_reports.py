@@ -12,8 +12,9 @@ from .data_fixtures import MIMIC_REPORT
 
 def test_sections_of_a_mimic_report() -> None:
     sec = extract_sections(MIMIC_REPORT)
-    assert sec["FINDINGS"] == ("There is no focal consolidation, pleural effusion or pneumothorax. "
-                               "The heart is normal in size.")
+    assert sec["FINDINGS"] == (
+        "There is no focal consolidation, pleural effusion or pneumothorax. The heart is normal in size."
+    )
     assert sec["IMPRESSION"] == "No acute cardiopulmonary process." and sec["INDICATION"] == "___F with cough"
     assert sec[""] == "FINAL REPORT"
 
@@ -32,8 +33,10 @@ def test_inline_headers_and_choices() -> None:
 
 
 def test_r2gen_cleaning_matches_r2gen() -> None:
-    assert clean_r2gen("The heart is normal in size. The lungs are clear.") == \
-        "the heart is normal in size . the lungs are clear ."
+    assert (
+        clean_r2gen("The heart is normal in size. The lungs are clear.")
+        == "the heart is normal in size . the lungs are clear ."
+    )
     assert clean_r2gen("1. No acute process. 2. Stable XXXX (left).") == "no acute process . stable xxxx left ."
     assert clean_r2gen("Heart size normal.\n\nNo ___ effusion..") == "heart size normal . no  effusion ."
 

@@ -20,8 +20,7 @@ from medvl.train.run_folder import RunFolderError, clean_stale_writes, prepare_r
 
 from .conftest import tiny_overrides
 
-RUN = ("train.max_steps=4", "train.save_every=2", "train.eval_every=4", "train.log_every=1",
-       "train.keep_checkpoints=5")
+RUN = ("train.max_steps=4", "train.save_every=2", "train.eval_every=4", "train.log_every=1", "train.keep_checkpoints=5")
 
 
 def _damage(file: Path, how: str) -> None:
@@ -57,8 +56,9 @@ def _cfg(synth_root: Path, run: Path, *extra: str):  # noqa: ANN202
 # ----------------------------------------------------------------------------------------------------- item 1
 @pytest.mark.parametrize("name", ["model", "ema", "train_state"])
 @pytest.mark.parametrize("how", ["truncated", "empty", "bad_header", "pickle"])
-def test_resume_skips_a_damaged_checkpoint_and_names_why(finished_run: Path, tmp_path: Path, name: str,
-                                                         how: str) -> None:
+def test_resume_skips_a_damaged_checkpoint_and_names_why(
+    finished_run: Path, tmp_path: Path, name: str, how: str
+) -> None:
     run = _copy(finished_run, tmp_path)
     for newest in ("last", "step_0000004"):
         _damage(run / "checkpoints" / newest / f"{name}.safetensors", how)
@@ -67,15 +67,16 @@ def test_resume_skips_a_damaged_checkpoint_and_names_why(finished_run: Path, tmp
     assert set(damaged) == {run / "checkpoints" / "last", run / "checkpoints" / "step_0000004"}
     why = damaged[run / "checkpoints" / "last"]
     assert f"{name}.safetensors" in why and "\n" not in why
-    assert {"truncated": "is truncated", "empty": "is empty", "bad_header": "is damaged",
-            "pickle": "not safetensors"}[how] in why
+    assert {"truncated": "is truncated", "empty": "is empty", "bad_header": "is damaged", "pickle": "not safetensors"}[
+        how
+    ] in why
     with pytest.raises(CheckpointError, match=f"{name}.safetensors"):
         load_checkpoint(run / "checkpoints" / "last")
 
 
-def test_resume_auto_falls_back_to_the_newest_complete_checkpoint(finished_run: Path, synth_root: Path,
-                                                                  tmp_path: Path,
-                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+def test_resume_auto_falls_back_to_the_newest_complete_checkpoint(
+    finished_run: Path, synth_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     run = _copy(finished_run, tmp_path)
     _damage(run / "checkpoints" / "last" / "model.safetensors", "truncated")
     _damage(run / "checkpoints" / "step_0000004" / "train_state.safetensors", "empty")
@@ -92,9 +93,9 @@ def test_resume_auto_falls_back_to_the_newest_complete_checkpoint(finished_run: 
 
 @pytest.mark.parametrize("command", ["predict", "evaluate"])
 @pytest.mark.parametrize("how", ["truncated", "pickle"])
-def test_predict_and_evaluate_name_the_damaged_file_in_one_line(finished_run: Path, synth_root: Path,
-                                                                tmp_path: Path, command: str, how: str,
-                                                                capsys: pytest.CaptureFixture[str]) -> None:
+def test_predict_and_evaluate_name_the_damaged_file_in_one_line(
+    finished_run: Path, synth_root: Path, tmp_path: Path, command: str, how: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     run = _copy(finished_run, tmp_path)
     ckpt = run / "checkpoints" / "last"
     _damage(ckpt / "ema.safetensors", how)
@@ -124,10 +125,9 @@ def test_encoder_weights_that_are_not_weights_are_one_clear_error(tmp_path: Path
 
 
 # ----------------------------------------------------------------------------------------------------- item 2
-def test_unreadable_checkpoints_are_never_deleted_nor_silently_started_over(finished_run: Path, synth_root: Path,
-                                                                            tmp_path: Path,
-                                                                            capsys: pytest.CaptureFixture[str]
-                                                                            ) -> None:
+def test_unreadable_checkpoints_are_never_deleted_nor_silently_started_over(
+    finished_run: Path, synth_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     run = _copy(finished_run, tmp_path)
     names = sorted(p.name for p in (run / "checkpoints").iterdir())
     for ckpt in (run / "checkpoints").iterdir():
@@ -149,8 +149,9 @@ def test_unreadable_checkpoints_are_never_deleted_nor_silently_started_over(fini
 
 
 # ----------------------------------------------------------------------------------------------------- item 3
-def test_a_used_run_folder_is_refused_with_the_way_out(finished_run: Path, synth_root: Path, tmp_path: Path,
-                                                       capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_used_run_folder_is_refused_with_the_way_out(
+    finished_run: Path, synth_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     run = _copy(finished_run, tmp_path)
     before = {p: p.stat().st_mtime_ns for p in run.rglob("*")}
     argv = ["train", "quickstart", *tiny_overrides(synth_root, run, *RUN, "train.ema_decay=0.9")]
@@ -176,8 +177,9 @@ def test_a_used_run_folder_is_refused_with_the_way_out(finished_run: Path, synth
     assert max(steps) == 2
 
 
-def test_a_compatible_resume_may_change_the_length_and_where_things_go(finished_run: Path, synth_root: Path,
-                                                                       tmp_path: Path) -> None:
+def test_a_compatible_resume_may_change_the_length_and_where_things_go(
+    finished_run: Path, synth_root: Path, tmp_path: Path
+) -> None:
     run = _copy(finished_run, tmp_path)
     cfg = _cfg(synth_root, run, "train.max_steps=6", "train.num_threads=1", "data.num_workers=0")
     assert prepare_run_folder(run, "auto", cfg.to_dict()) == run / "checkpoints" / "last"
@@ -191,8 +193,9 @@ class _Killed(Exception):
     pass
 
 
-def test_metrics_log_restarts_at_the_checkpoint_on_resume(synth_root: Path, tmp_path: Path,
-                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_metrics_log_restarts_at_the_checkpoint_on_resume(
+    synth_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     extra = ("train.max_steps=6", "train.save_every=2", "train.eval_every=6", "train.log_every=1")
     full = tmp_path / "full"
     train(load_experiment("quickstart", tiny_overrides(synth_root, full, *extra)))
@@ -213,8 +216,9 @@ def test_metrics_log_restarts_at_the_checkpoint_on_resume(synth_root: Path, tmp_
     train(load_experiment("quickstart", tiny_overrides(synth_root, run, *extra)), resume="auto")
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     expected = [json.loads(line) for line in (full / "metrics.jsonl").read_text().splitlines()]
-    assert [(r["step"], sorted(k for k in r if k != "time")) for r in rows] == \
-        [(r["step"], sorted(k for k in r if k != "time")) for r in expected]
+    assert [(r["step"], sorted(k for k in r if k != "time")) for r in rows] == [
+        (r["step"], sorted(k for k in r if k != "time")) for r in expected
+    ]
 
 
 def test_tensorboard_purges_events_after_the_resumed_step(tmp_path: Path) -> None:
@@ -235,8 +239,9 @@ def test_tensorboard_purges_events_after_the_resumed_step(tmp_path: Path) -> Non
 
 
 # ----------------------------------------------------------------------------------------------------- item 5
-def test_stale_checkpoint_writes_are_cleaned_on_the_next_start(finished_run: Path, synth_root: Path,
-                                                               tmp_path: Path) -> None:
+def test_stale_checkpoint_writes_are_cleaned_on_the_next_start(
+    finished_run: Path, synth_root: Path, tmp_path: Path
+) -> None:
     run = _copy(finished_run, tmp_path)
     ckpts = run / "checkpoints"
     (ckpts / ".tmp-step_0000006-4242").mkdir()  # a kill during a write
@@ -253,16 +258,26 @@ def test_stale_checkpoint_writes_are_cleaned_on_the_next_start(finished_run: Pat
     assert not [p for p in ckpts.iterdir() if p.name.startswith(".")]
 
 
-def test_train_with_encoder_weights_that_are_not_weights_is_one_line(synth_root: Path, tmp_path: Path,
-                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+def test_train_with_encoder_weights_that_are_not_weights_is_one_line(
+    synth_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     notes = tmp_path / "resnet18.pth"
     notes.write_text("not weights")
     renamed = tmp_path / "resnet18.safetensors"
     renamed.write_bytes(pickle.dumps({"conv1.weight": [0.0]}))
     for path in (notes, renamed):
-        argv = ["train", "quickstart", *tiny_overrides(synth_root, tmp_path / path.suffix[1:], "train.max_steps=1",
-                                                        "model.encoder=torchvision", "model.encoder_name=resnet18",
-                                                        f"model.encoder_weights={path}")]
+        argv = [
+            "train",
+            "quickstart",
+            *tiny_overrides(
+                synth_root,
+                tmp_path / path.suffix[1:],
+                "train.max_steps=1",
+                "model.encoder=torchvision",
+                "model.encoder_name=resnet18",
+                f"model.encoder_weights={path}",
+            ),
+        ]
         assert main(argv) == 2
         err = capsys.readouterr().err
         assert err.startswith("medvl: error: model.encoder_weights") and str(path) in err and err.count("\n") == 1

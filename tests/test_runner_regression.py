@@ -15,13 +15,33 @@ from .conftest import tiny_overrides
 
 BEFORE = {
     "quickstart": {
-        "train_loss": [5.6942759, 5.6613703, 5.6134734, 5.5823832, 5.5373783, 5.5056367, 5.489768, 5.4809051,
-                       5.4634709, 5.4393458],
+        "train_loss": [
+            5.6942759,
+            5.6613703,
+            5.6134734,
+            5.5823832,
+            5.5373783,
+            5.5056367,
+            5.489768,
+            5.4809051,
+            5.4634709,
+            5.4393458,
+        ],
         "val": {"loss": 5.473930358886719, "ce_14_micro_f1": 0.3333333333333333, "gt_micro_f1": 0.0},
     },
     "xraygpt_tiny_synthetic": {
-        "train_loss": [5.7144074, 5.7259154, 5.7080073, 5.729126, 5.7131224, 5.725194, 5.7074509, 5.7160182,
-                       5.7201266, 5.7035851],
+        "train_loss": [
+            5.7144074,
+            5.7259154,
+            5.7080073,
+            5.729126,
+            5.7131224,
+            5.725194,
+            5.7074509,
+            5.7160182,
+            5.7201266,
+            5.7035851,
+        ],
         "val": {"loss": 5.720146179199219, "ce_14_micro_f1": 0.3333333333333333, "gt_micro_f1": 0.0},
     },
 }
@@ -32,13 +52,24 @@ XRAYGPT_TINY = ["model.size=tiny", "model.bridge=qformer"]
 
 
 @pytest.mark.parametrize(("recipe", "extra"), [("quickstart", []), ("xraygpt_tiny_synthetic", XRAYGPT_TINY)])
-def test_report_runs_match_the_runner_before_the_task_contract(recipe: str, extra: list[str], synth_root: Path,
-                                                              tmp_path: Path) -> None:
+def test_report_runs_match_the_runner_before_the_task_contract(
+    recipe: str, extra: list[str], synth_root: Path, tmp_path: Path
+) -> None:
     import json
 
-    cfg = load_experiment(recipe, tiny_overrides(synth_root, tmp_path, "train.max_steps=10", "train.eval_every=5",
-                                                 "train.log_every=1", "train.select_metric=loss",
-                                                 "train.select_mode=min", *extra))
+    cfg = load_experiment(
+        recipe,
+        tiny_overrides(
+            synth_root,
+            tmp_path,
+            "train.max_steps=10",
+            "train.eval_every=5",
+            "train.log_every=1",
+            "train.select_metric=loss",
+            "train.select_mode=min",
+            *extra,
+        ),
+    )
     summary = train(cfg)
     logs = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     losses = [row["train/loss"] for row in logs if "train/loss" in row]

@@ -23,9 +23,16 @@ from .conftest import SHARED_DATA
 
 IU = SHARED_DATA / "iu_xray_reports" / "annotation.json"
 # The synthetic findings as CheXpert observations.
-AS_CHEXPERT = {"cardiomegaly": "Cardiomegaly", "pleural_effusion": "Pleural Effusion", "pneumothorax": "Pneumothorax",
-               "consolidation": "Consolidation", "nodule_mass": "Lung Lesion", "atelectasis": "Atelectasis",
-               "edema": "Edema", "support_devices": "Support Devices"}
+AS_CHEXPERT = {
+    "cardiomegaly": "Cardiomegaly",
+    "pleural_effusion": "Pleural Effusion",
+    "pneumothorax": "Pneumothorax",
+    "consolidation": "Consolidation",
+    "nodule_mass": "Lung Lesion",
+    "atelectasis": "Atelectasis",
+    "edema": "Edema",
+    "support_devices": "Support Devices",
+}
 
 
 def _quickstart_test_split() -> tuple[list[str], np.ndarray]:
@@ -88,8 +95,12 @@ def test_score_corpus_contract_and_bootstrap() -> None:
     score = score_corpus(refs, hyps, true_labels=truth[:60], tokenizer="python", meteor=False, bootstrap=200, seed=3)
     m = score.metrics
     keys = [*(f"bleu_{k}" for k in range(1, 5)), "meteor", "rouge_l", "cider"]
-    keys += [f"{p}_{avg}_{k}" for p in ("ce_14", "ce_5", "gt") for avg in ("micro", "macro", "example")
-             for k in ("precision", "recall", "f1")]
+    keys += [
+        f"{p}_{avg}_{k}"
+        for p in ("ce_14", "ce_5", "gt")
+        for avg in ("micro", "macro", "example")
+        for k in ("precision", "recall", "f1")
+    ]
     for key in keys:
         assert key in m and f"{key}_ci_low" in m and f"{key}_ci_high" in m, key
         if m[key] is not None:
@@ -102,8 +113,15 @@ def test_score_corpus_contract_and_bootstrap() -> None:
     assert other["bleu_4"] == m["bleu_4"] and other["bleu_4_ci_low"] != m["bleu_4_ci_low"]
     assert "gt_micro_f1" not in other
     assert set(score.per_finding["ce_14"]) == set(CHEXPERT_14) and set(score.per_finding["gt"]) == set(FINDINGS)
-    assert len(score.per_study) == 60 and {"id", "example_f1", "bleu_4", "rouge_l", "cider", "reference_labels",
-                                           "generated_labels"} <= set(score.per_study[0])
+    assert len(score.per_study) == 60 and {
+        "id",
+        "example_f1",
+        "bleu_4",
+        "rouge_l",
+        "cider",
+        "reference_labels",
+        "generated_labels",
+    } <= set(score.per_study[0])
     none = score_corpus(refs[:5], hyps[:5], tokenizer="python", meteor=False, bootstrap=0).metrics
     assert not any(k.endswith("_ci_low") for k in none)
     with pytest.raises(ValueError, match="uncertain must be one of"):
@@ -154,12 +172,30 @@ def report_files(tmp_path: Path) -> tuple[Path, Path]:
     return refs, hyps
 
 
-def test_score_command_writes_the_contract(report_files: tuple[Path, Path], tmp_path: Path,
-                                           capsys: pytest.CaptureFixture[str]) -> None:
+def test_score_command_writes_the_contract(
+    report_files: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     refs, hyps = report_files
     out = tmp_path / "scored"
-    assert main(["score", "--refs", str(refs), "--hyps", str(hyps), "--out", str(out), "--no-meteor",
-                 "--bootstrap", "100", "--tokenizer", "python"]) == 0
+    assert (
+        main(
+            [
+                "score",
+                "--refs",
+                str(refs),
+                "--hyps",
+                str(hyps),
+                "--out",
+                str(out),
+                "--no-meteor",
+                "--bootstrap",
+                "100",
+                "--tokenizer",
+                "python",
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "ce_14_micro_f1" in printed and "95% CI" in printed and "meteor: unavailable" in printed
     metrics = json.loads((out / "metrics.json").read_text())
@@ -170,27 +206,78 @@ def test_score_command_writes_the_contract(report_files: tuple[Path, Path], tmp_
     assert "s0" in (out / "report.html").read_text()
     # medvl's own predictions.jsonl works as either side (reference / generated columns).
     again = tmp_path / "again"
-    assert main(["score", "--refs", str(out / "predictions.jsonl"), "--hyps", str(out / "predictions.jsonl"),
-                 "--out", str(again), "--no-meteor", "--bootstrap", "0", "--tokenizer", "python"]) == 0
+    assert (
+        main(
+            [
+                "score",
+                "--refs",
+                str(out / "predictions.jsonl"),
+                "--hyps",
+                str(out / "predictions.jsonl"),
+                "--out",
+                str(again),
+                "--no-meteor",
+                "--bootstrap",
+                "0",
+                "--tokenizer",
+                "python",
+            ]
+        )
+        == 0
+    )
     assert json.loads((again / "metrics.json").read_text())["bleu_4"] == pytest.approx(metrics["bleu_4"])
 
 
-def test_score_bad_inputs_give_clear_errors(report_files: tuple[Path, Path], tmp_path: Path,
-                                            capsys: pytest.CaptureFixture[str]) -> None:
+def test_score_bad_inputs_give_clear_errors(
+    report_files: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     refs, hyps = report_files
     ref_rows = [json.loads(x) for x in refs.read_text().splitlines()]
 
     def fails(ref_path: Path, hyp_path: Path, *extra: str) -> str:
-        assert main(["score", "--refs", str(ref_path), "--hyps", str(hyp_path), "--no-meteor", "--bootstrap", "0",
-                     "--tokenizer", "python", *extra]) == 2
+        assert (
+            main(
+                [
+                    "score",
+                    "--refs",
+                    str(ref_path),
+                    "--hyps",
+                    str(hyp_path),
+                    "--no-meteor",
+                    "--bootstrap",
+                    "0",
+                    "--tokenizer",
+                    "python",
+                    *extra,
+                ]
+            )
+            == 2
+        )
         return capsys.readouterr().err
 
-    short = _write_jsonl(tmp_path / "short.jsonl", [{"id": f"s{i}", "generated": "No acute disease."}
-                                                    for i in range(10)])
+    short = _write_jsonl(
+        tmp_path / "short.jsonl", [{"id": f"s{i}", "generated": "No acute disease."} for i in range(10)]
+    )
     assert "2 of 12 references have no generated report ('s10', 's11')" in fails(refs, short)
     assert "--missing-as-empty" in fails(refs, short)
-    assert main(["score", "--refs", str(refs), "--hyps", str(short), "--no-meteor", "--bootstrap", "0",
-                 "--tokenizer", "python", "--missing-as-empty"]) == 0
+    assert (
+        main(
+            [
+                "score",
+                "--refs",
+                str(refs),
+                "--hyps",
+                str(short),
+                "--no-meteor",
+                "--bootstrap",
+                "0",
+                "--tokenizer",
+                "python",
+                "--missing-as-empty",
+            ]
+        )
+        == 0
+    )
     assert "2 studies had no generated report" in capsys.readouterr().err
 
     extra = _write_jsonl(tmp_path / "extra.jsonl", [*ref_rows, {"id": "zz", "report": "x"}])

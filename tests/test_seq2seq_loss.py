@@ -76,8 +76,9 @@ def test_smoothing_only_over_allowed_tokens(case):
     assert out.nll.item() == pytest.approx(nlls.sum().item(), abs=1e-4)
     # the disallowed logits do not matter at all
     moved = logits.masked_fill(~allowed, 50.0)
-    assert label_smoothed_nll(moved, targets, epsilon=0.2, allowed_mask=allowed).loss.item() == \
-        pytest.approx(out.loss.item(), rel=1e-6)
+    assert label_smoothed_nll(moved, targets, epsilon=0.2, allowed_mask=allowed).loss.item() == pytest.approx(
+        out.loss.item(), rel=1e-6
+    )
 
 
 def test_target_outside_the_constraint_is_an_error(case):
@@ -119,8 +120,10 @@ def test_r_drop_kl_matches_direct_symmetric_kl():
     assert r_drop_kl(a, b, mask).item() == pytest.approx(expected.item(), rel=1e-5)
     assert r_drop_kl(a, a, mask).item() == pytest.approx(0.0, abs=1e-6)
     # torch's kl_div (OFA's form) agrees
-    torch_kl = (torch.nn.functional.kl_div(pa.log(), pb, reduction="none").sum(-1)
-                + torch.nn.functional.kl_div(pb.log(), pa, reduction="none").sum(-1)) / 2
+    torch_kl = (
+        torch.nn.functional.kl_div(pa.log(), pb, reduction="none").sum(-1)
+        + torch.nn.functional.kl_div(pb.log(), pa, reduction="none").sum(-1)
+    ) / 2
     assert r_drop_kl(a, b, mask).item() == pytest.approx((torch_kl * mask).sum().item(), rel=1e-5)
 
 

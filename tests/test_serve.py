@@ -54,8 +54,9 @@ def png_bytes(side: int = 64, value: int = 128) -> bytes:
     return buf.getvalue()
 
 
-def test_multipart_and_json_requests_give_the_cli_report(client: TestClient, loaded: LoadedModel, views: list[Path],
-                                                         tmp_path: Path) -> None:
+def test_multipart_and_json_requests_give_the_cli_report(
+    client: TestClient, loaded: LoadedModel, views: list[Path], tmp_path: Path
+) -> None:
     files = [("images", (p.name, p.read_bytes(), "image/png")) for p in views]
     res = client.post("/v1/reports", files=files, data={"views": ["PA", "LATERAL"]}, headers=AUTH)
     assert res.status_code == 200, res.text
@@ -74,8 +75,9 @@ def test_multipart_and_json_requests_give_the_cli_report(client: TestClient, loa
     assert res.json()["report"] == predict_reports(loaded, [[dcm]], loaded.config.generation)[0]
 
 
-def test_views_beyond_the_models_max_views_are_counted_in_the_answer(client: TestClient, loaded: LoadedModel,
-                                                                     views: list[Path]) -> None:
+def test_views_beyond_the_models_max_views_are_counted_in_the_answer(
+    client: TestClient, loaded: LoadedModel, views: list[Path]
+) -> None:
     assert loaded.config.model.max_views == 2  # the server's limit (3) lets one more view through
     files = [("images", (p.name, p.read_bytes(), "image/png")) for p in views]
     files.append(("images", ("extra.png", png_bytes(), "image/png")))
@@ -104,37 +106,94 @@ def _truncated_png() -> bytes:
 
 BAD_REQUESTS = [
     # (name, request kwargs, status, error code, message fragment)
-    ("wrong type", {"files": [("images", ("a.gif", b"GIF89a" + bytes(100), "image/gif"))]}, 415, "unsupported_type",
-     "images[0] is not an accepted image type: send PNG, JPEG, DICOM"),
-    ("truncated image", {"files": [("images", ("a.png", _truncated_png(), "image/png"))]}, 422, "undecodable_image",
-     "cannot decode image images[0]"),
-    ("oversized file", {"files": [("images", ("a.png", png_bytes(1) + bytes(70 * 1024), "image/png"))]}, 413,
-     "file_too_large", "more than the limit of 65536"),
-    ("too many pixels", {"files": [("images", ("a.png", png_bytes(400), "image/png"))]}, 413, "too_many_pixels",
-     "400 x 400 pixels, more than the limit of 90000"),
-    ("missing field", {"files": [("image", ("a.png", png_bytes(), "image/png"))]}, 400, "missing_field",
-     "multipart field 'images' is missing"),
+    (
+        "wrong type",
+        {"files": [("images", ("a.gif", b"GIF89a" + bytes(100), "image/gif"))]},
+        415,
+        "unsupported_type",
+        "images[0] is not an accepted image type: send PNG, JPEG, DICOM",
+    ),
+    (
+        "truncated image",
+        {"files": [("images", ("a.png", _truncated_png(), "image/png"))]},
+        422,
+        "undecodable_image",
+        "cannot decode image images[0]",
+    ),
+    (
+        "oversized file",
+        {"files": [("images", ("a.png", png_bytes(1) + bytes(70 * 1024), "image/png"))]},
+        413,
+        "file_too_large",
+        "more than the limit of 65536",
+    ),
+    (
+        "too many pixels",
+        {"files": [("images", ("a.png", png_bytes(400), "image/png"))]},
+        413,
+        "too_many_pixels",
+        "400 x 400 pixels, more than the limit of 90000",
+    ),
+    (
+        "missing field",
+        {"files": [("image", ("a.png", png_bytes(), "image/png"))]},
+        400,
+        "missing_field",
+        "multipart field 'images' is missing",
+    ),
     ("missing json field", {"json": {"image": "abc"}}, 400, "missing_field", "JSON field 'images' is missing"),
     ("bad base64", {"json": {"images": [{"data": "not base64!"}]}}, 400, "invalid_base64", "not valid base64"),
-    ("not json", {"content": b"{nope", "headers": {"Content-Type": "application/json"}}, 400, "invalid_json",
-     "not valid JSON"),
-    ("wrong content type", {"content": b"hello", "headers": {"Content-Type": "text/plain"}}, 415,
-     "unsupported_media_type", "send multipart/form-data"),
-    ("too many images", {"files": [("images", (f"{i}.png", png_bytes(), "image/png")) for i in range(4)]}, 400,
-     "too_many_images", "4 images, more than the limit of 3"),
-    ("request too large", {"content": bytes(400 * 1024), "headers": {"Content-Type": "application/json"}}, 413,
-     "request_too_large", "more than the limit"),
-    ("wrong api key", {"headers": {"X-API-Key": "guess"}, "json": {"images": []}}, 401, "wrong_api_key",
-     "does not hold this server's API key"),
-    ("missing api key", {"headers": {"X-API-Key": None}, "json": {"images": []}}, 401, "missing_api_key",
-     "send it in the X-API-Key header"),
+    (
+        "not json",
+        {"content": b"{nope", "headers": {"Content-Type": "application/json"}},
+        400,
+        "invalid_json",
+        "not valid JSON",
+    ),
+    (
+        "wrong content type",
+        {"content": b"hello", "headers": {"Content-Type": "text/plain"}},
+        415,
+        "unsupported_media_type",
+        "send multipart/form-data",
+    ),
+    (
+        "too many images",
+        {"files": [("images", (f"{i}.png", png_bytes(), "image/png")) for i in range(4)]},
+        400,
+        "too_many_images",
+        "4 images, more than the limit of 3",
+    ),
+    (
+        "request too large",
+        {"content": bytes(400 * 1024), "headers": {"Content-Type": "application/json"}},
+        413,
+        "request_too_large",
+        "more than the limit",
+    ),
+    (
+        "wrong api key",
+        {"headers": {"X-API-Key": "guess"}, "json": {"images": []}},
+        401,
+        "wrong_api_key",
+        "does not hold this server's API key",
+    ),
+    (
+        "missing api key",
+        {"headers": {"X-API-Key": None}, "json": {"images": []}},
+        401,
+        "missing_api_key",
+        "send it in the X-API-Key header",
+    ),
 ]
 
 
-@pytest.mark.parametrize(("name", "kwargs", "status", "code", "message"), BAD_REQUESTS,
-                         ids=[b[0] for b in BAD_REQUESTS])
-def test_bad_requests_get_a_4xx_and_a_clear_message(client: TestClient, name: str, kwargs: dict, status: int,
-                                                    code: str, message: str) -> None:
+@pytest.mark.parametrize(
+    ("name", "kwargs", "status", "code", "message"), BAD_REQUESTS, ids=[b[0] for b in BAD_REQUESTS]
+)
+def test_bad_requests_get_a_4xx_and_a_clear_message(
+    client: TestClient, name: str, kwargs: dict, status: int, code: str, message: str
+) -> None:
     kwargs = dict(kwargs)
     headers = {k: v for k, v in {**AUTH, **kwargs.pop("headers", {})}.items() if v is not None}
     res = client.request("POST", "/v1/reports", headers=headers, **kwargs)
@@ -146,13 +205,15 @@ def test_bad_requests_get_a_4xx_and_a_clear_message(client: TestClient, name: st
         assert client.get("/v1/model", headers={"X-API-Key": "guess"}).status_code == 401
 
 
-def test_concurrent_requests_share_a_forward_pass_and_get_their_own_reports(loaded: LoadedModel,
-                                                                            views: list[Path]) -> None:
+def test_concurrent_requests_share_a_forward_pass_and_get_their_own_reports(
+    loaded: LoadedModel, views: list[Path]
+) -> None:
     settings = ServeSettings(max_batch_size=8, max_wait_ms=200)  # a long wait so that the 6 requests meet
     bodies = [png_bytes(64, v) for v in (20, 60, 100, 140, 180, 220)]
     with TestClient(create_app(loaded, settings=settings)) as c, ThreadPoolExecutor(6) as pool:
-        answers = list(pool.map(lambda b: c.post("/v1/reports", files=[("images", ("a.png", b, "image/png"))]).json(),
-                                bodies))
+        answers = list(
+            pool.map(lambda b: c.post("/v1/reports", files=[("images", ("a.png", b, "image/png"))]).json(), bodies)
+        )
         stats = c.get("/v1/model").json()["batching"]
     assert max(a["batch_size"] for a in answers) > 1 and stats["mean_batch_size"] > 1
     alone = [predict_reports(loaded, [[p]], loaded.config.generation)[0] for p in _as_files(bodies)]
@@ -207,12 +268,16 @@ def test_load_200_requests_8_concurrent_no_error_flat_memory(loaded: LoadedModel
     files_bytes = [p.read_bytes() for p in views]
 
     def one(client: httpx.Client) -> int:
-        res = client.post("/v1/reports", files=[("images", (f"{i}.png", b, "image/png"))
-                                                for i, b in enumerate(files_bytes)])
+        res = client.post(
+            "/v1/reports", files=[("images", (f"{i}.png", b, "image/png")) for i, b in enumerate(files_bytes)]
+        )
         return res.status_code
 
-    with running_server(create_app(loaded, settings=ServeSettings(max_batch_size=8))) as url, \
-            httpx.Client(base_url=url, timeout=30) as client, ThreadPoolExecutor(8) as pool:
+    with (
+        running_server(create_app(loaded, settings=ServeSettings(max_batch_size=8))) as url,
+        httpx.Client(base_url=url, timeout=30) as client,
+        ThreadPoolExecutor(8) as pool,
+    ):
         assert all(s == 200 for s in pool.map(lambda _: one(client), range(40)))  # warm-up
         before = _rss_mb()
         statuses = list(pool.map(lambda _: one(client), range(200)))
@@ -232,8 +297,9 @@ def test_schemathesis_finds_no_server_error(loaded: LoadedModel) -> None:
         schema = schemathesis.openapi.from_url(f"{url}/openapi.json")
         seen: list[int] = []
 
-        @settings(max_examples=40, deadline=None, derandomize=True, database=None,
-                  suppress_health_check=list(HealthCheck))
+        @settings(
+            max_examples=40, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck)
+        )
         @given(case=schema.as_strategy())
         def check(case: schemathesis.Case) -> None:
             res = case.call(base_url=url, timeout=30)
@@ -244,9 +310,9 @@ def test_schemathesis_finds_no_server_error(loaded: LoadedModel) -> None:
     assert len(seen) >= 20 and any(400 <= s < 500 for s in seen)
 
 
-def test_uploads_stay_in_memory_and_the_log_holds_only_id_and_timing(loaded: LoadedModel, tmp_path: Path,
-                                                                     monkeypatch: pytest.MonkeyPatch,
-                                                                     caplog: pytest.LogCaptureFixture) -> None:
+def test_uploads_stay_in_memory_and_the_log_holds_only_id_and_timing(
+    loaded: LoadedModel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     import logging
     import tempfile
 
@@ -273,8 +339,9 @@ def test_uploads_stay_in_memory_and_the_log_holds_only_id_and_timing(loaded: Loa
     assert "patient_name" not in caplog.text and "testclient" not in caplog.text
 
 
-def test_medvl_serve_command_starts_answers_and_stops(trained_checkpoint: Path, views: list[Path],
-                                                      capsys: pytest.CaptureFixture[str]) -> None:
+def test_medvl_serve_command_starts_answers_and_stops(
+    trained_checkpoint: Path, views: list[Path], capsys: pytest.CaptureFixture[str]
+) -> None:
     import signal
     import socket
     import subprocess
@@ -290,9 +357,27 @@ def test_medvl_serve_command_starts_answers_and_stops(trained_checkpoint: Path, 
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = {**os.environ, "MEDVL_TEST_KEY": KEY, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    proc = subprocess.Popen([sys.executable, "-m", "medvl", "serve", str(trained_checkpoint), "--port", str(port),
-                             "--api-key-env", "MEDVL_TEST_KEY", "--max-views", "2", "--device", "cpu"],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "medvl",
+            "serve",
+            str(trained_checkpoint),
+            "--port",
+            str(port),
+            "--api-key-env",
+            "MEDVL_TEST_KEY",
+            "--max-views",
+            "2",
+            "--device",
+            "cpu",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 60
         while True:

@@ -12,8 +12,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from medvl.data.synth import PREVALENCE, StudySpec, generate_dataset, make_study, render_study, sample_labels, \
-    sample_study, write_report
+from medvl.data.synth import (
+    PREVALENCE,
+    StudySpec,
+    generate_dataset,
+    make_study,
+    render_study,
+    sample_labels,
+    sample_study,
+    write_report,
+)
 from medvl.findings import FINDINGS
 
 N, SIZE, SEED = 40, 64, 3
@@ -29,8 +37,11 @@ KEYWORDS = {
     "edema": r"edema",
     "support_devices": r"endotracheal tube|catheter|nasogastric tube|pacemaker|picc line",
 }
-NEGATION = re.compile(r"^(no|there is no)\b|\bwithout\b|\bfree of\b|\bis normal\b|\bnot enlarged\b|"
-                      r"\bwithin normal limits\b", re.IGNORECASE)
+NEGATION = re.compile(
+    r"^(no|there is no)\b|\bwithout\b|\bfree of\b|\bis normal\b|\bnot enlarged\b|"
+    r"\bwithin normal limits\b",
+    re.IGNORECASE,
+)
 
 
 def _sentences(report: str) -> list[str]:
@@ -55,8 +66,12 @@ def _check_report(report: str, labels: dict[str, int]) -> None:
             positively_mentioned |= mentioned
     missing = {name for name, v in labels.items() if v} - positively_mentioned
     assert not missing, f"positive findings not reported: {missing} in {report!r}"
-    assert not re.search(r"\b(possible|possibly|may|might|cannot be excluded|suspicious for|likely|"
-                         r"question of)\b", report, re.IGNORECASE), report
+    assert not re.search(
+        r"\b(possible|possibly|may|might|cannot be excluded|suspicious for|likely|"
+        r"question of)\b",
+        report,
+        re.IGNORECASE,
+    ), report
 
 
 @pytest.fixture(scope="module")
@@ -109,8 +124,9 @@ def test_return_value_matches_dataset_info(dataset: tuple[Path, dict[str, Any]])
 
 
 def test_frontal_only_and_custom_splits(tmp_path: Path) -> None:
-    info = generate_dataset(tmp_path / "f", n=10, seed=1, image_size=64, lateral=False,
-                            split_fractions=(0.5, 0.3, 0.2), workers=1)
+    info = generate_dataset(
+        tmp_path / "f", n=10, seed=1, image_size=64, lateral=False, split_fractions=(0.5, 0.3, 0.2), workers=1
+    )
     assert info["splits"] == {"train": 5, "val": 3, "test": 2} and info["lateral"] is False
     for r in _records(tmp_path / "f"):
         assert r["image_path"] == [f"{r['id']}/0.png"] and r["views"] == ["PA"]
@@ -182,12 +198,17 @@ def test_reports_agree_with_labels(dataset: tuple[Path, dict[str, Any]]) -> None
 
 
 def test_report_attributes_in_text() -> None:
-    spec = StudySpec(labels={f: int(f in ("pleural_effusion", "nodule_mass", "support_devices")) for f in FINDINGS},
-                     details={"pleural_effusion": {"side": "left", "size": "small"},
-                              "nodule_mass": {"lobe": "right upper lobe", "side": "right", "size_mm": 8,
-                                              "kind": "nodule"},
-                              "support_devices": {"devices": ["endotracheal tube", "central venous catheter"],
-                                                  "cvc_site": "right internal jugular"}})
+    spec = StudySpec(
+        labels={f: int(f in ("pleural_effusion", "nodule_mass", "support_devices")) for f in FINDINGS},
+        details={
+            "pleural_effusion": {"side": "left", "size": "small"},
+            "nodule_mass": {"lobe": "right upper lobe", "side": "right", "size_mm": 8, "kind": "nodule"},
+            "support_devices": {
+                "devices": ["endotracheal tube", "central venous catheter"],
+                "cvc_site": "right internal jugular",
+            },
+        },
+    )
     for i in range(10):
         report = write_report(spec, np.random.default_rng(i)).lower()
         assert "small left pleural effusion" in report
@@ -222,12 +243,13 @@ def test_findings_leave_visible_evidence() -> None:
         diff = _frontal(cardiomegaly, i) - base
         assert diff[60:85, 80:100].mean() > 10
     # Every finding changes the picture of the same patient.
-    examples = {"consolidation": {"lobe": "right lower lobe", "side": "right", "pattern": "patchy"},
-                "nodule_mass": {"lobe": "left upper lobe", "side": "left", "size_mm": 40, "kind": "mass"},
-                "atelectasis": {"location": "left lower lobe", "side": "left", "pattern": "plate-like",
-                                "volume_loss": False},
-                "edema": {"severity": "moderate"},
-                "support_devices": {"devices": ["endotracheal tube", "pacemaker"], "pacemaker_side": "left"}}
+    examples = {
+        "consolidation": {"lobe": "right lower lobe", "side": "right", "pattern": "patchy"},
+        "nodule_mass": {"lobe": "left upper lobe", "side": "left", "size_mm": 40, "kind": "mass"},
+        "atelectasis": {"location": "left lower lobe", "side": "left", "pattern": "plate-like", "volume_loss": False},
+        "edema": {"severity": "moderate"},
+        "support_devices": {"devices": ["endotracheal tube", "pacemaker"], "pacemaker_side": "left"},
+    }
     base = _frontal(normal, 0)
     for name, detail in examples.items():
         assert abs(_frontal(_spec(**{name: detail}), 0) - base).mean() > 0.3, name

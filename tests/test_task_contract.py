@@ -111,8 +111,10 @@ class ToyTask(Task):
 
     def __call__(self, batch: ToyBatch) -> dict[str, torch.Tensor]:
         logits = self.model(batch.images)
-        return {"loss": nn.functional.binary_cross_entropy_with_logits(logits, batch.target),
-                "weight": torch.tensor(len(batch))}
+        return {
+            "loss": nn.functional.binary_cross_entropy_with_logits(logits, batch.target),
+            "weight": torch.tensor(len(batch)),
+        }
 
     @torch.no_grad()
     def outputs(self, batch: ToyBatch) -> list[Any]:
@@ -122,11 +124,15 @@ class ToyTask(Task):
     def validation_metrics(self, rows: Sequence[Any]) -> dict[str, float]:
         return {"accuracy": float(np.mean([(r["p"] >= self.options.threshold) == (r["y"] == 1) for r in rows]))}
 
-    def evaluation(self, outputs: dict[str, list[Any]], studies: dict[str, list[Study]], options: Any
-                   ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    def evaluation(
+        self, outputs: dict[str, list[Any]], studies: dict[str, list[Study]], options: Any
+    ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         rows = outputs["test"]
-        result = {**self.validation_metrics(rows), "n_examples": len(rows),
-                  "baseline": {"accuracy": float(np.mean([r["y"] == (self.assets["prevalence"] >= 0.5) for r in rows]))}}
+        result = {
+            **self.validation_metrics(rows),
+            "n_examples": len(rows),
+            "baseline": {"accuracy": float(np.mean([r["y"] == (self.assets["prevalence"] >= 0.5) for r in rows]))},
+        }
         return result, [{"id": r["id"], "probability": r["p"]} for r in rows]
 
     def inference_batch(self, studies: Sequence[Any]) -> ToyBatch:
@@ -148,20 +154,26 @@ def _toy_data(root: Path) -> None:
             level = rng.integers(150, 255) if bright else rng.integers(0, 100)
             Image.fromarray(np.full((20, 20), level, np.uint8)).save(root / "img" / f"{i}.png")
             split = "train" if i < 32 else ("val" if i < 40 else "test")
-            f.write(json.dumps({"id": f"s{i}", "image_paths": [f"img/{i}.png"], "labels": {"bright": bright},
-                                "split": split}) + "\n")
+            f.write(
+                json.dumps(
+                    {"id": f"s{i}", "image_paths": [f"img/{i}.png"], "labels": {"bright": bright}, "split": split}
+                )
+                + "\n"
+            )
 
 
 @pytest.fixture
 def toy_registered(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(TASKS._entries, "toy_brightness", lambda: ToyTask)
-    family = ModelFamily("toy", lambda: ToyConfig, lambda: {"tiny": {}}, ToyModel, task="toy_brightness",
-                         default_size="tiny")
+    family = ModelFamily(
+        "toy", lambda: ToyConfig, lambda: {"tiny": {}}, ToyModel, task="toy_brightness", default_size="tiny"
+    )
     monkeypatch.setitem(MODEL_FAMILIES._entries, "toy", family)
 
 
-def test_a_task_defined_outside_medvl_runs_every_command(toy_registered: None, tmp_path: Path,
-                                                          capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_task_defined_outside_medvl_runs_every_command(
+    toy_registered: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from fastapi.testclient import TestClient
 
     from medvl.cli import main
@@ -175,12 +187,25 @@ def test_a_task_defined_outside_medvl_runs_every_command(toy_registered: None, t
     _toy_data(data)
 
     def cfg(steps: int) -> Any:
-        return experiment_from_dict({
-            "data": {"source": "manifest", "root": str(data), "batch_size": 8},
-            "model": {"family": "toy"}, "task": {"threshold": 0.5},
-            "train": {"output_dir": str(run), "max_steps": steps, "eval_every": 4, "lr": 0.05, "warmup_steps": 0,
-                      "select_metric": "loss", "select_mode": "min",
-                      "progress": False, "loggers": ["jsonl"], "num_threads": 1}})
+        return experiment_from_dict(
+            {
+                "data": {"source": "manifest", "root": str(data), "batch_size": 8},
+                "model": {"family": "toy"},
+                "task": {"threshold": 0.5},
+                "train": {
+                    "output_dir": str(run),
+                    "max_steps": steps,
+                    "eval_every": 4,
+                    "lr": 0.05,
+                    "warmup_steps": 0,
+                    "select_metric": "loss",
+                    "select_mode": "min",
+                    "progress": False,
+                    "loggers": ["jsonl"],
+                    "num_threads": 1,
+                },
+            }
+        )
 
     first = train(cfg(8))
     assert first["steps"] == 8 and "accuracy" in first["final_val_metrics"]

@@ -41,16 +41,24 @@ def _train_state(model: nn.Module) -> dict:
     model.head(model.proj(model.norm(model.embed(torch.tensor([1, 2]))))).sum().backward()
     opt.step()
     sched.step()
-    return {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-            "rng": {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()},
-            "run": {"step": 1, "best_metric": None, "skipped": {"a": "why"}}}
+    return {
+        "optimizer": opt.state_dict(),
+        "scheduler": sched.state_dict(),
+        "rng": {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()},
+        "run": {"step": 1, "best_metric": None, "skipped": {"a": "why"}},
+    }
 
 
 def test_checkpoint_round_trip_with_tied_weights_and_train_state(tmp_path: Path) -> None:
     model = Tied()
     state = _train_state(model)
-    path = save_checkpoint(tmp_path / "checkpoints" / "step_0000001", model.state_dict(), {"step": 1, "x": [1, 2]},
-                           train_state=state, extra_tensors={"ema": ModelEma(model, 0.9).state_dict()})
+    path = save_checkpoint(
+        tmp_path / "checkpoints" / "step_0000001",
+        model.state_dict(),
+        {"step": 1, "x": [1, 2]},
+        train_state=state,
+        extra_tensors={"ema": ModelEma(model, 0.9).state_dict()},
+    )
     ckpt = load_checkpoint(path)
     assert ckpt.metadata["step"] == 1 and ckpt.metadata["x"] == [1, 2]
     assert set(ckpt.model_state) == set(model.state_dict())

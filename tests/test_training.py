@@ -25,8 +25,9 @@ def _weights(run_dir: Path) -> dict[str, torch.Tensor]:
 
 
 def test_a_few_steps_lower_the_loss(synth_root: Path, tmp_path: Path) -> None:
-    cfg = load_experiment("quickstart", tiny_overrides(synth_root, tmp_path, "train.max_steps=30", "train.lr=3e-3",
-                                                       "train.eval_every=30"))
+    cfg = load_experiment(
+        "quickstart", tiny_overrides(synth_root, tmp_path, "train.max_steps=30", "train.lr=3e-3", "train.eval_every=30")
+    )
     trainer = Trainer(cfg)
     from medvl.data.dataset import collate
 
@@ -48,9 +49,19 @@ def test_a_few_steps_lower_the_loss(synth_root: Path, tmp_path: Path) -> None:
 
 
 def test_grad_accumulation_and_ema_and_bf16_run(synth_root: Path, tmp_path: Path) -> None:
-    cfg = load_experiment("quickstart", tiny_overrides(synth_root, tmp_path, "train.max_steps=3", "train.grad_accum=2",
-                                                       "train.ema_decay=0.9", "train.precision=bf16",
-                                                       "train.label_smoothing=0.1", "train.schedule=linear"))
+    cfg = load_experiment(
+        "quickstart",
+        tiny_overrides(
+            synth_root,
+            tmp_path,
+            "train.max_steps=3",
+            "train.grad_accum=2",
+            "train.ema_decay=0.9",
+            "train.precision=bf16",
+            "train.label_smoothing=0.1",
+            "train.schedule=linear",
+        ),
+    )
     summary = train(cfg)
     assert summary["steps"] == 3
     ckpt = load_checkpoint(tmp_path / "checkpoints" / "last")
@@ -93,8 +104,9 @@ def test_sigkill_then_resume_auto_matches_uninterrupted(synth_root: Path, tmp_pa
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     cmd = [sys.executable, "-m", "medvl", "train", "quickstart"]
     killed_dir = tmp_path / "killed"
-    proc = subprocess.Popen(cmd + tiny_overrides(synth_root, killed_dir, *extra), env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        cmd + tiny_overrides(synth_root, killed_dir, *extra), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:
         if (killed_dir / "checkpoints" / "step_0000012").exists():
@@ -105,13 +117,19 @@ def test_sigkill_then_resume_auto_matches_uninterrupted(synth_root: Path, tmp_pa
     proc.wait()
     assert proc.returncode == -signal.SIGKILL
     assert not (killed_dir / "checkpoints" / "last").exists()
-    resumed = subprocess.run(cmd + tiny_overrides(synth_root, killed_dir, *extra) + ["--resume", "auto"], env=env,
-                             capture_output=True, text=True, timeout=300)
+    resumed = subprocess.run(
+        cmd + tiny_overrides(synth_root, killed_dir, *extra) + ["--resume", "auto"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resumed from" in resumed.stdout
     full_dir = tmp_path / "full"
-    full = subprocess.run(cmd + tiny_overrides(synth_root, full_dir, *extra), env=env, capture_output=True, text=True,
-                          timeout=300)
+    full = subprocess.run(
+        cmd + tiny_overrides(synth_root, full_dir, *extra), env=env, capture_output=True, text=True, timeout=300
+    )
     assert full.returncode == 0, full.stderr[-3000:]
     a, b = _weights(full_dir), _weights(killed_dir)
     for key in a:
@@ -133,27 +151,41 @@ def test_too_little_data_is_a_clear_error(synth_root: Path, tmp_path: Path) -> N
 # The session's tiny synthetic set read by the synthetic source (which provides its findings as labels).
 SYNTH_FIXTURE = ["data.source=synthetic", "data.synth.n=40", "data.synth.seed=3", "data.synth.image_size=64"]
 # Recipes that read weights the user brings run here with those parts at random init.
-NO_PRETRAINED = ["model.encoder=vit", "model.encoder_weights=", "model.llm_path=", "tokenizer.path=",
-                 "train.init_from=", "model.llm_dtype=float32", "train.precision=fp32"]
+NO_PRETRAINED = [
+    "model.encoder=vit",
+    "model.encoder_weights=",
+    "model.llm_path=",
+    "tokenizer.path=",
+    "train.init_from=",
+    "model.llm_dtype=float32",
+    "train.precision=fp32",
+]
 
 # mae clip recipes on the fixture's clips (their frame count; a GPU recipe's global batch would need 64 steps).
-CLIPS_FOR_MAE = [f"model.num_frames={CLIPS_SETTINGS['frames']}", "model.channel_mean=[]", "model.channel_std=[]",
-                 "train.global_batch_size=0"]
+CLIPS_FOR_MAE = [
+    f"model.num_frames={CLIPS_SETTINGS['frames']}",
+    "model.channel_mean=[]",
+    "model.channel_std=[]",
+    "train.global_batch_size=0",
+]
 
 
 @pytest.mark.parametrize("recipe", sorted((REPO / "recipes").glob("*.yaml")), ids=lambda p: p.stem)
-def test_every_shipped_recipe_trains_at_a_tiny_size(recipe: Path, synth_root: Path, clips_root: Path,
-                                                     tmp_path: Path) -> None:
+def test_every_shipped_recipe_trains_at_a_tiny_size(
+    recipe: Path, synth_root: Path, clips_root: Path, tmp_path: Path
+) -> None:
     text = recipe.read_text()
     extra = NO_PRETRAINED if "family: xraygpt" in text else []
     if "family: classifier" in text or "name: classification" in text:  # the tiny synthetic set as a labelled
-        extra = [*SYNTH_FIXTURE, "task.labels=[]", "train.select_metric="]   # source; its 8 findings as classes
+        extra = [*SYNTH_FIXTURE, "task.labels=[]", "train.select_metric="]  # source; its 8 findings as classes
     if "family: unified" in text:  # BiomedGPT: the session's synthetic set (reports, labels, questions) serves
-        extra = list(SYNTH_FIXTURE)     # each recipe's sub-tasks
+        extra = list(SYNTH_FIXTURE)  # each recipe's sub-tasks
         if "source: mixture" in text:
             synth = "{n: 40, seed: 3, image_size: 64}"
-            extra.append(f"data.mixture=[{{source: synthetic, root: {synth_root}, synth: {synth}}}, "
-                         f"{{source: cxr_vqa_synthetic, root: {synth_root}, synth: {synth}}}]")
+            extra.append(
+                f"data.mixture=[{{source: synthetic, root: {synth_root}, synth: {synth}}}, "
+                f"{{source: cxr_vqa_synthetic, root: {synth_root}, synth: {synth}}}]"
+            )
             extra[0] = "data.source=mixture"
         elif "tasks: [vqa]" in text:
             extra[0] = "data.source=cxr_vqa_synthetic"
@@ -163,23 +195,35 @@ def test_every_shipped_recipe_trains_at_a_tiny_size(recipe: Path, synth_root: Pa
         extra = [*clips_overrides(clips_root), "train.precision=fp32"]
     if "family: mae" in text:  # no pretrained weights or previous stage here; a clip's frames are the model's
         extra = [*extra, "model.pretrained=", "train.init_from=", *(CLIPS_FOR_MAE if "source: clips" in text else [])]
-    cfg = load_experiment(recipe, tiny_overrides(synth_root, tmp_path, "train.max_steps=2", "train.eval_every=2",
-                                                 "data.num_workers=0", *extra))
+    cfg = load_experiment(
+        recipe,
+        tiny_overrides(synth_root, tmp_path, "train.max_steps=2", "train.eval_every=2", "data.num_workers=0", *extra),
+    )
     summary = train(cfg)
     assert summary["steps"] == 2 and (tmp_path / "checkpoints" / "last" / "meta.json").is_file()
     assert cfg.train.select_metric in summary["final_val_metrics"]
 
 
 def test_a_checkpoint_with_a_pretrained_backbone_loads_without_the_original_weights_file(
-        synth_root: Path, tmp_path: Path) -> None:
+    synth_root: Path, tmp_path: Path
+) -> None:
     torchvision = pytest.importorskip("torchvision")
     from medvl.infer.predictor import load_trained
 
     weights = tmp_path / "resnet18.pth"
     torch.save(torchvision.models.resnet18(weights=None).state_dict(), weights)
-    cfg = load_experiment("quickstart", tiny_overrides(
-        synth_root, tmp_path / "run", "train.max_steps=1", "model.encoder=torchvision", "model.encoder_name=resnet18",
-        f"model.encoder_weights={weights}", "model.image_size=64"))
+    cfg = load_experiment(
+        "quickstart",
+        tiny_overrides(
+            synth_root,
+            tmp_path / "run",
+            "train.max_steps=1",
+            "model.encoder=torchvision",
+            "model.encoder_name=resnet18",
+            f"model.encoder_weights={weights}",
+            "model.image_size=64",
+        ),
+    )
     train(cfg)
     weights.unlink()  # e.g. the checkpoint was copied to another machine
     loaded = load_trained(tmp_path / "run")

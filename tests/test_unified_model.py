@@ -20,9 +20,23 @@ PAD, BOS, EOS, VOCAB = 0, 1, 2, 40
 
 def tiny_config(**fields) -> UnifiedConfig:
     """A unit-test model: resnet18 stem at 32 px (a 2x2 patch grid), width 32, 2+2 layers."""
-    base = dict(image_size=32, in_chans=1, resnet="resnet18", d_model=32, n_heads=4, ffn_dim=64, encoder_layers=2,
-                decoder_layers=2, vocab_size=VOCAB, pad_id=PAD, max_source_positions=32, max_target_positions=32,
-                token_bucket_size=8, image_bucket_size=4, dropout=0.0)
+    base = dict(
+        image_size=32,
+        in_chans=1,
+        resnet="resnet18",
+        d_model=32,
+        n_heads=4,
+        ffn_dim=64,
+        encoder_layers=2,
+        decoder_layers=2,
+        vocab_size=VOCAB,
+        pad_id=PAD,
+        max_source_positions=32,
+        max_target_positions=32,
+        token_bucket_size=8,
+        image_bucket_size=4,
+        dropout=0.0,
+    )
     return UnifiedConfig(**{**base, **fields})
 
 
@@ -44,15 +58,17 @@ def batch(b: int = 3, s: int = 6, seed: int = 0, dtype: torch.dtype = torch.floa
     image_valid = torch.tensor([i % 3 != 1 for i in range(b)])  # every third example is text-only
     src_ids = torch.randint(3, VOCAB, (b, s), generator=g)
     src_mask = torch.ones(b, s, dtype=torch.bool)
-    src_mask[0, s - 2:] = False  # a padded instruction
+    src_mask[0, s - 2 :] = False  # a padded instruction
     src_ids[~src_mask] = PAD
     return images, image_valid, src_ids, src_mask
 
 
 # ---- flags ----
 
-@pytest.mark.parametrize("flag,module_name", [("attn_ln", "attn_ln"), ("ffn_ln", "ffn_ln"),
-                                              ("head_scale", "head_scale")])
+
+@pytest.mark.parametrize(
+    "flag,module_name", [("attn_ln", "attn_ln"), ("ffn_ln", "ffn_ln"), ("head_scale", "head_scale")]
+)
 def test_each_normalization_flag_adds_its_module_and_changes_the_output(flag, module_name):
     on, off = tiny_model(**{flag: True}), tiny_model(**{flag: False})
     assert getattr(UnifiedConfig(), flag) is True  # the seed's setting: all three NormFormer operations on
@@ -125,6 +141,7 @@ def test_size_presets_match_the_published_parameter_counts():
 
 # ---- generation ----
 
+
 def _greedy_reference(model, images, image_valid, src_ids, src_mask, steps):
     """Greedy decoding by re-running the full teacher-forced forward on the whole prefix at every step."""
     prev = torch.full((src_ids.shape[0], 1), BOS)
@@ -143,7 +160,7 @@ def test_cached_greedy_equals_the_full_recompute():
     args = batch(b=4)
     out = model.generate(*args, max_new_tokens=10, bos_id=BOS, eos_id=EOS, pad_id=PAD)
     ref = _greedy_reference(model, *args, steps=10)
-    assert torch.equal(out, ref[:, :out.shape[1]])
+    assert torch.equal(out, ref[:, : out.shape[1]])
     assert len(set(out[:, :3].flatten().tolist())) > 2  # the test model does not emit one token everywhere
 
 
@@ -160,19 +177,19 @@ def test_beam_search_finds_a_sequence_at_least_as_likely_as_greedy():
     model = tiny_model(seed=2)
     args = batch(b=3, seed=2)
     greedy = model.generate(*args, max_new_tokens=6, bos_id=BOS, eos_id=EOS, pad_id=PAD)
-    beam = model.generate(*args, max_new_tokens=6, bos_id=BOS, eos_id=EOS, pad_id=PAD, num_beams=5,
-                          length_penalty=0.0)
+    beam = model.generate(*args, max_new_tokens=6, bos_id=BOS, eos_id=EOS, pad_id=PAD, num_beams=5, length_penalty=0.0)
     for i in range(3):  # score each as a 1-candidate set under teacher forcing
-        one = [a[i:i + 1] for a in args]
-        g = model.score_candidates(*one, greedy[i:i + 1], bos_id=BOS)
-        b = model.score_candidates(*one, beam[i:i + 1], bos_id=BOS)
+        one = [a[i : i + 1] for a in args]
+        g = model.score_candidates(*one, greedy[i : i + 1], bos_id=BOS)
+        b = model.score_candidates(*one, beam[i : i + 1], bos_id=BOS)
         assert b.item() >= g.item() - 1e-9
 
 
 def test_no_repeat_ngram_never_repeats():
     model = tiny_model(seed=3)
-    out = model.generate(*batch(b=3, seed=3), max_new_tokens=12, bos_id=BOS, eos_id=EOS, pad_id=PAD,
-                         no_repeat_ngram_size=2, num_beams=2)
+    out = model.generate(
+        *batch(b=3, seed=3), max_new_tokens=12, bos_id=BOS, eos_id=EOS, pad_id=PAD, no_repeat_ngram_size=2, num_beams=2
+    )
     for row in out.tolist():
         row = [t for t in row if t != PAD]
         grams = list(zip(row, row[1:]))
@@ -184,11 +201,19 @@ def test_trie_constrained_decoding_never_leaves_the_candidate_set(num_beams):
     model = tiny_model(seed=4)
     rng = random.Random(num_beams)
     for trial in range(4):
-        candidates = {tuple(rng.randrange(3, VOCAB) for _ in range(rng.randint(1, 4))) + (EOS,)
-                      for _ in range(rng.randint(2, 6))}
+        candidates = {
+            tuple(rng.randrange(3, VOCAB) for _ in range(rng.randint(1, 4))) + (EOS,) for _ in range(rng.randint(2, 6))
+        }
         trie = PrefixTrie([list(c) for c in candidates])
-        out = model.generate(*batch(b=3, seed=trial), max_new_tokens=8, bos_id=BOS, eos_id=EOS, pad_id=PAD,
-                             num_beams=num_beams, allowed_tokens=trie.allowed_tokens)
+        out = model.generate(
+            *batch(b=3, seed=trial),
+            max_new_tokens=8,
+            bos_id=BOS,
+            eos_id=EOS,
+            pad_id=PAD,
+            num_beams=num_beams,
+            allowed_tokens=trie.allowed_tokens,
+        )
         for row in out.tolist():
             while row and row[-1] == PAD:
                 row.pop()
@@ -199,8 +224,16 @@ def test_trie_constrained_decoding_never_leaves_the_candidate_set(num_beams):
 def test_the_candidate_set_wins_over_no_repeat_ngram(num_beams):
     model = tiny_model(seed=4)
     trie = PrefixTrie([[5, 5, 5, EOS]])  # an answer that repeats itself
-    out = model.generate(*batch(b=2), max_new_tokens=6, bos_id=BOS, eos_id=EOS, pad_id=PAD, num_beams=num_beams,
-                         no_repeat_ngram_size=1, allowed_tokens=trie.allowed_tokens)
+    out = model.generate(
+        *batch(b=2),
+        max_new_tokens=6,
+        bos_id=BOS,
+        eos_id=EOS,
+        pad_id=PAD,
+        num_beams=num_beams,
+        no_repeat_ngram_size=1,
+        allowed_tokens=trie.allowed_tokens,
+    )
     assert out[:, :4].tolist() == [[5, 5, 5, EOS]] * 2
 
 
@@ -214,12 +247,13 @@ def test_score_candidates_equals_teacher_forced_log_probs():
         for k in range(3):
             target = candidates[k][candidates[k] != PAD]
             prev = torch.cat([torch.tensor([BOS]), target[:-1]])[None]
-            logits = model(images[i:i + 1], image_valid[i:i + 1], src_ids[i:i + 1], src_mask[i:i + 1], prev)
+            logits = model(images[i : i + 1], image_valid[i : i + 1], src_ids[i : i + 1], src_mask[i : i + 1], prev)
             expected = F.log_softmax(logits[0], -1).gather(-1, target[:, None]).sum()
             assert scores[i, k].item() == pytest.approx(expected.item(), abs=1e-6)
 
 
 # ---- inputs ----
+
 
 def test_text_only_examples_ignore_the_image_tensor():
     model = tiny_model(seed=6)
@@ -271,6 +305,7 @@ def test_bad_inputs_name_the_problem():
 
 # ---- positions and trie ----
 
+
 def test_relative_buckets():
     pos = torch.arange(300)
     b = token_relative_buckets(pos, pos, bucket_size=16, max_distance=300)
@@ -315,6 +350,5 @@ def test_a_few_steps_learn_answers_that_depend_on_the_image_and_on_the_instructi
         loss.backward()
         optimizer.step()
     model.eval()
-    out = model.generate(images, image_valid, src_ids, src_mask, max_new_tokens=3, bos_id=BOS, eos_id=EOS,
-                         num_beams=2)
+    out = model.generate(images, image_valid, src_ids, src_mask, max_new_tokens=3, bos_id=BOS, eos_id=EOS, num_beams=2)
     assert loss.item() < 0.1 and torch.equal(out[:, :2], targets)

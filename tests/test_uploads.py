@@ -66,11 +66,10 @@ def _dicom(tmp: Path, **kw: object) -> bytes:
 def _redeflate(data: bytes, edit) -> bytes:  # noqa: ANN001
     """A deflated DICOM whose inflated data set went through `edit` (bytes -> bytes)."""
     at = data.index(b"DICM") + 4
-    meta_len = int.from_bytes(data[at + 8: at + 12], "little")  # (0002,0000) group length, UL
+    meta_len = int.from_bytes(data[at + 8 : at + 12], "little")  # (0002,0000) group length, UL
     start = at + 12 + meta_len
     compressor = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
-    return data[:start] + compressor.compress(edit(zlib.decompress(data[start:], -zlib.MAX_WBITS))) + \
-        compressor.flush()
+    return data[:start] + compressor.compress(edit(zlib.decompress(data[start:], -zlib.MAX_WBITS))) + compressor.flush()
 
 
 def _odd_length(body: bytes) -> bytes:
@@ -95,11 +94,17 @@ def _assert_4xx(res: httpx.Response, status: int, fragment: str = "") -> dict:
 def test_json_envelopes_that_used_to_crash_get_a_400(client: TestClient) -> None:
     image = base64.b64encode(_png()).decode()
     big_number = b'{"images": [{"data": "' + image.encode() + b'"}], "n": ' + b"9" * 5000 + b"}"
-    _assert_4xx(client.post("/v1/reports", content=big_number, headers={"Content-Type": "application/json"}), 400,
-                "not acceptable JSON")
+    _assert_4xx(
+        client.post("/v1/reports", content=big_number, headers={"Content-Type": "application/json"}),
+        400,
+        "not acceptable JSON",
+    )
     deep = b"[" * 100_000 + b"]" * 100_000
-    _assert_4xx(client.post("/v1/reports", content=deep, headers={"Content-Type": "application/json"}), 400,
-                "objects and arrays")
+    _assert_4xx(
+        client.post("/v1/reports", content=deep, headers={"Content-Type": "application/json"}),
+        400,
+        "objects and arrays",
+    )
     deep_object = b'{"images": ' + b'{"a": ' * 50_000 + b"1" + b"}" * 50_001
     _assert_4xx(client.post("/v1/reports", content=deep_object, headers={"Content-Type": "application/json"}), 400)
 
@@ -116,7 +121,7 @@ def test_damaged_dicom_uploads_get_a_422(client: TestClient, tmp_path: Path) -> 
     raw = _dicom(tmp_path, window=(2000.0, 3000.0))
     for tag in (b"\x28\x00\x10\x00US", b"\x28\x00\x50\x10DS"):  # Rows, Window Center: pydicom raised NotImplemented
         at = raw.index(tag) + 4
-        cases[f"unknown value representation in {tag[:4].hex()}"] = raw[:at] + b"ZZ" + raw[at + 2:]
+        cases[f"unknown value representation in {tag[:4].hex()}"] = raw[:at] + b"ZZ" + raw[at + 2 :]
     for data in cases.values():
         _assert_4xx(_post(client, data), 422, "images[0]")
     odd = raw.replace(b"\x08\x00\x60\x00CS\x02\x00", b"\x08\x00\x60\x00CS\x03\x00")  # may still decode
@@ -124,8 +129,9 @@ def test_damaged_dicom_uploads_get_a_422(client: TestClient, tmp_path: Path) -> 
 
 
 # ----------------------------------------------------------------------------------------------------- item 9
-def test_a_deflate_bomb_and_a_182_megapixel_dicom_are_refused_from_their_headers(loaded: LoadedModel,
-                                                                                 tmp_path: Path) -> None:
+def test_a_deflate_bomb_and_a_182_megapixel_dicom_are_refused_from_their_headers(
+    loaded: LoadedModel, tmp_path: Path
+) -> None:
     bomb = deflated_dicom(512, 512, pixel_bytes=1 << 30)  # ~1 MB that inflates to 1 GiB
     assert len(bomb) < 1_100_000
     huge = deflated_dicom(13490, 13490)  # 182 million pixels in ~350 KB
@@ -152,17 +158,21 @@ def test_a_deflate_bomb_and_a_182_megapixel_dicom_are_refused_from_their_headers
 
 
 def _peak_rss_mb(script: str, trained: Path, data: Path, *args: str) -> dict:
-    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "upload_memory.py"), script, str(trained),
-                           str(data), *args], capture_output=True, text=True, timeout=240,
-                          env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1",
-                               "HF_HUB_OFFLINE": "1"})
+    done = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "upload_memory.py"), script, str(trained), str(data), *args],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"},
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 @pytest.mark.parametrize("case", ["bomb", "huge"])
-def test_peak_memory_for_hostile_dicoms_stays_under_300_mb_above_idle(trained_checkpoint: Path, tmp_path: Path,
-                                                                      case: str) -> None:
+def test_peak_memory_for_hostile_dicoms_stays_under_300_mb_above_idle(
+    trained_checkpoint: Path, tmp_path: Path, case: str
+) -> None:
     path = tmp_path / f"{case}.dcm"
     path.write_bytes(deflated_dicom(512, 512, pixel_bytes=1 << 30) if case == "bomb" else deflated_dicom(13490, 13490))
     for mode in ("serve", "predict"):
@@ -208,8 +218,10 @@ def test_a_declared_content_length_over_the_limit_is_refused_before_the_body(loa
     with running_server(create_app(loaded, settings=ServeSettings(limits=limits))) as url:
         host, port = re.match(r"http://([^:]+):(\d+)", url).groups()
         with socket.create_connection((host, int(port)), timeout=10) as s:
-            s.sendall(b"POST /v1/reports HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                      b"Content-Length: 1000000000\r\n\r\n")  # and no body: an answer must not wait for it
+            s.sendall(
+                b"POST /v1/reports HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b"Content-Length: 1000000000\r\n\r\n"
+            )  # and no body: an answer must not wait for it
             answer = ""
             while "}}" not in answer:  # the JSON error body may come in a second packet
                 chunk = s.recv(65536).decode()
@@ -233,10 +245,10 @@ def _check_fields(client: TestClient) -> None:
     res = client.post("/v1/reports", json={"images": [{"data": image}], "k" * 5_000_000: 1})
     _assert_4xx(res, 400, "unknown JSON field")
     assert len(res.content) < 1000
-    _assert_4xx(client.post("/v1/reports", json={"images": [{"data": image, "extra": 1}]}), 400,
-                "unknown field images[0].extra")
-    res = client.post("/v1/reports", files=[("images", ("a.png", _png(), "image/png"))],
-                      data={"views": "L" * 100_000})
+    _assert_4xx(
+        client.post("/v1/reports", json={"images": [{"data": image, "extra": 1}]}), 400, "unknown field images[0].extra"
+    )
+    res = client.post("/v1/reports", files=[("images", ("a.png", _png(), "image/png"))], data={"views": "L" * 100_000})
     assert res.status_code == 400 and len(res.content) < 1000
     res = client.post("/v1/reports", files=[("images", ("a.png", _png(), "image/png"))], data={"other": "x"})
     _assert_4xx(res, 400, "unknown multipart field 'other'")
@@ -252,19 +264,21 @@ def _mutate(data: bytes, rng: random.Random) -> bytes:
         for _ in range(rng.randint(1, 8)):
             b[rng.randrange(len(b))] = rng.randrange(256)
     elif kind == 1:  # truncate
-        del b[rng.randrange(1, len(b)):]
+        del b[rng.randrange(1, len(b)) :]
     elif kind == 2:  # insert random bytes
         at = rng.randrange(len(b))
         b[at:at] = bytes(rng.randrange(256) for _ in range(rng.randint(1, 64)))
     elif kind == 3:  # zero a range
         at = rng.randrange(len(b))
-        b[at: at + rng.randint(1, 256)] = bytes(min(256, len(b) - at))
+        b[at : at + rng.randint(1, 256)] = bytes(min(256, len(b) - at))
     elif kind == 4:  # duplicate a chunk
         at = rng.randrange(len(b))
-        b[at:at] = b[at: at + rng.randint(1, 512)]
+        b[at:at] = b[at : at + rng.randint(1, 512)]
     elif kind == 5:  # set a 16/32-bit little-endian field (lengths, sizes, rows/columns) to an extreme
         at = rng.randrange(max(1, len(b) - 4))
-        b[at: at + 4] = rng.choice([b"\xff\xff\xff\xff", b"\x00\x00\x00\x00", b"\x01\x00\x00\x00", b"\xff\x7f\x00\x00"])
+        b[at : at + 4] = rng.choice(
+            [b"\xff\xff\xff\xff", b"\x00\x00\x00\x00", b"\x01\x00\x00\x00", b"\xff\x7f\x00\x00"]
+        )
     else:  # flip one bit in the header region
         at = rng.randrange(min(len(b), 400))
         b[at] ^= 1 << rng.randrange(8)
@@ -272,8 +286,14 @@ def _mutate(data: bytes, rng: random.Random) -> bytes:
 
 
 def test_fuzz_5000_mutated_uploads_get_no_5xx(loaded: LoadedModel, tmp_path: Path) -> None:
-    seeds = {"png": _png(), "jpeg": _jpeg(), "dicom": _dicom(tmp_path), "dicom-deflate": deflated_dicom(48, 64, fill=3),
-             "dicom-rle": _dicom(tmp_path, syntax="rle"), "dicom-window": _dicom(tmp_path, window=(2000.0, 3000.0))}
+    seeds = {
+        "png": _png(),
+        "jpeg": _jpeg(),
+        "dicom": _dicom(tmp_path),
+        "dicom-deflate": deflated_dicom(48, 64, fill=3),
+        "dicom-rle": _dicom(tmp_path, syntax="rle"),
+        "dicom-window": _dicom(tmp_path, window=(2000.0, 3000.0)),
+    }
     rng = random.Random(16)
     bodies = [(name, _mutate(data, rng)) for _ in range(850) for name, data in seeds.items()]
     assert len(bodies) >= 5000
@@ -281,8 +301,10 @@ def test_fuzz_5000_mutated_uploads_get_no_5xx(loaded: LoadedModel, tmp_path: Pat
 
     async def run() -> list[tuple[str, int, str]]:
         transport = httpx.ASGITransport(app=app)
-        async with app.router.lifespan_context(app), \
-                httpx.AsyncClient(transport=transport, base_url="http://fuzz") as client:
+        async with (
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(transport=transport, base_url="http://fuzz") as client,
+        ):
             gate = asyncio.Semaphore(32)
 
             async def one(name: str, data: bytes) -> tuple[str, int, str]:
@@ -301,6 +323,8 @@ def test_fuzz_5000_mutated_uploads_get_no_5xx(loaded: LoadedModel, tmp_path: Pat
     statuses = {s for _, s, _ in results}
     assert statuses <= {200, 400, 413, 415, 422} and 422 in statuses and 200 in statuses
     assert all("\n" not in message and len(message) < 600 for _, _, message in results)
-    print(f"fuzz: {len(bodies)} uploads in {seconds:.1f}s: " +
-          ", ".join(f"{s}: {sum(1 for r in results if r[1] == s)}" for s in sorted(statuses)))
+    print(
+        f"fuzz: {len(bodies)} uploads in {seconds:.1f}s: "
+        + ", ".join(f"{s}: {sum(1 for r in results if r[1] == s)}" for s in sorted(statuses))
+    )
     assert seconds < 120, f"{len(bodies)} uploads took {seconds:.0f}s"

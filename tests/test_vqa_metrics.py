@@ -8,13 +8,29 @@ import pytest
 from medvl.evaluate.vqa import MajorityBaseline, format_vqa, majority_baselines, normalize_answer, vqa_accuracy
 
 
-@pytest.mark.parametrize(("raw", "normalized"), [
-    ("Yes.", "yes"), ("YEAH", "yes"), ("nope", "no"), ("False", "no"),
-    ("The left lung", "left lung"), ("an MRI!", "mri"), ("A", ""),
-    ("Two", "2"), ("twenty", "20"), (4, "4"), ("1,000 mm", "1000 mm"), ("2.5 cm", "2.5 cm"), ("end.", "end"),
-    ("X-ray", "x ray"), ("T2-weighted", "t2 weighted"), ("don't", "dont"), ("  right   side ", "right side"),
-    (None, ""),
-])
+@pytest.mark.parametrize(
+    ("raw", "normalized"),
+    [
+        ("Yes.", "yes"),
+        ("YEAH", "yes"),
+        ("nope", "no"),
+        ("False", "no"),
+        ("The left lung", "left lung"),
+        ("an MRI!", "mri"),
+        ("A", ""),
+        ("Two", "2"),
+        ("twenty", "20"),
+        (4, "4"),
+        ("1,000 mm", "1000 mm"),
+        ("2.5 cm", "2.5 cm"),
+        ("end.", "end"),
+        ("X-ray", "x ray"),
+        ("T2-weighted", "t2 weighted"),
+        ("don't", "dont"),
+        ("  right   side ", "right side"),
+        (None, ""),
+    ],
+)
 def test_normalize_answer(raw: object, normalized: str) -> None:
     assert normalize_answer(raw) == normalized
 
@@ -61,17 +77,22 @@ def test_group_without_questions_and_errors() -> None:
 
 
 def test_majority_baseline_per_answer_and_question_type() -> None:
-    train = {"answers": ["yes", "Yes", "no", "left", "left", "right", "no", "2", "No."],
-             "answer_types": ["closed", "closed", "closed", "open", "open", "open", "closed", "open", "closed"],
-             "question_types": ["PRES", "PRES", "PRES", "POS", "POS", "POS", "SIZE", "COUNT", "ABN"]}
+    train = {
+        "answers": ["yes", "Yes", "no", "left", "left", "right", "no", "2", "No."],
+        "answer_types": ["closed", "closed", "closed", "open", "open", "open", "closed", "open", "closed"],
+        "question_types": ["PRES", "PRES", "PRES", "POS", "POS", "POS", "SIZE", "COUNT", "ABN"],
+    }
     fitted = MajorityBaseline.fit(**train)
     assert fitted.by_pair[("closed", "PRES")] == "yes"
     assert fitted.by_pair[("open", "POS")] == "left"
     assert fitted.overall == "no"  # 3 no vs 2 yes vs 2 left, counted after normalization
     # an unseen pair falls back to its answer type's majority, then the overall one
     assert fitted.predict(["closed", "open"], ["PLANE", "PRES"]) == ["no", "left"]
-    test = {"answers": ["yes", "no", "left", "right"], "answer_types": ["closed", "closed", "open", "open"],
-            "question_types": ["PRES", "PRES", "POS", "POS"]}
+    test = {
+        "answers": ["yes", "no", "left", "right"],
+        "answer_types": ["closed", "closed", "open", "open"],
+        "question_types": ["PRES", "PRES", "POS", "POS"],
+    }
     b = majority_baselines(train, test, bootstrap=0)
     assert b["majority_per_question_type"]["accuracy"] == 0.5
     assert b["majority_per_question_type"]["closed_accuracy"] == 0.5
@@ -85,10 +106,16 @@ def test_majority_tie_is_independent_of_order() -> None:
 
 
 def test_format_vqa_table() -> None:
-    r = vqa_accuracy(["yes", "no", "left"], ["yes", "yes", "left"], ["closed", "closed", "open"],
-                     ["PRES", "PRES", "POS"], bootstrap=50)
-    text = format_vqa(r, {"majority": vqa_accuracy(["yes"] * 3, ["yes", "yes", "left"], ["closed", "closed", "open"],
-                                                   bootstrap=0)})
+    r = vqa_accuracy(
+        ["yes", "no", "left"],
+        ["yes", "yes", "left"],
+        ["closed", "closed", "open"],
+        ["PRES", "PRES", "POS"],
+        bootstrap=50,
+    )
+    text = format_vqa(
+        r, {"majority": vqa_accuracy(["yes"] * 3, ["yes", "yes", "left"], ["closed", "closed", "open"], bootstrap=0)}
+    )
     lines = text.splitlines()
     assert lines[1].split()[-2:] == ["model", "majority"]
     assert lines[2].split()[:3] == ["overall", "3", "66.7"] and lines[2].split()[-1] == "66.7"

@@ -31,8 +31,16 @@ def _png(path: Path, value: int = 100, suffix: str = ".png") -> Path:
 
 
 def _rad_record(qid: int, image: str, answer: object = "Yes", atype: str = "CLOSED", qtype: str = "PRES") -> dict:
-    return {"qid": qid, "image_name": image, "image_organ": "CHEST", "answer": answer, "answer_type": atype,
-            "question_type": qtype, "question": f"question {qid}?", "phrase_type": "freeform"}
+    return {
+        "qid": qid,
+        "image_name": image,
+        "image_organ": "CHEST",
+        "answer": answer,
+        "answer_type": atype,
+        "question_type": qtype,
+        "question": f"question {qid}?",
+        "phrase_type": "freeform",
+    }
 
 
 def test_all_sources_registered() -> None:
@@ -47,8 +55,10 @@ def test_vqa_rad_layout_suffix_fallback_and_val_carve(tmp_path: Path, capsys: py
     images = [f"synpic{i}.jpg" for i in range(40)]
     for k, name in enumerate(images):  # PNG copies of the JPEGs the question file names, one kept as JPEG
         _png(tmp_path / "images" / name, suffix=".jpg" if k == 0 else ".png")
-    train = [_rad_record(q, images[q % 40], answer=4 if q == 7 else "Yes", atype="CLOSED " if q == 3 else "OPEN")
-             for q in range(1, 121)]
+    train = [
+        _rad_record(q, images[q % 40], answer=4 if q == 7 else "Yes", atype="CLOSED " if q == 3 else "OPEN")
+        for q in range(1, 121)
+    ]
     train.append(_rad_record(999, "missing.jpg"))
     (tmp_path / "trainset.json").write_text(json.dumps(train))
     (tmp_path / "testset.json").write_text(json.dumps([_rad_record(1, images[1], "no")]))
@@ -65,8 +75,13 @@ def test_vqa_rad_layout_suffix_fallback_and_val_carve(tmp_path: Path, capsys: py
     assert every["train_7"].answer == "4" and every["train_3"].meta["answer_type"] == "closed"
     assert every["train_2"].image_paths == (tmp_path / "images" / "synpic2.png",)
     assert every["train_40"].image_paths == (tmp_path / "images" / "synpic0.jpg",)
-    assert every["train_2"].meta == {"answer_type": "open", "question_type": "PRES", "image": "synpic2.jpg",
-                                     "image_organ": "CHEST", "phrase_type": "freeform"}
+    assert every["train_2"].meta == {
+        "answer_type": "open",
+        "question_type": "PRES",
+        "image": "synpic2.jpg",
+        "image_organ": "CHEST",
+        "phrase_type": "freeform",
+    }
     assert every["train_999"].problem.startswith("image file not found")
     # val by image: no image on both sides, and the chosen images are those whose hash falls under the share
     train_images = {s.meta["image"] for s in studies["train"]}
@@ -87,9 +102,20 @@ def test_vqa_rad_missing_files_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def _slake_record(qid: int, folder: str, lang: str = "en", answer: str = "Yes") -> dict:
-    return {"img_id": int(folder[5:]), "img_name": f"{folder}/source.jpg", "question": f"q{qid}?", "answer": answer,
-            "q_lang": lang, "location": "Lung", "modality": "CT", "answer_type": "CLOSED", "base_type": "vqa",
-            "content_type": "Organ", "triple": ["vhead", "_", "_"], "qid": qid}
+    return {
+        "img_id": int(folder[5:]),
+        "img_name": f"{folder}/source.jpg",
+        "question": f"q{qid}?",
+        "answer": answer,
+        "q_lang": lang,
+        "location": "Lung",
+        "modality": "CT",
+        "answer_type": "CLOSED",
+        "base_type": "vqa",
+        "content_type": "Organ",
+        "triple": ["vhead", "_", "_"],
+        "qid": qid,
+    }
 
 
 @pytest.mark.parametrize("layout", ["original", "flattened"])
@@ -99,14 +125,18 @@ def test_slake_layouts_english_only(tmp_path: Path, layout: str, capsys: pytest.
             _png(tmp_path / "imgs" / f"xmlab{k}" / "source.jpg", suffix=".jpg")
         else:
             _png(tmp_path / "images" / f"xmlab{k}.png")
-    (tmp_path / "train.json").write_text(json.dumps([_slake_record(0, "xmlab0"), _slake_record(1, "xmlab0", "zh"),
-                                                     _slake_record(2, "xmlab1")]))
+    (tmp_path / "train.json").write_text(
+        json.dumps([_slake_record(0, "xmlab0"), _slake_record(1, "xmlab0", "zh"), _slake_record(2, "xmlab1")])
+    )
     (tmp_path / "validate.json").write_text(json.dumps([_slake_record(3, "xmlab2", answer="")]))
     (tmp_path / "test.json").write_text(json.dumps([_slake_record(4, "xmlab2")]))
     studies = load_studies(DataConfig(source="slake", root=str(tmp_path)))
     err = capsys.readouterr().err
-    assert {k: [s.id for s in v] for k, v in studies.items()} == {"train": ["train_0", "train_2"],
-                                                                 "val": ["val_3"], "test": ["test_4"]}
+    assert {k: [s.id for s in v] for k, v in studies.items()} == {
+        "train": ["train_0", "train_2"],
+        "val": ["val_3"],
+        "test": ["test_4"],
+    }
     assert "1 questions in other languages" in err
     first = studies["train"][0]
     expected = tmp_path / ("imgs/xmlab0/source.jpg" if layout == "original" else "images/xmlab0.png")
@@ -120,8 +150,14 @@ def test_slake_layouts_english_only(tmp_path: Path, layout: str, capsys: pytest.
 
 def test_pathvqa_pickles_read_safely(tmp_path: Path) -> None:
     for split, n in (("train", 16), ("test", 2)):
-        records = [{"image": f"{split}_{k // 2:04d}", "question": "Is this a nucleus?" if k % 2 else
-                    "What is present?", "answer": "yes" if k % 2 else "fibrosis"} for k in range(n)]
+        records = [
+            {
+                "image": f"{split}_{k // 2:04d}",
+                "question": "Is this a nucleus?" if k % 2 else "What is present?",
+                "answer": "yes" if k % 2 else "fibrosis",
+            }
+            for k in range(n)
+        ]
         (tmp_path / "qas" / split).mkdir(parents=True)
         (tmp_path / "qas" / split / f"{split}_qa.pkl").write_bytes(pickle.dumps(records))
         for k in range(n // 2):
@@ -151,8 +187,9 @@ def test_carve_is_deterministic_and_keeps_a_given_val() -> None:
 
 
 def test_cxr_vqa_synthetic_questions_match_ground_truth(synth_root: Path, tmp_path: Path) -> None:
-    cfg = DataConfig(source="cxr_vqa_synthetic", root=str(synth_root),
-                     synth=SynthConfig(n=40, seed=3, image_size=64, lateral=True))
+    cfg = DataConfig(
+        source="cxr_vqa_synthetic", root=str(synth_root), synth=SynthConfig(n=40, seed=3, image_size=64, lateral=True)
+    )
     studies = load_studies(cfg)
     annotation = json.loads((synth_root / "annotation.json").read_text())
     truth = {r["id"]: r for v in annotation.values() for r in v}
@@ -177,11 +214,16 @@ def test_cxr_vqa_synthetic_questions_match_ground_truth(synth_root: Path, tmp_pa
     assert presence["no"] >= presence["yes"] and presence["no"] <= presence["yes"] + 40  # balanced per study
     assert {s.meta["question_type"] for s in every} >= {"presence", "count", "side"}
     # an empty root is drawn first, as data.source=synthetic does
-    small = DataConfig(source="cxr_vqa_synthetic", root=str(tmp_path / "new"), synth=SynthConfig(n=3, image_size=64,
-                                                                                                  lateral=False))
+    small = DataConfig(
+        source="cxr_vqa_synthetic", root=str(tmp_path / "new"), synth=SynthConfig(n=3, image_size=64, lateral=False)
+    )
     assert sum(len(v) for v in load_studies(small).values()) >= 3 * 3
     assert (size_answer(9.9), size_answer(10), size_answer(30), size_answer(31)) == (
-        "under 1 cm", "1 to 3 cm", "1 to 3 cm", "over 3 cm")
+        "under 1 cm",
+        "1 to 3 cm",
+        "1 to 3 cm",
+        "over 3 cm",
+    )
 
 
 def test_report_summaries_layouts_and_text_only_pipeline(tmp_path: Path) -> None:
@@ -189,17 +231,21 @@ def test_report_summaries_layouts_and_text_only_pipeline(tmp_path: Path) -> None
     (tmp_path / "csv" / "indiana_reports.csv").write_text(
         "uid,MeSH,Problems,image,indication,comparison,findings,impression\n"
         "1,normal,normal,x,,,The heart is normal.  Lungs clear.,No acute disease.\n"
-        "2,normal,normal,x,,,Small effusion.,\n")
+        "2,normal,normal,x,,,Small effusion.,\n"
+    )
     studies = load_studies(DataConfig(source="report_summaries", root=str(tmp_path / "csv")))
     every = {s.id: s for v in studies.values() for s in v}
     assert every["CXR1"].image_paths == () and every["CXR1"].question == "The heart is normal. Lungs clear."
     assert every["CXR1"].answer == "No acute disease." and every["CXR2"].problem == "no summary"
-    (tmp_path / "m.jsonl").write_text(json.dumps({"id": "a", "text": "long text", "summary": "short",
-                                                  "split": "validate"}) + "\n")
+    (tmp_path / "m.jsonl").write_text(
+        json.dumps({"id": "a", "text": "long text", "summary": "short", "split": "validate"}) + "\n"
+    )
     studies = load_studies(DataConfig(source="report_summaries", root=str(tmp_path), manifest="m.jsonl"))
     assert [(s.id, s.split, s.answer) for s in studies["val"]] == [("a", "val", "short")]
-    xml = ('<eCitation><uId id="CXR7"/><Abstract><AbstractText Label="FINDINGS">Clear lungs.</AbstractText>'
-           '<AbstractText Label="IMPRESSION">Normal chest.</AbstractText></Abstract></eCitation>')
+    xml = (
+        '<eCitation><uId id="CXR7"/><Abstract><AbstractText Label="FINDINGS">Clear lungs.</AbstractText>'
+        '<AbstractText Label="IMPRESSION">Normal chest.</AbstractText></Abstract></eCitation>'
+    )
     (tmp_path / "openi" / "ecgen-radiology").mkdir(parents=True)
     (tmp_path / "openi" / "ecgen-radiology" / "7.xml").write_text(xml)
     studies = load_studies(DataConfig(source="report_summaries", root=str(tmp_path / "openi")))
@@ -225,9 +271,16 @@ def test_mixture_prefixes_ids_merges_splits_and_refuses_unknown(tmp_path: Path) 
     _png(rad / "images" / "a.png")
     (rad / "testset.json").write_text(json.dumps([_rad_record(1, "a.png")]))
     (tmp_path / "m.jsonl").write_text(json.dumps({"id": "1", "text": "t", "summary": "s", "split": "test"}) + "\n")
-    cfg = from_dict(DataConfig, {"source": "mixture", "mixture": [
-        {"source": "vqa_rad", "root": str(rad)},
-        {"source": "report_summaries", "root": str(tmp_path), "manifest": "m.jsonl", "name": "sum"}]})
+    cfg = from_dict(
+        DataConfig,
+        {
+            "source": "mixture",
+            "mixture": [
+                {"source": "vqa_rad", "root": str(rad)},
+                {"source": "report_summaries", "root": str(tmp_path), "manifest": "m.jsonl", "name": "sum"},
+            ],
+        },
+    )
     assert isinstance(cfg.mixture[0], MixtureEntry)
     studies = load_studies(cfg)
     assert [s.id for s in studies["test"]] == ["vqa_rad/test_1", "sum/1"]
@@ -245,8 +298,9 @@ def test_prepare_keeps_questions_and_shares_image_rows(tmp_path: Path) -> None:
     rad = tmp_path / "rad"
     _png(rad / "images" / "a.png", 10)
     _png(rad / "images" / "b.png", 200)
-    (rad / "trainset.json").write_text(json.dumps([_rad_record(q, "ab"[q % 2] + ".jpg", answer=f"ans{q}")
-                                                   for q in range(1, 9)]))
+    (rad / "trainset.json").write_text(
+        json.dumps([_rad_record(q, "ab"[q % 2] + ".jpg", answer=f"ans{q}") for q in range(1, 9)])
+    )
     info = prepare("vqa_rad", rad, tmp_path / "out", image_size=16, workers=0, progress=False)
     assert info["studies"] == 8 and info["rows"] == 2 and not info["problems"]
     studies = load_studies(DataConfig(source="prepared", root=str(tmp_path / "out")))
@@ -283,6 +337,7 @@ def test_real_slake() -> None:
 def test_evaluate_takes_another_source_and_root() -> None:
     from medvl.cli import build_parser
 
-    args = build_parser().parse_args(["evaluate", "run/", "--data.source", "vqa_rad", "--data.root", "DIR",
-                                      "--split", "test"])
+    args = build_parser().parse_args(
+        ["evaluate", "run/", "--data.source", "vqa_rad", "--data.root", "DIR", "--split", "test"]
+    )
     assert (args.data_source, args.data_root, args.split) == ("vqa_rad", "DIR", "test")

@@ -26,8 +26,12 @@ from medvl.train.loop import Trainer, train
 
 from .conftest import tiny_overrides
 
-REPORTS = ["The heart is normal in size. The lungs are clear.", "Moderate cardiomegaly. Small left pleural effusion.",
-           "No acute cardiopulmonary abnormality.", "Right lower lobe consolidation."] * 10
+REPORTS = [
+    "The heart is normal in size. The lungs are clear.",
+    "Moderate cardiomegaly. Small left pleural effusion.",
+    "No acute cardiopulmonary abnormality.",
+    "Right lower lobe consolidation.",
+] * 10
 XRAYGPT = ["model.family=xraygpt", "model.size=tiny"]
 QFORMER = [*XRAYGPT, "model.bridge=qformer"]  # the recipe's bridge is mlp; MiniGPT-4 weights need the Q-Former
 
@@ -48,8 +52,17 @@ def _batch(tokenizer, n: int = 2, views: int = 2):  # noqa: ANN001, ANN202
     from medvl.data.tokenizer import encode_report
 
     rng = np.random.default_rng(0)
-    samples = [Sample(f"s{i}", rng.integers(0, 255, (views, 32, 32), dtype=np.uint8), list(range(views)),
-                      encode_report(tokenizer, REPORTS[i], 64)[0], REPORTS[i], None) for i in range(n)]
+    samples = [
+        Sample(
+            f"s{i}",
+            rng.integers(0, 255, (views, 32, 32), dtype=np.uint8),
+            list(range(views)),
+            encode_report(tokenizer, REPORTS[i], 64)[0],
+            REPORTS[i],
+            None,
+        )
+        for i in range(n)
+    ]
     return collate(samples, max_views=2, pad_id=tokenizer.pad_token_id)
 
 
@@ -97,8 +110,9 @@ def test_loss_is_on_the_answer_tokens_only(tokenizer, monkeypatch: pytest.Monkey
         assert labels[-1] == tokenizer.eos_token_id and labels[0] == IGNORE
         assert int(seq["image_mask"][i].sum()) == model.n_image_tokens == 4
     # The loss equals a cross-entropy computed by hand over those positions.
-    logits = model(batch.images, batch.view_ids, batch.view_mask, seq["input_ids"], seq["attention_mask"],
-                   seq["image_mask"])
+    logits = model(
+        batch.images, batch.view_ids, batch.view_mask, seq["input_ids"], seq["attention_mask"], seq["image_mask"]
+    )
     targets = seq["labels"][:, 1:]
     keep = targets != IGNORE
     by_hand = torch.nn.functional.cross_entropy(logits[:, :-1][keep], targets[keep])
@@ -121,16 +135,25 @@ def test_generation_and_multi_turn_chat(tokenizer) -> None:  # noqa: ANN001
     follow_up = task.chat(one, [("Is there an effusion?", answer)], "And the heart?", gen)
     assert isinstance(answer, str) and isinstance(follow_up, str)
     before, after = model.config.template.chat([("Is there an effusion?", "No.")], "And the heart?")
-    assert before.startswith(model.config.template.system) and "###Doctor: No. ###Patient: And the heart? ###Doctor:" \
-        in after
+    assert (
+        before.startswith(model.config.template.system)
+        and "###Doctor: No. ###Patient: And the heart? ###Doctor:" in after
+    )
     with pytest.raises(ValueError, match="one study at a time"):
         task.chat(batch, [], "?", gen)
     assert InstructedReportTask.supports_chat
 
 
 def test_template_is_data() -> None:
-    custom = ConversationTemplate(system="SYS", user="USER", assistant="BOT", image="[IMG]<x>[/IMG]",
-                                  placeholder="<x>", stop="USER", prompts=["Report."])
+    custom = ConversationTemplate(
+        system="SYS",
+        user="USER",
+        assistant="BOT",
+        image="[IMG]<x>[/IMG]",
+        placeholder="<x>",
+        stop="USER",
+        prompts=["Report."],
+    )
     assert custom.single_turn("Report.") == ("USER: [IMG]", "[/IMG] Report. BOT:")
     assert custom.clean_answer(" fine. USER: more") == "fine."
     with pytest.raises(ValueError, match="exactly once"):
@@ -138,8 +161,17 @@ def test_template_is_data() -> None:
 
 
 def test_recipe_trains_evaluates_and_reloads_identically(synth_root: Path, tmp_path: Path) -> None:
-    cfg = load_experiment("xraygpt_tiny_synthetic", tiny_overrides(
-        synth_root, tmp_path, *XRAYGPT, "train.max_steps=3", "train.eval_every=3", "model.template.prompts=[Report.]"))
+    cfg = load_experiment(
+        "xraygpt_tiny_synthetic",
+        tiny_overrides(
+            synth_root,
+            tmp_path,
+            *XRAYGPT,
+            "train.max_steps=3",
+            "train.eval_every=3",
+            "model.template.prompts=[Report.]",
+        ),
+    )
     trainer = Trainer(cfg)
     trainer.fit()
     loaded = load_trained(tmp_path / "checkpoints" / "last")
@@ -165,20 +197,46 @@ def _llm_folder(root: Path, vocab: list[str]) -> Path:
     tok = PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
     tok.save_pretrained(str(root))
     torch.manual_seed(1)
-    LlamaForCausalLM(LlamaConfig(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                 num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=256,
-                                 tie_word_embeddings=False)).save_pretrained(str(root))
+    LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=len(vocab),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            num_key_value_heads=2,
+            max_position_embeddings=256,
+            tie_word_embeddings=False,
+        )
+    ).save_pretrained(str(root))
     return root
 
 
 def test_bring_your_own_llm_with_lora_saves_only_what_trained(synth_root: Path, tmp_path: Path) -> None:
-    words = ["<unk>", "<s>", "</s>", *sorted({w for r in REPORTS for w in r.replace(".", " .").split()}),
-             *"###Patient : <Img> </Img> ###Doctor Describe Report .".split()]
+    words = [
+        "<unk>",
+        "<s>",
+        "</s>",
+        *sorted({w for r in REPORTS for w in r.replace(".", " .").split()}),
+        *"###Patient : <Img> </Img> ###Doctor Describe Report .".split(),
+    ]
     llm = _llm_folder(tmp_path / "llm", list(dict.fromkeys(words)))
     run = tmp_path / "run"
-    cfg = load_experiment("xraygpt_tiny_synthetic", tiny_overrides(
-        synth_root, run, *XRAYGPT, "train.max_steps=2", "train.eval_every=2", f"model.llm_path={llm}",
-        f"tokenizer.path={llm}", "model.freeze_llm=true", "model.lora_r=4", "model.template.prompts=[Report.]"))
+    cfg = load_experiment(
+        "xraygpt_tiny_synthetic",
+        tiny_overrides(
+            synth_root,
+            run,
+            *XRAYGPT,
+            "train.max_steps=2",
+            "train.eval_every=2",
+            f"model.llm_path={llm}",
+            f"tokenizer.path={llm}",
+            "model.freeze_llm=true",
+            "model.lora_r=4",
+            "model.template.prompts=[Report.]",
+        ),
+    )
     trainer = Trainer(cfg)
     assert trainer.task.tokenizer.bos_token == "<s>" and trainer.task.tokenizer.pad_token == "<unk>"
     trainer.fit()
@@ -206,14 +264,18 @@ def test_quantization_and_missing_llm_folder_fail_clearly(tokenizer, tmp_path: P
 
 def _lavis_state(model: XrayGPT) -> dict[str, torch.Tensor]:
     """A MiniGPT-4-style state dict (LAVIS names and shapes) holding this model's Q-Former and projection."""
-    out = {"llama_proj.weight": model.proj.weight.detach().clone(), "llama_proj.bias": model.proj.bias.detach().clone(),
-           "query_tokens": model.query_tokens.detach().clone()}
+    out = {
+        "llama_proj.weight": model.proj.weight.detach().clone(),
+        "llama_proj.bias": model.proj.bias.detach().clone(),
+        "query_tokens": model.query_tokens.detach().clone(),
+    }
     for key, value in model.qformer.state_dict().items():
         if key.startswith("layernorm."):
             out[f"Qformer.bert.embeddings.LayerNorm.{key.split('.')[-1]}"] = value.clone()
         else:
-            key = key.replace(".attention.attention.", ".attention.self.").replace(".crossattention.attention.",
-                                                                                   ".crossattention.self.")
+            key = key.replace(".attention.attention.", ".attention.self.").replace(
+                ".crossattention.attention.", ".crossattention.self."
+            )
             out[f"Qformer.bert.{key}"] = value.clone()
     hidden = model.config.qformer_dim
     out["Qformer.bert.encoder.layer.0.intermediate.dense.weight"] = torch.zeros(4 * hidden, hidden)
@@ -222,8 +284,11 @@ def _lavis_state(model: XrayGPT) -> dict[str, torch.Tensor]:
     return out
 
 
-def test_minigpt4_converter_maps_weights_onto_the_model(tokenizer, tmp_path: Path,  # noqa: ANN001
-                                                        capsys: pytest.CaptureFixture[str]) -> None:
+def test_minigpt4_converter_maps_weights_onto_the_model(
+    tokenizer,
+    tmp_path: Path,  # noqa: ANN001
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     source = _model(tokenizer, projection="linear")
     pth = tmp_path / "xraygpt_stage2.pth"
     torch.save({"model": _lavis_state(source), "epoch": 3}, pth)
@@ -233,8 +298,12 @@ def test_minigpt4_converter_maps_weights_onto_the_model(tokenizer, tmp_path: Pat
     assert "skipped 1: EVA ViT-g layout" in printed and "Q-Former text" in printed
     fresh = _model(tokenizer)
     fresh.load_state_dict(load_file(out), strict=False)
-    for name in ("proj.weight", "query_tokens", "qformer.encoder.layer.0.crossattention.attention.key.weight",
-                 "qformer.layernorm.bias"):
+    for name in (
+        "proj.weight",
+        "query_tokens",
+        "qformer.encoder.layer.0.crossattention.attention.key.weight",
+        "qformer.layernorm.bias",
+    ):
         assert torch.equal(fresh.state_dict()[name], source.state_dict()[name]), name
     converted, skipped = convert_minigpt4(_lavis_state(source))
     assert set(converted) <= set(fresh.state_dict()) and len(skipped) == 3
@@ -245,8 +314,11 @@ def test_minigpt4_converter_maps_weights_onto_the_model(tokenizer, tmp_path: Pat
     assert load_file(out).keys() == converted.keys()  # a failed conversion leaves the earlier file as it was
 
 
-def test_convert_refuses_an_existing_out_file_unless_overwrite(tokenizer, tmp_path: Path,  # noqa: ANN001
-                                                               capsys: pytest.CaptureFixture[str]) -> None:
+def test_convert_refuses_an_existing_out_file_unless_overwrite(
+    tokenizer,
+    tmp_path: Path,  # noqa: ANN001
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     pth = tmp_path / "stage.pth"
     torch.save({"model": _lavis_state(_model(tokenizer, projection="linear"))}, pth)
     out = tmp_path / "converted.safetensors"
@@ -269,14 +341,24 @@ def test_init_from_converted_weights(tokenizer, synth_root: Path, tmp_path: Path
     converted, _ = convert_minigpt4(_lavis_state(source))
     weights = tmp_path / "stage1.safetensors"
     save_file({k: v.contiguous() for k, v in converted.items()}, str(weights))
-    started = Trainer(load_experiment("xraygpt_tiny_synthetic", tiny_overrides(
-        synth_root, tmp_path / "run2", *QFORMER, "train.max_steps=1", f"train.init_from={weights}")))
+    started = Trainer(
+        load_experiment(
+            "xraygpt_tiny_synthetic",
+            tiny_overrides(synth_root, tmp_path / "run2", *QFORMER, "train.max_steps=1", f"train.init_from={weights}"),
+        )
+    )
     assert torch.equal(started.model.proj.weight, source.proj.weight)
     assert torch.equal(started.model.query_tokens, source.query_tokens)
     save_file({"not.a.weight": torch.zeros(1)}, str(tmp_path / "bad.safetensors"))
     with pytest.raises(ValueError, match="do not belong to this model"):
-        Trainer(load_experiment("xraygpt_tiny_synthetic", tiny_overrides(
-            synth_root, tmp_path / "run3", *QFORMER, f"train.init_from={tmp_path / 'bad.safetensors'}")))
+        Trainer(
+            load_experiment(
+                "xraygpt_tiny_synthetic",
+                tiny_overrides(
+                    synth_root, tmp_path / "run3", *QFORMER, f"train.init_from={tmp_path / 'bad.safetensors'}"
+                ),
+            )
+        )
 
 
 def test_demo_offers_a_chat_for_this_family(synth_root: Path, tmp_path: Path) -> None:
@@ -285,7 +367,9 @@ def test_demo_offers_a_chat_for_this_family(synth_root: Path, tmp_path: Path) ->
     from medvl.demo.app import analyze, create_demo
     from medvl.infer.predictor import batch_studies
 
-    train(load_experiment("xraygpt_tiny_synthetic", tiny_overrides(synth_root, tmp_path, *XRAYGPT, "train.max_steps=1")))
+    train(
+        load_experiment("xraygpt_tiny_synthetic", tiny_overrides(synth_root, tmp_path, *XRAYGPT, "train.max_steps=1"))
+    )
     loaded = load_trained(tmp_path)
     assert loaded.supports_chat
     assert any(isinstance(block, gr.Chatbot) for block in create_demo(loaded).blocks.values())
@@ -293,6 +377,7 @@ def test_demo_offers_a_chat_for_this_family(synth_root: Path, tmp_path: Path) ->
     gen = GenerationConfig(num_beams=1, max_new_tokens=6)
     analysis = analyze(loaded, gen, sorted(study_dir.glob("*.png")))  # report, findings and saliency of one study
     assert isinstance(analysis.report, str) and analysis.overlay is not None
-    answer = loaded.task.chat(batch_studies(loaded, [analysis.study]), [("Describe it.", analysis.report)],
-                              "Is there an effusion?", gen)
+    answer = loaded.task.chat(
+        batch_studies(loaded, [analysis.study]), [("Describe it.", analysis.report)], "Is there an effusion?", gen
+    )
     assert isinstance(answer, str)

@@ -26,8 +26,9 @@ TOKENS = {"qformer": 4, "mlp": 2 * 16, "linear": 2 * 16}
 
 @pytest.mark.parametrize("bridge", BRIDGES)
 def test_bridge_shapes_and_one_training_step(tokenizer, bridge: str) -> None:  # noqa: F811
-    model = _model(tokenizer, bridge=bridge, freeze_vision=False, freeze_llm=False,
-                   template={"prompts": ["Describe the image."]})
+    model = _model(
+        tokenizer, bridge=bridge, freeze_vision=False, freeze_llm=False, template={"prompts": ["Describe the image."]}
+    )
     batch = _batch(tokenizer)
     image = model.encode_images(batch.images, batch.view_ids, batch.view_mask)
     assert image.shape == (2, TOKENS[bridge], 64) and model.n_image_tokens == TOKENS[bridge]
@@ -50,8 +51,9 @@ def test_the_mlp_bridge_is_two_layers_per_token(tokenizer) -> None:  # noqa: F81
     feats, _ = model.vision_tokens(batch.images, batch.view_ids, batch.view_mask)
     first, act, second = model.proj
     assert isinstance(act, torch.nn.GELU)
-    torch.testing.assert_close(model.encode_images(batch.images, batch.view_ids, batch.view_mask),
-                               second(act(first(feats))))
+    torch.testing.assert_close(
+        model.encode_images(batch.images, batch.view_ids, batch.view_mask), second(act(first(feats)))
+    )
 
 
 def test_an_unknown_bridge_names_the_choices() -> None:
@@ -59,17 +61,24 @@ def test_an_unknown_bridge_names_the_choices() -> None:
         MODEL_FAMILIES.get("xraygpt").make_config("tiny", {"bridge": "perceiver"})
 
 
-@pytest.mark.parametrize(("old", "bridge"), [({"qformer": True, "projection": "mlp"}, "qformer"),
-                                             ({"qformer": False, "projection": "mlp"}, "mlp"),
-                                             ({"qformer": False}, "linear")])
+@pytest.mark.parametrize(
+    ("old", "bridge"),
+    [
+        ({"qformer": True, "projection": "mlp"}, "qformer"),
+        ({"qformer": False, "projection": "mlp"}, "mlp"),
+        ({"qformer": False}, "linear"),
+    ],
+)
 def test_configs_from_before_the_bridge_field_read_as_a_bridge(old: dict, bridge: str) -> None:
     config = MODEL_FAMILIES.get("xraygpt").make_config("tiny", old)
     assert config.bridge == bridge and config.projection == old.get("projection", "linear")
 
 
 def test_a_checkpoint_from_before_the_bridge_field_loads_identically(synth_root: Path, tmp_path: Path) -> None:
-    cfg = load_experiment("xraygpt_tiny_synthetic", tiny_overrides(
-        synth_root, tmp_path, *XRAYGPT, "model.bridge=mlp", "train.max_steps=2", "train.eval_every=0"))
+    cfg = load_experiment(
+        "xraygpt_tiny_synthetic",
+        tiny_overrides(synth_root, tmp_path, *XRAYGPT, "model.bridge=mlp", "train.max_steps=2", "train.eval_every=0"),
+    )
     trainer = Trainer(cfg)
     trainer.fit()
     meta_path = tmp_path / "checkpoints" / "last" / "meta.json"

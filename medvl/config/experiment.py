@@ -53,7 +53,6 @@ class ExperimentConfig:
 _SECTIONS = {"data": DataConfig, "tokenizer": TokenizerConfig, "train": TrainConfig, "generation": GenerationConfig}
 
 
-
 def experiment_from_dict(raw: dict[str, Any]) -> ExperimentConfig:
     """Build and validate an `ExperimentConfig` from nested sections."""
     valid = [*_SECTIONS, "model", "task"]
@@ -61,7 +60,9 @@ def experiment_from_dict(raw: dict[str, Any]) -> ExperimentConfig:
         if key not in valid:
             from medvl.registry import suggest
 
-            raise ConfigError(f"unknown config section {key!r}.{suggest(key, valid)} Valid sections: {', '.join(valid)}")
+            raise ConfigError(
+                f"unknown config section {key!r}.{suggest(key, valid)} Valid sections: {', '.join(valid)}"
+            )
     kwargs: dict[str, Any] = {}
     for name, cls in _SECTIONS.items():
         section = raw.get(name) or {}
@@ -82,13 +83,18 @@ def experiment_from_dict(raw: dict[str, Any]) -> ExperimentConfig:
     if task_name not in family.tasks:
         from medvl.registry import suggest
 
-        raise ConfigError(f"task.name {task_name!r} is not a task of model family {family_name!r}."
-                          f"{suggest(task_name, list(family.tasks))} Its tasks: {', '.join(family.tasks)}")
+        raise ConfigError(
+            f"task.name {task_name!r} is not a task of model family {family_name!r}."
+            f"{suggest(task_name, list(family.tasks))} Its tasks: {', '.join(family.tasks)}"
+        )
     task_cls = task_class(task_name)
     kwargs["task"] = from_dict(task_cls.options_class, task, "task")
     train = kwargs["train"]  # the best checkpoint is chosen on the task's metric unless the recipe names one
-    kwargs["train"] = dataclasses.replace(train, select_metric=train.select_metric or task_cls.default_select_metric,
-                                          select_mode=train.select_mode or task_cls.default_select_mode)
+    kwargs["train"] = dataclasses.replace(
+        train,
+        select_metric=train.select_metric or task_cls.default_select_metric,
+        select_mode=train.select_mode or task_cls.default_select_mode,
+    )
     return ExperimentConfig(model_family=family_name, model_size=size, task_name=task_name, **kwargs)
 
 
@@ -103,8 +109,10 @@ def resolve_recipe(recipe: str | Path) -> Path:
     names = sorted(p.stem for p in REPO_RECIPES.glob("*.yaml")) if REPO_RECIPES.is_dir() else []
     from medvl.registry import suggest
 
-    raise ConfigError(f"recipe {str(recipe)!r} not found (neither a file nor a shipped recipe).{suggest(str(recipe), names)}"
-                      f" Shipped recipes: {', '.join(names) or 'none'}")
+    raise ConfigError(
+        f"recipe {str(recipe)!r} not found (neither a file nor a shipped recipe).{suggest(str(recipe), names)}"
+        f" Shipped recipes: {', '.join(names) or 'none'}"
+    )
 
 
 def load_experiment(recipe: str | Path | None = None, overrides: Sequence[str] = ()) -> ExperimentConfig:
@@ -117,5 +125,12 @@ def shipped_recipes() -> list[Path]:
     return sorted(REPO_RECIPES.glob("*.yaml"))
 
 
-__all__ = ["ExperimentConfig", "ConfigError", "load_experiment", "experiment_from_dict", "resolve_recipe",
-           "shipped_recipes", "check_keys"]
+__all__ = [
+    "ExperimentConfig",
+    "ConfigError",
+    "load_experiment",
+    "experiment_from_dict",
+    "resolve_recipe",
+    "shipped_recipes",
+    "check_keys",
+]

@@ -186,16 +186,22 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         if self.mixture and self.source != "mixture":
-            raise ValueError(f"data.mixture is set but data.source is {self.source!r}; set data.source=mixture to "
-                             "read the listed data sets together, or drop data.mixture")
+            raise ValueError(
+                f"data.mixture is set but data.source is {self.source!r}; set data.source=mixture to "
+                "read the listed data sets together, or drop data.mixture"
+            )
         if self.source == "mixture" and not self.mixture:
-            raise ValueError("data.source=mixture needs data.mixture: a list of entries such as "
-                             "[{source: synthetic, root: data/synth}, {source: vqa_rad, root: DIR}]")
+            raise ValueError(
+                "data.source=mixture needs data.mixture: a list of entries such as "
+                "[{source: synthetic, root: data/synth}, {source: vqa_rad, root: DIR}]"
+            )
         names = [m.prefix for m in self.mixture]
         repeated = sorted({n for n in names if names.count(n) > 1})
         if repeated:
-            raise ValueError(f"data.mixture lists {repeated[0]!r} more than once; give the entries different `name`s "
-                             "(their study-id prefixes)")
+            raise ValueError(
+                f"data.mixture lists {repeated[0]!r} more than once; give the entries different `name`s "
+                "(their study-id prefixes)"
+            )
         if self.batch_size < 1:
             raise ValueError(f"data.batch_size must be >= 1, got {self.batch_size}")
         if self.num_workers < 0:

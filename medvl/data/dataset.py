@@ -102,8 +102,9 @@ class TargetBatch:
         return self
 
 
-def check_studies(studies: Sequence[Study], strict: bool, requirement: Callable[[Study], str] | None = None,
-                  text_only: bool = False) -> tuple[list[Study], list[Skipped]]:
+def check_studies(
+    studies: Sequence[Study], strict: bool, requirement: Callable[[Study], str] | None = None, text_only: bool = False
+) -> tuple[list[Study], list[Skipped]]:
     """Split studies into usable ones and skipped ones (what the task needs is missing, e.g. an empty report, or an
     image file is missing); strict: raise instead. `requirement(study)` says why a study lacks what the task needs
     ('' when it has it); the default needs a report. A study without images (`image_paths == ()`, a text-only study
@@ -152,8 +153,10 @@ class ViewLoader:
         if self.cache is not None and study.id in self.cache:
             return self.cache[study.id]
         if study.image_store is not None:  # a prepared data set: decoded once, read from its memory map
-            views = [to_channels(v, self.channels, study.id)
-                     for v in read_prepared(study.image_store, study.image_rows[: self.max_views])]
+            views = [
+                to_channels(v, self.channels, study.id)
+                for v in read_prepared(study.image_store, study.image_rows[: self.max_views])
+            ]
         else:
             views = [load_pixels(p, self.channels) for p in study.image_paths[: self.max_views]]
         images = np.stack([resize_square(v, self.image_size) for v in views])
@@ -194,12 +197,24 @@ class ReportDataset(StudyDataset):
     With `every_reference` (training), a study with several references (COCO's five captions) becomes one sample per
     reference, each its own training target; the views are decoded once and shared (the cache is keyed by study)."""
 
-    def __init__(self, studies: Sequence[Study], tokenizer: Any, image_size: int, max_views: int, max_tokens: int,
-                 cache_images: bool = True, strict: bool = False, channels: int = 1,
-                 every_reference: bool = False) -> None:
+    def __init__(
+        self,
+        studies: Sequence[Study],
+        tokenizer: Any,
+        image_size: int,
+        max_views: int,
+        max_tokens: int,
+        cache_images: bool = True,
+        strict: bool = False,
+        channels: int = 1,
+        every_reference: bool = False,
+    ) -> None:
         if every_reference:
-            studies = [replace(s, report=ref) if len(s.references) > 1 else s
-                       for s in studies for ref in (s.references if len(s.references) > 1 else (s.report,))]
+            studies = [
+                replace(s, report=ref) if len(s.references) > 1 else s
+                for s in studies
+                for ref in (s.references if len(s.references) > 1 else (s.report,))
+            ]
         super().__init__(studies, ViewLoader(image_size, max_views, channels, cache_images), strict)
         self.image_size = image_size
         self.max_views = max_views
@@ -213,8 +228,15 @@ class ReportDataset(StudyDataset):
         labels = None
         if study.labels is not None and all(name in study.labels for name in FINDINGS):
             labels = np.array([study.labels[name] for name in FINDINGS], dtype=np.int64)
-        return Sample(study.id, images, list(study.view_ids[: self.views.max_views]), self.token_ids[i],
-                      study.report, labels, study.references)
+        return Sample(
+            study.id,
+            images,
+            list(study.view_ids[: self.views.max_views]),
+            self.token_ids[i],
+            study.report,
+            labels,
+            study.references,
+        )
 
 
 def collate_views(samples: Sequence[Any], max_views: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -250,8 +272,18 @@ def collate(items: Sequence[Sample | Skipped], max_views: int, pad_id: int = 0) 
     labels = None
     if samples and all(s.labels is not None for s in samples):
         labels = torch.from_numpy(np.stack([s.labels for s in samples]))
-    return Batch([s.id for s in samples], images, view_ids, view_mask, input_ids, attention_mask,
-                 [s.report for s in samples], labels, skipped, [s.references or (s.report,) for s in samples])
+    return Batch(
+        [s.id for s in samples],
+        images,
+        view_ids,
+        view_mask,
+        input_ids,
+        attention_mask,
+        [s.report for s in samples],
+        labels,
+        skipped,
+        [s.references or (s.report,) for s in samples],
+    )
 
 
 def epoch_batches(n: int, batch_size: int, epoch: int, seed: int, shuffle: bool, drop_last: bool) -> list[list[int]]:

@@ -42,7 +42,7 @@ DICOM_MAGIC_OFFSET = 128  # a DICOM Part 10 file: 128-byte preamble, then "DICM"
 
 def is_dicom_header(head: bytes) -> bool:
     """Whether the first bytes of a file are a DICOM Part 10 preamble."""
-    return len(head) >= DICOM_MAGIC_OFFSET + 4 and head[DICOM_MAGIC_OFFSET:DICOM_MAGIC_OFFSET + 4] == b"DICM"
+    return len(head) >= DICOM_MAGIC_OFFSET + 4 and head[DICOM_MAGIC_OFFSET : DICOM_MAGIC_OFFSET + 4] == b"DICM"
 
 
 DEFLATED = "1.2.840.10008.1.2.1.99"
@@ -81,8 +81,9 @@ def _inflate_bounded(compressed: bytes, name: str, max_pixels: int | None) -> An
     pending = compressed
     while header is None:
         if len(out) > HEADER_BUDGET:
-            raise ImageLoadError(f"cannot decode DICOM {name}: no pixel data within the first {HEADER_BUDGET} inflated "
-                                 "bytes")
+            raise ImageLoadError(
+                f"cannot decode DICOM {name}: no pixel data within the first {HEADER_BUDGET} inflated bytes"
+            )
         piece = inflater.decompress(pending, 256 * 1024)
         pending = inflater.unconsumed_tail
         out += piece
@@ -110,8 +111,10 @@ def _inflate_bounded(compressed: bytes, name: str, max_pixels: int | None) -> An
     if len(out) <= limit:
         out += inflater.flush()
     if len(out) > limit:
-        raise ImageLoadError(f"cannot decode DICOM {name}: the deflated data inflates to more than the {limit} bytes "
-                             "its header describes (a decompression bomb?)")
+        raise ImageLoadError(
+            f"cannot decode DICOM {name}: the deflated data inflates to more than the {limit} bytes "
+            "its header describes (a decompression bomb?)"
+        )
     return bytes(out)
 
 
@@ -125,7 +128,7 @@ def _dataset(source: str | Path | bytes, name: str, max_pixels: int | None = Non
     # force only for a file named *.dcm: old files without the Part 10 preamble are still DICOM.
     force = isinstance(source, (str, Path)) and Path(source).suffix.lower() in (".dcm", ".dicom")
     try:
-        with (io.BytesIO(source) if isinstance(source, bytes) else open(source, "rb")) as fp:
+        with io.BytesIO(source) if isinstance(source, bytes) else open(source, "rb") as fp:
             preamble = read_preamble(fp, force)
             meta = _read_file_meta_info(fp) if preamble is not None else None
             if meta is not None and str(meta.get("TransferSyntaxUID", "")) == DEFLATED:
@@ -133,8 +136,9 @@ def _dataset(source: str | Path | bytes, name: str, max_pixels: int | None = Non
                 inflated = _inflate_bounded(fp.read(), name, max_pixels)
                 body = read_dataset(io.BytesIO(inflated), is_implicit_VR=False, is_little_endian=True)
                 meta.TransferSyntaxUID = ExplicitVRLittleEndian  # what the inflated bytes are
-                return FileDataset(name, body, preamble=preamble, file_meta=meta, is_implicit_VR=False,
-                                   is_little_endian=True)
+                return FileDataset(
+                    name, body, preamble=preamble, file_meta=meta, is_implicit_VR=False, is_little_endian=True
+                )
             fp.seek(0)
             if isinstance(source, bytes):
                 return pydicom.dcmread(fp, force=force)
@@ -161,8 +165,9 @@ def _check_size(ds: Any, name: str, max_pixels: int | None, header_only: bool = 
     # Every frame is decoded, so every frame counts towards the limit.
     if max_pixels is not None and rows * cols * frames > max_pixels:
         in_frames = f" in {frames} frames" if frames > 1 else ""
-        raise ImageTooLargeError(f"image {name} has {cols} x {rows} pixels{in_frames}, more than the limit of "
-                                 f"{max_pixels}")
+        raise ImageTooLargeError(
+            f"image {name} has {cols} x {rows} pixels{in_frames}, more than the limit of {max_pixels}"
+        )
 
 
 def _pixels(ds: Any, name: str) -> np.ndarray:
@@ -170,13 +175,20 @@ def _pixels(ds: Any, name: str) -> np.ndarray:
         arr = ds.pixel_array
     except (NotImplementedError, RuntimeError) as e:
         syntax = ds.file_meta.get("TransferSyntaxUID", "unknown")
-        hint = ("install pylibjpeg, pylibjpeg-libjpeg, pylibjpeg-openjpeg or python-gdcm"
-                if "decoder" in str(e).lower() or "plugin" in str(e).lower() else "the pixel data may be corrupt")
-        raise ImageLoadError(f"cannot decode DICOM {name} (transfer syntax {getattr(syntax, 'name', syntax)}): "
-                             f"{str(e).splitlines()[0]} ({hint})") from e
+        hint = (
+            "install pylibjpeg, pylibjpeg-libjpeg, pylibjpeg-openjpeg or python-gdcm"
+            if "decoder" in str(e).lower() or "plugin" in str(e).lower()
+            else "the pixel data may be corrupt"
+        )
+        raise ImageLoadError(
+            f"cannot decode DICOM {name} (transfer syntax {getattr(syntax, 'name', syntax)}): "
+            f"{str(e).splitlines()[0]} ({hint})"
+        ) from e
     except (ValueError, OSError, EOFError, AttributeError, KeyError, TypeError, IndexError) as e:
-        raise ImageLoadError(f"cannot decode DICOM {name}: pixel data truncated or corrupt "
-                             f"({str(e).splitlines()[0] if str(e) else type(e).__name__})") from e
+        raise ImageLoadError(
+            f"cannot decode DICOM {name}: pixel data truncated or corrupt "
+            f"({str(e).splitlines()[0] if str(e) else type(e).__name__})"
+        ) from e
     samples = int(ds.get("SamplesPerPixel", 1) or 1)
     frames = int(ds.get("NumberOfFrames", 1) or 1)
     if frames > 1:
@@ -215,8 +227,9 @@ def _say_once(kind: str, message: str) -> None:
     """Log a problem with the files once per process (a data set may hold thousands of files with the same one)."""
     if kind not in _REPORTED:
         _REPORTED.add(kind)
-        logging.getLogger("medvl.data").warning("%s (reported once; other files with this problem are handled the "
-                                                "same way)", message)
+        logging.getLogger("medvl.data").warning(
+            "%s (reported once; other files with this problem are handled the same way)", message
+        )
 
 
 def _window(ds: Any, name: str) -> tuple[float, float, str] | None:
@@ -229,8 +242,11 @@ def _window(ds: Any, name: str) -> tuple[float, float, str] | None:
     function = str(ds.get("VOILUTFunction", "LINEAR") or "LINEAR").strip().upper()
     smallest = 1.0 if function not in ("LINEAR_EXACT", "SIGMOID") else 0.0
     if not (np.isfinite(center) and np.isfinite(width)) or width < smallest or (width == 0.0):
-        _say_once("window_width", f"DICOM {name}: Window Width {width:g} is invalid for {function} (PS3.3 C.11.2.1.2 "
-                  f"needs {'>= 1' if smallest else '> 0'}); the window is ignored and the image's own range is used")
+        _say_once(
+            "window_width",
+            f"DICOM {name}: Window Width {width:g} is invalid for {function} (PS3.3 C.11.2.1.2 "
+            f"needs {'>= 1' if smallest else '> 0'}); the window is ignored and the image's own range is used",
+        )
         return None
     return center, width, function
 
@@ -248,7 +264,7 @@ def _voi(ds: Any, values: np.ndarray, name: str = "upload") -> np.ndarray:
         bits = int(item.LUTDescriptor[2]) if len(item.LUTDescriptor) > 2 else 0
         if not 1 <= bits <= 16:
             bits = max(8, int(np.asarray(item.LUTData).max()).bit_length())
-        return out / float(2 ** bits - 1)
+        return out / float(2**bits - 1)
     window = _window(ds, name)
     if window is not None:
         return _apply_window(values, *window)
@@ -299,14 +315,17 @@ def read_dicom(source: str | Path | bytes, max_pixels: int | None = None, name: 
             values = stored.astype(np.float64) if color else apply_modality_lut(stored, ds).astype(np.float64)
             scaled = _voi(ds, values, name)
         except (ValueError, TypeError, KeyError, AttributeError, IndexError) as e:
-            raise ImageLoadError(f"cannot decode DICOM {name}: invalid rescale or VOI attributes "
-                                 f"({_first_line(e)})") from e
+            raise ImageLoadError(
+                f"cannot decode DICOM {name}: invalid rescale or VOI attributes ({_first_line(e)})"
+            ) from e
         if str(ds.get("PhotometricInterpretation", "")).strip().upper() == "MONOCHROME1":
             scaled = 1.0 - scaled
         pixels = np.round(np.clip(scaled, 0.0, 1.0) * 255.0).astype(np.uint8)
         if pixels.ndim != 2 or min(pixels.shape) < 1:
-            raise ImageLoadError(f"cannot decode DICOM {name}: its pixel data has shape {pixels.shape}, not rows x "
-                                 "columns (damaged Rows/Columns, Samples per Pixel or Number of Frames?)")
+            raise ImageLoadError(
+                f"cannot decode DICOM {name}: its pixel data has shape {pixels.shape}, not rows x "
+                "columns (damaged Rows/Columns, Samples per Pixel or Number of Frames?)"
+            )
         return DecodedImage(pixels, view_from_header(ds), "dicom")
     except ImageLoadError:
         raise

@@ -49,15 +49,23 @@ def _total_from(response: Any, start: int) -> int | None:
     if response.status == 206:
         m = re.match(r"bytes\s+(\d+)-(\d+)/(\d+|\*)", response.headers.get("Content-Range", ""))
         if not m or int(m.group(1)) != start:
-            raise DownloadError(f"the server answered the range request from byte {start} with "
-                                f"Content-Range {response.headers.get('Content-Range')!r}")
+            raise DownloadError(
+                f"the server answered the range request from byte {start} with "
+                f"Content-Range {response.headers.get('Content-Range')!r}"
+            )
         return int(m.group(3)) if m.group(3) != "*" else None
     length = response.headers.get("Content-Length")
     return int(length) if length is not None else None
 
 
-def fetch(url: str, dest: str | Path, expected_size: int | None = None, sha256: str | None = None,
-          progress: Callable[[str], None] | None = print, timeout: float = 60.0) -> Path:
+def fetch(
+    url: str,
+    dest: str | Path,
+    expected_size: int | None = None,
+    sha256: str | None = None,
+    progress: Callable[[str], None] | None = print,
+    timeout: float = 60.0,
+) -> Path:
     """Download `url` to `dest`, resuming a previous partial download (see the module docstring).
 
     Args:
@@ -88,12 +96,14 @@ def fetch(url: str, dest: str | Path, expected_size: int | None = None, sha256: 
         m = re.match(r"bytes\s+\*/(\d+)", e.headers.get("Content-Range", "") if e.headers else "")
         if m and int(m.group(1)) != start:
             part.unlink()
-            raise DownloadError(f"{part} is longer than {url} ({start} > {m.group(1)} bytes); it was deleted, "
-                                "run the command again") from e
+            raise DownloadError(
+                f"{part} is longer than {url} ({start} > {m.group(1)} bytes); it was deleted, run the command again"
+            ) from e
         response = None
     except (urllib.error.URLError, OSError) as e:
-        raise DownloadError(f"cannot reach {url}: {e}; check the network, or point --base-url / ${BASE_URL_ENV} at a "
-                            "mirror") from e
+        raise DownloadError(
+            f"cannot reach {url}: {e}; check the network, or point --base-url / ${BASE_URL_ENV} at a mirror"
+        ) from e
     total: int | None = start
     if response is not None:
         with response:
@@ -112,8 +122,10 @@ def fetch(url: str, dest: str | Path, expected_size: int | None = None, sha256: 
                         progress(f"  {dest.name}: {done / 1e6:.1f}{of}, {rate:.1f} MB/s")
     size = part.stat().st_size
     if total is not None and size != total:
-        raise DownloadError(f"{dest.name}: got {size} bytes but the server announced {total}; the partial file "
-                            f"{part} is kept, run the command again to resume")
+        raise DownloadError(
+            f"{dest.name}: got {size} bytes but the server announced {total}; the partial file "
+            f"{part} is kept, run the command again to resume"
+        )
     if expected_size is not None and size != expected_size:
         raise DownloadError(f"{dest.name}: {size} bytes, expected {expected_size}; the partial file {part} is kept")
     if sha256 is not None and sha256_of(part) != sha256.lower():
@@ -145,8 +157,13 @@ def _extract(archive: Path, out: Path) -> int:
     return len(members)
 
 
-def download_iu_xray(out: str | Path, base_url: str | None = None, sha256: dict[str, str] | None = None,
-                     extract: bool = True, progress: Callable[[str], None] | None = print) -> dict[str, Any]:
+def download_iu_xray(
+    out: str | Path,
+    base_url: str | None = None,
+    sha256: dict[str, str] | None = None,
+    extract: bool = True,
+    progress: Callable[[str], None] | None = print,
+) -> dict[str, Any]:
     """Download (resumably) and unpack OpenI's IU X-ray archives into `out`, the `openi` layout.
 
     Args:

@@ -190,8 +190,10 @@ def to_channels(pixels: np.ndarray, channels: int, name: str = "image") -> np.nd
         return np.asarray(Image.fromarray(pixels[..., :3]).convert("L"), dtype=np.uint8)
     if have == 4 and channels == 3:
         return np.ascontiguousarray(pixels[..., :3])
-    raise ImageLoadError(f"{name} has {have} channel(s) but the model takes {channels} (model.in_chans); convert the "
-                         f"data or set model.in_chans={have}")
+    raise ImageLoadError(
+        f"{name} has {have} channel(s) but the model takes {channels} (model.in_chans); convert the "
+        f"data or set model.in_chans={have}"
+    )
 
 
 def _read_array(path: Path) -> np.ndarray:

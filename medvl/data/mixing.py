@@ -42,8 +42,9 @@ def mixture_counts(sizes: Sequence[int], weights: Sequence[float], total: int) -
     return counts.tolist()
 
 
-def mixture_index(sizes: Sequence[int], weights: Sequence[float], seed: int, total: int | None = None
-                  ) -> list[tuple[int, int]]:
+def mixture_index(
+    sizes: Sequence[int], weights: Sequence[float], seed: int, total: int | None = None
+) -> list[tuple[int, int]]:
     """The (sub-task, example) pairs of a mixed epoch: `total` items (default: every example once, sum(sizes)),
     split among the sub-tasks by `mixture_counts`, each sub-task's examples taken in seeded orders (repeated when its
     share exceeds its size). A pure function of its arguments; the runner shuffles the list."""
@@ -58,8 +59,9 @@ def mixture_index(sizes: Sequence[int], weights: Sequence[float], seed: int, tot
     return pairs
 
 
-def per_task_mean(loss_sums: torch.Tensor, counts: torch.Tensor, task_ids: torch.Tensor
-                  ) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
+def per_task_mean(
+    loss_sums: torch.Tensor, counts: torch.Tensor, task_ids: torch.Tensor
+) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
     """The mean over the sub-tasks present of each sub-task's normalized loss (its summed loss over its summed
     count, e.g. tokens), and that normalized loss per sub-task id.
 

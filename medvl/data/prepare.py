@@ -14,9 +14,10 @@ Output (read back by the `prepared` source, `medvl.data.layouts.prepared`):
 
 A study is unusable when its layout says so (`Study.problem`: missing section, duplicated id, unmatched image id...),
 it has no target text (no report, and no answer for a VQA or summarization study), it has no image (unless it is a
-text-only study: a question and an answer, no image paths), or any of its views is missing, empty or cannot be decoded; with `strict` the first one raises
-`StudyError` instead. Views are decoded in `workers` processes with the same functions training uses
-(`load_grayscale`, `resize_square`), so a prepared set gives the same pixels as decoding on the fly.
+text-only study: a question and an answer, no image paths), or any of its views is missing, empty or cannot be
+decoded; with `strict` the first one raises `StudyError` instead. Views are decoded in `workers` processes with the
+same functions training uses (`load_grayscale`, `resize_square`), so a prepared set gives the same pixels as decoding
+on the fly.
 """
 
 from __future__ import annotations
@@ -41,12 +42,19 @@ from medvl.data.reports import rules_metadata
 from medvl.data.sources import Study, load_studies
 
 STRICT_HINT = "run without --strict to skip unusable studies and list them in problems.jsonl"
-_KINDS = (("missing image", r"image file not found"), ("empty image file", r"image file is empty"),
-          ("DICOM without pixel data", r"no pixel data"), ("undecodable image", r"cannot (decode|read)"),
-          ("duplicated id", r"duplicated study id"), ("missing section", r"has no [A-Z]+( or [A-Z]+)? section"),
-          ("missing report", r"no report"), ("unmatched image id", r"has no file in"),
-          ("empty report", r"empty report"), ("missing answer", r"no question or no answer"),
-          ("missing summary", r"no summary|no text to summarize"))
+_KINDS = (
+    ("missing image", r"image file not found"),
+    ("empty image file", r"image file is empty"),
+    ("DICOM without pixel data", r"no pixel data"),
+    ("undecodable image", r"cannot (decode|read)"),
+    ("duplicated id", r"duplicated study id"),
+    ("missing section", r"has no [A-Z]+( or [A-Z]+)? section"),
+    ("missing report", r"no report"),
+    ("unmatched image id", r"has no file in"),
+    ("empty report", r"empty report"),
+    ("missing answer", r"no question or no answer"),
+    ("missing summary", r"no summary|no text to summarize"),
+)
 
 
 def problem_kind(reason: str) -> str:
@@ -58,8 +66,14 @@ def _summary(values: list[float]) -> dict[str, float]:
     if not values:
         return {"n": 0}
     a = np.asarray(values, dtype=np.float64)
-    return {"n": int(a.size), "min": float(a.min()), "mean": round(float(a.mean()), 2),
-            "median": float(np.median(a)), "p95": float(np.percentile(a, 95)), "max": float(a.max())}
+    return {
+        "n": int(a.size),
+        "min": float(a.min()),
+        "mean": round(float(a.mean()), 2),
+        "median": float(np.median(a)),
+        "p95": float(np.percentile(a, 95)),
+        "max": float(a.max()),
+    }
 
 
 def _prepare_out(out: Path, overwrite: bool) -> None:
@@ -71,9 +85,18 @@ def _prepare_out(out: Path, overwrite: bool) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
 
-def prepare(source: str, src: str | Path, out: str | Path, image_size: int = 256, strict: bool = False,
-            data: DataConfig | None = None, workers: int | None = None, overwrite: bool = False,
-            require_report: bool = True, progress: bool = True) -> dict[str, Any]:
+def prepare(
+    source: str,
+    src: str | Path,
+    out: str | Path,
+    image_size: int = 256,
+    strict: bool = False,
+    data: DataConfig | None = None,
+    workers: int | None = None,
+    overwrite: bool = False,
+    require_report: bool = True,
+    progress: bool = True,
+) -> dict[str, Any]:
     """Validate, decode and resize a data set once into `out` (see the module docstring).
 
     Args:
@@ -119,8 +142,11 @@ def prepare(source: str, src: str | Path, out: str | Path, image_size: int = 256
         # the target text: a report, or a question's answer (VQA) / a text's summary (text-only studies)
         has_text = bool(study.report.strip() or study.answer.strip())
         text_only = not study.image_paths and bool(study.question.strip() and study.answer.strip())
-        reason = study.problem or ("empty report" if require_report and not has_text else "") or \
-            ("no image" if not study.image_paths and not text_only else "")
+        reason = (
+            study.problem
+            or ("empty report" if require_report and not has_text else "")
+            or ("no image" if not study.image_paths and not text_only else "")
+        )
         if reason:
             unusable(study, reason)
         else:
@@ -136,8 +162,9 @@ def prepare(source: str, src: str | Path, out: str | Path, image_size: int = 256
                 tasks.append((len(tasks), str(p), image_size))
             rows.append(row_of[str(p)])
         study_rows.append(rows)
-    images = np.lib.format.open_memmap(out / "images.npy", mode="w+", dtype=np.uint8,
-                                       shape=(len(tasks), image_size, image_size))
+    images = np.lib.format.open_memmap(
+        out / "images.npy", mode="w+", dtype=np.uint8, shape=(len(tasks), image_size, image_size)
+    )
     sizes: list[list[int]] = [[] for _ in tasks]
     errors: dict[int, str] = {}
     workers = min(os.cpu_count() or 1, 4) if workers is None else workers
@@ -163,26 +190,57 @@ def prepare(source: str, src: str | Path, out: str | Path, image_size: int = 256
         if bad:
             unusable(study, bad)
             continue
-        kept.append({"id": study.id, "split": study.split, "report": study.report, "rows": rows,
-                     "view_ids": list(study.view_ids), "image_paths": [str(p) for p in study.image_paths],
-                     "labels": study.labels, "meta": study.meta, "sizes": [sizes[r] for r in rows],
-                     **{k: v for k, v in (("question", study.question), ("answer", study.answer),
-                                          ("references", list(study.references)), ("targets", list(study.targets)))
-                        if v}})
+        kept.append(
+            {
+                "id": study.id,
+                "split": study.split,
+                "report": study.report,
+                "rows": rows,
+                "view_ids": list(study.view_ids),
+                "image_paths": [str(p) for p in study.image_paths],
+                "labels": study.labels,
+                "meta": study.meta,
+                "sizes": [sizes[r] for r in rows],
+                **{
+                    k: v
+                    for k, v in (
+                        ("question", study.question),
+                        ("answer", study.answer),
+                        ("references", list(study.references)),
+                        ("targets", list(study.targets)),
+                    )
+                    if v
+                },
+            }
+        )
     with open(out / "studies.jsonl", "w", encoding="utf-8") as f:
         f.writelines(json.dumps(r) + "\n" for r in kept)
     with open(out / "problems.jsonl", "w", encoding="utf-8") as f:
         f.writelines(json.dumps(p) + "\n" for p in problems)
-    info = {"format": FORMAT, "version": VERSION, "source": source, "src": str(Path(src).resolve()),
-            "image_size": image_size, "images": "images.npy", "rows": len(tasks),
-            "report_rules": rules_metadata(cfg.reports), "require_report": require_report, "manifest": cfg.manifest, "caption": cfg.caption,
-            "studies_read": len(studies), "studies": len(kept),
-            "splits": dict(Counter(r["split"] for r in kept)), "problems": len(problems),
-            "problem_kinds": dict(Counter(p["kind"] for p in problems)),
-            "statistics": {"report_words": _summary([len(r["report"].split()) for r in kept]),
-                           "views_per_study": dict(sorted(Counter(len(r["rows"]) for r in kept).items())),
-                           "image_height": _summary([s[0] for r in kept for s in r["sizes"]]),
-                           "image_width": _summary([s[1] for r in kept for s in r["sizes"]])},
-            "seconds": round(time.time() - t0, 2)}
+    info = {
+        "format": FORMAT,
+        "version": VERSION,
+        "source": source,
+        "src": str(Path(src).resolve()),
+        "image_size": image_size,
+        "images": "images.npy",
+        "rows": len(tasks),
+        "report_rules": rules_metadata(cfg.reports),
+        "require_report": require_report,
+        "manifest": cfg.manifest,
+        "caption": cfg.caption,
+        "studies_read": len(studies),
+        "studies": len(kept),
+        "splits": dict(Counter(r["split"] for r in kept)),
+        "problems": len(problems),
+        "problem_kinds": dict(Counter(p["kind"] for p in problems)),
+        "statistics": {
+            "report_words": _summary([len(r["report"].split()) for r in kept]),
+            "views_per_study": dict(sorted(Counter(len(r["rows"]) for r in kept).items())),
+            "image_height": _summary([s[0] for r in kept for s in r["sizes"]]),
+            "image_width": _summary([s[1] for r in kept for s in r["sizes"]]),
+        },
+        "seconds": round(time.time() - t0, 2),
+    }
     (out / "prepared.json").write_text(json.dumps(info, indent=1))
     return info

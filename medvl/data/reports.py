@@ -21,8 +21,14 @@ PLACEHOLDER = "XXXX"
 
 _HEADER = re.compile(r"(?m)^[ \t]*([A-Z][A-Z0-9 ,/&()'-]{1,60}?)[ \t]*:|\b(FINDINGS?|IMPRESSIONS?|CONCLUSIONS?)[ \t]*:")
 _FINDINGS = {"FINDINGS", "FINDING", "FINDINGS AND IMPRESSION", "FINDINGS/IMPRESSION"}
-_IMPRESSION = {"IMPRESSION", "IMPRESSIONS", "CONCLUSION", "CONCLUSIONS", "FINDINGS AND IMPRESSION",
-               "FINDINGS/IMPRESSION"}
+_IMPRESSION = {
+    "IMPRESSION",
+    "IMPRESSIONS",
+    "CONCLUSION",
+    "CONCLUSIONS",
+    "FINDINGS AND IMPRESSION",
+    "FINDINGS/IMPRESSION",
+}
 # IU X-ray anonymizes with "XXXX", MIMIC-CXR with "___" (of any length).
 _DEID = re.compile(r"\bX{2,}\b|_{2,}")
 # R2Gen's own character class, kept verbatim: ":-\[" is a range (":" to "["), which also covers ;<=>?@ and A-Z.
@@ -58,8 +64,9 @@ def _first(sections: dict[str, str], names: set[str]) -> str:
     return next((body for name, body in sections.items() if name in names and body), "")
 
 
-def select_section(text: str, choice: str, findings: str | None = None, impression: str | None = None
-                   ) -> tuple[str, str]:
+def select_section(
+    text: str, choice: str, findings: str | None = None, impression: str | None = None
+) -> tuple[str, str]:
     """The configured part of a report.
 
     Args:
@@ -94,8 +101,11 @@ def select_section(text: str, choice: str, findings: str | None = None, impressi
     if picked:
         return picked, ""
     wanted = {"findings": "FINDINGS", "impression": "IMPRESSION"}.get(choice, "FINDINGS or IMPRESSION")
-    hint = " (set data.reports.section=findings|impression to fall back to the impression)" \
-        if choice == "findings" and impression else ""
+    hint = (
+        " (set data.reports.section=findings|impression to fall back to the impression)"
+        if choice == "findings" and impression
+        else ""
+    )
     return "", f"report has no {wanted} section{hint}"
 
 

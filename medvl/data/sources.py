@@ -2,7 +2,8 @@
 
 Every source returns `{split: [Study, ...]}`; `load_studies` then applies the report rules (`data.reports`:
 placeholders, cleaning, length; section extraction happens in the sources that read whole reports), except to a
-prepared data set, whose reports were processed when it was prepared. Sources and their layouts (each module's docstring has details):
+prepared data set, whose reports were processed when it was prepared. Sources and their layouts (each module's
+docstring has details):
 
     iu_xray, mimic_cxr   R2Gen layout (below)                     openi            OpenI XML + PNG (layouts/openi)
     iu_csv               Kaggle indiana_*.csv (layouts/iu_csv)    mimic_cxr_jpg    MIMIC-CXR-JPG (layouts/mimic)
@@ -55,32 +56,61 @@ from pathlib import Path
 from typing import Any
 
 from medvl.data.config import DataConfig, MixtureEntry
-from medvl.data.layouts import (captions, chexpert, clips, cxr_vqa, dicom, image_folder, iu_csv, manifest, mimic,
-                                nih, openi, prepared, summaries, vqa, xraygpt)
+from medvl.data.layouts import (
+    captions,
+    chexpert,
+    clips,
+    cxr_vqa,
+    dicom,
+    image_folder,
+    iu_csv,
+    manifest,
+    mimic,
+    nih,
+    openi,
+    prepared,
+    summaries,
+    vqa,
+    xraygpt,
+)
 from medvl.data.reports import apply_rules
-from medvl.data.study import (FRONTAL, LATERAL, RECORD_FIELDS, DataSourceError, Study, decode_text, group_splits,
-                              view_id)
+from medvl.data.study import FRONTAL, LATERAL, RECORD_FIELDS, DataSourceError, Study, decode_text, group_splits, view_id
 from medvl.findings import FINDINGS
 from medvl.registry import Registry, suggest
 
-__all__ = ["FRONTAL", "LATERAL", "SOURCES", "DataSourceError", "Source", "Study", "check_provides", "load_studies",
-           "read_r2gen", "require_split", "view_id"]
+__all__ = [
+    "FRONTAL",
+    "LATERAL",
+    "SOURCES",
+    "DataSourceError",
+    "Source",
+    "Study",
+    "check_provides",
+    "load_studies",
+    "read_r2gen",
+    "require_split",
+    "view_id",
+]
+
 
 def read_r2gen(root: str | Path) -> dict[str, list[Study]]:
     """Studies of an R2Gen-layout directory."""
     root = Path(root)
     annotation = root / "annotation.json"
     if not annotation.is_file():
-        raise DataSourceError(f"no annotation.json in {root}: data.root must be a directory in the R2Gen layout "
-                              "(annotation.json + images/); for the synthetic set use data.source=synthetic")
+        raise DataSourceError(
+            f"no annotation.json in {root}: data.root must be a directory in the R2Gen layout "
+            "(annotation.json + images/); for the synthetic set use data.source=synthetic"
+        )
     try:
         raw = json.loads(decode_text(annotation.read_bytes(), annotation))
     except json.JSONDecodeError as e:
         raise DataSourceError(f"{annotation} is not valid JSON: {e}") from e
     if not isinstance(raw, dict):
         raise DataSourceError(f"{annotation} must map split names to lists of studies")
-    return group_splits(_study(r, split, root / "images", annotation) for split, records in raw.items()
-                        for r in records)
+    return group_splits(
+        _study(r, split, root / "images", annotation) for split, records in raw.items() for r in records
+    )
 
 
 def _study(record: dict[str, Any], split: str, images: Path, where: Path) -> Study:
@@ -94,9 +124,15 @@ def _study(record: dict[str, Any], split: str, images: Path, where: Path) -> Stu
     if labels is not None:
         labels = {name: int(labels.get(name, 0)) for name in FINDINGS}
     meta = {k: record[k] for k in ("study_id", "subject_id") if k in record} or None
-    return Study(id=str(record["id"]), image_paths=tuple(images / p for p in paths),
-                 report=str(record.get("report") or ""), split=split,
-                 view_ids=tuple(view_id(n, i) for i, n in enumerate(names)), labels=labels, meta=meta)
+    return Study(
+        id=str(record["id"]),
+        image_paths=tuple(images / p for p in paths),
+        report=str(record.get("report") or ""),
+        split=split,
+        view_ids=tuple(view_id(n, i) for i, n in enumerate(names)),
+        labels=labels,
+        meta=meta,
+    )
 
 
 def _iu_xray(cfg: DataConfig) -> dict[str, list[Study]]:
@@ -116,8 +152,10 @@ def _mixture(cfg: DataConfig) -> dict[str, list[Study]]:
         if entry.source == "mixture":
             raise DataSourceError(f"data.mixture[{k}] is itself a mixture; list its data sets directly")
         if entry.source not in SOURCES:
-            raise DataSourceError(f"data.mixture[{k}]: unknown data source {entry.source!r}."
-                                  f"{suggest(entry.source, SOURCES.names())} Valid names: {', '.join(SOURCES)}")
+            raise DataSourceError(
+                f"data.mixture[{k}]: unknown data source {entry.source!r}."
+                f"{suggest(entry.source, SOURCES.names())} Valid names: {', '.join(SOURCES)}"
+            )
         for split, studies in load_studies(entry_config(cfg, entry)).items():
             merged.setdefault(split, []).extend(replace(s, id=f"{entry.prefix}/{s.id}") for s in studies)
     return merged
@@ -125,30 +163,40 @@ def _mixture(cfg: DataConfig) -> dict[str, list[Study]]:
 
 def entry_config(cfg: DataConfig, entry: MixtureEntry) -> DataConfig:
     """The `DataConfig` that reads one mixture entry alone (batching settings from `cfg`)."""
-    fields = {f: getattr(entry, f) for f in ("source", "root", "manifest", "caption", "max_studies", "synth",
-                                             "reports", "clips", "synth_clips")}
+    fields = {
+        f: getattr(entry, f)
+        for f in ("source", "root", "manifest", "caption", "max_studies", "synth", "reports", "clips", "synth_clips")
+    }
     return replace(cfg, mixture=[], **fields)
 
 
 def _synthetic(cfg: DataConfig) -> dict[str, list[Study]]:
     root = Path(cfg.root)
     info_path = root / "dataset_info.json"
-    wanted = {"n": cfg.synth.n, "seed": cfg.synth.seed, "image_size": cfg.synth.image_size,
-              "lateral": cfg.synth.lateral}
+    wanted = {
+        "n": cfg.synth.n,
+        "seed": cfg.synth.seed,
+        "image_size": cfg.synth.image_size,
+        "lateral": cfg.synth.lateral,
+    }
     if not (root / "annotation.json").is_file():
         from medvl.data.synth import generate_dataset
 
         print(f"generating the synthetic data set in {root} ({cfg.synth.n} studies, seed {cfg.synth.seed})", flush=True)
         generate_dataset(root, progress=True, **wanted)
     elif not info_path.is_file():
-        raise DataSourceError(f"{root} holds an annotation.json but no dataset_info.json, so it is not a synthetic "
-                              "set; use data.source=iu_xray to read it, or another data.root")
+        raise DataSourceError(
+            f"{root} holds an annotation.json but no dataset_info.json, so it is not a synthetic "
+            "set; use data.source=iu_xray to read it, or another data.root"
+        )
     else:
         info = json.loads(info_path.read_text())
         differ = [f"{k}={info.get(k)} on disk vs {v} asked" for k, v in wanted.items() if info.get(k) != v]
         if differ:
-            raise DataSourceError(f"the synthetic set in {root} was generated with other settings ({'; '.join(differ)});"
-                                  " choose another data.root, delete that directory, or match data.synth.*")
+            raise DataSourceError(
+                f"the synthetic set in {root} was generated with other settings ({'; '.join(differ)});"
+                " choose another data.root, delete that directory, or match data.synth.*"
+            )
     return read_r2gen(root)
 
 
@@ -159,24 +207,37 @@ def _clips_synthetic(cfg: DataConfig) -> dict[str, list[Study]]:
     root, sc = Path(cfg.root), cfg.synth_clips
     info_path = root / "dataset_info.json"
     info = json.loads(info_path.read_text()) if info_path.is_file() else {}
-    wanted = {"n": sc.n, "seed": sc.seed, "tile_size": sc.tile_size, "frames": sc.frames, "minutes": sc.minutes,
-              "channels": sc.channels, "tracks": load_tracks(sc.tracks, sc.seed)[1]}
+    wanted = {
+        "n": sc.n,
+        "seed": sc.seed,
+        "tile_size": sc.tile_size,
+        "frames": sc.frames,
+        "minutes": sc.minutes,
+        "channels": sc.channels,
+        "tracks": load_tracks(sc.tracks, sc.seed)[1],
+    }
     if not info.get("complete"):
         if root.is_dir() and any(root.iterdir()) and info.get("generator") != GENERATOR:
             raise DataSourceError(f"{root} is not empty and holds no synthetic clip set; choose another data.root")
-        print(f"generating the synthetic clips in {root} ({sc.n} clips, seed {sc.seed}, tracks {wanted['tracks']})",
-              flush=True)
+        print(
+            f"generating the synthetic clips in {root} ({sc.n} clips, seed {sc.seed}, tracks {wanted['tracks']})",
+            flush=True,
+        )
         generate_clips(root, progress=True, **{**wanted, "tracks": sc.tracks})
     else:
         differ = [f"{k}={info.get(k)} on disk vs {v} asked" for k, v in wanted.items() if info.get(k) != v]
         if differ:
-            raise DataSourceError(f"the synthetic clips in {root} were generated with other settings "
-                                  f"({'; '.join(differ)}); choose another data.root, delete that directory, or match "
-                                  "data.synth_clips.*")
+            raise DataSourceError(
+                f"the synthetic clips in {root} were generated with other settings "
+                f"({'; '.join(differ)}); choose another data.root, delete that directory, or match "
+                "data.synth_clips.*"
+            )
     studies = clips.read_clip_csvs({s: root / f"{s}.csv" for s in ("train", "val", "test")}, root)
     centres = json.loads((root / "centres.json").read_text())
-    return {k: [replace(s, meta={**(s.meta or {}), "centres": centres.get(Path(s.id).name)}) for s in v]
-            for k, v in studies.items()}
+    return {
+        k: [replace(s, meta={**(s.meta or {}), "centres": centres.get(Path(s.id).name)}) for s in v]
+        for k, v in studies.items()
+    }
 
 
 @dataclass(frozen=True)
@@ -231,17 +292,21 @@ def check_provides(source: str, needs: Iterable[str], task: str) -> None:
     lacking = [f for f in needs if f not in can]
     if lacking:
         have = ", ".join(sorted(entry.provides | entry.may_provide)) or "no fields besides images"
-        raise DataSourceError(f"task {task} needs {', '.join(lacking)}; source {source} provides {have} only. "
-                              f"Choose a source with {', '.join(lacking)} (data.source=...) or a recipe for another "
-                              "task")
+        raise DataSourceError(
+            f"task {task} needs {', '.join(lacking)}; source {source} provides {have} only. "
+            f"Choose a source with {', '.join(lacking)} (data.source=...) or a recipe for another "
+            "task"
+        )
 
 
 def load_studies(cfg: DataConfig) -> dict[str, list[Study]]:
     """All splits of the configured source, reports processed by `data.reports`, each cut to `data.max_studies`."""
     studies = SOURCES.get(cfg.source).read(cfg)
     if cfg.source != "prepared":
-        studies = {k: [replace(s, report=apply_rules(s.report, cfg.reports)) if s.report else s for s in v]
-                   for k, v in studies.items()}
+        studies = {
+            k: [replace(s, report=apply_rules(s.report, cfg.reports)) if s.report else s for s in v]
+            for k, v in studies.items()
+        }
     if cfg.max_studies:
         studies = {k: v[: cfg.max_studies] for k, v in studies.items()}
     return studies

@@ -44,8 +44,15 @@ def _distribution(values: list[int]) -> dict[str, float]:
     if not values:
         return {"n": 0}
     a = np.asarray(values, dtype=np.float64)
-    return {"n": int(a.size), "min": float(a.min()), "p5": float(np.percentile(a, 5)), "median": float(np.median(a)),
-            "mean": round(float(a.mean()), 2), "p95": float(np.percentile(a, 95)), "max": float(a.max())}
+    return {
+        "n": int(a.size),
+        "min": float(a.min()),
+        "p5": float(np.percentile(a, 5)),
+        "median": float(np.median(a)),
+        "mean": round(float(a.mean()), 2),
+        "p95": float(np.percentile(a, 95)),
+        "max": float(a.max()),
+    }
 
 
 def data_stats(root: str | Path, source: str = "prepared", data: DataConfig | None = None) -> dict[str, Any]:
@@ -78,41 +85,62 @@ def data_stats(root: str | Path, source: str = "prepared", data: DataConfig | No
             problems = [json.loads(x) for x in (root / "problems.jsonl").read_text().splitlines() if x.strip()]
     # A prepared set holds only usable studies (some may be image-only, from --no-reports); its problems are on file.
     usable = studies if source == "prepared" else [s for s in studies if not s.problem and s.report.strip()]
-    problems += [{"id": s.id, "kind": problem_kind(s.problem or "empty report"), "reason": s.problem or "empty report"}
-                 for s in studies if source != "prepared" and (s.problem or not s.report.strip())]
+    problems += [
+        {"id": s.id, "kind": problem_kind(s.problem or "empty report"), "reason": s.problem or "empty report"}
+        for s in studies
+        if source != "prepared" and (s.problem or not s.report.strip())
+    ]
     labels = {name: dict.fromkeys((*_STATES, "not mentioned"), 0) for name in CHEXPERT.names}
     for s in usable:
         for name, state in label_report(s.report, CHEXPERT).items():
             labels[name][state or "not mentioned"] += 1
     words = [len(s.report.split()) for s in usable if s.report.strip()]
-    sizes = [size for s in usable for k in range(len(s.image_paths))
-             if (size := _image_size(s, k, recorded.get(s.id) if source == "prepared" else None))]
-    return {"root": str(root), "source": source, "studies": len(usable),
-            "splits": dict(sorted(Counter(s.split for s in usable).items())),
-            "problems": len(problems), "problem_kinds": dict(Counter(p.get("kind", "other") for p in problems)),
-            "views_per_study": {str(k): v for k, v in sorted(Counter(len(s.image_paths) for s in usable).items())},
-            "report_words_summary": _distribution(words), "labels": labels,
-            "image_height": _distribution([h for h, _ in sizes]), "image_width": _distribution([w for _, w in sizes]),
-            "image_sizes_top": [[f"{h}x{w}", n] for (h, w), n in Counter(sizes).most_common(10)],
-            "report_words": words, "sizes": [list(x) for x in sizes]}
+    sizes = [
+        size
+        for s in usable
+        for k in range(len(s.image_paths))
+        if (size := _image_size(s, k, recorded.get(s.id) if source == "prepared" else None))
+    ]
+    return {
+        "root": str(root),
+        "source": source,
+        "studies": len(usable),
+        "splits": dict(sorted(Counter(s.split for s in usable).items())),
+        "problems": len(problems),
+        "problem_kinds": dict(Counter(p.get("kind", "other") for p in problems)),
+        "views_per_study": {str(k): v for k, v in sorted(Counter(len(s.image_paths) for s in usable).items())},
+        "report_words_summary": _distribution(words),
+        "labels": labels,
+        "image_height": _distribution([h for h, _ in sizes]),
+        "image_width": _distribution([w for _, w in sizes]),
+        "image_sizes_top": [[f"{h}x{w}", n] for (h, w), n in Counter(sizes).most_common(10)],
+        "report_words": words,
+        "sizes": [list(x) for x in sizes],
+    }
 
 
 def format_stats(stats: dict[str, Any]) -> str:
     """The statistics as a few readable text tables."""
     w = stats["report_words_summary"]
     kinds = ", ".join(f"{k} {v}" for k, v in stats["problem_kinds"].items())
-    lines = [f"{stats['studies']} usable studies in {stats['root']} (source {stats['source']}); "
-             f"splits: {', '.join(f'{k} {v}' for k, v in stats['splits'].items()) or 'none'}",
-             f"unusable: {stats['problems']}" + (f" ({kinds})" if kinds else ""),
-             f"views per study: {', '.join(f'{k}: {v}' for k, v in stats['views_per_study'].items())}"]
+    lines = [
+        f"{stats['studies']} usable studies in {stats['root']} (source {stats['source']}); "
+        f"splits: {', '.join(f'{k} {v}' for k, v in stats['splits'].items()) or 'none'}",
+        f"unusable: {stats['problems']}" + (f" ({kinds})" if kinds else ""),
+        f"views per study: {', '.join(f'{k}: {v}' for k, v in stats['views_per_study'].items())}",
+    ]
     if w.get("n"):
-        lines.append(f"report words: min {w['min']:.0f}, p5 {w['p5']:.0f}, median {w['median']:.0f}, mean {w['mean']}, "
-                     f"p95 {w['p95']:.0f}, max {w['max']:.0f}")
+        lines.append(
+            f"report words: min {w['min']:.0f}, p5 {w['p5']:.0f}, median {w['median']:.0f}, mean {w['mean']}, "
+            f"p95 {w['p95']:.0f}, max {w['max']:.0f}"
+        )
     h, wd = stats["image_height"], stats["image_width"]
     if h.get("n"):
-        lines.append(f"image height: median {h['median']:.0f} [{h['min']:.0f}..{h['max']:.0f}]; width: median "
-                     f"{wd['median']:.0f} [{wd['min']:.0f}..{wd['max']:.0f}]; most common: "
-                     + ", ".join(f"{s} ({n})" for s, n in stats["image_sizes_top"][:3]))
+        lines.append(
+            f"image height: median {h['median']:.0f} [{h['min']:.0f}..{h['max']:.0f}]; width: median "
+            f"{wd['median']:.0f} [{wd['min']:.0f}..{wd['max']:.0f}]; most common: "
+            + ", ".join(f"{s} ({n})" for s, n in stats["image_sizes_top"][:3])
+        )
     header = f"{'CheXpert label (labeler)':<28}{'positive':>9}{'uncertain':>10}{'negative':>9}{'not mentioned':>14}"
     lines += ["", header]
     for name, c in stats["labels"].items():
@@ -170,11 +198,14 @@ def _plots(stats: dict[str, Any]) -> list[tuple[str, str]]:
 def write_html(stats: dict[str, Any], path: str | Path) -> Path:
     """A self-contained page with the text tables and the plots embedded as base64 PNGs."""
     path = Path(path)
-    figures = "\n".join(f"<h2>{html.escape(title)}</h2><img alt=\"{html.escape(title)}\" src=\"{uri}\">"
-                        for title, uri in _plots(stats))
-    page = (f"<!doctype html><html><head><meta charset=\"utf-8\"><title>medvl data stats</title><style>"
-            "body{font-family:sans-serif;max-width:60em;margin:2em auto}pre{background:#f6f6f6;padding:1em}"
-            f"</style></head><body><h1>Data set statistics</h1><pre>{html.escape(format_stats(stats))}</pre>"
-            f"{figures}</body></html>\n")
+    figures = "\n".join(
+        f'<h2>{html.escape(title)}</h2><img alt="{html.escape(title)}" src="{uri}">' for title, uri in _plots(stats)
+    )
+    page = (
+        f'<!doctype html><html><head><meta charset="utf-8"><title>medvl data stats</title><style>'
+        "body{font-family:sans-serif;max-width:60em;margin:2em auto}pre{background:#f6f6f6;padding:1em}"
+        f"</style></head><body><h1>Data set statistics</h1><pre>{html.escape(format_stats(stats))}</pre>"
+        f"{figures}</body></html>\n"
+    )
     path.write_text(page, encoding="utf-8")
     return path

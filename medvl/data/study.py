@@ -19,11 +19,31 @@ from pathlib import Path
 from typing import Any
 
 FRONTAL, LATERAL = 0, 1
-_VIEW_NAMES = {"pa": FRONTAL, "ap": FRONTAL, "frontal": FRONTAL, "pa view": FRONTAL, "ap view": FRONTAL,
-               "postero-anterior": FRONTAL, "antero-posterior": FRONTAL, "lateral": LATERAL, "lat": LATERAL,
-               "ll": LATERAL, "rl": LATERAL, "lao": LATERAL, "rao": LATERAL}
-SPLIT_NAMES = {"train": "train", "restval": "train", "val": "val", "valid": "val", "validate": "val",
-               "validation": "val", "dev": "val", "test": "test"}
+_VIEW_NAMES = {
+    "pa": FRONTAL,
+    "ap": FRONTAL,
+    "frontal": FRONTAL,
+    "pa view": FRONTAL,
+    "ap view": FRONTAL,
+    "postero-anterior": FRONTAL,
+    "antero-posterior": FRONTAL,
+    "lateral": LATERAL,
+    "lat": LATERAL,
+    "ll": LATERAL,
+    "rl": LATERAL,
+    "lao": LATERAL,
+    "rao": LATERAL,
+}
+SPLIT_NAMES = {
+    "train": "train",
+    "restval": "train",
+    "val": "val",
+    "valid": "val",
+    "validate": "val",
+    "validation": "val",
+    "dev": "val",
+    "test": "test",
+}
 HASH_SPLIT = (("train", 0.7), ("val", 0.1), ("test", 0.2))
 """Split of layouts that have none (OpenI, the IU CSV, XrayGPT, Flickr CSV, DICOM): R2Gen's IU X-ray proportions,
 drawn from a hash of the study id, so the same study lands in the same split whatever layout it is read from."""
@@ -143,8 +163,11 @@ def group_splits(studies: Iterable[Study]) -> dict[str, list[Study]]:
     seen: dict[str, str] = {}
     for study in studies:
         if study.id in seen and not study.problem:
-            study = replace(study, problem=f"duplicated study id {study.id!r} (first seen in split {seen[study.id]!r});"
-                                           " study ids must be unique, this one is not used")
+            study = replace(
+                study,
+                problem=f"duplicated study id {study.id!r} (first seen in split {seen[study.id]!r});"
+                " study ids must be unique, this one is not used",
+            )
         seen.setdefault(study.id, study.split)
         out.setdefault(study.split, []).append(study)
     return out
@@ -183,10 +206,14 @@ def read_csv(path: Path, columns: Iterable[str], layout: str, delimiter: str = "
     header = [h.strip() for h in next(reader, [])]
     missing = [c for c in columns if c not in header]
     if missing:
-        raise DataSourceError(f"{path} lacks the column(s) {', '.join(missing)} (it has: {', '.join(header)}). "
-                              f"Expected layout: {layout}")
-    return [{k: (v or "").strip() for k, v in zip(header, row, strict=False)} | {"_line": str(n)}
-            for n, row in enumerate(reader, start=2) if row]
+        raise DataSourceError(
+            f"{path} lacks the column(s) {', '.join(missing)} (it has: {', '.join(header)}). Expected layout: {layout}"
+        )
+    return [
+        {k: (v or "").strip() for k, v in zip(header, row, strict=False)} | {"_line": str(n)}
+        for n, row in enumerate(reader, start=2)
+        if row
+    ]
 
 
 class TextEncodingError(DataSourceError):
@@ -204,5 +231,7 @@ def decode_text(data: bytes, path: Path | str) -> str:
     except UnicodeDecodeError as e:
         line = data.count(b"\n", 0, e.start) + 1
         column = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
-        raise TextEncodingError(f"{path} line {line} is not UTF-8 (byte 0x{data[e.start]:02x} at column {column}): "
-                                "save it as UTF-8, e.g. iconv -f cp1252 -t utf-8 FILE > NEW") from None
+        raise TextEncodingError(
+            f"{path} line {line} is not UTF-8 (byte 0x{data[e.start]:02x} at column {column}): "
+            "save it as UTF-8, e.g. iconv -f cp1252 -t utf-8 FILE > NEW"
+        ) from None

@@ -40,7 +40,9 @@ def _load_llm_tokenizer(path: Path) -> PreTrainedTokenizerFast:
     return tok
 
 
-def train_bpe_tokenizer(texts: Sequence[str], vocab_size: int = 1200, min_frequency: int = 2) -> PreTrainedTokenizerFast:
+def train_bpe_tokenizer(
+    texts: Sequence[str], vocab_size: int = 1200, min_frequency: int = 2
+) -> PreTrainedTokenizerFast:
     """Train a byte-level BPE on `texts` (the training reports)."""
     texts = [t for t in texts if t and t.strip()]
     if not texts:
@@ -50,9 +52,13 @@ def train_bpe_tokenizer(texts: Sequence[str], vocab_size: int = 1200, min_freque
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     backend.decoder = decoders.ByteLevel()
     backend.post_processor = processors.ByteLevel(trim_offsets=False)
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=min_frequency,
-                                  special_tokens=list(SPECIAL_TOKENS),
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        min_frequency=min_frequency,
+        special_tokens=list(SPECIAL_TOKENS),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     backend.train_from_iterator(texts, trainer=trainer)
     return _wrap(backend)
 
@@ -61,9 +67,11 @@ def load_tokenizer(path: str | Path) -> PreTrainedTokenizerFast:
     """Load a tokenizer saved with `save_pretrained` (a directory holding tokenizer.json), offline."""
     path = Path(path)
     if not (path / "tokenizer.json").is_file():
-        raise FileNotFoundError(f"no tokenizer.json in {path}: tokenizer.path must be a directory written by "
-                                "save_pretrained (e.g. runs/NAME/tokenizer, or an LLM's folder), or leave it empty "
-                                "to train a new one")
+        raise FileNotFoundError(
+            f"no tokenizer.json in {path}: tokenizer.path must be a directory written by "
+            "save_pretrained (e.g. runs/NAME/tokenizer, or an LLM's folder), or leave it empty "
+            "to train a new one"
+        )
     backend = Tokenizer.from_file(str(path / "tokenizer.json"))
     if backend.token_to_id("<bos>") is None and (path / "tokenizer_config.json").is_file():
         return _load_llm_tokenizer(path)  # an LLM's tokenizer, with its own special tokens

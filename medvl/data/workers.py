@@ -19,9 +19,16 @@ def default_workers(workers: int | None, n: int, cap: int = 4) -> int:
     return max(1, min(chosen, n))
 
 
-def map_in_order(fn: Callable[[Any], Any], tasks: Sequence[Any], workers: int, desc: str, unit: str,
-                 progress: bool = True, initializer: Callable[[], None] | None = None, max_chunk: int = 32
-                 ) -> list[Any]:
+def map_in_order(
+    fn: Callable[[Any], Any],
+    tasks: Sequence[Any],
+    workers: int,
+    desc: str,
+    unit: str,
+    progress: bool = True,
+    initializer: Callable[[], None] | None = None,
+    max_chunk: int = 32,
+) -> list[Any]:
     """[fn(t) for t in tasks], in the main process (workers=1) or `workers` spawned processes, input order kept.
 
     Args:

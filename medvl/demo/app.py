@@ -72,7 +72,8 @@ def analyze(loaded: LoadedModel, gen: GenerationConfig, paths: Sequence[str | Pa
     try:
         cams = gradcam(loaded, study, record)
         picture: np.ndarray | None = np.concatenate(
-            [overlay(study.pixels[v], cams[v], size=DISPLAY_SIZE) for v in range(len(cams))], axis=1)
+            [overlay(study.pixels[v], cams[v], size=DISPLAY_SIZE) for v in range(len(cams))], axis=1
+        )
     except ValueError:  # a family without an encoder grid: no map, the rest still works
         picture = None
     report = str(record.get("report", ""))
@@ -138,12 +139,12 @@ def _theme() -> Any:
     import gradio as gr
 
     # System fonts: the default theme fetches Google Fonts, which an offline machine cannot reach.
-    return gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],
-                             font_mono=["ui-monospace", "monospace"])
+    return gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"])
 
 
-def create_demo(loaded: LoadedModel, gen: GenerationConfig | None = None,
-                examples: Sequence[Sequence[str]] | None = None) -> Any:
+def create_demo(
+    loaded: LoadedModel, gen: GenerationConfig | None = None, examples: Sequence[Sequence[str]] | None = None
+) -> Any:
     """The Gradio Blocks of the demo; see the module docstring."""
     import gradio as gr
 
@@ -159,40 +160,75 @@ def create_demo(loaded: LoadedModel, gen: GenerationConfig | None = None,
         status = f"{len(result.views)} view(s) ({views}) in {result.seconds:.2f}s"
         if result.study.ignored_views:
             status += f"; {result.study.ignored_views} more image(s) left out (the model takes {len(result.views)})"
-        return (result.overlay, result.highlighted, result.findings, result.report or text_of(result.record), status,
-                result.study, [])
+        return (
+            result.overlay,
+            result.highlighted,
+            result.findings,
+            result.report or text_of(result.record),
+            status,
+            result.study,
+            [],
+        )
 
     writes = "report" in loaded.task.prediction_fields  # a report task, or one that names classes
     purpose = "chest X-ray report generation" if writes else loaded.task.name.replace("_", " ")
     with gr.Blocks(title=f"medvl: {purpose}") as demo:
-        gr.Markdown(f"## medvl: {purpose}\nCheckpoint `{loaded.checkpoint.name}` "
-                    f"({cfg.model_family}, {cfg.model_size}, {cfg.model.max_views} view(s) at "
-                    f"{cfg.model.image_size} px). Upload the views of one study (PNG, JPEG or DICOM; frontal first, "
-                    "or told by the DICOM View Position). Research use only: not a medical device.")
+        gr.Markdown(
+            f"## medvl: {purpose}\nCheckpoint `{loaded.checkpoint.name}` "
+            f"({cfg.model_family}, {cfg.model_size}, {cfg.model.max_views} view(s) at "
+            f"{cfg.model.image_size} px). Upload the views of one study (PNG, JPEG or DICOM; frontal first, "
+            "or told by the DICOM View Position). Research use only: not a medical device."
+        )
         study_state = gr.State(None)
         with gr.Row():
             with gr.Column(scale=1):
-                files = gr.File(label="X-ray views of one study", file_count="multiple", file_types=UPLOAD_TYPES,
-                                type="filepath", elem_id="upload")
+                files = gr.File(
+                    label="X-ray views of one study",
+                    file_count="multiple",
+                    file_types=UPLOAD_TYPES,
+                    type="filepath",
+                    elem_id="upload",
+                )
                 button = gr.Button("Generate report" if writes else "Classify", variant="primary", elem_id="generate")
                 status = gr.Markdown(elem_id="status")
                 if examples:
-                    gr.Examples(examples=[[list(e)] for e in examples], inputs=[files],
-                                example_labels=[Path(e[0]).parent.name for e in examples], label="Example studies")
+                    gr.Examples(
+                        examples=[[list(e)] for e in examples],
+                        inputs=[files],
+                        example_labels=[Path(e[0]).parent.name for e in examples],
+                        label="Example studies",
+                    )
             with gr.Column(scale=2):
-                picture = gr.Image(label="Where the model looked (Grad-CAM on the image encoder)", type="numpy",
-                                   interactive=False, elem_id="saliency")
-                highlighted = gr.HighlightedText(label="Report, findings highlighted" if writes else "Prediction", color_map=COLORS,
-                                                 show_legend=True, combine_adjacent=False, elem_id="highlighted")
-                findings = gr.JSON(label="Findings (CheXpert labeler)" if writes else "Predicted labels", elem_id="findings")
-                text = gr.Textbox(label="Report text" if writes else "Class probabilities", lines=4, interactive=False, elem_id="report-text")
+                picture = gr.Image(
+                    label="Where the model looked (Grad-CAM on the image encoder)",
+                    type="numpy",
+                    interactive=False,
+                    elem_id="saliency",
+                )
+                highlighted = gr.HighlightedText(
+                    label="Report, findings highlighted" if writes else "Prediction",
+                    color_map=COLORS,
+                    show_legend=True,
+                    combine_adjacent=False,
+                    elem_id="highlighted",
+                )
+                findings = gr.JSON(
+                    label="Findings (CheXpert labeler)" if writes else "Predicted labels", elem_id="findings"
+                )
+                text = gr.Textbox(
+                    label="Report text" if writes else "Class probabilities",
+                    lines=4,
+                    interactive=False,
+                    elem_id="report-text",
+                )
         chat_outputs: list[Any] = []
         if loaded.supports_chat:  # only dialogue families get a chat; the captioner has none
             chatbot = gr.Chatbot(label="Ask about this study", elem_id="chat")
             question = gr.Textbox(label="Question", placeholder="Is there a pleural effusion?")
 
-            def ask(message: str, history: list[dict[str, str]], study: PreparedStudy | None
-                    ) -> tuple[list[dict[str, str]], str]:
+            def ask(
+                message: str, history: list[dict[str, str]], study: PreparedStudy | None
+            ) -> tuple[list[dict[str, str]], str]:
                 if study is None:
                     raise gr.Error("generate a report first: the chat is about the uploaded study")
                 answer = loaded.task.chat(batch_studies(loaded, [study]), _turns(history), message, gen)
@@ -201,13 +237,23 @@ def create_demo(loaded: LoadedModel, gen: GenerationConfig | None = None,
             question.submit(ask, [question, chatbot, study_state], [chatbot, question])
             chat_outputs = [chatbot]
         outputs = [picture, highlighted, findings, text, status, study_state]
-        button.click(lambda f: run(f)[: len(outputs) + len(chat_outputs)], inputs=[files],
-                     outputs=outputs + chat_outputs)
+        button.click(
+            lambda f: run(f)[: len(outputs) + len(chat_outputs)], inputs=[files], outputs=outputs + chat_outputs
+        )
     return demo
 
 
 def launch(demo: Any, host: str = "127.0.0.1", port: int = 7860, block: bool = True) -> Any:
     """Serve the demo on host:port (blocking unless `block` is False; then call `demo.close()` to stop)."""
-    return demo.launch(server_name=host, server_port=port, share=False, ssr_mode=False, theme=_theme(),
-                       prevent_thread_lock=not block, show_error=True, quiet=not block, max_file_size="50mb",
-                       footer_links=[])
+    return demo.launch(
+        server_name=host,
+        server_port=port,
+        share=False,
+        ssr_mode=False,
+        theme=_theme(),
+        prevent_thread_lock=not block,
+        show_error=True,
+        quiet=not block,
+        max_file_size="50mb",
+        footer_links=[],
+    )

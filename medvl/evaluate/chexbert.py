@@ -26,8 +26,10 @@ from medvl.evaluate.chexpert import CHEXPERT_14
 from medvl.evaluate.labeler import NEGATIVE, POSITIVE, UNCERTAIN, UNCERTAIN_POLICIES
 
 _CLASSES = (None, POSITIVE, NEGATIVE, UNCERTAIN)
-HOW_TO = ("pass --chexbert PATH/chexbert.pth --chexbert-tokenizer DIR (a folder with the bert-base-uncased "
-          "vocab.txt); the weights are published by Stanford ML Group with the CheXbert paper")
+HOW_TO = (
+    "pass --chexbert PATH/chexbert.pth --chexbert-tokenizer DIR (a folder with the bert-base-uncased "
+    "vocab.txt); the weights are published by Stanford ML Group with the CheXbert paper"
+)
 
 
 class CheXbertUnavailableError(RuntimeError):
@@ -42,8 +44,9 @@ def _state_dict(checkpoint: Path) -> dict:
     try:
         blob = torch.load(checkpoint, map_location="cpu", weights_only=True)
     except Exception as err:  # a pickle with code, a truncated file...
-        raise CheXbertUnavailableError(f"{checkpoint} is not a readable CheXbert checkpoint ({type(err).__name__}: "
-                                       f"{str(err)[:200]})") from None
+        raise CheXbertUnavailableError(
+            f"{checkpoint} is not a readable CheXbert checkpoint ({type(err).__name__}: {str(err)[:200]})"
+        ) from None
     state = blob.get("model_state_dict", blob) if isinstance(blob, dict) else None
     if not isinstance(state, dict) or not any("linear_heads.13" in k for k in state):
         raise CheXbertUnavailableError(f"{checkpoint} does not hold CheXbert weights (no linear_heads.0-13)")
@@ -55,8 +58,9 @@ class CheXbertLabeler:
 
     name = "CheXbert (BERT classifier, user-supplied weights)"
 
-    def __init__(self, checkpoint: str | Path, tokenizer_dir: str | Path | None, device: str = "cpu",
-                 batch_size: int = 32) -> None:
+    def __init__(
+        self, checkpoint: str | Path, tokenizer_dir: str | Path | None, device: str = "cpu", batch_size: int = 32
+    ) -> None:
         import torch
         from torch import nn
         from transformers import BertConfig, BertModel, BertTokenizer
@@ -71,19 +75,25 @@ class CheXbertLabeler:
         words = state["bert.embeddings.word_embeddings.weight"]
         hidden = words.shape[1]
         layers = 1 + max(int(m.group(1)) for k in state if (m := re.match(r"bert\.encoder\.layer\.(\d+)\.", k)))
-        config = BertConfig(vocab_size=words.shape[0], hidden_size=hidden, num_hidden_layers=layers,
-                            num_attention_heads=max(1, hidden // 64),
-                            intermediate_size=state["bert.encoder.layer.0.intermediate.dense.weight"].shape[0],
-                            max_position_embeddings=state["bert.embeddings.position_embeddings.weight"].shape[0],
-                            type_vocab_size=state["bert.embeddings.token_type_embeddings.weight"].shape[0])
+        config = BertConfig(
+            vocab_size=words.shape[0],
+            hidden_size=hidden,
+            num_hidden_layers=layers,
+            num_attention_heads=max(1, hidden // 64),
+            intermediate_size=state["bert.encoder.layer.0.intermediate.dense.weight"].shape[0],
+            max_position_embeddings=state["bert.embeddings.position_embeddings.weight"].shape[0],
+            type_vocab_size=state["bert.embeddings.token_type_embeddings.weight"].shape[0],
+        )
         self.bert = BertModel(config, add_pooling_layer="bert.pooler.dense.weight" in state)
         self.heads = nn.ModuleList([nn.Linear(hidden, 4) for _ in range(13)] + [nn.Linear(hidden, 2)])
         module = nn.ModuleDict({"bert": self.bert, "linear_heads": self.heads})
         state = {k: v for k, v in state.items() if not k.endswith("position_ids")}
         missing, unexpected = module.load_state_dict(state, strict=False)
         if missing or unexpected:
-            raise CheXbertUnavailableError(f"{checkpoint} does not match the CheXbert architecture: missing "
-                                           f"{missing[:3]}, unexpected {unexpected[:3]}")
+            raise CheXbertUnavailableError(
+                f"{checkpoint} does not match the CheXbert architecture: missing "
+                f"{missing[:3]}, unexpected {unexpected[:3]}"
+            )
         self.tokenizer = BertTokenizer.from_pretrained(str(tokenizer_dir), local_files_only=True)
         self.max_length = min(512, config.max_position_embeddings)
         self.device, self.batch_size = torch.device(device), batch_size
@@ -95,9 +105,10 @@ class CheXbertLabeler:
 
         out: list[dict[str, str | None]] = []
         for start in range(0, len(texts), self.batch_size):
-            chunk = [" ".join(t.strip().split()) for t in texts[start:start + self.batch_size]]
-            enc = self.tokenizer(chunk, padding=True, truncation=True, max_length=self.max_length,
-                                 return_tensors="pt").to(self.device)
+            chunk = [" ".join(t.strip().split()) for t in texts[start : start + self.batch_size]]
+            enc = self.tokenizer(
+                chunk, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+            ).to(self.device)
             with torch.inference_mode():
                 cls = self.bert(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"])[0][:, 0]
                 classes = [head(cls).argmax(-1).tolist() for head in self.heads]
@@ -108,8 +119,9 @@ class CheXbertLabeler:
     def binary(self, texts: Sequence[str], uncertain: str = "positive") -> np.ndarray:
         """int8 [len(texts), 14]; uncertain counts as `uncertain` ("positive" or "negative")."""
         value = {POSITIVE: 1, UNCERTAIN: UNCERTAIN_POLICIES[uncertain], NEGATIVE: 0, None: 0}
-        return np.array([[value[lab[n]] for n in CHEXPERT_14] for lab in self.label(texts)],
-                        dtype=np.int8).reshape(len(texts), len(CHEXPERT_14))
+        return np.array([[value[lab[n]] for n in CHEXPERT_14] for lab in self.label(texts)], dtype=np.int8).reshape(
+            len(texts), len(CHEXPERT_14)
+        )
 
 
 __all__ = ["HOW_TO", "CheXbertLabeler", "CheXbertUnavailableError"]

@@ -75,24 +75,42 @@ import dataclasses
 from medvl.evaluate.labeler import MENTIONS, NEGATIVE, NORMAL, POSITIVE, UNCERTAIN, LabelSet
 
 CHEXPERT_14: tuple[str, ...] = (
-    "Enlarged Cardiomediastinum", "Cardiomegaly", "Lung Opacity", "Lung Lesion", "Edema", "Consolidation",
-    "Pneumonia", "Atelectasis", "Pneumothorax", "Pleural Effusion", "Pleural Other", "Fracture", "Support Devices",
-    "No Finding")
+    "Enlarged Cardiomediastinum",
+    "Cardiomegaly",
+    "Lung Opacity",
+    "Lung Lesion",
+    "Edema",
+    "Consolidation",
+    "Pneumonia",
+    "Atelectasis",
+    "Pneumothorax",
+    "Pleural Effusion",
+    "Pleural Other",
+    "Fracture",
+    "Support Devices",
+    "No Finding",
+)
 CHEXPERT_5: tuple[str, ...] = ("Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion")
 
 _HEART_NOUN = r"(?:heart(?:\s+size|\s+silhouette|\s+shadow)?|cardiac\s+(?:silhouette|shadow|size|contours?))"
 _MEDIASTINUM = r"(?:cardio\s?mediastin(?:um|al)|mediastin(?:um|al))"
-_MEDIASTINUM_NOUN = (rf"(?:{_MEDIASTINUM}(?:\s+(?:silhouette|contours?|width|configuration|structures|shadow))?"
-                     r"|pericardial\s+silhouette)")
-_PLEURAL_SCAR = (r"pleural\s+(?:thickening|scar\w*)|fibrothorax|\bfibros[ie]s\b"
-                 r"|pleur(?:al|o)[\s-]?(?:parenchymal|pericardial)\s+(?:scar\w*|thickening)"
-                 r"|pleuroparenchymal\s+scar\w*")
+_MEDIASTINUM_NOUN = (
+    rf"(?:{_MEDIASTINUM}(?:\s+(?:silhouette|contours?|width|configuration|structures|shadow))?"
+    r"|pericardial\s+silhouette)"
+)
+_PLEURAL_SCAR = (
+    r"pleural\s+(?:thickening|scar\w*)|fibrothorax|\bfibros[ie]s\b"
+    r"|pleur(?:al|o)[\s-]?(?:parenchymal|pericardial)\s+(?:scar\w*|thickening)"
+    r"|pleuroparenchymal\s+scar\w*"
+)
 # Lung Opacity: CheXpert's list counts scars and interstitial markings too (`_SCAR_OR_MARKINGS`).
-_OPACITY = (r"opaci\w*|infiltrat\w*|\bair[\s-]?space\s+(?:disease|process)"
-            r"|increased\s+(?:\w+\s+)?densit(?:y|ies)|decreased\s+translucency"
-            r"|interstitial\s+(?:pattern|lung\s+disease|disease|thickening)"
-            r"|reticula(?:r|tion)\w*|ground[\s-]glass|peribronchial\s+(?:thickening|cuffing)"
-            r"|(?<!chest )wall\s+thickening")
+_OPACITY = (
+    r"opaci\w*|infiltrat\w*|\bair[\s-]?space\s+(?:disease|process)"
+    r"|increased\s+(?:\w+\s+)?densit(?:y|ies)|decreased\s+translucency"
+    r"|interstitial\s+(?:pattern|lung\s+disease|disease|thickening)"
+    r"|reticula(?:r|tion)\w*|ground[\s-]glass|peribronchial\s+(?:thickening|cuffing)"
+    r"|(?<!chest )wall\s+thickening"
+)
 _SCAR_OR_MARKINGS = r"interstitial\s+(?:markings?|prominence)|(?:parenchymal\s+)?\bscar(?:ring|s)?\b"
 _ENLARGED = r"(?:widen\w*|enlarge\w*|prominen\w*)"
 _STABLE = r"(?:stable|unchanged|not\s+changed)"
@@ -101,20 +119,26 @@ CHEXPERT_MENTIONS: dict[str, str] = {
     "Enlarged Cardiomediastinum": (
         rf"{_ENLARGED}\s+(?:of\s+the\s+)?(?:\w+\s+)?{_MEDIASTINUM_NOUN}"
         rf"|{_MEDIASTINUM_NOUN}\s+(?:(?:is|are|appears?|remains?)\s+)?(?:\w+\s+)?(?:widened|enlarged|prominent)\b"
-        rf"|{_MEDIASTINUM_NOUN}\s+(?:widening|enlargement)"),
+        rf"|{_MEDIASTINUM_NOUN}\s+(?:widening|enlargement)"
+    ),
     "Cardiomegaly": (
         rf"cardiomegaly|cardiac\s+enlargement|enlarge(?:d|ment\s+of\s+the)\s+(?:\w+\s+)?{_HEART_NOUN}"
         rf"|{_HEART_NOUN}\s+(?:\w+\s+){{0,3}}?enlarged|{_HEART_NOUN}\s+enlargement"
         rf"|{_HEART_NOUN}\s+(?:(?:is|remains?|appears?|was|has\s+become)\s+)?(?:\w+\s+){{0,2}}?large\b"
         rf"|\blarge\s+heart|(?:increased|borderline)\s+heart\s+size|heart\s+size\s+(?:is\s+)?increased"
         rf"|heart\s+(?:size\s+)?(?:is\s+)?borderline|increase\s+in\s+(?:the\s+)?{_HEART_NOUN}"
-        rf"|{_HEART_NOUN}[^.;]{{0,50}}?\bnormal\s+or\s+(?:\w+\s+)?(?:enlarged|large)\b"),
+        rf"|{_HEART_NOUN}[^.;]{{0,50}}?\bnormal\s+or\s+(?:\w+\s+)?(?:enlarged|large)\b"
+    ),
     "Lung Opacity": _OPACITY + "|" + _SCAR_OR_MARKINGS,
-    "Lung Lesion": (r"\bnodul(?:es?\b|ar(?:[\s-]+like)?\s+(?:opaci|densit)\w*)|\bmass(?:es|like|-like)?\b|tumou?rs?\b"
-                    r"|neoplas\w*|carcinoma|cavitary\s+lesions?|\blump\b"),
-    "Edema": (r"(?<!soft tissue )(?<!subcutaneous )(?<!laryngeal )(?<!facial )\bedema\b"
-              r"|vascular\s+congestion|pulmonary\s+congestion|\bchf\b|heart\s+failure|vascular\s+prominence"
-              r"|indistinctness"),
+    "Lung Lesion": (
+        r"\bnodul(?:es?\b|ar(?:[\s-]+like)?\s+(?:opaci|densit)\w*)|\bmass(?:es|like|-like)?\b|tumou?rs?\b"
+        r"|neoplas\w*|carcinoma|cavitary\s+lesions?|\blump\b"
+    ),
+    "Edema": (
+        r"(?<!soft tissue )(?<!subcutaneous )(?<!laryngeal )(?<!facial )\bedema\b"
+        r"|vascular\s+congestion|pulmonary\s+congestion|\bchf\b|heart\s+failure|vascular\s+prominence"
+        r"|indistinctness"
+    ),
     "Consolidation": r"consolidat\w*",
     "Pneumonia": r"\w*pneumonia\w*|\binfecti\w*",
     "Atelectasis": MENTIONS["atelectasis"],
@@ -125,28 +149,35 @@ CHEXPERT_MENTIONS: dict[str, str] = {
     "Support Devices": (
         MENTIONS["support_devices"]
         + r"|\bdrains?\b|\bports?\b(?!able)|\bpicc\s+lines?|\bvalves?\b|hardware|arthroplast\w*|\bmarkers?\b"
-          r"|\bdevices?\b|\bplates?\b|\bscrews?\b|cannula|apparatus|\bcoils?\b|\bsupport\s+(?:devices?|apparatus)"
-          r"|\blife\s+support|equipment|\blines?\b|\btubes?\b|\btubing\b|defib\w*|\bstimulator\b"
-          # orthopedic hardware by other names
-          r"|\b(?:bone|suture)\s+anchors?\b|\binternal\s+fixation\b|\bprosthe(?:sis|ses|tic)\b"
-          # IU X-ray's de-identification often blanks the device's name: "right chest XXXX tip in the SVC".
-          r"|\btip\b(?=[^.;]{0,40}\b(?:svc|cavoatrial|caval[\s-]?atrial|vena\s+cava|right\s+atri\w*|atriocaval)\b)"),
+        r"|\bdevices?\b|\bplates?\b|\bscrews?\b|cannula|apparatus|\bcoils?\b|\bsupport\s+(?:devices?|apparatus)"
+        r"|\blife\s+support|equipment|\blines?\b|\btubes?\b|\btubing\b|defib\w*|\bstimulator\b"
+        # orthopedic hardware by other names
+        r"|\b(?:bone|suture)\s+anchors?\b|\binternal\s+fixation\b|\bprosthe(?:sis|ses|tic)\b"
+        # IU X-ray's de-identification often blanks the device's name: "right chest XXXX tip in the SVC".
+        r"|\btip\b(?=[^.;]{0,40}\b(?:svc|cavoatrial|caval[\s-]?atrial|vena\s+cava|right\s+atri\w*|atriocaval)\b)"
+    ),
 }
 # Text inside which a mention pattern matches but which is not a mention (CheXpert's unmention lists, and more).
 CHEXPERT_UNMENTION: dict[str, str] = {
     "Lung Lesion": r"(?<![\w-])calcified\s+nodul\w*",  # not "noncalcified nodule", a lesion
     # Healed granulomatous disease, and an infection the report places in the past.
-    "Pneumonia": (r"granulomatous\s+(?:\w+\s+)?(?:infection|disease|process)"
-                  r"|\b(?:prior|previous|old|remote|healed|past)\s+(?:\w+\s+){0,3}?(?:pneumonia|infecti\w*)"
-                  r"|\b(?:residua|sequela)\w*\s+of\s+(?:\w+\s+){0,3}?(?:pneumonia|infecti\w*)"),
+    "Pneumonia": (
+        r"granulomatous\s+(?:\w+\s+)?(?:infection|disease|process)"
+        r"|\b(?:prior|previous|old|remote|healed|past)\s+(?:\w+\s+){0,3}?(?:pneumonia|infecti\w*)"
+        r"|\b(?:residua|sequela)\w*\s+of\s+(?:\w+\s+){0,3}?(?:pneumonia|infecti\w*)"
+    ),
     # A broken catheter, lead or wire is a device fault, not a bone fracture.
-    "Fracture": (r"(?:catheter|line|lead|wire|tube|port|device|hardware|prosthe\w*|plate|screw)s?\s+fractur\w*"
-                 r"|fractured\s+(?:\w+\s+){0,2}?(?:catheter|line|lead|wire|tube|port|device|hardware|plate|screw)s?\b"),
+    "Fracture": (
+        r"(?:catheter|line|lead|wire|tube|port|device|hardware|prosthe\w*|plate|screw)s?\s+fractur\w*"
+        r"|fractured\s+(?:\w+\s+){0,2}?(?:catheter|line|lead|wire|tube|port|device|hardware|plate|screw)s?\b"
+    ),
     "Lung Opacity": r"pleur(?:al|o)[\s-]?(?:(?:parenchymal|pericardial)\s+)?scar\w*|pleuroparenchymal\s+scar\w*",
     "Pleural Effusion": r"(?:pericardial|joint|suprapatellar|knee|glenohumeral|shoulder)\s+effusions?",
-    "Support Devices": (r"(?:pleural|kerley(?:\s+b)?|septal|\bb|azygos|skin|fissural?|paraspinal|paratracheal"
-                        r"|paraspinous)[\s-]+lines?|plate[\s-]*like|\bvalves?\s+calcifi\w*"
-                        r"|calcifi\w*\s+(?:\w+\s+){0,2}valves?|\bline\s+of\s+sight|\bmid\s?line"),
+    "Support Devices": (
+        r"(?:pleural|kerley(?:\s+b)?|septal|\bb|azygos|skin|fissural?|paraspinal|paratracheal"
+        r"|paraspinous)[\s-]+lines?|plate[\s-]*like|\bvalves?\s+calcifi\w*"
+        r"|calcifi\w*\s+(?:\w+\s+){0,2}valves?|\bline\s+of\s+sight|\bmid\s?line"
+    ),
 }
 # Mentions CheXpert's post-negation uncertainty rules make uncertain when they are not negated.
 CHEXPERT_WEAK: dict[str, str] = {
@@ -154,25 +185,34 @@ CHEXPERT_WEAK: dict[str, str] = {
 }
 # "Heart size is stable", "stable cardiomediastinal silhouette": uncertain (CheXpert's post-negation uncertainty).
 CHEXPERT_STABLE: dict[str, str] = {
-    "Cardiomegaly": (rf"{_STABLE}\s+(?:\w+\s+)?{_HEART_NOUN}"
-                     rf"|\b{_HEART_NOUN}\s+(?:and\s+[a-z ]{{0,40}}?)?(?:is|are|remains?|appears?)\s+(?:\w+\s+)?"
-                     rf"{_STABLE}\b"),
-    "Enlarged Cardiomediastinum": (rf"{_STABLE}\s+(?:\w+\s+)?{_MEDIASTINUM_NOUN}"
-                                   rf"|{_MEDIASTINUM_NOUN}\s+(?:and\s+[a-z ]{{0,40}}?)?(?:is|are|remains?|appears?)"
-                                   rf"\s+(?:\w+\s+)?{_STABLE}\b"),
+    "Cardiomegaly": (
+        rf"{_STABLE}\s+(?:\w+\s+)?{_HEART_NOUN}"
+        rf"|\b{_HEART_NOUN}\s+(?:and\s+[a-z ]{{0,40}}?)?(?:is|are|remains?|appears?)\s+(?:\w+\s+)?"
+        rf"{_STABLE}\b"
+    ),
+    "Enlarged Cardiomediastinum": (
+        rf"{_STABLE}\s+(?:\w+\s+)?{_MEDIASTINUM_NOUN}"
+        rf"|{_MEDIASTINUM_NOUN}\s+(?:and\s+[a-z ]{{0,40}}?)?(?:is|are|remains?|appears?)"
+        rf"\s+(?:\w+\s+)?{_STABLE}\b"
+    ),
 }
 # Normal statements that do not name the observation but negate it.
 CHEXPERT_NORMAL: dict[str, str] = {
     "Enlarged Cardiomediastinum": (
         rf"{_MEDIASTINUM_NOUN}[^;]{{0,80}}?(?:\bnormal\b|\bunremarkable\b|\bwithin\s+(?:normal\s+)?limits\b"
-        rf"|\bnot\s+(?:\w+\s+)?(?:widened|enlarged)\b)|\bnormal\s+(?:[a-z]+\s+){{0,6}}?{_MEDIASTINUM}"),
-    "Cardiomegaly": (r"(?:\bheart\b|\bcardiac\b(?!\s+(?:monitor|pacer|pacemaker|device|leads?|wires?|valves?|"
-                     r"surgery|catheter|apex|failure)))[^;]{0,80}?(?:\bnormal\b|\bunremarkable\b"
-                     r"|\bwithin\s+(?:normal\s+)?limits\b|\bnot\s+(?:\w+\s+)?enlarged\b)"
-                     r"|\bnormal\s+(?:[a-z]+\s+){0,6}?(?:\bheart\b|\bcardiac\b)"),
-    "Pleural Effusion": (r"\bpleura(?:l\s+(?:spaces?|surfaces?))?\b[^;]{0,80}?(?:\bclear\b|\bnormal\b|\bunremarkable\b"
-                         r"|\bno\s+(?:acute\s+)?abnormalit)|costophrenic\s+(?:(?:angles?|sulci|recesses)\s+)?"
-                         r"(?:(?:are|is)\s+)?(?:clear|sharp|normal|preserved)|sharp\s+costophrenic"),
+        rf"|\bnot\s+(?:\w+\s+)?(?:widened|enlarged)\b)|\bnormal\s+(?:[a-z]+\s+){{0,6}}?{_MEDIASTINUM}"
+    ),
+    "Cardiomegaly": (
+        r"(?:\bheart\b|\bcardiac\b(?!\s+(?:monitor|pacer|pacemaker|device|leads?|wires?|valves?|"
+        r"surgery|catheter|apex|failure)))[^;]{0,80}?(?:\bnormal\b|\bunremarkable\b"
+        r"|\bwithin\s+(?:normal\s+)?limits\b|\bnot\s+(?:\w+\s+)?enlarged\b)"
+        r"|\bnormal\s+(?:[a-z]+\s+){0,6}?(?:\bheart\b|\bcardiac\b)"
+    ),
+    "Pleural Effusion": (
+        r"\bpleura(?:l\s+(?:spaces?|surfaces?))?\b[^;]{0,80}?(?:\bclear\b|\bnormal\b|\bunremarkable\b"
+        r"|\bno\s+(?:acute\s+)?abnormalit)|costophrenic\s+(?:(?:angles?|sulci|recesses)\s+)?"
+        r"(?:(?:are|is)\s+)?(?:clear|sharp|normal|preserved)|sharp\s+costophrenic"
+    ),
     "Pneumothorax": NORMAL["pneumothorax"],
 }
 # Abnormalities outside the 13 observations: positive or uncertain, they rule out "No Finding".
@@ -183,7 +223,8 @@ OTHER_ABNORMALITY = (
     r"|elevat\w*\s+(?:\w+\s+){0,2}?hemidiaphragm|hemidiaphragm\s+(?:is\s+)?elevat\w*|deformit\w*|pleural\s+plaques?"
     r"|lymphadenopathy|adenopathy|thickening|\bcuffing\b|volume\s+loss|\bblunt\w*|contusion|hemorrhage|hematoma"
     r"|bronchitis|bronchiolitis|bronchospasm|asthma|airways?\s+disease|inflam\w*|hypertension|\bplaques?\b|bullet"
-    r"|thoracentesis|arthropathy|osteodystrophy|aerophagia|irregular\s+lucency|aortic\s+disease")
+    r"|thoracentesis|arthropathy|osteodystrophy|aerophagia|irregular\s+lucency|aortic\s+disease"
+)
 _OTHER = "_other_abnormality"
 _HEART_FAILURE = "_heart_failure"
 
@@ -197,17 +238,38 @@ def _finalize(labels: dict[str, str | None]) -> None:
     labels["No Finding"] = None if any(v in (POSITIVE, UNCERTAIN) for v in findings) else POSITIVE
 
 
-CHEXPERT = LabelSet("chexpert-14", CHEXPERT_14, CHEXPERT_MENTIONS, CHEXPERT_NORMAL,
-                    extra_mentions={_OTHER: OTHER_ABNORMALITY, _HEART_FAILURE: r"\bchf\b|heart\s+failure"},
-                    finalize=_finalize, unmention=CHEXPERT_UNMENTION, weak=CHEXPERT_WEAK, stable=CHEXPERT_STABLE,
-                    alternatives=True)
+CHEXPERT = LabelSet(
+    "chexpert-14",
+    CHEXPERT_14,
+    CHEXPERT_MENTIONS,
+    CHEXPERT_NORMAL,
+    extra_mentions={_OTHER: OTHER_ABNORMALITY, _HEART_FAILURE: r"\bchf\b|heart\s+failure"},
+    finalize=_finalize,
+    unmention=CHEXPERT_UNMENTION,
+    weak=CHEXPERT_WEAK,
+    stable=CHEXPERT_STABLE,
+    alternatives=True,
+)
 
 # The reading of NLM's MeSH indexers (see the module docstring): both alternatives of "X or Y" are present, and scars
 # and interstitial markings are findings of their own (MeSH "Cicatrix", "Markings"), not Lung Opacity.
 CHEXPERT_MESH = dataclasses.replace(
-    CHEXPERT, name="chexpert-14-mesh", alternatives=False,
+    CHEXPERT,
+    name="chexpert-14-mesh",
+    alternatives=False,
     mentions={**CHEXPERT_MENTIONS, "Lung Opacity": _OPACITY},
-    extra_mentions={**CHEXPERT.extra_mentions, _OTHER: OTHER_ABNORMALITY + "|" + _SCAR_OR_MARKINGS})
+    extra_mentions={**CHEXPERT.extra_mentions, _OTHER: OTHER_ABNORMALITY + "|" + _SCAR_OR_MARKINGS},
+)
 
-__all__ = ["CHEXPERT", "CHEXPERT_14", "CHEXPERT_5", "CHEXPERT_MENTIONS", "CHEXPERT_MESH", "CHEXPERT_NORMAL",
-           "CHEXPERT_STABLE", "CHEXPERT_UNMENTION", "CHEXPERT_WEAK", "OTHER_ABNORMALITY"]
+__all__ = [
+    "CHEXPERT",
+    "CHEXPERT_14",
+    "CHEXPERT_5",
+    "CHEXPERT_MENTIONS",
+    "CHEXPERT_MESH",
+    "CHEXPERT_NORMAL",
+    "CHEXPERT_STABLE",
+    "CHEXPERT_UNMENTION",
+    "CHEXPERT_WEAK",
+    "OTHER_ABNORMALITY",
+]

@@ -59,8 +59,16 @@ CI_LEVEL = 0.95
 # The flat metric keys in display order; binary (C = 1) adds `auroc`, `ap` and `f1` in front.
 BINARY_KEYS = ("auroc", "ap", "f1")
 DETECTION_KEYS = ("pod", "far", "csi", "hss")
-MEAN_KEYS = ("auroc_macro", "auroc_micro", "ap_macro", "ap_micro", "f1_macro", "f1_micro", "accuracy",
-             "balanced_accuracy")
+MEAN_KEYS = (
+    "auroc_macro",
+    "auroc_micro",
+    "ap_macro",
+    "ap_micro",
+    "f1_macro",
+    "f1_micro",
+    "accuracy",
+    "balanced_accuracy",
+)
 # Resamples are processed in chunks so that the pooled (micro) arrays stay near this many elements.
 _CHUNK_ELEMENTS = 4_000_000
 
@@ -76,8 +84,10 @@ def _check_inputs(probs: Any, targets: Any, n_classes: int | None = None) -> tup
     if n_classes is not None and p.shape[1] != n_classes:
         raise ValueError(f"probs has {p.shape[1]} classes but {n_classes} class names were given")
     if p.size and (not np.isfinite(p).all() or p.min() < 0 or p.max() > 1):
-        raise ValueError(f"probs must be probabilities in [0, 1] (apply sigmoid or softmax to logits); got values in "
-                         f"[{np.nanmin(p):.4g}, {np.nanmax(p):.4g}]{'' if np.isfinite(p).all() else ' and NaN/inf'}")
+        raise ValueError(
+            f"probs must be probabilities in [0, 1] (apply sigmoid or softmax to logits); got values in "
+            f"[{np.nanmin(p):.4g}, {np.nanmax(p):.4g}]{'' if np.isfinite(p).all() else ' and NaN/inf'}"
+        )
     if t.size and not np.isin(t, (-1, 0, 1)).all():
         bad = sorted({float(v) for v in np.unique(t)} - {-1.0, 0.0, 1.0})[:5]
         raise ValueError(f"targets must be 1 (positive), 0 (negative) or -1 (ignored); found {bad}")
@@ -92,8 +102,10 @@ def _check_one_hot(targets: np.ndarray) -> np.ndarray:
     bad = np.flatnonzero(((rows == -1).any(axis=1)) | (rows.sum(axis=1) != 1) | ((rows == 1).sum(axis=1) != 1))
     if bad.size:
         i = int(np.flatnonzero(kept)[bad[0]])
-        raise ValueError(f"multi-class targets must be one-hot rows (or all -1 to ignore the example); row {i} is "
-                         f"{targets[i].tolist()} ({bad.size} such rows)")
+        raise ValueError(
+            f"multi-class targets must be one-hot rows (or all -1 to ignore the example); row {i} is "
+            f"{targets[i].tolist()} ({bad.size} such rows)"
+        )
     return kept
 
 
@@ -161,10 +173,12 @@ def detection_scores(tp: Any, fp: Any, fn: Any, tn: Any) -> dict[str, np.ndarray
     tp, fp, fn, tn = (np.asarray(v, dtype=np.float64) for v in (tp, fp, fn, tn))
     denom = (tp + fn) * (fn + tn) + (tp + fp) * (fp + tn)
     with np.errstate(divide="ignore", invalid="ignore"):
-        return {"pod": np.where(tp + fn > 0, tp / (tp + fn), np.nan),
-                "far": np.where(tp + fp > 0, fp / (tp + fp), np.nan),
-                "csi": np.where(tp + fp + fn > 0, tp / (tp + fp + fn), np.nan),
-                "hss": np.where(denom > 0, 2 * (tp * tn - fn * fp) / denom, np.nan)}
+        return {
+            "pod": np.where(tp + fn > 0, tp / (tp + fn), np.nan),
+            "far": np.where(tp + fp > 0, fp / (tp + fp), np.nan),
+            "csi": np.where(tp + fp + fn > 0, tp / (tp + fp + fn), np.nan),
+            "hss": np.where(denom > 0, 2 * (tp * tn - fn * fp) / denom, np.nan),
+        }
 
 
 def _nanmean(values: np.ndarray, axis: int = 1) -> np.ndarray:
@@ -176,8 +190,9 @@ def _nanmean(values: np.ndarray, axis: int = 1) -> np.ndarray:
         return np.where(count > 0, total / count, np.nan)
 
 
-def _weighted_metrics(probs: np.ndarray, truth: np.ndarray, mask: np.ndarray, decided: np.ndarray,
-                      weights: np.ndarray, multi_label: bool) -> dict[str, np.ndarray]:
+def _weighted_metrics(
+    probs: np.ndarray, truth: np.ndarray, mask: np.ndarray, decided: np.ndarray, weights: np.ndarray, multi_label: bool
+) -> dict[str, np.ndarray]:
     """Every metric under each weighting of the examples: per-class arrays [B, C] and means [B] (NaN = undefined).
 
     `truth` and `decided` are 0/1 [n, C] (the labels and the decisions), `mask` marks the labelled entries.
@@ -218,12 +233,21 @@ def _weighted_metrics(probs: np.ndarray, truth: np.ndarray, mask: np.ndarray, de
     return out
 
 
-def _bootstrap(probs: np.ndarray, truth: np.ndarray, mask: np.ndarray, decided: np.ndarray, multi_label: bool,
-               bootstrap: int, seed: int) -> dict[str, np.ndarray]:
+def _bootstrap(
+    probs: np.ndarray,
+    truth: np.ndarray,
+    mask: np.ndarray,
+    decided: np.ndarray,
+    multi_label: bool,
+    bootstrap: int,
+    seed: int,
+) -> dict[str, np.ndarray]:
     weights = _resample_weights(len(probs), bootstrap, seed)
     chunk = max(1, _CHUNK_ELEMENTS // max(1, int(mask.sum())))
-    parts = [_weighted_metrics(probs, truth, mask, decided, weights[i:i + chunk], multi_label)
-             for i in range(0, bootstrap, chunk)]
+    parts = [
+        _weighted_metrics(probs, truth, mask, decided, weights[i : i + chunk], multi_label)
+        for i in range(0, bootstrap, chunk)
+    ]
     return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
 
 
@@ -252,12 +276,18 @@ def _thin(fpr: np.ndarray, tpr: np.ndarray, points: int = ROC_POINTS) -> dict[st
 
 def _class_scores(p: np.ndarray, y: np.ndarray, decided: np.ndarray) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """The per-class point estimates (scikit-learn) of one class's labelled entries, and its ROC curve."""
-    from sklearn.metrics import (average_precision_score, balanced_accuracy_score, precision_recall_fscore_support,
-                                 roc_auc_score, roc_curve)
+    from sklearn.metrics import (
+        average_precision_score,
+        balanced_accuracy_score,
+        precision_recall_fscore_support,
+        roc_auc_score,
+        roc_curve,
+    )
 
     n_pos, n_neg = int(y.sum()), int(len(y) - y.sum())
-    scores: dict[str, Any] = dict.fromkeys(("auroc", "ap", "precision", "recall", "f1", "accuracy",
-                                            "balanced_accuracy"))
+    scores: dict[str, Any] = dict.fromkeys(
+        ("auroc", "ap", "precision", "recall", "f1", "accuracy", "balanced_accuracy")
+    )
     curve = None
     if n_pos + n_neg:
         scores["accuracy"] = float((decided == y).mean())
@@ -343,8 +373,15 @@ def choose_thresholds(probs: Any, targets: Any) -> np.ndarray:
     return thresholds
 
 
-def classification_metrics(probs: Any, targets: Any, class_names: Sequence[str], multi_label: bool,
-                           thresholds: Any = None, bootstrap: int = 1000, seed: int = 0) -> dict[str, Any]:
+def classification_metrics(
+    probs: Any,
+    targets: Any,
+    class_names: Sequence[str],
+    multi_label: bool,
+    thresholds: Any = None,
+    bootstrap: int = 1000,
+    seed: int = 0,
+) -> dict[str, Any]:
     """All classification metrics of one split, with bootstrap 95% intervals (see the module docstring for keys).
 
     Args:
@@ -392,11 +429,18 @@ def classification_metrics(probs: Any, targets: Any, class_names: Sequence[str],
             unavailable[f"per_class.{name}"] = reason
     point = _point_means(per_class, p, truth, mask, decided, multi_label)
     binary = multi_label and len(names) == 1
-    result: dict[str, Any] = {"multi_label": bool(multi_label), "n_examples": int(len(p)), "n_ignored": n_ignored,
-                              "class_names": names,
-                              "headline": "auroc" if binary else "auroc_macro" if multi_label else "accuracy"}
-    resampled = _bootstrap(p, truth.astype(np.float64), mask, decided.astype(np.float64), multi_label, bootstrap,
-                           seed) if bootstrap else None
+    result: dict[str, Any] = {
+        "multi_label": bool(multi_label),
+        "n_examples": int(len(p)),
+        "n_ignored": n_ignored,
+        "class_names": names,
+        "headline": "auroc" if binary else "auroc_macro" if multi_label else "accuracy",
+    }
+    resampled = (
+        _bootstrap(p, truth.astype(np.float64), mask, decided.astype(np.float64), multi_label, bootstrap, seed)
+        if bootstrap
+        else None
+    )
     dropped: dict[str, int] = {}
     for key in (*BINARY_KEYS, *MEAN_KEYS) if binary else MEAN_KEYS:
         result[key] = point[key]
@@ -422,21 +466,33 @@ def classification_metrics(probs: Any, targets: Any, class_names: Sequence[str],
     result["per_class"] = per_class
     result["roc_curves"] = roc_curves
     if not multi_label:
-        result["confusion_matrix"] = confusion_matrix(truth.argmax(axis=1), decided.argmax(axis=1),
-                                                      labels=list(range(len(names)))).tolist()
-    result["bootstrap"] = {"resamples": int(bootstrap), "seed": int(seed), "method": "percentile",
-                           "level": CI_LEVEL, "unit": "example", "dropped": dropped}
+        result["confusion_matrix"] = confusion_matrix(
+            truth.argmax(axis=1), decided.argmax(axis=1), labels=list(range(len(names)))
+        ).tolist()
+    result["bootstrap"] = {
+        "resamples": int(bootstrap),
+        "seed": int(seed),
+        "method": "percentile",
+        "level": CI_LEVEL,
+        "unit": "example",
+        "dropped": dropped,
+    }
     result["unavailable"] = unavailable
     return result
 
 
-def _add_detection(result: dict[str, Any], y: np.ndarray, d: np.ndarray, resampled: dict[str, np.ndarray] | None,
-                   unavailable: dict[str, str], dropped: dict[str, int]) -> None:
+def _add_detection(
+    result: dict[str, Any],
+    y: np.ndarray,
+    d: np.ndarray,
+    resampled: dict[str, np.ndarray] | None,
+    unavailable: dict[str, str],
+    dropped: dict[str, int],
+) -> None:
     """The binary detection scores (`DETECTION_KEYS`) and the contingency table, with their intervals."""
     hits, misses = int(((y == 1) & (d == 1)).sum()), int(((y == 1) & (d == 0)).sum())
     false_alarms, correct = int(((y == 0) & (d == 1)).sum()), int(((y == 0) & (d == 0)).sum())
-    result["contingency"] = {"hits": hits, "misses": misses, "false_alarms": false_alarms,
-                             "correct_negatives": correct}
+    result["contingency"] = {"hits": hits, "misses": misses, "false_alarms": false_alarms, "correct_negatives": correct}
     point = detection_scores(hits, false_alarms, misses, correct)
     for key in DETECTION_KEYS:
         value = _float_or_none(float(point[key]))
@@ -454,8 +510,9 @@ def _add_detection(result: dict[str, Any], y: np.ndarray, d: np.ndarray, resampl
 _RESAMPLED = {"accuracy": "accuracy_mean", "balanced_accuracy": "balanced_accuracy_mean"}
 
 
-def _decisions(p: np.ndarray, t: np.ndarray, multi_label: bool, thresholds: Any
-               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray | None, int]:
+def _decisions(
+    p: np.ndarray, t: np.ndarray, multi_label: bool, thresholds: Any
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray | None, int]:
     """The scored examples: (probs, 0/1 truth, labelled mask, 0/1 decisions, thresholds or None, ignored count)."""
     n_classes = p.shape[1]
     if multi_label:
@@ -482,8 +539,14 @@ def _decisions(p: np.ndarray, t: np.ndarray, multi_label: bool, thresholds: Any
     return p, truth, mask, decided, th, n_ignored
 
 
-def _point_means(per_class: dict[str, dict[str, Any]], p: np.ndarray, truth: np.ndarray, mask: np.ndarray,
-                 decided: np.ndarray, multi_label: bool) -> dict[str, float | None]:
+def _point_means(
+    per_class: dict[str, dict[str, Any]],
+    p: np.ndarray,
+    truth: np.ndarray,
+    mask: np.ndarray,
+    decided: np.ndarray,
+    multi_label: bool,
+) -> dict[str, float | None]:
     """The macro, micro and accuracy point estimates (binary adds the single class's auroc, ap and f1)."""
     point: dict[str, float | None] = {f"{key}_macro": _mean_of(per_class, key) for key in ("auroc", "ap", "f1")}
     point.update(_micro(p, truth, mask, decided))
@@ -548,6 +611,14 @@ def baseline_probs(train_targets: Any, n: int, multi_label: bool = True) -> np.n
     return np.tile(prevalence.astype(np.float64), (n, 1))
 
 
-__all__ = ["BINARY_KEYS", "DETECTION_KEYS", "MEAN_KEYS", "ROC_POINTS", "baseline_probs", "choose_thresholds",
-           "detection_scores",
-           "classification_metrics", "ranked_metrics"]
+__all__ = [
+    "BINARY_KEYS",
+    "DETECTION_KEYS",
+    "MEAN_KEYS",
+    "ROC_POINTS",
+    "baseline_probs",
+    "choose_thresholds",
+    "detection_scores",
+    "classification_metrics",
+    "ranked_metrics",
+]

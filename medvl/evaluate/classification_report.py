@@ -25,8 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from medvl.evaluate.classification import BINARY_KEYS, DETECTION_KEYS, MEAN_KEYS
-from medvl.evaluate.html_report import (CSS, esc, format_value, is_number, page_footer, png_data_uri,
-                                        thumbnail_html)
+from medvl.evaluate.html_report import CSS, esc, format_value, is_number, page_footer, png_data_uri, thumbnail_html
 
 _EXTRA_CSS = """
 tr.headline td { font-weight: bold; }
@@ -36,9 +35,11 @@ table.gallery td.text { text-align: left; }
 table.confusion td.diag { background: #e8f5e9; }
 """
 
-NOTE = ("Macro: the unweighted mean over the classes where the metric is defined. Micro: all labelled "
-        "(example, class) entries pooled. 95% CI: percentile bootstrap over examples; resamples where a metric is "
-        "undefined are dropped. Delta: model minus baseline.")
+NOTE = (
+    "Macro: the unweighted mean over the classes where the metric is defined. Micro: all labelled "
+    "(example, class) entries pooled. 95% CI: percentile bootstrap over examples; resamples where a metric is "
+    "undefined are dropped. Delta: model minus baseline."
+)
 
 
 def _metric_keys(result: dict[str, Any]) -> list[str]:
@@ -67,13 +68,19 @@ def _value_cell(value: Any, reason: str | None) -> str:
 def _metric_table(result: dict[str, Any], baseline: dict[str, Any] | None) -> str:
     reasons = result.get("unavailable") or {}
     head = ["metric", "model", "95% CI"] + (["baseline", "delta"] if baseline else [])
-    lines = ['<table class="metrics">', "<thead><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr></thead>",
-             "<tbody>"]
+    lines = [
+        '<table class="metrics">',
+        "<thead><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr></thead>",
+        "<tbody>",
+    ]
     for key in _metric_keys(result):
         headline = key == result.get("headline")
         label = f"{key} (headline)" if headline else key
-        cells = [f"<td>{esc(label)}</td>", _value_cell(result.get(key), reasons.get(key)),
-                 f"<td>{_ci_text(result, key)}</td>"]
+        cells = [
+            f"<td>{esc(label)}</td>",
+            _value_cell(result.get(key), reasons.get(key)),
+            f"<td>{_ci_text(result, key)}</td>",
+        ]
         if baseline:
             base = baseline.get(key)
             cells.append(_value_cell(base, (baseline.get("unavailable") or {}).get(key)))
@@ -94,18 +101,28 @@ def _per_class_table(result: dict[str, Any]) -> str:
     thresholds = bool(result.get("multi_label"))
     head = ["class", "positives", "negatives", "AUROC", "95% CI", "AP", "precision", "recall", "F1"]
     head += ["threshold"] if thresholds else []
-    lines = ['<table class="per-class">', "<thead><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr></thead>",
-             "<tbody>"]
+    lines = [
+        '<table class="per-class">',
+        "<thead><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr></thead>",
+        "<tbody>",
+    ]
     for name, pc in per_class.items():
-        cells = [esc(name), esc(pc.get("support_pos", "–")), esc(pc.get("support_neg", "–")),
-                 format_value(pc.get("auroc")), _ci_text(pc, "auroc"),
-                 *(format_value(pc.get(k)) for k in ("ap", "precision", "recall", "f1"))]
+        cells = [
+            esc(name),
+            esc(pc.get("support_pos", "–")),
+            esc(pc.get("support_neg", "–")),
+            format_value(pc.get("auroc")),
+            _ci_text(pc, "auroc"),
+            *(format_value(pc.get(k)) for k in ("ap", "precision", "recall", "f1")),
+        ]
         cells += [format_value(pc.get("threshold"), 3)] if thresholds else []
         lines.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     lines += ["</tbody>", "</table>"]
     if not thresholds:
-        lines.append('<p class="note">Multi-class: the decision is the most probable class; precision, recall and F1 '
-                     "are one-vs-rest.</p>")
+        lines.append(
+            '<p class="note">Multi-class: the decision is the most probable class; precision, recall and F1 '
+            "are one-vs-rest.</p>"
+        )
     return "\n".join(lines)
 
 
@@ -114,9 +131,12 @@ def _confusion_table(result: dict[str, Any]) -> str:
     if not matrix:
         return ""
     names = list(result.get("per_class") or range(len(matrix)))
-    lines = ["<h2>Confusion matrix</h2>", '<table class="confusion">',
-             "<thead><tr><th>true \\ predicted</th>" + "".join(f"<th>{esc(n)}</th>" for n in names) + "</tr></thead>",
-             "<tbody>"]
+    lines = [
+        "<h2>Confusion matrix</h2>",
+        '<table class="confusion">',
+        "<thead><tr><th>true \\ predicted</th>" + "".join(f"<th>{esc(n)}</th>" for n in names) + "</tr></thead>",
+        "<tbody>",
+    ]
     for i, (name, counts) in enumerate(zip(names, matrix, strict=False)):
         cells = "".join(f'<td class="{"diag" if i == j else ""}">{esc(v)}</td>' for j, v in enumerate(counts))
         lines.append(f"<tr><td>{esc(name)}</td>{cells}</tr>")
@@ -167,8 +187,10 @@ def confident_errors(rows: Sequence[dict[str, Any]]) -> list[tuple[float, dict[s
     for row in rows:
         missing = [k for k in ("id", "probabilities", "labels", "predicted") if k not in row]
         if missing:
-            raise ValueError(f"gallery row {row.get('id')!r} lacks {missing}; rows need id, image_paths, "
-                             "probabilities, labels and predicted")
+            raise ValueError(
+                f"gallery row {row.get('id')!r} lacks {missing}; rows need id, image_paths, "
+                "probabilities, labels and predicted"
+            )
         predicted = {str(n) for n in row["predicted"]}
         errors = []
         for name, label in row["labels"].items():
@@ -202,8 +224,12 @@ def _gallery(rows: Sequence[dict[str, Any]], size: int, thumbnail_px: int) -> st
     ranked = confident_errors(rows)[:size]
     if not ranked:
         return '<p class="note">No errors among the rows given.</p>'
-    lines = ['<table class="gallery">', "<thead><tr><th>id</th><th>images</th><th>labels</th><th>predicted</th>"
-             "<th>errors (most confident first)</th><th>confidence</th></tr></thead>", "<tbody>"]
+    lines = [
+        '<table class="gallery">',
+        "<thead><tr><th>id</th><th>images</th><th>labels</th><th>predicted</th>"
+        "<th>errors (most confident first)</th><th>confidence</th></tr></thead>",
+        "<tbody>",
+    ]
     for confidence, row, errors in ranked:
         labels = row["labels"]
         positive = [n for n, v in labels.items() if v == 1]
@@ -211,13 +237,20 @@ def _gallery(rows: Sequence[dict[str, Any]], size: int, thumbnail_px: int) -> st
         label_text = ", ".join(positive) or "no positive label"
         if ignored:
             label_text += f" (ignored: {', '.join(ignored)})"
-        cells = [f'<td class="text">{esc(row["id"])}</td>', _images_cell(row.get("image_paths") or [], thumbnail_px),
-                 f'<td class="text">{esc(label_text)}</td>',
-                 f'<td class="text">{esc(", ".join(map(str, row["predicted"])) or "none")}</td>',
-                 f'<td class="text">{"<br>".join(esc(e) for e in errors)}</td>', f"<td>{confidence:.3f}</td>"]
+        cells = [
+            f'<td class="text">{esc(row["id"])}</td>',
+            _images_cell(row.get("image_paths") or [], thumbnail_px),
+            f'<td class="text">{esc(label_text)}</td>',
+            f'<td class="text">{esc(", ".join(map(str, row["predicted"])) or "none")}</td>',
+            f'<td class="text">{"<br>".join(esc(e) for e in errors)}</td>',
+            f"<td>{confidence:.3f}</td>",
+        ]
         lines.append(f'<tr data-id="{esc(row["id"])}">' + "".join(cells) + "</tr>")
-    lines += ["</tbody>", "</table>",
-              '<p class="note">Confidence of an error: p for a false positive, 1 - p for a missed label.</p>']
+    lines += [
+        "</tbody>",
+        "</table>",
+        '<p class="note">Confidence of an error: p for a false positive, 1 - p for a missed label.</p>',
+    ]
     return "\n".join(lines)
 
 
@@ -244,9 +277,16 @@ def _summary(result: dict[str, Any]) -> str:
     return " · ".join(parts)
 
 
-def write_classification_report(path: str | Path, result: dict[str, Any], rows: Sequence[dict[str, Any]] = (),
-                                title: str = "medvl classification", baseline: dict[str, Any] | None = None, *,
-                                gallery_size: int = 12, thumbnail_px: int = 128) -> Path:
+def write_classification_report(
+    path: str | Path,
+    result: dict[str, Any],
+    rows: Sequence[dict[str, Any]] = (),
+    title: str = "medvl classification",
+    baseline: dict[str, Any] | None = None,
+    *,
+    gallery_size: int = 12,
+    thumbnail_px: int = 128,
+) -> Path:
     """Write a classification evaluation as one self-contained, offline HTML page (see the module docstring).
 
     Args:
@@ -269,35 +309,40 @@ def write_classification_report(path: str | Path, result: dict[str, Any], rows: 
     if gallery_size < 0 or thumbnail_px < 1:
         raise ValueError(f"gallery_size must be >= 0 and thumbnail_px >= 1, got {gallery_size} and {thumbnail_px}")
     png = roc_chart(result)
-    chart = (f'<img class="chart" alt="ROC curve per class" src="{png_data_uri(png)}">' if png is not None
-             else '<p class="note">No class has both a positive and a negative example: no ROC curve.</p>')
-    page = "\n".join([
-        "<!DOCTYPE html>",
-        '<html lang="en">',
-        "<head>",
-        '<meta charset="utf-8">',
-        '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>{esc(title)}</title>",
-        f"<style>{CSS}{_EXTRA_CSS}</style>",
-        "</head>",
-        "<body>",
-        f"<h1>{esc(title)}</h1>",
-        f'<p class="summary">{_summary(result)}</p>',
-        "<h2>Metrics</h2>",
-        _metric_table(result, _baseline(result, baseline)),
-        "<h2>Per class</h2>",
-        _per_class_table(result),
-        _confusion_table(result),
-        "<h2>ROC curves</h2>",
-        chart,
-        _unavailable(result),
-        "<h2>Most confident errors</h2>",
-        _gallery(rows, gallery_size, thumbnail_px),
-        page_footer(result),
-        "</body>",
-        "</html>",
-        "",
-    ])
+    chart = (
+        f'<img class="chart" alt="ROC curve per class" src="{png_data_uri(png)}">'
+        if png is not None
+        else '<p class="note">No class has both a positive and a negative example: no ROC curve.</p>'
+    )
+    page = "\n".join(
+        [
+            "<!DOCTYPE html>",
+            '<html lang="en">',
+            "<head>",
+            '<meta charset="utf-8">',
+            '<meta name="viewport" content="width=device-width, initial-scale=1">',
+            f"<title>{esc(title)}</title>",
+            f"<style>{CSS}{_EXTRA_CSS}</style>",
+            "</head>",
+            "<body>",
+            f"<h1>{esc(title)}</h1>",
+            f'<p class="summary">{_summary(result)}</p>',
+            "<h2>Metrics</h2>",
+            _metric_table(result, _baseline(result, baseline)),
+            "<h2>Per class</h2>",
+            _per_class_table(result),
+            _confusion_table(result),
+            "<h2>ROC curves</h2>",
+            chart,
+            _unavailable(result),
+            "<h2>Most confident errors</h2>",
+            _gallery(rows, gallery_size, thumbnail_px),
+            page_footer(result),
+            "</body>",
+            "</html>",
+            "",
+        ]
+    )
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(page, encoding="utf-8")
@@ -311,8 +356,9 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     widths = [max(len(str(c)) for c in column) for column in zip(header, *rows, strict=True)]
 
     def line(cells: Sequence[str]) -> str:  # first column left-aligned, numbers right-aligned
-        return "  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w)
-                         for i, (c, w) in enumerate(zip(cells, widths, strict=True))).rstrip()
+        return "  ".join(
+            str(c).ljust(w) if i == 0 else str(c).rjust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        ).rstrip()
 
     return [line(header), "  ".join("-" * w for w in widths), *(line(r) for r in rows)]
 
@@ -346,8 +392,14 @@ def format_classification_tables(result: dict[str, Any], baseline: dict[str, Any
     header = ["class", "pos", "neg", "AUROC", "95% CI", "AP", "P", "R", "F1"] + (["thr"] if multi_label else [])
     rows = []
     for name, pc in (result.get("per_class") or {}).items():
-        row = [name, str(pc.get("support_pos", "")), str(pc.get("support_neg", "")), _num(pc.get("auroc")),
-               _ci_text(pc, "auroc"), *(_num(pc.get(k)) for k in ("ap", "precision", "recall", "f1"))]
+        row = [
+            name,
+            str(pc.get("support_pos", "")),
+            str(pc.get("support_neg", "")),
+            _num(pc.get("auroc")),
+            _ci_text(pc, "auroc"),
+            *(_num(pc.get(k)) for k in ("ap", "precision", "recall", "f1")),
+        ]
         rows.append(row + ([_num(pc.get("threshold"), 3)] if multi_label else []))
     lines += _table(header, rows)
     reasons = result.get("unavailable") or {}

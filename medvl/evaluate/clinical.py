@@ -63,16 +63,21 @@ def clinical_metrics(truth: np.ndarray, predicted: np.ndarray, names: Sequence[s
     """
     truth, predicted = _binary(truth, "truth"), _binary(predicted, "predicted")
     if truth.shape != predicted.shape or truth.ndim != 2 or truth.shape[1] != len(names):
-        raise ValueError(f"truth {truth.shape} and predictions {predicted.shape} must both be [studies, {len(names)}] "
-                         f"(one column per name in {list(names)})")
+        raise ValueError(
+            f"truth {truth.shape} and predictions {predicted.shape} must both be [studies, {len(names)}] "
+            f"(one column per name in {list(names)})"
+        )
     if truth.shape[0] == 0:
         raise ValueError("no studies to score: truth and predictions have 0 rows")
     hits = truth & predicted
     tp, n_true, n_pred = hits.sum(0), truth.sum(0), predicted.sum(0)
     per_finding = {}
     for k, name in enumerate(names):
-        per_finding[name] = {**_prf(int(tp[k]), int(n_pred[k]), int(n_true[k])), "support": int(n_true[k]),
-                             "predicted": int(n_pred[k])}
+        per_finding[name] = {
+            **_prf(int(tp[k]), int(n_pred[k]), int(n_true[k])),
+            "support": int(n_true[k]),
+            "predicted": int(n_pred[k]),
+        }
     micro = _prf(int(tp.sum()), int(n_pred.sum()), int(n_true.sum()))
     macro = {key: float(np.mean([v[key] for v in per_finding.values()])) for key in _KEYS}
 
@@ -104,8 +109,11 @@ def clinical_resampled(truth: np.ndarray, predicted: np.ndarray, rows: np.ndarra
     p = np.where(normal, 1.0, tp_s / np.maximum(pred_s, 1))
     r = np.where(normal, 1.0, tp_s / np.maximum(true_s, 1))
     f = np.where(normal, 1.0, 2 * p * r / np.where(p + r > 0, p + r, 1.0))
-    out = {"example_based_precision": p[rows].mean(1), "example_based_recall": r[rows].mean(1),
-           "example_based_f1": f[rows].mean(1)}
+    out = {
+        "example_based_precision": p[rows].mean(1),
+        "example_based_recall": r[rows].mean(1),
+        "example_based_f1": f[rows].mean(1),
+    }
 
     def prf(tp: np.ndarray, n_pred: np.ndarray, n_true: np.ndarray) -> tuple[np.ndarray, ...]:
         precision = np.where(n_pred > 0, tp / np.maximum(n_pred, 1), 0.0)

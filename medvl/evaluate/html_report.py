@@ -122,8 +122,11 @@ def _metric_keys(metrics: dict[str, Any]) -> list[tuple[str, list[str]]]:
     groups = [("Language (NLG)", [k for k in NLG_KEYS if present(k)])]
     for prefix, title in CLINICAL_GROUPS:
         known = [f"{prefix}{avg}_{m}" for avg in _AVERAGES for m in _PRF]
-        extra = sorted(k for k in {*metrics, *unavailable} if k.startswith(prefix) and k not in known
-                       and not k.endswith(_CI_SUFFIXES))
+        extra = sorted(
+            k
+            for k in {*metrics, *unavailable}
+            if k.startswith(prefix) and k not in known and not k.endswith(_CI_SUFFIXES)
+        )
         groups.append((title, [k for k in known + extra if present(k)]))
     return [(title, keys) for title, keys in groups if keys]
 
@@ -146,8 +149,11 @@ def _metric_table(metrics: dict[str, Any]) -> str:
     has_base = isinstance(baseline, dict)
     reasons = metrics.get("unavailable") or {}
     head = ["metric", "model", "95% CI"] + (["baseline", "delta"] if has_base else [])
-    lines = ['<table class="metrics">', "<thead><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr></thead>",
-             "<tbody>"]
+    lines = [
+        '<table class="metrics">',
+        "<thead><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr></thead>",
+        "<tbody>",
+    ]
     for title, keys in _metric_keys(metrics):
         lines.append(f'<tr><th class="group" colspan="{len(head)}">{esc(title)}</th></tr>')
         for key in keys:
@@ -205,8 +211,12 @@ def _per_finding_section(metrics: dict[str, Any], names: Sequence[str]) -> str:
     per_finding = metrics.get("per_finding")
     if not isinstance(per_finding, dict) or not per_finding:
         return '<p class="note">No per-finding scores in the metrics.</p>'
-    lines = ['<table class="per-finding">', "<thead><tr><th>finding</th><th>support</th><th>predicted</th>"
-             "<th>precision</th><th>recall</th><th>F1</th></tr></thead>", "<tbody>"]
+    lines = [
+        '<table class="per-finding">',
+        "<thead><tr><th>finding</th><th>support</th><th>predicted</th>"
+        "<th>precision</th><th>recall</th><th>F1</th></tr></thead>",
+        "<tbody>",
+    ]
     for name in names:
         pf = per_finding.get(name)
         pf = pf if isinstance(pf, dict) else {}
@@ -256,8 +266,10 @@ def thumbnail_html(path: Any, size: int) -> str:
     except Exception as error:  # noqa: BLE001  any unreadable file (missing, corrupt, odd format) gets a placeholder
         why = "missing file" if isinstance(error, FileNotFoundError) else f"unreadable: {type(error).__name__}"
         return _placeholder(size, f"{path} ({why})")
-    return (f'<img class="thumb" width="{thumb.width}" height="{thumb.height}" alt="{esc(Path(str(path)).name)}" '
-            f'src="{png_data_uri(buffer.getvalue())}">')
+    return (
+        f'<img class="thumb" width="{thumb.width}" height="{thumb.height}" alt="{esc(Path(str(path)).name)}" '
+        f'src="{png_data_uri(buffer.getvalue())}">'
+    )
 
 
 def _chips(row: dict[str, Any], names: Sequence[str]) -> str:
@@ -275,38 +287,50 @@ def _chips(row: dict[str, Any], names: Sequence[str]) -> str:
 def _card(row: dict[str, Any], names: Sequence[str], thumbnail_px: int) -> str:
     paths = row.get("image_paths") or []
     thumbs = [thumbnail_html(p, thumbnail_px) for p in paths] or [_placeholder(thumbnail_px, "no image path")]
-    return "\n".join([
-        f'<article class="card" data-id="{esc(row["id"])}">',
-        f'<div class="thumbs">{"".join(thumbs)}</div>',
-        f'<h3>{esc(row["id"])} <span class="note">example F1 {format_value(row["example_f1"], 3)}</span></h3>',
-        '<div class="label">reference</div>', f'<p class="report reference">{esc(row.get("reference", ""))}</p>',
-        '<div class="label">generated</div>', f'<p class="report generated">{esc(row.get("generated", ""))}</p>',
-        f'<div class="chips">{_chips(row, names)}</div>',
-        "</article>",
-    ])
+    return "\n".join(
+        [
+            f'<article class="card" data-id="{esc(row["id"])}">',
+            f'<div class="thumbs">{"".join(thumbs)}</div>',
+            f'<h3>{esc(row["id"])} <span class="note">example F1 {format_value(row["example_f1"], 3)}</span></h3>',
+            '<div class="label">reference</div>',
+            f'<p class="report reference">{esc(row.get("reference", ""))}</p>',
+            '<div class="label">generated</div>',
+            f'<p class="report generated">{esc(row.get("generated", ""))}</p>',
+            f'<div class="chips">{_chips(row, names)}</div>',
+            "</article>",
+        ]
+    )
 
 
 def _gallery(rows: Sequence[dict[str, Any]], names: Sequence[str], size: int, thumbnail_px: int) -> str:
     for row in rows:
         if "id" not in row or not is_number(row.get("example_f1")):
-            raise ValueError(f"every row needs an 'id' and a numeric 'example_f1'; got keys {sorted(row)} "
-                             f"(id {row.get('id')!r})")
+            raise ValueError(
+                f"every row needs an 'id' and a numeric 'example_f1'; got keys {sorted(row)} (id {row.get('id')!r})"
+            )
     ranked = sorted(rows, key=lambda r: (float(r["example_f1"]), str(r["id"])))
     worst = ranked[:size]
     shown = {id(r) for r in worst}
     best = sorted((r for r in rows if id(r) not in shown), key=lambda r: (-float(r["example_f1"]), str(r["id"])))
     best = best[:size]
-    legend = ('<p class="note">Findings: <span class="chip agreed">agreed</span> in both reports, '
-              '<span class="chip missed">missed</span> in the reference only, '
-              '<span class="chip hallucinated">hallucinated</span> in the generated report only.</p>')
+    legend = (
+        '<p class="note">Findings: <span class="chip agreed">agreed</span> in both reports, '
+        '<span class="chip missed">missed</span> in the reference only, '
+        '<span class="chip hallucinated">hallucinated</span> in the generated report only.</p>'
+    )
 
     def section(title: str, chosen: Iterable[dict[str, Any]], css: str) -> str:
         cards = [_card(r, names, thumbnail_px) for r in chosen]
         body = "\n".join(cards) if cards else '<p class="note">none</p>'
         return f'<h3>{title}</h3>\n<div class="cards {css}">\n{body}\n</div>'
 
-    return "\n".join([legend, section(f"Worst {len(worst)} (lowest example F1)", worst, "worst"),
-                      section(f"Best {len(best)} (highest example F1)", best, "best")])
+    return "\n".join(
+        [
+            legend,
+            section(f"Worst {len(worst)} (lowest example F1)", worst, "worst"),
+            section(f"Best {len(best)} (highest example F1)", best, "best"),
+        ]
+    )
 
 
 def _summary(metrics: dict[str, Any], n_rows: int) -> str:
@@ -330,8 +354,16 @@ def page_footer(metrics: dict[str, Any]) -> str:
     return f'<footer>Written by medvl.<table class="versions"><tbody>{rows}</tbody></table></footer>'
 
 
-def write_html_report(path: str | Path, metrics: dict, rows: Sequence[dict], *, label_names: Sequence[str],
-                      title: str = "medvl evaluation", gallery_size: int = 12, thumbnail_px: int = 160) -> Path:
+def write_html_report(
+    path: str | Path,
+    metrics: dict,
+    rows: Sequence[dict],
+    *,
+    label_names: Sequence[str],
+    title: str = "medvl evaluation",
+    gallery_size: int = 12,
+    thumbnail_px: int = 160,
+) -> Path:
     """Write the evaluation as one self-contained, offline HTML page (see the module docstring for the inputs).
 
     Args:
@@ -353,34 +385,44 @@ def write_html_report(path: str | Path, metrics: dict, rows: Sequence[dict], *, 
     if gallery_size < 0 or thumbnail_px < 1:
         raise ValueError(f"gallery_size must be >= 0 and thumbnail_px >= 1, got {gallery_size} and {thumbnail_px}")
     names = list(label_names)
-    page = "\n".join([
-        "<!DOCTYPE html>",
-        '<html lang="en">',
-        "<head>",
-        '<meta charset="utf-8">',
-        '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>{esc(title)}</title>",
-        f"<style>{CSS}</style>",
-        "</head>",
-        "<body>",
-        f"<h1>{esc(title)}</h1>",
-        f'<p class="summary">{_summary(metrics, len(rows))}</p>',
-        "<h2>Metrics</h2>",
-        _metric_table(metrics),
-        "<h2>Per finding</h2>",
-        _per_finding_section(metrics, names),
-        "<h2>Gallery</h2>",
-        _gallery(rows, names, gallery_size, thumbnail_px),
-        page_footer(metrics),
-        "</body>",
-        "</html>",
-        "",
-    ])
+    page = "\n".join(
+        [
+            "<!DOCTYPE html>",
+            '<html lang="en">',
+            "<head>",
+            '<meta charset="utf-8">',
+            '<meta name="viewport" content="width=device-width, initial-scale=1">',
+            f"<title>{esc(title)}</title>",
+            f"<style>{CSS}</style>",
+            "</head>",
+            "<body>",
+            f"<h1>{esc(title)}</h1>",
+            f'<p class="summary">{_summary(metrics, len(rows))}</p>',
+            "<h2>Metrics</h2>",
+            _metric_table(metrics),
+            "<h2>Per finding</h2>",
+            _per_finding_section(metrics, names),
+            "<h2>Gallery</h2>",
+            _gallery(rows, names, gallery_size, thumbnail_px),
+            page_footer(metrics),
+            "</body>",
+            "</html>",
+            "",
+        ]
+    )
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(page, encoding="utf-8")
     return out
 
 
-__all__ = ["CSS", "esc", "format_value", "is_number", "page_footer", "png_data_uri", "thumbnail_html",
-           "write_html_report"]
+__all__ = [
+    "CSS",
+    "esc",
+    "format_value",
+    "is_number",
+    "page_footer",
+    "png_data_uri",
+    "thumbnail_html",
+    "write_html_report",
+]

@@ -25,8 +25,10 @@ from pathlib import Path
 from medvl.jsonl import jsonl_records
 
 ID_FIELDS = ("id", "study_id", "image_id", "dicom_id", "uid")
-TEXT_FIELDS = {"reference": ("reference", "report", "text", "ground_truth", "gt", "findings"),
-               "generated": ("generated", "hypothesis", "prediction", "pred", "report", "text")}
+TEXT_FIELDS = {
+    "reference": ("reference", "report", "text", "ground_truth", "gt", "findings"),
+    "generated": ("generated", "hypothesis", "prediction", "pred", "report", "text"),
+}
 _SHOWN = 5
 
 
@@ -55,9 +57,11 @@ def _decode(path: Path) -> str:
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as err:
-        line = data[:err.start].count(b"\n") + 1
-        raise ReportFileError(f"{path} is not UTF-8 text (byte 0x{data[err.start]:02x} at line {line}): re-save it as "
-                              "UTF-8, e.g. `iconv -f latin1 -t utf-8 FILE > FILE.utf8`") from None
+        line = data[: err.start].count(b"\n") + 1
+        raise ReportFileError(
+            f"{path} is not UTF-8 text (byte 0x{data[err.start]:02x} at line {line}): re-save it as "
+            "UTF-8, e.g. `iconv -f latin1 -t utf-8 FILE > FILE.utf8`"
+        ) from None
 
 
 def _records(path: Path, text: str) -> list[tuple[int, dict]]:
@@ -104,8 +108,10 @@ def read_reports(path: str | Path, role: str, field: str | None = None) -> dict[
         raise ReportFileError(f"{path}: no id column; name one of {', '.join(ID_FIELDS)} (found {sorted(keys)})")
     if text_key is None or text_key not in keys:
         wanted = field or " / ".join(TEXT_FIELDS[role])
-        raise ReportFileError(f"{path}: no {role} text column {wanted!r} (found {sorted(keys)}); "
-                              f"name it with --{'ref' if role == 'reference' else 'hyp'}-field")
+        raise ReportFileError(
+            f"{path}: no {role} text column {wanted!r} (found {sorted(keys)}); "
+            f"name it with --{'ref' if role == 'reference' else 'hyp'}-field"
+        )
     out: dict[str, str] = {}
     first_line: dict[str, int] = {}
     duplicates: list[str] = []
@@ -123,13 +129,19 @@ def read_reports(path: str | Path, role: str, field: str | None = None) -> dict[
             continue
         out[sid], first_line[sid] = text, n
     if duplicates:
-        raise ReportFileError(f"{path}: {len(duplicates)} duplicated ids: {_shown(duplicates)}; keep one report per "
-                              "study")
+        raise ReportFileError(
+            f"{path}: {len(duplicates)} duplicated ids: {_shown(duplicates)}; keep one report per study"
+        )
     return out
 
 
-def pair_reports(references: dict[str, str], hypotheses: dict[str, str], missing_as_empty: bool = False,
-                 ref_name: str = "references", hyp_name: str = "generated reports") -> Pairs:
+def pair_reports(
+    references: dict[str, str],
+    hypotheses: dict[str, str],
+    missing_as_empty: bool = False,
+    ref_name: str = "references",
+    hyp_name: str = "generated reports",
+) -> Pairs:
     """Pair the two sides by id, in the references' order.
 
     Raises:
@@ -138,17 +150,23 @@ def pair_reports(references: dict[str, str], hypotheses: dict[str, str], missing
     """
     empty_refs = [sid for sid, text in references.items() if not text.strip()]
     if empty_refs:
-        raise ReportFileError(f"{ref_name}: {len(empty_refs)} empty reference reports ({_shown(empty_refs)}); a "
-                              "generated report cannot be scored against nothing: fix or remove them")
+        raise ReportFileError(
+            f"{ref_name}: {len(empty_refs)} empty reference reports ({_shown(empty_refs)}); a "
+            "generated report cannot be scored against nothing: fix or remove them"
+        )
     extra = [sid for sid in hypotheses if sid not in references]
     if extra:
-        raise ReportFileError(f"{hyp_name}: {len(extra)} ids have no reference ({_shown(extra)}); "
-                              f"{len(hypotheses)} generated vs {len(references)} references: check that both files "
-                              "use the same ids")
+        raise ReportFileError(
+            f"{hyp_name}: {len(extra)} ids have no reference ({_shown(extra)}); "
+            f"{len(hypotheses)} generated vs {len(references)} references: check that both files "
+            "use the same ids"
+        )
     missing = [sid for sid in references if sid not in hypotheses]
     if missing and not missing_as_empty:
-        raise ReportFileError(f"{hyp_name}: {len(missing)} of {len(references)} references have no generated report "
-                              f"({_shown(missing)}); pass --missing-as-empty to score them as empty reports")
+        raise ReportFileError(
+            f"{hyp_name}: {len(missing)} of {len(references)} references have no generated report "
+            f"({_shown(missing)}); pass --missing-as-empty to score them as empty reports"
+        )
     ids = list(references)
     hyps = [hypotheses.get(sid, "") for sid in ids]
     empty = [sid for sid, text in zip(ids, hyps, strict=True) if not text.strip() and sid in hypotheses]

@@ -78,51 +78,73 @@ POSITIVE, NEGATIVE, UNCERTAIN = "positive", "negative", "uncertain"
 _RANK = {None: 0, NEGATIVE: 1, UNCERTAIN: 2, POSITIVE: 3}
 
 # A word that talks about the heart: "cardiac monitor leads" or "cardiac pacemaker" do not.
-_HEART = (r"(?:\bheart\b|\bcardio\s?mediastinal\b|\bcardiac\b(?!\s+(?:monitor|pacer|pacemaker|device|leads?|wires?|"
-          r"valves?|surgery|catheter|apex|failure)))")
-_HEART_NOUN = (r"(?:heart(?:\s+size|\s+silhouette)?|cardiac\s+(?:silhouette|shadow|size|contours?)|"
-               r"cardio\s?mediastinal\s+(?:silhouette|contours?|size))")
+_HEART = (
+    r"(?:\bheart\b|\bcardio\s?mediastinal\b|\bcardiac\b(?!\s+(?:monitor|pacer|pacemaker|device|leads?|wires?|"
+    r"valves?|surgery|catheter|apex|failure)))"
+)
+_HEART_NOUN = (
+    r"(?:heart(?:\s+size|\s+silhouette)?|cardiac\s+(?:silhouette|shadow|size|contours?)|"
+    r"cardio\s?mediastinal\s+(?:silhouette|contours?|size))"
+)
 
 MENTIONS: dict[str, str] = {
-    "cardiomegaly": (rf"cardiomegaly|cardiac\s+enlargement|enlarge(?:d|ment\s+of\s+the)\s+(?:\w+\s+)?{_HEART_NOUN}"
-                     rf"|{_HEART_NOUN}\s+(?:\w+\s+){{0,3}}?enlarged|heart\s+(?:size\s+)?(?:is\s+)?(?:\w+\s+)?large\b"
-                     rf"|\blarge\s+heart|(?:increased|borderline)\s+heart\s+size|heart\s+size\s+(?:is\s+)?increased"
-                     rf"|heart\s+(?:size\s+)?(?:is\s+)?borderline"),
-    "pleural_effusion": (r"(?<!pericardial )(?<!joint )(?<!suprapatellar )(?<!knee )\beffusions?\b"
-                         r"|hydropneumothora(?:x|ces)|\bpleural\s+fluid"
-                         r"|blunt(?:ing|ed)\s+(?:of\s+)?(?:the\s+)?(?:[a-z]+\s+){0,2}costophrenic"
-                         r"(?:\s+(?:angles?|sulc[iu]s?|recess(?:es)?)\b)?"
-                         r"|costophrenic\s+(?:(?:angles?|sulc[iu]s?|recess(?:es)?)\s+)?(?:(?:are|is|remains?)\s+)?"
-                         r"(?:\w+\s+)?blunt(?:ing|ed)"),
+    "cardiomegaly": (
+        rf"cardiomegaly|cardiac\s+enlargement|enlarge(?:d|ment\s+of\s+the)\s+(?:\w+\s+)?{_HEART_NOUN}"
+        rf"|{_HEART_NOUN}\s+(?:\w+\s+){{0,3}}?enlarged|heart\s+(?:size\s+)?(?:is\s+)?(?:\w+\s+)?large\b"
+        rf"|\blarge\s+heart|(?:increased|borderline)\s+heart\s+size|heart\s+size\s+(?:is\s+)?increased"
+        rf"|heart\s+(?:size\s+)?(?:is\s+)?borderline"
+    ),
+    "pleural_effusion": (
+        r"(?<!pericardial )(?<!joint )(?<!suprapatellar )(?<!knee )\beffusions?\b"
+        r"|hydropneumothora(?:x|ces)|\bpleural\s+fluid"
+        r"|blunt(?:ing|ed)\s+(?:of\s+)?(?:the\s+)?(?:[a-z]+\s+){0,2}costophrenic"
+        r"(?:\s+(?:angles?|sulc[iu]s?|recess(?:es)?)\b)?"
+        r"|costophrenic\s+(?:(?:angles?|sulc[iu]s?|recess(?:es)?)\s+)?(?:(?:are|is|remains?)\s+)?"
+        r"(?:\w+\s+)?blunt(?:ing|ed)"
+    ),
     "pneumothorax": r"\w*pneumothora(?:x|ces)\b|\bpleural\s+air\b",
     "consolidation": r"consolidat\w*|\bair[\s-]?space\s+(?:disease|opacit\w*|process|densit\w*)",
     "nodule_mass": r"\bnodul(?:es?\b|ar(?:[\s-]+like)?\s+(?:opacit|densit)\w*)|\bmass(?:es)?\b",
-    "atelectasis": (r"atelecta\w*|\bcollapsed?\s+(?:\w+\s+){0,3}?(?:lung|lobe)s?\b|\b(?:lung|lobe|lobar)\s+collapse"
-                    r"|\bcollapse\s+of\s+the\s+(?:\w+\s+){0,3}?(?:lung|lobes?)\b"),
-    "edema": (r"(?<!soft tissue )(?<!subcutaneous )(?<!laryngeal )(?<!facial )\bedema\b"
-              r"|vascular\s+congestion|pulmonary\s+congestion"),
-    "support_devices": (r"endotracheal|\bet\s+tube|tracheostomy|nasogastric|\bng\s+tube|orogastric|\bog\s+tube"
-                        r"|feeding\s+tube|enteric\s+(?:tube|catheter)|gastrostomy\s+tube|catheter"
-                        r"|central\s+(?:venous\s+)?line|\bpicc\b|\bpic\s+line|port-?a-?cath|mediport"
-                        r"|\bchest\s+(?:wall\s+)?port\b|pacemaker|\bpacer\b|\baicd\b|\bicd\b|defibrillator|chest\s+tube"
-                        r"|pigtail|pacing\s+(?:wire|lead)s?"
-                        r"|(?:pacemaker|pacer|aicd|icd)\s+leads?|\bleads?\s+(?:in|terminat)|swan-?ganz"
-                        r"|intra-?aortic\s+balloon|\biabp\b"),
+    "atelectasis": (
+        r"atelecta\w*|\bcollapsed?\s+(?:\w+\s+){0,3}?(?:lung|lobe)s?\b|\b(?:lung|lobe|lobar)\s+collapse"
+        r"|\bcollapse\s+of\s+the\s+(?:\w+\s+){0,3}?(?:lung|lobes?)\b"
+    ),
+    "edema": (
+        r"(?<!soft tissue )(?<!subcutaneous )(?<!laryngeal )(?<!facial )\bedema\b"
+        r"|vascular\s+congestion|pulmonary\s+congestion"
+    ),
+    "support_devices": (
+        r"endotracheal|\bet\s+tube|tracheostomy|nasogastric|\bng\s+tube|orogastric|\bog\s+tube"
+        r"|feeding\s+tube|enteric\s+(?:tube|catheter)|gastrostomy\s+tube|catheter"
+        r"|central\s+(?:venous\s+)?line|\bpicc\b|\bpic\s+line|port-?a-?cath|mediport"
+        r"|\bchest\s+(?:wall\s+)?port\b|pacemaker|\bpacer\b|\baicd\b|\bicd\b|defibrillator|chest\s+tube"
+        r"|pigtail|pacing\s+(?:wire|lead)s?"
+        r"|(?:pacemaker|pacer|aicd|icd)\s+leads?|\bleads?\s+(?:in|terminat)|swan-?ganz"
+        r"|intra-?aortic\s+balloon|\biabp\b"
+    ),
 }
 NORMAL: dict[str, str] = {
-    "cardiomegaly": (rf"{_HEART}[^;]{{0,80}}?(?:\bnormal\b|\bunremarkable\b|\bwithin\s+(?:normal\s+)?limits\b"
-                     rf"|\bnot\s+(?:\w+\s+)?enlarged\b)|\bnormal\s+(?:[a-z]+\s+){{0,6}}?{_HEART}"),
-    "pleural_effusion": (r"\bpleura(?:l\s+(?:spaces?|surfaces?))?\b[^;]{0,80}?(?:\bclear\b|\bnormal\b|\bunremarkable\b"
-                         r"|\bno\s+(?:acute\s+)?abnormalit)|costophrenic\s+(?:(?:angles?|sulci|recesses)\s+)?"
-                         r"(?:(?:are|is)\s+)?(?:clear|sharp|normal|preserved)|sharp\s+costophrenic"),
-    "pneumothorax": (r"\bpleura(?:l\s+(?:spaces?|surfaces?))?\b[^;]{0,80}?(?:\bclear\b|\bnormal\b|\bunremarkable\b"
-                     r"|\bno\s+(?:acute\s+)?abnormalit)"),
+    "cardiomegaly": (
+        rf"{_HEART}[^;]{{0,80}}?(?:\bnormal\b|\bunremarkable\b|\bwithin\s+(?:normal\s+)?limits\b"
+        rf"|\bnot\s+(?:\w+\s+)?enlarged\b)|\bnormal\s+(?:[a-z]+\s+){{0,6}}?{_HEART}"
+    ),
+    "pleural_effusion": (
+        r"\bpleura(?:l\s+(?:spaces?|surfaces?))?\b[^;]{0,80}?(?:\bclear\b|\bnormal\b|\bunremarkable\b"
+        r"|\bno\s+(?:acute\s+)?abnormalit)|costophrenic\s+(?:(?:angles?|sulci|recesses)\s+)?"
+        r"(?:(?:are|is)\s+)?(?:clear|sharp|normal|preserved)|sharp\s+costophrenic"
+    ),
+    "pneumothorax": (
+        r"\bpleura(?:l\s+(?:spaces?|surfaces?))?\b[^;]{0,80}?(?:\bclear\b|\bnormal\b|\bunremarkable\b"
+        r"|\bno\s+(?:acute\s+)?abnormalit)"
+    ),
 }
 
 # "almost completely resolved", "partially resolved": what is left is still there, a pseudo-negation ("has not
 # resolved" is not a negation either).
-_PARTLY = "".join(rf"(?<!{w} )(?<!{w} completely )" for w in ("almost", "nearly", "partially", "partly", "largely",
-                                                               "mostly", "incompletely", "not"))
+_PARTLY = "".join(
+    rf"(?<!{w} )(?<!{w} completely )"
+    for w in ("almost", "nearly", "partially", "partly", "largely", "mostly", "incompletely", "not")
+)
 _RESOLVED = rf"(?=resolved\b){_PARTLY}resolved"  # the lookahead first: the lookbehinds run only where it matches
 _NOT_A_NEGATION = r"(?!\s+(?:\w+\s+){0,2}?(?:change|increase|decrease|worsening|improvement|progression|difference)\b)"
 _NEGATION = re.compile(  # the lookahead: as in _UNCERTAIN
@@ -130,7 +152,8 @@ _NEGATION = re.compile(  # the lookahead: as in _UNCERTAIN
     r"|\bclear\s+of\b|\bnegative\s+for\b|\babsence\s+of\b|\babsent\b|\bresolution\s+of\b"
     rf"|\b{_RESOLVED}\b|\b(?:clearing|disappearance|drainage)\s+of\b"
     r"|\bremoval\s+of\b|\bhistory\s+of\b|\brather\s+than\b|\bdeny|\bexclude[sd]?\b(?!\s+(?:by|on))"
-    r"|\bruled?\s+out\b)")
+    r"|\bruled?\s+out\b)"
+)
 # Every cue starts at a word boundary (or is "?"): the lookahead rejects other positions before the alternatives
 # are tried one by one, which makes the scan several times faster and matches the same text.
 _UNCERTAIN = re.compile(
@@ -143,16 +166,19 @@ _UNCERTAIN = re.compile(
     r"|\bindeterminate\b(?<!age-indeterminate)(?<!age indeterminate)"
     r"|\bpossibility\s+of\b|\bcorrelat\w*\s+(?:\w+\s+)?for\b|\bevaluat\w*\s+(?:for|of)\b"
     r"|\bif\b|\bconcern\s+for\b|\bdifficult\s+to\s+(?:\w+\s+)?exclude\b|\bnot\s+(?:entirely|completely|definitely)\s+"
-    r"(?:be\s+)?(?:excluded|ruled\s+out))")
+    r"(?:be\s+)?(?:excluded|ruled\s+out))"
+)
 # A hedge that is the purpose of a negated finding: "no opacity to suggest pneumonia" negates pneumonia.
 _PURPOSE = re.compile(r"\bto\s+(?:\w+\s+)?$")
 # "no new consolidation" is uncertain (CheXpert's pre-negation uncertainty).
 _NO_NEW = re.compile(r"\s+(?:\w+\s+)?new\b")
 # Text that may sit between two mentions of one coordinated list: ", ", " or ", ", and focal ", ...
-_LIST_GLUE = re.compile(r"(?:\s*,\s*|\s+)(?:(?:and|or|and/or|nor)\s+)?(?:(?!(?:the|a|an|which|that|is|are|was|were"
-                        r"|versus|vs"
-                        r"|has|have|may|might|could|with|without|to|of|in|no|not|represent\w*|reflect\w*|suggest\w*"
-                        r"|likely|possibl\w*|probabl\w*)\b)[a-z-]+\s+){0,3}")
+_LIST_GLUE = re.compile(
+    r"(?:\s*,\s*|\s+)(?:(?:and|or|and/or|nor)\s+)?(?:(?!(?:the|a|an|which|that|is|are|was|were"
+    r"|versus|vs"
+    r"|has|have|may|might|could|with|without|to|of|in|no|not|represent\w*|reflect\w*|suggest\w*"
+    r"|likely|possibl\w*|probabl\w*)\b)[a-z-]+\s+){0,3}"
+)
 # After a mention (group): a few words that start no new subject ("effusion on the left"), then the verb phrase
 # that negates or hedges it.
 _WORDS = r"(?:\s+(?!(?:and|or|but|with|while|whereas)\b)[a-z0-9/-]+)"
@@ -160,7 +186,8 @@ _NEGATION_AFTER = re.compile(
     rf"{_WORDS}{{0,7}}?\s+(?:(?:is|are|was|were|has\s+been|have\s+been)\s+)?(?:"
     r"(?:not|no\s+longer)\s+(?:\w+[\s-])?(?:seen|identified|present|visualized|visible|appreciated|noted|evident"
     rf"|demonstrated|detected|apparent)|(?:has|have)\s+(?:\w+\s+)?(?:{_RESOLVED}|cleared)"
-    rf"|{_RESOLVED}|cleared|removed|absent)\b|\s+(?:is|are|remains?)\s+clear\b")
+    rf"|{_RESOLVED}|cleared|removed|absent)\b|\s+(?:is|are|remains?)\s+clear\b"
+)
 
 _UNCERTAIN_AFTER = re.compile(
     rf"{_WORDS}{{0,6}}?\s+(?:(?:is|are|was|were)\s+)?(?:(?:cannot|can\s+not)\s+be\s+(?:\w+ly\s+)?"
@@ -170,16 +197,23 @@ _UNCERTAIN_AFTER = re.compile(
     r"|suspected\b|difficult\s+to\s+(?:\w+\s+)?exclude\b"
     r"|questioned\b|likely\b|(?:may|might|could)\s+be\s+(?:present|seen)\b)"
     rf"|{_WORDS}{{0,2}}?\s+(?:versus|vs|and/or)\b|\s*\?"
-    rf"|{_WORDS}{{0,7}}?,?\s+which\s+(?:\w+\s+){{0,3}}?(?:may|might|could|probably|likely|possibly)\b")
+    rf"|{_WORDS}{{0,7}}?,?\s+which\s+(?:\w+\s+){{0,3}}?(?:may|might|could|probably|likely|possibly)\b"
+)
 
-_SENTENCE = re.compile(r"(?<!\bvs\.)(?<=[.!?])\s+|\n\s*\n|\b(?:findings|impression|indication|comparison|history"
-                       r"|technique)\s*:")
+_SENTENCE = re.compile(
+    r"(?<!\bvs\.)(?<=[.!?])\s+|\n\s*\n|\b(?:findings|impression|indication|comparison|history"
+    r"|technique)\s*:"
+)
 # Cues never reach across these.
-_CLAUSE_BREAK = re.compile(r";|\bbut\b|\bhowever\b|\balthough\b|\bthough\b|\bexcept\b|\baside\s+from\b"
-                           r"|\bapart\s+from\b|\bwhereas\b|\botherwise\b|[:()]")
+_CLAUSE_BREAK = re.compile(
+    r";|\bbut\b|\bhowever\b|\balthough\b|\bthough\b|\bexcept\b|\baside\s+from\b"
+    r"|\bapart\s+from\b|\bwhereas\b|\botherwise\b|[:()]"
+)
 # Cues before a mention do not reach across these; cues after a mention may ("X, which may represent ...").
-_SUBCLAUSE_BREAK = re.compile(r"\bwhich\b|,\s+with\b|(?:,\s*|\s+)and\s+(?=there\s+(?:is|are)\b)"
-                              r"|,\s*(?=there\s+(?:is|are)\b)")
+_SUBCLAUSE_BREAK = re.compile(
+    r"\bwhich\b|,\s+with\b|(?:,\s*|\s+)and\s+(?=there\s+(?:is|are)\b)"
+    r"|,\s*(?=there\s+(?:is|are)\b)"
+)
 _SPAN_NEGATION = re.compile(r"\bnot\b|\bno\b")  # "heart is not enlarged" is one mention
 _SPAN_OR = re.compile(r"\bor\b")  # "heart size is at the upper limits of normal or mildly enlarged"
 _NO_BEFORE_INCREASE = re.compile(r"\b(?:no|without)\s+(?:\w+\s+){0,2}$")
@@ -187,13 +221,14 @@ _NO_BEFORE_INCREASE = re.compile(r"\b(?:no|without)\s+(?:\w+\s+){0,2}$")
 # which the negation decides first).
 _OR_AFTER = re.compile(r"\s*,?\s+(?:and/)?or\s+(?!no\b|other\b)[a-z]")
 # "X is not well seen / not clearly visualized": uncertain under CheXpert's rules.
-_POORLY_SEEN_AFTER = re.compile(rf"{_WORDS}{{0,6}}?\s+(?:(?:is|are|was|were)\s+)?not\s+(?:well|clearly)[\s-]"
-                                r"(?:seen|visualized|evaluated|demonstrated)\b")
+_POORLY_SEEN_AFTER = re.compile(
+    rf"{_WORDS}{{0,6}}?\s+(?:(?:is|are|was|were)\s+)?not\s+(?:well|clearly)[\s-]"
+    r"(?:seen|visualized|evaluated|demonstrated)\b"
+)
 _OR_GLUE = re.compile(r"\bor\b")
 _OR_BEFORE = re.compile(r"\b[a-z]{3,}\s+(?:and/)?or\s+(?:\w+\s+){0,2}$")
 _XXXX = re.compile(r"\bx{2,}\b")
 _SPACES = re.compile(r"[ \t]+")
-
 
 
 @dataclass(frozen=True)
@@ -224,8 +259,10 @@ class LabelSet:
     def compiled(self) -> tuple[dict[str, re.Pattern[str]], dict[str, re.Pattern[str]]]:
         mentions = {**self.mentions, **self.extra_mentions}
         # Mentions start at a word boundary; checking it first makes the long alternations cheaper.
-        return ({name: re.compile(rf"\b(?:{p})") for name, p in mentions.items()},
-                {name: re.compile(p) for name, p in self.normal.items()})
+        return (
+            {name: re.compile(rf"\b(?:{p})") for name, p in mentions.items()},
+            {name: re.compile(p) for name, p in self.normal.items()},
+        )
 
     @cached_property
     def sentence_mentions(self) -> Callable[[str], tuple[Mention, ...]]:
@@ -241,8 +278,9 @@ class LabelSet:
     @cached_property
     def compiled_rules(self) -> tuple[dict[str, re.Pattern[str]], ...]:
         """(unmention, weak, stable) patterns."""
-        return tuple({name: re.compile(p) for name, p in table.items()}
-                     for table in (self.unmention, self.weak, self.stable))
+        return tuple(
+            {name: re.compile(p) for name, p in table.items()} for table in (self.unmention, self.weak, self.stable)
+        )
 
 
 SYNTHETIC = LabelSet("synthetic-8", FINDINGS, MENTIONS, NORMAL)
@@ -273,19 +311,23 @@ def _classify(before: str, span: str, after: str, alternatives: bool = False, or
         return UNCERTAIN
     unc = _last(_UNCERTAIN, before)
     neg = _last(_NEGATION, before, unc)
-    if neg is not None and neg.group() == "not" and "," in before[neg.end():]:
+    if neg is not None and neg.group() == "not" and "," in before[neg.end() :]:
         neg = None  # "not" negates its own predicate: "heart is not enlarged, small effusion"
     if neg is None and span.startswith("increase") and _NO_BEFORE_INCREASE.search(before):
         return NEGATIVE  # "no interval increase in heart size": the pseudo-negation is the mention itself
-    if neg is not None and neg.group() in ("no", "without") and _NO_NEW.match(before, neg.end()) \
-            and before[neg.end():].count(" ") <= 3:
+    if (
+        neg is not None
+        and neg.group() in ("no", "without")
+        and _NO_NEW.match(before, neg.end())
+        and before[neg.end() :].count(" ") <= 3
+    ):
         return UNCERTAIN  # "no new consolidation"
     if unc is not None:
         if neg is None:
             return UNCERTAIN
         if neg.start() < unc.start() and _PURPOSE.search(before, 0, unc.start()):
             return NEGATIVE  # "no effusion, pneumothorax or opacity to suggest pneumonia"
-        if neg.start() < unc.start() and "," in before[neg.end():unc.start()]:
+        if neg.start() < unc.start() and "," in before[neg.end() : unc.start()]:
             return UNCERTAIN  # "no pneumothorax, likely atelectasis": the hedge is the nearer, separate cue
         return NEGATIVE  # "possible effusion, no pneumothorax"; "no pleural line to suggest pneumothorax"
     if neg is not None or _SPAN_NEGATION.search(span):
@@ -317,9 +359,12 @@ def _clause_mentions(clause: str, label_set: LabelSet, index: int = 0) -> list[M
     mention_re, normal_re = label_set.compiled
     unmention_re, weak_re, stable_re = label_set.compiled_rules
     unmentioned = {name: [m.span() for m in pattern.finditer(clause)] for name, pattern in unmention_re.items()}
-    mentions = sorted((m.start(), m.end(), name) for name, pattern in mention_re.items()
-                      for m in pattern.finditer(clause)
-                      if not any(m.start() < b and a < m.end() for a, b in unmentioned.get(name, ())))
+    mentions = sorted(
+        (m.start(), m.end(), name)
+        for name, pattern in mention_re.items()
+        for m in pattern.finditer(clause)
+        if not any(m.start() < b and a < m.end() for a, b in unmentioned.get(name, ()))
+    )
     # Post-cues of a mention are read after the last member of its coordinated list.
     group_end = [0] * len(mentions)
     or_group = [False] * len(mentions)
@@ -336,8 +381,9 @@ def _clause_mentions(clause: str, label_set: LabelSet, index: int = 0) -> list[M
     seen = set()
     for (start, stop, name), after_from, in_or in zip(mentions, group_end, or_group, strict=True):
         sub_start = max((b for b in breaks if b <= start), default=0)
-        found = _classify(clause[sub_start:start], clause[start:stop], clause[after_from:], label_set.alternatives,
-                          in_or)
+        found = _classify(
+            clause[sub_start:start], clause[start:stop], clause[after_from:], label_set.alternatives, in_or
+        )
         weak = name in weak_re and weak_re[name].fullmatch(clause, start, stop) is not None
         if weak and found == POSITIVE:
             found = UNCERTAIN
@@ -359,16 +405,23 @@ def _clause_mentions(clause: str, label_set: LabelSet, index: int = 0) -> list[M
 
 def _sentence_mentions(sentence: str, label_set: LabelSet) -> tuple[Mention, ...]:
     """The labeled mentions of one sentence (as `_sentences` returns it), numbered as sentence 0."""
-    return tuple(m for clause in _CLAUSE_BREAK.split(sentence) if clause and clause.strip()
-                 for m in _clause_mentions(clause.strip(), label_set))
+    return tuple(
+        m
+        for clause in _CLAUSE_BREAK.split(sentence)
+        if clause and clause.strip()
+        for m in _clause_mentions(clause.strip(), label_set)
+    )
 
 
 def label_mentions(text: str, label_set: LabelSet | None = None) -> list[Mention]:
     """Every mention of `label_set`'s observations in `text`, in reading order, each with its own label."""
     label_set = label_set or SYNTHETIC
     read = label_set.sentence_mentions
-    return [m if k == 0 else Mention(m.name, m.label, m.text, m.sentence, k, m.weak)
-            for k, sentence in enumerate(_sentences(text)) for m in read(sentence)]
+    return [
+        m if k == 0 else Mention(m.name, m.label, m.text, m.sentence, k, m.weak)
+        for k, sentence in enumerate(_sentences(text))
+        for m in read(sentence)
+    ]
 
 
 def label_report(text: str, label_set: LabelSet | None = None) -> dict[str, str | None]:
@@ -401,8 +454,7 @@ def label_report(text: str, label_set: LabelSet | None = None) -> dict[str, str 
 UNCERTAIN_POLICIES = {"positive": 1, "negative": 0}
 
 
-def binary_labels(texts: Sequence[str], uncertain_as: int | str = 1, label_set: LabelSet | None = None
-                  ) -> np.ndarray:
+def binary_labels(texts: Sequence[str], uncertain_as: int | str = 1, label_set: LabelSet | None = None) -> np.ndarray:
     """Label many reports as a 0/1 matrix.
 
     Args:
@@ -415,8 +467,7 @@ def binary_labels(texts: Sequence[str], uncertain_as: int | str = 1, label_set: 
         int8 array [len(texts), len(label_set.names)]: 1 for positive (and uncertain under U-ones), 0 for negative,
         not mentioned (and uncertain under U-zeros).
     """
-    uncertain_as = UNCERTAIN_POLICIES.get(uncertain_as, uncertain_as) if isinstance(uncertain_as, str) \
-        else uncertain_as
+    uncertain_as = UNCERTAIN_POLICIES.get(uncertain_as, uncertain_as) if isinstance(uncertain_as, str) else uncertain_as
     if uncertain_as not in (0, 1):
         raise ValueError(f"uncertain_as must be 0/1 or one of {sorted(UNCERTAIN_POLICIES)}, got {uncertain_as!r}")
     label_set = label_set or SYNTHETIC
@@ -428,8 +479,21 @@ def binary_labels(texts: Sequence[str], uncertain_as: int | str = 1, label_set: 
     return out
 
 
-__all__ = ["FINDINGS", "MENTIONS", "NORMAL", "NEGATIVE", "POSITIVE", "SYNTHETIC", "UNCERTAIN", "UNCERTAIN_POLICIES",
-           "LabelSet", "Mention", "binary_labels", "label_mentions", "label_report"]
+__all__ = [
+    "FINDINGS",
+    "MENTIONS",
+    "NORMAL",
+    "NEGATIVE",
+    "POSITIVE",
+    "SYNTHETIC",
+    "UNCERTAIN",
+    "UNCERTAIN_POLICIES",
+    "LabelSet",
+    "Mention",
+    "binary_labels",
+    "label_mentions",
+    "label_report",
+]
 
 
 def __getattr__(name: str) -> object:

@@ -25,7 +25,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from medvl.evaluate.ptb import JavaUnavailableError, pycocoevalcap_dir, java_missing_reason
+from medvl.evaluate.ptb import JavaUnavailableError, java_missing_reason, pycocoevalcap_dir
 
 
 def _clean(text: str) -> str:
@@ -43,9 +43,14 @@ class MeteorScorer:
         meteor_dir = pycocoevalcap_dir() / "meteor"
         # pycocoevalcap's command plus the parallel garbage collector, which loads the paraphrase table about 0.5 s
         # faster on two cores and changes no score.
-        self._proc = subprocess.Popen(["java", "-jar", "-Xmx2G", "-XX:+UseParallelGC", "meteor-1.5.jar", "-", "-",
-                                       "-stdio", "-l", "en", "-norm"], cwd=meteor_dir, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                      stderr=subprocess.DEVNULL, env={**os.environ, "LC_ALL": "C.UTF-8"})
+        self._proc = subprocess.Popen(
+            ["java", "-jar", "-Xmx2G", "-XX:+UseParallelGC", "meteor-1.5.jar", "-", "-", "-stdio", "-l", "en", "-norm"],
+            cwd=meteor_dir,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            env={**os.environ, "LC_ALL": "C.UTF-8"},
+        )
 
     def __enter__(self) -> MeteorScorer:
         return self
@@ -77,8 +82,9 @@ class MeteorScorer:
         for _ in range(n_replies):
             line = self._proc.stdout.readline()
             if not line:
-                raise RuntimeError(f"METEOR stopped after {len(replies)} of {n_replies} replies"
-                                   + (f": {error[0]}" if error else ""))
+                raise RuntimeError(
+                    f"METEOR stopped after {len(replies)} of {n_replies} replies" + (f": {error[0]}" if error else "")
+                )
             replies.append(line.decode("utf-8").strip())
         writer.join()
         if error:
@@ -88,6 +94,7 @@ class MeteorScorer:
     def segment_stats(self, references: Sequence[str | Sequence[str]], hypotheses: Sequence[str]) -> list[str]:
         """METEOR statistics of each (reference(s), hypothesis) pair of tokenized text; a study may have several
         references (a list), which METEOR scores against together, as pycocoevalcap does."""
+
         def refs(ref: str | Sequence[str]) -> str:
             return _clean(ref) if isinstance(ref, str) else " ||| ".join(_clean(r) for r in ref)
 
@@ -131,22 +138,31 @@ def aggregate_stats(stats: np.ndarray, rows: np.ndarray) -> np.ndarray:
     ref_total = stages[:, :, 1].sum(1) + stages[:, :, 3].sum(1)
     # A segment identical to its reference adds no chunks when segments are pooled (METEOR's addStats).
     perfect = (test_total == stats[:, 0]) & (ref_total == stats[:, 1]) & (stats[:, 20] == 1.0)
-    per_segment = np.column_stack([stats[:, :4], test_total, ref_total,
-                                   stages.reshape(-1, 16) * np.repeat(_MODULE_WEIGHTS, 4),
-                                   np.where(perfect, 0.0, stats[:, 20]), stats[:, 21:23]])
+    per_segment = np.column_stack(
+        [
+            stats[:, :4],
+            test_total,
+            ref_total,
+            stages.reshape(-1, 16) * np.repeat(_MODULE_WEIGHTS, 4),
+            np.where(perfect, 0.0, stats[:, 20]),
+            stats[:, 21:23],
+        ]
+    )
     pooled = per_segment[rows].sum(axis=1)  # [B, 25]
     test_len, ref_len, test_func, ref_func, test_total, ref_total = pooled[:, :6].T
     weighted = pooled[:, 6:22].reshape(-1, 4, 4).sum(1)  # module-weighted (test c, ref c, test f, ref f)
     chunks, test_words, ref_words = pooled[:, 22:25].T
     with np.errstate(divide="ignore", invalid="ignore"):
         precision = (_DELTA * weighted[:, 0] + (1 - _DELTA) * weighted[:, 2]) / (
-            _DELTA * (test_len - test_func) + (1 - _DELTA) * test_func)
+            _DELTA * (test_len - test_func) + (1 - _DELTA) * test_func
+        )
         recall = (_DELTA * weighted[:, 1] + (1 - _DELTA) * weighted[:, 3]) / (
-            _DELTA * (ref_len - ref_func) + (1 - _DELTA) * ref_func)
+            _DELTA * (ref_len - ref_func) + (1 - _DELTA) * ref_func
+        )
         f_mean = 1.0 / ((1 - _ALPHA) / precision + _ALPHA / recall)
         identical = (test_total == test_len) & (ref_total == ref_len) & (chunks == 1)
         frag = np.where(identical, 0.0, chunks / ((test_words + ref_words) / 2))
-        score = f_mean * (1 - _GAMMA * frag ** _BETA)
+        score = f_mean * (1 - _GAMMA * frag**_BETA)
     return np.maximum(np.nan_to_num(score, nan=0.0), 0.0)
 
 

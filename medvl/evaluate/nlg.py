@@ -42,6 +42,8 @@ CIDER_MIN_STUDIES = 50  # below this, CIDEr-D's document frequencies rest on too
 
 class SmallCorpusWarning(UserWarning):
     """A corpus too small for CIDEr-D's IDF weights to mean much."""
+
+
 _BLEU_TINY, _BLEU_SMALL = 1e-15, 1e-9  # pycocoevalcap's smoothing constants
 
 
@@ -83,8 +85,13 @@ def _bleu(refs: dict[int, list[str]], hyps: dict[int, list[str]]) -> tuple[list[
     for i in refs:
         scorer += (hyps[i][0], refs[i])
     corpus, per_sentence = scorer.compute_score(option="closest", verbose=0)
-    stats = np.array([[c["testlen"], min((abs(r - c["testlen"]), r) for r in c["reflen"])[1], *c["guess"],
-                       *c["correct"]] for c in scorer.ctest], dtype=np.float64)
+    stats = np.array(
+        [
+            [c["testlen"], min((abs(r - c["testlen"]), r) for r in c["reflen"])[1], *c["guess"], *c["correct"]]
+            for c in scorer.ctest
+        ],
+        dtype=np.float64,
+    )
     return list(corpus), np.asarray(per_sentence[3], dtype=np.float64), stats
 
 
@@ -111,8 +118,14 @@ def reference_lists(references: Sequence[str | Sequence[str]]) -> list[list[str]
     return out
 
 
-def nlg_scores(references: Sequence[str | Sequence[str]], hypotheses: Sequence[str], *, tokenizer: str = "auto",
-               meteor: bool | MeteorScorer = True, resamples: np.ndarray | None = None) -> NLGResult:
+def nlg_scores(
+    references: Sequence[str | Sequence[str]],
+    hypotheses: Sequence[str],
+    *,
+    tokenizer: str = "auto",
+    meteor: bool | MeteorScorer = True,
+    resamples: np.ndarray | None = None,
+) -> NLGResult:
     """BLEU-1..4, METEOR, ROUGE-L and CIDEr-D of generated reports against their references.
 
     Args:
@@ -132,8 +145,10 @@ def nlg_scores(references: Sequence[str | Sequence[str]], hypotheses: Sequence[s
         TypeError: when a text is not a str.
     """
     if len(references) != len(hypotheses):
-        raise ValueError(f"{len(references)} references but {len(hypotheses)} generated reports: pass one generated "
-                         "report per reference, in the same order")
+        raise ValueError(
+            f"{len(references)} references but {len(hypotheses)} generated reports: pass one generated "
+            "report per reference, in the same order"
+        )
     if not references:
         raise ValueError("no reports to score: references and hypotheses are empty")
     from pycocoevalcap.cider.cider import Cider  # Imported here: only scoring needs it.
@@ -153,13 +168,17 @@ def nlg_scores(references: Sequence[str | Sequence[str]], hypotheses: Sequence[s
     hyps = _as_coco(tokenized[m:])
     result = NLGResult(scores={}, tokenizer=f"ptb-{backend}", unavailable=result_unavailable)
     if n == 1:
-        result.unavailable["cider"] = ("CIDEr-D is not computed over one study: its document frequencies come from "
-                                       "the corpus's references, so with one reference every n-gram has IDF log(1) "
-                                       "= 0 and the score is 0 whatever the text; score a corpus of studies")
+        result.unavailable["cider"] = (
+            "CIDEr-D is not computed over one study: its document frequencies come from "
+            "the corpus's references, so with one reference every n-gram has IDF log(1) "
+            "= 0 and the score is 0 whatever the text; score a corpus of studies"
+        )
     elif n < CIDER_MIN_STUDIES:
-        note = (f"CIDEr-D over {n} studies: its IDF weights come from only {n} reference reports (fewer than "
-                f"{CIDER_MIN_STUDIES}), so they say little about which words are informative; compare CIDEr only "
-                "on larger corpora")
+        note = (
+            f"CIDEr-D over {n} studies: its IDF weights come from only {n} reference reports (fewer than "
+            f"{CIDER_MIN_STUDIES}), so they say little about which words are informative; compare CIDEr only "
+            "on larger corpora"
+        )
         result.warnings.append(note)
         warnings.warn(note, SmallCorpusWarning, stacklevel=2)
     with contextlib.redirect_stdout(io.StringIO()):  # The scorers print their internals.
@@ -167,8 +186,9 @@ def nlg_scores(references: Sequence[str | Sequence[str]], hypotheses: Sequence[s
         rouge, rouge_each = Rouge().compute_score(refs, hyps)
         cider, cider_each = Cider().compute_score(refs, hyps)
     result.scores.update({f"bleu_{k + 1}": float(v) for k, v in enumerate(bleu)})
-    result.scores.update(rouge_l=float(rouge), cider=None if "cider" in result.unavailable else float(cider),
-                         meteor=None)
+    result.scores.update(
+        rouge_l=float(rouge), cider=None if "cider" in result.unavailable else float(cider), meteor=None
+    )
     result.per_study.update(bleu_4=bleu4_each, rouge_l=np.asarray(rouge_each, dtype=np.float64))
     if result.scores["cider"] is not None:
         result.per_study["cider"] = np.asarray(cider_each, dtype=np.float64)
@@ -194,11 +214,20 @@ def nlg_scores(references: Sequence[str | Sequence[str]], hypotheses: Sequence[s
     return result
 
 
-def nlg_metrics(references: Sequence[str], hypotheses: Sequence[str], *, tokenizer: str = "auto",
-                meteor: bool = True) -> dict[str, float | None]:
+def nlg_metrics(
+    references: Sequence[str], hypotheses: Sequence[str], *, tokenizer: str = "auto", meteor: bool = True
+) -> dict[str, float | None]:
     """`nlg_scores(...).scores`: {name: value} for every name in `NLG_METRICS` (METEOR None when unavailable)."""
     return nlg_scores(references, hypotheses, tokenizer=tokenizer, meteor=meteor).scores
 
 
-__all__ = ["CIDER_MIN_STUDIES", "NLG_METRICS", "NLGResult", "SmallCorpusWarning", "nlg_metrics", "nlg_scores",
-           "pooled_bleu", "reference_lists"]
+__all__ = [
+    "CIDER_MIN_STUDIES",
+    "NLG_METRICS",
+    "NLGResult",
+    "SmallCorpusWarning",
+    "nlg_metrics",
+    "nlg_scores",
+    "pooled_bleu",
+    "reference_lists",
+]

@@ -32,8 +32,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 # pycocoevalcap's filter, verbatim: upper-case bracket tokens never match the lower-cased output.
-PTB_PUNCTUATION = frozenset(["''", "'", "``", "`", "-LRB-", "-RRB-", "-LCB-", "-RCB-", ".", "?", "!", ",", ":", "-",
-                             "--", "...", ";"])
+PTB_PUNCTUATION = frozenset(
+    ["''", "'", "``", "`", "-LRB-", "-RRB-", "-LCB-", "-RCB-", ".", "?", "!", ",", ":", "-", "--", "...", ";"]
+)
 BACKENDS = ("auto", "java", "python")
 _LINE_BREAKS = re.compile(r"[\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
 
@@ -67,28 +68,57 @@ def _ptb_java(texts: Sequence[str]) -> list[str]:
     if reason:
         raise JavaUnavailableError(reason)
     jar = pycocoevalcap_dir() / "tokenizer" / "stanford-corenlp-3.4.1.jar"
-    cmd = ["java", "-cp", str(jar), "edu.stanford.nlp.process.PTBTokenizer", "-preserveLines", "-lowerCase",
-           "-encoding", "utf-8"]
+    cmd = [
+        "java",
+        "-cp",
+        str(jar),
+        "edu.stanford.nlp.process.PTBTokenizer",
+        "-preserveLines",
+        "-lowerCase",
+        "-encoding",
+        "utf-8",
+    ]
     payload = "\n".join(_one_line(t) for t in texts) + "\n"
-    proc = subprocess.run(cmd, input=payload.encode("utf-8"), capture_output=True, timeout=600,
-                          env={**os.environ, "LC_ALL": "C.UTF-8"})
+    proc = subprocess.run(
+        cmd, input=payload.encode("utf-8"), capture_output=True, timeout=600, env={**os.environ, "LC_ALL": "C.UTF-8"}
+    )
     if proc.returncode != 0:
-        raise RuntimeError(f"the PTB tokenizer (java) failed with status {proc.returncode}: "
-                           f"{proc.stderr.decode('utf-8', 'replace').strip()[-500:]}")
+        raise RuntimeError(
+            f"the PTB tokenizer (java) failed with status {proc.returncode}: "
+            f"{proc.stderr.decode('utf-8', 'replace').strip()[-500:]}"
+        )
     lines = proc.stdout.decode("utf-8").split("\n")
     if len(lines) < len(texts):
         raise RuntimeError(f"the PTB tokenizer returned {len(lines)} lines for {len(texts)} reports")
-    return [" ".join(w for w in line.rstrip().split(" ") if w and w not in PTB_PUNCTUATION)
-            for line in lines[:len(texts)]]
+    return [
+        " ".join(w for w in line.rstrip().split(" ") if w and w not in PTB_PUNCTUATION) for line in lines[: len(texts)]
+    ]
 
 
 # ------------------------------------------------------------------------------------------ pure-Python PTB rules
 # Characters PTBTokenizer rewrites before splitting.
-_NORMALIZE = {"\u00bd": " 1/2 ", "\u00bc": " 1/4 ", "\u00be": " 3/4 ", "\u2153": " 1/3 ", "\u2154": " 2/3 ",
-              "\u00ab": '"', "\u00bb": '"', "\u20a0": " $ ", "\u20ac": " $ ",
-              "\u00a2": " cents ", "\u00a3": " # ", "\u00a4": " $ ",
-              "\u00a0": " ", "\u2019": "'", "\u2018": "`", "\u201c": '"', "\u201d": '"', "\u2013": "--",
-              "\u2014": "--", "\u2026": "..."}
+_NORMALIZE = {
+    "\u00bd": " 1/2 ",
+    "\u00bc": " 1/4 ",
+    "\u00be": " 3/4 ",
+    "\u2153": " 1/3 ",
+    "\u2154": " 2/3 ",
+    "\u00ab": '"',
+    "\u00bb": '"',
+    "\u20a0": " $ ",
+    "\u20ac": " $ ",
+    "\u00a2": " cents ",
+    "\u00a3": " # ",
+    "\u00a4": " $ ",
+    "\u00a0": " ",
+    "\u2019": "'",
+    "\u2018": "`",
+    "\u201c": '"',
+    "\u201d": '"',
+    "\u2013": "--",
+    "\u2014": "--",
+    "\u2026": "...",
+}
 _BRACKETS = {"(": "-lrb-", ")": "-rrb-", "[": "-lsb-", "]": "-rsb-", "{": "-lcb-", "}": "-rcb-"}
 _SPECIAL_SPLITS = {"cannot": ("can", "not"), "gonna": ("gon", "na"), "gotta": ("got", "ta"), "wanna": ("wan", "na")}
 # Words that keep their period (PTBLexer's abbreviation lists: titles, months, US states, company words); single
@@ -96,31 +126,43 @@ _SPECIAL_SPLITS = {"cannot": ("can", "not"), "gonna": ("gon", "na"), "gotta": ("
 _ABBREVIATIONS = frozenset(
     "etc vs inc co corp ltd bros jan feb mar apr jun jul aug sep sept oct nov dec mr mrs dr prof gen rev sen gov lt "
     "col maj capt sgt jr sr st mt ft est hon esq cf al dept univ assn md ind mo ala ariz calif colo conn ct dak fla "
-    "ga kan kans ky mich minn mont neb nev okla pa penn tenn va vt wis wyo".split())
+    "ga kan kans ky mich minn mont neb nev okla pa penn tenn va vt wis wyo".split()
+)
 # Characters the Java lexer cannot tokenize: it drops them, and they end the token they sit in (emoji and every
 # other character outside the Basic Multilingual Plane, zero-width and other format characters, Roman numerals, and
 # punctuation and number forms newer than its Unicode tables).
 _UNTOKENIZABLE = re.compile(
-    "[\U00010000-\U0010FFFF"
-    + "".join(chr(c) for c in range(0x80, 0x10000)
-              if (unicodedata.category(chr(c)) in ("Cf", "Cn") and c != 0xAD and not 0xD800 <= c < 0xE000
-                  and not 0x2400 <= c < 0x2460))  # Java's lexer reads that whole block as symbols
+    "[\U00010000-\U0010ffff"
+    + "".join(
+        chr(c)
+        for c in range(0x80, 0x10000)
+        if (
+            unicodedata.category(chr(c)) in ("Cf", "Cn")
+            and c != 0xAD
+            and not 0xD800 <= c < 0xE000
+            and not 0x2400 <= c < 0x2460
+        )
+    )  # Java's lexer reads that whole block as symbols
     + "\u2012\u2015\u201b\u2024\u2025\u2027\u2039\u203a\u203c\u203d\u2043\u2045-\u205e\u2065"
-      "\u20a1-\u20a3\u20a5-\u20ab\u20ad-\u20c0\u20d0-\u20ff\u2150-\u2152\u215f-\u2182\u2185-\u218f"
-      "\ufe00-\ufe0f\ufffc\ufffd]")
+    "\u20a1-\u20a3\u20a5-\u20ab\u20ad-\u20c0\u20d0-\u20ff\u2150-\u2152\u215f-\u2182\u2185-\u218f"
+    "\ufe00-\ufe0f\ufffc\ufffd]"
+)
 _SOFT_HYPHEN = "\u00ad"  # dropped, joining the word it splits ("cardio\u00admegaly" -> "cardiomegaly")
 # Other numbers (superscripts, circled digits, vulgar fractions) are tokens of their own, not word characters.
 _OTHER_NUMBERS = "".join(chr(c) for c in range(0x80, 0x10000) if unicodedata.category(chr(c)) == "No")
 # Word characters: letters and digits, combining marks, spacing modifier letters and the two Unicode hyphens.
-_W = (f"(?:[^\\W_{_OTHER_NUMBERS}]|[\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\ufe20-\ufe2f"
-      "\u02c2-\u02c5\u02d2-\u02df\u02e5-\u02eb\u02ed\u02ef-\u02ff\u2010\u2011])")
+_W = (
+    f"(?:[^\\W_{_OTHER_NUMBERS}]|[\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\ufe20-\ufe2f"
+    "\u02c2-\u02c5\u02d2-\u02df\u02e5-\u02eb\u02ed\u02ef-\u02ff\u2010\u2011])"
+)
 _PY_TOKEN = re.compile(
-    r"</?[a-z!][^>\n]*>"                                 # SGML-like tags ("<br>") stay whole
-    r"|(?:[a-z]\.){2,}"                                   # e.g.  i.e.  a.b.c.
-    r"|\d+(?:[.,:]\d+)+"                                  # 3.7  1,000  10:30
-    rf"|{_W}+(?:_{_W}+)*(?:[-/.]{_W}+(?:_{_W}+)*)*"        # right-sided  a/b  t-spine  snake_case
-    rf"|'(?:s|re|ve|ll|d|m)(?!{_W})"                       # clitics after a word: there 's
-    r"|\.\.\.+|--+|[!?]{2,}|[^\s\w]|_+|" + f"[{_OTHER_NUMBERS}]")
+    r"</?[a-z!][^>\n]*>"  # SGML-like tags ("<br>") stay whole
+    r"|(?:[a-z]\.){2,}"  # e.g.  i.e.  a.b.c.
+    r"|\d+(?:[.,:]\d+)+"  # 3.7  1,000  10:30
+    rf"|{_W}+(?:_{_W}+)*(?:[-/.]{_W}+(?:_{_W}+)*)*"  # right-sided  a/b  t-spine  snake_case
+    rf"|'(?:s|re|ve|ll|d|m)(?!{_W})"  # clitics after a word: there 's
+    r"|\.\.\.+|--+|[!?]{2,}|[^\s\w]|_+|" + f"[{_OTHER_NUMBERS}]"
+)
 
 
 def _py_line(text: str) -> list[str]:
@@ -139,8 +181,11 @@ def _py_line(text: str) -> list[str]:
             out += _SPECIAL_SPLITS[token]
         elif token == "t" and out and out[-1] == "'" and len(out) > 1 and out[-2].endswith("n"):
             out[-2:] = [out[-2][:-1], "n't"]  # don't -> do n't
-        elif (token in _ABBREVIATIONS or (len(token) == 1 and token.isalpha())) and text[end:end + 1] == "." \
-                and (end + 1 == len(text) or text[end + 1].isspace()):
+        elif (
+            (token in _ABBREVIATIONS or (len(token) == 1 and token.isalpha()))
+            and text[end : end + 1] == "."
+            and (end + 1 == len(text) or text[end + 1].isspace())
+        ):
             out.append(token + ".")
         else:
             out.append(token)
@@ -177,5 +222,11 @@ def ptb_tokenize(texts: Sequence[str], backend: str = "auto") -> tuple[list[str]
     return (_ptb_java(texts) if backend == "java" else _ptb_python(texts)), backend
 
 
-__all__ = ["BACKENDS", "JavaUnavailableError", "PTB_PUNCTUATION", "java_missing_reason", "ptb_tokenize",
-           "pycocoevalcap_dir"]
+__all__ = [
+    "BACKENDS",
+    "JavaUnavailableError",
+    "PTB_PUNCTUATION",
+    "java_missing_reason",
+    "ptb_tokenize",
+    "pycocoevalcap_dir",
+]

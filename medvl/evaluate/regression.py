@@ -54,8 +54,9 @@ def _interval(values: np.ndarray) -> tuple[float, float]:
     return float(np.percentile(values, tail)), float(np.percentile(values, 100 - tail))
 
 
-def regression_metrics(pred: Any, target: Any, km_per_unit: float, names: Sequence[str] = ("x", "y"),
-                       bootstrap: int = 1000, seed: int = 0) -> dict[str, Any]:
+def regression_metrics(
+    pred: Any, target: Any, km_per_unit: float, names: Sequence[str] = ("x", "y"), bootstrap: int = 1000, seed: int = 0
+) -> dict[str, Any]:
     """Point-error metrics of one split (see the module docstring).
 
     Args:
@@ -74,8 +75,11 @@ def regression_metrics(pred: Any, target: Any, km_per_unit: float, names: Sequen
         raise ValueError(f"{p.shape[1]} coordinates but {len(names)} names ({list(names)})")
     if bootstrap < 0:
         raise ValueError(f"bootstrap must be >= 0, got {bootstrap}")
-    result: dict[str, Any] = {"n_examples": int(len(errors)), "km_per_pixel": float(km_per_unit),
-                              "headline": "error_px_median"}
+    result: dict[str, Any] = {
+        "n_examples": int(len(errors)),
+        "km_per_pixel": float(km_per_unit),
+        "headline": "error_px_median",
+    }
     resampled = {}
     if bootstrap:
         weights = _resample_weights(len(errors), bootstrap, seed)
@@ -88,11 +92,22 @@ def regression_metrics(pred: Any, target: Any, km_per_unit: float, names: Sequen
                 low, high = _interval(resampled[stat] * scale)
                 result[f"{key}_ci_low"], result[f"{key}_ci_high"] = low, high
     diff = p - t
-    result["per_coordinate"] = {n: {"mae": float(np.abs(diff[:, c]).mean()), "bias": float(diff[:, c].mean()),
-                                    "rmse": float(np.sqrt((diff[:, c] ** 2).mean()))} for c, n in enumerate(names)}
+    result["per_coordinate"] = {
+        n: {
+            "mae": float(np.abs(diff[:, c]).mean()),
+            "bias": float(diff[:, c].mean()),
+            "rmse": float(np.sqrt((diff[:, c] ** 2).mean())),
+        }
+        for c, n in enumerate(names)
+    }
     if bootstrap:
-        result["bootstrap"] = {"resamples": int(bootstrap), "seed": int(seed), "method": "percentile",
-                               "level": CI_LEVEL, "unit": "example"}
+        result["bootstrap"] = {
+            "resamples": int(bootstrap),
+            "seed": int(seed),
+            "method": "percentile",
+            "level": CI_LEVEL,
+            "unit": "example",
+        }
     return result
 
 
@@ -139,8 +154,13 @@ def error_histogram(errors: Sequence[float], marks: dict[str, float]) -> bytes |
     return buffer.getvalue()
 
 
-def write_regression_report(path: str | Path, result: dict[str, Any], rows: Sequence[dict[str, Any]],
-                            title: str = "medvl regression", worst: int = 15) -> Path:
+def write_regression_report(
+    path: str | Path,
+    result: dict[str, Any],
+    rows: Sequence[dict[str, Any]],
+    title: str = "medvl regression",
+    worst: int = 15,
+) -> Path:
     """Write a regression evaluation as one self-contained HTML page; `rows` carry id, error_px, predicted, target."""
     table = ["<table><thead><tr>" + "".join(f"<th>{esc(h)}</th>" for h in _header(result)) + "</tr></thead><tbody>"]
     table += ["<tr>" + "".join(f"<td>{esc(c)}</td>" for c in r) + "</tr>" for r in _rows(result)]
@@ -150,29 +170,50 @@ def write_regression_report(path: str | Path, result: dict[str, Any], rows: Sequ
     png = error_histogram([r["error_px"] for r in rows], {k: v for k, v in marks.items() if is_number(v)})
     chart = f'<img class="chart" alt="error histogram" src="{png_data_uri(png)}">' if png else ""
     bad = sorted(rows, key=lambda r: -r["error_px"])[:worst]
-    worst_rows = "".join(f"<tr><td>{esc(r['id'])}</td><td>{format_value(r['error_px'], 2)}</td><td>{esc(r['predicted'])}</td>"
-                         f"<td>{esc(r['target'])}</td></tr>" for r in bad)
+    worst_rows = "".join(
+        f"<tr><td>{esc(r['id'])}</td><td>{format_value(r['error_px'], 2)}</td><td>{esc(r['predicted'])}</td>"
+        f"<td>{esc(r['target'])}</td></tr>"
+        for r in bad
+    )
     per = result.get("per_coordinate") or {}
-    per_rows = "".join(f"<tr><td>{esc(n)}</td><td>{format_value(v['mae'], 2)}</td><td>{format_value(v['bias'], 2)}</td>"
-                       f"<td>{format_value(v['rmse'], 2)}</td></tr>" for n, v in per.items())
-    page = "\n".join([
-        "<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">', f"<title>{esc(title)}</title>",
-        f"<style>{CSS}</style>", "</head>", "<body>", f"<h1>{esc(title)}</h1>",
-        f'<p class="summary">{result.get("n_examples")} examples · '
-        f'{esc(result.get("km_per_pixel"))} km per pixel · '
-        f'split {esc(result.get("split", ""))}</p>',
-        "<h2>Point error</h2>", *table,
-        '<p class="note">Error: the Euclidean distance between the predicted and the true point. '
-        '95% CI: percentile '
-        "bootstrap over examples. Baselines: the mean training target for every example, and the tile centre.</p>",
-        "<h2>Per coordinate</h2>",
-        f"<table><thead><tr><th>coordinate</th><th>MAE</th><th>bias</th><th>RMSE</th></tr></thead><tbody>{per_rows}"
-        "</tbody></table>",
-        "<h2>Error distribution</h2>", chart,
-        "<h2>Largest errors</h2>",
-        f"<table><thead><tr><th>id</th><th>error (px)</th><th>predicted</th><th>target</th></tr></thead><tbody>"
-        f"{worst_rows}</tbody></table>",
-        page_footer(result), "</body>", "</html>", ""])
+    per_rows = "".join(
+        f"<tr><td>{esc(n)}</td><td>{format_value(v['mae'], 2)}</td><td>{format_value(v['bias'], 2)}</td>"
+        f"<td>{format_value(v['rmse'], 2)}</td></tr>"
+        for n, v in per.items()
+    )
+    page = "\n".join(
+        [
+            "<!DOCTYPE html>",
+            '<html lang="en">',
+            "<head>",
+            '<meta charset="utf-8">',
+            f"<title>{esc(title)}</title>",
+            f"<style>{CSS}</style>",
+            "</head>",
+            "<body>",
+            f"<h1>{esc(title)}</h1>",
+            f'<p class="summary">{result.get("n_examples")} examples · '
+            f"{esc(result.get('km_per_pixel'))} km per pixel · "
+            f"split {esc(result.get('split', ''))}</p>",
+            "<h2>Point error</h2>",
+            *table,
+            '<p class="note">Error: the Euclidean distance between the predicted and the true point. '
+            "95% CI: percentile "
+            "bootstrap over examples. Baselines: the mean training target for every example, and the tile centre.</p>",
+            "<h2>Per coordinate</h2>",
+            f"<table><thead><tr><th>coordinate</th><th>MAE</th><th>bias</th><th>RMSE</th></tr></thead><tbody>{per_rows}"
+            "</tbody></table>",
+            "<h2>Error distribution</h2>",
+            chart,
+            "<h2>Largest errors</h2>",
+            f"<table><thead><tr><th>id</th><th>error (px)</th><th>predicted</th><th>target</th></tr></thead><tbody>"
+            f"{worst_rows}</tbody></table>",
+            page_footer(result),
+            "</body>",
+            "</html>",
+            "",
+        ]
+    )
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(page, encoding="utf-8")
@@ -183,11 +224,20 @@ def format_regression_tables(result: dict[str, Any]) -> str:
     """The table of `write_regression_report` as plain text."""
     header, rows = _header(result), _rows(result)
     widths = [max(len(str(c)) for c in col) for col in zip(header, *rows, strict=True)]
-    lines = ["  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w) for i, (c, w) in enumerate(zip(r, widths,
-                                                                                                     strict=True)))
-             for r in [header, *rows]]
+    lines = [
+        "  ".join(
+            str(c).ljust(w) if i == 0 else str(c).rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))
+        )
+        for r in [header, *rows]
+    ]
     return "\n".join([f"{result.get('n_examples')} examples, {result.get('km_per_pixel')} km per pixel", *lines])
 
 
-__all__ = ["ERROR_KEYS", "format_regression_tables", "point_errors", "regression_metrics", "weighted_medians",
-           "write_regression_report"]
+__all__ = [
+    "ERROR_KEYS",
+    "format_regression_tables",
+    "point_errors",
+    "regression_metrics",
+    "weighted_medians",
+    "write_regression_report",
+]

@@ -30,14 +30,37 @@ from medvl.evaluate.labeler import SYNTHETIC, binary_labels
 from medvl.evaluate.ptb import java_missing_reason
 from medvl.evaluate.scoring import CorpusScore, score_corpus
 from medvl.evaluate.versions import scorer_versions
-from medvl.jsonl import write_evaluation_files
 from medvl.findings import FINDING_TITLES
+from medvl.jsonl import write_evaluation_files
 
-HEADLINE = ("bleu_1", "bleu_2", "bleu_3", "bleu_4", "meteor", "rouge_l", "cider", "ce_14_micro_precision",
-            "ce_14_micro_recall", "ce_14_micro_f1", "ce_14_macro_f1", "ce_14_example_f1", "ce_5_micro_f1",
-            "ce_5_macro_f1", "ce_5_example_f1", "gt_micro_precision", "gt_micro_recall", "gt_micro_f1",
-            "gt_macro_f1", "gt_example_f1", "chexbert_14_micro_f1", "chexbert_14_macro_f1", "chexbert_14_example_f1",
-            "chexbert_5_micro_f1", "chexbert_5_macro_f1", "chexbert_5_example_f1")
+HEADLINE = (
+    "bleu_1",
+    "bleu_2",
+    "bleu_3",
+    "bleu_4",
+    "meteor",
+    "rouge_l",
+    "cider",
+    "ce_14_micro_precision",
+    "ce_14_micro_recall",
+    "ce_14_micro_f1",
+    "ce_14_macro_f1",
+    "ce_14_example_f1",
+    "ce_5_micro_f1",
+    "ce_5_macro_f1",
+    "ce_5_example_f1",
+    "gt_micro_precision",
+    "gt_micro_recall",
+    "gt_micro_f1",
+    "gt_macro_f1",
+    "gt_example_f1",
+    "chexbert_14_micro_f1",
+    "chexbert_14_macro_f1",
+    "chexbert_14_example_f1",
+    "chexbert_5_micro_f1",
+    "chexbert_5_macro_f1",
+    "chexbert_5_example_f1",
+)
 
 
 @dataclasses.dataclass
@@ -81,22 +104,52 @@ def _meteor_handle(options: ScoringOptions) -> Any:
     return MeteorScorer()
 
 
-def _score(refs: Sequence[str], hyps: Sequence[str], ids: Sequence[str], truth: Any, options: ScoringOptions,
-           meteor: Any, bootstrap: int | None = None, chexbert: Any = None) -> CorpusScore:
-    return score_corpus(refs, hyps, ids=ids, true_labels=truth, tokenizer=options.tokenizer,
-                        meteor=meteor or options.meteor,
-                        bootstrap=options.bootstrap if bootstrap is None else bootstrap, seed=options.seed,
-                        uncertain=options.uncertain, chexbert=chexbert)
+def _score(
+    refs: Sequence[str],
+    hyps: Sequence[str],
+    ids: Sequence[str],
+    truth: Any,
+    options: ScoringOptions,
+    meteor: Any,
+    bootstrap: int | None = None,
+    chexbert: Any = None,
+) -> CorpusScore:
+    return score_corpus(
+        refs,
+        hyps,
+        ids=ids,
+        true_labels=truth,
+        tokenizer=options.tokenizer,
+        meteor=meteor or options.meteor,
+        bootstrap=options.bootstrap if bootstrap is None else bootstrap,
+        seed=options.seed,
+        uncertain=options.uncertain,
+        chexbert=chexbert,
+    )
 
 
-def _result_dict(score: CorpusScore, split: str | None, extra: dict[str, Any], options: ScoringOptions,
-                 baseline: CorpusScore | None, baseline_report: str | None) -> dict[str, Any]:
+def _result_dict(
+    score: CorpusScore,
+    split: str | None,
+    extra: dict[str, Any],
+    options: ScoringOptions,
+    baseline: CorpusScore | None,
+    baseline_report: str | None,
+) -> dict[str, Any]:
     unavailable = dict(score.unavailable)
-    result: dict[str, Any] = {"split": split, "n_studies": score.info["n_studies"], **extra,
-                              "labeler": score.info["labeler"], "uncertain_policy": score.info["uncertain_policy"],
-                              "tokenizer": score.info["tokenizer"], "bootstrap": score.info["bootstrap"],
-                              "versions": scorer_versions(), **score.metrics, "unavailable": unavailable,
-                              "per_finding": score.per_finding["ce_14"]}
+    result: dict[str, Any] = {
+        "split": split,
+        "n_studies": score.info["n_studies"],
+        **extra,
+        "labeler": score.info["labeler"],
+        "uncertain_policy": score.info["uncertain_policy"],
+        "tokenizer": score.info["tokenizer"],
+        "bootstrap": score.info["bootstrap"],
+        "versions": scorer_versions(),
+        **score.metrics,
+        "unavailable": unavailable,
+        "per_finding": score.per_finding["ce_14"],
+    }
     if "gt" in score.per_finding:
         result["gt_per_finding"] = score.per_finding["gt"]
     if baseline is not None:
@@ -108,17 +161,24 @@ def _result_dict(score: CorpusScore, split: str | None, extra: dict[str, Any], o
     return result
 
 
-def write_report_outputs(out: Path, result: dict[str, Any], rows: list[dict[str, Any]], options: ScoringOptions,
-                   title: str) -> None:
+def write_report_outputs(
+    out: Path, result: dict[str, Any], rows: list[dict[str, Any]], options: ScoringOptions, title: str
+) -> None:
     write_evaluation_files(out, result, rows)
     if options.html:
         write_html_report(out / "report.html", result, rows, label_names=CHEXPERT_14, title=title)
 
 
-def evaluate_generated(ids: Sequence[str], refs: Sequence[str | Sequence[str]], hyps: Sequence[str],
-                       truth: np.ndarray | None,
-                       train_reports: Sequence[str], options: ScoringOptions, extra: dict[str, Any] | None = None,
-                       image_paths: dict[str, list[str]] | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def evaluate_generated(
+    ids: Sequence[str],
+    refs: Sequence[str | Sequence[str]],
+    hyps: Sequence[str],
+    truth: np.ndarray | None,
+    train_reports: Sequence[str],
+    options: ScoringOptions,
+    extra: dict[str, Any] | None = None,
+    image_paths: dict[str, list[str]] | None = None,
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Score generated reports against references next to the majority-report baseline.
 
     Args:
@@ -137,35 +197,49 @@ def evaluate_generated(ids: Sequence[str], refs: Sequence[str | Sequence[str]], 
         baseline_score = baseline = None
         if train_reports:
             baseline = majority_report(train_reports)
-            baseline_score = _score(refs, [baseline] * len(refs), ids, truth, options, meteor, bootstrap=0,
-                                    chexbert=chexbert)
+            baseline_score = _score(
+                refs, [baseline] * len(refs), ids, truth, options, meteor, bootstrap=0, chexbert=chexbert
+            )
         scoring_seconds = time.time() - t1
     finally:
         if meteor:
             meteor.close()
-    extra = {**(extra or {}),
-             "labels_from": "data set ground truth (gt_*) and the CheXpert labeler on both texts (ce_*)"
-             if truth is not None else "the CheXpert labeler on both texts (ce_*)",
-             "scoring_seconds": round(scoring_seconds, 2)}
+    extra = {
+        **(extra or {}),
+        "labels_from": "data set ground truth (gt_*) and the CheXpert labeler on both texts (ce_*)"
+        if truth is not None
+        else "the CheXpert labeler on both texts (ce_*)",
+        "scoring_seconds": round(scoring_seconds, 2),
+    }
     result = _result_dict(model_score, extra.pop("split", None), extra, options, baseline_score, baseline)
     rows = []
     generated_findings = binary_labels(hyps, options.uncertain, SYNTHETIC) if truth is not None else None
     for i, (sid, per_study) in enumerate(zip(ids, model_score.per_study, strict=True)):
-        row = {"id": sid, "image_paths": (image_paths or {}).get(sid, []),
-               "reference": refs[i] if isinstance(refs[i], str) else refs[i][0], "generated": hyps[i], **per_study}
+        row = {
+            "id": sid,
+            "image_paths": (image_paths or {}).get(sid, []),
+            "reference": refs[i] if isinstance(refs[i], str) else refs[i][0],
+            "generated": hyps[i],
+            **per_study,
+        }
         if not isinstance(refs[i], str):
             row["references"] = list(refs[i])
         if truth is not None:
             row["findings"] = {n: int(v) for n, v in zip(SYNTHETIC.names, truth[i], strict=True)}
-            row["generated_findings"] = {n: int(v) for n, v in zip(SYNTHETIC.names, generated_findings[i],
-                                                                    strict=True)}
+            row["generated_findings"] = {n: int(v) for n, v in zip(SYNTHETIC.names, generated_findings[i], strict=True)}
         rows.append(row)
     return result, rows
 
 
-def score_files(references: str | Path, hypotheses: str | Path, out_dir: str | Path | None = None,
-                options: ScoringOptions | None = None, missing_as_empty: bool = False, ref_field: str | None = None,
-                hyp_field: str | None = None) -> dict[str, Any]:
+def score_files(
+    references: str | Path,
+    hypotheses: str | Path,
+    out_dir: str | Path | None = None,
+    options: ScoringOptions | None = None,
+    missing_as_empty: bool = False,
+    ref_field: str | None = None,
+    hyp_field: str | None = None,
+) -> dict[str, Any]:
     """Score generated reports from any system against references (`medvl score`); see `medvl.evaluate.inputs`.
 
     Returns the metrics.json dict; with `out_dir`, also writes metrics.json, predictions.jsonl and report.html.
@@ -179,13 +253,19 @@ def score_files(references: str | Path, hypotheses: str | Path, out_dir: str | P
     pairs = pair_reports(refs, hyps, missing_as_empty, ref_name=str(references), hyp_name=str(hypotheses))
     t0 = time.time()
     score = _score(pairs.references, pairs.hypotheses, pairs.ids, None, options, None, chexbert=chexbert)
-    extra = {"references": str(references), "hypotheses": str(hypotheses),
-             "empty_hypotheses": pairs.empty_hypotheses, "missing_hypotheses": pairs.missing_hypotheses,
-             "scoring_seconds": round(time.time() - t0, 2)}
+    extra = {
+        "references": str(references),
+        "hypotheses": str(hypotheses),
+        "empty_hypotheses": pairs.empty_hypotheses,
+        "missing_hypotheses": pairs.missing_hypotheses,
+        "scoring_seconds": round(time.time() - t0, 2),
+    }
     result = _result_dict(score, None, extra, options, None, None)
     if out_dir:
-        rows = [{"id": sid, "reference": pairs.references[i], "generated": pairs.hypotheses[i], **score.per_study[i]}
-                for i, sid in enumerate(pairs.ids)]
+        rows = [
+            {"id": sid, "reference": pairs.references[i], "generated": pairs.hypotheses[i], **score.per_study[i]}
+            for i, sid in enumerate(pairs.ids)
+        ]
         write_report_outputs(Path(out_dir), result, rows, options, f"medvl score: {Path(hypotheses).name}")
         result["out_dir"] = str(out_dir)
     return result
@@ -199,8 +279,11 @@ def format_tables(result: dict[str, Any]) -> str:
     """The headline metrics with their 95% intervals, next to the majority-report baseline, then per-finding F1."""
     base = result.get("baseline")
     where = f"{result['split']} split, " if result.get("split") else f"{result.get('hypotheses', '')} vs references, "
-    lines = [f"{where}{result['n_studies']} studies; CheXpert labels by {result['labeler']} "
-             f"(uncertain = {result['uncertain_policy']}); text tokenized by {result['tokenizer']}", ""]
+    lines = [
+        f"{where}{result['n_studies']} studies; CheXpert labels by {result['labeler']} "
+        f"(uncertain = {result['uncertain_policy']}); text tokenized by {result['tokenizer']}",
+        "",
+    ]
     lines.append(f"{'metric':<22}{'value':>10}{'95% CI':>20}" + (f"{'baseline':>10}{'delta':>10}" if base else ""))
     for key in HEADLINE:
         if key not in result:
@@ -215,12 +298,17 @@ def format_tables(result: dict[str, Any]) -> str:
         lines.append(row)
     for key, reason in result.get("unavailable", {}).items():
         lines.append(f"{key}: unavailable ({reason})")
-    lines += ["", "micro = pooled over all (study, finding) pairs; macro = mean over findings; example = per-study "
-              "P/R/F1 averaged over studies", ""]
+    lines += [
+        "",
+        "micro = pooled over all (study, finding) pairs; macro = mean over findings; example = per-study "
+        "P/R/F1 averaged over studies",
+        "",
+    ]
     tables = [("CheXpert observation", result["per_finding"], result.get("baseline_per_finding"), None)]
     if "gt_per_finding" in result:
-        tables.append(("finding (ground truth)", result["gt_per_finding"], result.get("baseline_gt_per_finding"),
-                       FINDING_TITLES))
+        tables.append(
+            ("finding (ground truth)", result["gt_per_finding"], result.get("baseline_gt_per_finding"), FINDING_TITLES)
+        )
     for title, per_finding, base_pf, titles in tables:
         lines.append(f"{title:<28}{'support':>8}{'P':>8}{'R':>8}{'F1':>8}" + (f"{'base F1':>9}" if base_pf else ""))
         for name, pf in per_finding.items():
@@ -246,5 +334,13 @@ def clinical_gap(result: dict[str, Any]) -> float:
     return float(result[key] - result["baseline"][key])
 
 
-__all__ = ["HEADLINE", "ScoringOptions", "clinical_gap", "evaluate_generated", "format_tables", "headline_f1_key",
-           "score_files", "write_report_outputs"]
+__all__ = [
+    "HEADLINE",
+    "ScoringOptions",
+    "clinical_gap",
+    "evaluate_generated",
+    "format_tables",
+    "headline_f1_key",
+    "score_files",
+    "write_report_outputs",
+]

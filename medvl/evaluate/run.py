@@ -24,18 +24,18 @@ import torch
 
 from medvl.data.dataset import check_studies
 from medvl.data.sources import DataSourceError, load_studies, require_split
-from medvl.evaluate.reports import (HEADLINE, ScoringOptions, clinical_gap, format_tables, headline_f1_key,
-                                    score_files)
+from medvl.evaluate.reports import HEADLINE, ScoringOptions, clinical_gap, format_tables, headline_f1_key, score_files
 from medvl.infer.predictor import LoadedModel, load_trained
 
 
-def _outputs(loaded: LoadedModel, dataset: Any, indices: list[int], progress: bool, desc: str
-             ) -> tuple[list[tuple[int, Any]], dict[str, str]]:
+def _outputs(
+    loaded: LoadedModel, dataset: Any, indices: list[int], progress: bool, desc: str
+) -> tuple[list[tuple[int, Any]], dict[str, str]]:
     """Task output rows for dataset items `indices`: ([(index, row)], {skipped id: reason})."""
     task, bs = loaded.task, loaded.config.generation.batch_size
     out: list[tuple[int, Any]] = []
     skipped: dict[str, str] = {}
-    chunks = [indices[i: i + bs] for i in range(0, len(indices), bs)]
+    chunks = [indices[i : i + bs] for i in range(0, len(indices), bs)]
     if progress:
         from tqdm import tqdm
 
@@ -51,10 +51,19 @@ def _outputs(loaded: LoadedModel, dataset: Any, indices: list[int], progress: bo
     return out, skipped
 
 
-def evaluate(checkpoint: str | Path, split: str = "test", out_dir: str | Path | None = None,
-             data_root: str | None = None, generation: dict[str, Any] | None = None, max_studies: int = 0,
-             device: str = "auto", progress: bool = True, strict: bool | None = None,
-             options: ScoringOptions | None = None, data_source: str | None = None) -> dict[str, Any]:
+def evaluate(
+    checkpoint: str | Path,
+    split: str = "test",
+    out_dir: str | Path | None = None,
+    data_root: str | None = None,
+    generation: dict[str, Any] | None = None,
+    max_studies: int = 0,
+    device: str = "auto",
+    progress: bool = True,
+    strict: bool | None = None,
+    options: ScoringOptions | None = None,
+    data_source: str | None = None,
+) -> dict[str, Any]:
     """Evaluate a checkpoint on `split` of the data set it was trained on (or `data_root`); see the module docstring.
 
     Args:
@@ -82,8 +91,9 @@ def evaluate(checkpoint: str | Path, split: str = "test", out_dir: str | Path | 
 
     options = options or ScoringOptions()
     options.chexbert_labeler()  # fails now, not after the model ran, when its paths are wrong
-    dist_info = init_distributed("auto", "cuda" if device.startswith("cuda") or (
-        device == "auto" and torch.cuda.is_available()) else "cpu")
+    dist_info = init_distributed(
+        "auto", "cuda" if device.startswith("cuda") or (device == "auto" and torch.cuda.is_available()) else "cpu"
+    )
     if dist_info.enabled and device in ("auto", "cuda") and torch.cuda.is_available():
         device = f"cuda:{dist_info.local_rank}"
     try:
@@ -109,8 +119,7 @@ def evaluate(checkpoint: str | Path, split: str = "test", out_dir: str | Path | 
                 skipped_reasons.update({s.id: s.reason for s in skipped})
             dataset = task.dataset(kept)
             mine = shard_indices(len(dataset), dist_info.rank, dist_info.world_size)
-            produced, load_skips = _outputs(loaded, dataset, mine, progress and dist_info.is_main,
-                                            f"evaluate {name}")
+            produced, load_skips = _outputs(loaded, dataset, mine, progress and dist_info.is_main, f"evaluate {name}")
             parts = gather_objects((produced, load_skips), dist_info)
             if not dist_info.is_main:
                 continue
@@ -127,12 +136,19 @@ def evaluate(checkpoint: str | Path, split: str = "test", out_dir: str | Path | 
             return {}
         if not outputs.get(split):
             first = next(iter(skipped_reasons.items()), None)
-            raise DataSourceError(f"no study of split {split!r} could be evaluated: {len(skipped_reasons)} skipped"
-                                  + (f" (first: {first[0]}: {first[1]})" if first else ""))
+            raise DataSourceError(
+                f"no study of split {split!r} could be evaluated: {len(skipped_reasons)} skipped"
+                + (f" (first: {first[0]}: {first[1]})" if first else "")
+            )
         n = len(outputs[split])
-        extra = {"split": split, "task": task.name, "checkpoint": str(loaded.checkpoint), "skipped": skipped_reasons,
-                 "seconds": round(seconds, 2),
-                 "examples_per_second": round(n / seconds, 2) if seconds > 0 else None}
+        extra = {
+            "split": split,
+            "task": task.name,
+            "checkpoint": str(loaded.checkpoint),
+            "skipped": skipped_reasons,
+            "seconds": round(seconds, 2),
+            "examples_per_second": round(n / seconds, 2) if seconds > 0 else None,
+        }
         if hasattr(task, "generation"):  # decoding settings, for the tasks that generate text
             extra["generation"] = dataclasses.asdict(task.generation)
         result, rows = task.evaluation(outputs, studies, options)
@@ -142,12 +158,12 @@ def evaluate(checkpoint: str | Path, split: str = "test", out_dir: str | Path | 
         shutdown()
 
     out = Path(out_dir) if out_dir else loaded.run_dir / f"eval_{split}"
-    task.write_evaluation(out, result, rows, options,
-                          f"medvl evaluation: {Path(str(loaded.checkpoint)).name}, {split}")
+    task.write_evaluation(out, result, rows, options, f"medvl evaluation: {Path(str(loaded.checkpoint)).name}, {split}")
     result["out_dir"] = str(out)
     if skipped_reasons:
-        print(f"{len(skipped_reasons)} studies of split {split!r} were skipped (listed in metrics.json)",
-              file=sys.stderr)
+        print(
+            f"{len(skipped_reasons)} studies of split {split!r} were skipped (listed in metrics.json)", file=sys.stderr
+        )
     return result
 
 
@@ -179,9 +195,20 @@ def refuse_checkpoint(path: str | Path, flag: str) -> None:
     from medvl.models.families import MODEL_FAMILIES
 
     task = config.get("task", {}).get("name") or (MODEL_FAMILIES.get(family).task if family in MODEL_FAMILIES else "?")
-    raise ValueError(f"{flag} {p} is a checkpoint (family {family}, task {task}), not a file of reports: medvl score "
-                     f"compares report files; to evaluate a checkpoint run `medvl evaluate {p}`")
+    raise ValueError(
+        f"{flag} {p} is a checkpoint (family {family}, task {task}), not a file of reports: medvl score "
+        f"compares report files; to evaluate a checkpoint run `medvl evaluate {p}`"
+    )
 
 
-__all__ = ["HEADLINE", "ScoringOptions", "clinical_gap", "evaluate", "format_result", "format_tables", "headline_f1_key",
-           "refuse_checkpoint", "score_files"]
+__all__ = [
+    "HEADLINE",
+    "ScoringOptions",
+    "clinical_gap",
+    "evaluate",
+    "format_result",
+    "format_tables",
+    "headline_f1_key",
+    "refuse_checkpoint",
+    "score_files",
+]

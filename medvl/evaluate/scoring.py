@@ -63,8 +63,14 @@ class CorpusScore:
     info: dict[str, Any] = field(default_factory=dict)
 
 
-def _clinical_block(prefix: str, truth: np.ndarray, predicted: np.ndarray, names: Sequence[str],
-                    rows: np.ndarray | None, metrics: dict[str, Any]) -> dict[str, Any]:
+def _clinical_block(
+    prefix: str,
+    truth: np.ndarray,
+    predicted: np.ndarray,
+    names: Sequence[str],
+    rows: np.ndarray | None,
+    metrics: dict[str, Any],
+) -> dict[str, Any]:
     full = clinical_metrics(truth, predicted, names)
     resampled = clinical_resampled(truth, predicted, rows) if rows is not None else None
     for short, long in _AVERAGES.items():
@@ -88,11 +94,19 @@ def _check_texts(texts: Sequence[str], what: str) -> None:
             raise TypeError(f"{what} {i} is a {type(text).__name__}, not a str; pass report texts")
 
 
-def score_corpus(references: Sequence[str | Sequence[str]], hypotheses: Sequence[str], *,
-                 ids: Sequence[str] | None = None,
-                 true_labels: np.ndarray | None = None, tokenizer: str = "auto", meteor: Any = True,
-                 bootstrap: int = 1000, seed: int = 0, uncertain: str = "positive",
-                 chexbert: CheXbertLabeler | None = None) -> CorpusScore:
+def score_corpus(
+    references: Sequence[str | Sequence[str]],
+    hypotheses: Sequence[str],
+    *,
+    ids: Sequence[str] | None = None,
+    true_labels: np.ndarray | None = None,
+    tokenizer: str = "auto",
+    meteor: Any = True,
+    bootstrap: int = 1000,
+    seed: int = 0,
+    uncertain: str = "positive",
+    chexbert: CheXbertLabeler | None = None,
+) -> CorpusScore:
     """All metrics of generated reports against their references.
 
     Args:
@@ -131,19 +145,22 @@ def score_corpus(references: Sequence[str | Sequence[str]], hypotheses: Sequence
         ref_labels = binary_labels(first_refs, uncertain, CHEXPERT)
         hyp_labels = binary_labels(hypotheses, uncertain, CHEXPERT)
         clinical: dict[str, Any] = {}
-        per_finding = {"ce_14": _clinical_block("ce_14", ref_labels, hyp_labels, CHEXPERT_14, rows,
-                                                clinical)["per_finding"]}
+        per_finding = {
+            "ce_14": _clinical_block("ce_14", ref_labels, hyp_labels, CHEXPERT_14, rows, clinical)["per_finding"]
+        }
         five = [CHEXPERT_14.index(name) for name in CHEXPERT_5]
         _clinical_block("ce_5", ref_labels[:, five], hyp_labels[:, five], CHEXPERT_5, rows, clinical)
         if chexbert is not None:
             ref_cb, hyp_cb = chexbert.binary(first_refs, uncertain), chexbert.binary(hypotheses, uncertain)
-            per_finding["chexbert_14"] = _clinical_block("chexbert_14", ref_cb, hyp_cb, CHEXPERT_14, rows,
-                                                         clinical)["per_finding"]
+            per_finding["chexbert_14"] = _clinical_block("chexbert_14", ref_cb, hyp_cb, CHEXPERT_14, rows, clinical)[
+                "per_finding"
+            ]
             _clinical_block("chexbert_5", ref_cb[:, five], hyp_cb[:, five], CHEXPERT_5, rows, clinical)
         if true_labels is not None:
             generated = binary_labels(hypotheses, uncertain, SYNTHETIC)
-            per_finding["gt"] = _clinical_block("gt", np.asarray(true_labels), generated, SYNTHETIC.names, rows,
-                                                clinical)["per_finding"]
+            per_finding["gt"] = _clinical_block(
+                "gt", np.asarray(true_labels), generated, SYNTHETIC.names, rows, clinical
+            )["per_finding"]
         nlg = nlg_scores(ref_lists, hypotheses, tokenizer=tokenizer, meteor=own_meteor or meteor, resamples=rows)
     finally:
         if own_meteor is not None:
@@ -164,15 +181,21 @@ def score_corpus(references: Sequence[str | Sequence[str]], hypotheses: Sequence
         row["reference_labels"] = {name: int(v) for name, v in zip(CHEXPERT_14, ref_labels[i], strict=True)}
         row["generated_labels"] = {name: int(v) for name, v in zip(CHEXPERT_14, hyp_labels[i], strict=True)}
         per_study.append(row)
-    info = {"n_studies": n, "tokenizer": nlg.tokenizer, "labeler": LABELER_NAME, "uncertain_policy": uncertain,
-            "bootstrap": {"resamples": bootstrap, "seed": seed, "method": "percentile", "level": 0.95}}
+    info = {
+        "n_studies": n,
+        "tokenizer": nlg.tokenizer,
+        "labeler": LABELER_NAME,
+        "uncertain_policy": uncertain,
+        "bootstrap": {"resamples": bootstrap, "seed": seed, "method": "percentile", "level": 0.95},
+    }
     if nlg.warnings:
         info["warnings"] = list(nlg.warnings)
     unavailable = {**nlg.unavailable, **OPTIONAL_UNAVAILABLE}
     if chexbert is None:
         unavailable["chexbert"] = f"CheXbert labels not computed: {CHEXBERT_HOW_TO}"
-    return CorpusScore(metrics=metrics, unavailable=unavailable, per_finding=per_finding,
-                       per_study=per_study, info=info)
+    return CorpusScore(
+        metrics=metrics, unavailable=unavailable, per_finding=per_finding, per_study=per_study, info=info
+    )
 
 
 def clinical_metrics_per_study(truth: np.ndarray, predicted: np.ndarray) -> np.ndarray:
@@ -181,15 +204,15 @@ def clinical_metrics_per_study(truth: np.ndarray, predicted: np.ndarray) -> np.n
     return clinical_resampled(truth, predicted, rows)["example_based_f1"]
 
 
-def score_reports(references: Sequence[str | Sequence[str]], hypotheses: Sequence[str],
-                  true_labels: np.ndarray | None = None) -> tuple[dict[str, float], dict[str, Any]]:
+def score_reports(
+    references: Sequence[str | Sequence[str]], hypotheses: Sequence[str], true_labels: np.ndarray | None = None
+) -> tuple[dict[str, float], dict[str, Any]]:
     """Cheap headline metrics for the trainer's validation: no METEOR, no intervals, Python PTB tokenizer.
 
     Returns:
         (flat metrics as in `score_corpus`, per-finding breakdowns).
     """
-    score = score_corpus(references, hypotheses, true_labels=true_labels, tokenizer="python", meteor=False,
-                         bootstrap=0)
+    score = score_corpus(references, hypotheses, true_labels=true_labels, tokenizer="python", meteor=False, bootstrap=0)
     headline = {k: v for k, v in score.metrics.items() if v is not None}
     return headline, score.per_finding
 

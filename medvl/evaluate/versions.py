@@ -23,15 +23,21 @@ def _java_version() -> str:
 
 def scorer_versions() -> dict[str, str]:
     """{component: version} for medvl, pycocoevalcap (BLEU/METEOR/ROUGE/CIDEr and the PTB tokenizer), numpy, Java."""
+
     def dist(name: str) -> str:
         try:
             return metadata.version(name)
         except metadata.PackageNotFoundError:
             return "not installed"
 
-    return {"medvl": medvl.__version__, "pycocoevalcap": dist("pycocoevalcap"), "numpy": np.__version__,
-            "java": _java_version(), "meteor": "1.5 (pycocoevalcap jar)",
-            "ptb_tokenizer": "Stanford CoreNLP 3.4.1 PTBTokenizer (pycocoevalcap jar)"}
+    return {
+        "medvl": medvl.__version__,
+        "pycocoevalcap": dist("pycocoevalcap"),
+        "numpy": np.__version__,
+        "java": _java_version(),
+        "meteor": "1.5 (pycocoevalcap jar)",
+        "ptb_tokenizer": "Stanford CoreNLP 3.4.1 PTBTokenizer (pycocoevalcap jar)",
+    }
 
 
 __all__ = ["scorer_versions"]

@@ -35,9 +35,34 @@ import numpy as np
 from medvl.evaluate.classification import CI_LEVEL, _interval, _resample_weights
 
 ARTICLES = frozenset({"a", "an", "the"})
-NUMBER_WORDS = {w: str(i) for i, w in enumerate(
-    ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve",
-     "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen", "twenty"])}
+NUMBER_WORDS = {
+    w: str(i)
+    for i, w in enumerate(
+        [
+            "zero",
+            "one",
+            "two",
+            "three",
+            "four",
+            "five",
+            "six",
+            "seven",
+            "eight",
+            "nine",
+            "ten",
+            "eleven",
+            "twelve",
+            "thirteen",
+            "fourteen",
+            "fifteen",
+            "sixteen",
+            "seventeen",
+            "eighteen",
+            "nineteen",
+            "twenty",
+        ]
+    )
+}
 YES_NO = {"yes": "yes", "yeah": "yes", "yep": "yes", "true": "yes", "no": "no", "nope": "no", "false": "no"}
 ANSWER_TYPES = ("closed", "open")
 _NUMBER_SEPARATOR = re.compile(r"(?<=\d)[.,](?=\d)")
@@ -49,8 +74,10 @@ def normalize_answer(text: Any) -> str:
     text = "" if text is None else str(text).lower().strip()
     text = _NUMBER_SEPARATOR.sub(lambda m: "." if m.group() == "." else "", text)  # 1,000 -> 1000; 2.5 kept
     kept = re.split(r"(\d+\.\d+)", text)  # decimals survive the punctuation pass
-    text = "".join(part if i % 2 else _PUNCTUATION.sub(lambda m: "" if m.group() == "'" else " ", part)
-                   for i, part in enumerate(kept))
+    text = "".join(
+        part if i % 2 else _PUNCTUATION.sub(lambda m: "" if m.group() == "'" else " ", part)
+        for i, part in enumerate(kept)
+    )
     words = [NUMBER_WORDS.get(w, w) for w in text.split() if w not in ARTICLES]
     text = " ".join(words)
     return YES_NO.get(text, text)
@@ -69,8 +96,14 @@ def _answer_types(answer_types: Sequence[str]) -> np.ndarray:
     return types
 
 
-def vqa_accuracy(predictions: Sequence[Any], answers: Sequence[Any], answer_types: Sequence[str],
-                 question_types: Sequence[str] | None = None, bootstrap: int = 1000, seed: int = 0) -> dict[str, Any]:
+def vqa_accuracy(
+    predictions: Sequence[Any],
+    answers: Sequence[Any],
+    answer_types: Sequence[str],
+    question_types: Sequence[str] | None = None,
+    bootstrap: int = 1000,
+    seed: int = 0,
+) -> dict[str, Any]:
     """Exact-match accuracy after `normalize_answer`, closed / open / overall (see the module docstring for keys).
 
     Args:
@@ -94,11 +127,20 @@ def vqa_accuracy(predictions: Sequence[Any], answers: Sequence[Any], answer_type
     _check("predictions", predictions, n)
     _check("answer_types", answer_types, n)
     types = _answer_types(answer_types)
-    correct = np.array([normalize_answer(p) == normalize_answer(a) for p, a in zip(predictions, answers,
-                                                                                    strict=True)], dtype=np.float64)
-    groups = {"accuracy": np.ones(n, dtype=bool), "closed_accuracy": types == "closed", "open_accuracy": types == "open"}
-    result: dict[str, Any] = {"n": n, "n_closed": int(groups["closed_accuracy"].sum()),
-                              "n_open": int(groups["open_accuracy"].sum())}
+    correct = np.array(
+        [normalize_answer(p) == normalize_answer(a) for p, a in zip(predictions, answers, strict=True)],
+        dtype=np.float64,
+    )
+    groups = {
+        "accuracy": np.ones(n, dtype=bool),
+        "closed_accuracy": types == "closed",
+        "open_accuracy": types == "open",
+    }
+    result: dict[str, Any] = {
+        "n": n,
+        "n_closed": int(groups["closed_accuracy"].sum()),
+        "n_open": int(groups["open_accuracy"].sum()),
+    }
     weights = _resample_weights(n, bootstrap, seed) if bootstrap else None
     for key, mask in groups.items():
         result[key] = float(correct[mask].mean()) if mask.any() else None
@@ -136,8 +178,9 @@ class MajorityBaseline:
         self.by_pair, self.by_type, self.overall = dict(by_pair), dict(by_type), overall
 
     @classmethod
-    def fit(cls, answers: Sequence[Any], answer_types: Sequence[str], question_types: Sequence[str]
-            ) -> MajorityBaseline:
+    def fit(
+        cls, answers: Sequence[Any], answer_types: Sequence[str], question_types: Sequence[str]
+    ) -> MajorityBaseline:
         """Fit on the training questions.
 
         Raises:
@@ -154,18 +197,24 @@ class MajorityBaseline:
         for a, t, q in zip(answers, types, question_types, strict=True):
             pairs.setdefault((t, str(q)), []).append(str(a))
             by_type.setdefault(t, []).append(str(a))
-        return cls({k: _majority(v) for k, v in pairs.items()}, {k: _majority(v) for k, v in by_type.items()},
-                   _majority([str(a) for a in answers]))
+        return cls(
+            {k: _majority(v) for k, v in pairs.items()},
+            {k: _majority(v) for k, v in by_type.items()},
+            _majority([str(a) for a in answers]),
+        )
 
     def predict(self, answer_types: Sequence[str], question_types: Sequence[str]) -> list[str]:
         """The baseline's answer to each question."""
         types = _answer_types(answer_types)
-        return [self.by_pair.get((t, str(q)), self.by_type.get(t, self.overall))
-                for t, q in zip(types, question_types, strict=True)]
+        return [
+            self.by_pair.get((t, str(q)), self.by_type.get(t, self.overall))
+            for t, q in zip(types, question_types, strict=True)
+        ]
 
 
-def majority_baselines(train: Mapping[str, Sequence[Any]], test: Mapping[str, Sequence[Any]], bootstrap: int = 1000,
-                       seed: int = 0) -> dict[str, dict[str, Any]]:
+def majority_baselines(
+    train: Mapping[str, Sequence[Any]], test: Mapping[str, Sequence[Any]], bootstrap: int = 1000, seed: int = 0
+) -> dict[str, dict[str, Any]]:
     """`vqa_accuracy` of the two majority baselines fitted on `train` and scored on `test`.
 
     Args:
@@ -177,10 +226,15 @@ def majority_baselines(train: Mapping[str, Sequence[Any]], test: Mapping[str, Se
     fitted = MajorityBaseline.fit(train["answers"], train["answer_types"], train["question_types"])
     per_type = fitted.predict(test["answer_types"], test["question_types"])
     overall = [fitted.overall] * len(test["answers"])
-    return {"majority_per_question_type": vqa_accuracy(per_type, test["answers"], test["answer_types"],
-                                                       bootstrap=bootstrap, seed=seed),
-            "majority_overall": {**vqa_accuracy(overall, test["answers"], test["answer_types"], bootstrap=bootstrap,
-                                                seed=seed), "answer": fitted.overall}}
+    return {
+        "majority_per_question_type": vqa_accuracy(
+            per_type, test["answers"], test["answer_types"], bootstrap=bootstrap, seed=seed
+        ),
+        "majority_overall": {
+            **vqa_accuracy(overall, test["answers"], test["answer_types"], bootstrap=bootstrap, seed=seed),
+            "answer": fitted.overall,
+        },
+    }
 
 
 def _cell(result: Mapping[str, Any], key: str) -> str:
@@ -196,15 +250,23 @@ def format_vqa(result: Mapping[str, Any], baselines: Mapping[str, Mapping[str, A
     """The terminal table of `vqa_accuracy` (accuracy in %, 95% CI in brackets), the baselines as further columns,
     then the per-question-type rows when present."""
     columns = [("model", result), *((name, b) for name, b in (baselines or {}).items())]
-    rows = [("overall", "accuracy", "n"), ("closed", "closed_accuracy", "n_closed"), ("open", "open_accuracy", "n_open")]
+    rows = [
+        ("overall", "accuracy", "n"),
+        ("closed", "closed_accuracy", "n_closed"),
+        ("open", "open_accuracy", "n_open"),
+    ]
     cells = [["", "n", *(name for name, _ in columns)]]
     cells += [[label, str(result.get(count, "")), *(_cell(r, key) for _, r in columns)] for label, key, count in rows]
     per_type = result.get("per_question_type") or {}
     if per_type:
         cells.append(["question type", "", *("" for _ in columns)])
-        cells += [[f"  {qt}", str(row["n"]), _cell(row, "accuracy"), *("" for _ in columns[1:])]
-                  for qt, row in per_type.items()]
+        cells += [
+            [f"  {qt}", str(row["n"]), _cell(row, "accuracy"), *("" for _ in columns[1:])]
+            for qt, row in per_type.items()
+        ]
     widths = [max(len(row[i]) for row in cells) for i in range(len(cells[0]))]
-    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True)))
-             for row in cells]
+    lines = [
+        "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True)))
+        for row in cells
+    ]
     return "\n".join(["VQA exact-match accuracy, % [95% CI]", *lines])

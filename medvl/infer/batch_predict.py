@@ -58,8 +58,10 @@ class RowWriter:
             self.stream.write(json.dumps(row) + "\n")
         else:
             flat = {k: json.dumps(v) if isinstance(v, (dict, list)) else v for k, v in row.items()}
-            flat |= {"images": ";".join(row.get("images", [])),
-                     "views": ";".join(v or "" for v in row.get("views", []))}
+            flat |= {
+                "images": ";".join(row.get("images", [])),
+                "views": ";".join(v or "" for v in row.get("views", [])),
+            }
             self._csv.writerow(flat)
         self.stream.flush()
 
@@ -71,9 +73,16 @@ def _progress(total: int, enabled: bool) -> Any:
     return tqdm(total=total, unit="study", file=sys.stderr, disable=not enabled or None, dynamic_ncols=True)
 
 
-def predict_studies(loaded: LoadedModel, studies: Sequence[StudyInput], gen: GenerationConfig, writer: RowWriter,
-                    strict: bool = False, progress: bool = True,
-                    max_pixels: int | None = DEFAULT_MAX_PIXELS, question: str = "") -> dict[str, Any]:
+def predict_studies(
+    loaded: LoadedModel,
+    studies: Sequence[StudyInput],
+    gen: GenerationConfig,
+    writer: RowWriter,
+    strict: bool = False,
+    progress: bool = True,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    question: str = "",
+) -> dict[str, Any]:
     """Generate and write a row per study (`question` asked of every study, for tasks that answer one); see the
     module docstring.
 
@@ -93,16 +102,20 @@ def predict_studies(loaded: LoadedModel, studies: Sequence[StudyInput], gen: Gen
                 t0 = time.perf_counter()
                 row: dict[str, Any] = {"id": study.id, "images": [str(p) for p in study.paths]}
                 try:
-                    prepared.append(dataclasses.replace(load_study(loaded, study.id, study.paths, study.views,
-                                                                   max_pixels), question=question))
+                    prepared.append(
+                        dataclasses.replace(
+                            load_study(loaded, study.id, study.paths, study.views, max_pixels), question=question
+                        )
+                    )
                     row["views"] = prepared[-1].views
                     if prepared[-1].ignored_views:
                         row["ignored_views"] = prepared[-1].ignored_views
                         ignored += 1
                 except ImageLoadError as err:
                     if strict:
-                        raise StudyError(f"study {study.id}: {err} (without --strict it is recorded and the run "
-                                         "goes on)") from err
+                        raise StudyError(
+                            f"study {study.id}: {err} (without --strict it is recorded and the run goes on)"
+                        ) from err
                     row["error"] = str(err)
                     failed[study.id] = str(err)
                 row["seconds"] = time.perf_counter() - t0
@@ -124,6 +137,11 @@ def predict_studies(loaded: LoadedModel, studies: Sequence[StudyInput], gen: Gen
         bar.close()
     seconds = time.perf_counter() - t_start
     done = len(studies) - len(failed)
-    return {"studies": len(studies), "reports": done, "failed": failed, "with_ignored_views": ignored,
-            "seconds": round(seconds, 3),
-            "reports_per_second": round(done / seconds, 2) if seconds > 0 else None}
+    return {
+        "studies": len(studies),
+        "reports": done,
+        "failed": failed,
+        "with_ignored_views": ignored,
+        "seconds": round(seconds, 3),
+        "reports_per_second": round(done / seconds, 2) if seconds > 0 else None,
+    }

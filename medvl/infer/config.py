@@ -50,5 +50,7 @@ class GenerationConfig:
         if self.top_k < 0:
             raise ValueError(f"generation.top_k must be >= 0, got {self.top_k}")
         if self.do_sample and self.num_beams != 1:
-            raise ValueError(f"generation.do_sample needs generation.num_beams=1 (got {self.num_beams}): sampling "
-                             "draws one report per study")
+            raise ValueError(
+                f"generation.do_sample needs generation.num_beams=1 (got {self.num_beams}): sampling "
+                "draws one report per study"
+            )

@@ -29,14 +29,24 @@ def ban_repeated_ngrams(logprobs: Tensor, seqs: Tensor, n: int) -> Tensor:
     if n <= 0 or seqs.shape[1] < n:
         return logprobs
     windows = seqs.unfold(1, n, 1)  # [N, T-n+1, n]
-    prefix = seqs[:, seqs.shape[1] - n + 1:]  # the n-1 latest tokens
+    prefix = seqs[:, seqs.shape[1] - n + 1 :]  # the n-1 latest tokens
     match = (windows[:, :, :-1] == prefix[:, None, :]).all(-1)
     banned = torch.zeros_like(logprobs).scatter_add_(1, windows[:, :, -1], match.to(logprobs.dtype))
     return logprobs.masked_fill(banned > 0, float("-inf"))
 
 
-def greedy_search(step: StepFn, cache: Any, batch_size: int, *, bos_id: int, eos_id: int, pad_id: int,
-                  max_new_tokens: int, no_repeat_ngram_size: int = 0, device: torch.device | str = "cpu") -> Tensor:
+def greedy_search(
+    step: StepFn,
+    cache: Any,
+    batch_size: int,
+    *,
+    bos_id: int,
+    eos_id: int,
+    pad_id: int,
+    max_new_tokens: int,
+    no_repeat_ngram_size: int = 0,
+    device: torch.device | str = "cpu",
+) -> Tensor:
     """The most likely next token at every step; a row that emitted EOS is fed and padded with pad_id after it."""
     # One preallocated id buffer written a column per step (no concatenation that copies the history each step).
     seqs = torch.full((batch_size, max_new_tokens + 1), pad_id, dtype=torch.long, device=device)
@@ -70,10 +80,22 @@ def filter_top_k_top_p(logits: Tensor, top_k: int = 0, top_p: float = 1.0) -> Te
     return logits
 
 
-def sample_search(step: StepFn, cache: Any, batch_size: int, *, bos_id: int, eos_id: int, pad_id: int,
-                  max_new_tokens: int, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
-                  no_repeat_ngram_size: int = 0, seed: int | None = None,
-                  device: torch.device | str = "cpu") -> Tensor:
+def sample_search(
+    step: StepFn,
+    cache: Any,
+    batch_size: int,
+    *,
+    bos_id: int,
+    eos_id: int,
+    pad_id: int,
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    no_repeat_ngram_size: int = 0,
+    seed: int | None = None,
+    device: torch.device | str = "cpu",
+) -> Tensor:
     """Draw each next token (see the module docstring); rows that emitted EOS are padded like greedy ones."""
     generator = None
     if seed is not None:
@@ -94,9 +116,21 @@ def sample_search(step: StepFn, cache: Any, batch_size: int, *, bos_id: int, eos
     return seqs[:, 1 : t + 2]
 
 
-def beam_search(step: StepFn, reorder: ReorderFn, cache: Any, batch_size: int, *, bos_id: int, eos_id: int,
-                pad_id: int, max_new_tokens: int, num_beams: int, no_repeat_ngram_size: int = 0,
-                length_penalty: float = 1.0, device: torch.device | str = "cpu") -> Tensor:
+def beam_search(
+    step: StepFn,
+    reorder: ReorderFn,
+    cache: Any,
+    batch_size: int,
+    *,
+    bos_id: int,
+    eos_id: int,
+    pad_id: int,
+    max_new_tokens: int,
+    num_beams: int,
+    no_repeat_ngram_size: int = 0,
+    length_penalty: float = 1.0,
+    device: torch.device | str = "cpu",
+) -> Tensor:
     """Keep the k most likely open prefixes per row; EOS candidates close hypotheses and the best one is returned.
 
     All bookkeeping is batched tensor work (no Python loop over rows or candidates, no per-candidate host reads): the
@@ -155,23 +189,47 @@ def beam_search(step: StepFn, reorder: ReorderFn, cache: Any, batch_size: int, *
     return best[:, : int(best_len.max())]
 
 
-def generate(step: StepFn, reorder: ReorderFn, cache: Any, batch_size: int, *, bos_id: int, eos_id: int, pad_id: int,
-             max_new_tokens: int, num_beams: int = 1, no_repeat_ngram_size: int = 0, length_penalty: float = 1.0,
-             do_sample: bool = False, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
-             seed: int | None = None, device: torch.device | str = "cpu") -> Tensor:
+def generate(
+    step: StepFn,
+    reorder: ReorderFn,
+    cache: Any,
+    batch_size: int,
+    *,
+    bos_id: int,
+    eos_id: int,
+    pad_id: int,
+    max_new_tokens: int,
+    num_beams: int = 1,
+    no_repeat_ngram_size: int = 0,
+    length_penalty: float = 1.0,
+    do_sample: bool = False,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    seed: int | None = None,
+    device: torch.device | str = "cpu",
+) -> Tensor:
     """Greedy (num_beams=1), beam search, or sampling (do_sample); see the module docstring for the contract."""
     if num_beams < 1 or max_new_tokens < 1:
         raise ValueError(f"need num_beams >= 1 and max_new_tokens >= 1, got {num_beams} and {max_new_tokens}")
-    common = {"bos_id": bos_id, "eos_id": eos_id, "pad_id": pad_id, "max_new_tokens": max_new_tokens,
-              "no_repeat_ngram_size": no_repeat_ngram_size, "device": device}
+    common = {
+        "bos_id": bos_id,
+        "eos_id": eos_id,
+        "pad_id": pad_id,
+        "max_new_tokens": max_new_tokens,
+        "no_repeat_ngram_size": no_repeat_ngram_size,
+        "device": device,
+    }
     if do_sample:
         if num_beams != 1:
             raise ValueError(f"sampling draws one sequence per study: use num_beams=1, got {num_beams}")
         if temperature <= 0 or not 0 < top_p <= 1 or top_k < 0:
-            raise ValueError(f"need temperature > 0, 0 < top_p <= 1 and top_k >= 0, got {temperature}, {top_p}, "
-                             f"{top_k}")
-        return sample_search(step, cache, batch_size, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
-                             **common)
+            raise ValueError(
+                f"need temperature > 0, 0 < top_p <= 1 and top_k >= 0, got {temperature}, {top_p}, {top_k}"
+            )
+        return sample_search(
+            step, cache, batch_size, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed, **common
+        )
     if num_beams == 1:
         return greedy_search(step, cache, batch_size, **common)
     return beam_search(step, reorder, cache, batch_size, num_beams=num_beams, length_penalty=length_penalty, **common)

@@ -91,8 +91,10 @@ def _from_glob(pattern: str) -> list[StudyInput]:
     # pattern's fixed part ("p1/0", "p2/0"), so they stay apart instead of being refused as duplicates.
     base = _fixed_part(pattern)
     repeated = {n for n in names if names.count(n) > 1}
-    return [StudyInput(_relative_id(path, base) if name in repeated else name, views)
-            for (path, views), name in zip(found, names, strict=True)]
+    return [
+        StudyInput(_relative_id(path, base) if name in repeated else name, views)
+        for (path, views), name in zip(found, names, strict=True)
+    ]
 
 
 def _fixed_part(pattern: str) -> Path:
@@ -138,8 +140,10 @@ def _records(path: Path) -> list[tuple[int, dict[str, Any]]]:
     reader = csv.DictReader(text.splitlines(), delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
     fields = [str(f).strip().lower() for f in reader.fieldnames or []]
     if not any(k in fields for k in IMAGE_KEYS):
-        raise ValueError(f"listing {path} has no image column (columns: {', '.join(fields) or 'none'}); name one of "
-                         f"{', '.join(IMAGE_KEYS[:4])}")
+        raise ValueError(
+            f"listing {path} has no image column (columns: {', '.join(fields) or 'none'}); name one of "
+            f"{', '.join(IMAGE_KEYS[:4])}"
+        )
     return [(n, row) for n, row in enumerate(reader, 2)]
 
 
@@ -158,8 +162,9 @@ def _from_listing(path: Path) -> list[StudyInput]:
         names += views or [None] * len(images)
     if not grouped:
         raise ValueError(f"listing {path} lists no study")
-    return [StudyInput(sid, tuple(paths), tuple(names) if any(names) else None)
-            for sid, (paths, names) in grouped.items()]
+    return [
+        StudyInput(sid, tuple(paths), tuple(names) if any(names) else None) for sid, (paths, names) in grouped.items()
+    ]
 
 
 def collect_studies(inputs: Sequence[str | Path]) -> StudyList:
@@ -180,8 +185,10 @@ def collect_studies(inputs: Sequence[str | Path]) -> StudyList:
     if len(files) == len(texts):
         return StudyList([StudyInput(files[0].stem, tuple(files))], batch=False)
     if files:
-        raise ValueError(f"give either image files (one study) or folders / glob patterns / listings, not both: "
-                         f"{', '.join(map(str, files))}")
+        raise ValueError(
+            f"give either image files (one study) or folders / glob patterns / listings, not both: "
+            f"{', '.join(map(str, files))}"
+        )
     studies: list[StudyInput] = []
     for text in texts:
         path = Path(text)
@@ -194,7 +201,9 @@ def collect_studies(inputs: Sequence[str | Path]) -> StudyList:
     seen: dict[str, StudyInput] = {}
     for study in studies:
         if study.id in seen:
-            raise ValueError(f"study id {study.id!r} appears twice ({seen[study.id].paths[0]} and {study.paths[0]}): "
-                             "give one source at a time, or ids in a listing")
+            raise ValueError(
+                f"study id {study.id!r} appears twice ({seen[study.id].paths[0]} and {study.paths[0]}): "
+                "give one source at a time, or ids in a listing"
+            )
         seen[study.id] = study
     return StudyList(studies, batch=True)

@@ -73,8 +73,10 @@ def resolve_checkpoint(path: str | Path) -> Path:
     step checkpoint)."""
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"checkpoint not found: {path} (give a checkpoint directory such as "
-                                "runs/quickstart/checkpoints/best, or a run directory such as runs/quickstart)")
+        raise FileNotFoundError(
+            f"checkpoint not found: {path} (give a checkpoint directory such as "
+            "runs/quickstart/checkpoints/best, or a run directory such as runs/quickstart)"
+        )
     if (path / "meta.json").is_file():
         return path
     from medvl.export import is_hf_export
@@ -86,13 +88,16 @@ def resolve_checkpoint(path: str | Path) -> Path:
             return path / "checkpoints" / name
     found = find_latest_checkpoint(path)
     if found is None:
-        raise FileNotFoundError(f"{path} is neither a checkpoint (no meta.json), an export (no medvl config.json) nor "
-                                "a run directory with checkpoints/")
+        raise FileNotFoundError(
+            f"{path} is neither a checkpoint (no meta.json), an export (no medvl config.json) nor "
+            "a run directory with checkpoints/"
+        )
     return found
 
 
-def load_trained(path: str | Path, device: str = "auto", use_ema: bool = True,
-                 generation: dict[str, Any] | None = None) -> LoadedModel:
+def load_trained(
+    path: str | Path, device: str = "auto", use_ema: bool = True, generation: dict[str, Any] | None = None
+) -> LoadedModel:
     """Rebuild model + task (and its assets: tokenizer, class names) from a checkpoint (EMA weights when the run kept
     them) or an HF-style export; `generation` overrides the checkpoint's generation settings.
 
@@ -116,7 +121,9 @@ def load_trained(path: str | Path, device: str = "auto", use_ema: bool = True,
     family = MODEL_FAMILIES.get(cfg.model_family)
     task_cls = task_class(cfg.task_name or family.task)
     assets = task_cls.assets_from_metadata(metadata)
-    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
+    dev = torch.device(
+        "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
+    )
     model = family.build(family.reload_config(cfg.model))
     load_model_state(model, state)
     model.to(dev).eval()
@@ -141,8 +148,14 @@ class PreparedStudy:
     """A question about the images for tasks that answer one (instructed generation: VQA); empty = none."""
 
 
-def prepare_study(sid: str, images: Sequence[DecodedImage], image_size: int, max_views: int,
-                  view_names: Sequence[str | None] | None = None, channels: int = 1) -> PreparedStudy:
+def prepare_study(
+    sid: str,
+    images: Sequence[DecodedImage],
+    image_size: int,
+    max_views: int,
+    view_names: Sequence[str | None] | None = None,
+    channels: int = 1,
+) -> PreparedStudy:
     """Order decoded views frontal first and keep what the model takes.
 
     A view's type comes from `view_names` (the caller's, e.g. a listing's or a request's), else from the image (DICOM
@@ -153,8 +166,10 @@ def prepare_study(sid: str, images: Sequence[DecodedImage], image_size: int, max
     """
     if not images:
         raise ImageLoadError(f"study {sid} has no image")
-    names = [(view_names[i] if view_names is not None and i < len(view_names) and view_names[i] else None)
-             or img.view for i, img in enumerate(images)]
+    names = [
+        (view_names[i] if view_names is not None and i < len(view_names) and view_names[i] else None) or img.view
+        for i, img in enumerate(images)
+    ]
     order, ids = order_views(names)  # known frontal, then unknown, then known lateral; unknown names stay unknown
     ignored = max(0, len(order) - max_views)
     order, ids = order[:max_views], ids[:max_views]
@@ -162,13 +177,18 @@ def prepare_study(sid: str, images: Sequence[DecodedImage], image_size: int, max
     return PreparedStudy(sid, pixels, ids, [names[i] for i in order], ignored)
 
 
-def load_study(loaded: LoadedModel, sid: str, paths: Sequence[str | Path],
-               view_names: Sequence[str | None] | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS
-               ) -> PreparedStudy:
+def load_study(
+    loaded: LoadedModel,
+    sid: str,
+    paths: Sequence[str | Path],
+    view_names: Sequence[str | None] | None = None,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+) -> PreparedStudy:
     """Decode a study's image files (PNG, JPEG, DICOM...) and prepare it for `loaded`'s model."""
     mc = loaded.config.model
-    return prepare_study(sid, [load_image(p, max_pixels=max_pixels) for p in paths], mc.image_size, mc.max_views,
-                         view_names, mc.in_chans)
+    return prepare_study(
+        sid, [load_image(p, max_pixels=max_pixels) for p in paths], mc.image_size, mc.max_views, view_names, mc.in_chans
+    )
 
 
 def batch_studies(loaded: LoadedModel, studies: Sequence[PreparedStudy]) -> Any:
@@ -176,14 +196,15 @@ def batch_studies(loaded: LoadedModel, studies: Sequence[PreparedStudy]) -> Any:
     return loaded.task.inference_batch(studies).to(loaded.device)
 
 
-def predict_prepared(loaded: LoadedModel, studies: Sequence[PreparedStudy], batch_size: int | None = None
-                     ) -> list[dict[str, Any]]:
+def predict_prepared(
+    loaded: LoadedModel, studies: Sequence[PreparedStudy], batch_size: int | None = None
+) -> list[dict[str, Any]]:
     """The task's prediction record of each prepared study (a report and its findings; class probabilities...),
     `batch_size` studies at a time (default: the generation batch size)."""
     size = batch_size or loaded.config.generation.batch_size
     out: list[dict[str, Any]] = []
     for start in range(0, len(studies), size):
-        out += loaded.task.predict(batch_studies(loaded, studies[start: start + size]))
+        out += loaded.task.predict(batch_studies(loaded, studies[start : start + size]))
     return out
 
 
@@ -200,12 +221,17 @@ def images_to_batch(loaded: LoadedModel, studies: Sequence[Sequence[str | Path]]
     return batch_studies(loaded, [load_study(loaded, sid, paths) for sid, paths in zip(ids, studies, strict=True)])
 
 
-def predict_reports(loaded: LoadedModel, studies: Sequence[Sequence[str | Path]], gen: GenerationConfig,
-                    ids: Sequence[str] | None = None) -> list[str]:
+def predict_reports(
+    loaded: LoadedModel,
+    studies: Sequence[Sequence[str | Path]],
+    gen: GenerationConfig,
+    ids: Sequence[str] | None = None,
+) -> list[str]:
     """Reports for lists of image paths (one list per study), `gen.batch_size` studies at a time."""
     ids = list(ids) if ids is not None else [str(i) for i in range(len(studies))]
-    return generate_prepared(loaded, [load_study(loaded, sid, paths) for sid, paths in zip(ids, studies, strict=True)],
-                             gen)
+    return generate_prepared(
+        loaded, [load_study(loaded, sid, paths) for sid, paths in zip(ids, studies, strict=True)], gen
+    )
 
 
 def collect_studies(inputs: Sequence[str | Path]) -> tuple[list[tuple[str, list[Path]]], bool]:

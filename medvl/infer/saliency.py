@@ -28,8 +28,9 @@ def gradcam(loaded: LoadedModel, study: PreparedStudy, prediction: str | dict[st
     model = loaded.model
     encoder = getattr(model, "encoder", None)
     if encoder is None or not hasattr(encoder, "grid"):
-        raise ValueError(f"saliency needs a model with an image encoder that has a patch grid; "
-                         f"{type(model).__name__} has none")
+        raise ValueError(
+            f"saliency needs a model with an image encoder that has a patch grid; {type(model).__name__} has none"
+        )
     batch = batch_studies(loaded, [study])
     captured: list[torch.Tensor] = []
 

@@ -66,25 +66,57 @@ class CaptionerConfig(ImageEncoderConfig):
         check(self.max_len >= 2, f"model.max_len must be >= 2 (BOS + one token), got {self.max_len}")
         check(0.0 <= self.dropout < 1.0, f"model.dropout must be in [0, 1), got {self.dropout}")
         check(self.image_std > 0, f"model.image_std must be > 0, got {self.image_std}")
-        check(0 <= self.pad_id < self.vocab_size, f"model.pad_id={self.pad_id} is outside the vocabulary "
-                                                  f"(model.vocab_size={self.vocab_size})")
+        check(
+            0 <= self.pad_id < self.vocab_size,
+            f"model.pad_id={self.pad_id} is outside the vocabulary (model.vocab_size={self.vocab_size})",
+        )
         check(self.memory_layers >= 0, f"model.memory_layers must be >= 0, got {self.memory_layers}")
-        check(self.d_model % self.n_heads == 0, f"model.d_model={self.d_model} must be divisible by "
-                                                f"model.n_heads={self.n_heads}")
+        check(
+            self.d_model % self.n_heads == 0,
+            f"model.d_model={self.d_model} must be divisible by model.n_heads={self.n_heads}",
+        )
 
 
 CAPTIONER_SIZES: dict[str, dict[str, Any]] = {
     # Unit tests: ~70k parameters, milliseconds per step.
-    "tiny": {"image_size": 32, "conv_channels": (8, 16), "conv_blocks": (1, 1), "memory_layers": 0, "d_model": 32,
-             "n_layers": 2, "n_heads": 2, "ffn_mult": 2, "max_len": 64},
+    "tiny": {
+        "image_size": 32,
+        "conv_channels": (8, 16),
+        "conv_blocks": (1, 1),
+        "memory_layers": 0,
+        "d_model": 32,
+        "n_layers": 2,
+        "n_heads": 2,
+        "ffn_mult": 2,
+        "max_len": 64,
+    },
     # The CPU quickstart (3.6M parameters): 8x8 patches per view at 128 px; one fp32 training step of 16 two-view
     # studies takes ~0.25 s on 2 CPU threads. A memory layer or a 4x FFN would add ~0.1 and ~0.03 s; dropout 0 would
     # save ~0.02 s (the README's quickstart figures were measured with this preset, dropout 0.1).
-    "small": {"image_size": 128, "conv_channels": (32, 64, 128, 192), "conv_blocks": (1, 1, 1, 1), "memory_layers": 0,
-              "d_model": 256, "n_layers": 3, "n_heads": 4, "ffn_mult": 2},
+    "small": {
+        "image_size": 128,
+        "conv_channels": (32, 64, 128, 192),
+        "conv_blocks": (1, 1, 1, 1),
+        "memory_layers": 0,
+        "d_model": 256,
+        "n_layers": 3,
+        "n_heads": 4,
+        "ffn_mult": 2,
+    },
     # GPU-sized: a ViT-Small-like encoder (14x14 patches per view at 224 px) and a 6-layer 512-wide decoder.
-    "base": {"image_size": 224, "encoder": "vit", "patch_size": 16, "vit_dim": 384, "vit_depth": 8, "vit_heads": 6,
-             "memory_layers": 1, "d_model": 512, "n_layers": 6, "n_heads": 8, "ffn_mult": 4},
+    "base": {
+        "image_size": 224,
+        "encoder": "vit",
+        "patch_size": 16,
+        "vit_dim": 384,
+        "vit_depth": 8,
+        "vit_heads": 6,
+        "memory_layers": 1,
+        "d_model": 512,
+        "n_layers": 6,
+        "n_heads": 8,
+        "ffn_mult": 4,
+    },
 }
 
 
@@ -132,17 +164,21 @@ class Captioner(nn.Module):
         self.col_embed = nn.Embedding(gw, d)
         for emb in (self.view_embed, self.row_embed, self.col_embed):
             nn.init.normal_(emb.weight, std=0.02)
-        self.memory_layers = nn.ModuleList(MemoryLayer(d, config.n_heads, config.ffn_mult, config.dropout)
-                                           for _ in range(config.memory_layers))
-        self.decoder = TextDecoder(config.vocab_size, d, config.n_layers, config.n_heads, config.ffn_mult,
-                                   config.max_len, config.dropout)
+        self.memory_layers = nn.ModuleList(
+            MemoryLayer(d, config.n_heads, config.ffn_mult, config.dropout) for _ in range(config.memory_layers)
+        )
+        self.decoder = TextDecoder(
+            config.vocab_size, d, config.n_layers, config.n_heads, config.ffn_mult, config.max_len, config.dropout
+        )
 
     def encode(self, images: Tensor, view_ids: Tensor, view_mask: Tensor) -> tuple[Tensor, Tensor]:
         """(memory [B, V*P, d_model], memory_mask [B, V*P] True=valid) of a batch of studies."""
         b, v = view_mask.shape
         if images.shape[:2] != (b, v) or images.shape[2] != self.config.in_chans:
-            raise ValueError(f"images of shape {tuple(images.shape)} do not match view_mask {tuple(view_mask.shape)} "
-                             f"and model.in_chans={self.config.in_chans} (expected [B, V, C, H, W])")
+            raise ValueError(
+                f"images of shape {tuple(images.shape)} do not match view_mask {tuple(view_mask.shape)} "
+                f"and model.in_chans={self.config.in_chans} (expected [B, V, C, H, W])"
+            )
         view_mask = view_mask.bool()
         x = normalize_images(images[view_mask], self.config)
         # Only present views are encoded: absent ones cost nothing and stay out of BatchNorm statistics.
@@ -160,17 +196,34 @@ class Captioner(nn.Module):
             memory = layer(memory, memory_mask)
         return memory, memory_mask
 
-    def forward(self, images: Tensor, view_ids: Tensor, view_mask: Tensor, input_ids: Tensor,
-                attention_mask: Tensor | None = None) -> Tensor:
+    def forward(
+        self,
+        images: Tensor,
+        view_ids: Tensor,
+        view_mask: Tensor,
+        input_ids: Tensor,
+        attention_mask: Tensor | None = None,
+    ) -> Tensor:
         """Teacher-forced next-token logits [B, T, vocab] of input_ids (BOS first)."""
         memory, memory_mask = self.encode(images, view_ids, view_mask)
         logits, _ = self.decoder(input_ids, self.decoder.init_cache(memory, memory_mask), 0, attention_mask)
         return logits
 
     @torch.no_grad()
-    def generate(self, images: Tensor, view_ids: Tensor, view_mask: Tensor, *, bos_id: int, eos_id: int,
-                 max_new_tokens: int, num_beams: int = 1, no_repeat_ngram_size: int = 0,
-                 length_penalty: float = 1.0, **sampling: Any) -> Tensor:
+    def generate(
+        self,
+        images: Tensor,
+        view_ids: Tensor,
+        view_mask: Tensor,
+        *,
+        bos_id: int,
+        eos_id: int,
+        max_new_tokens: int,
+        num_beams: int = 1,
+        no_repeat_ngram_size: int = 0,
+        length_penalty: float = 1.0,
+        **sampling: Any,
+    ) -> Tensor:
         """Report ids [B, L] without BOS (see `medvl.infer.generation`); at most max_len - 1 new tokens."""
         memory, memory_mask = self.encode(images, view_ids, view_mask)
         max_new_tokens = min(max_new_tokens, self.config.max_len - 1)
@@ -183,7 +236,18 @@ class Captioner(nn.Module):
             logits, cache = self.decoder(tokens, cache, position)
             return logits[:, -1], cache
 
-        return generate_ids(step, reorder_cache, cache, memory.shape[0], bos_id=bos_id, eos_id=eos_id,
-                            pad_id=self.config.pad_id, max_new_tokens=max_new_tokens,
-                            num_beams=num_beams, no_repeat_ngram_size=no_repeat_ngram_size,
-                            length_penalty=length_penalty, device=memory.device, **sampling)
+        return generate_ids(
+            step,
+            reorder_cache,
+            cache,
+            memory.shape[0],
+            bos_id=bos_id,
+            eos_id=eos_id,
+            pad_id=self.config.pad_id,
+            max_new_tokens=max_new_tokens,
+            num_beams=num_beams,
+            no_repeat_ngram_size=no_repeat_ngram_size,
+            length_penalty=length_penalty,
+            device=memory.device,
+            **sampling,
+        )

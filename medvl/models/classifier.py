@@ -78,8 +78,10 @@ class ImageClassifier(nn.Module):
     def forward(self, images: Tensor, view_ids: Tensor, view_mask: Tensor) -> Tensor:
         b, v = view_mask.shape
         if images.shape[:2] != (b, v) or images.shape[2] != self.config.in_chans:
-            raise ValueError(f"images of shape {tuple(images.shape)} do not match view_mask {tuple(view_mask.shape)} "
-                             f"and model.in_chans={self.config.in_chans} (expected [B, V, C, H, W])")
+            raise ValueError(
+                f"images of shape {tuple(images.shape)} do not match view_mask {tuple(view_mask.shape)} "
+                f"and model.in_chans={self.config.in_chans} (expected [B, V, C, H, W])"
+            )
         view_mask = view_mask.bool()
         feats = self.encoder(normalize_images(images[view_mask], self.config))  # [N, P, D], present views only
         feats = feats + self.view_embed(view_ids[view_mask].clamp(0, N_VIEW_TYPES - 1))[:, None]

@@ -17,8 +17,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-XRAYGPT_SYSTEM = ("You are an experienced Doctor, give the following medical scan: <Img>ImageContent</Img>. You will "
-                  "be able to see the medical scan once I provide it to you. Please answer my questions.")
+XRAYGPT_SYSTEM = (
+    "You are an experienced Doctor, give the following medical scan: <Img>ImageContent</Img>. You will "
+    "be able to see the medical scan once I provide it to you. Please answer my questions."
+)
 XRAYGPT_PROMPTS = (
     "Describe the given chest x-ray image in detail.",
     "Take a look at this chest x-ray and describe the findings and impression.",
@@ -54,8 +56,9 @@ class ConversationTemplate:
 
     def __post_init__(self) -> None:
         if self.image.count(self.placeholder) != 1:
-            raise ValueError(f"model.template.image {self.image!r} must contain the placeholder {self.placeholder!r} "
-                             "exactly once")
+            raise ValueError(
+                f"model.template.image {self.image!r} must contain the placeholder {self.placeholder!r} exactly once"
+            )
         if self.prompt_file:
             path = Path(self.prompt_file)
             if not path.is_file():

@@ -55,16 +55,19 @@ class SelfAttention(nn.Module):
         self.qkv = nn.Linear(d, 3 * d)
         self.out = nn.Linear(d, d)
 
-    def forward(self, x: Tensor, past: tuple[Tensor, Tensor] | None, mask: Tensor | None, start: int = 0,
-                capacity: int = 0) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+    def forward(
+        self, x: Tensor, past: tuple[Tensor, Tensor] | None, mask: Tensor | None, start: int = 0, capacity: int = 0
+    ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
         """Attention of x (positions start..start+t-1) over the cached positions and itself; returns (output, the
         keys/values to cache: the in-place buffers when `capacity` is set, else all keys/values so far)."""
         n, t, d = x.shape
         q, k, v = self.qkv(x).view(n, t, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
         if capacity:
             if past is None:
-                past = (k.new_empty(n, self.heads, capacity, d // self.heads), v.new_empty(n, self.heads, capacity,
-                                                                                          d // self.heads))
+                past = (
+                    k.new_empty(n, self.heads, capacity, d // self.heads),
+                    v.new_empty(n, self.heads, capacity, d // self.heads),
+                )
             past[0][:, :, start : start + t] = k
             past[1][:, :, start : start + t] = v
             buffers = past
@@ -113,9 +116,17 @@ class DecoderLayer(nn.Module):
         self.ffn = nn.Sequential(nn.Linear(d, ffn_mult * d), nn.GELU(), nn.Linear(ffn_mult * d, d))
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x: Tensor, past: tuple[Tensor, Tensor] | None, self_mask: Tensor | None,
-                cross_kv: tuple[Tensor, Tensor] | None, memory: Tensor, cross_mask: Tensor, start: int = 0,
-                capacity: int = 0) -> tuple[Tensor, tuple[Tensor, Tensor], tuple[Tensor, Tensor]]:
+    def forward(
+        self,
+        x: Tensor,
+        past: tuple[Tensor, Tensor] | None,
+        self_mask: Tensor | None,
+        cross_kv: tuple[Tensor, Tensor] | None,
+        memory: Tensor,
+        cross_mask: Tensor,
+        start: int = 0,
+        capacity: int = 0,
+    ) -> tuple[Tensor, tuple[Tensor, Tensor], tuple[Tensor, Tensor]]:
         """Returns (output, the self-attention keys/values to cache, the cross-attention keys/values)."""
         if cross_kv is None:
             cross_kv = self.cross_attn.memory_kv(memory)
@@ -128,8 +139,9 @@ class DecoderLayer(nn.Module):
 class TextDecoder(nn.Module):
     """Token + learned position embeddings, `n_layers` pre-norm layers, final norm, tied output projection."""
 
-    def __init__(self, vocab_size: int, d_model: int, n_layers: int, n_heads: int, ffn_mult: int, max_len: int,
-                 dropout: float) -> None:
+    def __init__(
+        self, vocab_size: int, d_model: int, n_layers: int, n_heads: int, ffn_mult: int, max_len: int, dropout: float
+    ) -> None:
         super().__init__()
         self.max_len = max_len
         self.token_embed = nn.Embedding(vocab_size, d_model)
@@ -149,8 +161,9 @@ class TextDecoder(nn.Module):
             raise ValueError(f"cache capacity must be in [0, max_len={self.max_len}], got {capacity}")
         return DecoderCache(memory=memory, cross_kv=[], cross_mask=memory_mask[:, None, None, :], capacity=capacity)
 
-    def forward(self, tokens: Tensor, cache: DecoderCache, start: int = 0,
-                attention_mask: Tensor | None = None) -> tuple[Tensor, DecoderCache]:
+    def forward(
+        self, tokens: Tensor, cache: DecoderCache, start: int = 0, attention_mask: Tensor | None = None
+    ) -> tuple[Tensor, DecoderCache]:
         """Logits of `tokens` at positions start.., appending their self-attention keys/values to `cache`.
 
         Args:
@@ -172,15 +185,24 @@ class TextDecoder(nn.Module):
             if cache.self_kv:
                 raise ValueError("attention_mask is only supported without cached positions")
             causal = torch.ones(t, t, dtype=torch.bool, device=tokens.device).tril()
-            self_mask = (causal & attention_mask.bool()[:, None, None, :]) | torch.eye(t, dtype=torch.bool,
-                                                                                       device=tokens.device)
+            self_mask = (causal & attention_mask.bool()[:, None, None, :]) | torch.eye(
+                t, dtype=torch.bool, device=tokens.device
+            )
         elif cache.self_kv and t > 1:  # several new tokens after cached ones: causal with an offset
             self_mask = torch.ones(t, start + t, dtype=torch.bool, device=tokens.device).tril(diagonal=start)
         new_kv, cross_kv = [], []
         for i, layer in enumerate(self.layers):
             past = cache.self_kv[i] if cache.self_kv else None
-            x, kv, layer_cross = layer(x, past, self_mask, cache.cross_kv[i] if cache.cross_kv else None,
-                                       cache.memory, cache.cross_mask, start, cache.capacity)
+            x, kv, layer_cross = layer(
+                x,
+                past,
+                self_mask,
+                cache.cross_kv[i] if cache.cross_kv else None,
+                cache.memory,
+                cache.cross_mask,
+                start,
+                cache.capacity,
+            )
             new_kv.append(kv)
             cross_kv.append(layer_cross)
         logits = self.lm_head(self.norm(x))

@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from medvl.registry import Registry
 
+
 @dataclass
 class ImageEncoderConfig:
     """The image input and image-encoder fields shared by every family config that embeds an `ENCODERS` encoder
@@ -61,6 +62,7 @@ class ImageEncoderConfig:
     """encoder=vit: Transformer blocks."""
     vit_heads: int = 3
     """encoder=vit: attention heads (must divide vit_dim)."""
+
     def __post_init__(self) -> None:
         check_encoder_fields(self)
 
@@ -87,20 +89,31 @@ def check_encoder_fields(config: Any) -> None:
         ENCODERS.get(config.encoder)
     except UnknownNameError as err:  # a ValueError, so the config loader reports it like any other bad value
         raise ValueError(f"model.encoder: {err}") from None
-    check(config.image_size >= 1 and config.in_chans >= 1, f"model.image_size and model.in_chans must be >= 1, got "
-                                                           f"{config.image_size} and {config.in_chans}")
+    check(
+        config.image_size >= 1 and config.in_chans >= 1,
+        f"model.image_size and model.in_chans must be >= 1, got {config.image_size} and {config.in_chans}",
+    )
     if config.encoder == "conv":
-        check(len(config.conv_channels) >= 1 and len(config.conv_channels) == len(config.conv_blocks),
-              f"model.conv_channels {config.conv_channels} and model.conv_blocks {config.conv_blocks} must be "
-              "non-empty and of the same length (one entry per stage)")
+        check(
+            len(config.conv_channels) >= 1 and len(config.conv_channels) == len(config.conv_blocks),
+            f"model.conv_channels {config.conv_channels} and model.conv_blocks {config.conv_blocks} must be "
+            "non-empty and of the same length (one entry per stage)",
+        )
         stride = 2 ** len(config.conv_channels)
-        check(config.image_size % stride == 0, f"model.image_size={config.image_size} must be a multiple of the conv "
-                                               f"encoder's stride {stride} (2 ** len(model.conv_channels))")
+        check(
+            config.image_size % stride == 0,
+            f"model.image_size={config.image_size} must be a multiple of the conv "
+            f"encoder's stride {stride} (2 ** len(model.conv_channels))",
+        )
     if config.encoder == "vit":
-        check(config.patch_size >= 1 and config.image_size % config.patch_size == 0,
-              f"model.image_size={config.image_size} must be a multiple of model.patch_size={config.patch_size}")
-        check(config.vit_dim % config.vit_heads == 0,
-              f"model.vit_dim={config.vit_dim} must be divisible by model.vit_heads={config.vit_heads}")
+        check(
+            config.patch_size >= 1 and config.image_size % config.patch_size == 0,
+            f"model.image_size={config.image_size} must be a multiple of model.patch_size={config.patch_size}",
+        )
+        check(
+            config.vit_dim % config.vit_heads == 0,
+            f"model.vit_dim={config.vit_dim} must be divisible by model.vit_heads={config.vit_heads}",
+        )
     if config.encoder in ("torchvision", "timm"):
         check(bool(config.encoder_name), f"model.encoder={config.encoder!r} needs model.encoder_name (e.g. resnet18)")
     if hasattr(config, "channel_mean"):
@@ -142,8 +155,10 @@ def resolve_normalization(config: Any) -> None:
     not set (they are then recorded in every checkpoint, and prediction uses them without the weights folder)."""
     if config.channel_mean or config.channel_std:
         if len(config.channel_mean) != len(config.channel_std) or len(config.channel_mean) not in (1, config.in_chans):
-            raise ValueError(f"model.channel_mean {config.channel_mean} and model.channel_std {config.channel_std} "
-                             f"need one value each, or one per channel (model.in_chans={config.in_chans})")
+            raise ValueError(
+                f"model.channel_mean {config.channel_mean} and model.channel_std {config.channel_std} "
+                f"need one value each, or one per channel (model.in_chans={config.in_chans})"
+            )
         return
     found = pretrained_normalization(config.encoder_weights) if config.encoder_weights else None
     if found is not None:
@@ -169,8 +184,10 @@ def _weights_path(config: Any) -> Path | None:
         return None
     path = Path(config.encoder_weights).expanduser()
     if not path.exists():
-        raise FileNotFoundError(f"model.encoder_weights: {str(path)!r} does not exist (give a local weights file or "
-                                "directory, or leave model.encoder_weights empty for random init)")
+        raise FileNotFoundError(
+            f"model.encoder_weights: {str(path)!r} does not exist (give a local weights file or "
+            "directory, or leave model.encoder_weights empty for random init)"
+        )
     return path
 
 
@@ -184,8 +201,10 @@ def load_state_dict_file(path: Path) -> dict[str, Tensor]:
         state = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - UnpicklingError, zip, EOF and size errors all mean "not a weights file"
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise ValueError(f"model.encoder_weights: {str(path)!r} is not a weights file torch can read safely "
-                         f"({first[:200]}); give a .safetensors or a .pth/.pt/.bin state dict") from e
+        raise ValueError(
+            f"model.encoder_weights: {str(path)!r} is not a weights file torch can read safely "
+            f"({first[:200]}); give a .safetensors or a .pth/.pt/.bin state dict"
+        ) from e
     for key in ("state_dict", "model"):  # common checkpoint wrappers around the weights
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
@@ -258,15 +277,17 @@ class ConvEncoder(nn.Module):
 
     def __init__(self, in_chans: int, channels: tuple[int, ...], blocks: tuple[int, ...], image_size: int) -> None:
         super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(in_chans, channels[0], 3, 2, 1, bias=False), nn.BatchNorm2d(channels[0]),
-                                  nn.ReLU(inplace=True))
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_chans, channels[0], 3, 2, 1, bias=False), nn.BatchNorm2d(channels[0]), nn.ReLU(inplace=True)
+        )
         stages, c_prev = [], channels[0]
         for i, (c, n) in enumerate(zip(channels, blocks, strict=True)):
             # Downsample on entering every stage but the last: no 3x3 conv ever runs at the stem's full resolution
             # (the costliest place on a CPU), and the widest stage keeps the final grid.
             stride = 2 if i < len(channels) - 1 else 1
-            stages.append(nn.Sequential(*[BasicBlock(c_prev if j == 0 else c, c, stride if j == 0 else 1)
-                                          for j in range(n)]))
+            stages.append(
+                nn.Sequential(*[BasicBlock(c_prev if j == 0 else c, c, stride if j == 0 else 1) for j in range(n)])
+            )
             c_prev = c
         self.stages = nn.Sequential(*stages)
         self.out_dim = channels[-1]
@@ -313,8 +334,17 @@ class ViTBlock(nn.Module):
 class ViTEncoder(nn.Module):
     """Patch embedding + learned positions + pre-norm blocks + final norm; every patch token is an output."""
 
-    def __init__(self, in_chans: int, image_size: int, patch: int, dim: int, depth: int, heads: int,
-                 mlp_ratio: int, dropout: float) -> None:
+    def __init__(
+        self,
+        in_chans: int,
+        image_size: int,
+        patch: int,
+        dim: int,
+        depth: int,
+        heads: int,
+        mlp_ratio: int,
+        dropout: float,
+    ) -> None:
         super().__init__()
         self.grid = (image_size // patch, image_size // patch)
         self.out_dim = dim
@@ -334,8 +364,16 @@ class ViTEncoder(nn.Module):
 @ENCODERS.register("vit")
 def build_vit(config: Any) -> nn.Module:
     """The from-scratch ViT of `config.patch_size`, `vit_dim`, `vit_depth`, `vit_heads`."""
-    return ViTEncoder(config.in_chans, config.image_size, config.patch_size, config.vit_dim, config.vit_depth,
-                      config.vit_heads, config.ffn_mult, config.dropout)
+    return ViTEncoder(
+        config.in_chans,
+        config.image_size,
+        config.patch_size,
+        config.vit_dim,
+        config.vit_depth,
+        config.vit_heads,
+        config.ffn_mult,
+        config.dropout,
+    )
 
 
 # --- third-party backbones --------------------------------------------------------------------------------------------
@@ -354,12 +392,21 @@ class BackboneEncoder(nn.Module):
         patch: the backbone's patch size when its output is a token sequence (None: infer a square grid).
     """
 
-    def __init__(self, backbone: nn.Module, features: Callable[[nn.Module, Tensor], Tensor], in_chans: int,
-                 backbone_chans: int, image_size: int, patch: int | None = None) -> None:
+    def __init__(
+        self,
+        backbone: nn.Module,
+        features: Callable[[nn.Module, Tensor], Tensor],
+        in_chans: int,
+        backbone_chans: int,
+        image_size: int,
+        patch: int | None = None,
+    ) -> None:
         super().__init__()
         if in_chans != backbone_chans and in_chans != 1:
-            raise ValueError(f"model.in_chans={in_chans} but the backbone takes {backbone_chans} channels; only "
-                             "1-channel images are adapted (repeated) automatically")
+            raise ValueError(
+                f"model.in_chans={in_chans} but the backbone takes {backbone_chans} channels; only "
+                "1-channel images are adapted (repeated) automatically"
+            )
         self.backbone = backbone
         self._features = features
         self.repeat = backbone_chans if in_chans != backbone_chans else 1
@@ -395,13 +442,17 @@ def build_torchvision(config: Any) -> nn.Module:
     try:
         model = torchvision.models.get_model(config.encoder_name, weights=None)
     except ValueError as err:
-        raise ValueError(f"model.encoder_name={config.encoder_name!r} is not a torchvision model ({err}); names: "
-                         "torchvision.models.list_models()") from None
+        raise ValueError(
+            f"model.encoder_name={config.encoder_name!r} is not a torchvision model ({err}); names: "
+            "torchvision.models.list_models()"
+        ) from None
     path = _weights_path(config)
     if path is not None:
         if path.is_dir():
-            raise ValueError(f"model.encoder_weights={str(path)!r} is a directory; torchvision needs a .pth or "
-                             ".safetensors state dict file")
+            raise ValueError(
+                f"model.encoder_weights={str(path)!r} is a directory; torchvision needs a .pth or "
+                ".safetensors state dict file"
+            )
         model.load_state_dict(load_state_dict_file(path))
     # The children up to the pooling head run in sequence for the CNN families; the last map is the patch grid.
     trunk = nn.Sequential(*[m for name, m in model.named_children() if name not in _HEAD_NAMES])
@@ -409,8 +460,10 @@ def build_torchvision(config: Any) -> nn.Module:
         trunk.append(nn.ReLU())  # densenet applies this in forward(), outside its `features`
     encoder = BackboneEncoder(trunk, lambda m, x: m(x), config.in_chans, 3, config.image_size)
     if not encoder.feature_map:
-        raise ValueError(f"torchvision model {config.encoder_name!r} is not a CNN with a final feature map; use "
-                         "model.encoder='timm' or 'hf' for transformer backbones")
+        raise ValueError(
+            f"torchvision model {config.encoder_name!r} is not a CNN with a final feature map; use "
+            "model.encoder='timm' or 'hf' for transformer backbones"
+        )
     return encoder
 
 
@@ -433,8 +486,10 @@ def build_timm(config: Any) -> nn.Module:
         state = load_state_dict_file(path)
         missing, _ = model.load_state_dict(state, strict=False)  # the dropped classifier head is "unexpected"
         if missing:
-            raise ValueError(f"model.encoder_weights {str(path)!r} lacks {len(missing)} weights of timm model "
-                             f"{config.encoder_name!r}, e.g. {missing[:3]}")
+            raise ValueError(
+                f"model.encoder_weights {str(path)!r} lacks {len(missing)} weights of timm model "
+                f"{config.encoder_name!r}, e.g. {missing[:3]}"
+            )
     patch = None
     if hasattr(model, "patch_embed"):
         size = getattr(model.patch_embed, "patch_size", None)
@@ -449,8 +504,10 @@ def build_hf(config: Any) -> nn.Module:
 
     path = _weights_path(config)
     if path is None or not path.is_dir():
-        raise ValueError("model.encoder='hf' needs model.encoder_weights set to a local transformers model directory "
-                         "(the output of save_pretrained)")
+        raise ValueError(
+            "model.encoder='hf' needs model.encoder_weights set to a local transformers model directory "
+            "(the output of save_pretrained)"
+        )
     model = AutoModel.from_pretrained(str(path), local_files_only=True)
     chans = int(getattr(model.config, "num_channels", config.in_chans))
     patch = getattr(model.config, "patch_size", None)
@@ -458,5 +515,11 @@ def build_hf(config: Any) -> nn.Module:
     extra = {}
     if "interpolate_pos_encoding" in inspect.signature(model.forward).parameters:
         extra["interpolate_pos_encoding"] = True  # lets a ViT run at model.image_size, not only its training size
-    return BackboneEncoder(model, lambda m, x: m(pixel_values=x, **extra).last_hidden_state, config.in_chans, chans,
-                           config.image_size, patch)
+    return BackboneEncoder(
+        model,
+        lambda m, x: m(pixel_values=x, **extra).last_hidden_state,
+        config.in_chans,
+        chans,
+        config.image_size,
+        patch,
+    )

@@ -42,13 +42,16 @@ class ModelFamily:
     def tasks(self) -> tuple[str, ...]:
         """Every task this family can run, the default first."""
         return (self.task, *self.other_tasks)
+
     def make_config(self, size: str | None, fields: dict[str, Any], where: str = "model") -> Any:
         """Preset `size` with `fields` on top, validated against the family's dataclass."""
         cls = self.config_class()
         presets = self.presets()
         size = size or self.default_size
         if size not in presets:
-            raise ConfigError(f"unknown {where}.size {size!r} for family {self.name!r}; valid sizes: {', '.join(presets)}")
+            raise ConfigError(
+                f"unknown {where}.size {size!r} for family {self.name!r}; valid sizes: {', '.join(presets)}"
+            )
         fields = self.upgrade_fields(fields)
         check_keys(cls, list(fields), where)
         return from_dict(cls, {**presets[size], **fields}, where)
@@ -175,23 +178,70 @@ def _build_unified(config: Any) -> nn.Module:
 
 
 MODEL_FAMILIES: Registry[ModelFamily] = Registry("model family")
-MODEL_FAMILIES.add("captioner", ModelFamily("captioner", _captioner_config, _captioner_presets, _build_captioner,
-                                            task="report_generation", default_size="small",
-                                            reload_config=_captioner_reload_config))
-MODEL_FAMILIES.add("xraygpt", ModelFamily("xraygpt", _xraygpt_config, _xraygpt_presets, _build_xraygpt,
-                                          task="instructed_report", default_size="small",
-                                          upgrade_fields=_xraygpt_upgrade, other_tasks=("qformer_pretraining",)))
-MODEL_FAMILIES.add("classifier", ModelFamily("classifier", _classifier_config, _classifier_presets, _build_classifier,
-                                             task="classification", default_size="small",
-                                             reload_config=_classifier_reload_config,
-                                             other_tasks=("regression",)))
-MODEL_FAMILIES.add("mae", ModelFamily("mae", _mae_config, _mae_presets, _build_mae, task="masked_modeling",
-                                      default_size="base", reload_config=_mae_reload_config,
-                                      other_tasks=("classification", "regression")))
+MODEL_FAMILIES.add(
+    "captioner",
+    ModelFamily(
+        "captioner",
+        _captioner_config,
+        _captioner_presets,
+        _build_captioner,
+        task="report_generation",
+        default_size="small",
+        reload_config=_captioner_reload_config,
+    ),
+)
+MODEL_FAMILIES.add(
+    "xraygpt",
+    ModelFamily(
+        "xraygpt",
+        _xraygpt_config,
+        _xraygpt_presets,
+        _build_xraygpt,
+        task="instructed_report",
+        default_size="small",
+        upgrade_fields=_xraygpt_upgrade,
+        other_tasks=("qformer_pretraining",),
+    ),
+)
+MODEL_FAMILIES.add(
+    "classifier",
+    ModelFamily(
+        "classifier",
+        _classifier_config,
+        _classifier_presets,
+        _build_classifier,
+        task="classification",
+        default_size="small",
+        reload_config=_classifier_reload_config,
+        other_tasks=("regression",),
+    ),
+)
+MODEL_FAMILIES.add(
+    "mae",
+    ModelFamily(
+        "mae",
+        _mae_config,
+        _mae_presets,
+        _build_mae,
+        task="masked_modeling",
+        default_size="base",
+        reload_config=_mae_reload_config,
+        other_tasks=("classification", "regression"),
+    ),
+)
 # BiomedGPT/OFA: one encoder-decoder for report writing, VQA, classification and summarization by instruction.
-MODEL_FAMILIES.add("unified", ModelFamily("unified", _unified_config, _unified_presets, _build_unified,
-                                          task="instructed_generation", default_size="tiny",
-                                          reload_config=_unified_reload_config))
+MODEL_FAMILIES.add(
+    "unified",
+    ModelFamily(
+        "unified",
+        _unified_config,
+        _unified_presets,
+        _build_unified,
+        task="instructed_generation",
+        default_size="tiny",
+        reload_config=_unified_reload_config,
+    ),
+)
 
 
 def model_config_to_dict(family: str, size: str, config: Any) -> dict[str, Any]:

@@ -91,17 +91,23 @@ class MAEConfig:
             raise ValueError(f"model.num_frames must be >= 1, got {self.num_frames}")
         self.max_views = self.max_views or self.num_frames
         if self.max_views != self.num_frames:
-            raise ValueError(f"model.max_views={self.max_views} must equal model.num_frames={self.num_frames} for the "
-                             "mae family (a study's views are the clip's frames); set only model.num_frames")
+            raise ValueError(
+                f"model.max_views={self.max_views} must equal model.num_frames={self.num_frames} for the "
+                "mae family (a study's views are the clip's frames); set only model.num_frames"
+            )
         self.tubelet_size = self.tubelet_size or (1 if self.num_frames == 1 else 2)
         if self.num_frames % self.tubelet_size:
-            raise ValueError(f"model.num_frames={self.num_frames} must be a multiple of model.tubelet_size="
-                             f"{self.tubelet_size}")
+            raise ValueError(
+                f"model.num_frames={self.num_frames} must be a multiple of model.tubelet_size={self.tubelet_size}"
+            )
         if self.patch_size < 1 or self.image_size % self.patch_size:
-            raise ValueError(f"model.image_size={self.image_size} must be a multiple of model.patch_size="
-                             f"{self.patch_size}")
-        for dim, heads, where in ((self.embed_dim, self.num_heads, ""), (self.decoder_dim, self.decoder_heads,
-                                                                        "decoder_")):
+            raise ValueError(
+                f"model.image_size={self.image_size} must be a multiple of model.patch_size={self.patch_size}"
+            )
+        for dim, heads, where in (
+            (self.embed_dim, self.num_heads, ""),
+            (self.decoder_dim, self.decoder_heads, "decoder_"),
+        ):
             if heads < 1 or dim % heads:
                 raise ValueError(f"model.{where}dim={dim} must be divisible by model.{where}heads={heads}")
         for name in ("in_chans", "depth", "decoder_depth", "mlp_dim", "decoder_mlp_dim"):
@@ -117,13 +123,23 @@ class MAEConfig:
             if found is not None and len(found[0]) in (1, self.in_chans):
                 self.channel_mean, self.channel_std = found
         if len(self.channel_mean) != len(self.channel_std) or len(self.channel_mean) not in (0, 1, self.in_chans):
-            raise ValueError(f"model.channel_mean {self.channel_mean} and model.channel_std {self.channel_std} need "
-                             f"one value each, or one per channel (model.in_chans={self.in_chans})")
+            raise ValueError(
+                f"model.channel_mean {self.channel_mean} and model.channel_std {self.channel_std} need "
+                f"one value each, or one per channel (model.in_chans={self.in_chans})"
+            )
 
 
 def _sizes(dim: int, depth: int, heads: int, mlp: int, ddim: int, ddepth: int, dheads: int) -> dict[str, Any]:
-    return {"embed_dim": dim, "depth": depth, "num_heads": heads, "mlp_dim": mlp, "decoder_dim": ddim,
-            "decoder_depth": ddepth, "decoder_heads": dheads, "decoder_mlp_dim": 4 * ddim}
+    return {
+        "embed_dim": dim,
+        "depth": depth,
+        "num_heads": heads,
+        "mlp_dim": mlp,
+        "decoder_dim": ddim,
+        "decoder_depth": ddepth,
+        "decoder_heads": dheads,
+        "decoder_mlp_dim": 4 * ddim,
+    }
 
 
 MAE_SIZES: dict[str, dict[str, Any]] = {
@@ -157,14 +173,25 @@ def hf_config(config: MAEConfig) -> Any:
     """The `transformers.VideoMAEConfig` of a medvl MAE config."""
     from transformers import VideoMAEConfig
 
-    return VideoMAEConfig(image_size=config.image_size, patch_size=config.patch_size, num_channels=config.in_chans,
-                          num_frames=config.num_frames, tubelet_size=config.tubelet_size,
-                          hidden_size=config.embed_dim, num_hidden_layers=config.depth,
-                          num_attention_heads=config.num_heads, intermediate_size=config.mlp_dim,
-                          layer_norm_eps=config.layer_norm_eps, use_mean_pooling=False, qv_bias=True,
-                          decoder_hidden_size=config.decoder_dim, decoder_num_hidden_layers=config.decoder_depth,
-                          decoder_num_attention_heads=config.decoder_heads,
-                          decoder_intermediate_size=config.decoder_mlp_dim, norm_pix_loss=True)
+    return VideoMAEConfig(
+        image_size=config.image_size,
+        patch_size=config.patch_size,
+        num_channels=config.in_chans,
+        num_frames=config.num_frames,
+        tubelet_size=config.tubelet_size,
+        hidden_size=config.embed_dim,
+        num_hidden_layers=config.depth,
+        num_attention_heads=config.num_heads,
+        intermediate_size=config.mlp_dim,
+        layer_norm_eps=config.layer_norm_eps,
+        use_mean_pooling=False,
+        qv_bias=True,
+        decoder_hidden_size=config.decoder_dim,
+        decoder_num_hidden_layers=config.decoder_depth,
+        decoder_num_attention_heads=config.decoder_heads,
+        decoder_intermediate_size=config.decoder_mlp_dim,
+        norm_pix_loss=True,
+    )
 
 
 class VideoViTEncoder(nn.Module):
@@ -206,7 +233,7 @@ class MaskedVideoViT(nn.Module):
         self.encoder = VideoViTEncoder(config)
         self.token_grid = token_grid(config)
         self.num_tokens = self.token_grid[0] * self.token_grid[1] * self.token_grid[2]
-        self.patch_dim = config.tubelet_size * config.patch_size ** 2 * config.in_chans
+        self.patch_dim = config.tubelet_size * config.patch_size**2 * config.in_chans
         self.num_layers = config.depth
         """Blocks of the encoder; `layer_id` numbers the patch embedding 0, block i i + 1, the rest depth + 1."""
         if config.num_outputs > 0:
@@ -236,9 +263,11 @@ class MaskedVideoViT(nn.Module):
         c = self.config
         b, v = view_mask.shape
         if images.shape[:3] != (b, c.num_frames, c.in_chans) or images.shape[-1] != c.image_size:
-            raise ValueError(f"images of shape {tuple(images.shape)} do not match the mae model: expected [B, "
-                             f"{c.num_frames} frames (model.num_frames), {c.in_chans} channels (model.in_chans), "
-                             f"{c.image_size}, {c.image_size}] (model.image_size)")
+            raise ValueError(
+                f"images of shape {tuple(images.shape)} do not match the mae model: expected [B, "
+                f"{c.num_frames} frames (model.num_frames), {c.in_chans} channels (model.in_chans), "
+                f"{c.image_size}, {c.image_size}] (model.image_size)"
+            )
         x = normalize_images(images.flatten(0, 1), c).view(images.shape)
         return x * view_mask[:, :, None, None, None].to(x.dtype)
 
@@ -258,8 +287,14 @@ class MaskedVideoViT(nn.Module):
         return x.permute(0, 1, 4, 7, 2, 5, 3, 6).reshape(patches.shape[0], tt * ts, c.in_chans, gh * p, gw * p)
 
     # ------------------------------------------------------------------------------------------------ forward
-    def forward(self, images: Tensor, view_ids: Tensor | None = None, view_mask: Tensor | None = None,
-                encoder_mask: Tensor | None = None, decode: Tensor | None = None) -> Tensor:
+    def forward(
+        self,
+        images: Tensor,
+        view_ids: Tensor | None = None,
+        view_mask: Tensor | None = None,
+        encoder_mask: Tensor | None = None,
+        decode: Tensor | None = None,
+    ) -> Tensor:
         if view_mask is None:
             view_mask = torch.ones(images.shape[:2], dtype=torch.bool, device=images.device)
         clips = self.clips(images, view_mask.bool())
@@ -267,9 +302,11 @@ class MaskedVideoViT(nn.Module):
             tokens = self.encoder(clips)
             return self.head(self.drop(self.fc_norm(tokens.mean(1))))
         if encoder_mask is None or decode is None:
-            raise ValueError("the mae pretraining model (model.num_outputs=0) reconstructs patches: call it with "
-                             "encoder_mask and decode ([B, N] bool), as the masked_modeling task does; for a head, "
-                             "train it with task.name=classification or regression")
+            raise ValueError(
+                "the mae pretraining model (model.num_outputs=0) reconstructs patches: call it with "
+                "encoder_mask and decode ([B, N] bool), as the masked_modeling task does; for a head, "
+                "train it with task.name=classification or regression"
+            )
         return self.reconstruct(clips, encoder_mask.bool(), decode.bool())
 
     def reconstruct(self, clips: Tensor, hidden: Tensor, decode: Tensor) -> Tensor:
@@ -277,8 +314,10 @@ class MaskedVideoViT(nn.Module):
         patches [B, N_decode, patch_dim] (VideoMAEv2's dual masking: decode may be any subset of the tokens)."""
         b = clips.shape[0]
         if hidden.shape != (b, self.num_tokens) or decode.shape != hidden.shape:
-            raise ValueError(f"encoder_mask {tuple(hidden.shape)} and decode {tuple(decode.shape)} must be [B, "
-                             f"{self.num_tokens}] (the model's tokens {self.token_grid})")
+            raise ValueError(
+                f"encoder_mask {tuple(hidden.shape)} and decode {tuple(decode.shape)} must be [B, "
+                f"{self.num_tokens}] (the model's tokens {self.token_grid})"
+            )
         visible = self.encoder_to_decoder(self.encoder(clips, hidden))  # [B, N_vis, Dd]
         pos = self.decoder_pos.to(visible.dtype).expand(b, -1, -1)
         dim = visible.shape[-1]
@@ -305,19 +344,33 @@ class MaskedVideoViT(nn.Module):
         for key, value in state.items():
             if key in own and own[key].shape == value.shape:
                 keep[key] = value
-            elif key not in own and key.split(".")[0] in ("encoder_to_decoder", "mask_token", "decoder", "fc_norm",
-                                                          "head"):
+            elif key not in own and key.split(".")[0] in (
+                "encoder_to_decoder",
+                "mask_token",
+                "decoder",
+                "fc_norm",
+                "head",
+            ):
                 dropped.append(key)
             elif key in own and key.split(".")[0] in ("head", "fc_norm"):
                 dropped.append(key)
             elif key in own:
-                raise ValueError(f"train.init_from: {key} has shape {tuple(value.shape)} in the checkpoint but "
-                                 f"{tuple(own[key].shape)} here: it was trained with another model size; give this "
-                                 "run the same model.* shape fields (embed_dim, depth, patch_size, in_chans, ...)")
+                raise ValueError(
+                    f"train.init_from: {key} has shape {tuple(value.shape)} in the checkpoint but "
+                    f"{tuple(own[key].shape)} here: it was trained with another model size; give this "
+                    "run the same model.* shape fields (embed_dim, depth, patch_size, in_chans, ...)"
+                )
             else:
                 keep[key] = value  # unexpected: the runner reports it
         return keep, dropped
 
 
-__all__ = ["MAEConfig", "MAE_SIZES", "MaskedVideoViT", "VideoViTEncoder", "config_for_reload", "hf_config",
-           "token_grid"]
+__all__ = [
+    "MAEConfig",
+    "MAE_SIZES",
+    "MaskedVideoViT",
+    "VideoViTEncoder",
+    "config_for_reload",
+    "hf_config",
+    "token_grid",
+]

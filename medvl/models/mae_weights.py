@@ -31,8 +31,13 @@ from torch import Tensor, nn
 
 MIN_ENCODER_SHARE = 0.5
 _PREFIXES = ("module.", "backbone.", "model.")
-_BLOCK_MAP = {"norm1": "layernorm_before", "norm2": "layernorm_after", "attn.proj": "attention.output.dense",
-              "mlp.fc1": "intermediate.dense", "mlp.fc2": "output.dense"}
+_BLOCK_MAP = {
+    "norm1": "layernorm_before",
+    "norm2": "layernorm_after",
+    "attn.proj": "attention.output.dense",
+    "mlp.fc1": "intermediate.dense",
+    "mlp.fc2": "output.dense",
+}
 _HEADS = re.compile(r"^(head|fc_norm|classifier|heads?\.)")
 
 
@@ -53,10 +58,15 @@ class LoadReport:
     encoder_share: float = 0.0
 
     def summary(self) -> str:
-        parts = [f"model.pretrained {self.path}: loaded {len(self.loaded)} tensors ({self.encoder_share:.0%} of the "
-                 f"encoder's)"]
-        for name, items in (("missing (kept at init)", self.missing), ("unused", self.unused),
-                            ("shape mismatch", self.mismatched)):
+        parts = [
+            f"model.pretrained {self.path}: loaded {len(self.loaded)} tensors ({self.encoder_share:.0%} of the "
+            f"encoder's)"
+        ]
+        for name, items in (
+            ("missing (kept at init)", self.missing),
+            ("unused", self.unused),
+            ("shape mismatch", self.mismatched),
+        ):
             if items:
                 parts.append(f"{len(items)} {name}, e.g. {', '.join(items[:4])}")
         return "; ".join(parts)
@@ -68,8 +78,10 @@ def read_state(path: Path) -> dict[str, Tensor]:
         for name in ("model.safetensors", "pytorch_model.bin"):
             if (path / name).is_file():
                 return read_state(path / name)
-        raise FileNotFoundError(f"model.pretrained: folder {str(path)!r} has no model.safetensors or "
-                                "pytorch_model.bin (an HF VideoMAE folder written by save_pretrained)")
+        raise FileNotFoundError(
+            f"model.pretrained: folder {str(path)!r} has no model.safetensors or "
+            "pytorch_model.bin (an HF VideoMAE folder written by save_pretrained)"
+        )
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
@@ -81,8 +93,9 @@ def read_state(path: Path) -> dict[str, Tensor]:
             break
         state = inner
     if not isinstance(state, dict):
-        raise PretrainedWeightsError(f"model.pretrained: {str(path)!r} holds a {type(state).__name__}, not a state "
-                                     "dict")
+        raise PretrainedWeightsError(
+            f"model.pretrained: {str(path)!r} holds a {type(state).__name__}, not a state dict"
+        )
     return {k: v for k, v in state.items() if isinstance(v, Tensor)}
 
 
@@ -90,7 +103,7 @@ def _block(rest: str, prefix: str, value: Tensor, out: dict[str, Tensor]) -> boo
     """Map one key of an original (timm-named) transformer block onto VideoMAE's HF names; False if unknown."""
     for old, new in _BLOCK_MAP.items():
         if rest.startswith(old + "."):
-            out[f"{prefix}.{new}.{rest[len(old) + 1:]}"] = value
+            out[f"{prefix}.{new}.{rest[len(old) + 1 :]}"] = value
             return True
     attn = f"{prefix}.attention.attention"
     if rest in ("attn.qkv.weight", "attn.qkv.bias"):
@@ -120,24 +133,26 @@ def map_keys(state: dict[str, Tensor]) -> tuple[dict[str, Tensor], list[str]]:
         if name.startswith(("embeddings.", "encoder.layer.", "layernorm.")):  # HF VideoMAEModel
             out["encoder.videomae." + name] = value
             continue
-        if name.startswith(("decoder.decoder_layers.", "decoder.norm.", "decoder.head.")) or \
-                name in ("mask_token", "encoder_to_decoder.weight"):
+        if name.startswith(("decoder.decoder_layers.", "decoder.norm.", "decoder.head.")) or name in (
+            "mask_token",
+            "encoder_to_decoder.weight",
+        ):
             out[name] = value  # HF and original pretraining decoders share these names
             continue
         if name.startswith("decoder.blocks."):
-            i, rest = name[len("decoder.blocks."):].split(".", 1)
+            i, rest = name[len("decoder.blocks.") :].split(".", 1)
             if _block(rest, f"decoder.decoder_layers.{i}", value, out):
                 continue
         if name.startswith("encoder."):
-            name = name[len("encoder."):]
+            name = name[len("encoder.") :]
         if name.startswith("patch_embed.proj."):
             out["encoder.videomae.embeddings.patch_embeddings.projection." + name.rsplit(".", 1)[1]] = value
             continue
         if name.startswith("norm."):
-            out["encoder.videomae.layernorm." + name[len("norm."):]] = value
+            out["encoder.videomae.layernorm." + name[len("norm.") :]] = value
             continue
         if name.startswith("blocks."):
-            i, rest = name[len("blocks."):].split(".", 1)
+            i, rest = name[len("blocks.") :].split(".", 1)
             if _block(rest, f"encoder.videomae.encoder.layer.{i}", value, out):
                 continue
         unused.append(key)
@@ -171,8 +186,10 @@ def load_pretrained(model: nn.Module, path: str | Path) -> LoadReport:
     """
     path = Path(path).expanduser()
     if not path.exists():
-        raise FileNotFoundError(f"model.pretrained: {str(path)!r} does not exist (give a local VideoMAE .pth, an HF "
-                                "VideoMAE folder or a timm ViT state dict, or leave model.pretrained empty)")
+        raise FileNotFoundError(
+            f"model.pretrained: {str(path)!r} does not exist (give a local VideoMAE .pth, an HF "
+            "VideoMAE folder or a timm ViT state dict, or leave model.pretrained empty)"
+        )
     mapped, unused = map_keys(read_state(path))
     own = model.state_dict()
     report = LoadReport(str(path))
@@ -197,7 +214,8 @@ def load_pretrained(model: nn.Module, path: str | Path) -> LoadReport:
         raise PretrainedWeightsError(
             f"{report.summary()}. Only {report.encoder_share:.0%} of the encoder's tensors matched: {str(path)!r} is "
             "not a VideoMAE/VideoMAEv2, HF VideoMAE or timm ViT checkpoint of this size (check model.size, "
-            "model.patch_size, model.embed_dim and model.depth against it), so nothing meaningful would load")
+            "model.patch_size, model.embed_dim and model.depth against it), so nothing meaningful would load"
+        )
     model.load_state_dict(take, strict=False)
     return report
 

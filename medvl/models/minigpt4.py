@@ -37,12 +37,15 @@ def read_pth(path: str | Path) -> dict[str, Tensor]:
     try:
         blob = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as err:
-        raise ValueError(f"{path} cannot be read as tensors only ({type(err).__name__}: {str(err)[:200]}); medvl "
-                         "never unpickles code from checkpoints") from None
+        raise ValueError(
+            f"{path} cannot be read as tensors only ({type(err).__name__}: {str(err)[:200]}); medvl "
+            "never unpickles code from checkpoints"
+        ) from None
     state = blob.get("model", blob) if isinstance(blob, dict) else None
     if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
-        raise ValueError(f"{path} does not hold a state dict (expected {{'model': {{name: tensor}}}} or {{name: "
-                         "tensor}})")
+        raise ValueError(
+            f"{path} does not hold a state dict (expected {{'model': {{name: tensor}}}} or {{name: tensor}}}})"
+        )
     return state
 
 
@@ -50,7 +53,7 @@ def _qformer_layer_key(rest: str) -> tuple[str | None, str]:
     """medvl name (or None) and a reason for the part of a Q-Former layer key after `layer.N.`."""
     for block in ("attention", "crossattention"):
         if rest.startswith(f"{block}.self."):
-            return f"{block}.attention.{rest[len(block) + 6:]}", ""
+            return f"{block}.attention.{rest[len(block) + 6 :]}", ""
         if rest.startswith(f"{block}.output."):
             return rest, ""
     if rest.startswith(("intermediate_query.", "output_query.")):
@@ -67,7 +70,7 @@ def convert_minigpt4(state: dict[str, Tensor]) -> tuple[dict[str, Tensor], dict[
     for key, value in state.items():
         new, why = None, ""
         if key.startswith("llama_proj."):
-            new = "proj." + key[len("llama_proj."):]
+            new = "proj." + key[len("llama_proj.") :]
         elif key == "query_tokens" or key.startswith("ln_vision."):
             new = key
         elif key.startswith("Qformer.bert.embeddings.LayerNorm."):
@@ -78,7 +81,7 @@ def convert_minigpt4(state: dict[str, Tensor]) -> tuple[dict[str, Tensor], dict[
         elif key.startswith(("Qformer.bert.embeddings.", "Qformer.cls.")):
             why = "Q-Former text embeddings / head (unused for images)"
         elif key.startswith("llama_model."):
-            new = "llm." + key[len("llama_model."):]
+            new = "llm." + key[len("llama_model.") :]
         elif key.startswith("visual_encoder."):
             why = "EVA ViT-g layout: load the vision encoder from its own weights (model.encoder_weights)"
         else:

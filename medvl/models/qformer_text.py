@@ -79,8 +79,9 @@ def _image_mask(feat_mask: Tensor, dtype: torch.dtype) -> Tensor:
     return _additive(feat_mask.bool()[:, None, None, :], dtype)
 
 
-def first_stage_losses(model: nn.Module, images: Tensor, view_ids: Tensor, view_mask: Tensor, input_ids: Tensor,
-                       attention_mask: Tensor) -> dict[str, Tensor]:
+def first_stage_losses(
+    model: nn.Module, images: Tensor, view_ids: Tensor, view_mask: Tensor, input_ids: Tensor, attention_mask: Tensor
+) -> dict[str, Tensor]:
     """ITC, ITM and ITG losses of an xraygpt model with `qformer_text` (see the module docstring).
 
     Args:
@@ -97,8 +98,9 @@ def first_stage_losses(model: nn.Module, images: Tensor, view_ids: Tensor, view_
 
     # ITC: the query outputs against the unimodal text's first token.
     image_out = model.query_outputs(feats, feat_mask)  # [B, Q, D]
-    text_out = qformer(query_embeds=side.embed(input_ids, ITC), query_length=0,
-                       attention_mask=attention_mask).last_hidden_state
+    text_out = qformer(
+        query_embeds=side.embed(input_ids, ITC), query_length=0, attention_mask=attention_mask
+    ).last_hidden_state
     image_feat = F.normalize(side.vision_proj(image_out), dim=-1)  # [B, Q, E]
     text_feat = F.normalize(side.text_proj(text_out[:, 0]), dim=-1)  # [B, E]
     temp = side.temp.clamp(0.001, 0.5)
@@ -121,16 +123,24 @@ def first_stage_losses(model: nn.Module, images: Tensor, view_ids: Tensor, view_
         labels = torch.cat([labels, torch.zeros(2 * b, dtype=torch.long, device=sim.device)])
     text_mask = attention_mask[txt_idx]
     joint = torch.cat([model.query_tokens.expand(len(img_idx), -1, -1), side.embed(input_ids[txt_idx], ITM)], dim=1)
-    out = qformer(query_embeds=joint, query_length=n_query,
-                  attention_mask=_additive(_joint_mask(text_mask, n_query, causal=False), dtype),
-                  encoder_hidden_states=feats[img_idx], encoder_attention_mask=_image_mask(feat_mask[img_idx], dtype))
+    out = qformer(
+        query_embeds=joint,
+        query_length=n_query,
+        attention_mask=_additive(_joint_mask(text_mask, n_query, causal=False), dtype),
+        encoder_hidden_states=feats[img_idx],
+        encoder_attention_mask=_image_mask(feat_mask[img_idx], dtype),
+    )
     itm = F.cross_entropy(side.itm_head(out.last_hidden_state[:, :n_query]).mean(1), labels)
 
     # ITG: the report from the queries, next token by next token.
     joint = torch.cat([queries, side.embed(input_ids, ITG)], dim=1)
-    out = qformer(query_embeds=joint, query_length=n_query,
-                  attention_mask=_additive(_joint_mask(attention_mask, n_query, causal=True), dtype),
-                  encoder_hidden_states=feats, encoder_attention_mask=_image_mask(feat_mask, dtype))
+    out = qformer(
+        query_embeds=joint,
+        query_length=n_query,
+        attention_mask=_additive(_joint_mask(attention_mask, n_query, causal=True), dtype),
+        encoder_hidden_states=feats,
+        encoder_attention_mask=_image_mask(feat_mask, dtype),
+    )
     logits = side.lm_logits(out.last_hidden_state[:, n_query:-1])
     targets = input_ids[:, 1:].masked_fill(attention_mask[:, 1:] == 0, -100)
     itg = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=-100)

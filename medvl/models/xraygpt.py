@@ -147,38 +147,86 @@ class XrayGPTConfig:
         check_encoder_fields(self)
         if isinstance(self.template, dict):
             self.template = ConversationTemplate(**self.template)
-        check(self.llm_arch in LLM_ARCHS, f"model.llm_arch must be one of {', '.join(LLM_ARCHS)}, got {self.llm_arch!r}")
+        check(
+            self.llm_arch in LLM_ARCHS, f"model.llm_arch must be one of {', '.join(LLM_ARCHS)}, got {self.llm_arch!r}"
+        )
         check(self.bridge in BRIDGES, f"model.bridge must be one of {', '.join(BRIDGES)}, got {self.bridge!r}")
         check(self.projection in ("linear", "mlp"), f"model.projection must be linear or mlp, got {self.projection!r}")
-        check(self.llm_quantization in ("none", "8bit", "4bit"),
-              f"model.llm_quantization must be none, 8bit or 4bit, got {self.llm_quantization!r}")
-        check(self.llm_dtype in ("float32", "bfloat16", "float16"),
-              f"model.llm_dtype must be float32, bfloat16 or float16, got {self.llm_dtype!r}")
-        check(self.num_query_tokens >= 1 and self.max_views >= 1 and self.max_len >= 2, "model.num_query_tokens and "
-              "model.max_views must be >= 1 and model.max_len >= 2")
+        check(
+            self.llm_quantization in ("none", "8bit", "4bit"),
+            f"model.llm_quantization must be none, 8bit or 4bit, got {self.llm_quantization!r}",
+        )
+        check(
+            self.llm_dtype in ("float32", "bfloat16", "float16"),
+            f"model.llm_dtype must be float32, bfloat16 or float16, got {self.llm_dtype!r}",
+        )
+        check(
+            self.num_query_tokens >= 1 and self.max_views >= 1 and self.max_len >= 2,
+            "model.num_query_tokens and model.max_views must be >= 1 and model.max_len >= 2",
+        )
         check(self.lora_r >= 0, f"model.lora_r must be >= 0, got {self.lora_r}")
         check(not self.vision_lora or self.lora_r > 0, "model.vision_lora needs model.lora_r > 0")
         check(not self.qformer_text or self.bridge == "qformer", "model.qformer_text needs model.bridge=qformer")
         if self.bridge == "qformer":
-            check(self.qformer_dim % self.qformer_heads == 0, f"model.qformer_dim={self.qformer_dim} must be divisible "
-                                                              f"by model.qformer_heads={self.qformer_heads}")
+            check(
+                self.qformer_dim % self.qformer_heads == 0,
+                f"model.qformer_dim={self.qformer_dim} must be divisible by model.qformer_heads={self.qformer_heads}",
+            )
         if not self.llm_path:
-            check(self.llm_dim % self.llm_heads == 0,
-                  f"model.llm_dim={self.llm_dim} must be divisible by model.llm_heads={self.llm_heads}")
+            check(
+                self.llm_dim % self.llm_heads == 0,
+                f"model.llm_dim={self.llm_dim} must be divisible by model.llm_heads={self.llm_heads}",
+            )
 
 
 XRAYGPT_SIZES: dict[str, dict[str, Any]] = {
     # Unit tests: a 4x4-patch ViT, a 2-layer Q-Former with 4 queries and a 2-layer Llama, all random.
-    "tiny": {"image_size": 32, "encoder": "vit", "patch_size": 8, "vit_dim": 32, "vit_depth": 2, "vit_heads": 2,
-             "num_query_tokens": 4, "qformer_dim": 32, "qformer_depth": 2, "qformer_heads": 2,
-             "llm_dim": 64, "llm_depth": 2, "llm_heads": 4, "llm_ffn": 128, "max_len": 64, "max_prompt_tokens": 48},
+    "tiny": {
+        "image_size": 32,
+        "encoder": "vit",
+        "patch_size": 8,
+        "vit_dim": 32,
+        "vit_depth": 2,
+        "vit_heads": 2,
+        "num_query_tokens": 4,
+        "qformer_dim": 32,
+        "qformer_depth": 2,
+        "qformer_heads": 2,
+        "llm_dim": 64,
+        "llm_depth": 2,
+        "llm_heads": 4,
+        "llm_ffn": 128,
+        "max_len": 64,
+        "max_prompt_tokens": 48,
+    },
     # CPU-trainable end to end on the synthetic set: the conv encoder of the captioner, 16 queries, a 4-layer Llama.
-    "small": {"image_size": 128, "encoder": "conv", "freeze_vision": False, "num_query_tokens": 16,
-              "qformer_dim": 192, "qformer_depth": 2, "qformer_heads": 4, "cross_attention_frequency": 1,
-              "llm_dim": 256, "llm_depth": 4, "llm_heads": 4, "llm_ffn": 688, "freeze_llm": False},
+    "small": {
+        "image_size": 128,
+        "encoder": "conv",
+        "freeze_vision": False,
+        "num_query_tokens": 16,
+        "qformer_dim": 192,
+        "qformer_depth": 2,
+        "qformer_heads": 4,
+        "cross_attention_frequency": 1,
+        "llm_dim": 256,
+        "llm_depth": 4,
+        "llm_heads": 4,
+        "llm_ffn": 688,
+        "freeze_llm": False,
+    },
     # XrayGPT's shape with weights the user brings: ViT-g/EVA-like encoder and a 7B LLM from local directories.
-    "base": {"image_size": 224, "num_query_tokens": 32, "qformer_dim": 768, "qformer_depth": 12, "qformer_heads": 12,
-             "cross_attention_frequency": 2, "freeze_vision": True, "freeze_qformer": True, "freeze_llm": True},
+    "base": {
+        "image_size": 224,
+        "num_query_tokens": 32,
+        "qformer_dim": 768,
+        "qformer_depth": 12,
+        "qformer_heads": 12,
+        "cross_attention_frequency": 2,
+        "freeze_vision": True,
+        "freeze_qformer": True,
+        "freeze_llm": True,
+    },
 }
 
 
@@ -212,33 +260,51 @@ def build_llm(config: XrayGPTConfig) -> nn.Module:
     if config.llm_path:
         path = Path(config.llm_path).expanduser()
         if not (path / "config.json").is_file():
-            raise FileNotFoundError(f"model.llm_path: {str(path)!r} is not an HF model directory (no config.json); "
-                                    "give a local copy of the LLM (e.g. a Vicuna-7B folder) or leave it empty for a "
-                                    "random model")
+            raise FileNotFoundError(
+                f"model.llm_path: {str(path)!r} is not an HF model directory (no config.json); "
+                "give a local copy of the LLM (e.g. a Vicuna-7B folder) or leave it empty for a "
+                "random model"
+            )
         kwargs: dict[str, Any] = {"local_files_only": True, "dtype": _dtype(config.llm_dtype)}
         if config.llm_quantization != "none":
             if not torch.cuda.is_available():
-                raise RuntimeError(f"model.llm_quantization={config.llm_quantization} needs a CUDA GPU (bitsandbytes); "
-                                   "this machine has none: use llm_quantization=none")
+                raise RuntimeError(
+                    f"model.llm_quantization={config.llm_quantization} needs a CUDA GPU (bitsandbytes); "
+                    "this machine has none: use llm_quantization=none"
+                )
             try:
-                from transformers import BitsAndBytesConfig
                 import bitsandbytes  # noqa: F401
+                from transformers import BitsAndBytesConfig
             except ImportError:
                 raise RuntimeError("model.llm_quantization needs bitsandbytes: pip install bitsandbytes") from None
-            kwargs["quantization_config"] = BitsAndBytesConfig(load_in_8bit=config.llm_quantization == "8bit",
-                                                               load_in_4bit=config.llm_quantization == "4bit")
+            kwargs["quantization_config"] = BitsAndBytesConfig(
+                load_in_8bit=config.llm_quantization == "8bit", load_in_4bit=config.llm_quantization == "4bit"
+            )
         return transformers.AutoModelForCausalLM.from_pretrained(str(path), **kwargs)
     if config.llm_arch == "gpt2":
-        cfg = transformers.GPT2Config(vocab_size=config.vocab_size, n_embd=config.llm_dim, n_layer=config.llm_depth,
-                                      n_head=config.llm_heads, n_inner=config.llm_ffn,
-                                      n_positions=config.max_len + config.max_prompt_tokens + 4 * config.num_query_tokens,
-                                      resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+        cfg = transformers.GPT2Config(
+            vocab_size=config.vocab_size,
+            n_embd=config.llm_dim,
+            n_layer=config.llm_depth,
+            n_head=config.llm_heads,
+            n_inner=config.llm_ffn,
+            n_positions=config.max_len + config.max_prompt_tokens + 4 * config.num_query_tokens,
+            resid_pdrop=0.0,
+            embd_pdrop=0.0,
+            attn_pdrop=0.0,
+        )
         return transformers.GPT2LMHeadModel(cfg)
-    cfg = transformers.LlamaConfig(vocab_size=config.vocab_size, hidden_size=config.llm_dim,
-                                   intermediate_size=config.llm_ffn, num_hidden_layers=config.llm_depth,
-                                   num_attention_heads=config.llm_heads, num_key_value_heads=config.llm_heads,
-                                   max_position_embeddings=config.max_len + config.max_prompt_tokens + 1024,
-                                   tie_word_embeddings=False, pad_token_id=config.pad_id)
+    cfg = transformers.LlamaConfig(
+        vocab_size=config.vocab_size,
+        hidden_size=config.llm_dim,
+        intermediate_size=config.llm_ffn,
+        num_hidden_layers=config.llm_depth,
+        num_attention_heads=config.llm_heads,
+        num_key_value_heads=config.llm_heads,
+        max_position_embeddings=config.max_len + config.max_prompt_tokens + 1024,
+        tie_word_embeddings=False,
+        pad_token_id=config.pad_id,
+    )
     return transformers.LlamaForCausalLM(cfg)
 
 
@@ -274,31 +340,43 @@ class XrayGPT(nn.Module):
         nn.init.normal_(self.view_embed.weight, std=0.02)
         nn.init.normal_(self.pos_embed, std=0.02)
         if config.bridge == "qformer":
-            qcfg = Blip2QFormerConfig(hidden_size=config.qformer_dim, num_hidden_layers=config.qformer_depth,
-                                      num_attention_heads=config.qformer_heads,
-                                      intermediate_size=4 * config.qformer_dim, encoder_hidden_size=d_vision,
-                                      cross_attention_frequency=config.cross_attention_frequency,
-                                      hidden_dropout_prob=config.qformer_dropout,
-                                      attention_probs_dropout_prob=config.qformer_dropout,
-                                      use_qformer_text_input=config.qformer_text)
+            qcfg = Blip2QFormerConfig(
+                hidden_size=config.qformer_dim,
+                num_hidden_layers=config.qformer_depth,
+                num_attention_heads=config.qformer_heads,
+                intermediate_size=4 * config.qformer_dim,
+                encoder_hidden_size=d_vision,
+                cross_attention_frequency=config.cross_attention_frequency,
+                hidden_dropout_prob=config.qformer_dropout,
+                attention_probs_dropout_prob=config.qformer_dropout,
+                use_qformer_text_input=config.qformer_text,
+            )
             self.qformer = Blip2QFormerModel(qcfg)
             self.query_tokens = nn.Parameter(torch.zeros(1, config.num_query_tokens, config.qformer_dim))
             nn.init.normal_(self.query_tokens, std=0.02)
             d_in = config.qformer_dim
         else:
             self.qformer, self.query_tokens, d_in = None, None, d_vision
-        self.qformer_text = QFormerTextSide(config.qformer_dim, config.vocab_size, config.max_len, config.pad_id) \
-            if config.qformer_text else None
+        self.qformer_text = (
+            QFormerTextSide(config.qformer_dim, config.vocab_size, config.max_len, config.pad_id)
+            if config.qformer_text
+            else None
+        )
         self.llm = build_llm(config)
         d_llm = self.llm.get_input_embeddings().embedding_dim
         n_vocab = self.llm.get_input_embeddings().num_embeddings
         if n_vocab < config.vocab_size:
-            raise ValueError(f"the LLM has {n_vocab} token embeddings but the tokenizer {config.vocab_size} tokens: "
-                             "use the LLM's own tokenizer (tokenizer.path = model.llm_path)")
+            raise ValueError(
+                f"the LLM has {n_vocab} token embeddings but the tokenizer {config.vocab_size} tokens: "
+                "use the LLM's own tokenizer (tokenizer.path = model.llm_path)"
+            )
         projection = config.projection if config.bridge == "qformer" else config.bridge
         # Module names as before the `bridge` field (proj.weight, or proj.0/proj.2): older checkpoints load as they are.
-        self.proj = nn.Linear(d_in, d_llm) if projection == "linear" else nn.Sequential(
-            nn.Linear(d_in, d_llm), nn.GELU(), nn.Linear(d_llm, d_llm))
+        self.proj = (
+            nn.Linear(d_in, d_llm)
+            if projection == "linear"
+            else nn.Sequential(nn.Linear(d_in, d_llm), nn.GELU(), nn.Linear(d_llm, d_llm))
+        )
 
         if config.freeze_vision:  # the vision side as a whole, as MiniGPT-4 freezes ln_vision with the ViT
             for part in (self.encoder, self.ln_vision, self.view_embed):
@@ -310,13 +388,25 @@ class XrayGPT(nn.Module):
         if config.freeze_llm:
             _freeze(self.llm)
         if config.lora_r > 0:
-            lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
-                              target_modules=_lora_targets(self.llm, config.lora_targets), bias="none")
+            lora = LoraConfig(
+                r=config.lora_r,
+                lora_alpha=config.lora_alpha,
+                lora_dropout=config.lora_dropout,
+                target_modules=_lora_targets(self.llm, config.lora_targets),
+                bias="none",
+            )
             self.llm = get_peft_model(self.llm, lora)
             if config.vision_lora:
-                self.encoder = get_peft_model(self.encoder, LoraConfig(
-                    r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
-                    target_modules=_lora_targets(self.encoder, []), bias="none"))
+                self.encoder = get_peft_model(
+                    self.encoder,
+                    LoraConfig(
+                        r=config.lora_r,
+                        lora_alpha=config.lora_alpha,
+                        lora_dropout=config.lora_dropout,
+                        target_modules=_lora_targets(self.encoder, []),
+                        bias="none",
+                    ),
+                )
         if config.gradient_checkpointing and hasattr(self.llm, "gradient_checkpointing_enable"):
             self.llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
             if hasattr(self.llm, "enable_input_require_grads"):
@@ -326,9 +416,11 @@ class XrayGPT(nn.Module):
     def train(self, mode: bool = True) -> XrayGPT:
         super().train(mode)
         # Frozen parts never train: no dropout, no statistics updates.
-        for frozen, part in ((self.config.freeze_vision and not self.config.vision_lora, self.encoder),
-                             (self.config.freeze_qformer, self.qformer),
-                             (self.config.freeze_llm and self.config.lora_r == 0, self.llm)):
+        for frozen, part in (
+            (self.config.freeze_vision and not self.config.vision_lora, self.encoder),
+            (self.config.freeze_qformer, self.qformer),
+            (self.config.freeze_llm and self.config.lora_r == 0, self.llm),
+        ):
             if frozen and part is not None:
                 part.eval()
         return self
@@ -350,8 +442,9 @@ class XrayGPT(nn.Module):
     def query_outputs(self, feats: Tensor, mask: Tensor) -> Tensor:
         """bridge=qformer: the Q-Former's outputs [B, num_query_tokens, qformer_dim] for `vision_tokens`."""
         queries = self.query_tokens.expand(feats.shape[0], -1, -1)
-        return self.qformer(query_embeds=queries, encoder_hidden_states=feats,
-                            encoder_attention_mask=mask.long()).last_hidden_state
+        return self.qformer(
+            query_embeds=queries, encoder_hidden_states=feats, encoder_attention_mask=mask.long()
+        ).last_hidden_state
 
     def encode_images(self, images: Tensor, view_ids: Tensor, view_mask: Tensor) -> Tensor:
         """[B, Q, d_llm] image embeddings for the LLM (Q = num_query_tokens, or the tokens of all views)."""
@@ -364,25 +457,43 @@ class XrayGPT(nn.Module):
             return self.config.num_query_tokens
         return self.config.max_views * self.encoder.grid[0] * self.encoder.grid[1]
 
-    def _embed(self, images: Tensor, view_ids: Tensor, view_mask: Tensor, input_ids: Tensor,
-               image_mask: Tensor) -> Tensor:
+    def _embed(
+        self, images: Tensor, view_ids: Tensor, view_mask: Tensor, input_ids: Tensor, image_mask: Tensor
+    ) -> Tensor:
         embed = self.llm.get_input_embeddings()
         inputs = embed(input_ids.masked_fill(image_mask, 0))
         image = self.encode_images(images, view_ids, view_mask).to(inputs.dtype)
         if int(image_mask.sum()) != image.shape[0] * image.shape[1]:
-            raise ValueError(f"image_mask marks {int(image_mask.sum())} positions but there are "
-                             f"{image.shape[0]} x {image.shape[1]} image embeddings")
+            raise ValueError(
+                f"image_mask marks {int(image_mask.sum())} positions but there are "
+                f"{image.shape[0]} x {image.shape[1]} image embeddings"
+            )
         return inputs.masked_scatter(image_mask[..., None], image)
 
-    def forward(self, images: Tensor, view_ids: Tensor, view_mask: Tensor, input_ids: Tensor, attention_mask: Tensor,
-                image_mask: Tensor) -> Tensor:
+    def forward(
+        self,
+        images: Tensor,
+        view_ids: Tensor,
+        view_mask: Tensor,
+        input_ids: Tensor,
+        attention_mask: Tensor,
+        image_mask: Tensor,
+    ) -> Tensor:
         """Next-token logits [B, T, vocab] of the spliced sequence (see the module docstring)."""
         inputs = self._embed(images, view_ids, view_mask, input_ids, image_mask)
         return self.llm(inputs_embeds=inputs, attention_mask=attention_mask, use_cache=False).logits
 
     @torch.no_grad()
-    def generate_from(self, images: Tensor, view_ids: Tensor, view_mask: Tensor, input_ids: Tensor,
-                      attention_mask: Tensor, image_mask: Tensor, **generation: Any) -> Tensor:
+    def generate_from(
+        self,
+        images: Tensor,
+        view_ids: Tensor,
+        view_mask: Tensor,
+        input_ids: Tensor,
+        attention_mask: Tensor,
+        image_mask: Tensor,
+        **generation: Any,
+    ) -> Tensor:
         """New token ids [B, L] after left-padded prompts (HF generate arguments in `generation`)."""
         inputs = self._embed(images, view_ids, view_mask, input_ids, image_mask)
         return self.llm.generate(inputs_embeds=inputs, attention_mask=attention_mask, **generation)
@@ -430,5 +541,14 @@ def trainable_parameters(model: nn.Module) -> tuple[int, int]:
     return sum(p.numel() for p in model.parameters() if p.requires_grad), total
 
 
-__all__ = ["BRIDGES", "LLM_ARCHS", "XRAYGPT_SIZES", "XrayGPT", "XrayGPTConfig", "build_llm", "config_for_reload",
-           "trainable_parameters", "upgrade_fields"]
+__all__ = [
+    "BRIDGES",
+    "LLM_ARCHS",
+    "XRAYGPT_SIZES",
+    "XrayGPT",
+    "XrayGPTConfig",
+    "build_llm",
+    "config_for_reload",
+    "trainable_parameters",
+    "upgrade_fields",
+]

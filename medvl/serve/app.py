@@ -65,8 +65,9 @@ class Timing(BaseModel):
 class PredictionBase(BaseModel):
     id: str = Field(description="request id (also in the X-Request-ID header and the server log)")
     views: list[str | None] = Field(description="view of each image used, frontal first (None: unknown)")
-    ignored_views: int = Field(0, description="images sent beyond the model's max_views, left out (the model "
-                               "reads the frontal view(s) first)")
+    ignored_views: int = Field(
+        0, description="images sent beyond the model's max_views, left out (the model reads the frontal view(s) first)"
+    )
     batch_size: int = Field(description="requests that shared the forward pass")
     timing: Timing
 
@@ -92,25 +93,63 @@ class HealthOut(BaseModel):
     status: str
 
 
-_ERRORS = {code: {"model": ErrorOut, "description": text} for code, text in {
-    400: "malformed request: missing field, bad base64 or JSON, too many images",
-    401: "missing or wrong API key", 413: "file, request or image pixels over the limits",
-    415: "not an accepted image type or request content type", 422: "image truncated or corrupt",
-    503: "queue full: retry after the Retry-After seconds", 504: "no report within the time limit"}.items()}
+_ERRORS = {
+    code: {"model": ErrorOut, "description": text}
+    for code, text in {
+        400: "malformed request: missing field, bad base64 or JSON, too many images",
+        401: "missing or wrong API key",
+        413: "file, request or image pixels over the limits",
+        415: "not an accepted image type or request content type",
+        422: "image truncated or corrupt",
+        503: "queue full: retry after the Retry-After seconds",
+        504: "no report within the time limit",
+    }.items()
+}
 
-_IMAGES_ITEM = {"type": "object", "required": ["data"], "properties": {
-    "data": {"type": "string", "format": "byte", "description": "the image file (PNG, JPEG or DICOM), base64"},
-    "view": {"type": "string", "maxLength": 64, "description": "PA, AP, LATERAL...: overrides the DICOM View "
-             "Position"}}, "additionalProperties": False}
-_REQUEST_BODY = {"required": True, "content": {
-    "multipart/form-data": {"schema": {"type": "object", "required": ["images"], "properties": {
-        "images": {"type": "array", "items": {"type": "string", "format": "binary"},
-                   "description": "one file per view"},
-        "views": {"type": "array", "items": {"type": "string"}, "description": "view names, in the order of images"},
-    }}},
-    "application/json": {"schema": {"type": "object", "required": ["images"], "additionalProperties": False,
-                                    "properties": {"images": {"type": "array", "minItems": 1, "items": _IMAGES_ITEM}}}},
-}}
+_IMAGES_ITEM = {
+    "type": "object",
+    "required": ["data"],
+    "properties": {
+        "data": {"type": "string", "format": "byte", "description": "the image file (PNG, JPEG or DICOM), base64"},
+        "view": {
+            "type": "string",
+            "maxLength": 64,
+            "description": "PA, AP, LATERAL...: overrides the DICOM View Position",
+        },
+    },
+    "additionalProperties": False,
+}
+_REQUEST_BODY = {
+    "required": True,
+    "content": {
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "required": ["images"],
+                "properties": {
+                    "images": {
+                        "type": "array",
+                        "items": {"type": "string", "format": "binary"},
+                        "description": "one file per view",
+                    },
+                    "views": {
+                        "type": "array",
+                        "items": {"type": "string"},
+                        "description": "view names, in the order of images",
+                    },
+                },
+            }
+        },
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "required": ["images"],
+                "additionalProperties": False,
+                "properties": {"images": {"type": "array", "minItems": 1, "items": _IMAGES_ITEM}},
+            }
+        },
+    },
+}
 
 
 # ------------------------------------------------------------------------------------------------- request parsing
@@ -125,12 +164,16 @@ def _in_memory_parser(limit: int) -> type[MultiPartParser]:
             sizes = self.__dict__.setdefault("_medvl_sizes", {})
             sizes[id(part)] = sizes.get(id(part), 0) + (end - start)
             if sizes[id(part)] > limit:
-                raise ApiError(413, "file_too_large", f"a file part is more than the limit of {limit} bytes: send a "
-                               "smaller (compressed) image")
+                raise ApiError(
+                    413,
+                    "file_too_large",
+                    f"a file part is more than the limit of {limit} bytes: send a smaller (compressed) image",
+                )
         MultiPartParser.on_part_data(self, data, start, end)
 
-    return type("InMemoryMultiPartParser", (MultiPartParser,), {"spool_max_size": limit + 1,
-                                                                "on_part_data": on_part_data})
+    return type(
+        "InMemoryMultiPartParser", (MultiPartParser,), {"spool_max_size": limit + 1, "on_part_data": on_part_data}
+    )
 
 
 MAX_VIEW_CHARS = 64
@@ -143,22 +186,33 @@ def _view_name(value: Any, where: str) -> str | None:
     if not isinstance(value, str):
         raise ApiError(400, "invalid_field", f"{where} must be a string such as PA or LATERAL")
     if len(value) > MAX_VIEW_CHARS:
-        raise ApiError(400, "invalid_field", f"{where} is {len(value)} characters, more than the limit of "
-                       f"{MAX_VIEW_CHARS}: send a view name such as PA or LATERAL")
+        raise ApiError(
+            400,
+            "invalid_field",
+            f"{where} is {len(value)} characters, more than the limit of "
+            f"{MAX_VIEW_CHARS}: send a view name such as PA or LATERAL",
+        )
     return value.strip() or None
 
 
 async def _read_body(request: Request, limits: Limits) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limits.max_request_bytes:
-        raise ApiError(413, "request_too_large", f"the request is {declared} bytes, more than the limit of "
-                       f"{limits.max_request_bytes}: send fewer or smaller images")
+        raise ApiError(
+            413,
+            "request_too_large",
+            f"the request is {declared} bytes, more than the limit of "
+            f"{limits.max_request_bytes}: send fewer or smaller images",
+        )
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limits.max_request_bytes:
-            raise ApiError(413, "request_too_large", f"the request is more than {limits.max_request_bytes} bytes: "
-                           "send fewer or smaller images")
+            raise ApiError(
+                413,
+                "request_too_large",
+                f"the request is more than {limits.max_request_bytes} bytes: send fewer or smaller images",
+            )
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -168,17 +222,25 @@ async def _multipart_views(body: bytes, headers: Headers, limits: Limits) -> lis
         yield body
 
     # Generous part counts: too many images gets its own clear answer below; the request size bounds the rest.
-    parser = _in_memory_parser(limits.max_upload_bytes)(headers, stream(), max_files=4 * limits.max_views + 4,
-                                                        max_fields=4 * limits.max_views + 8,
-                                                        max_part_size=64 * 1024)
+    parser = _in_memory_parser(limits.max_upload_bytes)(
+        headers,
+        stream(),
+        max_files=4 * limits.max_views + 4,
+        max_fields=4 * limits.max_views + 8,
+        max_part_size=64 * 1024,
+    )
     try:
         form = await parser.parse()
     except MultiPartException as e:
-        raise ApiError(400, "malformed_multipart", f"the multipart body cannot be read ({e}): send one 'images' "
-                       "file part per view") from None
+        raise ApiError(
+            400, "malformed_multipart", f"the multipart body cannot be read ({e}): send one 'images' file part per view"
+        ) from None
     except (ValueError, UnicodeError, KeyError, IndexError) as e:  # a header the parser could not take apart
-        raise ApiError(400, "malformed_multipart", f"the multipart body cannot be read ({type(e).__name__}): send "
-                       "one 'images' file part per view") from None
+        raise ApiError(
+            400,
+            "malformed_multipart",
+            f"the multipart body cannot be read ({type(e).__name__}): send one 'images' file part per view",
+        ) from None
     try:
         parts = form.getlist("images")
         if any(not isinstance(f, UploadFile) for f in parts):
@@ -188,10 +250,15 @@ async def _multipart_views(body: bytes, headers: Headers, limits: Limits) -> lis
             raise ApiError(400, "missing_field", "multipart field 'images' is missing: send one file part per view")
         unknown = sorted({k for k in form.keys() if k not in ("images", "views")})
         if unknown:
-            raise ApiError(400, "unknown_field", f"unknown multipart field {unknown[0][:MAX_VIEW_CHARS]!r}: send only "
-                           "'images' (files) and 'views' (text)")
-        views = [_view_name(v if isinstance(v, str) else None, f"views[{i}]")
-                 for i, v in enumerate(form.getlist("views"))]
+            raise ApiError(
+                400,
+                "unknown_field",
+                f"unknown multipart field {unknown[0][:MAX_VIEW_CHARS]!r}: send only "
+                "'images' (files) and 'views' (text)",
+            )
+        views = [
+            _view_name(v if isinstance(v, str) else None, f"views[{i}]") for i, v in enumerate(form.getlist("views"))
+        ]
         out = []
         for i, f in enumerate(files):
             data = await f.read()
@@ -214,22 +281,32 @@ def _refuse_big_number(text: str) -> int:
 
 def _json_views(body: bytes) -> list[tuple[str, bytes, str | None]]:
     if body.count(b"[") + body.count(b"{") > MAX_JSON_CONTAINERS:
-        raise ApiError(400, "invalid_json", f"the JSON holds more than {MAX_JSON_CONTAINERS} objects and arrays: "
-                       "send {\"images\": [{\"data\": BASE64, \"view\": \"PA\"}]}")
+        raise ApiError(
+            400,
+            "invalid_json",
+            f"the JSON holds more than {MAX_JSON_CONTAINERS} objects and arrays: "
+            'send {"images": [{"data": BASE64, "view": "PA"}]}',
+        )
     try:
         payload = json.loads(body, parse_int=_refuse_big_number)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ApiError(400, "invalid_json", f"the body is not valid JSON ({e.msg if hasattr(e, 'msg') else e})") \
-            from None
+        raise ApiError(
+            400, "invalid_json", f"the body is not valid JSON ({e.msg if hasattr(e, 'msg') else e})"
+        ) from None
     except (ValueError, RecursionError) as e:  # numbers beyond int's digit limit, nesting the scan missed
         raise ApiError(400, "invalid_json", f"the body is not acceptable JSON ({str(e)[:80]})") from None
     if not isinstance(payload, dict) or "images" not in payload:
-        raise ApiError(400, "missing_field", "JSON field 'images' is missing: send {\"images\": [{\"data\": "
-                       "BASE64, \"view\": \"PA\"}]}")
+        raise ApiError(
+            400, "missing_field", 'JSON field \'images\' is missing: send {"images": [{"data": BASE64, "view": "PA"}]}'
+        )
     unknown = sorted(k for k in payload if k != "images")
     if unknown:
-        raise ApiError(400, "unknown_field", f"unknown JSON field {unknown[0][:MAX_VIEW_CHARS]!r}: send only "
-                       "{\"images\": [{\"data\": BASE64, \"view\": \"PA\"}]}")
+        raise ApiError(
+            400,
+            "unknown_field",
+            f"unknown JSON field {unknown[0][:MAX_VIEW_CHARS]!r}: send only "
+            '{"images": [{"data": BASE64, "view": "PA"}]}',
+        )
     images = payload["images"]
     if not isinstance(images, list) or not images:
         raise ApiError(400, "invalid_field", "JSON field 'images' must be a non-empty list of {\"data\": BASE64}")
@@ -241,8 +318,11 @@ def _json_views(body: bytes) -> list[tuple[str, bytes, str | None]]:
             raise ApiError(400, "missing_field", f"images[{i}] needs a 'data' string (the file, base64)")
         extra = sorted(k for k in item if k not in ("data", "view"))
         if extra:
-            raise ApiError(400, "unknown_field", f"unknown field images[{i}].{extra[0][:MAX_VIEW_CHARS]}: send only "
-                           "'data' and 'view'")
+            raise ApiError(
+                400,
+                "unknown_field",
+                f"unknown field images[{i}].{extra[0][:MAX_VIEW_CHARS]}: send only 'data' and 'view'",
+            )
         view = _view_name(item.get("view"), f"images[{i}].view")
         try:
             data = base64.b64decode(item["data"], validate=True)
@@ -264,8 +344,9 @@ class ServeSettings:
     """When set, /v1/* requires it in the X-API-Key header."""
 
 
-def create_app(loaded: LoadedModel, gen: GenerationConfig | None = None, settings: ServeSettings | None = None
-               ) -> FastAPI:
+def create_app(
+    loaded: LoadedModel, gen: GenerationConfig | None = None, settings: ServeSettings | None = None
+) -> FastAPI:
     """The FastAPI app serving `loaded`; see the module docstring.
 
     Args:
@@ -285,7 +366,8 @@ def create_app(loaded: LoadedModel, gen: GenerationConfig | None = None, setting
         return predict_prepared(loaded, studies, settings.max_batch_size)
 
     batcher: DynamicBatcher[PreparedStudy, dict[str, Any]] = DynamicBatcher(
-        run_batch, settings.max_batch_size, settings.max_wait_ms, limits.max_queue)
+        run_batch, settings.max_batch_size, settings.max_wait_ms, limits.max_queue
+    )
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -296,9 +378,13 @@ def create_app(loaded: LoadedModel, gen: GenerationConfig | None = None, setting
             batcher.stop()
 
     what = ", ".join(task.prediction_fields)
-    app = FastAPI(title=f"medvl {task.name.replace('_', ' ')} API", version="1", lifespan=lifespan,
-                  description=f"{task.name.replace('_', ' ').capitalize()} from a medvl checkpoint. Upload one study "
-                              f"(one image per view: PNG, JPEG or DICOM) and get its prediction ({what}).")
+    app = FastAPI(
+        title=f"medvl {task.name.replace('_', ' ')} API",
+        version="1",
+        lifespan=lifespan,
+        description=f"{task.name.replace('_', ' ').capitalize()} from a medvl checkpoint. Upload one study "
+        f"(one image per view: PNG, JPEG or DICOM) and get its prediction ({what}).",
+    )
     app.state.batcher = batcher
 
     def authorize(request: Request) -> None:
@@ -306,8 +392,9 @@ def create_app(loaded: LoadedModel, gen: GenerationConfig | None = None, setting
             return
         given = request.headers.get(API_KEY_HEADER)
         if given is None:
-            raise ApiError(401, "missing_api_key", f"this server needs an API key: send it in the {API_KEY_HEADER} "
-                           "header")
+            raise ApiError(
+                401, "missing_api_key", f"this server needs an API key: send it in the {API_KEY_HEADER} header"
+            )
         if not hmac.compare_digest(given.encode(), settings.api_key.encode()):
             raise ApiError(401, "wrong_api_key", f"the {API_KEY_HEADER} header does not hold this server's API key")
 
@@ -321,8 +408,11 @@ def create_app(loaded: LoadedModel, gen: GenerationConfig | None = None, setting
         detail = str(err.detail)
         if err.status_code == 404:  # e.g. /v1/reports asked of a classification model: name the path it serves
             detail += f": this {task.name.replace('_', ' ')} model answers POST /v1/{task.endpoint} (see /docs)"
-        return JSONResponse(ApiError(err.status_code, codes.get(err.status_code, "http_error"), detail).body(),
-                            status_code=err.status_code, headers=getattr(err, "headers", None))
+        return JSONResponse(
+            ApiError(err.status_code, codes.get(err.status_code, "http_error"), detail).body(),
+            status_code=err.status_code,
+            headers=getattr(err, "headers", None),
+        )
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_request: Request, err: RequestValidationError) -> JSONResponse:
@@ -341,20 +431,36 @@ def create_app(loaded: LoadedModel, gen: GenerationConfig | None = None, setting
         authorize(request)
         from medvl import __version__
 
-        return {"family": loaded.config.model_family, "size": loaded.config.model_size, "task": task.name,
-                "endpoint": f"/v1/{task.endpoint}",
-                "checkpoint": loaded.checkpoint.name, "step": loaded.metadata.get("step"),
-                "parameters": sum(p.numel() for p in loaded.model.parameters()),
-                "image_size": mc.image_size, "max_views": mc.max_views, "supports_chat": loaded.supports_chat,
-                "device": str(loaded.device), "medvl_version": __version__,
-                **({"generation": dataclasses.asdict(gen)} if hasattr(task, "generation") else {}),
-                "limits": limits.to_dict(),
-                "batching": {"max_batch_size": settings.max_batch_size, "max_wait_ms": settings.max_wait_ms,
-                             **batcher.stats()}}
+        return {
+            "family": loaded.config.model_family,
+            "size": loaded.config.model_size,
+            "task": task.name,
+            "endpoint": f"/v1/{task.endpoint}",
+            "checkpoint": loaded.checkpoint.name,
+            "step": loaded.metadata.get("step"),
+            "parameters": sum(p.numel() for p in loaded.model.parameters()),
+            "image_size": mc.image_size,
+            "max_views": mc.max_views,
+            "supports_chat": loaded.supports_chat,
+            "device": str(loaded.device),
+            "medvl_version": __version__,
+            **({"generation": dataclasses.asdict(gen)} if hasattr(task, "generation") else {}),
+            "limits": limits.to_dict(),
+            "batching": {
+                "max_batch_size": settings.max_batch_size,
+                "max_wait_ms": settings.max_wait_ms,
+                **batcher.stats(),
+            },
+        }
 
-    @app.post(f"/v1/{task.endpoint}", response_model=PredictionOut, tags=[task.endpoint],
-              openapi_extra={"requestBody": _REQUEST_BODY}, responses={k: v for k, v in _ERRORS.items()},
-              summary=f"Predict for one study ({what})")
+    @app.post(
+        f"/v1/{task.endpoint}",
+        response_model=PredictionOut,
+        tags=[task.endpoint],
+        openapi_extra={"requestBody": _REQUEST_BODY},
+        responses={k: v for k, v in _ERRORS.items()},
+        summary=f"Predict for one study ({what})",
+    )
     async def create_prediction(request: Request) -> JSONResponse:
         """The prediction for one study (one image per view, frontal first or told by `views`)."""
         t0 = time.perf_counter()
@@ -369,30 +475,47 @@ def create_app(loaded: LoadedModel, gen: GenerationConfig | None = None, setting
             elif ctype == "application/json":
                 views = _json_views(body)
             else:
-                raise ApiError(415, "unsupported_media_type", "send multipart/form-data (one 'images' file per "
-                               "view) or application/json ({\"images\": [{\"data\": BASE64}]})")
+                raise ApiError(
+                    415,
+                    "unsupported_media_type",
+                    "send multipart/form-data (one 'images' file per "
+                    'view) or application/json ({"images": [{"data": BASE64}]})',
+                )
             del body
             if len(views) > limits.max_views:
-                raise ApiError(400, "too_many_images", f"{len(views)} images, more than the limit of "
-                               f"{limits.max_views} per study: send one study per request")
+                raise ApiError(
+                    400,
+                    "too_many_images",
+                    f"{len(views)} images, more than the limit of "
+                    f"{limits.max_views} per study: send one study per request",
+                )
             t_decode = time.perf_counter()
             study = await run_in_threadpool(_prepare, rid, views, limits, mc.image_size, mc.max_views, mc.in_chans)
             decode_ms = (time.perf_counter() - t_decode) * 1000
             try:
                 future = batcher.submit(study)
             except QueueFullError as e:
-                raise ApiError(503, "busy", f"the server is busy ({e}): retry in a moment",
-                               headers={"Retry-After": "1"}) from None
+                raise ApiError(
+                    503, "busy", f"the server is busy ({e}): retry in a moment", headers={"Retry-After": "1"}
+                ) from None
             try:
                 record, info = await asyncio.wait_for(asyncio.wrap_future(future), limits.timeout_s)
             except TimeoutError:
                 future.cancel()
                 raise ApiError(504, "timeout", f"no answer within {limits.timeout_s:.0f}s: retry later") from None
-            out = PredictionOut(id=rid, **record, views=study.views, ignored_views=study.ignored_views,
-                                batch_size=info.batch_size,
-                                timing=Timing(decode_ms=round(decode_ms, 2), queue_ms=round(info.queue_ms, 2),
-                                              generate_ms=round(info.run_ms, 2),
-                                              total_ms=round((time.perf_counter() - t0) * 1000, 2)))
+            out = PredictionOut(
+                id=rid,
+                **record,
+                views=study.views,
+                ignored_views=study.ignored_views,
+                batch_size=info.batch_size,
+                timing=Timing(
+                    decode_ms=round(decode_ms, 2),
+                    queue_ms=round(info.queue_ms, 2),
+                    generate_ms=round(info.run_ms, 2),
+                    total_ms=round((time.perf_counter() - t0) * 1000, 2),
+                ),
+            )
             status = 200
             return JSONResponse(out.model_dump(), headers={"X-Request-ID": rid})
         except ApiError as err:
@@ -407,14 +530,24 @@ def create_app(loaded: LoadedModel, gen: GenerationConfig | None = None, setting
     return app
 
 
-def _prepare(rid: str, views: list[tuple[str, bytes, str | None]], limits: Limits, image_size: int,
-             max_views: int, channels: int = 1) -> PreparedStudy:
+def _prepare(
+    rid: str,
+    views: list[tuple[str, bytes, str | None]],
+    limits: Limits,
+    image_size: int,
+    max_views: int,
+    channels: int = 1,
+) -> PreparedStudy:
     images: list[DecodedImage] = [decode_view(data, name, limits) for name, data, _ in views]
     try:
         return prepare_study(rid, images, image_size, max_views, [view for _, _, view in views], channels)
     except Exception as e:  # noqa: BLE001 - a decoded image the model cannot take is still the upload's problem
-        raise ApiError(422, "undecodable_image", f"the images cannot be prepared for the model "
-                       f"({str(e).splitlines()[0][:200] if str(e) else type(e).__name__})") from e
+        raise ApiError(
+            422,
+            "undecodable_image",
+            f"the images cannot be prepared for the model "
+            f"({str(e).splitlines()[0][:200] if str(e) else type(e).__name__})",
+        ) from e
 
 
 def _add_api_key_scheme(app: FastAPI) -> None:
@@ -426,7 +559,10 @@ def _add_api_key_scheme(app: FastAPI) -> None:
             return app.openapi_schema
         schema = original()
         schema.setdefault("components", {}).setdefault("securitySchemes", {})["ApiKey"] = {
-            "type": "apiKey", "in": "header", "name": API_KEY_HEADER}
+            "type": "apiKey",
+            "in": "header",
+            "name": API_KEY_HEADER,
+        }
         for path, ops in schema.get("paths", {}).items():
             if path.startswith("/v1/"):
                 for op in ops.values():

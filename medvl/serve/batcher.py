@@ -40,11 +40,18 @@ class BatchInfo:
 
 
 class DynamicBatcher(Generic[T, R]):
-    def __init__(self, run_batch: Callable[[Sequence[T]], Sequence[R]], max_batch_size: int = 8,
-                 max_wait_ms: float = 2.0, max_queue: int = 64) -> None:
+    def __init__(
+        self,
+        run_batch: Callable[[Sequence[T]], Sequence[R]],
+        max_batch_size: int = 8,
+        max_wait_ms: float = 2.0,
+        max_queue: int = 64,
+    ) -> None:
         if max_batch_size < 1 or max_queue < 1 or max_wait_ms < 0:
-            raise ValueError(f"need max_batch_size >= 1, max_queue >= 1, max_wait_ms >= 0; got {max_batch_size}, "
-                             f"{max_queue}, {max_wait_ms}")
+            raise ValueError(
+                f"need max_batch_size >= 1, max_queue >= 1, max_wait_ms >= 0; got {max_batch_size}, "
+                f"{max_queue}, {max_wait_ms}"
+            )
         self.run_batch = run_batch
         self.max_batch_size, self.max_wait_s, self.max_queue = max_batch_size, max_wait_ms / 1000.0, max_queue
         self._queue: queue.Queue[tuple[T, Future, float] | None] = queue.Queue(maxsize=max_queue)
@@ -133,5 +140,9 @@ class DynamicBatcher(Generic[T, R]):
     def stats(self) -> dict[str, Any]:
         batches = sum(self.batch_sizes.values())
         items = sum(size * n for size, n in self.batch_sizes.items())
-        return {"batches": batches, "items": items, "mean_batch_size": round(items / batches, 2) if batches else None,
-                "waiting": self.waiting}
+        return {
+            "batches": batches,
+            "items": items,
+            "mean_batch_size": round(items / batches, 2) if batches else None,
+            "waiting": self.waiting,
+        }

@@ -47,8 +47,11 @@ class Limits:
         return self.max_views * (self.max_upload_bytes * 4 // 3 + 4) + 64 * 1024
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "allowed_formats": list(self.allowed_formats),
-                "max_request_bytes": self.max_request_bytes}
+        return {
+            **asdict(self),
+            "allowed_formats": list(self.allowed_formats),
+            "max_request_bytes": self.max_request_bytes,
+        }
 
 
 class ApiError(Exception):
@@ -71,8 +74,12 @@ def check_image(data: bytes, name: str, limits: Limits) -> str:
     if not data:
         raise ApiError(400, "empty_file", f"{name} is empty: send the image file's bytes")
     if len(data) > limits.max_upload_bytes:
-        raise ApiError(413, "file_too_large", f"{name} is {len(data)} bytes, more than the limit of "
-                       f"{limits.max_upload_bytes}: send a smaller (compressed) image")
+        raise ApiError(
+            413,
+            "file_too_large",
+            f"{name} is {len(data)} bytes, more than the limit of "
+            f"{limits.max_upload_bytes}: send a smaller (compressed) image",
+        )
     fmt = sniff_format(data[:132])
     if fmt not in limits.allowed_formats:
         raise ApiError(415, "unsupported_type", f"{name} is not an accepted image type: send {_allowed(limits)}")
@@ -89,8 +96,9 @@ def decode_view(data: bytes, name: str, limits: Limits) -> DecodedImage:
     except ImageLoadError as e:
         raise ApiError(422, "undecodable_image", f"{_one_line(e)} (is the file complete?)") from e
     except Exception as e:  # noqa: BLE001 - whatever a decoder raises on hostile bytes is the upload's fault: 422
-        raise ApiError(422, "undecodable_image", f"cannot decode image {name}: {_one_line(e)} (is the file "
-                       "complete?)") from e
+        raise ApiError(
+            422, "undecodable_image", f"cannot decode image {name}: {_one_line(e)} (is the file complete?)"
+        ) from e
 
 
 def _one_line(err: BaseException, limit: int = 300) -> str:

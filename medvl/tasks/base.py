@@ -137,14 +137,16 @@ class Task:
         """The splits whose outputs `evaluation` needs, `split` last."""
         return [split]
 
-    def evaluation(self, outputs: dict[str, list[Any]], studies: dict[str, list[Study]], options: Any
-                   ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    def evaluation(
+        self, outputs: dict[str, list[Any]], studies: dict[str, list[Study]], options: Any
+    ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         """(metrics.json dict, predictions rows) from the output rows of each split of `eval_splits` (the last is
         the evaluated one); `studies` are the data set's splits (the baseline is fitted on "train")."""
         raise NotImplementedError
 
-    def write_evaluation(self, out: Path, result: dict[str, Any], rows: list[dict[str, Any]], options: Any,
-                         title: str) -> None:
+    def write_evaluation(
+        self, out: Path, result: dict[str, Any], rows: list[dict[str, Any]], options: Any, title: str
+    ) -> None:
         """metrics.json and predictions.jsonl; tasks add their report.html."""
         from medvl.jsonl import write_evaluation_files
 

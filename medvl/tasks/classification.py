@@ -121,15 +121,25 @@ def jitter_views(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 class ClassificationDataset(StudyDataset):
-    def __init__(self, studies: Sequence[Study], views: ViewLoader, names: Sequence[str], uncertain: str,
-                 strict: bool, augment: bool = False, one_of: bool = False) -> None:
+    def __init__(
+        self,
+        studies: Sequence[Study],
+        views: ViewLoader,
+        names: Sequence[str],
+        uncertain: str,
+        strict: bool,
+        augment: bool = False,
+        one_of: bool = False,
+    ) -> None:
         super().__init__(studies, views, strict)
         self.targets = [study_targets(s, names, uncertain, one_of) for s in self.studies]
         self.augment = augment
 
     def encode(self, i: int, images: np.ndarray) -> ClassSample:
         study = self.studies[i]
-        if self.augment and (images.ndim == 3 or images.shape[-1] == 3):  # seeded from torch's RNG, whose state checkpoints carry: resumed runs jitter alike
+        if self.augment and (
+            images.ndim == 3 or images.shape[-1] == 3
+        ):  # seeded from torch's RNG, whose state checkpoints carry: resumed runs jitter alike
             images = jitter_views(images, np.random.default_rng(int(torch.randint(0, 2**62, ()).item())))
         return ClassSample(study.id, images, list(study.view_ids[: self.views.max_views]), self.targets[i])
 
@@ -162,31 +172,41 @@ class ClassificationTask(Task):
         names = list(opts.labels) or seen
         unknown = [n for n in names if n not in seen]
         if unknown:
-            raise ValueError(f"task.labels {unknown} are not labels of the training studies (they have: "
-                             f"{', '.join(seen) or 'none'})")
+            raise ValueError(
+                f"task.labels {unknown} are not labels of the training studies (they have: {', '.join(seen) or 'none'})"
+            )
         if not names:
-            raise ValueError("the training studies carry no labels: classification needs a source with labels "
-                             "(nih, chexpert, image_folder, a manifest with labels, synthetic)")
+            raise ValueError(
+                "the training studies carry no labels: classification needs a source with labels "
+                "(nih, chexpert, image_folder, a manifest with labels, synthetic)"
+            )
         targets = np.stack([study_targets(s, names, opts.uncertain) for s in train])
         positives = (targets == 1).sum(0)
         if not opts.labels:  # a class no training study shows cannot be learned: leave it out, and say so
             empty = [n for n, p in zip(names, positives, strict=True) if p == 0]
             if empty:
-                print(f"classification: leaving out {', '.join(empty)}: no training study is positive for it",
-                      file=sys.stderr)
+                print(
+                    f"classification: leaving out {', '.join(empty)}: no training study is positive for it",
+                    file=sys.stderr,
+                )
                 names = [n for n in names if n not in empty]
                 targets, positives = targets[:, [n not in empty for n in seen]], positives[positives > 0]
         else:
             for name, count in zip(names, positives, strict=True):
                 if count == 0:
-                    print(f"classification: task.labels {name!r} has no positive training study; its scores will "
-                          "mean nothing", file=sys.stderr)
+                    print(
+                        f"classification: task.labels {name!r} has no positive training study; its scores will "
+                        "mean nothing",
+                        file=sys.stderr,
+                    )
         if not opts.multi_label:
             several = [s.id for s, row in zip(train, targets, strict=True) if (row == 1).sum() > 1]
             if several:
-                raise ValueError(f"task.multi_label=false needs one positive class per study, but {len(several)} "
-                                 f"training studies have several (e.g. {several[0]}); use task.multi_label=true, or "
-                                 "task.labels with mutually exclusive classes")
+                raise ValueError(
+                    f"task.multi_label=false needs one positive class per study, but {len(several)} "
+                    f"training studies have several (e.g. {several[0]}); use task.multi_label=true, or "
+                    "task.labels with mutually exclusive classes"
+                )
         assets: dict[str, Any] = {"class_names": names}
         if opts.pos_weight == "balanced":
             pos, neg = (targets == 1).sum(0), (targets == 0).sum(0)
@@ -211,8 +231,15 @@ class ClassificationTask(Task):
             self.check_label_names(studies)
         mc = self.cfg.model
         views = ViewLoader(mc.image_size, mc.max_views, mc.in_chans, self.cfg.data.cache_images)
-        return ClassificationDataset(studies, views, self.class_names, self.options.uncertain, self.cfg.data.strict,
-                                     augment=training and self.options.augment, one_of=not self.options.multi_label)
+        return ClassificationDataset(
+            studies,
+            views,
+            self.class_names,
+            self.options.uncertain,
+            self.cfg.data.strict,
+            augment=training and self.options.augment,
+            one_of=not self.options.multi_label,
+        )
 
     def check_label_names(self, studies: Sequence[Study]) -> None:
         """Compare the label names of `studies` (e.g. another data set given to `medvl evaluate --data-root`) with
@@ -229,25 +256,35 @@ class ClassificationTask(Task):
         unknown = [n for n in in_data if n not in known]
         absent = [n for n in self.class_names if n not in set(in_data)]
         if len(unknown) == len(in_data):
-            raise ValueError(f"none of the data's label names ({', '.join(in_data[:8])}"
-                             f"{', ...' if len(in_data) > 8 else ''}) is a class of this model "
-                             f"({', '.join(self.class_names[:8])}{', ...' if len(self.class_names) > 8 else ''}): "
-                             "evaluate on data labelled with the model's classes, or train a model on these labels")
+            raise ValueError(
+                f"none of the data's label names ({', '.join(in_data[:8])}"
+                f"{', ...' if len(in_data) > 8 else ''}) is a class of this model "
+                f"({', '.join(self.class_names[:8])}{', ...' if len(self.class_names) > 8 else ''}): "
+                "evaluate on data labelled with the model's classes, or train a model on these labels"
+            )
         if unknown:
-            print(f"note: the data's labels {', '.join(unknown)} are not classes of this model; they are ignored",
-                  file=sys.stderr)
+            print(
+                f"note: the data's labels {', '.join(unknown)} are not classes of this model; they are ignored",
+                file=sys.stderr,
+            )
         if absent:
-            print(f"note: the model's classes {', '.join(absent)} are not labelled in this data; they are not "
-                  "scored", file=sys.stderr)
+            print(
+                f"note: the model's classes {', '.join(absent)} are not labelled in this data; they are not scored",
+                file=sys.stderr,
+            )
 
     def collate(self, items: Sequence[Any]) -> ClassificationBatch:
         samples = [x for x in items if isinstance(x, ClassSample)]
         images, view_ids, view_mask = collate_views(samples, self.cfg.model.max_views)
         k = len(self.class_names)
-        targets = torch.from_numpy(np.stack([s.targets for s in samples]).astype(np.int64)) if samples \
+        targets = (
+            torch.from_numpy(np.stack([s.targets for s in samples]).astype(np.int64))
+            if samples
             else torch.zeros(0, k, dtype=torch.long)
-        return ClassificationBatch([s.id for s in samples], images, view_ids, view_mask, targets,
-                                   [x for x in items if isinstance(x, Skipped)])
+        )
+        return ClassificationBatch(
+            [s.id for s in samples], images, view_ids, view_mask, targets, [x for x in items if isinstance(x, Skipped)]
+        )
 
     # ------------------------------------------------------------------------------------------------- train
     def _logits(self, batch: ClassificationBatch) -> torch.Tensor:
@@ -259,8 +296,11 @@ class ClassificationTask(Task):
         if not self.options.multi_label:
             one = (targets == 1).sum(1) == 1  # studies with exactly one positive class
             index = torch.where(one, targets.clamp_min(0).argmax(1), torch.full_like(one, -100, dtype=torch.long))
-            loss = F.cross_entropy(logits, index, ignore_index=-100, label_smoothing=smoothing) if one.any() \
+            loss = (
+                F.cross_entropy(logits, index, ignore_index=-100, label_smoothing=smoothing)
+                if one.any()
                 else logits.sum() * 0.0
+            )
             return {"loss": loss, "weight": one.sum()}
         known = targets >= 0
         y = targets.clamp_min(0).float() * (1 - smoothing) + 0.5 * smoothing
@@ -281,33 +321,47 @@ class ClassificationTask(Task):
         probs, targets = self.probabilities(batch), batch.targets.cpu().numpy()
         return [{"id": sid, "probs": probs[k], "targets": targets[k]} for k, sid in enumerate(batch.ids)]
 
-    def _metrics(self, rows: Sequence[dict[str, Any]], thresholds: Sequence[float] | None, bootstrap: int,
-                 seed: int = 0) -> dict[str, Any]:
+    def _metrics(
+        self, rows: Sequence[dict[str, Any]], thresholds: Sequence[float] | None, bootstrap: int, seed: int = 0
+    ) -> dict[str, Any]:
         from medvl.evaluate.classification import classification_metrics
 
         probs = np.stack([r["probs"] for r in rows])
         targets = np.stack([r["targets"] for r in rows]).astype(np.int64)
         if not self.options.multi_label:
             thresholds = None  # multi-class predicts the most probable class
-        return classification_metrics(probs, targets, self.class_names, self.options.multi_label,
-                                      thresholds=None if thresholds is None else np.asarray(thresholds),
-                                      bootstrap=bootstrap, seed=seed)
+        return classification_metrics(
+            probs,
+            targets,
+            self.class_names,
+            self.options.multi_label,
+            thresholds=None if thresholds is None else np.asarray(thresholds),
+            bootstrap=bootstrap,
+            seed=seed,
+        )
 
     def _thresholds(self, rows: Sequence[dict[str, Any]]) -> list[float]:
         from medvl.evaluate.classification import choose_thresholds
 
         if not rows or not self.options.multi_label:
             return [0.5] * len(self.class_names)
-        return [float(t) for t in choose_thresholds(np.stack([r["probs"] for r in rows]),
-                                                    np.stack([r["targets"] for r in rows]).astype(np.int64))]
+        return [
+            float(t)
+            for t in choose_thresholds(
+                np.stack([r["probs"] for r in rows]), np.stack([r["targets"] for r in rows]).astype(np.int64)
+            )
+        ]
 
     def validation_metrics(self, rows: Sequence[Any]) -> dict[str, float]:
         if not rows:
             return {}
         self.thresholds = self._thresholds(rows)  # recorded in the checkpoints written after this validation
         result = self._metrics(rows, self.thresholds, bootstrap=0)
-        flat = {k: float(v) for k, v in result.items()
-                if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in ("n_examples", "n_ignored")}
+        flat = {
+            k: float(v)
+            for k, v in result.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in ("n_examples", "n_ignored")
+        }
         for name, per_class in result["per_class"].items():  # e.g. auroc/Abnormal: a recipe may select on one class
             if per_class.get("auroc") is not None:
                 flat[f"auroc/{name}"] = float(per_class["auroc"])
@@ -316,8 +370,9 @@ class ClassificationTask(Task):
     def eval_splits(self, split: str, available: Sequence[str]) -> list[str]:
         return (["val"] if "val" in available and split != "val" else []) + [split]
 
-    def evaluation(self, outputs: dict[str, list[Any]], studies: dict[str, list[Study]], options: Any
-                   ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    def evaluation(
+        self, outputs: dict[str, list[Any]], studies: dict[str, list[Study]], options: Any
+    ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         from medvl.evaluate.classification import baseline_probs
 
         rows = list(outputs.values())[-1]
@@ -327,10 +382,20 @@ class ClassificationTask(Task):
         result["thresholds_from"] = "validation split" if val else "the checkpoint (chosen at its validation)"
         train = studies.get("train", [])
         if train:
-            train_targets = np.stack([study_targets(s, self.class_names, self.options.uncertain,
-                                                     not self.options.multi_label) for s in train])
-            base_rows = [{"probs": p, "targets": r["targets"]}
-                         for p, r in zip(baseline_probs(train_targets.astype(np.int64), len(rows), self.options.multi_label), rows, strict=True)]
+            train_targets = np.stack(
+                [
+                    study_targets(s, self.class_names, self.options.uncertain, not self.options.multi_label)
+                    for s in train
+                ]
+            )
+            base_rows = [
+                {"probs": p, "targets": r["targets"]}
+                for p, r in zip(
+                    baseline_probs(train_targets.astype(np.int64), len(rows), self.options.multi_label),
+                    rows,
+                    strict=True,
+                )
+            ]
             base = self._metrics(base_rows, None, 0)
             result["baseline"] = {k: v for k, v in base.items() if isinstance(v, (int, float)) and v is not None}
             result["baseline_name"] = "prevalence" if self.options.multi_label else "majority class"
@@ -338,13 +403,20 @@ class ClassificationTask(Task):
         predictions = []
         for r in rows:
             record = self._record(r["probs"], thresholds)
-            predictions.append({"id": r["id"], "image_paths": paths.get(r["id"], []), **record,
-                                "predicted": record.pop("labels"),
-                                "labels": {n: int(t) for n, t in zip(self.class_names, r["targets"], strict=True)}})
+            predictions.append(
+                {
+                    "id": r["id"],
+                    "image_paths": paths.get(r["id"], []),
+                    **record,
+                    "predicted": record.pop("labels"),
+                    "labels": {n: int(t) for n, t in zip(self.class_names, r["targets"], strict=True)},
+                }
+            )
         return result, predictions
 
-    def write_evaluation(self, out: Path, result: dict[str, Any], rows: list[dict[str, Any]], options: Any,
-                         title: str) -> None:
+    def write_evaluation(
+        self, out: Path, result: dict[str, Any], rows: list[dict[str, Any]], options: Any, title: str
+    ) -> None:
         super().write_evaluation(out, result, rows, options, title)
         if options.html:
             from medvl.evaluate.classification_report import write_classification_report

@@ -23,8 +23,9 @@ def _by_task(rows: Sequence[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     return out
 
 
-def _class_targets(rows: Sequence[dict[str, Any]], class_names: Sequence[str], multi_label: bool,
-                   none_class: str) -> np.ndarray:
+def _class_targets(
+    rows: Sequence[dict[str, Any]], class_names: Sequence[str], multi_label: bool, none_class: str
+) -> np.ndarray:
     """int [N, K] targets: multi-label 1/0 per class; multi-class one-hot (a row of -1 when not exactly one)."""
     out = np.zeros((len(rows), len(class_names)), dtype=np.int64)
     for i, r in enumerate(rows):
@@ -60,24 +61,50 @@ def vqa_result(rows: Sequence[dict[str, Any]], train: Sequence[Study], options: 
 
     answer_types = [r["answer_type"] or "open" for r in rows]
     question_types = [r["question_type"] or "" for r in rows]
-    section = vqa_accuracy([r["generated"] for r in rows], [r["reference"] for r in rows], answer_types,
-                           question_types, bootstrap=options.bootstrap, seed=options.seed)
+    section = vqa_accuracy(
+        [r["generated"] for r in rows],
+        [r["reference"] for r in rows],
+        answer_types,
+        question_types,
+        bootstrap=options.bootstrap,
+        seed=options.seed,
+    )
     if train:
         meta = [s.meta or {} for s in train]
         section["baselines"] = majority_baselines(
-            {"answers": [s.answer for s in train], "answer_types": [m.get("answer_type") or "open" for m in meta],
-             "question_types": [m.get("question_type") or "" for m in meta]},
-            {"answers": [r["reference"] for r in rows], "answer_types": answer_types,
-             "question_types": question_types}, bootstrap=options.bootstrap, seed=options.seed)
-    preds = [{"id": r["id"], "question": r["question"], "answer": r["reference"], "generated": r["generated"],
-              "answer_type": t, "question_type": q, "correct": vqa_normal(r["generated"]) == vqa_normal(r["reference"])}
-             for r, t, q in zip(rows, answer_types, question_types, strict=True)]
+            {
+                "answers": [s.answer for s in train],
+                "answer_types": [m.get("answer_type") or "open" for m in meta],
+                "question_types": [m.get("question_type") or "" for m in meta],
+            },
+            {"answers": [r["reference"] for r in rows], "answer_types": answer_types, "question_types": question_types},
+            bootstrap=options.bootstrap,
+            seed=options.seed,
+        )
+    preds = [
+        {
+            "id": r["id"],
+            "question": r["question"],
+            "answer": r["reference"],
+            "generated": r["generated"],
+            "answer_type": t,
+            "question_type": q,
+            "correct": vqa_normal(r["generated"]) == vqa_normal(r["reference"]),
+        }
+        for r, t, q in zip(rows, answer_types, question_types, strict=True)
+    ]
     return section, preds
 
 
-def evaluation(rows: Sequence[dict[str, Any]], studies: dict[str, list[Study]], options: Any,
-               class_names: Sequence[str], multi_label: bool, none_class: str, answers: Sequence[str]
-               ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def evaluation(
+    rows: Sequence[dict[str, Any]],
+    studies: dict[str, list[Study]],
+    options: Any,
+    class_names: Sequence[str],
+    multi_label: bool,
+    none_class: str,
+    answers: Sequence[str],
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """(metrics.json dict with one section per sub-task, prediction rows with their `task`)."""
     train = studies.get("train", [])
     paths = {s.id: [str(p) for p in s.image_paths] for split in studies.values() for s in split}
@@ -88,11 +115,18 @@ def evaluation(rows: Sequence[dict[str, Any]], studies: dict[str, list[Study]], 
         if task in ("caption", "summarization"):
             from medvl.evaluate.reports import evaluate_generated
 
-            train_texts = [s.report if task == "caption" else s.answer for s in train
-                           if task in subtasks_of(s, (task,))]
-            section, preds = evaluate_generated([r["id"] for r in mine], [r["reference"] for r in mine],
-                                                [r["generated"] for r in mine], None, train_texts, options,
-                                                image_paths=paths)
+            train_texts = [
+                s.report if task == "caption" else s.answer for s in train if task in subtasks_of(s, (task,))
+            ]
+            section, preds = evaluate_generated(
+                [r["id"] for r in mine],
+                [r["reference"] for r in mine],
+                [r["generated"] for r in mine],
+                None,
+                train_texts,
+                options,
+                image_paths=paths,
+            )
         elif task == "vqa":
             section, preds = vqa_result(mine, [s for s in train if "vqa" in subtasks_of(s, ("vqa",))], options)
             outside = sum(normalize_answer(r["generated"]) not in set(answers) for r in mine)
@@ -104,26 +138,38 @@ def evaluation(rows: Sequence[dict[str, Any]], studies: dict[str, list[Study]], 
     return result, predictions
 
 
-def _classification(rows: Sequence[dict[str, Any]], train: Sequence[Study], options: Any, class_names: Sequence[str],
-                    multi_label: bool, none_class: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def _classification(
+    rows: Sequence[dict[str, Any]],
+    train: Sequence[Study],
+    options: Any,
+    class_names: Sequence[str],
+    multi_label: bool,
+    none_class: str,
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     from medvl.evaluate.classification import baseline_probs, classification_metrics
 
     names = list(class_names)
     probs = np.stack([r["probs"] for r in rows])
     targets = _class_targets(rows, names, multi_label, none_class)
-    section = classification_metrics(probs, targets, names, multi_label, bootstrap=options.bootstrap,
-                                     seed=options.seed)
+    section = classification_metrics(probs, targets, names, multi_label, bootstrap=options.bootstrap, seed=options.seed)
     section["scores"] = "candidate log-likelihoods softmaxed over the class names"
     labelled = [{"labels": s.labels} for s in train if s.labels]
     if labelled:
         train_targets = _class_targets(labelled, names, multi_label, none_class)
-        base = classification_metrics(baseline_probs(train_targets, len(rows), multi_label), targets, names,
-                                      multi_label, bootstrap=0)
+        base = classification_metrics(
+            baseline_probs(train_targets, len(rows), multi_label), targets, names, multi_label, bootstrap=0
+        )
         section["baseline"] = {k: v for k, v in base.items() if isinstance(v, (int, float)) and v is not None}
         section["baseline_name"] = "prevalence" if multi_label else "majority class"
-    preds = [{"id": r["id"], "generated": r["generated"], "reference": r["reference"],
-              "probabilities": {n: round(float(p), 6) for n, p in zip(names, r["probs"], strict=True)}}
-             for r in rows]
+    preds = [
+        {
+            "id": r["id"],
+            "generated": r["generated"],
+            "reference": r["reference"],
+            "probabilities": {n: round(float(p), 6) for n, p in zip(names, r["probs"], strict=True)},
+        }
+        for r in rows
+    ]
     return section, preds
 
 
@@ -137,8 +183,11 @@ def format_evaluation(result: dict[str, Any]) -> str:
 
             lines.append("vqa:\n" + format_vqa(section, section.get("baselines")))
             continue
-        flat = {k: round(v, 4) if isinstance(v, float) else v for k, v in section.items()
-                if isinstance(v, (int, float)) and not isinstance(v, bool) and "_ci_" not in k}
+        flat = {
+            k: round(v, 4) if isinstance(v, float) else v
+            for k, v in section.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and "_ci_" not in k
+        }
         lines.append(f"{task}: {json.dumps(flat)}")
     return "\n".join(lines)
 

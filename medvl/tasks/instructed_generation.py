@@ -32,15 +32,33 @@ from torch import nn
 from medvl.data.dataset import ViewLoader
 from medvl.data.mixing import mixture_index, per_task_mean
 from medvl.data.study import Study
-from medvl.data.tokenizer import (decode_report, load_tokenizer, special_tokens, tokenizer_from_json,
-                                  tokenizer_to_json, train_bpe_tokenizer)
+from medvl.data.tokenizer import (
+    decode_report,
+    load_tokenizer,
+    special_tokens,
+    tokenizer_from_json,
+    tokenizer_to_json,
+    train_bpe_tokenizer,
+)
 from medvl.infer.config import GenerationConfig
 from medvl.models.unified.loss import label_smoothed_nll, r_drop_kl
 from medvl.tasks import instructed_eval
 from medvl.tasks.base import Task
-from medvl.tasks.instructions import (CONSTRAINED, SUBTASKS, InstructionBatch, InstructionDataset, InstructionSample,
-                                      answer_sequences, collate_instructions, examples_of, normalize_answer,
-                                      pad_candidates, positive_classes, subtasks_of, text_ids)
+from medvl.tasks.instructions import (
+    CONSTRAINED,
+    SUBTASKS,
+    InstructionBatch,
+    InstructionDataset,
+    InstructionSample,
+    answer_sequences,
+    collate_instructions,
+    examples_of,
+    normalize_answer,
+    pad_candidates,
+    positive_classes,
+    subtasks_of,
+    text_ids,
+)
 
 IGNORE = -100
 
@@ -91,19 +109,25 @@ class InstructedGenerationOptions:
     def __post_init__(self) -> None:
         unknown = [t for t in [*self.tasks, *self.weights, self.predict_task] if t not in SUBTASKS]
         if unknown or not self.tasks:
-            raise ValueError(f"task.tasks, task.weights and task.predict_task take sub-tasks among "
-                             f"{', '.join(SUBTASKS)}; got {unknown or 'no task'}")
+            raise ValueError(
+                f"task.tasks, task.weights and task.predict_task take sub-tasks among "
+                f"{', '.join(SUBTASKS)}; got {unknown or 'no task'}"
+            )
         if self.candidate_decoding not in ("beam", "score"):
             raise ValueError(f"task.candidate_decoding must be beam or score, got {self.candidate_decoding!r}")
         if self.r_drop_alpha < 0 or not 0 <= self.drop_worst_ratio < 1 or self.drop_worst_after < 0:
-            raise ValueError("task.r_drop_alpha must be >= 0, task.drop_worst_ratio in [0, 1) and "
-                             "task.drop_worst_after >= 0")
+            raise ValueError(
+                "task.r_drop_alpha must be >= 0, task.drop_worst_ratio in [0, 1) and task.drop_worst_after >= 0"
+            )
         if "{text}" not in self.summarization_prompt:
             raise ValueError("task.summarization_prompt must contain {text}, where the text to summarize goes")
 
     def prompts(self) -> dict[str, str]:
-        return {"caption": self.caption_prompt, "classification": self.classification_prompt,
-                "summarization": self.summarization_prompt}
+        return {
+            "caption": self.caption_prompt,
+            "classification": self.classification_prompt,
+            "summarization": self.summarization_prompt,
+        }
 
 
 class InstructedGenerationTask(Task):
@@ -133,8 +157,11 @@ class InstructedGenerationTask(Task):
     # ------------------------------------------------------------------------------------------------ assets
     @classmethod
     def usable(cls, study: Study) -> str:
-        return "" if subtasks_of(study, SUBTASKS) else \
-            "no report, question/answer, labels or text to summarize (task instructed_generation needs one)"
+        return (
+            ""
+            if subtasks_of(study, SUBTASKS)
+            else "no report, question/answer, labels or text to summarize (task instructed_generation needs one)"
+        )
 
     @classmethod
     def build_assets(cls, cfg: Any, train: Sequence[Study], save_dir: Path | None) -> dict[str, Any]:
@@ -144,16 +171,17 @@ class InstructedGenerationTask(Task):
             from medvl.data.sources import load_studies
 
             val = load_studies(cfg.data).get("val", [])
-        answers = sorted({normalize_answer(s.answer) for s in [*train, *val]
-                          if "vqa" in subtasks_of(s, opts.tasks)})
+        answers = sorted({normalize_answer(s.answer) for s in [*train, *val] if "vqa" in subtasks_of(s, opts.tasks)})
         class_names: list[str] = []
         multi_label = False
         if "classification" in opts.tasks:
             seen = sorted({n for s in train for n, v in (s.labels or {}).items() if v == 1})
             unknown = [n for n in opts.class_names if n not in seen]
             if unknown:
-                raise ValueError(f"task.class_names {unknown} are positive in no training study (labels seen: "
-                                 f"{', '.join(seen) or 'none'})")
+                raise ValueError(
+                    f"task.class_names {unknown} are positive in no training study (labels seen: "
+                    f"{', '.join(seen) or 'none'})"
+                )
             class_names = list(opts.class_names) or seen
             if opts.none_class and any(not positive_classes(s, class_names, "") for s in train if s.labels):
                 class_names.append(opts.none_class)
@@ -173,35 +201,53 @@ class InstructedGenerationTask(Task):
     @classmethod
     def assets_from_metadata(cls, metadata: dict[str, Any]) -> dict[str, Any]:
         tok = tokenizer_from_json(metadata["tokenizer"], metadata.get("tokenizer_specials"))
-        return {"tokenizer": tok, "answers": metadata.get("answers", []),
-                "class_names": metadata.get("class_names", []), "multi_label": metadata.get("multi_label", False)}
+        return {
+            "tokenizer": tok,
+            "answers": metadata.get("answers", []),
+            "class_names": metadata.get("class_names", []),
+            "multi_label": metadata.get("multi_label", False),
+        }
 
     @classmethod
     def model_fields(cls, assets: Any) -> dict[str, Any]:
         return {"vocab_size": len(assets["tokenizer"]), "pad_id": assets["tokenizer"].pad_token_id}
 
     def metadata(self) -> dict[str, Any]:
-        return {"tokenizer": tokenizer_to_json(self.tokenizer), "tokenizer_specials": special_tokens(self.tokenizer),
-                "answers": self.answers, "class_names": self.class_names, "multi_label": self.multi_label}
+        return {
+            "tokenizer": tokenizer_to_json(self.tokenizer),
+            "tokenizer_specials": special_tokens(self.tokenizer),
+            "answers": self.answers,
+            "class_names": self.class_names,
+            "multi_label": self.multi_label,
+        }
 
     # -------------------------------------------------------------------------------------------------- data
     def dataset(self, studies: Sequence[Study], training: bool = False) -> InstructionDataset:
         opts, mc = self.options, self.cfg.model
         examples = examples_of(studies, opts.tasks, opts.prompts(), self.class_names, opts.none_class, training)
         if training and not examples:
-            raise ValueError(f"no training example for the sub-tasks {opts.tasks}: the studies carry none of "
-                             "report, question/answer, labels (or text-only question/answer)")
+            raise ValueError(
+                f"no training example for the sub-tasks {opts.tasks}: the studies carry none of "
+                "report, question/answer, labels (or text-only question/answer)"
+            )
         order = None
         if training:
             by_task = [[k for k, e in enumerate(examples) if e.task == t] for t in SUBTASKS]
             sizes = [len(ks) for ks in by_task]
-            weights = [float(n) for n in sizes] if not opts.weights else \
-                [opts.weights.get(t, 1.0) for t in SUBTASKS]
+            weights = [float(n) for n in sizes] if not opts.weights else [opts.weights.get(t, 1.0) for t in SUBTASKS]
             pairs = mixture_index(sizes, weights, self.cfg.train.seed, opts.epoch_size or None)
             order = [by_task[t][j] for t, j in pairs]
         views = ViewLoader(mc.image_size, 1, mc.in_chans, self.cfg.data.cache_images)
-        return InstructionDataset(studies, examples, self.tokenizer, views, opts.max_source_tokens,
-                                  opts.max_target_tokens, self.cfg.data.strict, order)
+        return InstructionDataset(
+            studies,
+            examples,
+            self.tokenizer,
+            views,
+            opts.max_source_tokens,
+            opts.max_target_tokens,
+            self.cfg.data.strict,
+            order,
+        )
 
     def collate(self, items: Sequence[Any]) -> InstructionBatch:
         mc = self.cfg.model
@@ -255,8 +301,14 @@ class InstructedGenerationTask(Task):
             kl = r_drop_kl(logits, second, batch.target_mask, allowed)
             logits, targets, task_ids = torch.cat([logits, second]), torch.cat([targets, targets]), task_ids.repeat(2)
             allowed = torch.cat([allowed, allowed]) if allowed is not None else None
-        terms = label_smoothed_nll(logits, targets, epsilon=self.label_smoothing, ignore_index=IGNORE,
-                                   allowed_mask=allowed, drop_worst_ratio=drop)
+        terms = label_smoothed_nll(
+            logits,
+            targets,
+            epsilon=self.label_smoothing,
+            ignore_index=IGNORE,
+            allowed_mask=allowed,
+            drop_worst_ratio=drop,
+        )
         counts = (targets != IGNORE).sum(1) * terms.kept
         loss, per_task = per_task_mean(terms.per_sample * terms.kept, counts, task_ids)
         if r_drop:
@@ -276,32 +328,48 @@ class InstructedGenerationTask(Task):
     # ----------------------------------------------------------------------------------------------- decode
     def _subset(self, batch: InstructionBatch, rows: list[int]) -> tuple[torch.Tensor, ...]:
         index = torch.tensor(rows, device=batch.images.device)
-        return tuple(t.index_select(0, index) for t in (batch.images, batch.image_valid, batch.src_ids,
-                                                          batch.src_mask))
+        return tuple(t.index_select(0, index) for t in (batch.images, batch.image_valid, batch.src_ids, batch.src_mask))
 
     @torch.no_grad()
     def candidate_scores(self, batch: InstructionBatch, rows: list[int], task: str) -> torch.Tensor:
         """float [len(rows), K]: summed log-probability of each of `task`'s K candidates."""
         cands = pad_candidates(answer_sequences(self.tokenizer, self.candidates(task)), self.tokenizer.pad_token_id)
         tok = self.tokenizer
-        return self.model.score_candidates(*self._subset(batch, rows), cands.to(batch.images.device),
-                                           bos_id=tok.bos_token_id, pad_id=tok.pad_token_id).float()
+        return self.model.score_candidates(
+            *self._subset(batch, rows), cands.to(batch.images.device), bos_id=tok.bos_token_id, pad_id=tok.pad_token_id
+        ).float()
 
     @torch.no_grad()
     def generate(self, batch: InstructionBatch, rows: list[int], gen: GenerationConfig, constrain: bool) -> list[str]:
         """Texts generated for `rows` of the batch; vqa/classification rows under their trie when `constrain`."""
         tasks = [batch.tasks[k] for k in rows]
         tries = [self.trie(t) if constrain and t in CONSTRAINED and self.candidates(t) else None for t in tasks]
-        allowed = (lambda i, prefix: tries[i].allowed(prefix) if tries[i] is not None else None) \
-            if any(t is not None for t in tries) else None
+        allowed = (
+            (lambda i, prefix: tries[i].allowed(prefix) if tries[i] is not None else None)
+            if any(t is not None for t in tries)
+            else None
+        )
         tok = self.tokenizer
-        longest = max((max(len(s) for s in answer_sequences(tok, self.candidates(t)))
-                       for t, trie in zip(tasks, tries, strict=True) if trie is not None), default=0)
+        longest = max(
+            (
+                max(len(s) for s in answer_sequences(tok, self.candidates(t)))
+                for t, trie in zip(tasks, tries, strict=True)
+                if trie is not None
+            ),
+            default=0,
+        )
         # room for the longest candidate: a constrained answer cut before its EOS would be no candidate
-        ids = self.model.generate(*self._subset(batch, rows), max_new_tokens=max(gen.max_new_tokens, longest),
-                                  num_beams=gen.num_beams, length_penalty=gen.length_penalty,
-                                  no_repeat_ngram_size=gen.no_repeat_ngram_size, bos_id=tok.bos_token_id,
-                                  eos_id=tok.eos_token_id, pad_id=tok.pad_token_id, allowed_tokens=allowed)
+        ids = self.model.generate(
+            *self._subset(batch, rows),
+            max_new_tokens=max(gen.max_new_tokens, longest),
+            num_beams=gen.num_beams,
+            length_penalty=gen.length_penalty,
+            no_repeat_ngram_size=gen.no_repeat_ngram_size,
+            bos_id=tok.bos_token_id,
+            eos_id=tok.eos_token_id,
+            pad_id=tok.pad_token_id,
+            allowed_tokens=allowed,
+        )
         return [decode_report(tok, row.tolist()) for row in ids]
 
     def _rows(self, batch: InstructionBatch, gen: GenerationConfig) -> list[dict[str, Any]]:
@@ -325,8 +393,11 @@ class InstructedGenerationTask(Task):
             meta = batch.meta[k]
             row = {"id": sid, "task": batch.tasks[k], "reference": batch.targets[k], "generated": texts[k]}
             if batch.tasks[k] == "vqa":
-                row |= {"question": meta.get("question", ""), "answer_type": meta.get("answer_type", ""),
-                        "question_type": meta.get("question_type", "")}
+                row |= {
+                    "question": meta.get("question", ""),
+                    "answer_type": meta.get("answer_type", ""),
+                    "question_type": meta.get("question_type", ""),
+                }
             if batch.tasks[k] == "classification":
                 row |= {"probs": probs.get(k), "labels": meta.get("labels", {})}
             rows_out.append(row)
@@ -345,14 +416,17 @@ class InstructedGenerationTask(Task):
         return instructed_eval.validation_metrics(rows)
 
     # ------------------------------------------------------------------------------------------------ evaluate
-    def evaluation(self, outputs: dict[str, list[Any]], studies: dict[str, list[Study]], options: Any
-                   ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    def evaluation(
+        self, outputs: dict[str, list[Any]], studies: dict[str, list[Study]], options: Any
+    ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         rows = list(outputs.values())[-1]
-        return instructed_eval.evaluation(rows, studies, options, self.class_names, self.multi_label,
-                                          self.options.none_class, self.answers)
+        return instructed_eval.evaluation(
+            rows, studies, options, self.class_names, self.multi_label, self.options.none_class, self.answers
+        )
 
-    def write_evaluation(self, out: Path, result: dict[str, Any], rows: list[dict[str, Any]], options: Any,
-                         title: str) -> None:
+    def write_evaluation(
+        self, out: Path, result: dict[str, Any], rows: list[dict[str, Any]], options: Any, title: str
+    ) -> None:
         from medvl.jsonl import write_evaluation_files
 
         write_evaluation_files(out, result, rows)

@@ -53,11 +53,12 @@ class InstructedReportTask(ReportTask):
         if len(before_ids) + len(after_ids) > budget:  # keep the end (the question and the answer marker)
             keep_after = min(len(after_ids), budget)
             after_ids = after_ids[-keep_after:]
-            before_ids = before_ids[-(budget - keep_after):] if budget > keep_after else []
+            before_ids = before_ids[-(budget - keep_after) :] if budget > keep_after else []
         return before_ids, after_ids
 
-    def _sequences(self, prompts: Sequence[tuple[str, str]], answers: Sequence[list[int]] | None,
-                   left_pad: bool) -> dict[str, torch.Tensor]:
+    def _sequences(
+        self, prompts: Sequence[tuple[str, str]], answers: Sequence[list[int]] | None, left_pad: bool
+    ) -> dict[str, torch.Tensor]:
         """input_ids, attention_mask, image_mask, labels [B, T] for prompts (+ answers)."""
         tok = self.tokenizer
         rows = []
@@ -80,8 +81,10 @@ class InstructedReportTask(ReportTask):
             labels += answer
             rows.append((ids, labels, image))
         length = max(len(r[0]) for r in rows)
-        out = {k: torch.full((len(rows), length), v, dtype=torch.long) for k, v in
-               (("input_ids", tok.pad_token_id), ("attention_mask", 0), ("labels", IGNORE))}
+        out = {
+            k: torch.full((len(rows), length), v, dtype=torch.long)
+            for k, v in (("input_ids", tok.pad_token_id), ("attention_mask", 0), ("labels", IGNORE))
+        }
         out["image_mask"] = torch.zeros(len(rows), length, dtype=torch.bool)
         for i, (ids, labels, image) in enumerate(rows):
             cols = slice(length - len(ids), length) if left_pad else slice(0, len(ids))
@@ -100,11 +103,16 @@ class InstructedReportTask(ReportTask):
     def __call__(self, batch: Batch) -> dict[str, torch.Tensor]:
         prompts = [self.template.single_turn(self.template.sample_instruction()) for _ in range(len(batch))]
         seq = {k: v.to(batch.images.device) for k, v in self._sequences(prompts, self._answers(batch), False).items()}
-        logits = self.model(batch.images, batch.view_ids, batch.view_mask, seq["input_ids"], seq["attention_mask"],
-                            seq["image_mask"])
+        logits = self.model(
+            batch.images, batch.view_ids, batch.view_mask, seq["input_ids"], seq["attention_mask"], seq["image_mask"]
+        )
         targets = seq["labels"][:, 1:]
-        loss = F.cross_entropy(logits[:, :-1].float().flatten(0, 1), targets.flatten(), ignore_index=IGNORE,
-                               label_smoothing=self.label_smoothing)
+        loss = F.cross_entropy(
+            logits[:, :-1].float().flatten(0, 1),
+            targets.flatten(),
+            ignore_index=IGNORE,
+            label_smoothing=self.label_smoothing,
+        )
         n_tokens = (targets != IGNORE).sum()
         return {"loss": loss, "weight": n_tokens, "n_tokens": n_tokens}
 
@@ -112,8 +120,9 @@ class InstructedReportTask(ReportTask):
         """Summed log-probability of the batch's reports after the pool's first instruction (for saliency maps)."""
         prompts = [self.template.single_turn(self.template.prompts[0])] * len(batch)
         seq = {k: v.to(batch.images.device) for k, v in self._sequences(prompts, self._answers(batch), False).items()}
-        logits = self.model(batch.images, batch.view_ids, batch.view_mask, seq["input_ids"], seq["attention_mask"],
-                            seq["image_mask"])
+        logits = self.model(
+            batch.images, batch.view_ids, batch.view_mask, seq["input_ids"], seq["attention_mask"], seq["image_mask"]
+        )
         targets = seq["labels"][:, 1:]
         keep = targets != IGNORE
         logp = logits[:, :-1].float().log_softmax(-1).gather(-1, targets.clamp_min(0)[..., None])[..., 0]
@@ -124,10 +133,21 @@ class InstructedReportTask(ReportTask):
         seq = {k: v.to(batch.images.device) for k, v in self._sequences(prompts, None, True).items()}
         tok = self.tokenizer
         ids = self.model.generate_from(
-            batch.images, batch.view_ids, batch.view_mask, seq["input_ids"], seq["attention_mask"], seq["image_mask"],
-            max_new_tokens=min(gen.max_new_tokens, self.config.max_len), num_beams=gen.num_beams,
-            no_repeat_ngram_size=gen.no_repeat_ngram_size, length_penalty=gen.length_penalty, do_sample=False,
-            eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id)
+            batch.images,
+            batch.view_ids,
+            batch.view_mask,
+            seq["input_ids"],
+            seq["attention_mask"],
+            seq["image_mask"],
+            max_new_tokens=min(gen.max_new_tokens, self.config.max_len),
+            num_beams=gen.num_beams,
+            no_repeat_ngram_size=gen.no_repeat_ngram_size,
+            length_penalty=gen.length_penalty,
+            do_sample=False,
+            eos_token_id=tok.eos_token_id,
+            pad_token_id=tok.pad_token_id,
+            bos_token_id=tok.bos_token_id,
+        )
         return [self.template.clean_answer(decode_report(tok, row.tolist())) for row in ids]
 
     @torch.inference_mode()

@@ -49,8 +49,12 @@ def subtasks_of(study: Study, enabled: Sequence[str]) -> list[str]:
     """The enabled sub-tasks this study can serve, in `enabled` order."""
     has_image = bool(study.image_paths)
     qa = bool(study.question.strip() and study.answer.strip())
-    serves = {"caption": has_image and bool(study.report.strip()), "vqa": has_image and qa,
-              "classification": has_image and bool(study.labels), "summarization": not has_image and qa}
+    serves = {
+        "caption": has_image and bool(study.report.strip()),
+        "vqa": has_image and qa,
+        "classification": has_image and bool(study.labels),
+        "summarization": not has_image and qa,
+    }
     return [name for name in enabled if serves[name]]
 
 
@@ -65,8 +69,14 @@ class Example:
     """The target text (training) or the reference (evaluation)."""
 
 
-def examples_of(studies: Sequence[Study], enabled: Sequence[str], prompts: dict[str, str], class_names: Sequence[str],
-                none_class: str, training: bool) -> list[Example]:
+def examples_of(
+    studies: Sequence[Study],
+    enabled: Sequence[str],
+    prompts: dict[str, str],
+    class_names: Sequence[str],
+    none_class: str,
+    training: bool,
+) -> list[Example]:
     """Every example of `studies`; in evaluation one per (study, sub-task), in training one per classification
     target as well."""
     out = []
@@ -78,8 +88,7 @@ def examples_of(studies: Sequence[Study], enabled: Sequence[str], prompts: dict[
                 question = " " + s.question.strip()
                 out.append(Example(i, task, question, normalize_answer(s.answer)))
             elif task == "summarization":
-                out.append(Example(i, task, prompts["summarization"].format(text=s.question.strip()),
-                                   s.answer.strip()))
+                out.append(Example(i, task, prompts["summarization"].format(text=s.question.strip()), s.answer.strip()))
             else:
                 positive = positive_classes(s, class_names, none_class)
                 if not positive:
@@ -144,8 +153,17 @@ class InstructionDataset(torch.utils.data.Dataset):
     (the runner matches output rows to items by id). Training: `order` is the mixed epoch's list of example indices
     (`medvl.data.mixing.mixture_index`)."""
 
-    def __init__(self, studies: Sequence[Study], examples: Sequence[Example], tokenizer: Any, views: ViewLoader,
-                 max_source: int, max_target: int, strict: bool, order: Sequence[int] | None = None) -> None:
+    def __init__(
+        self,
+        studies: Sequence[Study],
+        examples: Sequence[Example],
+        tokenizer: Any,
+        views: ViewLoader,
+        max_source: int,
+        max_target: int,
+        strict: bool,
+        order: Sequence[int] | None = None,
+    ) -> None:
         self.source = list(studies)
         self.examples = list(examples)
         self.order = list(order) if order is not None else list(range(len(self.examples)))
@@ -214,9 +232,19 @@ def collate_instructions(items: Sequence[Any], pad_id: int, image_size: int, cha
 
     src_ids, src_mask = pad([s.source_ids for s in samples])
     tgt_ids, tgt_mask = pad([s.target_ids for s in samples])
-    return InstructionBatch([s.id for s in samples], [s.task for s in samples], images, valid, src_ids, src_mask,
-                            tgt_ids, tgt_mask, [s.target for s in samples], [s.meta for s in samples],
-                            [x for x in items if isinstance(x, Skipped)])
+    return InstructionBatch(
+        [s.id for s in samples],
+        [s.task for s in samples],
+        images,
+        valid,
+        src_ids,
+        src_mask,
+        tgt_ids,
+        tgt_mask,
+        [s.target for s in samples],
+        [s.meta for s in samples],
+        [x for x in items if isinstance(x, Skipped)],
+    )
 
 
 def answer_sequences(tokenizer: Any, answers: Sequence[str]) -> list[list[int]]:
@@ -233,6 +261,19 @@ def pad_candidates(sequences: Sequence[Sequence[int]], pad_id: int) -> torch.Ten
     return out
 
 
-__all__ = ["CONSTRAINED", "SUBTASKS", "Example", "InstructionBatch", "InstructionDataset", "InstructionSample",
-           "answer_sequences", "collate_instructions", "examples_of", "normalize_answer", "pad_candidates",
-           "positive_classes", "subtasks_of", "text_ids"]
+__all__ = [
+    "CONSTRAINED",
+    "SUBTASKS",
+    "Example",
+    "InstructionBatch",
+    "InstructionDataset",
+    "InstructionSample",
+    "answer_sequences",
+    "collate_instructions",
+    "examples_of",
+    "normalize_answer",
+    "pad_candidates",
+    "positive_classes",
+    "subtasks_of",
+    "text_ids",
+]

@@ -62,8 +62,10 @@ class MaskedModelingOptions:
         if not 0.0 < self.mask_ratio < 1.0:
             raise ValueError(f"task.mask_ratio must be in (0, 1), got {self.mask_ratio} (VideoMAE uses 0.75-0.9)")
         if self.decoder_mask_ratio and round(self.decoder_mask_ratio * _CELL) not in (1, 2, 3):
-            raise ValueError(f"task.decoder_mask_ratio must be 0 (off), 0.25, 0.5 or 0.75 (a share of a 2x2 running "
-                             f"cell), got {self.decoder_mask_ratio}")
+            raise ValueError(
+                f"task.decoder_mask_ratio must be 0 (off), 0.25, 0.5 or 0.75 (a share of a 2x2 running "
+                f"cell), got {self.decoder_mask_ratio}"
+            )
         if self.eval_images < 0:
             raise ValueError(f"task.eval_images must be >= 0, got {self.eval_images}")
 
@@ -100,8 +102,9 @@ class ClipDataset(StudyDataset):
         return ClipSample(study.id, images, list(study.view_ids[: self.views.max_views]))
 
 
-def tube_mask(grid: tuple[int, int, int], ratio: float, batch: int, generators: Sequence[torch.Generator] | None = None
-              ) -> Tensor:
+def tube_mask(
+    grid: tuple[int, int, int], ratio: float, batch: int, generators: Sequence[torch.Generator] | None = None
+) -> Tensor:
     """bool [batch, T * H * W], True = hidden: the same round(ratio * H * W) random positions in every tubelet."""
     t, h, w = grid
     n = h * w
@@ -137,8 +140,13 @@ class MaskedModelingTask(Task):
     endpoint = "reconstructions"
     prediction_fields = {
         "reconstruction_loss": (float, "MSE of the reconstructed hidden patches (in the task's target pixels)"),
-        "baseline_loss": (float, ("the same loss of the baseline (each patch's mean for per-patch normalized "
-                                  "targets, else the clip's visible mean colour)")),
+        "baseline_loss": (
+            float,
+            (
+                "the same loss of the baseline (each patch's mean for per-patch normalized "
+                "targets, else the clip's visible mean colour)"
+            ),
+        ),
         "mask_ratio": (float, "share of patches hidden from the encoder"),
     }
     headline_metrics = ("loss", "baseline_loss", "loss_ratio")
@@ -158,8 +166,11 @@ class MaskedModelingTask(Task):
     # -------------------------------------------------------------------------------------------------- data
     def dataset(self, studies: Sequence[Study], training: bool = False) -> ClipDataset:
         mc = self.cfg.model
-        return ClipDataset(studies, ViewLoader(mc.image_size, mc.max_views, mc.in_chans, self.cfg.data.cache_images),
-                           self.cfg.data.strict)
+        return ClipDataset(
+            studies,
+            ViewLoader(mc.image_size, mc.max_views, mc.in_chans, self.cfg.data.cache_images),
+            self.cfg.data.strict,
+        )
 
     def collate(self, items: Sequence[Any]) -> ClipBatch:
         samples = [x for x in items if isinstance(x, ClipSample)]
@@ -170,8 +181,9 @@ class MaskedModelingTask(Task):
             images = torch.zeros(0, mc.max_views, mc.in_chans, mc.image_size, mc.image_size)
             view_ids = torch.zeros(0, mc.max_views, dtype=torch.long)
             view_mask = torch.zeros(0, mc.max_views, dtype=torch.bool)
-        return ClipBatch([s.id for s in samples], images, view_ids, view_mask,
-                         [x for x in items if isinstance(x, Skipped)])
+        return ClipBatch(
+            [s.id for s in samples], images, view_ids, view_mask, [x for x in items if isinstance(x, Skipped)]
+        )
 
     # ------------------------------------------------------------------------------------------------- masks
     def masks(self, batch: ClipBatch, training: bool, by_id: bool = True) -> tuple[Tensor, Tensor]:
@@ -188,8 +200,10 @@ class MaskedModelingTask(Task):
             else:
                 decoded = hidden
         else:
-            generators = [torch.Generator().manual_seed(zlib.crc32(f"{opts.seed}:{sid if by_id else ''}".encode()))
-                          for sid in batch.ids]
+            generators = [
+                torch.Generator().manual_seed(zlib.crc32(f"{opts.seed}:{sid if by_id else ''}".encode()))
+                for sid in batch.ids
+            ]
             hidden = tube_mask(self.grid, opts.mask_ratio, b, generators)
             decoded = hidden
         device = batch.images.device
@@ -206,8 +220,9 @@ class MaskedModelingTask(Task):
             return ((per_channel - mean) / (var.sqrt() + 1e-6)).view(patches.shape)
         return model.patchify(model.clips(batch.images, batch.view_mask.bool()))
 
-    def _reconstruct(self, batch: ClipBatch, training: bool, by_id: bool = True
-                     ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    def _reconstruct(
+        self, batch: ClipBatch, training: bool, by_id: bool = True
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
         """(predicted [B, Nd, P], target [B, Nd, P], weight [B, Nd] 1 on hidden tokens, decoded [B, N], the
         baseline's prediction [B, Nd, P])."""
         hidden, decoded = self.masks(batch, training, by_id)
@@ -269,7 +284,7 @@ class MaskedModelingTask(Task):
     def _panel(self, batch: ClipBatch, k: int, pred: Tensor, decoded: Tensor) -> np.ndarray:
         """uint8 [rows * S, 3 * S, 3]: per frame (at most 8), original | masked | reconstruction."""
         model = self.model.module if hasattr(self.model, "module") else self.model
-        images = batch.images[k: k + 1].float()  # [1, T, C, H, W] in [0, 1]
+        images = batch.images[k : k + 1].float()  # [1, T, C, H, W] in [0, 1]
         patches = model.patchify(images)[0]  # [N, P]
         full = patches.clone()
         if self.options.norm_pix_loss:  # undo the per-patch normalization with the true patch statistics
@@ -290,16 +305,21 @@ class MaskedModelingTask(Task):
         rows = [np.concatenate([_to_rgb(v[f]) for v in views], axis=1) for f in frames]
         return np.concatenate(rows, axis=0)
 
-    def evaluation(self, outputs: dict[str, list[Any]], studies: dict[str, list[Study]], options: Any
-                   ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    def evaluation(
+        self, outputs: dict[str, list[Any]], studies: dict[str, list[Study]], options: Any
+    ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         rows = list(outputs.values())[-1]
         loss = np.array([r["loss"] for r in rows])
         base = np.array([r["baseline"] for r in rows])
-        result: dict[str, Any] = {"reconstruction_loss": float(loss.mean()), "n_examples": len(rows),
-                                  "mask_ratio": self.options.mask_ratio, "norm_pix_loss": self.options.norm_pix_loss,
-                                  "baseline": {"reconstruction_loss": float(base.mean())},
-                                  "baseline_name": BASELINE_NAMES[self.options.norm_pix_loss],
-                                  "loss_ratio": float(loss.mean() / base.mean()) if base.mean() > 0 else None}
+        result: dict[str, Any] = {
+            "reconstruction_loss": float(loss.mean()),
+            "n_examples": len(rows),
+            "mask_ratio": self.options.mask_ratio,
+            "norm_pix_loss": self.options.norm_pix_loss,
+            "baseline": {"reconstruction_loss": float(base.mean())},
+            "baseline_name": BASELINE_NAMES[self.options.norm_pix_loss],
+            "loss_ratio": float(loss.mean() / base.mean()) if base.mean() > 0 else None,
+        }
         if options.bootstrap and len(rows) > 1:
             rng = np.random.default_rng(options.seed)
             draws = rng.integers(0, len(rows), (options.bootstrap, len(rows)))
@@ -309,8 +329,12 @@ class MaskedModelingTask(Task):
         self._panels = {}
         predictions = []
         for r in rows:
-            record = {"id": r["id"], "image_paths": paths.get(r["id"], []), "reconstruction_loss": r["loss"],
-                      "baseline_loss": r["baseline"]}
+            record = {
+                "id": r["id"],
+                "image_paths": paths.get(r["id"], []),
+                "reconstruction_loss": r["loss"],
+                "baseline_loss": r["baseline"],
+            }
             if "panel" in r:
                 name = f"reconstructions/{len(self._panels):04d}_{_safe(r['id'])}.png"
                 self._panels[name] = r["panel"]
@@ -318,8 +342,9 @@ class MaskedModelingTask(Task):
             predictions.append(record)
         return result, predictions
 
-    def write_evaluation(self, out: Path, result: dict[str, Any], rows: list[dict[str, Any]], options: Any,
-                         title: str) -> None:
+    def write_evaluation(
+        self, out: Path, result: dict[str, Any], rows: list[dict[str, Any]], options: Any, title: str
+    ) -> None:
         super().write_evaluation(out, result, rows, options, title)
         from PIL import Image
 
@@ -333,20 +358,29 @@ class MaskedModelingTask(Task):
     def format_evaluation(cls, result: dict[str, Any]) -> str:
         ci = result.get("reconstruction_loss_ci")
         shown = f" (95% CI {ci[0]:.4f}-{ci[1]:.4f})" if ci else ""
-        return "\n".join([
-            f"reconstruction loss   {result['reconstruction_loss']:.4f}{shown}  "
-            f"over {result['n_examples']} studies, "
-            f"mask ratio {result['mask_ratio']}",
-            f"baseline ({result['baseline_name']})   {result['baseline']['reconstruction_loss']:.4f}",
-            f"ratio to baseline     {result['loss_ratio']:.4f}" if result.get("loss_ratio") is not None else ""])
+        return "\n".join(
+            [
+                f"reconstruction loss   {result['reconstruction_loss']:.4f}{shown}  "
+                f"over {result['n_examples']} studies, "
+                f"mask ratio {result['mask_ratio']}",
+                f"baseline ({result['baseline_name']})   {result['baseline']['reconstruction_loss']:.4f}",
+                f"ratio to baseline     {result['loss_ratio']:.4f}" if result.get("loss_ratio") is not None else "",
+            ]
+        )
 
     # ---------------------------------------------------------------------------------------------- inference
     def inference_batch(self, studies: Sequence[Any]) -> ClipBatch:
         return self.collate([ClipSample(s.id, s.pixels, s.view_ids) for s in studies])
 
     def predict(self, batch: ClipBatch) -> list[dict[str, Any]]:
-        return [{"reconstruction_loss": round(r["loss"], 6), "baseline_loss": round(r["baseline"], 6),
-                 "mask_ratio": self.options.mask_ratio} for r in self._rows(batch, panels=False, by_id=False)]
+        return [
+            {
+                "reconstruction_loss": round(r["loss"], 6),
+                "baseline_loss": round(r["baseline"], 6),
+                "mask_ratio": self.options.mask_ratio,
+            }
+            for r in self._rows(batch, panels=False, by_id=False)
+        ]
 
 
 def _to_rgb(frame: Tensor) -> np.ndarray:
@@ -362,21 +396,30 @@ def _safe(name: str) -> str:
 
 def _report_html(result: dict[str, Any], rows: list[dict[str, Any]], title: str) -> str:
     ci = result.get("reconstruction_loss_ci")
-    table = [("reconstruction loss", f"{result['reconstruction_loss']:.4f}" + (f" [{ci[0]:.4f}, {ci[1]:.4f}]" if ci
-                                                                              else "")),
-             (f"baseline: {result['baseline_name']}", f"{result['baseline']['reconstruction_loss']:.4f}"),
-             ("studies", str(result["n_examples"])), ("mask ratio", str(result["mask_ratio"]))]
+    table = [
+        (
+            "reconstruction loss",
+            f"{result['reconstruction_loss']:.4f}" + (f" [{ci[0]:.4f}, {ci[1]:.4f}]" if ci else ""),
+        ),
+        (f"baseline: {result['baseline_name']}", f"{result['baseline']['reconstruction_loss']:.4f}"),
+        ("studies", str(result["n_examples"])),
+        ("mask ratio", str(result["mask_ratio"])),
+    ]
     cells = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in table)
     figures = "".join(
-        f"<figure><img src=\"{html.escape(r['image'])}\"><figcaption>{html.escape(r['id'])}: loss "
+        f'<figure><img src="{html.escape(r["image"])}"><figcaption>{html.escape(r["id"])}: loss '
         f"{r['reconstruction_loss']:.4f} (baseline {r['baseline_loss']:.4f})</figcaption></figure>"
-        for r in rows if "image" in r)
-    return (f"<!doctype html><html><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title><style>"
-            "body{font-family:sans-serif;margin:2em}td,th{padding:.3em 1em;text-align:left}"
-            "img{image-rendering:pixelated;max-width:100%}figure{display:inline-block;margin:1em}</style></head><body>"
-            f"<h1>{html.escape(title)}</h1><table>{cells}</table>"
-            "<h2>Reconstructions (original | masked | reconstruction)</h2>"
-            f"{figures or '<p>none written (task.eval_images=0)</p>'}</body></html>")
+        for r in rows
+        if "image" in r
+    )
+    return (
+        f'<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title><style>'
+        "body{font-family:sans-serif;margin:2em}td,th{padding:.3em 1em;text-align:left}"
+        "img{image-rendering:pixelated;max-width:100%}figure{display:inline-block;margin:1em}</style></head><body>"
+        f"<h1>{html.escape(title)}</h1><table>{cells}</table>"
+        "<h2>Reconstructions (original | masked | reconstruction)</h2>"
+        f"{figures or '<p>none written (task.eval_images=0)</p>'}</body></html>"
+    )
 
 
 __all__ = ["MaskedModelingOptions", "MaskedModelingTask", "running_cell_mask", "tube_mask"]

@@ -39,8 +39,10 @@ class QFormerPretrainingTask(ReportTask):
         super().__init__(model, assets, cfg)
         raw = getattr(model, "module", model)
         if getattr(raw, "qformer_text", None) is None:
-            raise ValueError("task qformer_pretraining needs an xraygpt model with model.bridge=qformer and "
-                             "model.qformer_text=true (the runner sets it; a model built by hand must too)")
+            raise ValueError(
+                "task qformer_pretraining needs an xraygpt model with model.bridge=qformer and "
+                "model.qformer_text=true (the runner sets it; a model built by hand must too)"
+            )
 
     @classmethod
     def model_fields(cls, assets: Any) -> dict[str, Any]:
@@ -48,8 +50,9 @@ class QFormerPretrainingTask(ReportTask):
 
     def _losses(self, batch: Batch) -> dict[str, torch.Tensor]:
         raw = getattr(self.model, "module", self.model)
-        return first_stage_losses(raw, batch.images, batch.view_ids, batch.view_mask, batch.input_ids,
-                                  batch.attention_mask)
+        return first_stage_losses(
+            raw, batch.images, batch.view_ids, batch.view_mask, batch.input_ids, batch.attention_mask
+        )
 
     def __call__(self, batch: Batch) -> dict[str, torch.Tensor]:
         out = self._losses(batch)
@@ -73,13 +76,15 @@ class QFormerPretrainingTask(ReportTask):
         out["itc_top1_chance"] = float(np.mean([1.0 / r["batch_size"] for r in rows]))
         return out
 
-    def evaluation(self, outputs: dict[str, list[Any]], studies: dict[str, list[Any]], options: Any
-                   ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    def evaluation(
+        self, outputs: dict[str, list[Any]], studies: dict[str, list[Any]], options: Any
+    ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         rows = outputs[list(outputs)[-1]]
         return {"n_studies": len(rows), **self.validation_metrics(rows)}, rows
 
-    def write_evaluation(self, out: Any, result: dict[str, Any], rows: list[dict[str, Any]], options: Any,
-                         title: str) -> None:
+    def write_evaluation(
+        self, out: Any, result: dict[str, Any], rows: list[dict[str, Any]], options: Any, title: str
+    ) -> None:
         from medvl.jsonl import write_evaluation_files
 
         write_evaluation_files(out, result, rows)
@@ -89,8 +94,10 @@ class QFormerPretrainingTask(ReportTask):
         return "  ".join(f"{k}={v:.4f}" for k, v in result.items() if isinstance(v, float))
 
     def predict(self, batch: Batch) -> list[dict[str, Any]]:
-        raise NotImplementedError("a qformer_pretraining checkpoint writes no reports: train a report model from it "
-                                  "(medvl train xraygpt_tiny_synthetic train.init_from=RUN) and serve that")
+        raise NotImplementedError(
+            "a qformer_pretraining checkpoint writes no reports: train a report model from it "
+            "(medvl train xraygpt_tiny_synthetic train.init_from=RUN) and serve that"
+        )
 
     def generate(self, batch: Batch, gen: Any) -> list[str]:
         self.predict(batch)

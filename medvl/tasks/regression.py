@@ -78,16 +78,19 @@ RegressionBatch = TargetBatch
 class RegressionDataset(StudyDataset):
     def encode(self, i: int, images: np.ndarray) -> RegressionSample:
         study = self.studies[i]
-        return RegressionSample(study.id, images, list(study.view_ids[: self.views.max_views]),
-                                np.asarray(study.targets, dtype=np.float32))
+        return RegressionSample(
+            study.id, images, list(study.view_ids[: self.views.max_views]), np.asarray(study.targets, dtype=np.float32)
+        )
 
 
 def target_stats(train: Sequence[Study], k: int) -> tuple[list[float], list[float]]:
     """Mean and std (population; 1.0 where a value does not vary) of the training targets."""
     values = np.array([s.targets for s in train if len(s.targets) == k], dtype=np.float64)
     if not len(values):
-        raise ValueError(f"no training study has {k} targets: regression needs a source with targets (clips with "
-                         "x_pix,y_pix, clips_synthetic)")
+        raise ValueError(
+            f"no training study has {k} targets: regression needs a source with targets (clips with "
+            "x_pix,y_pix, clips_synthetic)"
+        )
     std = values.std(axis=0)
     return values.mean(axis=0).tolist(), np.where(std > 1e-8, std, 1.0).tolist()
 
@@ -141,8 +144,10 @@ class RegressionTask(Task):
         k = len(opts.target_names)
         wrong = next((s for s in train if s.targets and len(s.targets) != k), None)
         if wrong is not None:
-            raise ValueError(f"study {wrong.id} has {len(wrong.targets)} targets but task.target_names names {k} "
-                             f"({opts.target_names})")
+            raise ValueError(
+                f"study {wrong.id} has {len(wrong.targets)} targets but task.target_names names {k} "
+                f"({opts.target_names})"
+            )
         mean, std = target_stats(train, k)
         return {"target_names": list(opts.target_names), "mean": mean, "std": std, "normalize": opts.normalize}
 
@@ -155,8 +160,14 @@ class RegressionTask(Task):
         return {"num_outputs": len(assets["target_names"])}
 
     def metadata(self) -> dict[str, Any]:
-        return {"regression": {"target_names": self.names, "mean": self.train_mean.tolist(),
-                               "std": self.assets["std"], "normalize": bool(self.assets.get("normalize", True))}}
+        return {
+            "regression": {
+                "target_names": self.names,
+                "mean": self.train_mean.tolist(),
+                "std": self.assets["std"],
+                "normalize": bool(self.assets.get("normalize", True)),
+            }
+        }
 
     # -------------------------------------------------------------------------------------------------- data
     def dataset(self, studies: Sequence[Study], training: bool = False) -> RegressionDataset:
@@ -167,10 +178,12 @@ class RegressionTask(Task):
     def collate(self, items: Sequence[Any]) -> RegressionBatch:
         samples = [x for x in items if isinstance(x, RegressionSample)]
         images, view_ids, view_mask = collate_views(samples, self.cfg.model.max_views)
-        targets = torch.from_numpy(np.stack([s.targets for s in samples])) if samples \
-            else torch.zeros(0, len(self.names))
-        return RegressionBatch([s.id for s in samples], images, view_ids, view_mask, targets,
-                               [x for x in items if isinstance(x, Skipped)])
+        targets = (
+            torch.from_numpy(np.stack([s.targets for s in samples])) if samples else torch.zeros(0, len(self.names))
+        )
+        return RegressionBatch(
+            [s.id for s in samples], images, view_ids, view_mask, targets, [x for x in items if isinstance(x, Skipped)]
+        )
 
     # ------------------------------------------------------------------------------------------------- train
     def normalize(self, values: torch.Tensor) -> torch.Tensor:
@@ -213,8 +226,9 @@ class RegressionTask(Task):
         errors = point_errors([r["pred"] for r in rows], [r["target"] for r in rows])
         return {"error_mean": float(errors.mean()), "error_median": float(np.median(errors))}
 
-    def evaluation(self, outputs: dict[str, list[Any]], studies: dict[str, list[Study]], options: Any
-                   ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    def evaluation(
+        self, outputs: dict[str, list[Any]], studies: dict[str, list[Study]], options: Any
+    ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         from medvl.evaluate.regression import point_errors, regression_metrics
 
         rows = list(outputs.values())[-1]
@@ -227,23 +241,31 @@ class RegressionTask(Task):
         centres = [frame_centre(by_id[r["id"]]) if r["id"] in by_id else None for r in rows]
         if len(self.names) == 2 and all(c is not None for c in centres):
             baselines["tile centre"] = np.array(centres, dtype=np.float64)
-        result["baselines"] = {name: regression_metrics(p, target, km, self.names, options.bootstrap, options.seed)
-                               for name, p in baselines.items()}
+        result["baselines"] = {
+            name: regression_metrics(p, target, km, self.names, options.bootstrap, options.seed)
+            for name, p in baselines.items()
+        }
         result["baseline"] = result["baselines"].get("tile centre") or result["baselines"]["mean training target"]
         result["baseline_name"] = "tile centre" if "tile centre" in result["baselines"] else "mean training target"
         errors = point_errors(pred, target)
         predictions = []
         for r, e in zip(rows, errors, strict=True):
             study = by_id.get(r["id"])
-            predictions.append({"id": r["id"], "image_paths": [str(p) for p in study.image_paths] if study else [],
-                                "predicted": {n: round(float(v), 4)
-                                              for n, v in zip(self.names, r["pred"], strict=True)},
-                                "target": {n: float(v) for n, v in zip(self.names, r["target"], strict=True)},
-                                "error_px": round(float(e), 4), "error_km": round(float(e * km), 4)})
+            predictions.append(
+                {
+                    "id": r["id"],
+                    "image_paths": [str(p) for p in study.image_paths] if study else [],
+                    "predicted": {n: round(float(v), 4) for n, v in zip(self.names, r["pred"], strict=True)},
+                    "target": {n: float(v) for n, v in zip(self.names, r["target"], strict=True)},
+                    "error_px": round(float(e), 4),
+                    "error_km": round(float(e * km), 4),
+                }
+            )
         return result, predictions
 
-    def write_evaluation(self, out: Path, result: dict[str, Any], rows: list[dict[str, Any]], options: Any,
-                         title: str) -> None:
+    def write_evaluation(
+        self, out: Path, result: dict[str, Any], rows: list[dict[str, Any]], options: Any, title: str
+    ) -> None:
         super().write_evaluation(out, result, rows, options, title)
         if options.html:
             from medvl.evaluate.regression import write_regression_report
@@ -268,8 +290,10 @@ class RegressionTask(Task):
 
     @torch.no_grad()
     def predict(self, batch: RegressionBatch) -> list[dict[str, Any]]:
-        return [{"coordinates": {n: round(float(v), 4) for n, v in zip(self.names, p, strict=True)}}
-                for p in self.predictions(batch)]
+        return [
+            {"coordinates": {n: round(float(v), 4) for n, v in zip(self.names, p, strict=True)}}
+            for p in self.predictions(batch)
+        ]
 
     def explain_score(self, batch: RegressionBatch, record: dict[str, Any]) -> torch.Tensor:
         return self._raw(batch).sum()

@@ -27,8 +27,15 @@ from torch import nn
 
 from medvl.data.dataset import Batch, ReportDataset, Sample, collate
 from medvl.data.study import Study
-from medvl.data.tokenizer import (decode_report, encode_report, load_tokenizer, special_tokens, tokenizer_from_json,
-                                  tokenizer_to_json, train_bpe_tokenizer)
+from medvl.data.tokenizer import (
+    decode_report,
+    encode_report,
+    load_tokenizer,
+    special_tokens,
+    tokenizer_from_json,
+    tokenizer_to_json,
+    train_bpe_tokenizer,
+)
 from medvl.infer.config import GenerationConfig
 from medvl.tasks.base import Task
 
@@ -37,8 +44,7 @@ def sampling_options(gen: GenerationConfig) -> dict:
     """The sampling keywords of `generate` (none when not sampling, so models without sampling keep working)."""
     if not gen.do_sample:
         return {}
-    return {"do_sample": True, "temperature": gen.temperature, "top_k": gen.top_k, "top_p": gen.top_p,
-            "seed": gen.seed}
+    return {"do_sample": True, "temperature": gen.temperature, "top_k": gen.top_k, "top_p": gen.top_p, "seed": gen.seed}
 
 
 class ReportTask(Task):
@@ -93,9 +99,17 @@ class ReportTask(Task):
     def dataset(self, studies: Sequence[Study], training: bool = False) -> ReportDataset:
         """Training: a study with several references gives one sample per reference (`data.every_reference`)."""
         mc = self.cfg.model
-        return ReportDataset(studies, self.tokenizer, mc.image_size, mc.max_views, mc.max_len,
-                             cache_images=self.cfg.data.cache_images, strict=self.cfg.data.strict,
-                             channels=mc.in_chans, every_reference=training and self.cfg.data.every_reference)
+        return ReportDataset(
+            studies,
+            self.tokenizer,
+            mc.image_size,
+            mc.max_views,
+            mc.max_len,
+            cache_images=self.cfg.data.cache_images,
+            strict=self.cfg.data.strict,
+            channels=mc.in_chans,
+            every_reference=training and self.cfg.data.every_reference,
+        )
 
     def collate(self, items: Sequence[Any]) -> Batch:
         return collate(items, max_views=self.cfg.model.max_views, pad_id=self.tokenizer.pad_token_id)
@@ -117,8 +131,16 @@ class ReportTask(Task):
         hyps = self.generate(batch, gen)
         labels = batch.labels.cpu().numpy() if batch.labels is not None else None
         refs = batch.references or [(r,) for r in batch.reports]
-        return [{"id": sid, "reference": batch.reports[k], "references": list(refs[k]), "generated": hyps[k],
-                 "labels": None if labels is None else labels[k]} for k, sid in enumerate(batch.ids)]
+        return [
+            {
+                "id": sid,
+                "reference": batch.reports[k],
+                "references": list(refs[k]),
+                "generated": hyps[k],
+                "labels": None if labels is None else labels[k],
+            }
+            for k, sid in enumerate(batch.ids)
+        ]
 
     @staticmethod
     def _references(rows: Sequence[dict[str, Any]]) -> list[str | list[str]]:
@@ -134,8 +156,9 @@ class ReportTask(Task):
         headline, _ = score_reports(self._references(rows), [r["generated"] for r in rows], truth)
         return headline
 
-    def evaluation(self, outputs: dict[str, list[Any]], studies: dict[str, list[Study]], options: Any
-                   ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    def evaluation(
+        self, outputs: dict[str, list[Any]], studies: dict[str, list[Study]], options: Any
+    ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         from medvl.evaluate.reports import evaluate_generated
 
         rows = list(outputs.values())[-1]
@@ -143,12 +166,19 @@ class ReportTask(Task):
         paths = {s.id: [str(p) for p in s.image_paths] for split in studies.values() for s in split}
         n = len(rows)
         result, predictions = evaluate_generated(
-            [r["id"] for r in rows], self._references(rows), [r["generated"] for r in rows], truth,
-            [s.report for s in studies.get("train", [])], options, image_paths=paths)
+            [r["id"] for r in rows],
+            self._references(rows),
+            [r["generated"] for r in rows],
+            truth,
+            [s.report for s in studies.get("train", [])],
+            options,
+            image_paths=paths,
+        )
         return result | {"n_studies": n}, predictions
 
-    def write_evaluation(self, out: Path, result: dict[str, Any], rows: list[dict[str, Any]], options: Any,
-                         title: str) -> None:
+    def write_evaluation(
+        self, out: Path, result: dict[str, Any], rows: list[dict[str, Any]], options: Any, title: str
+    ) -> None:
         from medvl.evaluate.reports import write_report_outputs
 
         write_report_outputs(out, result, rows, options, title)
@@ -190,8 +220,9 @@ class ReportGenerationTask(ReportTask):
         target_mask = batch.attention_mask[:, 1:].bool()
         logits = self.model(batch.images, batch.view_ids, batch.view_mask, inputs, batch.attention_mask[:, :-1])
         targets = targets.masked_fill(~target_mask, -100)
-        loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=-100,
-                               label_smoothing=self.label_smoothing)
+        loss = F.cross_entropy(
+            logits.float().flatten(0, 1), targets.flatten(), ignore_index=-100, label_smoothing=self.label_smoothing
+        )
         n_tokens = target_mask.sum()
         return {"loss": loss, "weight": n_tokens, "n_tokens": n_tokens}
 
@@ -205,10 +236,15 @@ class ReportGenerationTask(ReportTask):
     @torch.inference_mode()
     def generate(self, batch: Batch, gen: GenerationConfig) -> list[str]:
         ids = self.model.generate(
-            batch.images, batch.view_ids, batch.view_mask,
-            bos_id=self.tokenizer.bos_token_id, eos_id=self.tokenizer.eos_token_id,
-            max_new_tokens=gen.max_new_tokens, num_beams=gen.num_beams,
-            no_repeat_ngram_size=gen.no_repeat_ngram_size, length_penalty=gen.length_penalty,
+            batch.images,
+            batch.view_ids,
+            batch.view_mask,
+            bos_id=self.tokenizer.bos_token_id,
+            eos_id=self.tokenizer.eos_token_id,
+            max_new_tokens=gen.max_new_tokens,
+            num_beams=gen.num_beams,
+            no_repeat_ngram_size=gen.no_repeat_ngram_size,
+            length_penalty=gen.length_penalty,
             **sampling_options(gen),
         )
         return [decode_report(self.tokenizer, row.tolist()) for row in ids]

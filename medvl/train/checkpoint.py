@@ -122,9 +122,13 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def save_checkpoint(path: str | Path, model_state: dict[str, torch.Tensor], metadata: dict[str, Any],
-                    train_state: dict[str, Any] | None = None,
-                    extra_tensors: dict[str, dict[str, torch.Tensor]] | None = None) -> Path:
+def save_checkpoint(
+    path: str | Path,
+    model_state: dict[str, torch.Tensor],
+    metadata: dict[str, Any],
+    train_state: dict[str, Any] | None = None,
+    extra_tensors: dict[str, dict[str, torch.Tensor]] | None = None,
+) -> Path:
     """Write a checkpoint directory atomically (replacing one of the same name) and return its path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -144,8 +148,7 @@ def save_checkpoint(path: str | Path, model_state: dict[str, torch.Tensor], meta
         structure = _flatten(train_state, flat)
         save_file(flat, str(tmp / "train_state.safetensors"))
         (tmp / "train_state.json").write_text(json.dumps(structure))
-    meta = {"format": FORMAT, "tied": aliases, "extra": extra_aliases, "resumable": train_state is not None,
-            **metadata}
+    meta = {"format": FORMAT, "tied": aliases, "extra": extra_aliases, "resumable": train_state is not None, **metadata}
     (tmp / META).write_text(json.dumps(meta, indent=1))
     for f in tmp.iterdir():
         with open(f, "rb") as fh:
@@ -260,8 +263,10 @@ def load_checkpoint(path: str | Path, load_train_state: bool = True) -> Checkpoi
     path = Path(path)
     meta = read_meta(path)
     model_state = _with_aliases(read_tensors(path / "model.safetensors"), meta.get("tied", {}))
-    extra = {name: _with_aliases(read_tensors(path / f"{name}.safetensors"), aliases)
-             for name, aliases in meta.get("extra", {}).items()}
+    extra = {
+        name: _with_aliases(read_tensors(path / f"{name}.safetensors"), aliases)
+        for name, aliases in meta.get("extra", {}).items()
+    }
     train_state = None
     if load_train_state and meta.get("resumable"):
         flat = read_tensors(path / "train_state.safetensors")

@@ -22,13 +22,20 @@ class Checkpointer:
     def __init__(self, run_dir: Path, dist: DistInfo, keep: int) -> None:
         self.run_dir, self.dist, self.keep = run_dir, dist, keep
 
-    def save(self, name: str, model_state: dict[str, torch.Tensor], metadata: dict[str, Any],
-             train_state: dict[str, Any] | None, extra: dict[str, Any] | None) -> Path:
+    def save(
+        self,
+        name: str,
+        model_state: dict[str, torch.Tensor],
+        metadata: dict[str, Any],
+        train_state: dict[str, Any] | None,
+        extra: dict[str, Any] | None,
+    ) -> Path:
         """Write RUN/checkpoints/NAME (rank 0) and wait for it on every rank."""
         path = self.run_dir / "checkpoints" / name
         if self.dist.is_main:
-            path = save_checkpoint(path, model_state=model_state, metadata=metadata, train_state=train_state,
-                                   extra_tensors=extra)
+            path = save_checkpoint(
+                path, model_state=model_state, metadata=metadata, train_state=train_state, extra_tensors=extra
+            )
         barrier(self.dist)  # nobody moves on (or reads it) before it is complete
         return path
 
@@ -51,10 +58,14 @@ class BestTracker:
         """
         if self.metric not in metrics:
             if set(metrics) <= {"loss"}:
-                raise ValueError(f"validation produced no {self.metric!r}: no validation study could be used "
-                                 "(see the skipped studies above); fix the validation split's data")
-            raise ValueError(f"train.select_metric {self.metric!r} is not a validation metric; "
-                             f"choose one of: {', '.join(sorted(metrics))}")
+                raise ValueError(
+                    f"validation produced no {self.metric!r}: no validation study could be used "
+                    "(see the skipped studies above); fix the validation split's data"
+                )
+            raise ValueError(
+                f"train.select_metric {self.metric!r} is not a validation metric; "
+                f"choose one of: {', '.join(sorted(metrics))}"
+            )
         value, best = metrics[self.metric], self.state.best_metric
         better: Callable[[float, float], bool] = (lambda a, b: a > b) if self.mode == "max" else (lambda a, b: a < b)
         improved = best is None or best != best or better(value, best)  # best != best: NaN

@@ -96,7 +96,8 @@ class TrainConfig:
         if not 0.0 < self.layer_decay <= 1.0:
             raise ValueError(f"train.layer_decay must be in (0, 1] (1.0 = off), got {self.layer_decay}")
         if self.weight_decay_end < 0 and self.weight_decay_end != -1.0:
-            raise ValueError(f"train.weight_decay_end must be >= 0, or -1 for a constant weight decay, got "
-                             f"{self.weight_decay_end}")
+            raise ValueError(
+                f"train.weight_decay_end must be >= 0, or -1 for a constant weight decay, got {self.weight_decay_end}"
+            )
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ValueError(f"train.label_smoothing must be in [0, 1), got {self.label_smoothing}")

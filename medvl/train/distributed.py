@@ -69,8 +69,10 @@ def resolve_backend(backend: str, device_type: str) -> str:
     if backend == "auto":
         return "nccl" if device_type == "cuda" else "gloo"
     if backend == "nccl" and (device_type != "cuda" or not torch.cuda.is_available()):
-        raise DistributedSetupError("train.dist_backend=nccl needs CUDA GPUs, but this run is on the CPU (no CUDA "
-                                    "device, or train.device=cpu); use train.dist_backend=gloo or auto")
+        raise DistributedSetupError(
+            "train.dist_backend=nccl needs CUDA GPUs, but this run is on the CPU (no CUDA "
+            "device, or train.device=cpu); use train.dist_backend=gloo or auto"
+        )
     return backend
 
 
@@ -91,13 +93,17 @@ def init_distributed(backend: str = "auto", device_type: str = "cpu", timeout_s:
         return DistInfo()
     rank, local_rank = _env_int("RANK", -1), _env_int("LOCAL_RANK", 0)
     if rank < 0:
-        raise DistributedSetupError(f"WORLD_SIZE={world} but RANK is not set: launch with torchrun "
-                                    "(torchrun --nproc-per-node N -m medvl train RECIPE)")
+        raise DistributedSetupError(
+            f"WORLD_SIZE={world} but RANK is not set: launch with torchrun "
+            "(torchrun --nproc-per-node N -m medvl train RECIPE)"
+        )
     missing = [k for k in ("MASTER_ADDR", "MASTER_PORT") if not os.environ.get(k)]
     if missing:
-        raise DistributedSetupError(f"WORLD_SIZE={world} but {' and '.join(missing)} not set: no rendezvous endpoint. "
-                                    "Launch with torchrun, which sets them, and for several machines pass "
-                                    "--rdzv-backend c10d --rdzv-endpoint HOST:PORT (see README, multi-node)")
+        raise DistributedSetupError(
+            f"WORLD_SIZE={world} but {' and '.join(missing)} not set: no rendezvous endpoint. "
+            "Launch with torchrun, which sets them, and for several machines pass "
+            "--rdzv-backend c10d --rdzv-endpoint HOST:PORT (see README, multi-node)"
+        )
     if dist.is_initialized():
         return DistInfo(dist.get_rank(), dist.get_world_size(), local_rank, dist.get_backend())
     if resolved == "nccl":
@@ -179,12 +185,15 @@ def plan_batches(micro_batch: int, grad_accum: int, global_batch: int, world_siz
         raise DistributedSetupError(
             f"train.global_batch_size={global_batch} is not a multiple of data.batch_size x world size = "
             f"{micro_batch} x {world_size}; on {world_size} process(es) data.batch_size can be one of "
-            f"{options[:12]}, or change train.global_batch_size")
+            f"{options[:12]}, or change train.global_batch_size"
+        )
     accum = global_batch // per_step
     if grad_accum not in (1, accum):
-        raise DistributedSetupError(f"train.grad_accum={grad_accum} contradicts train.global_batch_size={global_batch} "
-                                    f"(which needs {accum} on {world_size} process(es) with data.batch_size="
-                                    f"{micro_batch}); set only one of them")
+        raise DistributedSetupError(
+            f"train.grad_accum={grad_accum} contradicts train.global_batch_size={global_batch} "
+            f"(which needs {accum} on {world_size} process(es) with data.batch_size="
+            f"{micro_batch}); set only one of them"
+        )
     return BatchPlan(global_batch, micro_batch, accum, world_size)
 
 
@@ -201,8 +210,8 @@ class GlobalBatches:
         p = self.plan
         per_rank = p.micro_batch * p.grad_accum
         start = step_in_epoch * p.global_batch + self.rank * per_rank
-        mine = self._order[start: start + per_rank]
-        return [mine[i: i + p.micro_batch].tolist() for i in range(0, per_rank, p.micro_batch)]
+        mine = self._order[start : start + per_rank]
+        return [mine[i : i + p.micro_batch].tolist() for i in range(0, per_rank, p.micro_batch)]
 
 
 # ------------------------------------------------------------------------------------------------ sharded eval
@@ -229,6 +238,20 @@ def merge_shards(parts: Sequence[Sequence[tuple[int, T]]], n: int) -> list[T]:
     return [merged[i] for i in range(n)]
 
 
-__all__ = ["BACKENDS", "BatchPlan", "DistInfo", "DistributedSetupError", "GlobalBatches", "all_reduce_sum",
-           "barrier", "broadcast_object", "gather_objects", "init_distributed", "merge_shards", "plan_batches",
-           "resolve_backend", "shard_indices", "shutdown"]
+__all__ = [
+    "BACKENDS",
+    "BatchPlan",
+    "DistInfo",
+    "DistributedSetupError",
+    "GlobalBatches",
+    "all_reduce_sum",
+    "barrier",
+    "broadcast_object",
+    "gather_objects",
+    "init_distributed",
+    "merge_shards",
+    "plan_batches",
+    "resolve_backend",
+    "shard_indices",
+    "shutdown",
+]

@@ -139,8 +139,12 @@ def library_versions() -> dict[str, str]:
 
     import medvl
 
-    return {"medvl": medvl.__version__, "torch": torch.__version__, "transformers": transformers.__version__,
-            "python": sys.version.split()[0]}
+    return {
+        "medvl": medvl.__version__,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "python": sys.version.split()[0],
+    }
 
 
 class Trainer:
@@ -164,8 +168,10 @@ class Trainer:
         self.plan = plan_batches(cfg.data.batch_size, tc.grad_accum, tc.global_batch_size, self.dist.world_size)
         self.strategy = resolve_strategy(tc.strategy, self.dist)
         if self.strategy == "fsdp" and tc.ema_decay > 0:
-            raise DistributedSetupError("train.ema_decay is not supported with train.strategy=fsdp (the EMA would "
-                                        "need the full weights on every rank); use ddp or set train.ema_decay=0")
+            raise DistributedSetupError(
+                "train.ema_decay is not supported with train.strategy=fsdp (the EMA would "
+                "need the full weights on every rank); use ddp or set train.ema_decay=0"
+            )
         self.device = resolve_device(tc.device, self.dist.local_rank if self.dist.enabled else None)
         self.precision = resolve_precision(tc.precision, self.device)
         self.main = self.dist.is_main
@@ -188,12 +194,16 @@ class Trainer:
         self._record_skips([*skipped, *val_skipped])
         if not train_studies:
             first = skipped[0] if skipped else None
-            raise StudyError(f"no usable training study: all {len(skipped)} of split 'train' were skipped"
-                             + (f" (first: {first.id}: {first.reason})" if first else ""))
+            raise StudyError(
+                f"no usable training study: all {len(skipped)} of split 'train' were skipped"
+                + (f" (first: {first.id}: {first.reason})" if first else "")
+            )
         if not val_studies and self.main:
-            print("no usable validation study: the last checkpoint is the best one, and metrics chosen on validation "
-                  "(e.g. classification thresholds) keep their defaults; give the data set a val split",
-                  file=sys.stderr)
+            print(
+                "no usable validation study: the last checkpoint is the best one, and metrics chosen on validation "
+                "(e.g. classification thresholds) keep their defaults; give the data set a val split",
+                file=sys.stderr,
+            )
 
         if checkpoint is not None:
             assets = task_cls.assets_from_metadata(checkpoint.metadata)
@@ -206,8 +216,9 @@ class Trainer:
         self.model = family.build(cfg.model).to(self.device)
         if tc.init_from and checkpoint is None:
             self._init_weights(tc.init_from)
-        self.parallel = ParallelModel(self.model, self.strategy, self.dist, self.device, self.precision,
-                                      tc.activation_checkpointing)
+        self.parallel = ParallelModel(
+            self.model, self.strategy, self.dist, self.device, self.precision, tc.activation_checkpointing
+        )
         # Two views of one model: training forwards through the DDP/FSDP wrapper, validation and generation use the
         # plain model.
         self.task = task_cls(self.model, assets, cfg)
@@ -215,21 +226,38 @@ class Trainer:
         self.train_set = self.task.dataset(train_studies, training=True)
         self._check_loadable(self.train_set)
         val_set = self.task.dataset(val_studies) if val_studies else None
-        self.validator = Validator(self.task, val_set, self.dist, self.device, cfg.data.batch_size,
-                                   tc.eval_max_studies, cfg.data.num_workers, self._record_skips)
+        self.validator = Validator(
+            self.task,
+            val_set,
+            self.dist,
+            self.device,
+            cfg.data.batch_size,
+            tc.eval_max_studies,
+            cfg.data.num_workers,
+            self._record_skips,
+        )
 
         steps_per_epoch = len(self.train_set) // self.plan.global_batch
         if steps_per_epoch < 1:
-            raise ValueError(f"the training split has {len(self.train_set)} usable studies, fewer than one optimizer "
-                             f"step's global batch of {self.plan.global_batch} (data.batch_size {cfg.data.batch_size} "
-                             f"x grad_accum {self.plan.grad_accum} x {self.dist.world_size} process(es))")
+            raise ValueError(
+                f"the training split has {len(self.train_set)} usable studies, fewer than one optimizer "
+                f"step's global batch of {self.plan.global_batch} (data.batch_size {cfg.data.batch_size} "
+                f"x grad_accum {self.plan.grad_accum} x {self.dist.world_size} process(es))"
+            )
         self.steps_per_epoch = steps_per_epoch
         self.total_steps = tc.max_steps or tc.epochs * steps_per_epoch
-        self.optimizer = build_optimizer(self.model, lr=tc.lr, weight_decay=tc.weight_decay, betas=tc.betas,
-                                         layer_decay=tc.layer_decay)
+        self.optimizer = build_optimizer(
+            self.model, lr=tc.lr, weight_decay=tc.weight_decay, betas=tc.betas, layer_decay=tc.layer_decay
+        )
         warmup = min(tc.warmup_steps, self.total_steps)
-        self.scheduler = build_scheduler(self.optimizer, tc.schedule, warmup, self.total_steps, tc.min_lr_ratio,
-                                         tc.weight_decay_end if tc.weight_decay_end >= 0 else None)
+        self.scheduler = build_scheduler(
+            self.optimizer,
+            tc.schedule,
+            warmup,
+            self.total_steps,
+            tc.min_lr_ratio,
+            tc.weight_decay_end if tc.weight_decay_end >= 0 else None,
+        )
         self.ema = ModelEma(self.model, decay=tc.ema_decay) if tc.ema_decay > 0 else None
         if checkpoint is not None:
             self._restore(checkpoint)
@@ -257,8 +285,11 @@ class Trainer:
                 epoch_done = self.state.step_in_epoch >= epoch.steps
                 if epoch_done:  # the epoch's last step: roll over before saving
                     self.state.epoch, self.state.step_in_epoch = self.state.epoch + 1, 0
-                if (epoch_done and tc.eval_every == 0) or (tc.eval_every and step % tc.eval_every == 0) \
-                        or step == self.total_steps:
+                if (
+                    (epoch_done and tc.eval_every == 0)
+                    or (tc.eval_every and step % tc.eval_every == 0)
+                    or step == self.total_steps
+                ):
                     last_metrics = self._validate_and_save()
                 elif tc.save_every and step % tc.save_every == 0:
                     self.save(f"step_{step:07d}", "step", None)
@@ -287,8 +318,10 @@ class Trainer:
         for k, batch in enumerate(micro_batches):
             if len(batch) == 0:
                 if self.dist.enabled:  # the other ranks would wait forever for this rank's gradients
-                    raise StudyError(f"rank {self.dist.rank}: every study of a micro-batch failed to load "
-                                     f"({', '.join(s.id for s in batch.skipped)}); fix or remove them")
+                    raise StudyError(
+                        f"rank {self.dist.rank}: every study of a micro-batch failed to load "
+                        f"({', '.join(s.id for s in batch.skipped)}); fix or remove them"
+                    )
                 continue
             batch.to(self.device)
             with self.parallel.accumulating(k == len(micro_batches) - 1):
@@ -331,17 +364,23 @@ class Trainer:
             state, dropped = self.model.init_state(state)
         missing, unexpected = self.model.load_state_dict(state, strict=False)
         if unexpected:
-            raise ValueError(f"train.init_from: {len(unexpected)} weights in {path} do not belong to this model "
-                             f"(e.g. {unexpected[:3]}); is it a checkpoint of another model family or size?")
-        self._print(f"initialized {len(state)} tensors from {path} ({len(missing)} keep their initialization"
-                    + (f", {len(dropped)} of the file not used by this task, e.g. {dropped[:2]})" if dropped else ")"))
+            raise ValueError(
+                f"train.init_from: {len(unexpected)} weights in {path} do not belong to this model "
+                f"(e.g. {unexpected[:3]}); is it a checkpoint of another model family or size?"
+            )
+        self._print(
+            f"initialized {len(state)} tensors from {path} ({len(missing)} keep their initialization"
+            + (f", {len(dropped)} of the file not used by this task, e.g. {dropped[:2]})" if dropped else ")")
+        )
 
     def _restore(self, ckpt: Any) -> None:
         self.parallel.load_model_state(ckpt.model_state)
         ts = ckpt.train_state
         if ts is None:
-            raise ValueError(f"{self.resume_from} holds weights only (no optimizer/data state) and cannot be resumed; "
-                             "resume from a step_* or last checkpoint")
+            raise ValueError(
+                f"{self.resume_from} holds weights only (no optimizer/data state) and cannot be resumed; "
+                "resume from a step_* or last checkpoint"
+            )
         self.parallel.load_optimizer_state(self.optimizer, ts["optimizer"])
         self.scheduler.load_state_dict(ts["scheduler"])
         if self.ema is not None and "ema" in ckpt.extra:
@@ -358,9 +397,11 @@ class Trainer:
         else:  # another world size: rank 0's state, and a distinct, reproducible stream on the others
             set_rng_state(per_rank[0] if per_rank is not None else rng)
             if self.dist.rank > 0:
-                torch.manual_seed(hash((self.cfg.train.seed, self.state.step, self.dist.rank)) % (2 ** 63))
-        self._print(f"resumed from {self.resume_from} at step {self.state.step} (epoch {self.state.epoch}, "
-                    f"step {self.state.step_in_epoch} of the epoch) on {self.dist.world_size} process(es)")
+                torch.manual_seed(hash((self.cfg.train.seed, self.state.step, self.dist.rank)) % (2**63))
+        self._print(
+            f"resumed from {self.resume_from} at step {self.state.step} (epoch {self.state.epoch}, "
+            f"step {self.state.step_in_epoch} of the epoch) on {self.dist.world_size} process(es)"
+        )
 
     def _check_loadable(self, dataset: Any, probe: int = 8) -> None:
         """Refuse to train when the first `probe` training items all fail to load (a systematic problem such as
@@ -368,8 +409,10 @@ class Trainer:
         items = [dataset[i] for i in range(min(probe, len(dataset)))]
         failed = [x for x in items if isinstance(x, Skipped)]
         if items and len(failed) == len(items):
-            raise StudyError(f"the first {len(items)} training studies cannot be loaded ({failed[0].id}: "
-                             f"{failed[0].reason}); fix the data or the model settings before training")
+            raise StudyError(
+                f"the first {len(items)} training studies cannot be loaded ({failed[0].id}: "
+                f"{failed[0].reason}); fix the data or the model settings before training"
+            )
 
     SKIPS_SHOWN = 10
     """Skipped studies named one by one on the console; the rest are counted (all are in train_summary.json)."""
@@ -385,30 +428,42 @@ class Trainer:
             if shown <= self.SKIPS_SHOWN:
                 print(f"skipping study {s.id}: {s.reason}", file=sys.stderr)
             if shown == self.SKIPS_SHOWN:
-                print("further skipped studies are counted, not listed (all are in train_summary.json)",
-                      file=sys.stderr)
+                print(
+                    "further skipped studies are counted, not listed (all are in train_summary.json)", file=sys.stderr
+                )
 
     # ---------------------------------------------------------------------------------------------------- checkpoints
     # ---------------------------------------------------------------------------------------------------- checkpoints
     def _metadata(self, kind: str, metrics: dict[str, float] | None) -> dict[str, Any]:
-        return {"kind": kind, "step": self.state.step, "epoch": self.state.epoch, "config": self.cfg.to_dict(),
-                **self.task.metadata(), "metrics": metrics or {},
-                "versions": library_versions(), "has_ema": self.ema is not None,
-                "world_size": self.dist.world_size, "global_batch": self.plan.global_batch,
-                "strategy": self.strategy}
+        return {
+            "kind": kind,
+            "step": self.state.step,
+            "epoch": self.state.epoch,
+            "config": self.cfg.to_dict(),
+            **self.task.metadata(),
+            "metrics": metrics or {},
+            "versions": library_versions(),
+            "has_ema": self.ema is not None,
+            "world_size": self.dist.world_size,
+            "global_batch": self.plan.global_batch,
+            "strategy": self.strategy,
+        }
 
-    def save(self, name: str, kind: str, metrics: dict[str, float] | None = None, with_train_state: bool = True
-              ) -> Path:
+    def save(
+        self, name: str, kind: str, metrics: dict[str, float] | None = None, with_train_state: bool = True
+    ) -> Path:
         """Write a checkpoint (every rank calls this: gathering sharded state is collective; rank 0 writes)."""
         model_state = self.parallel.model_state()
         if hasattr(self.model, "checkpoint_state"):  # e.g. leave out frozen weights loaded from a pretrained path
             model_state = self.model.checkpoint_state(model_state)
         train_state = None
         if with_train_state:
-            train_state = {"optimizer": self.parallel.optimizer_state(self.optimizer),
-                           "scheduler": self.scheduler.state_dict(),
-                           "rng": {"ranks": gather_objects(rng_state(), self.dist)},
-                           "run": dataclasses.asdict(self.state)}
+            train_state = {
+                "optimizer": self.parallel.optimizer_state(self.optimizer),
+                "scheduler": self.scheduler.state_dict(),
+                "rng": {"ranks": gather_objects(rng_state(), self.dist)},
+                "run": dataclasses.asdict(self.state),
+            }
         extra = {"ema": self.ema.state_dict()} if self.ema is not None and self.main else None
         return self.checkpointer.save(name, model_state, self._metadata(kind, metrics), train_state, extra)
 
@@ -447,18 +502,25 @@ class Trainer:
         if self.main:
             (self.run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
         n_params = sum(p.numel() for p in self.model.parameters())
-        where = f"{self.dist.world_size} processes ({self.strategy}, {self.dist.backend})" if self.dist.enabled \
+        where = (
+            f"{self.dist.world_size} processes ({self.strategy}, {self.dist.backend})"
+            if self.dist.enabled
             else str(self.device)
-        self._print(f"training {cfg.model_family}/{cfg.model_size} ({n_params / 1e6:.2f}M parameters) on {where} for "
-                    f"{self.total_steps} steps ({self.steps_per_epoch} per epoch, {len(self.train_set)} studies, "
-                    f"global batch {plan.global_batch} = {plan.micro_batch} x {plan.grad_accum} accumulation x "
-                    f"{self.dist.world_size}, {self.precision}); run dir {self.run_dir}", flush=True)
+        )
+        self._print(
+            f"training {cfg.model_family}/{cfg.model_size} ({n_params / 1e6:.2f}M parameters) on {where} for "
+            f"{self.total_steps} steps ({self.steps_per_epoch} per epoch, {len(self.train_set)} studies, "
+            f"global batch {plan.global_batch} = {plan.micro_batch} x {plan.grad_accum} accumulation x "
+            f"{self.dist.world_size}, {self.precision}); run dir {self.run_dir}",
+            flush=True,
+        )
         self.model.train()
         if cfg.train.progress and self.main:
             from tqdm import tqdm
 
-            self.progress = tqdm(total=self.total_steps, initial=self.state.step, desc="train", dynamic_ncols=True,
-                                 mininterval=1.0)
+            self.progress = tqdm(
+                total=self.total_steps, initial=self.state.step, desc="train", dynamic_ncols=True, mininterval=1.0
+            )
 
     def _log_step(self, loss: float) -> None:
         step, lr = self.state.step, self.scheduler.get_last_lr()[0]
@@ -477,15 +539,24 @@ class Trainer:
         for skipped in gather_objects(dict(self.state.skipped), self.dist):  # each rank saw its own shard's skips
             self.state.skipped.update(skipped)
         last = self.save("last", "last", last_metrics)
-        summary = {"steps": self.state.step, "steps_this_run": self.state.step - start, "seconds": round(elapsed, 1),
-                   "samples_per_second": round(samples / elapsed, 2) if elapsed > 0 else None,
-                   "world_size": self.dist.world_size, "strategy": self.strategy, "precision": self.precision,
-                   "global_batch": plan.global_batch, "grad_accum": plan.grad_accum,
-                   "best_metric": {tc.select_metric: self.state.best_metric, "step": self.state.best_step},
-                   "final_val_metrics": last_metrics, "skipped_studies": len(self.state.skipped),
-                   "skipped": self.state.skipped, "truncated_reports": getattr(self.train_set, "truncated", 0),
-                   "last_checkpoint": str(last),
-                   "best_checkpoint": str(self.run_dir / "checkpoints" / "best") if self.state.best_step >= 0 else None}
+        summary = {
+            "steps": self.state.step,
+            "steps_this_run": self.state.step - start,
+            "seconds": round(elapsed, 1),
+            "samples_per_second": round(samples / elapsed, 2) if elapsed > 0 else None,
+            "world_size": self.dist.world_size,
+            "strategy": self.strategy,
+            "precision": self.precision,
+            "global_batch": plan.global_batch,
+            "grad_accum": plan.grad_accum,
+            "best_metric": {tc.select_metric: self.state.best_metric, "step": self.state.best_step},
+            "final_val_metrics": last_metrics,
+            "skipped_studies": len(self.state.skipped),
+            "skipped": self.state.skipped,
+            "truncated_reports": getattr(self.train_set, "truncated", 0),
+            "last_checkpoint": str(last),
+            "best_checkpoint": str(self.run_dir / "checkpoints" / "best") if self.state.best_step >= 0 else None,
+        }
         if self.main:
             (self.run_dir / "train_summary.json").write_text(json.dumps(summary, indent=2))
         self.logger.close()

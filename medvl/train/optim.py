@@ -26,14 +26,17 @@ def _no_decay(module: nn.Module, name: str, param: nn.Parameter) -> bool:
     return isinstance(module, _NO_DECAY_MODULES) or param.ndim < 2 or embedding_like or token
 
 
-def param_groups(model: nn.Module, weight_decay: float, layer_decay: float = 1.0, lr: float | None = None
-                 ) -> list[dict]:
+def param_groups(
+    model: nn.Module, weight_decay: float, layer_decay: float = 1.0, lr: float | None = None
+) -> list[dict]:
     """AdamW groups; with `layer_decay` < 1 (and the model's `layer_id`), one group per layer with its scaled lr."""
     layered = layer_decay != 1.0
     if layered and not (hasattr(model, "layer_id") and hasattr(model, "num_layers")):
-        raise ValueError(f"train.layer_decay={layer_decay} needs a model with layer ids (`layer_id(name)` and "
-                         f"`num_layers`, e.g. the mae family); {type(model).__name__} has none: set "
-                         "train.layer_decay=1.0")
+        raise ValueError(
+            f"train.layer_decay={layer_decay} needs a model with layer ids (`layer_id(name)` and "
+            f"`num_layers`, e.g. the mae family); {type(model).__name__} has none: set "
+            "train.layer_decay=1.0"
+        )
     groups: dict[tuple[int, bool], list[nn.Parameter]] = {}
     seen: set[int] = set()
     for prefix, module in model.named_modules():
@@ -45,18 +48,28 @@ def param_groups(model: nn.Module, weight_decay: float, layer_decay: float = 1.0
             layer = model.layer_id(full) if layered else 0
             groups.setdefault((layer, _no_decay(module, name, param)), []).append(param)
     if not layered:  # two groups, decay then no decay (the layout of earlier checkpoints' optimizer state)
-        return [{"params": groups.get((0, False), []), "weight_decay": weight_decay},
-                {"params": groups.get((0, True), []), "weight_decay": 0.0}]
+        return [
+            {"params": groups.get((0, False), []), "weight_decay": weight_decay},
+            {"params": groups.get((0, True), []), "weight_decay": 0.0},
+        ]
     out = []
     for (layer, no_decay), params in sorted(groups.items(), key=lambda kv: (-kv[0][0], kv[0][1])):
         scale = layer_decay ** (model.num_layers + 1 - layer)
-        out.append({"params": params, "weight_decay": 0.0 if no_decay else weight_decay, "lr_scale": scale,
-                    "layer_id": layer, **({"lr": lr * scale} if lr is not None else {})})
+        out.append(
+            {
+                "params": params,
+                "weight_decay": 0.0 if no_decay else weight_decay,
+                "lr_scale": scale,
+                "layer_id": layer,
+                **({"lr": lr * scale} if lr is not None else {}),
+            }
+        )
     return out
 
 
-def build_optimizer(model: nn.Module, lr: float, weight_decay: float, betas: tuple[float, float] = (0.9, 0.98),
-                    layer_decay: float = 1.0) -> torch.optim.AdamW:
+def build_optimizer(
+    model: nn.Module, lr: float, weight_decay: float, betas: tuple[float, float] = (0.9, 0.98), layer_decay: float = 1.0
+) -> torch.optim.AdamW:
     if not 0.0 < layer_decay <= 1.0:
         raise ValueError(f"train.layer_decay must be in (0, 1] (1.0 = off), got {layer_decay}")
     return torch.optim.AdamW(param_groups(model, weight_decay, layer_decay, lr), lr=lr, betas=tuple(betas))

@@ -32,9 +32,11 @@ STRATEGIES = ("auto", "none", "ddp", "fsdp")
 
 def resolve_strategy(strategy: str, info: DistInfo) -> str:
     if strategy == "deepspeed":
-        raise DistributedSetupError("train.strategy=deepspeed is not supported: medvl shards with PyTorch's own FSDP "
-                                    "(train.strategy=fsdp covers ZeRO-3-style sharding of parameters, gradients and "
-                                    "optimizer state)")
+        raise DistributedSetupError(
+            "train.strategy=deepspeed is not supported: medvl shards with PyTorch's own FSDP "
+            "(train.strategy=fsdp covers ZeRO-3-style sharding of parameters, gradients and "
+            "optimizer state)"
+        )
     if strategy not in STRATEGIES:
         raise DistributedSetupError(f"train.strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
     if strategy == "auto":
@@ -58,8 +60,15 @@ def _state_options(**kwargs: Any) -> Any:
 class ParallelModel:
     """See the module docstring."""
 
-    def __init__(self, model: nn.Module, strategy: str, info: DistInfo, device: torch.device,
-                 precision: str = "fp32", activation_checkpointing: bool = False) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        strategy: str,
+        info: DistInfo,
+        device: torch.device,
+        precision: str = "fp32",
+        activation_checkpointing: bool = False,
+    ) -> None:
         self.model, self.info = model, info
         self.strategy = resolve_strategy(strategy, info)
         if activation_checkpointing:
@@ -78,8 +87,11 @@ class ParallelModel:
             from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
             mesh = init_device_mesh(device.type, (info.world_size,))
-            policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) \
-                if precision == "bf16" else MixedPrecisionPolicy()
+            policy = (
+                MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+                if precision == "bf16"
+                else MixedPrecisionPolicy()
+            )
             for block in _blocks(model):
                 fully_shard(block, mesh=mesh, mp_policy=policy)
             fully_shard(model, mesh=mesh, mp_policy=policy)

@@ -38,11 +38,30 @@ RUN_FILES = (*RUN_MARKERS, "tokenizer", "wandb")
 """What belongs to a run, and moves aside (--resume never) or is deleted (--overwrite) with it (so do its
 evaluations, RUN/eval_*)."""
 FREE_ON_RESUME = (
-    "train.output_dir", "train.epochs", "train.max_steps", "train.eval_every", "train.eval_max_studies",
-    "train.save_every", "train.keep_checkpoints", "train.loggers", "train.log_every", "train.device",
-    "train.num_threads", "train.progress", "train.dist_backend", "train.strategy", "train.init_from",
-    "train.activation_checkpointing", "data.root", "data.num_workers", "data.cache_images", "data.strict",
-    "model.vocab_size", "model.pad_id", "generation.")
+    "train.output_dir",
+    "train.epochs",
+    "train.max_steps",
+    "train.eval_every",
+    "train.eval_max_studies",
+    "train.save_every",
+    "train.keep_checkpoints",
+    "train.loggers",
+    "train.log_every",
+    "train.device",
+    "train.num_threads",
+    "train.progress",
+    "train.dist_backend",
+    "train.strategy",
+    "train.init_from",
+    "train.activation_checkpointing",
+    "data.root",
+    "data.num_workers",
+    "data.cache_images",
+    "data.strict",
+    "model.vocab_size",
+    "model.pad_id",
+    "generation.",
+)
 """Config keys (or prefixes ending in '.') that may differ between a checkpoint and the run that resumes it."""
 MODES = ("auto", "never", "overwrite")
 
@@ -95,8 +114,11 @@ def _free(key: str) -> bool:
 def config_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
     """'key: checkpoint X, now Y' for each setting that differs and may not differ on resume."""
     a, b = _flat(json.loads(json.dumps(saved))), _flat(json.loads(json.dumps(current)))
-    return [f"{k}: checkpoint {a.get(k, '(unset)')!r}, now {b.get(k, '(unset)')!r}"
-            for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k) and not _free(k)]
+    return [
+        f"{k}: checkpoint {a.get(k, '(unset)')!r}, now {b.get(k, '(unset)')!r}"
+        for k in sorted(set(a) | set(b))
+        if a.get(k) != b.get(k) and not _free(k)
+    ]
 
 
 def check_compatible(checkpoint: Path, config: dict[str, Any], say: Callable[[str], None] = print) -> None:
@@ -107,14 +129,17 @@ def check_compatible(checkpoint: Path, config: dict[str, Any], say: Callable[[st
     diffs = config_differences(saved, config)
     if diffs:
         more = f" and {len(diffs) - 3} more" if len(diffs) > 3 else ""
-        raise RunFolderError(f"cannot resume {checkpoint}: the config differs from the checkpoint's in "
-                             f"{'; '.join(diffs[:3])}{more}. Resume with the checkpoint's settings, or start a new "
-                             "run in another train.output_dir")
-    steps = [k for k in ("train.max_steps", "train.epochs")
-             if _flat(saved).get(k) != _flat(config).get(k)]
+        raise RunFolderError(
+            f"cannot resume {checkpoint}: the config differs from the checkpoint's in "
+            f"{'; '.join(diffs[:3])}{more}. Resume with the checkpoint's settings, or start a new "
+            "run in another train.output_dir"
+        )
+    steps = [k for k in ("train.max_steps", "train.epochs") if _flat(saved).get(k) != _flat(config).get(k)]
     if steps:
-        say(f"resuming with a new length ({', '.join(f'{k}={_flat(config)[k]}' for k in steps)}); the schedule "
-            "follows it")
+        say(
+            f"resuming with a new length ({', '.join(f'{k}={_flat(config)[k]}' for k in steps)}); the schedule "
+            "follows it"
+        )
 
 
 def _run_entries(run_dir: Path) -> list[Path]:
@@ -152,8 +177,13 @@ def _set_aside_damaged(damaged: dict[Path, str], say: Callable[[str], None]) -> 
         say(f"skipped checkpoint {path.name}: {why}; kept as {dest.name}")
 
 
-def prepare_run_folder(run_dir: str | Path, resume: str | None, config: dict[str, Any], main: bool = True,
-                       say: Callable[[str], None] = print) -> Path | None:
+def prepare_run_folder(
+    run_dir: str | Path,
+    resume: str | None,
+    config: dict[str, Any],
+    main: bool = True,
+    say: Callable[[str], None] = print,
+) -> Path | None:
     """The checkpoint to resume from (None: from scratch), after applying the run-folder policy; see the module
     docstring. Only `main` (rank 0) changes files; other ranks call it after rank 0 and only read.
 
@@ -172,17 +202,21 @@ def prepare_run_folder(run_dir: str | Path, resume: str | None, config: dict[str
         return None
     if not resume:
         if used:
-            raise RunFolderError(f"{run_dir} already holds a run ({', '.join(used)}): continue it with --resume auto, "
-                                 "start over with --resume never (keeps it in previous_run_N/) or --overwrite "
-                                 "(deletes it), or choose another train.output_dir")
+            raise RunFolderError(
+                f"{run_dir} already holds a run ({', '.join(used)}): continue it with --resume auto, "
+                "start over with --resume never (keeps it in previous_run_N/) or --overwrite "
+                "(deletes it), or choose another train.output_dir"
+            )
         return None
     if resume == "auto":
         found, damaged = latest_checkpoint(run_dir)
         if found is None and damaged:
             why = "; ".join(f"{p.name}: {w}" for p, w in damaged.items())
-            raise RunFolderError(f"--resume auto: no checkpoint in {run_dir / 'checkpoints'} loads ({why}); start over "
-                                 "with --resume never (keeps them in previous_run_N/) or --overwrite, or choose "
-                                 "another train.output_dir")
+            raise RunFolderError(
+                f"--resume auto: no checkpoint in {run_dir / 'checkpoints'} loads ({why}); start over "
+                "with --resume never (keeps them in previous_run_N/) or --overwrite, or choose "
+                "another train.output_dir"
+            )
         if found is None:
             say(f"resume=auto: no checkpoint in {run_dir / 'checkpoints'}, starting from scratch")
             return None
@@ -192,7 +226,9 @@ def prepare_run_folder(run_dir: str | Path, resume: str | None, config: dict[str
         return found
     path = Path(resume)
     if not path.exists():
-        raise FileNotFoundError(f"checkpoint to resume from does not exist: {path} (use --resume auto to pick the "
-                                f"newest one in {run_dir / 'checkpoints'})")
+        raise FileNotFoundError(
+            f"checkpoint to resume from does not exist: {path} (use --resume auto to pick the "
+            f"newest one in {run_dir / 'checkpoints'})"
+        )
     check_compatible(path, config, say)
     return path

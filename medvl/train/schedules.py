@@ -58,8 +58,9 @@ def weight_decay_at(step: int, total: int, start: float, end: float) -> float:
 class LrWdScheduler(LambdaLR):
     """A `LambdaLR` that also moves the decayed groups' weight decay along `weight_decay_at` (its state saves)."""
 
-    def __init__(self, optimizer: torch.optim.Optimizer, lr_lambda: Callable[[int], float], total: int,
-                 weight_decay_end: float) -> None:
+    def __init__(
+        self, optimizer: torch.optim.Optimizer, lr_lambda: Callable[[int], float], total: int, weight_decay_end: float
+    ) -> None:
         self.total, self.weight_decay_end = total, weight_decay_end
         for group in optimizer.param_groups:
             group.setdefault("initial_weight_decay", group["weight_decay"])
@@ -69,12 +70,19 @@ class LrWdScheduler(LambdaLR):
         super().step(epoch)
         for group in self.optimizer.param_groups:
             if group["initial_weight_decay"] > 0:
-                group["weight_decay"] = weight_decay_at(self.last_epoch, self.total, group["initial_weight_decay"],
-                                                        self.weight_decay_end)
+                group["weight_decay"] = weight_decay_at(
+                    self.last_epoch, self.total, group["initial_weight_decay"], self.weight_decay_end
+                )
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, name: str, warmup: int, total: int,
-                    min_lr_ratio: float = 0.0, weight_decay_end: float | None = None) -> LambdaLR:
+def build_scheduler(
+    optimizer: torch.optim.Optimizer,
+    name: str,
+    warmup: int,
+    total: int,
+    min_lr_ratio: float = 0.0,
+    weight_decay_end: float | None = None,
+) -> LambdaLR:
     """`name` from SCHEDULES (train.schedule); `warmup` and `total` in optimizer steps; `weight_decay_end` (None =
     constant weight decay) the weight decay the decayed groups reach at the last step."""
     fn = SCHEDULES.get(name)

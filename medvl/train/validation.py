@@ -14,31 +14,48 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from medvl.train.distributed import (DistInfo, all_reduce_sum, broadcast_object, gather_objects, merge_shards,
-                                     shard_indices)
+from medvl.train.distributed import (
+    DistInfo,
+    all_reduce_sum,
+    broadcast_object,
+    gather_objects,
+    merge_shards,
+    shard_indices,
+)
 
 
 def make_loader(dataset: Dataset, batches: list[list[int]], num_workers: int, collate: Callable) -> DataLoader:
     """A DataLoader over fixed index batches."""
     # A private generator: otherwise every new DataLoader iterator draws a seed from the global RNG, and a resumed
     # run (which builds one more iterator than an uninterrupted run) would see different dropout masks.
-    return DataLoader(dataset, batch_sampler=batches, num_workers=num_workers, generator=torch.Generator(),
-                      collate_fn=collate)
+    return DataLoader(
+        dataset, batch_sampler=batches, num_workers=num_workers, generator=torch.Generator(), collate_fn=collate
+    )
 
 
 class Validator:
     """Computes validation metrics of a model through its task; `None` dataset: no validation."""
 
-    def __init__(self, task: Any, dataset: Dataset | None, dist: DistInfo, device: torch.device, batch_size: int,
-                 max_studies: int, num_workers: int, record_skips: Callable[[list], None]) -> None:
+    def __init__(
+        self,
+        task: Any,
+        dataset: Dataset | None,
+        dist: DistInfo,
+        device: torch.device,
+        batch_size: int,
+        max_studies: int,
+        num_workers: int,
+        record_skips: Callable[[list], None],
+    ) -> None:
         self.task, self.dataset, self.dist, self.device = task, dataset, dist, device
         self.batch_size, self.num_workers = batch_size, num_workers
         self.limit = max_studies or (len(dataset) if dataset is not None else 0)
         self.record_skips = record_skips
 
     @torch.no_grad()
-    def __call__(self, model: torch.nn.Module, context: AbstractContextManager, known_skips: set[str]
-                 ) -> dict[str, float]:
+    def __call__(
+        self, model: torch.nn.Module, context: AbstractContextManager, known_skips: set[str]
+    ) -> dict[str, float]:
         """Metrics of `model` (put in eval mode, then back to train) inside `context` (EMA weights, unsharded
         parameters, autocast); `known_skips` are the ids already known to be unusable."""
         if self.dataset is None:
@@ -47,7 +64,7 @@ class Validator:
         total, weight, rows, skipped_ids = 0.0, 0.0, [], set()
         studies = self.dataset.studies
         mine = shard_indices(len(self.dataset), self.dist.rank, self.dist.world_size)
-        batches = [mine[i: i + self.batch_size] for i in range(0, len(mine), self.batch_size)]
+        batches = [mine[i : i + self.batch_size] for i in range(0, len(mine), self.batch_size)]
         with context:
             loader = make_loader(self.dataset, batches, self.num_workers, self.task.collate)
             for indices, batch in zip(batches, loader, strict=True):

@@ -27,8 +27,10 @@ from pathlib import Path
 from medvl.data.config import DataConfig
 from medvl.data.study import DataSourceError, Study, group_splits, hash_split, read_csv, read_json, split_name
 
-COCO_LAYOUT = ('ROOT/dataset_coco.json ({"images": [{"filepath", "filename", "split", "sentences": [{"raw"}], '
-               '"cocoid"}]}) and the images at ROOT/<filepath>/<filename>')
+COCO_LAYOUT = (
+    'ROOT/dataset_coco.json ({"images": [{"filepath", "filename", "split", "sentences": [{"raw"}], '
+    '"cocoid"}]}) and the images at ROOT/<filepath>/<filename>'
+)
 FLICKR_LAYOUT = "ROOT/results.csv (image_name| comment_number| comment) and the images in ROOT/flickr30k_images/"
 _JOINED = re.compile(r"^\s*(\d+)\s+(.*)$")
 
@@ -38,8 +40,17 @@ def _study(sid: str, path: Path, captions: list[str], split: str, choice: int) -
     if not 0 <= choice < len(captions):
         problem = f"image has {len(captions)} caption(s), so data.caption={choice} does not exist"
     report = captions[choice] if not problem else ""
-    return Study(sid, (path,), report, split, (0,), None, problem=problem, meta={"captions": captions},
-                 references=tuple(c for c in captions if c.strip()))
+    return Study(
+        sid,
+        (path,),
+        report,
+        split,
+        (0,),
+        None,
+        problem=problem,
+        meta={"captions": captions},
+        references=tuple(c for c in captions if c.strip()),
+    )
 
 
 def read_coco(cfg: DataConfig) -> dict[str, list[Study]]:
@@ -54,8 +65,9 @@ def read_coco(cfg: DataConfig) -> dict[str, list[Study]]:
     studies = []
     for k, rec in enumerate(raw["images"]):
         if "filename" not in rec:
-            studies.append(Study(f"record:{k}", (), "", "train", (), None,
-                                 problem=f"image record {k} in {index} has no filename"))
+            studies.append(
+                Study(f"record:{k}", (), "", "train", (), None, problem=f"image record {k} in {index} has no filename")
+            )
             continue
         sid = str(rec.get("cocoid", rec.get("imgid", Path(rec["filename"]).stem)))
         folder = root / rec["filepath"] if rec.get("filepath") else root / "images"
@@ -87,7 +99,15 @@ def read_flickr(cfg: DataConfig) -> dict[str, list[Study]]:
         ordered = [c for _, c in sorted(captions.get(name, {}).items())]
         study = _study(name, images / name, ordered, hash_split(name), cfg.caption)
         if name in bad and not study.problem:
-            study = Study(study.id, study.image_paths, study.report, study.split, study.view_ids, None,
-                          problem=bad[name], meta=study.meta)
+            study = Study(
+                study.id,
+                study.image_paths,
+                study.report,
+                study.split,
+                study.view_ids,
+                None,
+                problem=bad[name],
+                meta=study.meta,
+            )
         studies.append(study)
     return group_splits(studies)

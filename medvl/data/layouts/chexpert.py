@@ -31,14 +31,29 @@ from pathlib import Path, PurePosixPath
 from medvl.data.config import DataConfig
 from medvl.data.study import FRONTAL, Study, frontal_first, group_splits, read_csv, require_file
 
-OBSERVATIONS = ("No Finding", "Enlarged Cardiomediastinum", "Cardiomegaly", "Lung Opacity", "Lung Lesion", "Edema",
-                "Consolidation", "Pneumonia", "Atelectasis", "Pneumothorax", "Pleural Effusion", "Pleural Other",
-                "Fracture", "Support Devices")
+OBSERVATIONS = (
+    "No Finding",
+    "Enlarged Cardiomediastinum",
+    "Cardiomegaly",
+    "Lung Opacity",
+    "Lung Lesion",
+    "Edema",
+    "Consolidation",
+    "Pneumonia",
+    "Atelectasis",
+    "Pneumothorax",
+    "Pleural Effusion",
+    "Pleural Other",
+    "Fracture",
+    "Support Devices",
+)
 """CheXpert's 14 observations, spelled as its CSV columns."""
 FILES = (("train.csv", "train"), ("valid.csv", "val"), ("test.csv", "test"))
-LAYOUT = ("ROOT/train.csv and ROOT/valid.csv (optional ROOT/test.csv) with columns Path, Sex, Age, Frontal/Lateral, "
-          "AP/PA and the 14 observations (1.0 / 0.0 / -1.0 / blank); Path as in the archive "
-          "(CheXpert-v1.0-small/train/patient00001/study1/view1_frontal.jpg), relative to ROOT or to its parent")
+LAYOUT = (
+    "ROOT/train.csv and ROOT/valid.csv (optional ROOT/test.csv) with columns Path, Sex, Age, Frontal/Lateral, "
+    "AP/PA and the 14 observations (1.0 / 0.0 / -1.0 / blank); Path as in the archive "
+    "(CheXpert-v1.0-small/train/patient00001/study1/view1_frontal.jpg), relative to ROOT or to its parent"
+)
 _SPLIT_FOLDERS = ("train", "valid", "test")
 _VALUES = {"1": 1, "1.0": 1, "0": 0, "0.0": 0, "-1": -1, "-1.0": -1}
 
@@ -76,9 +91,13 @@ def _study(key: tuple[str, str], rows: list[dict[str, str]], split: str, resolve
     first = next((r for r, v in zip(rows, view_ids, strict=True) if v == FRONTAL), rows[0])
     labels, problem = _labels(first)
     others = [_labels(r)[0] for r in rows if r is not first]
-    meta = {"patient_id": key[0], "sex": first["Sex"], "age": int(first["Age"]) if first["Age"].isdigit()
-            else first["Age"], "views": [r["AP/PA"] or r["Frontal/Lateral"] for r in rows],
-            "label_rows_differ": any(o != labels for o in others)}
+    meta = {
+        "patient_id": key[0],
+        "sex": first["Sex"],
+        "age": int(first["Age"]) if first["Age"].isdigit() else first["Age"],
+        "views": [r["AP/PA"] or r["Frontal/Lateral"] for r in rows],
+        "label_rows_differ": any(o != labels for o in others),
+    }
     return Study(f"{key[0]}_{key[1]}", paths, "", split, view_ids, labels, problem=problem, meta=meta)
 
 
@@ -95,9 +114,18 @@ def read(cfg: DataConfig) -> dict[str, list[Study]]:
         for row in read_csv(root / name, ("Path", "Sex", "Age", "Frontal/Lateral", "AP/PA", *OBSERVATIONS), LAYOUT):
             parts = PurePosixPath(row["Path"]).parts
             if len(parts) < 3:
-                studies.append(Study(f"{name}:{row['_line']}", (), "", split, (), None,
-                                     problem=f"Path {row['Path']!r} at line {row['_line']} of {name} is not "
-                                             "<patient>/<study>/<view image>"))
+                studies.append(
+                    Study(
+                        f"{name}:{row['_line']}",
+                        (),
+                        "",
+                        split,
+                        (),
+                        None,
+                        problem=f"Path {row['Path']!r} at line {row['_line']} of {name} is not "
+                        "<patient>/<study>/<view image>",
+                    )
+                )
                 continue
             groups.setdefault((parts[-3], parts[-2]), []).append(row)
         studies += [_study(key, rows, split, resolve) for key, rows in groups.items()]
@@ -119,7 +147,9 @@ def _unique_ids(studies: list[Study]) -> list[Study]:
         seen.setdefault(study.id, study.split)
         out.append(study)
     if renamed:
-        print(f"note: {renamed} CheXpert studies have the patient/study folder of a study in another CSV file; they "
-              "are named <split>_<patient>_<study> (the same patient in two splits leaks between them)",
-              file=sys.stderr)
+        print(
+            f"note: {renamed} CheXpert studies have the patient/study folder of a study in another CSV file; they "
+            "are named <split>_<patient>_<study> (the same patient in two splits leaks between them)",
+            file=sys.stderr,
+        )
     return out

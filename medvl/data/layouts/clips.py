@@ -51,14 +51,21 @@ LABEL = "cyclone"
 """The label name of a clip: 1 when a cyclone centre is in its tile (`clip_label`)."""
 CYCLONE_COLUMNS = ("cyclone", "id_cyc_unico", "id_final")
 FRAME_SUFFIXES = (*IMAGE_SUFFIXES, ".npy")
-LAYOUT = ("ROOT/train.csv (+ val.csv, test.csv) with columns path,start,end and label and/or x_pix,y_pix; each path "
-          "a folder of frames img_00001.png ... (or .npy) under data.clips.frames_root (default ROOT)")
+LAYOUT = (
+    "ROOT/train.csv (+ val.csv, test.csv) with columns path,start,end and label and/or x_pix,y_pix; each path "
+    "a folder of frames img_00001.png ... (or .npy) under data.clips.frames_root (default ROOT)"
+)
 _NAME = re.compile(r"(\d{2})-(\d{2})-(\d{4})_(\d{2})(\d{2})_(\d+)_(\d+)$")
 
 
 # ------------------------------------------------------------------------------------------ tiling and labelling
-def tile_offsets(width: int = FRAME_WIDTH, height: int = FRAME_HEIGHT, tile: int = TILE, stride_x: int = STRIDE_X,
-                 stride_y: int = STRIDE_Y) -> list[tuple[int, int]]:
+def tile_offsets(
+    width: int = FRAME_WIDTH,
+    height: int = FRAME_HEIGHT,
+    tile: int = TILE,
+    stride_x: int = STRIDE_X,
+    stride_y: int = STRIDE_Y,
+) -> list[tuple[int, int]]:
     """(x, y) offsets of the tiles of a frame, row by row: every position at the strides that fits inside it."""
     return [(x, y) for y in range(0, height - tile + 1, stride_y) for x in range(0, width - tile + 1, stride_x)]
 
@@ -68,8 +75,9 @@ def in_tile(x: float, y: float, offset: tuple[float, float] = (0, 0), tile: int 
     return offset[0] <= x < offset[0] + tile and offset[1] <= y < offset[1] + tile
 
 
-def clip_label(centres: Sequence[tuple[float, float] | None], offset: tuple[float, float] = (0, 0),
-               tile: int = TILE) -> int:
+def clip_label(
+    centres: Sequence[tuple[float, float] | None], offset: tuple[float, float] = (0, 0), tile: int = TILE
+) -> int:
     """The seed's rule: 1 when the centre is in the tile in more than a third of the clip's frames, else 0.
 
     Args:
@@ -113,8 +121,9 @@ def read_tracks(path: str | Path) -> dict[str, list[tuple[datetime, float, float
     return {k: sorted(v) for k, v in tracks.items()}
 
 
-def cyclone_at(tracks: dict[str, list[tuple[datetime, float, float]]], when: datetime,
-               offset: tuple[int, int], tile: int = TILE) -> str | None:
+def cyclone_at(
+    tracks: dict[str, list[tuple[datetime, float, float]]], when: datetime, offset: tuple[int, int], tile: int = TILE
+) -> str | None:
     """The cyclone active at `when` whose centre then is nearest the tile's centre (None when none is active)."""
     best, best_d = None, math.inf
     cx, cy = offset[0] + tile / 2, offset[1] + tile / 2
@@ -160,8 +169,7 @@ def _cyclone(row: dict[str, str], name: str, tracks: dict | None) -> str:
     return f"clip:{name}"
 
 
-def _study(row: dict[str, str], split: str, frames_root: Path, csv_path: Path, sid: str,
-           tracks: dict | None) -> Study:
+def _study(row: dict[str, str], split: str, frames_root: Path, csv_path: Path, sid: str, tracks: dict | None) -> Study:
     path = Path(row["path"])
     folder = path if path.is_absolute() else frames_root / path
     start, end = _number(row.get("start", "")), _number(row.get("end", ""))
@@ -172,9 +180,11 @@ def _study(row: dict[str, str], split: str, frames_root: Path, csv_path: Path, s
     elif not folder.is_dir():
         problem = f"clip folder not found: {folder}"
     elif len(frames) < end:
-        problem = f"clip {folder} has {len(frames)} frames; {csv_path.name} line {row['_line']} asks for {int(start)}" \
-                  f"..{int(end)}"
-    chosen = tuple(frames[int(start) - 1: int(end)]) if not problem else ()
+        problem = (
+            f"clip {folder} has {len(frames)} frames; {csv_path.name} line {row['_line']} asks for {int(start)}"
+            f"..{int(end)}"
+        )
+    chosen = tuple(frames[int(start) - 1 : int(end)]) if not problem else ()
     labels = None
     label = _number(row.get("label", ""))
     if "label" in row and row["label"] != "":
@@ -191,8 +201,9 @@ def _study(row: dict[str, str], split: str, frames_root: Path, csv_path: Path, s
     return Study(sid, chosen, "", split, (0,) * len(chosen), labels, problem=problem, meta=meta, targets=targets)
 
 
-def read_clip_csvs(csvs: dict[str, Path], frames_root: Path, tracks: dict | None = None,
-                   by_cyclone: bool = False) -> dict[str, list[Study]]:
+def read_clip_csvs(
+    csvs: dict[str, Path], frames_root: Path, tracks: dict | None = None, by_cyclone: bool = False
+) -> dict[str, list[Study]]:
     """Studies of clip CSVs given as {split: path} (see the module docstring); only "train" must exist."""
     rows: list[tuple[str, Path, dict[str, str]]] = []
     for split, path in csvs.items():
@@ -201,8 +212,10 @@ def read_clip_csvs(csvs: dict[str, Path], frames_root: Path, tracks: dict | None
         for r in read_csv(path, ("path", "start", "end"), LAYOUT):
             rows.append((split, path, r))
     if not any("label" in r or ("x_pix" in r and "y_pix" in r) for _, _, r in rows):
-        raise DataSourceError(f"the clip CSVs ({', '.join(str(p) for p in csvs.values())}) have neither a label "
-                              f"column nor x_pix,y_pix columns. Expected layout: {LAYOUT}")
+        raise DataSourceError(
+            f"the clip CSVs ({', '.join(str(p) for p in csvs.values())}) have neither a label "
+            f"column nor x_pix,y_pix columns. Expected layout: {LAYOUT}"
+        )
     counts: dict[str, int] = {}
     for _, _, r in rows:
         counts[r["path"]] = counts.get(r["path"], 0) + 1
@@ -221,9 +234,11 @@ def read_clip_csvs(csvs: dict[str, Path], frames_root: Path, tracks: dict | None
         shared = {c: sorted(v) for c, v in where.items() if len(v) > 1}
         if shared:
             first = next(iter(shared.items()))
-            raise DataSourceError(f"{len(shared)} cyclone(s) have clips in several splits (e.g. {first[0]} in "
-                                  f"{', '.join(first[1])}): a model would be scored on a cyclone it was trained on. "
-                                  "Set data.clips.split=cyclone to split the pooled clips by cyclone, or fix the CSVs")
+            raise DataSourceError(
+                f"{len(shared)} cyclone(s) have clips in several splits (e.g. {first[0]} in "
+                f"{', '.join(first[1])}): a model would be scored on a cyclone it was trained on. "
+                "Set data.clips.split=cyclone to split the pooled clips by cyclone, or fix the CSVs"
+            )
     return group_splits(studies)
 
 

@@ -36,8 +36,10 @@ PRESENCE = {
     "support_devices": "are there support devices?",
 }
 """The presence question of each finding (its keys are `medvl.findings.FINDINGS`)."""
-SIDED = {"pleural_effusion": "on which side is the pleural effusion?",
-         "pneumothorax": "on which side is the pneumothorax?"}
+SIDED = {
+    "pleural_effusion": "on which side is the pleural effusion?",
+    "pneumothorax": "on which side is the pneumothorax?",
+}
 SIZE_QUESTION = "how large is the nodule or mass?"
 COUNT_QUESTION = "how many abnormal findings are there?"
 NOT_ABNORMAL = ("support_devices",)
@@ -57,13 +59,15 @@ def questions(record: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
     sid, labels = str(record["id"]), record.get("labels") or {}
     details = record.get("findings_detail") or {}
     if set(PRESENCE) - set(labels):
-        raise DataSourceError(f"study {sid} has no label for {min(set(PRESENCE) - set(labels))}: "
-                              f"{LAYOUT} expected")
+        raise DataSourceError(f"study {sid} has no label for {min(set(PRESENCE) - set(labels))}: {LAYOUT} expected")
     positive = [f for f in PRESENCE if labels[f]]
     absent = sorted((f for f in PRESENCE if not labels[f]), key=lambda f: _rank(sid, f))
     asked = set(positive) | set(absent[: max(1, len(positive))])
-    out = [(f"presence_{f}", PRESENCE[f], "yes" if labels[f] else "no", "closed", "presence")
-           for f in PRESENCE if f in asked]
+    out = [
+        (f"presence_{f}", PRESENCE[f], "yes" if labels[f] else "no", "closed", "presence")
+        for f in PRESENCE
+        if f in asked
+    ]
     for f, question in SIDED.items():
         side = (details.get(f) or {}).get("side")
         if labels[f] and side:
@@ -91,6 +95,18 @@ def read_questions(root: str | Path) -> dict[str, list[Study]]:
             problem = "" if path.is_file() else f"image file not found: {path}"
             for key, question, answer, atype, qtype in questions(r):
                 meta = {"answer_type": atype, "question_type": qtype, "image": image, "study": str(r["id"])}
-                studies.append(Study(f"{r['id']}_{key}", (path,), "", split, (0,), None, problem=problem, meta=meta,
-                                     question=question, answer=answer))
+                studies.append(
+                    Study(
+                        f"{r['id']}_{key}",
+                        (path,),
+                        "",
+                        split,
+                        (0,),
+                        None,
+                        problem=problem,
+                        meta=meta,
+                        question=question,
+                        answer=answer,
+                    )
+                )
     return group_splits(studies)

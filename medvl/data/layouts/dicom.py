@@ -34,21 +34,41 @@ def read(cfg: DataConfig) -> dict[str, list[Study]]:
         raise DataSourceError(f"no .dcm file under {root}. Expected layout: {LAYOUT}")
     reports = {}
     if (root / "reports.csv").is_file():
-        reports = {r["StudyInstanceUID"]: r.get("report", "")
-                   for r in read_csv(root / "reports.csv", ("StudyInstanceUID", "report"), LAYOUT)}
+        reports = {
+            r["StudyInstanceUID"]: r.get("report", "")
+            for r in read_csv(root / "reports.csv", ("StudyInstanceUID", "report"), LAYOUT)
+        }
     groups: dict[str, list[tuple[Path, str | None, dict[str, str]]]] = {}
     studies = []
     for path in files:
         try:
             ds = pydicom.dcmread(path, stop_before_pixels=True)
         except (InvalidDicomError, OSError, ValueError) as e:
-            studies.append(Study(f"file:{path.relative_to(root)}", (path,), "", hash_split(path.name), (0,), None,
-                                 problem=f"cannot read the DICOM header of {path}: {e}"))
+            studies.append(
+                Study(
+                    f"file:{path.relative_to(root)}",
+                    (path,),
+                    "",
+                    hash_split(path.name),
+                    (0,),
+                    None,
+                    problem=f"cannot read the DICOM header of {path}: {e}",
+                )
+            )
             continue
         uid = str(ds.get("StudyInstanceUID", "") or "")
         if not uid:
-            studies.append(Study(f"file:{path.relative_to(root)}", (path,), "", hash_split(path.name), (0,), None,
-                                 problem=f"{path} has no StudyInstanceUID, so it cannot be grouped into a study"))
+            studies.append(
+                Study(
+                    f"file:{path.relative_to(root)}",
+                    (path,),
+                    "",
+                    hash_split(path.name),
+                    (0,),
+                    None,
+                    problem=f"{path} has no StudyInstanceUID, so it cannot be grouped into a study",
+                )
+            )
             continue
         info = {"PatientID": str(ds.get("PatientID", "")), "Modality": str(ds.get("Modality", ""))}
         groups.setdefault(uid, []).append((path, str(ds.get("ViewPosition", "")) or None, info))
@@ -56,8 +76,15 @@ def read(cfg: DataConfig) -> dict[str, list[Study]]:
         paths, view_ids = frontal_first([p for p, _, _ in items], [v for _, v, _ in items])
         report = " ".join(reports.get(uid, "").split())
         where = root / "reports.csv"
-        problem = "" if report else (f"no report for StudyInstanceUID {uid} in {where}" if reports
-                                     else f"no report: add {where} (StudyInstanceUID, report)")
+        problem = (
+            ""
+            if report
+            else (
+                f"no report for StudyInstanceUID {uid} in {where}"
+                if reports
+                else f"no report: add {where} (StudyInstanceUID, report)"
+            )
+        )
         meta = {**items[0][2], "views": [v for _, v, _ in items]}
         studies.append(Study(uid, paths, report, hash_split(uid), view_ids, None, problem=problem, meta=meta))
     return group_splits(studies)

@@ -49,9 +49,11 @@ def read(cfg: DataConfig) -> dict[str, list[Study]]:
     splits = [t for t in tops if t.lower() in SPLIT_NAMES]
     if splits and len(splits) < len(tops):
         others = [t for t in tops if t not in splits]
-        raise DataSourceError(f"{root} mixes split folders ({', '.join(splits)}) with other folders "
-                              f"({', '.join(others)}): unknown split {others[0]!r} (split names: "
-                              f"{', '.join(sorted(SPLIT_NAMES))}). Expected layout: {LAYOUT}")
+        raise DataSourceError(
+            f"{root} mixes split folders ({', '.join(splits)}) with other folders "
+            f"({', '.join(others)}): unknown split {others[0]!r} (split names: "
+            f"{', '.join(sorted(SPLIT_NAMES))}). Expected layout: {LAYOUT}"
+        )
     depth = 1 if splits else 0  # where the class folder is in a relative path
     classes = sorted({rel.parts[depth] for rel, ok in images.items() if ok and len(rel.parts) > depth + 1})
     studies = []
@@ -64,6 +66,16 @@ def read(cfg: DataConfig) -> dict[str, list[Study]]:
         if ok and cls is None:
             problem = f"image {sid} is not in a class folder. Expected layout: {LAYOUT}"
         labels = {c: int(c == cls) for c in classes} if cls is not None else None
-        studies.append(Study(sid, (root / rel,), "", split, (0,), labels, problem=problem,
-                             meta={"class": cls} if cls is not None else None))
+        studies.append(
+            Study(
+                sid,
+                (root / rel,),
+                "",
+                split,
+                (0,),
+                labels,
+                problem=problem,
+                meta={"class": cls} if cls is not None else None,
+            )
+        )
     return group_splits(studies)

@@ -16,8 +16,10 @@ from medvl.data.config import DataConfig
 from medvl.data.reports import select_section
 from medvl.data.study import Study, frontal_first, group_splits, hash_split, read_csv
 
-LAYOUT = ("ROOT/indiana_reports.csv (uid, MeSH, Problems, image, indication, comparison, findings, impression), "
-          "ROOT/indiana_projections.csv (uid, filename, projection) and the PNGs in ROOT/images/images_normalized/")
+LAYOUT = (
+    "ROOT/indiana_reports.csv (uid, MeSH, Problems, image, indication, comparison, findings, impression), "
+    "ROOT/indiana_projections.csv (uid, filename, projection) and the PNGs in ROOT/images/images_normalized/"
+)
 REPORT_COLUMNS = ("uid", "findings", "impression")
 PROJECTION_COLUMNS = ("uid", "filename", "projection")
 
@@ -42,14 +44,20 @@ def read(cfg: DataConfig) -> dict[str, list[Study]]:
     studies = []
     for row in reports:
         sid = f"CXR{row['uid']}"
-        text = " ".join(f"{k.upper()}: {row[k]}" for k in ("indication", "comparison", "findings", "impression")
-                        if row.get(k))
+        text = " ".join(
+            f"{k.upper()}: {row[k]}" for k in ("indication", "comparison", "findings", "impression") if row.get(k)
+        )
         report, problem = select_section(text, cfg.reports.section, row["findings"], row["impression"])
         mine = views.get(row["uid"], [])
         if not mine and not problem:
             problem = f"uid {row['uid']} has no image in indiana_projections.csv"
         paths, view_ids = frontal_first([images / f for f, _ in mine], [p for _, p in mine])
-        meta = {"uid": row["uid"], "mesh": row.get("MeSH", ""), "problems": row.get("Problems", ""),
-                "indication": row.get("indication", ""), "comparison": row.get("comparison", "")}
+        meta = {
+            "uid": row["uid"],
+            "mesh": row.get("MeSH", ""),
+            "problems": row.get("Problems", ""),
+            "indication": row.get("indication", ""),
+            "comparison": row.get("comparison", ""),
+        }
         studies.append(Study(sid, paths, report, hash_split(sid), view_ids, None, problem=problem, meta=meta))
     return group_splits(studies)

@@ -30,12 +30,22 @@ from pathlib import Path
 from typing import Any
 
 from medvl.data.config import DataConfig
-from medvl.data.study import (DataSourceError, Study, decode_text, group_splits, hash_split, read_csv, split_name,
-                              view_id)
+from medvl.data.study import (
+    DataSourceError,
+    Study,
+    decode_text,
+    group_splits,
+    hash_split,
+    read_csv,
+    split_name,
+    view_id,
+)
 from medvl.jsonl import jsonl_records
 
-LAYOUT = ("ROOT/manifest.jsonl or ROOT/manifest.csv, one study per record: id, image_paths, text, labels, split "
-          "(paths relative to the manifest)")
+LAYOUT = (
+    "ROOT/manifest.jsonl or ROOT/manifest.csv, one study per record: id, image_paths, text, labels, split "
+    "(paths relative to the manifest)"
+)
 
 
 def _list(value: Any) -> list[str]:
@@ -114,8 +124,9 @@ def find_manifest(cfg: DataConfig) -> Path:
     for name in ("manifest.jsonl", "manifest.csv"):
         if (root / name).is_file():
             return root / name
-    raise DataSourceError(f"no manifest.jsonl or manifest.csv in {root} (or set data.manifest). "
-                          f"Expected layout: {LAYOUT}")
+    raise DataSourceError(
+        f"no manifest.jsonl or manifest.csv in {root} (or set data.manifest). Expected layout: {LAYOUT}"
+    )
 
 
 def read(cfg: DataConfig) -> dict[str, list[Study]]:
@@ -134,11 +145,27 @@ def read(cfg: DataConfig) -> dict[str, list[Study]]:
             views = [labels["view"]] * len(paths)
         view_ids = tuple(view_id(views[k] if k < len(views) else None, k) for k in range(len(paths)))
         truth = study_labels(labels, vocabulary)
-        split = split_name(rec["split"], f"{path} line {rec['_line']}", known_only=False) if rec.get("split") \
+        split = (
+            split_name(rec["split"], f"{path} line {rec['_line']}", known_only=False)
+            if rec.get("split")
             else hash_split(sid)
+        )
         problem = "" if paths else f"record at line {rec['_line']} of {path.name} has no image_paths"
-        meta = {k: v for k, v in rec.items() if k not in ("id", "image_paths", "path", "text", "report", "split",
-                                                          "views", "_line")}
-        studies.append(Study(sid, tuple(base / p for p in paths), str(rec.get("text") or rec.get("report") or ""),
-                             split, view_ids, truth, problem=problem, meta=meta))
+        meta = {
+            k: v
+            for k, v in rec.items()
+            if k not in ("id", "image_paths", "path", "text", "report", "split", "views", "_line")
+        }
+        studies.append(
+            Study(
+                sid,
+                tuple(base / p for p in paths),
+                str(rec.get("text") or rec.get("report") or ""),
+                split,
+                view_ids,
+                truth,
+                problem=problem,
+                meta=meta,
+            )
+        )
     return group_splits(studies)

@@ -20,12 +20,13 @@ from pathlib import Path
 
 from medvl.data.config import DataConfig
 from medvl.data.reports import select_section
-from medvl.data.study import (Study, TextEncodingError, decode_text, frontal_first, group_splits, read_csv,
-                              split_name)
+from medvl.data.study import Study, TextEncodingError, decode_text, frontal_first, group_splits, read_csv, split_name
 
-LAYOUT = ("ROOT/mimic-cxr-2.0.0-metadata.csv, ROOT/mimic-cxr-2.0.0-split.csv, optional "
-          "ROOT/mimic-cxr-2.0.0-chexpert.csv, ROOT/files/pXX/pSUBJECT/sSTUDY/DICOM_ID.jpg and the reports "
-          "ROOT/files/pXX/pSUBJECT/sSTUDY.txt")
+LAYOUT = (
+    "ROOT/mimic-cxr-2.0.0-metadata.csv, ROOT/mimic-cxr-2.0.0-split.csv, optional "
+    "ROOT/mimic-cxr-2.0.0-chexpert.csv, ROOT/files/pXX/pSUBJECT/sSTUDY/DICOM_ID.jpg and the reports "
+    "ROOT/files/pXX/pSUBJECT/sSTUDY.txt"
+)
 _SKIP = {"subject_id", "study_id", "_line"}
 
 
@@ -59,8 +60,9 @@ def read(cfg: DataConfig) -> dict[str, list[Study]]:
         problem = ""
         if report_file.is_file():
             try:  # undecodable bytes make the study unusable (counted, or fatal under data.strict), never U+FFFD
-                report, problem = select_section(decode_text(report_file.read_bytes(), report_file),
-                                                 cfg.reports.section)
+                report, problem = select_section(
+                    decode_text(report_file.read_bytes(), report_file), cfg.reports.section
+                )
             except TextEncodingError as e:
                 report, problem = "", str(e)
         else:
@@ -68,10 +70,25 @@ def read(cfg: DataConfig) -> dict[str, list[Study]]:
         unknown = [r["dicom_id"] for r in rows if r["dicom_id"] not in view_of]
         if unknown and not problem:
             problem = f"dicom_id {unknown[0]} is in the split CSV but not in mimic-cxr-2.0.0-metadata.csv"
-        paths, view_ids = frontal_first([where / f"{r['dicom_id']}.jpg" for r in rows],
-                                        [view_of.get(r["dicom_id"]) or None for r in rows])
-        meta = {"subject_id": subject, "study_id": study_id, "chexpert": chexpert.get(study_id),
-                "views": [view_of.get(p.stem, "") for p in paths]}
-        studies.append(Study(f"s{study_id}", paths, report, split_name(rows[0]["split"], str(root)), view_ids, None,
-                             problem=problem, meta=meta))
+        paths, view_ids = frontal_first(
+            [where / f"{r['dicom_id']}.jpg" for r in rows], [view_of.get(r["dicom_id"]) or None for r in rows]
+        )
+        meta = {
+            "subject_id": subject,
+            "study_id": study_id,
+            "chexpert": chexpert.get(study_id),
+            "views": [view_of.get(p.stem, "") for p in paths],
+        }
+        studies.append(
+            Study(
+                f"s{study_id}",
+                paths,
+                report,
+                split_name(rows[0]["split"], str(root)),
+                view_ids,
+                None,
+                problem=problem,
+                meta=meta,
+            )
+        )
     return group_splits(studies)

@@ -36,20 +36,44 @@ import os
 from pathlib import Path
 
 from medvl.data.config import DataConfig
-from medvl.data.study import (SPLIT_NAMES, DataSourceError, Study, group_splits, hash_split, read_csv, require_file,
-                              view_id)
+from medvl.data.study import (
+    SPLIT_NAMES,
+    DataSourceError,
+    Study,
+    group_splits,
+    hash_split,
+    read_csv,
+    require_file,
+    view_id,
+)
 
-FINDINGS = ("Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass", "Nodule", "Pneumonia", "Pneumothorax",
-            "Consolidation", "Edema", "Emphysema", "Fibrosis", "Pleural_Thickening", "Hernia")
+FINDINGS = (
+    "Atelectasis",
+    "Cardiomegaly",
+    "Effusion",
+    "Infiltration",
+    "Mass",
+    "Nodule",
+    "Pneumonia",
+    "Pneumothorax",
+    "Consolidation",
+    "Edema",
+    "Emphysema",
+    "Fibrosis",
+    "Pleural_Thickening",
+    "Hernia",
+)
 """The 14 ChestX-ray14 findings, spelled as in Data_Entry_2017.csv."""
 NO_FINDING, ABNORMAL = "No Finding", "Abnormal"
 LABELS = (*FINDINGS, NO_FINDING, ABNORMAL)
 VAL_SHARE = 1 / 8
 """Share of the official train_val patients that go to val."""
 COLUMNS = ("Image Index", "Finding Labels", "Patient ID", "View Position")
-LAYOUT = ("ROOT/Data_Entry_2017*.csv (Image Index, Finding Labels, Follow-up #, Patient ID, Patient Age, "
-          "Patient Gender, View Position), the images anywhere under ROOT by their Image Index, optional "
-          "ROOT/train_val_list.txt + ROOT/test_list.txt")
+LAYOUT = (
+    "ROOT/Data_Entry_2017*.csv (Image Index, Finding Labels, Follow-up #, Patient ID, Patient Age, "
+    "Patient Gender, View Position), the images anywhere under ROOT by their Image Index, optional "
+    "ROOT/train_val_list.txt + ROOT/test_list.txt"
+)
 LISTS = ("train_val_list.txt", "test_list.txt")
 
 
@@ -120,8 +144,11 @@ def _labels(text: str) -> tuple[dict[str, int], str]:
     labels = {f: int(f in named) for f in FINDINGS}
     normal = int(NO_FINDING in named or not named & set(FINDINGS))
     labels |= {NO_FINDING: normal, ABNORMAL: 1 - normal}
-    problem = f"unknown finding {unknown[0]!r} in Finding Labels (ChestX-ray14 names: {', '.join(FINDINGS)}, " \
-              f"{NO_FINDING})" if unknown else ""
+    problem = (
+        f"unknown finding {unknown[0]!r} in Finding Labels (ChestX-ray14 names: {', '.join(FINDINGS)}, {NO_FINDING})"
+        if unknown
+        else ""
+    )
     return labels, problem
 
 
@@ -137,8 +164,9 @@ def _choose(copies: list[Path], root: Path) -> tuple[Path, list[Path]]:
     return best, [p for p in copies if p != best]
 
 
-def _split(name: str, patient: str, copies: list[Path], root: Path, listed: dict[str, str] | None,
-           by_folder: bool) -> tuple[str, str]:
+def _split(
+    name: str, patient: str, copies: list[Path], root: Path, listed: dict[str, str] | None, by_folder: bool
+) -> tuple[str, str]:
     """(split, problem) of one image by the rules of the module docstring; an unusable image is put in train."""
     if listed is not None:
         split = official_split(patient, listed, name)
@@ -149,8 +177,10 @@ def _split(name: str, patient: str, copies: list[Path], root: Path, listed: dict
     if len(folders) > 1:
         return folders[0], f"copies of {name} sit in the split folders of {', '.join(folders)}"
     if not folders and copies:
-        return "train", (f"{copies[0].relative_to(root)} is outside the split folders (train/val/test) the other "
-                         "images are in, so its split is unknown")
+        return "train", (
+            f"{copies[0].relative_to(root)} is outside the split folders (train/val/test) the other "
+            "images are in, so its split is unknown"
+        )
     return (folders or ["train"])[0], ""
 
 
@@ -171,15 +201,33 @@ def read(cfg: DataConfig) -> dict[str, list[Study]]:
     for r in rows:
         name, patient = r["Image Index"], r["Patient ID"]
         labels, bad_label = _labels(r["Finding Labels"])
-        meta = {"patient_id": patient, "age": _number(r.get("Patient Age", "")), "sex": r.get("Patient Gender", ""),
-                "follow_up": _number(r.get("Follow-up #", "")), "view": r["View Position"]}
+        meta = {
+            "patient_id": patient,
+            "age": _number(r.get("Patient Age", "")),
+            "sex": r.get("Patient Gender", ""),
+            "follow_up": _number(r.get("Follow-up #", "")),
+            "view": r["View Position"],
+        }
         copies = files.get(name, [])
         path, others = _choose(copies, root) if copies else (root / name, [])
         if others:
             meta["other_copies"] = [p.relative_to(root).as_posix() for p in others]
         split, bad_split = _split(name, patient, copies, root, listed, by_folder)
-        missing = "" if copies else f"image file not found: {name} (line {r['_line']} of {csv_path.name}) is " \
-                                    f"under no folder of {root}"
-        studies.append(Study(Path(name).stem, (path,), "", split, (view_id(r["View Position"], 0),), labels,
-                             problem=missing or bad_label or bad_split, meta=meta))
+        missing = (
+            ""
+            if copies
+            else f"image file not found: {name} (line {r['_line']} of {csv_path.name}) is under no folder of {root}"
+        )
+        studies.append(
+            Study(
+                Path(name).stem,
+                (path,),
+                "",
+                split,
+                (view_id(r["View Position"], 0),),
+                labels,
+                problem=missing or bad_label or bad_split,
+                meta=meta,
+            )
+        )
     return group_splits(studies)

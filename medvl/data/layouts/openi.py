@@ -25,8 +25,10 @@ def _first_dir(root: Path, names: tuple[str, ...], what: str) -> Path:
     for name in names:
         if (root / name).is_dir():
             return root / name
-    raise DataSourceError(f"missing {what}: none of {', '.join(str(root / n) for n in names)} is a directory. "
-                          f"Expected layout: {LAYOUT} (medvl data download iu_xray --out ROOT fetches both)")
+    raise DataSourceError(
+        f"missing {what}: none of {', '.join(str(root / n) for n in names)} is a directory. "
+        f"Expected layout: {LAYOUT} (medvl data download iu_xray --out ROOT fetches both)"
+    )
 
 
 def _text(node: ET.Element | None) -> str:
@@ -38,8 +40,15 @@ def read_xml(path: Path, images: Path, section: str) -> Study:
     try:
         doc = ET.parse(path).getroot()
     except ET.ParseError as e:
-        return Study(f"file:{path.name}", (), "", hash_split(path.stem), (), None,
-                     problem=f"cannot parse the XML report {path}: {e}")
+        return Study(
+            f"file:{path.name}",
+            (),
+            "",
+            hash_split(path.stem),
+            (),
+            None,
+            problem=f"cannot parse the XML report {path}: {e}",
+        )
     uid_node = doc.find("uId")
     sid = uid_node.get("id", "") if uid_node is not None else ""
     sid = sid or f"CXR{path.stem}"
@@ -51,10 +60,23 @@ def read_xml(path: Path, images: Path, section: str) -> Study:
     image_ids = [n.get("id", "") for n in doc.iter("parentImage") if n.get("id")]
     if not image_ids and not problem:
         problem = f"the report {path.name} lists no images (no <parentImage>)"
-    meta = {"uid": sid, "mesh": [_text(n) for n in doc.iter("major")], "indication": sections.get("INDICATION", ""),
-            "comparison": sections.get("COMPARISON", ""), "report_file": path.name}
-    return Study(sid, tuple(images / f"{i}.png" for i in image_ids), report, hash_split(sid),
-                 tuple(view_id(None, k) for k in range(len(image_ids))), None, problem=problem, meta=meta)
+    meta = {
+        "uid": sid,
+        "mesh": [_text(n) for n in doc.iter("major")],
+        "indication": sections.get("INDICATION", ""),
+        "comparison": sections.get("COMPARISON", ""),
+        "report_file": path.name,
+    }
+    return Study(
+        sid,
+        tuple(images / f"{i}.png" for i in image_ids),
+        report,
+        hash_split(sid),
+        tuple(view_id(None, k) for k in range(len(image_ids))),
+        None,
+        problem=problem,
+        meta=meta,
+    )
 
 
 def read(cfg: DataConfig) -> dict[str, list[Study]]:

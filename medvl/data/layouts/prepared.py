@@ -25,12 +25,13 @@ LAYOUT = "ROOT/prepared.json, ROOT/studies.jsonl and ROOT/images.npy, as written
 
 def read_info(root: str | Path) -> dict:
     """prepared.json of a prepared directory, checked for format and version."""
-    path = require_file(Path(root) / "prepared.json", "prepared.json (is this a `medvl data prepare` output?)",
-                        LAYOUT)
+    path = require_file(Path(root) / "prepared.json", "prepared.json (is this a `medvl data prepare` output?)", LAYOUT)
     info = json.loads(path.read_text())
     if info.get("format") != FORMAT or info.get("version") != VERSION:
-        raise DataSourceError(f"{path} is not a {FORMAT} v{VERSION} data set (found {info.get('format')} "
-                              f"v{info.get('version')}); prepare it again with this medvl")
+        raise DataSourceError(
+            f"{path} is not a {FORMAT} v{VERSION} data set (found {info.get('format')} "
+            f"v{info.get('version')}); prepare it again with this medvl"
+        )
     return info
 
 
@@ -45,9 +46,21 @@ def read(cfg: DataConfig) -> dict[str, list[Study]]:
         if not line.strip():
             continue
         r = json.loads(line)
-        studies.append(Study(r["id"], tuple(Path(p) for p in r["image_paths"]), r["report"], r["split"],
-                             tuple(r["view_ids"]), r.get("labels"), meta=r.get("meta"),
-                             image_store=store if r["rows"] else None, image_rows=tuple(r["rows"]),
-                             references=tuple(r.get("references", ())), question=r.get("question", ""),
-                             answer=r.get("answer", ""), targets=tuple(r.get("targets", ()))))
+        studies.append(
+            Study(
+                r["id"],
+                tuple(Path(p) for p in r["image_paths"]),
+                r["report"],
+                r["split"],
+                tuple(r["view_ids"]),
+                r.get("labels"),
+                meta=r.get("meta"),
+                image_store=store if r["rows"] else None,
+                image_rows=tuple(r["rows"]),
+                references=tuple(r.get("references", ())),
+                question=r.get("question", ""),
+                answer=r.get("answer", ""),
+                targets=tuple(r.get("targets", ())),
+            )
+        )
     return group_splits(studies)

@@ -23,11 +23,21 @@ from typing import Any
 
 from medvl.data.config import DataConfig
 from medvl.data.layouts import iu_csv, openi
-from medvl.data.study import (DataSourceError, Study, decode_text, group_splits, hash_split, read_csv, require_file,
-                              split_name)
+from medvl.data.study import (
+    DataSourceError,
+    Study,
+    decode_text,
+    group_splits,
+    hash_split,
+    read_csv,
+    require_file,
+    split_name,
+)
 
-LAYOUT = ("ROOT/<data.manifest> (.jsonl or .csv: text, summary[, id, split]), ROOT/indiana_reports.csv (uid, "
-          "findings, impression), or ROOT/ecgen-radiology/*.xml (OpenI)")
+LAYOUT = (
+    "ROOT/<data.manifest> (.jsonl or .csv: text, summary[, id, split]), ROOT/indiana_reports.csv (uid, "
+    "findings, impression), or ROOT/ecgen-radiology/*.xml (OpenI)"
+)
 META = {"task": "summarization"}
 
 
@@ -63,8 +73,7 @@ def _manifest(path: Path) -> list[Study]:
 
 def _iu_csv(root: Path) -> list[Study]:
     rows = read_csv(root / "indiana_reports.csv", ("uid", "findings", "impression"), iu_csv.LAYOUT)
-    return [summary_study(f"CXR{r['uid']}", hash_split(f"CXR{r['uid']}"), r["findings"], r["impression"])
-            for r in rows]
+    return [summary_study(f"CXR{r['uid']}", hash_split(f"CXR{r['uid']}"), r["findings"], r["impression"]) for r in rows]
 
 
 def _openi(root: Path) -> list[Study]:

@@ -42,8 +42,9 @@ from medvl.data.study import DataSourceError, Study, group_splits, read_json
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 VQA_RAD_LAYOUT = "ROOT/trainset.json [+ ROOT/testset.json] + ROOT/images/<image_name> (VQA-RAD, MEVF data_RAD)"
-SLAKE_LAYOUT = ("ROOT/train.json [+ validate.json, test.json] + ROOT/imgs/<img_name> (SLAKE 1.0) or "
-                "ROOT/images/<folder>.png")
+SLAKE_LAYOUT = (
+    "ROOT/train.json [+ validate.json, test.json] + ROOT/imgs/<img_name> (SLAKE 1.0) or ROOT/images/<folder>.png"
+)
 PATHVQA_LAYOUT = "ROOT/qas/<split>/<split>_qa.pkl (or .json) + ROOT/images/<split>/<image>.jpg (PathVQA)"
 
 
@@ -96,9 +97,12 @@ class ImageFinder:
     def report(self, source: str, n_questions: int) -> None:
         """Print, once, how many questions' images were found under another name than the question file gives."""
         if self.fallbacks:
-            print(f"{source}: {self.fallbacks} of {n_questions} questions name an image file that is absent; used the "
-                  f"file of the same name with another image suffix or folder layout instead, e.g. "
-                  f"{self.examples[0]}", file=sys.stderr)
+            print(
+                f"{source}: {self.fallbacks} of {n_questions} questions name an image file that is absent; used the "
+                f"file of the same name with another image suffix or folder layout instead, e.g. "
+                f"{self.examples[0]}",
+                file=sys.stderr,
+            )
 
 
 def image_hash_share(name: str) -> float:
@@ -117,33 +121,60 @@ def carve_val(studies: dict[str, list[Study]], source: str, share: float = VQA_V
         (val if image_hash_share(str((s.meta or {}).get("image", s.id))) < share else train).append(s)
     images = len({(s.meta or {}).get("image") for s in val})
     total = len({(s.meta or {}).get("image") for s in studies["train"]})
-    print(f"{source}: no validation file; the {len(val)} questions on {images} of the {total} training images "
-          f"(those whose name hashes below {share:.3g}) moved from train to val", file=sys.stderr)
+    print(
+        f"{source}: no validation file; the {len(val)} questions on {images} of the {total} training images "
+        f"(those whose name hashes below {share:.3g}) moved from train to val",
+        file=sys.stderr,
+    )
     return {**studies, "train": train, "val": [replace(s, split="val") for s in val]}
 
 
 def answer_type(value: Any, answer: str) -> str:
-    """"closed" or "open" from a record's answer_type (CLOSED, "CLOSED ", OPEN...), else closed for a yes/no answer."""
+    """ "closed" or "open" from a record's answer_type (CLOSED, "CLOSED ", OPEN...), else closed for a yes/no answer."""
     text = str(value or "").strip().lower()
     if text in ("closed", "open"):
         return text
     return "closed" if answer.strip().lower() in ("yes", "no") else "open"
 
 
-def vqa_study(sid: str, split: str, image: str, finder: ImageFinder, question: Any, answer: Any, atype: Any,
-              qtype: Any, extra: dict[str, Any] | None = None) -> Study:
+def vqa_study(
+    sid: str,
+    split: str,
+    image: str,
+    finder: ImageFinder,
+    question: Any,
+    answer: Any,
+    atype: Any,
+    qtype: Any,
+    extra: dict[str, Any] | None = None,
+) -> Study:
     """One question as a `Study` (see the module docstring); an image found under no name sets `problem`."""
     answer_text = str(answer).strip() if answer is not None else ""
     path = finder.find(image)
-    problem = "" if path is not None else \
-        f"image file not found: {image} is under none of {', '.join(str(f) for f in finder.folders) or 'no folder'}"
+    folders = ", ".join(str(f) for f in finder.folders) or "no folder"
+    problem = "" if path is not None else f"image file not found: {image} is under none of {folders}"
+
     if not str(question or "").strip() or not answer_text:
         problem = problem or "no question or no answer in the record"
-    meta = {"answer_type": answer_type(atype, answer_text), "question_type": str(qtype or "").strip(),
-            "image": image, **(extra or {})}
+    meta = {
+        "answer_type": answer_type(atype, answer_text),
+        "question_type": str(qtype or "").strip(),
+        "image": image,
+        **(extra or {}),
+    }
     first = finder.folders[0] if finder.folders else Path(".")
-    return Study(sid, (path or first / image,), "", split, (0,), None, problem=problem, meta=meta,
-                 question=str(question or "").strip(), answer=answer_text)
+    return Study(
+        sid,
+        (path or first / image,),
+        "",
+        split,
+        (0,),
+        None,
+        problem=problem,
+        meta=meta,
+        question=str(question or "").strip(),
+        answer=answer_text,
+    )
 
 
 def _records(path: Path, layout: str) -> list[dict[str, Any]]:
@@ -173,9 +204,19 @@ def read_vqa_rad(cfg: DataConfig) -> dict[str, list[Study]]:
         for r in _records(root / file, VQA_RAD_LAYOUT):
             _require(r, ("qid", "image_name", "question", "answer"), root / file)
             extra: dict[str, Any] = {k: r[k] for k in ("image_organ", "phrase_type") if k in r}
-            studies.append(vqa_study(f"{split}_{r['qid']}", split, str(r["image_name"]), finder, r["question"],
-                                     r["answer"], r.get("answer_type"), str(r.get("question_type", "")).upper(),
-                                     extra))
+            studies.append(
+                vqa_study(
+                    f"{split}_{r['qid']}",
+                    split,
+                    str(r["image_name"]),
+                    finder,
+                    r["question"],
+                    r["answer"],
+                    r.get("answer_type"),
+                    str(r.get("question_type", "")).upper(),
+                    extra,
+                )
+            )
     finder.report("vqa_rad", len(studies))
     return carve_val(group_splits(studies), "vqa_rad")
 
@@ -196,10 +237,20 @@ def read_slake(cfg: DataConfig) -> dict[str, list[Study]]:
             if str(r.get("q_lang", "en")).strip().lower() != "en":
                 other_languages += 1
                 continue
-            extra: dict[str, Any] = {k: r[k] for k in ("location", "modality", "base_type", "img_id")
-                                     if k in r}
-            studies.append(vqa_study(f"{split}_{r['qid']}", split, str(r["img_name"]), finder, r["question"],
-                                     r["answer"], r.get("answer_type"), r.get("content_type", ""), extra))
+            extra: dict[str, Any] = {k: r[k] for k in ("location", "modality", "base_type", "img_id") if k in r}
+            studies.append(
+                vqa_study(
+                    f"{split}_{r['qid']}",
+                    split,
+                    str(r["img_name"]),
+                    finder,
+                    r["question"],
+                    r["answer"],
+                    r.get("answer_type"),
+                    r.get("content_type", ""),
+                    extra,
+                )
+            )
     finder.report("slake", len(studies))
     if other_languages:
         print(f"slake: {other_languages} questions in other languages than English left out", file=sys.stderr)
@@ -210,8 +261,10 @@ class _PlainUnpickler(pickle.Unpickler):
     """Reads pickles of plain containers and strings only: any class or function reference is refused."""
 
     def find_class(self, module: str, name: str) -> Any:
-        raise DataSourceError(f"the question file refers to {module}.{name}; medvl reads only plain lists and dicts "
-                              "from PathVQA pickles (nothing loaded from disk may execute code)")
+        raise DataSourceError(
+            f"the question file refers to {module}.{name}; medvl reads only plain lists and dicts "
+            "from PathVQA pickles (nothing loaded from disk may execute code)"
+        )
 
 
 def _pathvqa_records(root: Path, split: str) -> list[dict[str, Any]] | None:
@@ -245,10 +298,12 @@ def read_pathvqa(cfg: DataConfig) -> dict[str, list[Study]]:
             image = str(r["image"])
             image = image if Path(image).suffix else f"{image}.jpg"
             words = str(r["question"]).strip().lower().split()
-            studies.append(vqa_study(f"{split}_{k}", split, image, finder, r["question"], r["answer"], None,
-                                     words[0] if words else ""))
+            studies.append(
+                vqa_study(
+                    f"{split}_{k}", split, image, finder, r["question"], r["answer"], None, words[0] if words else ""
+                )
+            )
         finder.report("pathvqa", len(records))
     if not studies:
         raise DataSourceError(f"no question file in {root / 'qas'}. Expected layout: {PATHVQA_LAYOUT}")
     return carve_val(group_splits(studies), "pathvqa")
-

@@ -34,15 +34,39 @@ def read(cfg: DataConfig) -> dict[str, list[Study]]:
     studies = []
     for k, rec in enumerate(raw["annotations"]):
         if not isinstance(rec, dict) or "image_id" not in rec:
-            studies.append(Study(f"record:{k}", (), "", "train", (), None,
-                                 problem=f"annotation {k} in {index} has no image_id: {str(rec)[:80]}"))
+            studies.append(
+                Study(
+                    f"record:{k}",
+                    (),
+                    "",
+                    "train",
+                    (),
+                    None,
+                    problem=f"annotation {k} in {index} has no image_id: {str(rec)[:80]}",
+                )
+            )
             continue
         sid = str(rec["image_id"])
         path = next((images / f"{sid}{s}" for s in _SUFFIXES if (images / f"{sid}{s}").is_file()), None)
         path = path or by_lower.get(sid.lower())
-        problem = "" if path else (f"XrayGPT image id {sid!r} has no file in {images} (tried {sid}.jpg/.png/.jpeg and "
-                                   "any case); XrayGPT's OpenI ids do not always match file names: rename the file "
-                                   "or fix the id")
-        studies.append(Study(sid, (path or images / f"{sid}.jpg",), str(rec.get("caption") or "").strip(),
-                             hash_split(sid), (view_id(None, 0),), None, problem=problem))
+        problem = (
+            ""
+            if path
+            else (
+                f"XrayGPT image id {sid!r} has no file in {images} (tried {sid}.jpg/.png/.jpeg and "
+                "any case); XrayGPT's OpenI ids do not always match file names: rename the file "
+                "or fix the id"
+            )
+        )
+        studies.append(
+            Study(
+                sid,
+                (path or images / f"{sid}.jpg",),
+                str(rec.get("caption") or "").strip(),
+                hash_split(sid),
+                (view_id(None, 0),),
+                None,
+                problem=problem,
+            )
+        )
     return group_splits(studies)

@@ -10,5 +10,13 @@ from medvl.data.synth.generate import generate_dataset, make_study, render_study
 from medvl.data.synth.reports import write_report
 from medvl.data.synth.sampling import PREVALENCE, StudySpec, sample_labels, sample_study
 
-__all__ = ["PREVALENCE", "StudySpec", "generate_dataset", "make_study", "render_study", "sample_labels",
-           "sample_study", "write_report"]
+__all__ = [
+    "PREVALENCE",
+    "StudySpec",
+    "generate_dataset",
+    "make_study",
+    "render_study",
+    "sample_labels",
+    "sample_study",
+    "write_report",
+]

@@ -56,9 +56,9 @@ def blur(a: np.ndarray, sigma_px: float) -> np.ndarray:
     k /= k.sum()
     h, w = a.shape
     p = np.pad(a, ((r, r), (0, 0)), mode="edge")
-    out = sum(k[i] * p[i:i + h] for i in range(2 * r + 1))
+    out = sum(k[i] * p[i : i + h] for i in range(2 * r + 1))
     p = np.pad(out, ((0, 0), (r, r)), mode="edge")
-    return sum(k[i] * p[:, i:i + w] for i in range(2 * r + 1)).astype(np.float32)
+    return sum(k[i] * p[:, i : i + w] for i in range(2 * r + 1)).astype(np.float32)
 
 
 def bezier(points: Sequence[Point], n: int = 24) -> list[Point]:
@@ -102,15 +102,19 @@ class Strokes:
 
     def box(self, center: Point, half_w: float, half_h: float, value: float, radius: float = 0.0) -> None:
         (x, y), s = center, self.size
-        self.draw.rounded_rectangle([(x - half_w) * s, (y - half_h) * s, (x + half_w) * s, (y + half_h) * s],
-                                    radius=radius * s, fill=float(value))
+        self.draw.rounded_rectangle(
+            [(x - half_w) * s, (y - half_h) * s, (x + half_w) * s, (y + half_h) * s],
+            radius=radius * s,
+            fill=float(value),
+        )
 
     def array(self) -> np.ndarray:
         return np.asarray(self.image, dtype=np.float32)
 
 
-def _radial_vessels(rng: np.random.Generator, x: np.ndarray, y: np.ndarray, center: Point, warp: np.ndarray,
-                    reach: float) -> np.ndarray:
+def _radial_vessels(
+    rng: np.random.Generator, x: np.ndarray, y: np.ndarray, center: Point, warp: np.ndarray, reach: float
+) -> np.ndarray:
     """Branching-looking vessel rays from a hilum: peaked angular noise, bent by `warp`, fading with distance."""
     dx, dy = x - center[0], y - center[1]
     r = np.sqrt(dx * dx + dy * dy)
@@ -137,8 +141,9 @@ def lung_markings(rng: np.random.Generator, size: int, hila: Sequence[tuple[Poin
     marks = marks + 0.15 * smooth_noise(rng, small, max(8, small // 4))
     if small == size:
         return marks.astype(np.float32)
-    return np.asarray(Image.fromarray(marks.astype(np.float32), "F").resize((size, size), Image.BICUBIC),
-                      dtype=np.float32)
+    return np.asarray(
+        Image.fromarray(marks.astype(np.float32), "F").resize((size, size), Image.BICUBIC), dtype=np.float32
+    )
 
 
 # -------------------------------------------------------------------------------------------------------- frontal
@@ -206,8 +211,9 @@ class Frontal:
         return self.density + np.float32(marking_amount) * self.markings * self.marking_gain * lungs
 
     @classmethod
-    def build(cls, rng: np.random.Generator, size: int, ctr: float | None = None,
-              dome_lift: dict[str, float] | None = None) -> "Frontal":
+    def build(
+        cls, rng: np.random.Generator, size: int, ctr: float | None = None, dome_lift: dict[str, float] | None = None
+    ) -> Frontal:
         """Draw a normal PA chest. `ctr`: cardiothoracic ratio (None = a normal one); `dome_lift`: raise a
         hemidiaphragm (volume loss) by this much per side."""
         x, y = grid(size)
@@ -225,10 +231,25 @@ class Frontal:
         normal_ctr = float(rng.uniform(0.39, 0.5))  # always drawn, so the rest of the anatomy does not shift
         ctr = normal_ctr if ctr is None else ctr
 
-        chest = cls(size=size, x=x, y=y, cx=cx, thorax=thorax, apex=apex, med=med, dome=dome,
-                    costophrenic=costophrenic, lung={}, edge_dist={}, hilum={}, heart=(0, 0, 0, 0, 0),
-                    carina=apex + 0.3 * (costophrenic["right"] - apex), density=np.zeros_like(x),
-                    markings=np.zeros_like(x), marking_gain=np.ones_like(x))
+        chest = cls(
+            size=size,
+            x=x,
+            y=y,
+            cx=cx,
+            thorax=thorax,
+            apex=apex,
+            med=med,
+            dome=dome,
+            costophrenic=costophrenic,
+            lung={},
+            edge_dist={},
+            hilum={},
+            heart=(0, 0, 0, 0, 0),
+            carina=apex + 0.3 * (costophrenic["right"] - apex),
+            density=np.zeros_like(x),
+            markings=np.zeros_like(x),
+            marking_gain=np.ones_like(x),
+        )
         ax = np.abs(x - cx)
 
         # Body: neck, rounded shoulders, chest wall; soft tissue thins toward the skin.
@@ -238,8 +259,11 @@ class Frontal:
         yy = y[:, :1]
         # Trapezius: nearly flat from the neck, rounding off at the shoulder tip.
         rise = np.clip((yy - crown) / (shoulder_y - crown), 0, 1) ** 0.5
-        half_width = np.where(yy < shoulder_y, 0.1 + (shoulder_half - 0.1) * rise,
-                              shoulder_half + (body_half - shoulder_half) * np.clip((yy - shoulder_y) / 0.12, 0, 1))
+        half_width = np.where(
+            yy < shoulder_y,
+            0.1 + (shoulder_half - 0.1) * rise,
+            shoulder_half + (body_half - shoulder_half) * np.clip((yy - shoulder_y) / 0.12, 0, 1),
+        )
         neck = ramp(0.085 - ax, 2 * w)
         body = np.maximum(ramp(half_width - ax, 2 * w), neck)
         top = np.maximum(ramp(yy - crown, 2 * w), neck)
@@ -260,7 +284,7 @@ class Frontal:
             chest.lung[side] = lung
             chest.edge_dist[side] = (mid + half - dx).astype(np.float32)
             across = np.clip(np.abs(dx - mid) / (half + 1e-3), 0, 1)
-            level = habitus * (0.24 + 0.1 * np.clip(1 - v / 0.35, 0, 1) + 0.05 * across ** 2)
+            level = habitus * (0.24 + 0.1 * np.clip(1 - v / 0.35, 0, 1) + 0.05 * across**2)
             chest.density += lung * (level - chest.density)
             chest.hilum[side] = (cx + SIGN[side] * (med + 0.04), apex + (0.43 if side == "right" else 0.40) * height)
         lungs = chest.lung["right"] + chest.lung["left"]
@@ -285,7 +309,7 @@ class Frontal:
         b1 = aspect * a1
         # The widest point of the tilted ellipse lies below its centre: lift the centre so that point (which
         # defines the CTR) sits just above the diaphragm and stays visible.
-        widest_dy = (a1 ** 2 - b1 ** 2) * np.sin(tilt) * np.cos(tilt) / (0.42 * total)
+        widest_dy = (a1**2 - b1**2) * np.sin(tilt) * np.cos(tilt) / (0.42 * total)
         x1, y1 = cx + 0.23 * total, dome["left"] - float(rng.uniform(0.02, 0.04)) - widest_dy
         a2, b2 = 0.2 * total, 0.36 * total + 0.03
         x2, y2 = cx - 0.35 * total + a2, dome["right"] - 0.05
@@ -339,24 +363,44 @@ class Frontal:
             us = np.linspace(0.05, 1.03, 16)
             for side in SIDES:
                 sg = SIGN[side]
-                pts = [(cx + sg * uu * lat, y0 - 0.06 * uu + droop * uu ** 3) for uu in us]
+                pts = [(cx + sg * uu * lat, y0 - 0.06 * uu + droop * uu**3) for uu in us]
                 ribs_post.bone(pts, 0.017 + 0.007 * frac, 1.0)
                 if 1 <= i <= 7:
                     end = pts[-1]
-                    ribs_ant.bone(bezier([end, (cx + sg * lat * 1.0, end[1] + 0.06),
-                                          (cx + sg * lat * 0.35, end[1] + 0.13)], 12), 0.022, 1.0)
+                    ribs_ant.bone(
+                        bezier([end, (cx + sg * lat * 1.0, end[1] + 0.06), (cx + sg * lat * 0.35, end[1] + 0.13)], 12),
+                        0.022,
+                        1.0,
+                    )
             y0 += height * (0.07 + 0.035 * frac)
         for side in SIDES:
             sg = SIGN[side]
-            clav = bezier([(cx + sg * 0.04, apex + 0.075), (cx + sg * thorax * 0.45, apex + 0.045),
-                           (cx + sg * thorax * 0.75, apex - 0.01), (cx + sg * thorax * 1.15, apex - 0.02)], 18)
+            clav = bezier(
+                [
+                    (cx + sg * 0.04, apex + 0.075),
+                    (cx + sg * thorax * 0.45, apex + 0.045),
+                    (cx + sg * thorax * 0.75, apex - 0.01),
+                    (cx + sg * thorax * 1.15, apex - 0.02),
+                ],
+                18,
+            )
             bones.bone(clav, 0.026, 1.0)
             head = (cx + sg * thorax * 1.22, apex + 0.01)
             bones.ellipse(head, 0.06, 0.065, 0.7)
             bones.bone([head, (cx + sg * thorax * 1.46, apex + 0.4)], 0.06, 0.7)
             # Medial border of the scapula, seen through the lateral upper lung.
-            bones.line(bezier([(cx + sg * thorax * 1.1, apex - 0.01), (cx + sg * thorax * 0.82, apex + 0.12),
-                               (cx + sg * thorax * 0.98, apex + 0.3)], 12), 0.01, 0.3)
+            bones.line(
+                bezier(
+                    [
+                        (cx + sg * thorax * 1.1, apex - 0.01),
+                        (cx + sg * thorax * 0.82, apex + 0.12),
+                        (cx + sg * thorax * 0.98, apex + 0.3),
+                    ],
+                    12,
+                ),
+                0.01,
+                0.3,
+            )
         rib_mask = ramp(thorax * 1.1 - ax, 0.02) * ramp(diaphragm + 0.08 - y, 0.05) * (0.35 + 0.65 * lungs)
         chest.density += (0.15 * ribs_post.array() + 0.07 * ribs_ant.array()) * rib_mask
         chest.density += 0.3 * bones.array() * body
@@ -366,7 +410,7 @@ class Frontal:
         chest.markings = lung_markings(rng, size, [(chest.hilum[side], r) for side, r in zip(SIDES, reach)])
         for side in SIDES:
             hxl, hyl = chest.hilum[side]
-            chest.density += 0.16 * np.exp(-((x - hxl) ** 2 + (y - hyl) ** 2) / np.float32(2 * 0.03 ** 2)) * lungs
+            chest.density += 0.16 * np.exp(-((x - hxl) ** 2 + (y - hyl) ** 2) / np.float32(2 * 0.03**2)) * lungs
         chest.extras = {"habitus": habitus, "ctr": ctr}
         return chest
 
@@ -398,7 +442,7 @@ class Lateral:
     def diaphragm(self, x: np.ndarray) -> np.ndarray:
         p = np.clip((x - self.front) / (self.spine - self.front), 0, 1.1)
         dome = 0.05 * np.sin(np.pi * np.clip(p, 0, 1))
-        return (self.dome_front + (self.dome_back - self.dome_front) * p ** 1.6 - dome).astype(np.float32)
+        return (self.dome_front + (self.dome_back - self.dome_front) * p**1.6 - dome).astype(np.float32)
 
     def point(self, depth: float, v: float) -> Point:
         """Image point at depth (anterior wall 0 -> spine 1) and height v (apex 0 -> posterior sulcus 1)."""
@@ -411,7 +455,7 @@ class Lateral:
         return self.density + np.float32(marking_amount) * self.markings * self.marking_gain * self.lung
 
     @classmethod
-    def build(cls, rng: np.random.Generator, size: int, ctr: float, mm: float) -> "Lateral":
+    def build(cls, rng: np.random.Generator, size: int, ctr: float, mm: float) -> Lateral:
         """Draw a normal lateral chest; `ctr` scales the heart like on the frontal view, `mm` is one millimetre."""
         x, y = grid(size)
         w = max(1.2 / size, 0.006)
@@ -422,9 +466,24 @@ class Lateral:
         dome_front = float(rng.uniform(0.58, 0.65))
         dome_back = dome_front + float(rng.uniform(0.12, 0.17))
         habitus = float(rng.uniform(0.9, 1.2))
-        chest = cls(size=size, x=x, y=y, front=front, spine=spine, apex=apex, dome_front=dome_front,
-                    dome_back=dome_back, lung=np.zeros_like(x), heart=(0, 0, 0, 0), hilum=(0, 0), carina=(0, 0),
-                    density=np.zeros_like(x), markings=np.zeros_like(x), marking_gain=np.ones_like(x), mm=mm)
+        chest = cls(
+            size=size,
+            x=x,
+            y=y,
+            front=front,
+            spine=spine,
+            apex=apex,
+            dome_front=dome_front,
+            dome_back=dome_back,
+            lung=np.zeros_like(x),
+            heart=(0, 0, 0, 0),
+            hilum=(0, 0),
+            carina=(0, 0),
+            density=np.zeros_like(x),
+            markings=np.zeros_like(x),
+            marking_gain=np.ones_like(x),
+            mm=mm,
+        )
 
         # Body with a neck on top; shoulders and raised arms thicken the upper chest.
         neckness = np.clip((0.14 - y) / 0.14, 0, 1) ** 1.5
@@ -472,8 +531,19 @@ class Lateral:
         air.line([(spine - 0.25, -0.02), carina], 0.04, 1.0)
         chest.carina = carina
         chest.hilum = (carina[0] + 0.01, carina[1] + 0.06)
-        strokes.line(bezier([(hx - 0.02, hy - b), (front + 0.2, apex + 0.04), (spine - 0.02, apex + 0.1),
-                             (spine - 0.015, dome_back)], 30), 0.045, 1.0)
+        strokes.line(
+            bezier(
+                [
+                    (hx - 0.02, hy - b),
+                    (front + 0.2, apex + 0.04),
+                    (spine - 0.02, apex + 0.1),
+                    (spine - 0.015, dome_back),
+                ],
+                30,
+            ),
+            0.045,
+            1.0,
+        )
         bones.bone([(front + 0.015, apex + 0.08), (front + 0.02, dome_front - 0.05)], 0.022, 0.6)
         vh = float(rng.uniform(0.048, 0.056))
         yk = float(rng.uniform(-vh, 0))
@@ -484,13 +554,15 @@ class Lateral:
             yk += vh
         for i in range(9):
             y0 = apex + 0.02 + i * 0.07
-            bones.line(bezier([(spine + 0.08, y0), (spine - 0.1, y0 + 0.08), (front + 0.1, y0 + 0.22)], 14),
-                       0.016, 0.15)
+            bones.line(
+                bezier([(spine + 0.08, y0), (spine - 0.1, y0 + 0.08), (front + 0.1, y0 + 0.22)], 14), 0.016, 0.15
+            )
         chest.density += (0.08 * strokes.array() - 0.1 * air.array() + 0.4 * bones.array()) * body
 
         # Lung markings from the hilum.
-        chest.density += 0.15 * np.exp(-((x - chest.hilum[0]) ** 2 + (y - chest.hilum[1]) ** 2) / np.float32(
-            2 * 0.035 ** 2)) * lung
+        chest.density += (
+            0.15 * np.exp(-((x - chest.hilum[0]) ** 2 + (y - chest.hilum[1]) ** 2) / np.float32(2 * 0.035**2)) * lung
+        )
         chest.markings = lung_markings(rng, size, [(chest.hilum, 0.18)])
         return chest
 
@@ -507,7 +579,8 @@ def expose(density: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     ca, sa = np.cos(angle) / scale, np.sin(angle) / scale
     coeffs = (ca, -sa, c0 - ca * c0 + sa * c0 + shift[0], sa, ca, c0 - sa * c0 - ca * c0 + shift[1])
     moved = Image.fromarray(density.astype(np.float32), "F").transform(
-        (size, size), Image.AFFINE, coeffs, resample=Image.BILINEAR, fillcolor=0.0)
+        (size, size), Image.AFFINE, coeffs, resample=Image.BILINEAR, fillcolor=0.0
+    )
     d = np.asarray(moved, dtype=np.float32)
     d = blur(d, float(rng.uniform(0.4, 0.9)) * size / 256)
     k = np.float32(rng.uniform(1.0, 1.4))

@@ -44,8 +44,7 @@ MIN_IMAGE_SIZE = 64
 _SPLIT_TAG = 0x5B117  # makes the split permutation's seed sequence distinct from every study's
 
 
-def render_study(spec: StudySpec, rng: np.random.Generator, image_size: int, lateral: bool = True
-                 ) -> list[np.ndarray]:
+def render_study(spec: StudySpec, rng: np.random.Generator, image_size: int, lateral: bool = True) -> list[np.ndarray]:
     """The views of one study as uint8 arrays: [frontal] or [frontal, lateral]."""
     # Separate streams for the patient (anatomy, pose, exposure) and the lesions: the same study drawn with and
     # without a finding differs only by that finding's evidence.
@@ -72,9 +71,14 @@ def make_study(seed: int, index: int, image_size: int, lateral: bool = True) -> 
     report = write_report(spec, rng)
     views = render_study(spec, rng, image_size, lateral)
     sid = study_id(index)
-    record = {"id": sid, "report": report, "image_path": [f"{sid}/{k}.png" for k in range(len(views))],
-              "labels": dict(spec.labels), "findings_detail": spec.details,
-              "views": ["PA", "LATERAL"][: len(views)]}
+    record = {
+        "id": sid,
+        "report": report,
+        "image_path": [f"{sid}/{k}.png" for k in range(len(views))],
+        "labels": dict(spec.labels),
+        "findings_detail": spec.details,
+        "views": ["PA", "LATERAL"][: len(views)],
+    }
     return record, views
 
 
@@ -127,13 +131,16 @@ def _is_synthetic_set(root: Path) -> bool:
 def _prepare(root: Path) -> None:
     """Make `root` ready for a new set without ever deleting files this generator did not write."""
     if root.exists() and not root.is_dir():
-        raise NotADirectoryError(f"{root} exists and is not a directory; pick a new or empty directory for the "
-                                 "synthetic data set")
+        raise NotADirectoryError(
+            f"{root} exists and is not a directory; pick a new or empty directory for the synthetic data set"
+        )
     if root.is_dir() and any(root.iterdir()):
         if not _is_synthetic_set(root):
-            raise FileExistsError(f"{root} is not empty and holds no synthetic data set written by {GENERATOR} "
-                                  "(no dataset_info.json from it); pick an empty or new directory, so no files of "
-                                  "yours are overwritten")
+            raise FileExistsError(
+                f"{root} is not empty and holds no synthetic data set written by {GENERATOR} "
+                "(no dataset_info.json from it); pick an empty or new directory, so no files of "
+                "yours are overwritten"
+            )
         (root / "annotation.json").unlink(missing_ok=True)  # first: never an annotation pointing at deleted images
         images = root / "images"
         if images.is_dir():
@@ -151,26 +158,38 @@ def _write_json(path: Path, obj: Any) -> None:
     os.replace(tmp, path)
 
 
-def _check_args(n: int, seed: int, image_size: int, split_fractions: tuple[float, float, float],
-                workers: int | None) -> None:
+def _check_args(
+    n: int, seed: int, image_size: int, split_fractions: tuple[float, float, float], workers: int | None
+) -> None:
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
         raise ValueError(f"n must be a positive number of studies, got {n!r}")
     if isinstance(image_size, bool) or not isinstance(image_size, (int, np.integer)) or image_size < MIN_IMAGE_SIZE:
-        raise ValueError(f"image_size must be an integer >= {MIN_IMAGE_SIZE} pixels (anatomy is not drawable "
-                         f"smaller), got {image_size!r}")
+        raise ValueError(
+            f"image_size must be an integer >= {MIN_IMAGE_SIZE} pixels (anatomy is not drawable "
+            f"smaller), got {image_size!r}"
+        )
     fr = tuple(float(f) for f in split_fractions)
     if len(fr) != 3 or min(fr) < 0 or abs(sum(fr) - 1.0) > 1e-6:
-        raise ValueError(f"split_fractions must be three non-negative numbers (train, val, test) summing to 1, "
-                         f"got {split_fractions!r}")
+        raise ValueError(
+            f"split_fractions must be three non-negative numbers (train, val, test) summing to 1, "
+            f"got {split_fractions!r}"
+        )
     if workers is not None and workers < 1:
         raise ValueError(f"workers must be >= 1 (or None for min(cpu count, 4)), got {workers!r}")
 
 
-def generate_dataset(out_dir: str | Path, n: int, seed: int = 0, image_size: int = 256, lateral: bool = True,
-                     split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1), workers: int | None = None,
-                     progress: bool = False) -> dict[str, Any]:
+def generate_dataset(
+    out_dir: str | Path,
+    n: int,
+    seed: int = 0,
+    image_size: int = 256,
+    lateral: bool = True,
+    split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
+    workers: int | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
     """Draw `n` synthetic chest X-ray studies with reports and labels into `out_dir` (R2Gen IU X-ray layout).
 
     Args:
@@ -200,22 +219,40 @@ def generate_dataset(out_dir: str | Path, n: int, seed: int = 0, image_size: int
     tasks = [(seed, i, image_size, bool(lateral), str(images)) for i in range(n)]
 
     t0 = time.perf_counter()
-    records: list[dict[str, Any]] = map_in_order(_write_study, tasks, workers, "synthetic studies", "study", progress,
-                                                 initializer=_tune_worker_malloc)
+    records: list[dict[str, Any]] = map_in_order(
+        _write_study, tasks, workers, "synthetic studies", "study", progress, initializer=_tune_worker_malloc
+    )
     seconds = time.perf_counter() - t0
 
     splits = assign_splits(n, seed, tuple(split_fractions))
     annotation: dict[str, list[dict[str, Any]]] = {name: [] for name in SPLITS}
     for record, split in zip(records, splits):
-        annotation[split].append({"id": record["id"], "report": record["report"], "image_path": record["image_path"],
-                                  "split": split, "labels": record["labels"],
-                                  "findings_detail": record["findings_detail"], "views": record["views"]})
-    info = {"generator": GENERATOR, "version": VERSION, "n": n, "seed": seed, "image_size": image_size,
-            "lateral": bool(lateral), "views": ["PA", "LATERAL"] if lateral else ["PA"],
-            "split_fractions": [float(f) for f in split_fractions],
-            "splits": {name: len(annotation[name]) for name in SPLITS},
-            "prevalence": {f: round(sum(r["labels"][f] for r in records) / n, 4) for f in FINDINGS},
-            "findings": list(FINDINGS), "seconds": round(seconds, 2), "complete": True}
+        annotation[split].append(
+            {
+                "id": record["id"],
+                "report": record["report"],
+                "image_path": record["image_path"],
+                "split": split,
+                "labels": record["labels"],
+                "findings_detail": record["findings_detail"],
+                "views": record["views"],
+            }
+        )
+    info = {
+        "generator": GENERATOR,
+        "version": VERSION,
+        "n": n,
+        "seed": seed,
+        "image_size": image_size,
+        "lateral": bool(lateral),
+        "views": ["PA", "LATERAL"] if lateral else ["PA"],
+        "split_fractions": [float(f) for f in split_fractions],
+        "splits": {name: len(annotation[name]) for name in SPLITS},
+        "prevalence": {f: round(sum(r["labels"][f] for r in records) / n, 4) for f in FINDINGS},
+        "findings": list(FINDINGS),
+        "seconds": round(seconds, 2),
+        "complete": True,
+    }
     _write_json(root / "dataset_info.json", info)
     _write_json(root / "annotation.json", annotation)
     return info

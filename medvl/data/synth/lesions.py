@@ -23,8 +23,14 @@ from medvl.data.synth.anatomy import SIDES, SIGN, Frontal, Lateral, Strokes, bez
 from medvl.data.synth.sampling import LOBE_ZONES, StudySpec
 
 # Depth on the lateral view (anterior wall 0 -> spine 1) of each lobe.
-_LOBE_DEPTH = {"right upper lobe": (0.45, 0.8), "left upper lobe": (0.45, 0.8), "right middle lobe": (0.15, 0.4),
-               "lingula": (0.15, 0.4), "right lower lobe": (0.55, 0.9), "left lower lobe": (0.55, 0.9)}
+_LOBE_DEPTH = {
+    "right upper lobe": (0.45, 0.8),
+    "left upper lobe": (0.45, 0.8),
+    "right middle lobe": (0.15, 0.4),
+    "lingula": (0.15, 0.4),
+    "right lower lobe": (0.55, 0.9),
+    "left lower lobe": (0.55, 0.9),
+}
 
 
 @dataclass
@@ -96,16 +102,23 @@ def plan_lesions(spec: StudySpec, rng: np.random.Generator) -> LesionPlan:
         plan.pneumothorax = Spot(d["pneumothorax"]["side"], 0.0, 0.0, 0.0, {"gap": gap, "large": float(large)})
     if "consolidation" in d:
         spot = _spot(rng, d["consolidation"]["lobe"])
-        spot.params = {"rx": float(rng.uniform(0.06, 0.1)), "ry": float(rng.uniform(0.05, 0.085)),
-                       "density": float(rng.uniform(0.38, 0.5)),
-                       "threshold": 0.45 if d["consolidation"]["pattern"] == "patchy" else 0.3}
+        spot.params = {
+            "rx": float(rng.uniform(0.06, 0.1)),
+            "ry": float(rng.uniform(0.05, 0.085)),
+            "density": float(rng.uniform(0.38, 0.5)),
+            "threshold": 0.45 if d["consolidation"]["pattern"] == "patchy" else 0.3,
+        }
         plan.consolidation = spot
     if "nodule_mass" in d:
         spot = _spot(rng, d["nodule_mass"]["lobe"])
         mm = d["nodule_mass"]["size_mm"]
-        spot.params = {"radius_mm": mm / 2, "density": 0.18 + 0.47 * min(1.0, (mm - 5) / 30),
-                       "lobulated": float(d["nodule_mass"]["kind"] == "mass"),
-                       "phase1": float(rng.uniform(0, 2 * np.pi)), "phase2": float(rng.uniform(0, 2 * np.pi))}
+        spot.params = {
+            "radius_mm": mm / 2,
+            "density": 0.18 + 0.47 * min(1.0, (mm - 5) / 30),
+            "lobulated": float(d["nodule_mass"]["kind"] == "mass"),
+            "phase1": float(rng.uniform(0, 2 * np.pi)),
+            "phase2": float(rng.uniform(0, 2 * np.pi)),
+        }
         plan.nodule = spot
     if "atelectasis" in d:
         loc, pattern = d["atelectasis"]["location"], d["atelectasis"]["pattern"]
@@ -115,18 +128,30 @@ def plan_lesions(spec: StudySpec, rng: np.random.Generator) -> LesionPlan:
             for _ in range(count):
                 spot = _spot(rng, lobe)
                 thick = {"linear": (0.006, 0.009), "plate-like": (0.011, 0.016), "subsegmental": (0.007, 0.011)}
-                spot.params = {"angle": float(rng.uniform(-0.35, 0.25)), "half_len": float(rng.uniform(0.06, 0.1)),
-                               "half_thick": float(rng.uniform(*thick[pattern])),
-                               "density": float(rng.uniform(0.4, 0.5))}
+                spot.params = {
+                    "angle": float(rng.uniform(-0.35, 0.25)),
+                    "half_len": float(rng.uniform(0.06, 0.1)),
+                    "half_thick": float(rng.uniform(*thick[pattern])),
+                    "density": float(rng.uniform(0.4, 0.5)),
+                }
                 plan.atelectasis.append(spot)
     if "edema" in d:
         level = {"mild": 0, "moderate": 1, "severe": 2}[d["edema"]["severity"]]
-        plan.edema = {"amount": (0.12, 0.24, 0.38)[level], "sx": (0.08, 0.11, 0.14)[level],
-                      "sy": (0.1, 0.13, 0.17)[level], "gain": (1.5, 1.9, 2.3)[level], "kerley": (0, 4, 7)[level],
-                      "level": level}
+        plan.edema = {
+            "amount": (0.12, 0.24, 0.38)[level],
+            "sx": (0.08, 0.11, 0.14)[level],
+            "sy": (0.1, 0.13, 0.17)[level],
+            "gain": (1.5, 1.9, 2.3)[level],
+            "kerley": (0, 4, 7)[level],
+            "level": level,
+        }
     if "support_devices" in d:
-        plan.devices = {"ett_tip": float(rng.uniform(0.03, 0.07)), "cvc_tip": float(rng.uniform(0.0, 0.05)),
-                        "ng_x": float(rng.uniform(0.3, 0.55)), "pacer_y": float(rng.uniform(0.06, 0.11))}
+        plan.devices = {
+            "ett_tip": float(rng.uniform(0.03, 0.07)),
+            "cvc_tip": float(rng.uniform(0.0, 0.05)),
+            "ng_x": float(rng.uniform(0.3, 0.55)),
+            "pacer_y": float(rng.uniform(0.06, 0.11)),
+        }
     return plan
 
 
@@ -139,7 +164,7 @@ def draw_frontal(chest: Frontal, spec: StudySpec, plan: LesionPlan, rng: np.rand
     for side, (h_lat, h_med, density) in plan.effusion.items():
         dx = (x - chest.cx) * SIGN[side]
         u = np.clip((dx - chest.med) / (chest.lateral_wall(side, y) - chest.med), 0, 1)
-        level = chest.costophrenic[side] - chest.height(side) * (h_med + (h_lat - h_med) * u ** 2.5)
+        level = chest.costophrenic[side] - chest.height(side) * (h_med + (h_lat - h_med) * u**2.5)
         fluid = ramp(y - level, 0.03) * chest.lung[side]
         chest.add(fluid, density * habitus)
         chest.marking_gain *= 1 - fluid
@@ -160,8 +185,10 @@ def draw_frontal(chest: Frontal, spec: StudySpec, plan: LesionPlan, rng: np.rand
     if plan.consolidation is not None:
         s = plan.consolidation
         xc, yc = chest.point(s.side, s.u, s.v)
-        env = np.exp(-((x - xc) ** 2) / np.float32(2 * s.params["rx"] ** 2)
-                     - ((y - yc) ** 2) / np.float32(2 * s.params["ry"] ** 2))
+        env = np.exp(
+            -((x - xc) ** 2) / np.float32(2 * s.params["rx"] ** 2)
+            - ((y - yc) ** 2) / np.float32(2 * s.params["ry"] ** 2)
+        )
         patch = np.clip((env * 1.4 + 0.4 * smooth_noise(rng, size, 16) - s.params["threshold"] - 0.1) / 0.5, 0, 1)
         chest.add(patch * chest.lung[s.side], s.params["density"] * habitus)
 
@@ -205,7 +232,7 @@ def _ball(x: np.ndarray, y: np.ndarray, xc: float, yc: float, radius: float, par
     if params["lobulated"]:
         theta = np.arctan2(dy, dx)
         radius = radius * (1 + 0.1 * np.sin(3 * theta + params["phase1"]) + 0.06 * np.sin(5 * theta + params["phase2"]))
-    return np.sqrt(np.clip(1 - r2 / radius ** 2, 0, 1)).astype(np.float32) ** 0.7
+    return np.sqrt(np.clip(1 - r2 / radius**2, 0, 1)).astype(np.float32) ** 0.7
 
 
 def _band(x: np.ndarray, y: np.ndarray, xc: float, yc: float, params: dict[str, float]) -> np.ndarray:
@@ -215,7 +242,8 @@ def _band(x: np.ndarray, y: np.ndarray, xc: float, yc: float, params: dict[str, 
     across = -(x - xc) * s + (y - yc) * c
     taper = 1 - (along / params["half_len"]) ** 2  # thicker in the middle
     return ramp(params["half_thick"] * np.clip(taper, 0, 1) - np.abs(across), 0.006) * ramp(
-        params["half_len"] - np.abs(along), 0.02)
+        params["half_len"] - np.abs(along), 0.02
+    )
 
 
 def _devices_frontal(chest: Frontal, info: dict[str, Any], geo: dict[str, float]) -> None:
@@ -233,13 +261,22 @@ def _devices_frontal(chest: Frontal, info: dict[str, Any], geo: dict[str, float]
         if "jugular" in site:
             ctrl = [(cx + sg * 0.085, -0.02), (cx + sg * 0.07, apex + 0.06), (cx + sg * 0.03, apex + 0.14), svc]
         else:
-            ctrl = [(cx + sg * thorax * 0.95, apex + 0.02), (cx + sg * thorax * 0.4, apex + 0.1),
-                    (cx + sg * 0.02, apex + 0.12), svc]
+            ctrl = [
+                (cx + sg * thorax * 0.95, apex + 0.02),
+                (cx + sg * thorax * 0.4, apex + 0.1),
+                (cx + sg * 0.02, apex + 0.12),
+                svc,
+            ]
         metal.line(bezier(ctrl, 30), 0.006, 0.75)
     if "nasogastric tube" in devices:
         stomach_y = chest.dome["left"] + 0.09
-        ctrl = [(cx + 0.012, -0.02), (cx + 0.015, carina), (cx + 0.03, chest.dome["left"]),
-                (cx + thorax * geo["ng_x"], stomach_y), (cx + thorax * geo["ng_x"] * 0.6, stomach_y + 0.03)]
+        ctrl = [
+            (cx + 0.012, -0.02),
+            (cx + 0.015, carina),
+            (cx + 0.03, chest.dome["left"]),
+            (cx + thorax * geo["ng_x"], stomach_y),
+            (cx + thorax * geo["ng_x"] * 0.6, stomach_y + 0.03),
+        ]
         metal.line(bezier(ctrl, 36), 0.008, 0.6)
     if "pacemaker" in devices:
         sg = SIGN[info["pacemaker_side"]]
@@ -251,8 +288,12 @@ def _devices_frontal(chest: Frontal, info: dict[str, Any], geo: dict[str, float]
             metal.line(bezier(ctrl, 36), 0.005, 0.9)
     if "picc line" in devices:
         sg = SIGN[info["picc_side"]]
-        ctrl = [(cx + sg * 0.52, apex + 0.14), (cx + sg * thorax * 1.05, apex + 0.03), (cx + sg * 0.06, apex + 0.08),
-                svc]
+        ctrl = [
+            (cx + sg * 0.52, apex + 0.14),
+            (cx + sg * thorax * 1.05, apex + 0.03),
+            (cx + sg * 0.06, apex + 0.08),
+            svc,
+        ]
         metal.line(bezier(ctrl, 30), 0.005, 0.65)
     chest.density += tubes.array() + metal.array()
 
@@ -267,7 +308,7 @@ def draw_lateral(chest: Lateral, spec: StudySpec, plan: LesionPlan, rng: np.rand
         amount = 0.0
         fluid = np.zeros_like(x)
         for h_lat, h_med, density in plan.effusion.values():
-            level = chest.dome_back - height * ((h_med - 0.1) + (h_lat - h_med + 0.1) * p ** 2)
+            level = chest.dome_back - height * ((h_med - 0.1) + (h_lat - h_med + 0.1) * p**2)
             fluid = np.maximum(fluid, ramp(y - level, 0.03) * chest.lung)
             amount += 0.65 * density
         chest.add(fluid, amount)
@@ -276,8 +317,10 @@ def draw_lateral(chest: Lateral, spec: StudySpec, plan: LesionPlan, rng: np.rand
     if plan.consolidation is not None:
         s = plan.consolidation
         xc, yc = chest.point(s.depth, s.v)
-        env = np.exp(-((x - xc) ** 2) / np.float32(2 * (s.params["rx"] * 0.9) ** 2)
-                     - ((y - yc) ** 2) / np.float32(2 * s.params["ry"] ** 2))
+        env = np.exp(
+            -((x - xc) ** 2) / np.float32(2 * (s.params["rx"] * 0.9) ** 2)
+            - ((y - yc) ** 2) / np.float32(2 * s.params["ry"] ** 2)
+        )
         patch = np.clip((env * 1.4 + 0.4 * smooth_noise(rng, size, 16) - s.params["threshold"] - 0.1) / 0.5, 0, 1)
         chest.add(patch * chest.lung, 0.75 * s.params["density"])
 
@@ -293,8 +336,13 @@ def draw_lateral(chest: Lateral, spec: StudySpec, plan: LesionPlan, rng: np.rand
     if plan.edema:
         p_ = plan.edema
         hx, hy = chest.hilum
-        haze = np.exp(-((x - hx) ** 2) / np.float32(2 * (p_["sx"] * 1.3) ** 2)
-                      - ((y - hy) ** 2) / np.float32(2 * p_["sy"] ** 2)) * chest.lung
+        haze = (
+            np.exp(
+                -((x - hx) ** 2) / np.float32(2 * (p_["sx"] * 1.3) ** 2)
+                - ((y - hy) ** 2) / np.float32(2 * p_["sy"] ** 2)
+            )
+            * chest.lung
+        )
         chest.add(haze, 1.2 * p_["amount"])
         chest.marking_gain *= np.float32(p_["gain"])
 
@@ -314,8 +362,12 @@ def _devices_lateral(chest: Lateral, info: dict[str, Any], geo: dict[str, float]
         tubes.line([top, tip], 0.022, 0.22)
         metal.line([(top[0] + 0.006, top[1]), (tip[0] + 0.006, tip[1])], 0.005, 0.7)
     if "nasogastric tube" in devices:
-        ctrl = [(spine - 0.14, -0.02), (spine - 0.07, chest.dome_back - 0.15), (spine - 0.12, chest.dome_front + 0.1),
-                (front + 0.2, chest.dome_front + 0.08)]
+        ctrl = [
+            (spine - 0.14, -0.02),
+            (spine - 0.07, chest.dome_back - 0.15),
+            (spine - 0.12, chest.dome_front + 0.1),
+            (front + 0.2, chest.dome_front + 0.08),
+        ]
         metal.line(bezier(ctrl, 30), 0.008, 0.55)
     if "central venous catheter" in devices or "picc line" in devices:
         ctrl = [(spine - 0.3, -0.02), (spine - 0.3, chest.apex + 0.08), svc]

@@ -48,9 +48,16 @@ _ADVERB = {"mild": "mildly", "moderate": "moderately", "marked": "markedly", "se
 
 def _cardiomegaly(d: dict[str, Any], rng: np.random.Generator) -> tuple[str, str]:
     sev, adv = d["severity"], _ADVERB[d["severity"]]
-    finding = _choice(rng, [f"{_cap(sev)} cardiomegaly.", f"There is {sev} cardiomegaly.",
-                            f"{_cap(adv)} enlarged cardiac silhouette.", f"{_cap(adv)} enlarged heart.",
-                            f"{_cap(sev)} cardiomegaly with an enlarged cardiac silhouette."])
+    finding = _choice(
+        rng,
+        [
+            f"{_cap(sev)} cardiomegaly.",
+            f"There is {sev} cardiomegaly.",
+            f"{_cap(adv)} enlarged cardiac silhouette.",
+            f"{_cap(adv)} enlarged heart.",
+            f"{_cap(sev)} cardiomegaly with an enlarged cardiac silhouette.",
+        ],
+    )
     impression = _choice(rng, [f"{_cap(sev)} cardiomegaly.", "Cardiomegaly."])
     return finding, impression
 
@@ -59,8 +66,11 @@ def _effusion(d: dict[str, Any], rng: np.random.Generator) -> tuple[str, str]:
     size, side = d["size"], d["side"]
     noun = "pleural effusions" if side == "bilateral" else "pleural effusion"
     article = "" if side == "bilateral" else "a "
-    options = [f"{_cap(size)} {side} {noun}.", f"There {'are' if side == 'bilateral' else 'is'} {article}{size} {side} "
-               f"{noun}.", _cap(f"{article}{size} {side} {noun} {'are' if side == 'bilateral' else 'is'} present.")]
+    options = [
+        f"{_cap(size)} {side} {noun}.",
+        f"There {'are' if side == 'bilateral' else 'is'} {article}{size} {side} {noun}.",
+        _cap(f"{article}{size} {side} {noun} {'are' if side == 'bilateral' else 'is'} present."),
+    ]
     if size == "small":
         angles = "both costophrenic angles" if side == "bilateral" else f"the {side} costophrenic angle"
         options.append(f"Blunting of {angles} due to {article}small {side} {noun}.")
@@ -74,21 +84,39 @@ def _effusion(d: dict[str, Any], rng: np.random.Generator) -> tuple[str, str]:
 def _pneumothorax(d: dict[str, Any], rng: np.random.Generator) -> tuple[str, str]:
     side = d["side"]
     if d["size"] == "small":
-        finding = _choice(rng, [f"Small {side} apical pneumothorax.", f"There is a small {side} apical pneumothorax.",
-                                f"{_cap(side)} apical pneumothorax with a visible pleural line."])
+        finding = _choice(
+            rng,
+            [
+                f"Small {side} apical pneumothorax.",
+                f"There is a small {side} apical pneumothorax.",
+                f"{_cap(side)} apical pneumothorax with a visible pleural line.",
+            ],
+        )
         impression = _choice(rng, [f"Small {side} apical pneumothorax.", f"{_cap(side)} apical pneumothorax."])
     else:
-        finding = _choice(rng, [f"Large {side} pneumothorax.", f"There is a large {side} pneumothorax.",
-                                f"Large {side} pneumothorax with a visible pleural line."])
+        finding = _choice(
+            rng,
+            [
+                f"Large {side} pneumothorax.",
+                f"There is a large {side} pneumothorax.",
+                f"Large {side} pneumothorax with a visible pleural line.",
+            ],
+        )
         impression = _choice(rng, [f"Large {side} pneumothorax.", f"{_cap(side)} pneumothorax, large."])
     return finding, impression
 
 
 def _consolidation(d: dict[str, Any], rng: np.random.Generator) -> tuple[str, str]:
     lobe, pattern = d["lobe"], d["pattern"]
-    finding = _choice(rng, [f"{_cap(pattern)} consolidation in the {lobe}.",
-                            f"There is {pattern} consolidation in the {lobe}.", f"{_cap(lobe)} consolidation.",
-                            f"Airspace consolidation involving the {lobe}."])
+    finding = _choice(
+        rng,
+        [
+            f"{_cap(pattern)} consolidation in the {lobe}.",
+            f"There is {pattern} consolidation in the {lobe}.",
+            f"{_cap(lobe)} consolidation.",
+            f"Airspace consolidation involving the {lobe}.",
+        ],
+    )
     impression = _choice(rng, [f"{_cap(lobe)} consolidation.", f"Consolidation in the {lobe}."])
     return finding, impression
 
@@ -96,14 +124,27 @@ def _consolidation(d: dict[str, Any], rng: np.random.Generator) -> tuple[str, st
 def _nodule_mass(d: dict[str, Any], rng: np.random.Generator) -> tuple[str, str]:
     lobe, mm = d["lobe"], d["size_mm"]
     if d["kind"] == "nodule":
-        finding = _choice(rng, [f"{mm} mm nodule in the {lobe}.", f"There is {_a(mm)} {mm} mm nodule in the {lobe}.",
-                                f"{_cap(_a(mm))} {mm} mm pulmonary nodule is present in the {lobe}.",
-                                f"{mm} mm {lobe} nodule."])
+        finding = _choice(
+            rng,
+            [
+                f"{mm} mm nodule in the {lobe}.",
+                f"There is {_a(mm)} {mm} mm nodule in the {lobe}.",
+                f"{_cap(_a(mm))} {mm} mm pulmonary nodule is present in the {lobe}.",
+                f"{mm} mm {lobe} nodule.",
+            ],
+        )
         impression = _choice(rng, [f"{mm} mm {lobe} nodule.", f"{_cap(lobe)} pulmonary nodule."])
     else:
         cm = f"{mm / 10:.1f}"
-        finding = _choice(rng, [f"{cm} cm mass in the {lobe}.", f"There is {_a(cm)} {cm} cm mass in the {lobe}.",
-                                f"{_cap(lobe)} mass measuring {cm} cm.", f"Lobulated mass in the {lobe}."])
+        finding = _choice(
+            rng,
+            [
+                f"{cm} cm mass in the {lobe}.",
+                f"There is {_a(cm)} {cm} cm mass in the {lobe}.",
+                f"{_cap(lobe)} mass measuring {cm} cm.",
+                f"Lobulated mass in the {lobe}.",
+            ],
+        )
         impression = _choice(rng, [f"{_cap(lobe)} mass.", f"{cm} cm mass in the {lobe}."])
     return finding, impression
 
@@ -111,13 +152,25 @@ def _nodule_mass(d: dict[str, Any], rng: np.random.Generator) -> tuple[str, str]
 def _atelectasis(d: dict[str, Any], rng: np.random.Generator) -> tuple[str, str]:
     loc, pattern = d["location"], d["pattern"]
     if loc == "bibasilar":
-        finding = _choice(rng, [f"Bibasilar {pattern} atelectasis.", f"There is bibasilar {pattern} atelectasis.",
-                                f"{_cap(pattern)} atelectasis at both lung bases."])
+        finding = _choice(
+            rng,
+            [
+                f"Bibasilar {pattern} atelectasis.",
+                f"There is bibasilar {pattern} atelectasis.",
+                f"{_cap(pattern)} atelectasis at both lung bases.",
+            ],
+        )
         impression = _choice(rng, ["Bibasilar atelectasis.", f"Bibasilar {pattern} atelectasis."])
         return finding, impression
-    finding = _choice(rng, [f"{_cap(pattern)} atelectasis in the {loc}.", f"{_cap(loc)} {pattern} atelectasis.",
-                            f"There is {pattern} atelectasis in the {loc}.",
-                            f"The {loc} is partially atelectatic."])
+    finding = _choice(
+        rng,
+        [
+            f"{_cap(pattern)} atelectasis in the {loc}.",
+            f"{_cap(loc)} {pattern} atelectasis.",
+            f"There is {pattern} atelectasis in the {loc}.",
+            f"The {loc} is partially atelectatic.",
+        ],
+    )
     if d["volume_loss"]:
         finding = finding[:-1] + " with volume loss."
     impression = _choice(rng, [f"{_cap(loc)} atelectasis.", f"{_cap(pattern)} atelectasis in the {loc}."])
@@ -126,9 +179,15 @@ def _atelectasis(d: dict[str, Any], rng: np.random.Generator) -> tuple[str, str]
 
 def _edema(d: dict[str, Any], rng: np.random.Generator) -> tuple[str, str]:
     sev = d["severity"]
-    finding = _choice(rng, [f"{_cap(sev)} pulmonary edema.", f"There is {sev} pulmonary edema.",
-                            f"{_cap(sev)} interstitial pulmonary edema with vascular congestion.",
-                            f"{_cap(sev)} pulmonary edema with perihilar haziness."])
+    finding = _choice(
+        rng,
+        [
+            f"{_cap(sev)} pulmonary edema.",
+            f"There is {sev} pulmonary edema.",
+            f"{_cap(sev)} interstitial pulmonary edema with vascular congestion.",
+            f"{_cap(sev)} pulmonary edema with perihilar haziness.",
+        ],
+    )
     impression = _choice(rng, [f"{_cap(sev)} pulmonary edema.", "Pulmonary edema."])
     return finding, impression
 
@@ -151,8 +210,16 @@ def _devices(d: dict[str, Any], rng: np.random.Generator) -> tuple[str, str]:
     names = _device_phrases(d)
     listed = _join(names)
     verb = "are" if len(names) > 1 else "is"
-    sentences = [_choice(rng, [f"{_cap(listed)} in place.", f"{_cap(listed)} {verb} in satisfactory position.",
-                               f"Lines and tubes: {listed}."])]
+    sentences = [
+        _choice(
+            rng,
+            [
+                f"{_cap(listed)} in place.",
+                f"{_cap(listed)} {verb} in satisfactory position.",
+                f"Lines and tubes: {listed}.",
+            ],
+        )
+    ]
     if "endotracheal tube" in d["devices"] and rng.random() < 0.5:
         sentences.append(f"The endotracheal tube terminates {int(rng.integers(3, 7))} cm above the carina.")
     if "nasogastric tube" in d["devices"] and rng.random() < 0.4:
@@ -162,16 +229,32 @@ def _devices(d: dict[str, Any], rng: np.random.Generator) -> tuple[str, str]:
     return " ".join(sentences), _choice(rng, [f"{_cap(listed)} in place.", f"{_cap(listed)} as described."])
 
 
-_POSITIVE = {"cardiomegaly": _cardiomegaly, "pleural_effusion": _effusion, "pneumothorax": _pneumothorax,
-             "consolidation": _consolidation, "nodule_mass": _nodule_mass, "atelectasis": _atelectasis,
-             "edema": _edema, "support_devices": _devices}
+_POSITIVE = {
+    "cardiomegaly": _cardiomegaly,
+    "pleural_effusion": _effusion,
+    "pneumothorax": _pneumothorax,
+    "consolidation": _consolidation,
+    "nodule_mass": _nodule_mass,
+    "atelectasis": _atelectasis,
+    "edema": _edema,
+    "support_devices": _devices,
+}
 
 # ------------------------------------------------------------------------------------------------ negative statements
 NEGATIVES: dict[str, tuple[str, ...]] = {
-    "cardiomegaly": ("Heart size is normal.", "The cardiomediastinal silhouette is within normal limits.",
-                     "The heart is not enlarged.", "The cardiac silhouette is not enlarged.", "No cardiomegaly."),
-    "pleural_effusion": ("No pleural effusion.", "There is no pleural effusion.", "No pleural effusions.",
-                         "No effusion."),
+    "cardiomegaly": (
+        "Heart size is normal.",
+        "The cardiomediastinal silhouette is within normal limits.",
+        "The heart is not enlarged.",
+        "The cardiac silhouette is not enlarged.",
+        "No cardiomegaly.",
+    ),
+    "pleural_effusion": (
+        "No pleural effusion.",
+        "There is no pleural effusion.",
+        "No pleural effusions.",
+        "No effusion.",
+    ),
     "pneumothorax": ("No pneumothorax.", "There is no pneumothorax.", "No evidence of pneumothorax."),
     "consolidation": ("There is no focal consolidation.", "No focal consolidation.", "No consolidation."),
     "nodule_mass": ("No pulmonary nodule or mass.", "There is no nodule or mass.", "No suspicious pulmonary nodules."),
@@ -179,21 +262,53 @@ NEGATIVES: dict[str, tuple[str, ...]] = {
     "edema": ("No pulmonary edema.", "There is no pulmonary edema.", "No edema."),
 }
 # Probability of stating each absent finding explicitly (radiologists name the common ones).
-_NEGATE_P = {"cardiomegaly": 0.8, "pleural_effusion": 0.65, "pneumothorax": 0.65, "consolidation": 0.5,
-             "nodule_mass": 0.15, "atelectasis": 0.1, "edema": 0.3}
-_PLEURAL_BOTH = ("No pleural effusion or pneumothorax.", "There is no pleural effusion or pneumothorax.",
-                 "No pneumothorax or pleural effusion.")
-_LUNGS_CLEAR = ("The lungs are clear.", "Lungs are clear bilaterally.", "The lungs are well expanded and clear.",
-                "Clear lungs.")
-_MEDIASTINUM = ("The mediastinal contours are unremarkable.", "Mediastinal contours are within normal limits.",
-                "The hilar and mediastinal contours are unremarkable.")
-_BONES = ("No acute osseous abnormality.", "The visualized osseous structures are unremarkable.",
-          "No acute bony abnormality.")
-NORMAL_IMPRESSIONS: tuple[str, ...] = ("No acute cardiopulmonary abnormality.", "Normal chest.",
-                                       "No acute cardiopulmonary disease.", "No acute cardiopulmonary process.",
-                                       "Normal chest radiograph.")
-_IMPRESSION_ORDER = ("pneumothorax", "pleural_effusion", "consolidation", "edema", "nodule_mass", "cardiomegaly",
-                     "atelectasis", "support_devices")
+_NEGATE_P = {
+    "cardiomegaly": 0.8,
+    "pleural_effusion": 0.65,
+    "pneumothorax": 0.65,
+    "consolidation": 0.5,
+    "nodule_mass": 0.15,
+    "atelectasis": 0.1,
+    "edema": 0.3,
+}
+_PLEURAL_BOTH = (
+    "No pleural effusion or pneumothorax.",
+    "There is no pleural effusion or pneumothorax.",
+    "No pneumothorax or pleural effusion.",
+)
+_LUNGS_CLEAR = (
+    "The lungs are clear.",
+    "Lungs are clear bilaterally.",
+    "The lungs are well expanded and clear.",
+    "Clear lungs.",
+)
+_MEDIASTINUM = (
+    "The mediastinal contours are unremarkable.",
+    "Mediastinal contours are within normal limits.",
+    "The hilar and mediastinal contours are unremarkable.",
+)
+_BONES = (
+    "No acute osseous abnormality.",
+    "The visualized osseous structures are unremarkable.",
+    "No acute bony abnormality.",
+)
+NORMAL_IMPRESSIONS: tuple[str, ...] = (
+    "No acute cardiopulmonary abnormality.",
+    "Normal chest.",
+    "No acute cardiopulmonary disease.",
+    "No acute cardiopulmonary process.",
+    "Normal chest radiograph.",
+)
+_IMPRESSION_ORDER = (
+    "pneumothorax",
+    "pleural_effusion",
+    "consolidation",
+    "edema",
+    "nodule_mass",
+    "cardiomegaly",
+    "atelectasis",
+    "support_devices",
+)
 _LUNG_FINDINGS = ("consolidation", "nodule_mass", "atelectasis", "edema")
 
 

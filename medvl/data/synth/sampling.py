@@ -26,8 +26,14 @@ PREVALENCE: dict[str, float] = {
     "support_devices": 0.20,
 }
 
-LOBES: tuple[str, ...] = ("right upper lobe", "right middle lobe", "right lower lobe", "left upper lobe", "lingula",
-                          "left lower lobe")
+LOBES: tuple[str, ...] = (
+    "right upper lobe",
+    "right middle lobe",
+    "right lower lobe",
+    "left upper lobe",
+    "lingula",
+    "left lower lobe",
+)
 # Where each lobe projects on the frontal view: (u, v) ranges, u = medial (0) -> lateral (1) across the hemithorax,
 # v = apex (0) -> costophrenic angle (1).
 LOBE_ZONES: dict[str, tuple[tuple[float, float], tuple[float, float]]] = {
@@ -38,8 +44,13 @@ LOBE_ZONES: dict[str, tuple[tuple[float, float], tuple[float, float]]] = {
     "right lower lobe": ((0.35, 0.80), (0.70, 0.86)),
     "left lower lobe": ((0.35, 0.80), (0.70, 0.86)),
 }
-DEVICES: tuple[str, ...] = ("endotracheal tube", "central venous catheter", "nasogastric tube", "pacemaker",
-                            "picc line")
+DEVICES: tuple[str, ...] = (
+    "endotracheal tube",
+    "central venous catheter",
+    "nasogastric tube",
+    "pacemaker",
+    "picc line",
+)
 _DEVICE_P = (0.45, 0.5, 0.35, 0.3, 0.15)
 CVC_SITES: tuple[str, ...] = ("right internal jugular", "left internal jugular", "right subclavian", "left subclavian")
 
@@ -57,7 +68,7 @@ class StudySpec:
 
 
 def lobe_side(lobe: str) -> str:
-    """"right" for right-lung lobes, "left" otherwise (the lingula belongs to the left upper lobe)."""
+    """ "right" for right-lung lobes, "left" otherwise (the lingula belongs to the left upper lobe)."""
     return "right" if lobe.startswith("right") else "left"
 
 
@@ -80,33 +91,49 @@ def sample_study(rng: np.random.Generator) -> StudySpec:
         lo, hi = {"mild": (0.52, 0.56), "moderate": (0.56, 0.62), "marked": (0.62, 0.70)}[severity]
         details["cardiomegaly"] = {"severity": severity, "cardiothoracic_ratio": round(float(rng.uniform(lo, hi)), 3)}
     if labels["pleural_effusion"]:
-        details["pleural_effusion"] = {"side": _pick(rng, ("right", "left", "bilateral"), [0.35, 0.35, 0.30]),
-                                       "size": _pick(rng, ("small", "moderate", "large"), [0.40, 0.40, 0.20])}
+        details["pleural_effusion"] = {
+            "side": _pick(rng, ("right", "left", "bilateral"), [0.35, 0.35, 0.30]),
+            "size": _pick(rng, ("small", "moderate", "large"), [0.40, 0.40, 0.20]),
+        }
     if labels["pneumothorax"]:
         side = _pick(rng, ("right", "left"))
         size = _pick(rng, ("small", "large"), [0.55, 0.45])
         details["pneumothorax"] = {"side": side, "size": size, "location": "apical" if size == "small" else "diffuse"}
     if labels["consolidation"]:
         lobe = _pick(rng, LOBES, [0.15, 0.15, 0.22, 0.13, 0.12, 0.23])
-        details["consolidation"] = {"lobe": lobe, "side": lobe_side(lobe),
-                                    "pattern": _pick(rng, ("patchy", "confluent", "focal"))}
+        details["consolidation"] = {
+            "lobe": lobe,
+            "side": lobe_side(lobe),
+            "pattern": _pick(rng, ("patchy", "confluent", "focal")),
+        }
     if labels["nodule_mass"]:
-        lobe = _pick(rng, ("right upper lobe", "right middle lobe", "right lower lobe", "left upper lobe",
-                           "left lower lobe"))
+        lobe = _pick(
+            rng, ("right upper lobe", "right middle lobe", "right lower lobe", "left upper lobe", "left lower lobe")
+        )
         is_mass = bool(rng.random() < 0.35)
         u = float(rng.random())
         # Nodules skew small (many 5-12 mm, the hard cases); masses 30-75 mm.
-        size_mm = int(30 + 45 * u) if is_mass else int(5 + 24.99 * u ** 1.6)
-        details["nodule_mass"] = {"lobe": lobe, "side": lobe_side(lobe), "size_mm": size_mm,
-                                  "kind": "mass" if is_mass else "nodule"}
+        size_mm = int(30 + 45 * u) if is_mass else int(5 + 24.99 * u**1.6)
+        details["nodule_mass"] = {
+            "lobe": lobe,
+            "side": lobe_side(lobe),
+            "size_mm": size_mm,
+            "kind": "mass" if is_mass else "nodule",
+        }
     if labels["atelectasis"]:
-        location = _pick(rng, ("right lower lobe", "left lower lobe", "bibasilar", "right middle lobe", "lingula"),
-                         [0.28, 0.28, 0.24, 0.10, 0.10])
+        location = _pick(
+            rng,
+            ("right lower lobe", "left lower lobe", "bibasilar", "right middle lobe", "lingula"),
+            [0.28, 0.28, 0.24, 0.10, 0.10],
+        )
         side = "bilateral" if location == "bibasilar" else lobe_side(location)
         volume_loss = bool(rng.random() < 0.35) and "lower" in location
-        details["atelectasis"] = {"location": location, "side": side,
-                                  "pattern": _pick(rng, ("linear", "plate-like", "subsegmental")),
-                                  "volume_loss": volume_loss}
+        details["atelectasis"] = {
+            "location": location,
+            "side": side,
+            "pattern": _pick(rng, ("linear", "plate-like", "subsegmental")),
+            "volume_loss": volume_loss,
+        }
     if labels["edema"]:
         details["edema"] = {"severity": _pick(rng, ("mild", "moderate", "severe"), [0.40, 0.40, 0.20])}
     if labels["support_devices"]:

@@ -89,8 +89,9 @@ def place(rng: np.random.Generator, kind: str, fine: np.ndarray, frames: int, ti
     return c
 
 
-def make_clip(seed: int, index: int, fine: np.ndarray, tile: int, frames: int, channels: int
-              ) -> tuple[dict[str, Any], np.ndarray]:
+def make_clip(
+    seed: int, index: int, fine: np.ndarray, tile: int, frames: int, channels: int
+) -> tuple[dict[str, Any], np.ndarray]:
     """(record, uint8 [frames, tile, tile, channels]) of clip `index`; deterministic in its arguments."""
     rng = np.random.default_rng([seed, index])
     kind = _kind(rng)
@@ -98,8 +99,14 @@ def make_clip(seed: int, index: int, fine: np.ndarray, tile: int, frames: int, c
     pixels = render_clip(rng, tile, frames, centres, channels, band_seed=seed)
     label = clip_label([tuple(c) for c in centres], (0, 0), tile) if centres is not None else 0
     last = [round(float(v), 3) for v in centres[-1]] if centres is not None and label else [None, None]
-    record = {"id": clip_id(index), "kind": kind, "label": label, "x_pix": last[0], "y_pix": last[1],
-              "centres": None if centres is None else [[round(float(a), 3), round(float(b), 3)] for a, b in centres]}
+    record = {
+        "id": clip_id(index),
+        "kind": kind,
+        "label": label,
+        "x_pix": last[0],
+        "y_pix": last[1],
+        "centres": None if centres is None else [[round(float(a), 3), round(float(b), 3)] for a, b in centres],
+    }
     return record, pixels
 
 
@@ -149,8 +156,10 @@ def _prepare(root: Path) -> None:
         raise NotADirectoryError(f"{root} exists and is not a directory")
     if root.is_dir() and any(root.iterdir()):
         if not _is_ours(root):
-            raise FileExistsError(f"{root} is not empty and holds no clip set written by {GENERATOR}; pick an empty or "
-                                  "new directory, so no files of yours are overwritten")
+            raise FileExistsError(
+                f"{root} is not empty and holds no clip set written by {GENERATOR}; pick an empty or "
+                "new directory, so no files of yours are overwritten"
+            )
         for name in (*[f"{s}.csv" for s in SPLITS], "centres.json"):
             (root / name).unlink(missing_ok=True)
         if (root / "clips").is_dir():
@@ -165,9 +174,18 @@ def _write_json(path: Path, obj: Any) -> None:
     os.replace(tmp, path)
 
 
-def generate_clips(out_dir: str | Path, n: int, seed: int = 0, tile_size: int = 64, frames: int = 16,
-                   minutes: int = 5, channels: int = 3, tracks: str | Path | None = None, workers: int | None = None,
-                   progress: bool = False) -> dict[str, Any]:
+def generate_clips(
+    out_dir: str | Path,
+    n: int,
+    seed: int = 0,
+    tile_size: int = 64,
+    frames: int = 16,
+    minutes: int = 5,
+    channels: int = 3,
+    tracks: str | Path | None = None,
+    workers: int | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
     """Draw `n` synthetic satellite clips into `out_dir` (see the module docstring).
 
     Args:
@@ -185,8 +203,13 @@ def generate_clips(out_dir: str | Path, n: int, seed: int = 0, tile_size: int = 
     Returns:
         The info dict written to out_dir/dataset_info.json.
     """
-    checks = (("n", n, 1), ("tile_size", tile_size, 16), ("frames", frames, 2), ("channels", channels, 1),
-              ("seed", seed, 0))
+    checks = (
+        ("n", n, 1),
+        ("tile_size", tile_size, 16),
+        ("frames", frames, 2),
+        ("channels", channels, 1),
+        ("seed", seed, 0),
+    )
     for name, value, low in checks:
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
             raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
@@ -201,29 +224,52 @@ def generate_clips(out_dir: str | Path, n: int, seed: int = 0, tile_size: int = 
     _prepare(root)
     clips_dir = root / "clips"
     clips_dir.mkdir()
-    tasks = [(int(seed), i, fine[i % len(fine)][1], int(tile_size), int(frames), int(channels), str(clips_dir))
-             for i in range(n)]
+    tasks = [
+        (int(seed), i, fine[i % len(fine)][1], int(tile_size), int(frames), int(channels), str(clips_dir))
+        for i in range(n)
+    ]
     workers = default_workers(workers, n)
     t0 = time.perf_counter()
-    records: list[dict[str, Any]] = map_in_order(_write_clip, tasks, workers, "synthetic clips", "clip", progress,
-                                                 max_chunk=16)
+    records: list[dict[str, Any]] = map_in_order(
+        _write_clip, tasks, workers, "synthetic clips", "clip", progress, max_chunk=16
+    )
     seconds = time.perf_counter() - t0
     split_of = cyclone_splits([cid for cid, _ in fine], seed)
     rows: dict[str, list[dict[str, Any]]] = {s: [] for s in SPLITS}
     for i, r in enumerate(records):
         cyclone = fine[i % len(fine)][0]
-        rows[split_of[cyclone]].append({"path": f"clips/{r['id']}", "start": 1, "end": frames, "label": r["label"],
-                                        "x_pix": r["x_pix"], "y_pix": r["y_pix"], "cyclone": cyclone})
+        rows[split_of[cyclone]].append(
+            {
+                "path": f"clips/{r['id']}",
+                "start": 1,
+                "end": frames,
+                "label": r["label"],
+                "x_pix": r["x_pix"],
+                "y_pix": r["y_pix"],
+                "cyclone": cyclone,
+            }
+        )
     _write_json(root / "centres.json", {r["id"]: r["centres"] for r in records})
     for split in SPLITS:
         write_clip_csv(root / f"{split}.csv", rows[split])
-    info = {"generator": GENERATOR, "version": VERSION, "n": int(n), "seed": int(seed), "tile_size": int(tile_size),
-            "frames": int(frames), "minutes": int(minutes), "channels": int(channels), "tracks": track_source,
-            "cyclones": {s: sorted({r["cyclone"] for r in rows[s]}) for s in SPLITS},
-            "splits": {s: len(rows[s]) for s in SPLITS},
-            "positives": {s: sum(r["label"] for r in rows[s]) for s in SPLITS},
-            "kinds": {k: sum(r["kind"] == k for r in records) for k, _ in KINDS},
-            "label": LABEL, "km_per_pixel": km_per_pixel(int(tile_size)), "seconds": round(seconds, 2),
-            "complete": True}
+    info = {
+        "generator": GENERATOR,
+        "version": VERSION,
+        "n": int(n),
+        "seed": int(seed),
+        "tile_size": int(tile_size),
+        "frames": int(frames),
+        "minutes": int(minutes),
+        "channels": int(channels),
+        "tracks": track_source,
+        "cyclones": {s: sorted({r["cyclone"] for r in rows[s]}) for s in SPLITS},
+        "splits": {s: len(rows[s]) for s in SPLITS},
+        "positives": {s: sum(r["label"] for r in rows[s]) for s in SPLITS},
+        "kinds": {k: sum(r["kind"] == k for r in records) for k, _ in KINDS},
+        "label": LABEL,
+        "km_per_pixel": km_per_pixel(int(tile_size)),
+        "seconds": round(seconds, 2),
+        "complete": True,
+    }
     _write_json(root / "dataset_info.json", info)
     return info

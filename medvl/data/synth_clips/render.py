@@ -52,9 +52,15 @@ class Vortex:
 
     @classmethod
     def draw(cls, rng: np.random.Generator, tile: int) -> Vortex:
-        return cls(radius=rng.uniform(0.16, 0.3) * tile, eye=rng.uniform(0.025, 0.045) * tile,
-                   arms=int(rng.integers(2, 4)), tightness=rng.uniform(1.5, 3.0), spin=-rng.uniform(0.03, 0.08),
-                   angle=rng.uniform(0, 2 * np.pi), strength=rng.uniform(0.65, 1.0))
+        return cls(
+            radius=rng.uniform(0.16, 0.3) * tile,
+            eye=rng.uniform(0.025, 0.045) * tile,
+            arms=int(rng.integers(2, 4)),
+            tightness=rng.uniform(1.5, 3.0),
+            spin=-rng.uniform(0.03, 0.08),
+            angle=rng.uniform(0, 2 * np.pi),
+            strength=rng.uniform(0.65, 1.0),
+        )
 
     def fields(self, x: np.ndarray, y: np.ndarray, cx: float, cy: float, frame: int) -> tuple[np.ndarray, np.ndarray]:
         """(cloud, dry) of the vortex centred at (cx, cy) in one frame."""
@@ -63,22 +69,24 @@ class Vortex:
         theta = np.arctan2(dy, dx)
         turn = self.angle + self.spin * frame
         spiral = 0.5 + 0.5 * np.cos(self.arms * (theta - turn) + self.tightness * np.log1p(r / self.eye))
-        shield = np.exp(-(r / self.radius) ** 2)
-        core = np.exp(-(r / (0.45 * self.radius)) ** 2)
-        clear_eye = 1 - np.exp(-(r / self.eye) ** 2)
-        cloud = np.clip(core + 0.9 * spiral ** 2 * shield, 0, 1) * clear_eye * self.strength
+        shield = np.exp(-((r / self.radius) ** 2))
+        core = np.exp(-((r / (0.45 * self.radius)) ** 2))
+        clear_eye = 1 - np.exp(-((r / self.eye) ** 2))
+        cloud = np.clip(core + 0.9 * spiral**2 * shield, 0, 1) * clear_eye * self.strength
         slot = 0.5 + 0.5 * np.cos(theta - turn + np.pi + 0.8 * np.log1p(r / self.eye))
-        dry = 0.7 * slot ** 3 * np.exp(-(r / (1.6 * self.radius)) ** 2) * (1 - core) + 0.6 * (1 - clear_eye)
+        dry = 0.7 * slot**3 * np.exp(-((r / (1.6 * self.radius)) ** 2)) * (1 - core) + 0.6 * (1 - clear_eye)
         return cloud, dry * self.strength
 
 
-AIRMASS = np.array([
-    # R     G     B
-    [0.30, 0.52, 0.28],  # tropical air mass (mass = 1): green
-    [0.36, 0.26, 0.62],  # polar air mass (mass = 0): blue-violet
-    [0.80, 0.38, 0.12],  # dry stratospheric air: red-orange (added by `dry`)
-    [0.86, 0.84, 0.80],  # thick high cloud: off-white (blended in by `cloud`)
-])
+AIRMASS = np.array(
+    [
+        # R     G     B
+        [0.30, 0.52, 0.28],  # tropical air mass (mass = 1): green
+        [0.36, 0.26, 0.62],  # polar air mass (mass = 0): blue-violet
+        [0.80, 0.38, 0.12],  # dry stratospheric air: red-orange (added by `dry`)
+        [0.86, 0.84, 0.80],  # thick high cloud: off-white (blended in by `cloud`)
+    ]
+)
 
 
 def band_mixture(channels: int, band_seed: int) -> np.ndarray:
@@ -91,8 +99,9 @@ def band_mixture(channels: int, band_seed: int) -> np.ndarray:
     return mix
 
 
-def render_clip(rng: np.random.Generator, tile: int, frames: int, centres: np.ndarray | None, channels: int,
-                band_seed: int = 0) -> np.ndarray:
+def render_clip(
+    rng: np.random.Generator, tile: int, frames: int, centres: np.ndarray | None, channels: int, band_seed: int = 0
+) -> np.ndarray:
     """uint8 [frames, tile, tile, channels] of one clip; `centres` float [frames, 2] (x, y in tile pixels) of the
     vortex, or None for a clip without one. `band_seed` fixes the mixture of the fields into bands for a data set."""
     y, x = np.mgrid[0:tile, 0:tile].astype(np.float64)

@@ -42,8 +42,9 @@ def random_tracks(seed: int, count: int = RANDOM_TRACKS, hours: int = RANDOM_HOU
     out = []
     t = np.arange(hours, dtype=np.float64)
     for k in range(count):
-        heading = rng.uniform(0, 2 * np.pi) + rng.uniform(0.3, 1.5) * np.sin(rng.uniform(0.05, 0.25) * t
-                                                                             + rng.uniform(0, 2 * np.pi))
+        heading = rng.uniform(0, 2 * np.pi) + rng.uniform(0.3, 1.5) * np.sin(
+            rng.uniform(0.05, 0.25) * t + rng.uniform(0, 2 * np.pi)
+        )
         speed = rng.uniform(*RANDOM_SPEED) * (1 + 0.3 * np.sin(rng.uniform(0.05, 0.2) * t + rng.uniform(0, 6.3)))
         steps = np.stack([np.cos(heading), np.sin(heading)], axis=1) * speed[:, None]
         xy = np.cumsum(steps, axis=0) - steps[0] + rng.uniform([300, 100], [1000, 320])
@@ -61,5 +62,5 @@ def resample(hourly: np.ndarray, minutes: int) -> np.ndarray:
 def clip_centres(fine: np.ndarray, start: int, frames: int, scale: float, first: np.ndarray) -> np.ndarray:
     """Centres [frames, 2] in tile pixels: the track's frames from `start`, scaled by `scale` (tile pixels per frame
     pixel) about its first point, which is put at `first`."""
-    part = fine[start: start + frames]
+    part = fine[start : start + frames]
     return (part - part[0]) * scale + first

@@ -90,32 +90,64 @@ class UnifiedConfig:
                 raise ValueError(message)
 
         self.channel_mean, self.channel_std = tuple(self.channel_mean), tuple(self.channel_std)
-        for name in ("image_size", "in_chans", "d_model", "encoder_layers", "decoder_layers", "n_heads", "ffn_dim",
-                     "vocab_size", "max_source_positions", "max_target_positions", "token_bucket_size",
-                     "image_bucket_size"):
+        for name in (
+            "image_size",
+            "in_chans",
+            "d_model",
+            "encoder_layers",
+            "decoder_layers",
+            "n_heads",
+            "ffn_dim",
+            "vocab_size",
+            "max_source_positions",
+            "max_target_positions",
+            "token_bucket_size",
+            "image_bucket_size",
+        ):
             check(getattr(self, name) >= 1, f"model.{name} must be >= 1, got {getattr(self, name)}")
-        check(self.token_bucket_size >= 2, f"model.token_bucket_size must be >= 2 (exact buckets for offsets below "
-                                           f"half of it), got {self.token_bucket_size}")
-        check(self.max_views == 1, f"model.max_views must be 1 for the unified family (one image per example), "
-                                   f"got {self.max_views}")
-        check(self.image_size % 16 == 0, f"model.image_size={self.image_size} must be a multiple of 16 (the stride "
-                                         "of the ResNet stem's stages 1-3)")
+        check(
+            self.token_bucket_size >= 2,
+            f"model.token_bucket_size must be >= 2 (exact buckets for offsets below "
+            f"half of it), got {self.token_bucket_size}",
+        )
+        check(
+            self.max_views == 1,
+            f"model.max_views must be 1 for the unified family (one image per example), got {self.max_views}",
+        )
+        check(
+            self.image_size % 16 == 0,
+            f"model.image_size={self.image_size} must be a multiple of 16 (the stride of the ResNet stem's stages 1-3)",
+        )
         grid = self.image_size // 16
-        check(grid <= self.image_bucket_size, f"model.image_size={self.image_size} gives a {grid}x{grid} patch grid, "
-                                              f"larger than model.image_bucket_size={self.image_bucket_size}; raise "
-                                              f"image_bucket_size to at least {grid} or use smaller images")
-        check(self.d_model % self.n_heads == 0, f"model.d_model={self.d_model} must be divisible by "
-                                                f"model.n_heads={self.n_heads}")
-        for name in ("dropout", "attention_dropout", "resnet_drop_path_rate", "encoder_drop_path_rate",
-                     "decoder_drop_path_rate"):
+        check(
+            grid <= self.image_bucket_size,
+            f"model.image_size={self.image_size} gives a {grid}x{grid} patch grid, "
+            f"larger than model.image_bucket_size={self.image_bucket_size}; raise "
+            f"image_bucket_size to at least {grid} or use smaller images",
+        )
+        check(
+            self.d_model % self.n_heads == 0,
+            f"model.d_model={self.d_model} must be divisible by model.n_heads={self.n_heads}",
+        )
+        for name in (
+            "dropout",
+            "attention_dropout",
+            "resnet_drop_path_rate",
+            "encoder_drop_path_rate",
+            "decoder_drop_path_rate",
+        ):
             check(0.0 <= getattr(self, name) < 1.0, f"model.{name} must be in [0, 1), got {getattr(self, name)}")
         check(self.attn_scale_factor > 0, f"model.attn_scale_factor must be > 0, got {self.attn_scale_factor}")
         check(self.image_std > 0, f"model.image_std must be > 0, got {self.image_std}")
-        check(len(self.channel_mean) == len(self.channel_std) and len(self.channel_mean) in (0, 1, self.in_chans),
-              f"model.channel_mean {self.channel_mean} and model.channel_std {self.channel_std} need one value each, "
-              f"or one per channel (model.in_chans={self.in_chans})")
-        check(0 <= self.pad_id < self.vocab_size, f"model.pad_id={self.pad_id} is outside the vocabulary "
-                                                  f"(model.vocab_size={self.vocab_size})")
+        check(
+            len(self.channel_mean) == len(self.channel_std) and len(self.channel_mean) in (0, 1, self.in_chans),
+            f"model.channel_mean {self.channel_mean} and model.channel_std {self.channel_std} need one value each, "
+            f"or one per channel (model.in_chans={self.in_chans})",
+        )
+        check(
+            0 <= self.pad_id < self.vocab_size,
+            f"model.pad_id={self.pad_id} is outside the vocabulary (model.vocab_size={self.vocab_size})",
+        )
 
     @property
     def grid(self) -> int:
@@ -124,8 +156,14 @@ class UnifiedConfig:
 
 
 def _size(d_model: int, encoder_layers: int, decoder_layers: int, n_heads: int, resnet: str) -> dict[str, Any]:
-    return {"d_model": d_model, "encoder_layers": encoder_layers, "decoder_layers": decoder_layers,
-            "n_heads": n_heads, "ffn_dim": 4 * d_model, "resnet": resnet}
+    return {
+        "d_model": d_model,
+        "encoder_layers": encoder_layers,
+        "decoder_layers": decoder_layers,
+        "n_heads": n_heads,
+        "ffn_dim": 4 * d_model,
+        "resnet": resnet,
+    }
 
 
 UNIFIED_SIZES: dict[str, dict[str, Any]] = {

@@ -64,12 +64,19 @@ def _banned_ngram_tokens(seq: list[int], n: int) -> set[int]:
         return set()
     if n == 1:
         return set(seq)
-    tail = tuple(seq[len(seq) - n + 1:])
-    return {seq[i + n - 1] for i in range(len(seq) - n + 1) if tuple(seq[i:i + n - 1]) == tail}
+    tail = tuple(seq[len(seq) - n + 1 :])
+    return {seq[i + n - 1] for i in range(len(seq) - n + 1) if tuple(seq[i : i + n - 1]) == tail}
 
 
-def _constrain(logprobs: Tensor, rows: list[tuple[int, int, list[int]]], *, pad_id: int, eos_id: int,
-               no_repeat_ngram_size: int, allowed_tokens: AllowedTokens | None) -> Tensor:
+def _constrain(
+    logprobs: Tensor,
+    rows: list[tuple[int, int, list[int]]],
+    *,
+    pad_id: int,
+    eos_id: int,
+    no_repeat_ngram_size: int,
+    allowed_tokens: AllowedTokens | None,
+) -> Tensor:
     """Set disallowed next tokens to -inf. rows: (row index in logprobs, example index, generated prefix) of the
     live rows (finished rows are left alone)."""
     if pad_id != eos_id:
@@ -82,8 +89,10 @@ def _constrain(logprobs: Tensor, rows: list[tuple[int, int, list[int]]], *, pad_
         allowed = allowed_tokens(example, prefix) if allowed_tokens is not None else None
         if allowed is not None:
             if len(allowed) == 0:
-                raise ValueError(f"allowed_tokens({example}, {prefix}) allowed no token; a prefix trie over the "
-                                 "candidates must allow EOS after a complete candidate")
+                raise ValueError(
+                    f"allowed_tokens({example}, {prefix}) allowed no token; a prefix trie over the "
+                    "candidates must allow EOS after a complete candidate"
+                )
             banned[row] = True
             banned[row, torch.tensor(allowed, dtype=torch.long)] = False
         repeats = _banned_ngram_tokens(prefix, no_repeat_ngram_size)
@@ -93,25 +102,40 @@ def _constrain(logprobs: Tensor, rows: list[tuple[int, int, list[int]]], *, pad_
 
 
 @torch.no_grad()
-def generate(model, images: Tensor, image_valid: Tensor, src_ids: Tensor, src_mask: Tensor, *, max_new_tokens: int,
-             bos_id: int, eos_id: int, pad_id: int | None = None, num_beams: int = 1, length_penalty: float = 1.0,
-             no_repeat_ngram_size: int = 0, allowed_tokens: AllowedTokens | None = None,
-             use_cache: bool = True) -> Tensor:
+def generate(
+    model,
+    images: Tensor,
+    image_valid: Tensor,
+    src_ids: Tensor,
+    src_mask: Tensor,
+    *,
+    max_new_tokens: int,
+    bos_id: int,
+    eos_id: int,
+    pad_id: int | None = None,
+    num_beams: int = 1,
+    length_penalty: float = 1.0,
+    no_repeat_ngram_size: int = 0,
+    allowed_tokens: AllowedTokens | None = None,
+    use_cache: bool = True,
+) -> Tensor:
     """See the module docstring."""
     if max_new_tokens < 1 or num_beams < 1:
         raise ValueError(f"max_new_tokens and num_beams must be >= 1, got {max_new_tokens} and {num_beams}")
     if max_new_tokens > model.config.max_target_positions:
-        raise ValueError(f"max_new_tokens={max_new_tokens} exceeds model.max_target_positions="
-                         f"{model.config.max_target_positions} (BOS + the generated tokens but the last)")
+        raise ValueError(
+            f"max_new_tokens={max_new_tokens} exceeds model.max_target_positions="
+            f"{model.config.max_target_positions} (BOS + the generated tokens but the last)"
+        )
     pad_id = model.config.pad_id if pad_id is None else pad_id
     memory, memory_mask = model.encode(images, image_valid, src_ids, src_mask)
     state = model.decoder_state(memory, memory_mask)
-    opts = dict(pad_id=pad_id, eos_id=eos_id, no_repeat_ngram_size=no_repeat_ngram_size,
-                allowed_tokens=allowed_tokens)
+    opts = dict(pad_id=pad_id, eos_id=eos_id, no_repeat_ngram_size=no_repeat_ngram_size, allowed_tokens=allowed_tokens)
     if num_beams == 1:
         return _greedy(_Stepper(model, state, use_cache), src_ids.shape[0], max_new_tokens, bos_id, opts)
-    return _beam_search(_Stepper(model, state, use_cache), src_ids.shape[0], max_new_tokens, bos_id, num_beams,
-                        length_penalty, opts)
+    return _beam_search(
+        _Stepper(model, state, use_cache), src_ids.shape[0], max_new_tokens, bos_id, num_beams, length_penalty, opts
+    )
 
 
 def _greedy(step: _Stepper, batch: int, max_new_tokens: int, bos_id: int, opts: dict) -> Tensor:
@@ -129,8 +153,9 @@ def _greedy(step: _Stepper, batch: int, max_new_tokens: int, bos_id: int, opts: 
     return tokens[:, 1:]
 
 
-def _beam_search(step: _Stepper, batch: int, max_new_tokens: int, bos_id: int, k: int, length_penalty: float,
-                 opts: dict) -> Tensor:
+def _beam_search(
+    step: _Stepper, batch: int, max_new_tokens: int, bos_id: int, k: int, length_penalty: float, opts: dict
+) -> Tensor:
     device = step.state.memory_mask.device
     eos_id, pad_id = opts["eos_id"], opts["pad_id"]
     step.expand(torch.arange(batch, device=device).repeat_interleave(k))
@@ -140,8 +165,13 @@ def _beam_search(step: _Stepper, batch: int, max_new_tokens: int, bos_id: int, k
     finished: list[list[tuple[float, list[int]]]] = [[] for _ in range(batch)]
     done = [False] * batch
     for t in range(max_new_tokens):
-        live = [(b * k + j, b, tokens[b * k + j, 1:].tolist()) for b in range(batch) if not done[b]
-                for j in range(k) if scores[b, j] > float("-inf")]
+        live = [
+            (b * k + j, b, tokens[b * k + j, 1:].tolist())
+            for b in range(batch)
+            if not done[b]
+            for j in range(k)
+            if scores[b, j] > float("-inf")
+        ]
         logprobs = _constrain(step(tokens), live, **opts)
         vocab = logprobs.shape[-1]
         candidates = (scores.reshape(-1, 1) + logprobs).view(batch, k * vocab)
@@ -173,17 +203,30 @@ def _beam_search(step: _Stepper, batch: int, max_new_tokens: int, bos_id: int, k
         for b in range(batch):  # live beams at the length limit are hypotheses too
             if not done[b]:
                 n = tokens.shape[1] - 1
-                finished[b] += [(scores[b, j].item() / n ** length_penalty, tokens[b * k + j, 1:].tolist())
-                                for j in range(k) if scores[b, j] > float("-inf")]
+                finished[b] += [
+                    (scores[b, j].item() / n**length_penalty, tokens[b * k + j, 1:].tolist())
+                    for j in range(k)
+                    if scores[b, j] > float("-inf")
+                ]
     best = [max(hyps, key=lambda h: h[0])[1] if hyps else [] for hyps in finished]
     out = torch.full((batch, max(1, max(len(s) for s in best))), pad_id, dtype=torch.long, device=device)
     for b, seq in enumerate(best):
-        out[b, :len(seq)] = torch.tensor(seq, dtype=torch.long)
+        out[b, : len(seq)] = torch.tensor(seq, dtype=torch.long)
     return out
 
 
-def score_candidates(model, images: Tensor, image_valid: Tensor, src_ids: Tensor, src_mask: Tensor,
-                     candidates: Tensor, *, bos_id: int, pad_id: int | None = None, chunk_size: int = 256) -> Tensor:
+def score_candidates(
+    model,
+    images: Tensor,
+    image_valid: Tensor,
+    src_ids: Tensor,
+    src_mask: Tensor,
+    candidates: Tensor,
+    *,
+    bos_id: int,
+    pad_id: int | None = None,
+    chunk_size: int = 256,
+) -> Tensor:
     """See the module docstring. candidates Long [K, L], each right-padded with pad_id (and ending in EOS, which is
     scored) -> [B, K] (float32, or float64 for a float64 model). The encoder runs once per example; the decoder
     runs in chunks of `chunk_size` candidates that share (broadcast, not copy) the example's cross-attention
@@ -196,8 +239,7 @@ def score_candidates(model, images: Tensor, image_valid: Tensor, src_ids: Tensor
     candidates = candidates.to(memory.device)
     prev = torch.cat([torch.full_like(candidates[:, :1], bos_id), candidates[:, :-1]], dim=1)
     real = candidates != pad_id
-    out = memory.new_empty(memory.shape[0], candidates.shape[0], dtype=torch.promote_types(memory.dtype,
-                                                                                         torch.float32))
+    out = memory.new_empty(memory.shape[0], candidates.shape[0], dtype=torch.promote_types(memory.dtype, torch.float32))
     for b in range(memory.shape[0]):
         for start in range(0, candidates.shape[0], chunk_size):
             stop = min(start + chunk_size, candidates.shape[0])

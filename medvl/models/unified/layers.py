@@ -55,8 +55,9 @@ class Attention(nn.Module):
         self-attention including this step) or None for plain self-attention over x -> [B, Tq, D]."""
         k, v = self.project_kv(x) if kv is None else kv
         q = self._heads(self.q_proj(x))
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype),
-                                             dropout_p=self.dropout if self.training else 0.0, scale=self.scale)
+        out = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=bias.to(q.dtype), dropout_p=self.dropout if self.training else 0.0, scale=self.scale
+        )
         if self.head_scale is not None:
             out = out * self.head_scale[:, None, None]
         return self.out_proj(out.transpose(1, 2).flatten(2))
@@ -83,14 +84,14 @@ class AttentionBlock(nn.Module):
     def __init__(self, d_model: int, n_heads: int, config: UnifiedConfig, drop_path: float) -> None:
         super().__init__()
         self.norm = nn.LayerNorm(d_model)
-        self.attn = Attention(d_model, n_heads, config.attn_scale_factor, config.attention_dropout,
-                              config.head_scale)
+        self.attn = Attention(d_model, n_heads, config.attn_scale_factor, config.attention_dropout, config.head_scale)
         self.attn_ln = nn.LayerNorm(d_model) if config.attn_ln else None
         self.dropout = nn.Dropout(config.dropout)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
-    def forward(self, x: Tensor, bias: Tensor, kv: KVCache | None = None,
-                past: KVCache | None = None) -> tuple[Tensor, KVCache]:
+    def forward(
+        self, x: Tensor, bias: Tensor, kv: KVCache | None = None, past: KVCache | None = None
+    ) -> tuple[Tensor, KVCache]:
         """x [B, t, D]; kv: keys/values to attend to (cross-attention) or None for self-attention over x, appended
         to `past` (the cached keys/values of earlier positions) when given -> (output, the keys/values used)."""
         h = self.norm(x)
@@ -133,8 +134,9 @@ class DecoderLayer(nn.Module):
         self.ffn = FeedForward(d, config.ffn_dim, config.dropout, config.ffn_ln)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
-    def forward(self, x: Tensor, self_bias: Tensor, cross_kv: KVCache, cross_bias: Tensor,
-                cache: KVCache | None = None) -> tuple[Tensor, KVCache]:
+    def forward(
+        self, x: Tensor, self_bias: Tensor, cross_kv: KVCache, cross_bias: Tensor, cache: KVCache | None = None
+    ) -> tuple[Tensor, KVCache]:
         """x [B, t, D] (the new positions); self_bias [B or 1, H, t, past + t]; cross_kv: the memory's keys/values
         for this layer (`cross_attn.attn.project_kv(memory)`, computed once per sequence); cross_bias
         [B, H, t, N]; cache: this layer's self-attention keys/values of the `past` earlier positions or None.

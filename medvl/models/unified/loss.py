@@ -33,9 +33,16 @@ class SmoothedLoss(NamedTuple):
     """[B] bool: examples that count (False for dropped-worst examples and those with no target token)."""
 
 
-def label_smoothed_nll(logits: torch.Tensor, targets: torch.Tensor, *, epsilon: float, ignore_index: int = -100,
-                       allowed_mask: torch.Tensor | None = None, sample_weight: torch.Tensor | None = None,
-                       drop_worst_ratio: float = 0.0) -> SmoothedLoss:
+def label_smoothed_nll(
+    logits: torch.Tensor,
+    targets: torch.Tensor,
+    *,
+    epsilon: float,
+    ignore_index: int = -100,
+    allowed_mask: torch.Tensor | None = None,
+    sample_weight: torch.Tensor | None = None,
+    drop_worst_ratio: float = 0.0,
+) -> SmoothedLoss:
     """Label-smoothed cross-entropy of logits [B, T, V] against targets [B, T] (positions equal to `ignore_index`
     do not count).
 
@@ -56,8 +63,9 @@ def label_smoothed_nll(logits: torch.Tensor, targets: torch.Tensor, *, epsilon: 
         ValueError: on shape mismatches, out-of-range arguments, or a target token the mask disallows.
     """
     if logits.dim() != 3 or targets.shape != logits.shape[:2]:
-        raise ValueError(f"logits must be [B, T, V] and targets [B, T], got {tuple(logits.shape)} and "
-                         f"{tuple(targets.shape)}")
+        raise ValueError(
+            f"logits must be [B, T, V] and targets [B, T], got {tuple(logits.shape)} and {tuple(targets.shape)}"
+        )
     if not 0.0 <= epsilon < 1.0:
         raise ValueError(f"epsilon must be in [0, 1), got {epsilon}")
     if not 0.0 <= drop_worst_ratio < 1.0:
@@ -67,12 +75,15 @@ def label_smoothed_nll(logits: torch.Tensor, targets: torch.Tensor, *, epsilon: 
     logits = logits.float()
     if allowed_mask is not None:
         if allowed_mask.shape != logits.shape:
-            raise ValueError(f"allowed_mask must have the logits' shape {tuple(logits.shape)}, got "
-                             f"{tuple(allowed_mask.shape)}")
+            raise ValueError(
+                f"allowed_mask must have the logits' shape {tuple(logits.shape)}, got {tuple(allowed_mask.shape)}"
+            )
         target_allowed = allowed_mask.gather(-1, safe_targets[..., None])[..., 0]
         if bool((valid & ~target_allowed).any()):
-            raise ValueError("a target token is outside allowed_mask: the constraint (candidate set) must contain "
-                             "every training answer")
+            raise ValueError(
+                "a target token is outside allowed_mask: the constraint (candidate set) must contain "
+                "every training answer"
+            )
         logits = logits.masked_fill(~allowed_mask, float("-inf"))
     lprobs = logits.log_softmax(-1)
     nll = -lprobs.gather(-1, safe_targets[..., None])[..., 0]
@@ -105,19 +116,27 @@ def label_smoothed_nll(logits: torch.Tensor, targets: torch.Tensor, *, epsilon: 
         if bool((sample_weight < 0).any()):
             raise ValueError("sample_weight must be non-negative")
         weight = weight * sample_weight.to(weight)
-    return SmoothedLoss(loss=(per_sample * weight).sum(), nll=(nll.sum(1) * weight).sum(),
-                        n_tokens=(lengths * kept).sum(), per_sample=per_sample, kept=kept)
+    return SmoothedLoss(
+        loss=(per_sample * weight).sum(),
+        nll=(nll.sum(1) * weight).sum(),
+        n_tokens=(lengths * kept).sum(),
+        per_sample=per_sample,
+        kept=kept,
+    )
 
 
-def r_drop_kl(logits_a: torch.Tensor, logits_b: torch.Tensor, mask: torch.Tensor,
-              allowed_mask: torch.Tensor | None = None) -> torch.Tensor:
+def r_drop_kl(
+    logits_a: torch.Tensor, logits_b: torch.Tensor, mask: torch.Tensor, allowed_mask: torch.Tensor | None = None
+) -> torch.Tensor:
     """R-Drop's symmetric KL (Liang et al. 2021), summed over the positions where `mask` [B, T] is True:
     `(KL(p_b || p_a) + KL(p_a || p_b)) / 2` per position, p_a/p_b the softmaxes of logits_a/logits_b [B, T, V] of two
     dropout passes over the same input (as OFA's `kl_loss`, which the caller weights by alpha). With
     `allowed_mask` [B, T, V] both distributions are taken over the allowed tokens only."""
     if logits_a.shape != logits_b.shape or logits_a.shape[:2] != mask.shape:
-        raise ValueError(f"logits_a/logits_b must be [B, T, V] alike and mask [B, T], got {tuple(logits_a.shape)}, "
-                         f"{tuple(logits_b.shape)} and {tuple(mask.shape)}")
+        raise ValueError(
+            f"logits_a/logits_b must be [B, T, V] alike and mask [B, T], got {tuple(logits_a.shape)}, "
+            f"{tuple(logits_b.shape)} and {tuple(mask.shape)}"
+        )
     a, b = logits_a.float(), logits_b.float()
     if allowed_mask is not None:
         a, b = a.masked_fill(~allowed_mask, float("-inf")), b.masked_fill(~allowed_mask, float("-inf"))

@@ -25,8 +25,13 @@ from torch import Tensor, nn
 from medvl.models.encoders import normalize_images
 from medvl.models.unified.config import UnifiedConfig
 from medvl.models.unified.layers import DecoderLayer, EncoderLayer, KVCache, masked_bias
-from medvl.models.unified.positions import (AbsolutePositionBias, image_position_ids, image_relative_buckets,
-                                            relative_table, token_relative_buckets)
+from medvl.models.unified.positions import (
+    AbsolutePositionBias,
+    image_position_ids,
+    image_relative_buckets,
+    relative_table,
+    token_relative_buckets,
+)
 
 IMAGE_TYPE, TEXT_TYPE = 1, 0
 
@@ -47,13 +52,23 @@ class ImageEmbedder(nn.Module):
         import timm
 
         if config.resnet not in timm.list_models(module="resnet"):
-            raise ValueError(f"model.resnet={config.resnet!r} is not a timm ResNet; use resnet50, resnet101 or "
-                             "resnet152 (OFA's stems) or another name from timm.list_models(module='resnet')")
-        self.backbone = timm.create_model(config.resnet, pretrained=False, features_only=True, out_indices=(3,),
-                                          in_chans=config.in_chans, drop_path_rate=config.resnet_drop_path_rate)
+            raise ValueError(
+                f"model.resnet={config.resnet!r} is not a timm ResNet; use resnet50, resnet101 or "
+                "resnet152 (OFA's stems) or another name from timm.list_models(module='resnet')"
+            )
+        self.backbone = timm.create_model(
+            config.resnet,
+            pretrained=False,
+            features_only=True,
+            out_indices=(3,),
+            in_chans=config.in_chans,
+            drop_path_rate=config.resnet_drop_path_rate,
+        )
         if self.backbone.feature_info.reduction()[-1] != 16:
-            raise ValueError(f"model.resnet={config.resnet!r}: stages 1-3 do not have stride 16; use resnet50, "
-                             "resnet101 or resnet152")
+            raise ValueError(
+                f"model.resnet={config.resnet!r}: stages 1-3 do not have stride 16; use resnet50, "
+                "resnet101 or resnet152"
+            )
         self.proj = nn.Linear(self.backbone.feature_info.channels()[-1], config.d_model)
 
     def forward(self, images: Tensor) -> Tensor:
@@ -79,27 +94,35 @@ class DecoderState:
 
     def select(self, rows: Tensor) -> DecoderState:
         """The state of rows `rows` (Long [R']): beam reordering, or expanding examples into beams."""
+
         def pick(kv: KVCache) -> KVCache:
             return kv[0].index_select(0, rows), kv[1].index_select(0, rows)
 
-        return DecoderState([pick(kv) for kv in self.cross_kv], self.memory_mask.index_select(0, rows),
-                            self.memory_positions, None if self.cache is None else [pick(kv) for kv in self.cache])
+        return DecoderState(
+            [pick(kv) for kv in self.cross_kv],
+            self.memory_mask.index_select(0, rows),
+            self.memory_positions,
+            None if self.cache is None else [pick(kv) for kv in self.cache],
+        )
 
     def reorder_beams(self, rows: Tensor) -> DecoderState:
         """As `select` for rows that each come from a beam of the same example: the memory's keys/values are the
         same for all of an example's beams, so only the self-attention cache is gathered."""
-        cache = None if self.cache is None else [(k.index_select(0, rows), v.index_select(0, rows))
-                                                 for k, v in self.cache]
+        cache = (
+            None if self.cache is None else [(k.index_select(0, rows), v.index_select(0, rows)) for k, v in self.cache]
+        )
         return DecoderState(self.cross_kv, self.memory_mask, self.memory_positions, cache)
 
     def broadcast_row(self, row: int, n: int) -> DecoderState:
         """Row `row` repeated n times as a broadcast view (no copy of the keys/values), without a cache: the state
         for scoring n candidate continuations of one example."""
-        def rep(kv: KVCache) -> KVCache:
-            return kv[0][row:row + 1].expand(n, -1, -1, -1), kv[1][row:row + 1].expand(n, -1, -1, -1)
 
-        return DecoderState([rep(kv) for kv in self.cross_kv], self.memory_mask[row:row + 1].expand(n, -1),
-                            self.memory_positions)
+        def rep(kv: KVCache) -> KVCache:
+            return kv[0][row : row + 1].expand(n, -1, -1, -1), kv[1][row : row + 1].expand(n, -1, -1, -1)
+
+        return DecoderState(
+            [rep(kv) for kv in self.cross_kv], self.memory_mask[row : row + 1].expand(n, -1), self.memory_positions
+        )
 
 
 class UnifiedModel(nn.Module):
@@ -112,7 +135,7 @@ class UnifiedModel(nn.Module):
         self.config = c = config
         d, h = c.d_model, c.n_heads
         self.embed_tokens = nn.Embedding(c.vocab_size, d, padding_idx=c.pad_id)
-        nn.init.normal_(self.embed_tokens.weight, std=d ** -0.5)  # fairseq's init of a shared embedding
+        nn.init.normal_(self.embed_tokens.weight, std=d**-0.5)  # fairseq's init of a shared embedding
         with torch.no_grad():
             self.embed_tokens.weight[c.pad_id].zero_()
         # encoder inputs
@@ -123,16 +146,19 @@ class UnifiedModel(nn.Module):
         self.embed_dropout = nn.Dropout(c.dropout)
         # encoder positions: text table, image grid table, their projections to a bias, relative tables per layer
         self.text_positions = nn.Embedding(c.max_source_positions, d)
-        self.image_positions = nn.Embedding(c.image_bucket_size ** 2, d)
+        self.image_positions = nn.Embedding(c.image_bucket_size**2, d)
         self.text_position_norm = nn.LayerNorm(d)
         self.image_position_norm = nn.LayerNorm(d)
         self.encoder_position_bias = AbsolutePositionBias(d, h, c.attn_scale_factor)
-        self.encoder_token_rel = nn.ModuleList(relative_table(2 * c.token_bucket_size - 1, h)
-                                               for _ in range(c.encoder_layers))
-        self.encoder_image_rel = nn.ModuleList(relative_table((2 * c.image_bucket_size - 1) ** 2, h)
-                                               for _ in range(c.encoder_layers))
-        self.encoder_layers = nn.ModuleList(EncoderLayer(c, r) for r in
-                                            _drop_path_rates(c.encoder_drop_path_rate, c.encoder_layers))
+        self.encoder_token_rel = nn.ModuleList(
+            relative_table(2 * c.token_bucket_size - 1, h) for _ in range(c.encoder_layers)
+        )
+        self.encoder_image_rel = nn.ModuleList(
+            relative_table((2 * c.image_bucket_size - 1) ** 2, h) for _ in range(c.encoder_layers)
+        )
+        self.encoder_layers = nn.ModuleList(
+            EncoderLayer(c, r) for r in _drop_path_rates(c.encoder_drop_path_rate, c.encoder_layers)
+        )
         self.encoder_norm = nn.LayerNorm(d)
         # decoder
         self.decoder_embed_norm = nn.LayerNorm(d)
@@ -140,15 +166,17 @@ class UnifiedModel(nn.Module):
         self.target_position_norm = nn.LayerNorm(d)
         self.decoder_position_bias = AbsolutePositionBias(d, h, c.attn_scale_factor)
         self.cross_position_bias = AbsolutePositionBias(d, h, c.attn_scale_factor)
-        self.decoder_token_rel = nn.ModuleList(relative_table(2 * c.token_bucket_size - 1, h)
-                                               for _ in range(c.decoder_layers))
-        self.decoder_layers = nn.ModuleList(DecoderLayer(c, r) for r in
-                                            _drop_path_rates(c.decoder_drop_path_rate, c.decoder_layers))
+        self.decoder_token_rel = nn.ModuleList(
+            relative_table(2 * c.token_bucket_size - 1, h) for _ in range(c.decoder_layers)
+        )
+        self.decoder_layers = nn.ModuleList(
+            DecoderLayer(c, r) for r in _drop_path_rates(c.decoder_drop_path_rate, c.decoder_layers)
+        )
         self.decoder_norm = nn.LayerNorm(d)
 
     @property
     def n_patches(self) -> int:
-        return self.config.grid ** 2
+        return self.config.grid**2
 
     # ---- encoder ----
     def source_positions(self, n_text: int) -> Tensor:
@@ -162,14 +190,20 @@ class UnifiedModel(nn.Module):
         c = self.config
         b, s = src_ids.shape
         if tuple(images.shape) != (b, c.in_chans, c.image_size, c.image_size):
-            raise ValueError(f"images must be [B={b}, in_chans={c.in_chans}, {c.image_size}, {c.image_size}] "
-                             f"(model.image_size), got {list(images.shape)}")
+            raise ValueError(
+                f"images must be [B={b}, in_chans={c.in_chans}, {c.image_size}, {c.image_size}] "
+                f"(model.image_size), got {list(images.shape)}"
+            )
         if image_valid.shape != (b,) or src_mask.shape != (b, s):
-            raise ValueError(f"image_valid must be [B={b}] and src_mask [B, S]={[b, s]}, got "
-                             f"{list(image_valid.shape)} and {list(src_mask.shape)}")
+            raise ValueError(
+                f"image_valid must be [B={b}] and src_mask [B, S]={[b, s]}, got "
+                f"{list(image_valid.shape)} and {list(src_mask.shape)}"
+            )
         if s > c.max_source_positions:
-            raise ValueError(f"instructions of {s} tokens exceed model.max_source_positions="
-                             f"{c.max_source_positions}; truncate them or raise the limit")
+            raise ValueError(
+                f"instructions of {s} tokens exceed model.max_source_positions="
+                f"{c.max_source_positions}; truncate them or raise the limit"
+            )
 
     def encode(self, images: Tensor, image_valid: Tensor, src_ids: Tensor, src_mask: Tensor) -> tuple[Tensor, Tensor]:
         """See the module docstring. -> (memory [B, P + S, D], memory_mask Bool [B, P + S])."""
@@ -180,16 +214,18 @@ class UnifiedModel(nn.Module):
         patches = text.new_zeros(b, p, c.d_model)
         if image_valid.any():  # text-only examples never reach the ResNet (nor its BatchNorm statistics)
             emb = self.image_embed(normalize_images(images[image_valid], c).to(text.dtype))
-            patches = patches.index_put((image_valid.nonzero()[:, 0],),
-                                        self.patch_norm(emb + self.type_embedding.weight[IMAGE_TYPE]))
+            patches = patches.index_put(
+                (image_valid.nonzero()[:, 0],), self.patch_norm(emb + self.type_embedding.weight[IMAGE_TYPE])
+            )
         x = self.embed_dropout(torch.cat([patches, text], dim=1))
         mask = torch.cat([image_valid[:, None].expand(b, p), src_mask], dim=1)
 
         pos = self.source_positions(s)
         abs_bias = self.encoder_position_bias(pos, pos)  # [H, N, N], shared by the layers
         device = src_ids.device
-        text_buckets = token_relative_buckets(torch.arange(s, device=device), torch.arange(s, device=device),
-                                              c.token_bucket_size, c.max_source_positions)
+        text_buckets = token_relative_buckets(
+            torch.arange(s, device=device), torch.arange(s, device=device), c.token_bucket_size, c.max_source_positions
+        )
         image_buckets = image_relative_buckets(c.grid, c.image_bucket_size, device)
         for layer, token_rel, image_rel in zip(self.encoder_layers, self.encoder_token_rel, self.encoder_image_rel):
             bias = abs_bias.clone()
@@ -203,13 +239,16 @@ class UnifiedModel(nn.Module):
         """The per-sequence decoder state: cross-attention keys/values projected once from the memory."""
         n_text = memory.shape[1] - self.n_patches
         if n_text < 0 or memory_mask.shape != memory.shape[:2]:
-            raise ValueError(f"memory {list(memory.shape)} / memory_mask {list(memory_mask.shape)} do not come from "
-                             f"encode (it has {self.n_patches} image slots first)")
+            raise ValueError(
+                f"memory {list(memory.shape)} / memory_mask {list(memory_mask.shape)} do not come from "
+                f"encode (it has {self.n_patches} image slots first)"
+            )
         kv = [layer.cross_attn.attn.project_kv(memory) for layer in self.decoder_layers]
         return DecoderState(kv, memory_mask.bool(), self.source_positions(n_text))
 
-    def decode_step(self, prev_ids: Tensor, state: DecoderState, prev_mask: Tensor | None = None,
-                    use_cache: bool = True) -> tuple[Tensor, DecoderState]:
+    def decode_step(
+        self, prev_ids: Tensor, state: DecoderState, prev_mask: Tensor | None = None, use_cache: bool = True
+    ) -> tuple[Tensor, DecoderState]:
         """Decode the positions after `state.length` (all of prev_ids when the state has no cache).
 
         prev_ids [R, t] the new decoder inputs; prev_mask Bool [R, state.length + t] (True = real token) or None.
@@ -217,8 +256,10 @@ class UnifiedModel(nn.Module):
         """
         c, t, start = self.config, prev_ids.shape[1], state.length
         if start + t > c.max_target_positions:
-            raise ValueError(f"decoding position {start + t} exceeds model.max_target_positions="
-                             f"{c.max_target_positions}; lower max_new_tokens or raise the limit")
+            raise ValueError(
+                f"decoding position {start + t} exceeds model.max_target_positions="
+                f"{c.max_target_positions}; lower max_new_tokens or raise the limit"
+            )
         device = prev_ids.device
         x = self.embed_dropout(self.decoder_embed_norm(self.embed_tokens(prev_ids)))
         key_idx, query_idx = torch.arange(start + t, device=device), torch.arange(start, start + t, device=device)
@@ -235,18 +276,25 @@ class UnifiedModel(nn.Module):
             x, kv = layer(x, bias, state.cross_kv[i], cross, None if state.cache is None else state.cache[i])
             cache.append(kv)
         logits = F.linear(self.decoder_norm(x), self.embed_tokens.weight)
-        new_state = DecoderState(state.cross_kv, state.memory_mask, state.memory_positions,
-                                 cache if use_cache else None)
+        new_state = DecoderState(
+            state.cross_kv, state.memory_mask, state.memory_positions, cache if use_cache else None
+        )
         return logits, new_state
 
-    def decode(self, memory: Tensor, memory_mask: Tensor, prev_ids: Tensor,
-               prev_mask: Tensor | None = None) -> Tensor:
+    def decode(self, memory: Tensor, memory_mask: Tensor, prev_ids: Tensor, prev_mask: Tensor | None = None) -> Tensor:
         """Teacher-forced decoding -> logits [B, T, vocab]."""
         logits, _ = self.decode_step(prev_ids, self.decoder_state(memory, memory_mask), prev_mask, use_cache=False)
         return logits
 
-    def forward(self, images: Tensor, image_valid: Tensor, src_ids: Tensor, src_mask: Tensor, prev_ids: Tensor,
-                prev_mask: Tensor | None = None) -> Tensor:
+    def forward(
+        self,
+        images: Tensor,
+        image_valid: Tensor,
+        src_ids: Tensor,
+        src_mask: Tensor,
+        prev_ids: Tensor,
+        prev_mask: Tensor | None = None,
+    ) -> Tensor:
         memory, memory_mask = self.encode(images, image_valid, src_ids, src_mask)
         return self.decode(memory, memory_mask, prev_ids, prev_mask)
 
@@ -257,8 +305,9 @@ class UnifiedModel(nn.Module):
 
         return generate(self, images, image_valid, src_ids, src_mask, **kwargs)
 
-    def score_candidates(self, images: Tensor, image_valid: Tensor, src_ids: Tensor, src_mask: Tensor,
-                         candidates: Tensor, **kwargs) -> Tensor:
+    def score_candidates(
+        self, images: Tensor, image_valid: Tensor, src_ids: Tensor, src_mask: Tensor, candidates: Tensor, **kwargs
+    ) -> Tensor:
         """Summed log-probability of every candidate for every example -> [B, K]; see
         `generation.score_candidates`."""
         from medvl.models.unified.generation import score_candidates
