@@ -52,6 +52,20 @@ def test_recipes_lists_quickstart(capsys: pytest.CaptureFixture[str]) -> None:
     assert "quickstart" in capsys.readouterr().out
 
 
+def test_recipe_summary_is_a_whole_clause_of_a_multiline_comment() -> None:
+    from medvl.cli import recipe_summary
+
+    text = (
+        "# BiomedGPT VQA on SLAKE (English questions; train.json + images/), a tiny model\n"
+        "# from scratch on one CPU; answers constrained. More detail.\nmodel:\n  family: unified\n# not the header\n"
+    )
+    assert recipe_summary(text) == (
+        "BiomedGPT VQA on SLAKE (English questions; train.json + images/), a tiny model from scratch on one CPU"
+    )
+    assert recipe_summary("# XrayGPT stage 1: MIMIC-CXR pairs. Then stage 2.\n") == "XrayGPT stage 1: MIMIC-CXR pairs."
+    assert recipe_summary("data:\n  source: synthetic\n") == ""
+
+
 def test_print_config_shows_overrides(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["train", "train.lr=0.002", "--print-config"]) == 0
     assert "lr: 0.002" in capsys.readouterr().out
