@@ -52,6 +52,17 @@ def test_recipes_lists_quickstart(capsys: pytest.CaptureFixture[str]) -> None:
     assert "quickstart" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("argv", [["doctor", "--bogus"], ["data", "synth", "--out", "x", "--bogus"]])
+def test_unknown_option_shows_the_commands_usage(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    command = " ".join(a for a in argv if not a.startswith("-") and a != "x")
+    assert f"usage: medvl {command} [-h]" in err
+    assert f"medvl {command}: error: unrecognized arguments: --bogus" in err
+
+
 def test_recipe_summary_is_a_whole_clause_of_a_multiline_comment() -> None:
     from medvl.cli import recipe_summary
 
