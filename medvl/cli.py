@@ -630,8 +630,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "serve",
         help="serve a checkpoint over HTTP (REST API with dynamic batching)",
-        description="Serve a checkpoint as a REST API: POST /v1/reports (multipart upload or JSON with "
-        "base64 images of one study), GET /v1/model, GET /health; OpenAPI at "
+        description="Serve a checkpoint as a REST API: POST /v1/reports for report models (/v1/classifications, "
+        "/v1/regressions, /v1/generations or /v1/reconstructions for the other tasks; GET /v1/model names it), a "
+        "multipart upload or JSON with base64 images of one study; GET /v1/model, GET /health; OpenAPI at "
         "/openapi.json and /docs. Concurrent requests share forward passes (dynamic "
         "batching) through a bounded queue. Uploads stay in memory; the log holds a "
         "request id and timing only.",
