@@ -119,6 +119,13 @@ def cmd_stats(args: argparse.Namespace) -> int:
     from medvl.data.stats import data_stats, format_stats, write_html
 
     source = args.source or "prepared"
+    if not args.source and Path(args.dir).is_dir() and not (Path(args.dir) / "prepared.json").exists():
+        from medvl.data.sources import DataSourceError
+
+        raise DataSourceError(
+            f"{args.dir} is not a `medvl data prepare` output (no prepared.json); for a data set in its own layout "
+            "name it with --source, e.g. --source iu_xray for annotation.json + images/ (a `medvl data synth` folder)"
+        )
     stats = data_stats(args.dir, source, data=_data_config(args) if args.source else None)
     print(format_stats(stats))
     if not args.no_html:

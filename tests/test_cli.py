@@ -88,6 +88,11 @@ def test_data_synth(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     ann = json.loads((out / "annotation.json").read_text())
     assert sum(len(v) for v in ann.values()) == 6
     assert "wrote 6 synthetic studies" in capsys.readouterr().out
+    # stats on it without --source: not a prepared folder, and the error names the flag that reads it
+    assert main(["data", "stats", str(out)]) == 2
+    assert "no prepared.json); for a data set in its own layout name it with --source" in capsys.readouterr().err
+    assert main(["data", "stats", str(out), "--source", "iu_xray", "--no-html"]) == 0
+    assert f"6 usable studies in {out} (source iu_xray)" in capsys.readouterr().out
 
 
 def test_evaluate_writes_metrics_and_predictions(
