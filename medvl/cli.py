@@ -25,7 +25,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
+import textwrap
 import time
 from collections.abc import Sequence
 from contextlib import nullcontext
@@ -398,10 +400,32 @@ def cmd_recipes(args: argparse.Namespace) -> int:
 
     recipes = shipped_recipes()
     width = max((len(p.stem) for p in recipes), default=0) + 2
+    columns = max(shutil.get_terminal_size().columns, width + 40)
     for path in recipes:
-        first = next((ln[1:].strip() for ln in path.read_text().splitlines() if ln.startswith("#")), "")
-        print(f"{path.stem:<{width}}{first}")
+        summary = recipe_summary(path.read_text())
+        lines = textwrap.wrap(summary, columns - width) or [""]
+        print(f"{path.stem:<{width}}{lines[0]}")
+        for line in lines[1:]:
+            print(" " * width + line)
     return 0
+
+
+def recipe_summary(text: str) -> str:
+    """A one-line summary of a recipe: its leading comment block (the comment lines before the first YAML line, often
+    several) up to the first sentence or clause end (". ", ": ", "; " outside parentheses) that leaves at least 30
+    characters; "" when the recipe starts without a comment."""
+    words: list[str] = []
+    for line in text.splitlines():
+        if not line.startswith("#"):
+            break
+        words.append(line[1:].strip())
+    block = " ".join(w for w in words if w)
+    depth = 0
+    for i, char in enumerate(block):  # "(trainset.json + images/)" or "(bring the images: ...)" ends nothing
+        depth += {"(": 1, ")": -1}.get(char, 0)
+        if char in ".:;" and depth <= 0 and i >= 30 and block[i + 1 : i + 2] in (" ", ""):
+            return block[: i + 1] if char == "." else block[:i]
+    return block
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
@@ -606,8 +630,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "serve",
         help="serve a checkpoint over HTTP (REST API with dynamic batching)",
-        description="Serve a checkpoint as a REST API: POST /v1/reports (multipart upload or JSON with "
-        "base64 images of one study), GET /v1/model, GET /health; OpenAPI at "
+        description="Serve a checkpoint as a REST API: POST /v1/reports for report models (/v1/classifications, "
+        "/v1/regressions, /v1/generations or /v1/reconstructions for the other tasks; GET /v1/model names it), a "
+        "multipart upload or JSON with base64 images of one study; GET /v1/model, GET /health; OpenAPI at "
         "/openapi.json and /docs. Concurrent requests share forward passes (dynamic "
         "batching) through a bounded queue. Uploads stay in memory; the log holds a "
         "request id and timing only.",
@@ -703,7 +728,12 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--overwrite", action="store_true", help="replace the --out file when it exists")
     q.set_defaults(func=cmd_convert)
 
-    p = sub.add_parser("recipes", help="list the shipped recipes")
+    p = sub.add_parser(
+        "recipes",
+        help="list the shipped recipes",
+        description="List the recipes in recipes/ with the first sentence of each one's comment; train one with "
+        "`medvl train NAME`, and see every field it sets with `medvl train NAME --print-config`.",
+    )
     p.set_defaults(func=cmd_recipes)
 
     p = sub.add_parser(
@@ -719,8 +749,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _command_parser(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.ArgumentParser:
+    """The (sub)parser of the command that `args` chose, e.g. `medvl data synth`'s, so an error shows its usage."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            chosen = action.choices.get(getattr(args, action.dest, None) or "")
+            if chosen is not None:
+                return _command_parser(chosen, args)
+    return parser
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # argparse would print the top-level usage; the command's own says which options exist
+        _command_parser(parser, args).error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
         return args.func(args)
     except _user_errors() as err:

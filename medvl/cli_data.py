@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import textwrap
 import time
 from pathlib import Path
 from typing import Any
@@ -118,6 +119,13 @@ def cmd_stats(args: argparse.Namespace) -> int:
     from medvl.data.stats import data_stats, format_stats, write_html
 
     source = args.source or "prepared"
+    if not args.source and Path(args.dir).is_dir() and not (Path(args.dir) / "prepared.json").exists():
+        from medvl.data.sources import DataSourceError
+
+        raise DataSourceError(
+            f"{args.dir} is not a `medvl data prepare` output (no prepared.json); for a data set in its own layout "
+            "name it with --source, e.g. --source iu_xray for annotation.json + images/ (a `medvl data synth` folder)"
+        )
     stats = data_stats(args.dir, source, data=_data_config(args) if args.source else None)
     print(format_stats(stats))
     if not args.no_html:
@@ -133,9 +141,12 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 def add_data_commands(sub: Any) -> None:
     """Add `medvl data synth | synth-clips | prepare | download | stats` to the top-level subparsers `sub`."""
-    data = sub.add_parser("data", help="data set tools").add_subparsers(
-        dest="data_command", required=True, metavar="DATA_COMMAND"
-    )
+    data = sub.add_parser(
+        "data",
+        help="data set tools",
+        description="Draw the synthetic data sets, download IU X-ray, decode a real data set into the fast prepared "
+        "format, and describe a data set. `medvl data DATA_COMMAND --help` explains each.",
+    ).add_subparsers(dest="data_command", required=True, metavar="DATA_COMMAND")
     p = data.add_parser(
         "synth",
         help="draw the synthetic chest X-ray data set (R2Gen/IU X-ray layout)",
@@ -208,11 +219,15 @@ def add_data_commands(sub: Any) -> None:
         "prepare",
         help="decode a real data set once into a fast memory-mapped format",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Read a data set in the layout of SOURCE, check every study, decode and resize "
-        "every view once into OUT/images.npy (uint8, memory-mapped when training), and "
-        "write OUT/studies.jsonl, OUT/problems.jsonl (every unusable study and why) and "
-        "OUT/prepared.json (splits, report rules, statistics). Train on it with "
-        "data.source=prepared data.root=OUT.",
+        # the raw formatter keeps the epilog's table; the description is wrapped here instead
+        description=textwrap.fill(
+            "Read a data set in the layout of SOURCE, check every study, decode and resize "
+            "every view once into OUT/images.npy (uint8, memory-mapped when training), and "
+            "write OUT/studies.jsonl, OUT/problems.jsonl (every unusable study and why) and "
+            "OUT/prepared.json (splits, report rules, statistics). Train on it with "
+            "data.source=prepared data.root=OUT.",
+            width=79,
+        ),
         epilog="sources and their layouts (details: medvl/data/layouts/*.py):\n"
         "  iu_xray, mimic_cxr  R2Gen annotation.json + images/\n"
         "  openi              ecgen-radiology/*.xml + NLMCXR_png/*.png\n"

@@ -163,12 +163,18 @@ def check_extras() -> list[Check]:
 
 
 def check_disk(path: str | Path = ".") -> Check:
-    free = shutil.disk_usage(path).free / 2**30
+    """Free space where runs will be written. A folder that does not exist yet (`runs/` on a fresh clone) is measured
+    at its nearest existing parent, the disk it would be created on."""
+    where = Path(path).resolve()
+    while not where.exists() and where != where.parent:
+        where = where.parent
+    free = shutil.disk_usage(where).free / 2**30
     ok = free >= MIN_FREE_GIB
+    pending = "" if where == Path(path).resolve() else f" (for {path}, not created yet)"
     return Check(
         "free disk",
         ok,
-        f"{free:.1f} GiB free in {Path(path).resolve()}",
+        f"{free:.1f} GiB free in {where}{pending}",
         "runs, checkpoints and prepared data sets (the quickstart needs under 1 GiB)",
         ""
         if ok

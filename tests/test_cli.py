@@ -52,6 +52,31 @@ def test_recipes_lists_quickstart(capsys: pytest.CaptureFixture[str]) -> None:
     assert "quickstart" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("argv", [["doctor", "--bogus"], ["data", "synth", "--out", "x", "--bogus"]])
+def test_unknown_option_shows_the_commands_usage(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    command = " ".join(a for a in argv if not a.startswith("-") and a != "x")
+    assert f"usage: medvl {command} [-h]" in err
+    assert f"medvl {command}: error: unrecognized arguments: --bogus" in err
+
+
+def test_recipe_summary_is_a_whole_clause_of_a_multiline_comment() -> None:
+    from medvl.cli import recipe_summary
+
+    text = (
+        "# BiomedGPT VQA on SLAKE (English questions; train.json + images/), a tiny model\n"
+        "# from scratch on one CPU; answers constrained. More detail.\nmodel:\n  family: unified\n# not the header\n"
+    )
+    assert recipe_summary(text) == (
+        "BiomedGPT VQA on SLAKE (English questions; train.json + images/), a tiny model from scratch on one CPU"
+    )
+    assert recipe_summary("# XrayGPT stage 1: MIMIC-CXR pairs. Then stage 2.\n") == "XrayGPT stage 1: MIMIC-CXR pairs."
+    assert recipe_summary("data:\n  source: synthetic\n") == ""
+
+
 def test_print_config_shows_overrides(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["train", "train.lr=0.002", "--print-config"]) == 0
     assert "lr: 0.002" in capsys.readouterr().out
@@ -63,6 +88,11 @@ def test_data_synth(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     ann = json.loads((out / "annotation.json").read_text())
     assert sum(len(v) for v in ann.values()) == 6
     assert "wrote 6 synthetic studies" in capsys.readouterr().out
+    # stats on it without --source: not a prepared folder, and the error names the flag that reads it
+    assert main(["data", "stats", str(out)]) == 2
+    assert "no prepared.json); for a data set in its own layout name it with --source" in capsys.readouterr().err
+    assert main(["data", "stats", str(out), "--source", "iu_xray", "--no-html"]) == 0
+    assert f"6 usable studies in {out} (source iu_xray)" in capsys.readouterr().out
 
 
 def test_evaluate_writes_metrics_and_predictions(

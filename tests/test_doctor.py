@@ -63,3 +63,11 @@ def test_doctor_fails_only_when_a_required_part_is_unusable(
     monkeypatch.setattr(doctor_module.sys, "version_info", (3, 10, 0))
     assert main(["doctor"]) == 1
     assert "[!!] Python" in capsys.readouterr().out
+
+
+def test_disk_of_a_folder_not_created_yet_is_measured_where_it_would_be(tmp_path: Path) -> None:
+    check = doctor_module.check_disk(tmp_path / "runs" / "quickstart")
+    assert check.detail.endswith(
+        f"GiB free in {tmp_path.resolve()} (for {tmp_path / 'runs' / 'quickstart'}, not created yet)"
+    )
+    assert float(check.detail.split()[0]) == pytest.approx(shutil.disk_usage(tmp_path).free / 2**30, abs=0.5)
