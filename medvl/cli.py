@@ -247,7 +247,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
                         "seconds": round(time.perf_counter() - t0, 4),
                     }
                 )
-        print(text_of(record))
+            print(f"1 prediction written to {args.out}", file=sys.stderr)
+        else:
+            print(text_of(record))
         if prepared.ignored_views:
             print(
                 f"note: {prepared.ignored_views} of the {len(study.paths)} images were left out: the model takes "

@@ -175,7 +175,9 @@ def test_predict_one_study_and_a_folder(
         == 0
     )
     assert json.loads(out.read_text())["ignored_views"] == 1
-    assert "1 of the 3 images were left out" in capsys.readouterr().err
+    captured = capsys.readouterr()
+    assert "1 of the 3 images were left out" in captured.err and "1 prediction written to" in captured.err
+    assert captured.out == ""  # with --out the row goes to the file instead of standard output
 
 
 @pytest.mark.parametrize(
