@@ -224,6 +224,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     fmt = args.format or _format_from_suffix(args.out)
     listed = collect_studies(args.images)
     loaded = load_trained(args.checkpoint, device=args.device)
+    loaded.check_request(args.question or "")
     gen = dataclasses.replace(loaded.config.generation, **_generation_overrides(args))
     loaded = loaded.with_generation(gen)
     fields = list(loaded.task.prediction_fields)
@@ -720,7 +721,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # `medvl train RECIPE --resume auto a.b=c`: argparse ends the positional overrides at the flag; take the
+    # section.field=value words after it as overrides too, in order.
+    if extra and hasattr(args, "overrides") and all("=" in w and not w.startswith("-") for w in extra):
+        args.overrides = [*(args.overrides or []), *extra]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return args.func(args)
     except _user_errors() as err:

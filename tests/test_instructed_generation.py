@@ -345,3 +345,57 @@ def test_real_vqa_recipes_run_on_the_shared_data(recipe: str, folder: str, tmp_p
     )
     result = evaluate(run, split="val", max_studies=8, progress=False, options=ScoringOptions(bootstrap=0, html=False))
     assert result["vqa"]["n"] == 8 and result["vqa"]["outside_candidates"] == 0
+
+
+# ------------------------------------------------------------------------------------ prediction requests
+def test_a_request_for_an_untrained_subtask_is_refused_with_the_way_out():
+    vqa_only = InstructedGenerationOptions(tasks=["vqa"])
+    assert vqa_only.request_task(" is there an effusion? ") == "vqa"
+    with pytest.raises(ValueError, match=r"trained for task.tasks=\[vqa\] only.*--question"):
+        vqa_only.request_task("")
+    captioner = InstructedGenerationOptions(tasks=["caption", "classification"])
+    assert captioner.request_task("") == "caption"
+    with pytest.raises(ValueError, match="does not answer questions.*leave out the question"):
+        captioner.request_task("is there an effusion?")
+    assert InstructedGenerationOptions(tasks=["classification"]).request_task("") == "classification"
+    with pytest.raises(ValueError, match=r"task.predict_task must name one of them.*'caption'"):
+        InstructedGenerationOptions(tasks=["classification"], predict_task="caption").request_task("")
+
+
+def test_predict_and_serve_refuse_what_the_checkpoint_cannot_answer(parts):
+    from types import SimpleNamespace
+
+    from medvl.infer.predictor import LoadedModel
+    from medvl.serve.app import create_app
+
+    _, assets = parts
+    task = _task(assets, tasks=["vqa"])
+    loaded = LoadedModel(task.cfg, task.model, assets["tokenizer"], task, torch.device("cpu"), Path("run"), {})
+    loaded.check_request("is the heart enlarged?")
+    with pytest.raises(ValueError, match="--question"):
+        loaded.check_request("")
+    with pytest.raises(ValueError, match="cannot serve run: .*takes no question yet"):
+        create_app(loaded)
+    captioner = dataclasses.replace(loaded, task=SimpleNamespace(name="report_generation"))
+    captioner.check_request("")
+    with pytest.raises(ValueError, match="report generation checkpoint does not answer questions"):
+        captioner.check_request("is the heart enlarged?")
+
+
+def test_predict_task_may_change_on_resume():
+    from medvl.train.run_folder import config_differences
+
+    saved = {"task": {"tasks": ["vqa"], "predict_task": "caption"}}
+    assert config_differences(saved, {"task": {"tasks": ["vqa"], "predict_task": ""}}) == []
+    assert config_differences(saved, {"task": {"tasks": ["caption"], "predict_task": ""}})
+
+
+def test_overrides_may_follow_the_flags(capsys):
+    from medvl.cli import main
+
+    assert (
+        main(["train", "biomedgpt_vqa_tiny_synthetic", "--print-config", "train.max_steps=7", "task.tasks=[vqa]"]) == 0
+    )
+    assert "max_steps: 7" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["train", "biomedgpt_vqa_tiny_synthetic", "--print-config", "--bogus"])

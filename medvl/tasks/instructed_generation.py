@@ -103,11 +103,13 @@ class InstructedGenerationOptions:
     """Instruction tokens kept (longer instructions are cut)."""
     max_target_tokens: int = 128
     """Target tokens kept, EOS included."""
-    predict_task: str = "caption"
-    """Sub-task `medvl predict` / `serve` run when the request has no question."""
+    predict_task: str = ""
+    """Sub-task `medvl predict` / `serve` run when the request has no question; empty = caption if trained, else
+    classification if trained, else none (every request must then ask a question)."""
 
     def __post_init__(self) -> None:
-        unknown = [t for t in [*self.tasks, *self.weights, self.predict_task] if t not in SUBTASKS]
+        named = [*self.tasks, *self.weights, *([self.predict_task] if self.predict_task else [])]
+        unknown = [t for t in named if t not in SUBTASKS]
         if unknown or not self.tasks:
             raise ValueError(
                 f"task.tasks, task.weights and task.predict_task take sub-tasks among "
@@ -121,6 +123,32 @@ class InstructedGenerationOptions:
             )
         if "{text}" not in self.summarization_prompt:
             raise ValueError("task.summarization_prompt must contain {text}, where the text to summarize goes")
+
+    def request_task(self, question: str) -> str:
+        """The sub-task a prediction request runs: vqa when it asks a question, else `predict_task` (or its
+        default). Raises ValueError when the checkpoint was not trained for that sub-task, since its output would
+        be noise; the message says what to send instead."""
+        trained = ", ".join(self.tasks)
+        if question.strip():
+            if "vqa" not in self.tasks:
+                raise ValueError(
+                    f"this checkpoint does not answer questions: it was trained for task.tasks=[{trained}], not vqa; "
+                    "leave out the question (--question)"
+                )
+            return "vqa"
+        task = self.predict_task or next((t for t in ("caption", "classification") if t in self.tasks), "")
+        if task not in self.tasks:
+            way_out = (
+                'ask a question about the image (medvl predict RUN IMAGE --question "...")'
+                if "vqa" in self.tasks
+                else f"task.predict_task must name one of them (in the run's config.json), not {task!r}"
+            )
+            raise ValueError(
+                f"this checkpoint was trained for task.tasks=[{trained}] only"
+                + (f", not {task}" if task else "")
+                + f": {way_out}"
+            )
+        return task
 
     def prompts(self) -> dict[str, str]:
         return {
@@ -441,12 +469,16 @@ class InstructedGenerationTask(Task):
         items = []
         for s in studies:
             question = (getattr(s, "question", "") or "").strip()
-            task = "vqa" if question else opts.predict_task
+            task = opts.request_task(question)
             instruction = " " + question if question else opts.prompts().get(task, opts.caption_prompt)
             src = text_ids(tok, instruction)[: opts.max_source_tokens]
             image = s.pixels[0] if len(s.pixels) else None
             items.append(InstructionSample(s.id, task, image, src, [tok.eos_token_id], "", {"question": question}))
         return self.collate(items)
+
+    def request_task(self, question: str) -> str:
+        """The sub-task a request runs (see `InstructedGenerationOptions.request_task`; ValueError if untrained)."""
+        return self.options.request_task(question)
 
     def predict(self, batch: InstructionBatch) -> list[dict[str, Any]]:
         return [{"task": r["task"], "text": r["generated"]} for r in self.outputs(batch)]
