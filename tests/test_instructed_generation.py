@@ -399,3 +399,22 @@ def test_overrides_may_follow_the_flags(capsys):
     assert "max_steps: 7" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         main(["train", "biomedgpt_vqa_tiny_synthetic", "--print-config", "--bogus"])
+
+
+def test_wrong_subtasks_for_the_data_are_named_before_training(parts):
+    studies, assets = parts
+    captioner = _task(assets, tasks=["caption"])
+    cfg = dataclasses.replace(captioner.cfg, train=TrainConfig(select_metric="vqa_accuracy"))
+    with pytest.raises(ValueError, match=r"select_metric=vqa_accuracy.*leaves out.*select_metric=caption_bleu_4"):
+        InstructedGenerationTask(captioner.model, assets, cfg)
+    labelled = [s for s in studies if s.labels and not s.question][:4]
+    labelled = [dataclasses.replace(s, report="") for s in labelled]
+    with pytest.raises(ValueError, match=r"serve classification: set task.tasks=\[classification\].*vqa_rad"):
+        _task(assets, tasks=["vqa"]).dataset(labelled, training=True)
+
+
+def test_a_missing_split_names_the_splits_present_and_the_way_out():
+    from medvl.data.sources import DataSourceError, require_split
+
+    with pytest.raises(DataSourceError, match=r"no 'test' studies; splits present: train \(1\).*--split NAME"):
+        require_split({"train": [object()], "test": []}, "test")

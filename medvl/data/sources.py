@@ -315,5 +315,9 @@ def load_studies(cfg: DataConfig) -> dict[str, list[Study]]:
 def require_split(studies: dict[str, list[Study]], split: str) -> list[Study]:
     if not studies.get(split):
         have = ", ".join(f"{k} ({len(v)})" for k, v in studies.items()) or "none"
-        raise DataSourceError(f"the data set has no {split!r} studies; splits present: {have}")
+        raise DataSourceError(
+            f"the data set has no {split!r} studies; splits present: {have}. Choose one of those (medvl evaluate "
+            f"--split NAME), or add the file of the {split!r} split to the data folder (see its layout: medvl data "
+            "prepare --help)"
+        )
     return studies[split]

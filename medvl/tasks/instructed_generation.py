@@ -178,6 +178,15 @@ class InstructedGenerationTask(Task):
         self.label_smoothing = self.cfg.train.label_smoothing
         self.generation: GenerationConfig = self.cfg.generation
         self._tries: dict[str, Any] = {}
+        # Validation reports a sub-task's metrics only when it is trained: say so now, not at the first validation.
+        metric, tasks = self.cfg.train.select_metric, self.options.tasks
+        if metric.split("_")[0] in SUBTASKS and metric.split("_")[0] not in tasks:
+            named = [m for m in self.headline_metrics if m == "loss" or m.split("_")[0] in tasks]
+            raise ValueError(
+                f"train.select_metric={metric} is a metric of the {metric.split('_')[0]} sub-task, which "
+                f"task.tasks={tasks} leaves out; choose one that is validated, e.g. train.select_metric="
+                f"{named[-1]}" + (" train.select_mode=max" if named[-1] != "loss" else " train.select_mode=min")
+            )
         self.updates = 0
         """Training forward passes / grad_accum so far in this process (drop-worst starts after
         `task.drop_worst_after`; it restarts at 0 when a run resumes)."""
@@ -254,9 +263,15 @@ class InstructedGenerationTask(Task):
         opts, mc = self.options, self.cfg.model
         examples = examples_of(studies, opts.tasks, opts.prompts(), self.class_names, opts.none_class, training)
         if training and not examples:
+            served = sorted({t for s in studies for t in subtasks_of(s, SUBTASKS)}, key=SUBTASKS.index)
+            way_out = (
+                f"these studies serve {', '.join(served)}: set task.tasks=[{','.join(served)}]"
+                if served
+                else "they carry no report, question/answer, labels or text-only question/answer"
+            )
             raise ValueError(
-                f"no training example for the sub-tasks {opts.tasks}: the studies carry none of "
-                "report, question/answer, labels (or text-only question/answer)"
+                f"no training example for task.tasks={opts.tasks} in data.source={self.cfg.data.source}: {way_out}, "
+                "or choose a source that carries them (VQA: vqa_rad, slake, pathvqa, cxr_vqa_synthetic)"
             )
         order = None
         if training:
