@@ -213,6 +213,11 @@ def test_options_are_checked():
         InstructedGenerationOptions(tasks=["captions"])
     with pytest.raises(ValueError, match="candidate_decoding"):
         InstructedGenerationOptions(candidate_decoding="greedy")
+    with pytest.raises(ValueError, match=r"task.weights must be >= 0.*'vqa': -1"):
+        InstructedGenerationOptions(weights={"vqa": -1})
+    with pytest.raises(ValueError, match="task.weights must be >= 0 with some trained sub-task above 0"):
+        InstructedGenerationOptions(tasks=["vqa"], weights={"vqa": 0})
+    assert InstructedGenerationOptions(tasks=["vqa", "caption"], weights={"vqa": 0}).weights == {"vqa": 0}
 
 
 # ------------------------------------------------------------------------------------ recipes through the runner

@@ -115,6 +115,12 @@ class InstructedGenerationOptions:
                 f"task.tasks, task.weights and task.predict_task take sub-tasks among "
                 f"{', '.join(SUBTASKS)}; got {unknown or 'no task'}"
             )
+        negative = {t: w for t, w in self.weights.items() if not w >= 0}
+        if negative or (self.weights and not any(self.weights.get(t, 1.0) > 0 for t in self.tasks)):
+            raise ValueError(
+                f"task.weights must be >= 0 with some trained sub-task above 0 (a sub-task not named gets 1.0); got "
+                f"{self.weights}"
+            )
         if self.candidate_decoding not in ("beam", "score"):
             raise ValueError(f"task.candidate_decoding must be beam or score, got {self.candidate_decoding!r}")
         if self.r_drop_alpha < 0 or not 0 <= self.drop_worst_ratio < 1 or self.drop_worst_after < 0:
