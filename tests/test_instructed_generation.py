@@ -370,6 +370,7 @@ def test_a_request_for_an_untrained_subtask_is_refused_with_the_way_out():
 def test_predict_and_serve_refuse_what_the_checkpoint_cannot_answer(parts):
     from types import SimpleNamespace
 
+    from medvl.demo.app import create_demo
     from medvl.infer.predictor import LoadedModel
     from medvl.serve.app import create_app
 
@@ -381,6 +382,8 @@ def test_predict_and_serve_refuse_what_the_checkpoint_cannot_answer(parts):
         loaded.check_request("")
     with pytest.raises(ValueError, match="cannot serve run: .*takes no question yet"):
         create_app(loaded)
+    with pytest.raises(ValueError, match="cannot demo run: .*asks no question yet"):
+        create_demo(loaded)
     captioner = dataclasses.replace(loaded, task=SimpleNamespace(name="report_generation"))
     captioner.check_request("")
     with pytest.raises(ValueError, match="report generation checkpoint does not answer questions"):
