@@ -426,3 +426,17 @@ def test_a_missing_split_names_the_splits_present_and_the_way_out():
 
     with pytest.raises(DataSourceError, match=r"no 'test' studies; splits present: train \(1\).*--split NAME"):
         require_split({"train": [object()], "test": []}, "test")
+
+
+def test_classification_needs_two_classes_the_training_studies_show(parts):
+    studies, assets = parts
+    cfg = _task(assets, tasks=["classification"]).cfg
+    one_class = [dataclasses.replace(s, labels={"Cardiomegaly": 1, "Edema": 0}) for s in studies[:4]]
+    no_none = dataclasses.replace(cfg, task=InstructedGenerationOptions(tasks=["classification"]))
+    with pytest.raises(ValueError, match=r"at least 2 class names.*\['Cardiomegaly'\] \(4 studies\)"):
+        InstructedGenerationTask.build_assets(no_none, one_class, None)
+    named = dataclasses.replace(
+        no_none, task=InstructedGenerationOptions(tasks=["classification"], class_names=["Edema"])
+    )
+    with pytest.raises(ValueError, match=r"\['Edema'\] are positive in no training study.*data.max_studies"):
+        InstructedGenerationTask.build_assets(named, one_class, None)

@@ -223,11 +223,18 @@ class InstructedGenerationTask(Task):
             if unknown:
                 raise ValueError(
                     f"task.class_names {unknown} are positive in no training study (labels seen: "
-                    f"{', '.join(seen) or 'none'})"
+                    f"{', '.join(seen) or 'none'}, in {len(train)} studies): train on more studies "
+                    "(data.max_studies keeps each split's first N) or leave them out of task.class_names"
                 )
             class_names = list(opts.class_names) or seen
             if opts.none_class and any(not positive_classes(s, class_names, "") for s in train if s.labels):
                 class_names.append(opts.none_class)
+            if len(class_names) < 2:  # a constrained answer with one candidate is always right: nothing to learn
+                raise ValueError(
+                    f"the classification sub-task needs at least 2 class names, the training studies give "
+                    f"{class_names or 'none'} ({len(train)} studies): train on more studies (data.max_studies), "
+                    "name the classes in task.class_names, or set task.none_class for studies with no positive label"
+                )
             multi_label = any(len(positive_classes(s, class_names, "")) > 1 for s in train)
         tc = cfg.tokenizer
         if tc.path:
