@@ -317,6 +317,19 @@ def test_vqa_recipe_reports_closed_open_and_overall(synth_root: Path, tmp_path: 
     rows = [json.loads(line) for line in (run / "eval_test" / "predictions.jsonl").read_text().splitlines()]
     assert {r["answer_type"] for r in rows} == {"closed", "open"} and all("correct" in r for r in rows)
 
+    # the exported folder keeps the answer candidates: the same constrained answers as the checkpoint
+    from medvl.export import export_hf
+    from medvl.infer.predictor import load_study, load_trained, predict_prepared
+
+    export_hf(run, tmp_path / "export")
+    image = Path(rows[0]["images"][0]) if rows[0].get("images") else next(synth_root.rglob("*.png"))
+    answers = []
+    for where in (run, tmp_path / "export"):
+        loaded = load_trained(where, device="cpu")
+        study = dataclasses.replace(load_study(loaded, "s", [image]), question="is there a pleural effusion?")
+        answers.append((loaded.task.answers, predict_prepared(loaded, [study], 1)[0]["text"]))
+    assert answers[0] == answers[1] and answers[0][1] in answers[0][0]
+
 
 @pytest.mark.parametrize("recipe,folder", [("biomedgpt_vqa_rad", "vqa_rad"), ("biomedgpt_slake", "slake")])
 def test_real_vqa_recipes_run_on_the_shared_data(recipe: str, folder: str, tmp_path: Path):
