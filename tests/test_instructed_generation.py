@@ -453,3 +453,18 @@ def test_classification_needs_two_classes_the_training_studies_show(parts):
     )
     with pytest.raises(ValueError, match=r"\['Edema'\] are positive in no training study.*data.max_studies"):
         InstructedGenerationTask.build_assets(named, one_class, None)
+
+
+def test_max_studies_of_a_mixture_keeps_a_share_of_every_entry(synth_root: Path):
+    from medvl.config.experiment import load_experiment
+
+    synth = "{n: 40, seed: 3, image_size: 64, lateral: true}"
+    mixture = (
+        f"data.mixture=[{{source: synthetic, root: {synth_root}, synth: {synth}}}, "
+        f"{{source: cxr_vqa_synthetic, root: {synth_root}, synth: {synth}}}]"
+    )
+    cfg = load_experiment("biomedgpt_pretrain_tiny_synthetic", ["data.max_studies=10", mixture]).data
+    train = load_studies(cfg)["train"]
+    prefixes = [s.id.split("/")[0] for s in train]
+    assert len(train) == 10 and prefixes.count(prefixes[0]) == 5 and len(set(prefixes)) == 2
+    assert prefixes == sorted(prefixes, key=prefixes.index)  # each entry's studies stay together, in order
