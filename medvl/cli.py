@@ -226,6 +226,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     fmt = args.format or _format_from_suffix(args.out)
     listed = collect_studies(args.images)
     loaded = load_trained(args.checkpoint, device=args.device)
+    loaded.check_request(args.question or "")
     gen = dataclasses.replace(loaded.config.generation, **_generation_overrides(args))
     loaded = loaded.with_generation(gen)
     fields = list(loaded.task.prediction_fields)
@@ -763,9 +764,13 @@ def _command_parser(parser: argparse.ArgumentParser, args: argparse.Namespace) -
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args, unknown = parser.parse_known_args(argv)
-    if unknown:  # argparse would print the top-level usage; the command's own says which options exist
-        _command_parser(parser, args).error(f"unrecognized arguments: {' '.join(unknown)}")
+    args, extra = parser.parse_known_args(argv)
+    # `medvl train RECIPE --resume auto a.b=c`: argparse ends the positional overrides at the flag; take the
+    # section.field=value words after it as overrides too, in order.
+    if extra and hasattr(args, "overrides") and all("=" in w and not w.startswith("-") for w in extra):
+        args.overrides = [*(args.overrides or []), *extra]
+    elif extra:  # argparse would print the top-level usage; the command's own says which options exist
+        _command_parser(parser, args).error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return args.func(args)
     except _user_errors() as err:

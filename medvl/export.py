@@ -51,7 +51,22 @@ def is_hf_export(path: Path) -> bool:
         return False
 
 
-def _hf_config(cfg: Any, family_task: str, tokenizer: Any, aliases: dict[str, str], meta: dict[str, Any]) -> dict:
+def _depth(mc: Any) -> dict[str, int]:
+    """Layer counts in HF's names: `num_hidden_layers` for a decoder-only stack, `encoder_layers` /
+    `decoder_layers` (as BART's config) for an encoder-decoder such as the unified family."""
+    if hasattr(mc, "n_layers"):
+        return {"num_hidden_layers": mc.n_layers}
+    return {"encoder_layers": mc.encoder_layers, "decoder_layers": mc.decoder_layers}
+
+
+def _hf_config(
+    cfg: Any,
+    family_task: str,
+    tokenizer: Any,
+    aliases: dict[str, str],
+    meta: dict[str, Any],
+    assets: dict[str, Any],
+) -> dict:
     import medvl
 
     mc = cfg.model
@@ -65,9 +80,9 @@ def _hf_config(cfg: Any, family_task: str, tokenizer: Any, aliases: dict[str, st
         "size": cfg.model_size,
         "vocab_size": mc.vocab_size,
         "hidden_size": mc.d_model,
-        "num_hidden_layers": mc.n_layers,
+        **_depth(mc),
         "num_attention_heads": mc.n_heads,
-        "max_position_embeddings": mc.max_len,
+        "max_position_embeddings": getattr(mc, "max_len", None) or getattr(mc, "max_target_positions", None),
         "image_size": mc.image_size,
         "num_channels": mc.in_chans,
         "bos_token_id": tokenizer.bos_token_id,
@@ -77,6 +92,9 @@ def _hf_config(cfg: Any, family_task: str, tokenizer: Any, aliases: dict[str, st
         "torch_dtype": "float32",
         "medvl_tied_weights": aliases,
         "medvl_config": cfg.to_dict(),
+        # the task's other assets (e.g. the unified family's answer candidates and class names); the tokenizer has
+        # its own files
+        "medvl_task_assets": {k: v for k, v in assets.items() if k not in ("tokenizer", "tokenizer_specials")},
         "medvl_source": {
             "step": meta.get("step"),
             "metrics": meta.get("metrics", {}),
@@ -139,7 +157,7 @@ def export_hf(checkpoint: str | Path, out_dir: str | Path, use_ema: bool = True,
     save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
     task = cfg.task_name or MODEL_FAMILIES.get(cfg.model_family).task
     (tmp / "config.json").write_text(
-        json.dumps(_hf_config(cfg, task, loaded.tokenizer, aliases, loaded.metadata), indent=1)
+        json.dumps(_hf_config(cfg, task, loaded.tokenizer, aliases, loaded.metadata, loaded.task.metadata()), indent=1)
     )
     gen = dataclasses.asdict(cfg.generation)
     tok = loaded.tokenizer
@@ -212,6 +230,7 @@ def read_hf_export(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor],
     tokenizer = load_tokenizer(path)
     source = config.get("medvl_source", {})
     metadata = {
+        **config.get("medvl_task_assets", {}),
         "config": config["medvl_config"],
         "step": source.get("step"),
         "metrics": source.get("metrics", {}),

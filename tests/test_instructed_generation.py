@@ -213,6 +213,11 @@ def test_options_are_checked():
         InstructedGenerationOptions(tasks=["captions"])
     with pytest.raises(ValueError, match="candidate_decoding"):
         InstructedGenerationOptions(candidate_decoding="greedy")
+    with pytest.raises(ValueError, match=r"task.weights must be >= 0.*'vqa': -1"):
+        InstructedGenerationOptions(weights={"vqa": -1})
+    with pytest.raises(ValueError, match="task.weights must be >= 0 with some trained sub-task above 0"):
+        InstructedGenerationOptions(tasks=["vqa"], weights={"vqa": 0})
+    assert InstructedGenerationOptions(tasks=["vqa", "caption"], weights={"vqa": 0}).weights == {"vqa": 0}
 
 
 # ------------------------------------------------------------------------------------ recipes through the runner
@@ -312,6 +317,19 @@ def test_vqa_recipe_reports_closed_open_and_overall(synth_root: Path, tmp_path: 
     rows = [json.loads(line) for line in (run / "eval_test" / "predictions.jsonl").read_text().splitlines()]
     assert {r["answer_type"] for r in rows} == {"closed", "open"} and all("correct" in r for r in rows)
 
+    # the exported folder keeps the answer candidates: the same constrained answers as the checkpoint
+    from medvl.export import export_hf
+    from medvl.infer.predictor import load_study, load_trained, predict_prepared
+
+    export_hf(run, tmp_path / "export")
+    image = Path(rows[0]["images"][0]) if rows[0].get("images") else next(synth_root.rglob("*.png"))
+    answers = []
+    for where in (run, tmp_path / "export"):
+        loaded = load_trained(where, device="cpu")
+        study = dataclasses.replace(load_study(loaded, "s", [image]), question="is there a pleural effusion?")
+        answers.append((loaded.task.answers, predict_prepared(loaded, [study], 1)[0]["text"]))
+    assert answers[0] == answers[1] and answers[0][1] in answers[0][0]
+
 
 @pytest.mark.parametrize("recipe,folder", [("biomedgpt_vqa_rad", "vqa_rad"), ("biomedgpt_slake", "slake")])
 def test_real_vqa_recipes_run_on_the_shared_data(recipe: str, folder: str, tmp_path: Path):
@@ -345,3 +363,108 @@ def test_real_vqa_recipes_run_on_the_shared_data(recipe: str, folder: str, tmp_p
     )
     result = evaluate(run, split="val", max_studies=8, progress=False, options=ScoringOptions(bootstrap=0, html=False))
     assert result["vqa"]["n"] == 8 and result["vqa"]["outside_candidates"] == 0
+
+
+# ------------------------------------------------------------------------------------ prediction requests
+def test_a_request_for_an_untrained_subtask_is_refused_with_the_way_out():
+    vqa_only = InstructedGenerationOptions(tasks=["vqa"])
+    assert vqa_only.request_task(" is there an effusion? ") == "vqa"
+    with pytest.raises(ValueError, match=r"trained for task.tasks=\[vqa\] only.*--question"):
+        vqa_only.request_task("")
+    captioner = InstructedGenerationOptions(tasks=["caption", "classification"])
+    assert captioner.request_task("") == "caption"
+    with pytest.raises(ValueError, match="does not answer questions.*leave out the question"):
+        captioner.request_task("is there an effusion?")
+    assert InstructedGenerationOptions(tasks=["classification"]).request_task("") == "classification"
+    with pytest.raises(ValueError, match=r"task.predict_task must name one of them.*'caption'"):
+        InstructedGenerationOptions(tasks=["classification"], predict_task="caption").request_task("")
+
+
+def test_predict_and_serve_refuse_what_the_checkpoint_cannot_answer(parts):
+    from types import SimpleNamespace
+
+    from medvl.demo.app import create_demo
+    from medvl.infer.predictor import LoadedModel
+    from medvl.serve.app import create_app
+
+    _, assets = parts
+    task = _task(assets, tasks=["vqa"])
+    loaded = LoadedModel(task.cfg, task.model, assets["tokenizer"], task, torch.device("cpu"), Path("run"), {})
+    loaded.check_request("is the heart enlarged?")
+    with pytest.raises(ValueError, match="--question"):
+        loaded.check_request("")
+    with pytest.raises(ValueError, match="cannot serve run: .*takes no question yet"):
+        create_app(loaded)
+    with pytest.raises(ValueError, match="cannot demo run: .*asks no question yet"):
+        create_demo(loaded)
+    captioner = dataclasses.replace(loaded, task=SimpleNamespace(name="report_generation"))
+    captioner.check_request("")
+    with pytest.raises(ValueError, match="report generation checkpoint does not answer questions"):
+        captioner.check_request("is the heart enlarged?")
+
+
+def test_predict_task_may_change_on_resume():
+    from medvl.train.run_folder import config_differences
+
+    saved = {"task": {"tasks": ["vqa"], "predict_task": "caption"}}
+    assert config_differences(saved, {"task": {"tasks": ["vqa"], "predict_task": ""}}) == []
+    assert config_differences(saved, {"task": {"tasks": ["caption"], "predict_task": ""}})
+
+
+def test_overrides_may_follow_the_flags(capsys):
+    from medvl.cli import main
+
+    assert (
+        main(["train", "biomedgpt_vqa_tiny_synthetic", "--print-config", "train.max_steps=7", "task.tasks=[vqa]"]) == 0
+    )
+    assert "max_steps: 7" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["train", "biomedgpt_vqa_tiny_synthetic", "--print-config", "--bogus"])
+
+
+def test_wrong_subtasks_for_the_data_are_named_before_training(parts):
+    studies, assets = parts
+    captioner = _task(assets, tasks=["caption"])
+    cfg = dataclasses.replace(captioner.cfg, train=TrainConfig(select_metric="vqa_accuracy"))
+    with pytest.raises(ValueError, match=r"select_metric=vqa_accuracy.*leaves out.*select_metric=caption_bleu_4"):
+        InstructedGenerationTask(captioner.model, assets, cfg)
+    labelled = [s for s in studies if s.labels and not s.question][:4]
+    labelled = [dataclasses.replace(s, report="") for s in labelled]
+    with pytest.raises(ValueError, match=r"serve classification: set task.tasks=\[classification\].*vqa_rad"):
+        _task(assets, tasks=["vqa"]).dataset(labelled, training=True)
+
+
+def test_a_missing_split_names_the_splits_present_and_the_way_out():
+    from medvl.data.sources import DataSourceError, require_split
+
+    with pytest.raises(DataSourceError, match=r"no 'test' studies; splits present: train \(1\).*--split NAME"):
+        require_split({"train": [object()], "test": []}, "test")
+
+
+def test_classification_needs_two_classes_the_training_studies_show(parts):
+    studies, assets = parts
+    cfg = _task(assets, tasks=["classification"]).cfg
+    one_class = [dataclasses.replace(s, labels={"Cardiomegaly": 1, "Edema": 0}) for s in studies[:4]]
+    no_none = dataclasses.replace(cfg, task=InstructedGenerationOptions(tasks=["classification"]))
+    with pytest.raises(ValueError, match=r"at least 2 class names.*\['Cardiomegaly'\] \(4 studies\)"):
+        InstructedGenerationTask.build_assets(no_none, one_class, None)
+    named = dataclasses.replace(
+        no_none, task=InstructedGenerationOptions(tasks=["classification"], class_names=["Edema"])
+    )
+    with pytest.raises(ValueError, match=r"\['Edema'\] are positive in no training study.*data.max_studies"):
+        InstructedGenerationTask.build_assets(named, one_class, None)
+
+
+def test_max_studies_of_a_mixture_keeps_a_share_of_every_entry(synth_root: Path):
+    from medvl.config.experiment import load_experiment
+
+    synth = "{n: 40, seed: 3, image_size: 64, lateral: true}"
+    mixture = (
+        f"data.mixture=[{{source: synthetic, root: {synth_root}, synth: {synth}}}, "
+        f"{{source: cxr_vqa_synthetic, root: {synth_root}, synth: {synth}}}]"
+    )
+    cfg = load_experiment("biomedgpt_pretrain_tiny_synthetic", ["data.max_studies=10", mixture]).data
+    train = load_studies(cfg)["train"]
+    prefixes = [s.id.split("/")[0] for s in train]
+    assert len(train) == 10 and prefixes.count(prefixes[0]) == 5 and len(set(prefixes)) == 2
+    assert prefixes == sorted(prefixes, key=prefixes.index)  # each entry's studies stay together, in order

@@ -180,7 +180,8 @@ class DataConfig:
     strict: bool = False
     """Fail on the first unusable study (missing/corrupt image, empty report) instead of skipping and counting it."""
     max_studies: int = 0
-    """Use at most this many studies per split (0 = all); for quick experiments."""
+    """Use at most this many studies per split (0 = all); for quick experiments. A mixture takes them in turn from
+    each entry."""
     mixture: list[MixtureEntry] = field(default_factory=list)
     """The data sets of `data.source=mixture` (see the class docstring); empty for any other source."""
 

@@ -308,12 +308,31 @@ def load_studies(cfg: DataConfig) -> dict[str, list[Study]]:
             for k, v in studies.items()
         }
     if cfg.max_studies:
-        studies = {k: v[: cfg.max_studies] for k, v in studies.items()}
+        cut = _share_of_each_entry if cfg.source == "mixture" else lambda v, n: v[:n]
+        studies = {k: cut(v, cfg.max_studies) for k, v in studies.items()}
     return studies
+
+
+def _share_of_each_entry(studies: list[Study], n: int) -> list[Study]:
+    """At most `n` of a mixture's studies, taken in turn from each entry (by the "NAME/" id prefix) and kept in
+    their order: the first `n` alone would all come from the first entry, and the others would silently vanish."""
+    by_entry: dict[str, list[int]] = {}
+    for i, s in enumerate(studies):
+        by_entry.setdefault(s.id.split("/", 1)[0], []).append(i)
+    picked: set[int] = set()
+    for rank in range(max(map(len, by_entry.values()), default=0)):
+        for indexes in by_entry.values():
+            if rank < len(indexes) and len(picked) < n:
+                picked.add(indexes[rank])
+    return [s for i, s in enumerate(studies) if i in picked]
 
 
 def require_split(studies: dict[str, list[Study]], split: str) -> list[Study]:
     if not studies.get(split):
         have = ", ".join(f"{k} ({len(v)})" for k, v in studies.items()) or "none"
-        raise DataSourceError(f"the data set has no {split!r} studies; splits present: {have}")
+        raise DataSourceError(
+            f"the data set has no {split!r} studies; splits present: {have}. Choose one of those (medvl evaluate "
+            f"--split NAME), or add the file of the {split!r} split to the data folder (see its layout: medvl data "
+            "prepare --help)"
+        )
     return studies[split]

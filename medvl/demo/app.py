@@ -145,7 +145,16 @@ def _theme() -> Any:
 def create_demo(
     loaded: LoadedModel, gen: GenerationConfig | None = None, examples: Sequence[Sequence[str]] | None = None
 ) -> Any:
-    """The Gradio Blocks of the demo; see the module docstring."""
+    """The Gradio Blocks of the demo; see the module docstring.
+
+    Raises:
+        ValueError: a model that needs a question for every study (a unified model trained for VQA only): the
+            demo's analysis asks none.
+    """
+    try:
+        loaded.check_request("")
+    except ValueError as err:
+        raise ValueError(f"cannot demo {loaded.checkpoint}: {err}; medvl demo asks no question yet") from None
     import gradio as gr
 
     gen = dataclasses.replace(gen or loaded.config.generation, batch_size=1)

@@ -51,6 +51,22 @@ class LoadedModel:
         """Whether the model's task answers follow-up questions (`task.chat`); report generation does not."""
         return bool(getattr(self.task, "supports_chat", False))
 
+    def check_request(self, question: str = "") -> None:
+        """Refuse, before any study is read, a request the model cannot answer: a question asked of a model that
+        takes none, or none asked of a unified model trained for VQA only (its task's `request_task` decides).
+
+        Raises:
+            ValueError: naming what the checkpoint was trained for and what to send instead.
+        """
+        request_task = getattr(self.task, "request_task", None)
+        if request_task is not None:
+            request_task(question)
+        elif question.strip():
+            raise ValueError(
+                f"this {self.task.name.replace('_', ' ')} checkpoint does not answer questions (the unified family's "
+                "instructed_generation task does): leave out the question (--question)"
+            )
+
     def with_generation(self, gen: GenerationConfig) -> LoadedModel:
         """The same model whose task decodes with `gen` (predict, serve and demo settings); tasks that do not
         generate text (no `generation` attribute) are left as they are."""

@@ -355,6 +355,10 @@ def create_app(
         settings: limits, batching and the optional API key.
     """
     settings = settings or ServeSettings()
+    try:  # requests carry no question (yet): a VQA-only model would answer every one with noise
+        loaded.check_request("")
+    except ValueError as err:
+        raise ValueError(f"cannot serve {loaded.checkpoint}: {err}; medvl serve takes no question yet") from None
     limits = settings.limits
     gen = dataclasses.replace(gen or loaded.config.generation, batch_size=settings.max_batch_size)
     loaded = loaded.with_generation(gen)

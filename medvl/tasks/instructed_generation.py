@@ -103,15 +103,23 @@ class InstructedGenerationOptions:
     """Instruction tokens kept (longer instructions are cut)."""
     max_target_tokens: int = 128
     """Target tokens kept, EOS included."""
-    predict_task: str = "caption"
-    """Sub-task `medvl predict` / `serve` run when the request has no question."""
+    predict_task: str = ""
+    """Sub-task `medvl predict` / `serve` run when the request has no question; empty = caption if trained, else
+    classification if trained, else none (every request must then ask a question)."""
 
     def __post_init__(self) -> None:
-        unknown = [t for t in [*self.tasks, *self.weights, self.predict_task] if t not in SUBTASKS]
+        named = [*self.tasks, *self.weights, *([self.predict_task] if self.predict_task else [])]
+        unknown = [t for t in named if t not in SUBTASKS]
         if unknown or not self.tasks:
             raise ValueError(
                 f"task.tasks, task.weights and task.predict_task take sub-tasks among "
                 f"{', '.join(SUBTASKS)}; got {unknown or 'no task'}"
+            )
+        negative = {t: w for t, w in self.weights.items() if not w >= 0}
+        if negative or (self.weights and not any(self.weights.get(t, 1.0) > 0 for t in self.tasks)):
+            raise ValueError(
+                f"task.weights must be >= 0 with some trained sub-task above 0 (a sub-task not named gets 1.0); got "
+                f"{self.weights}"
             )
         if self.candidate_decoding not in ("beam", "score"):
             raise ValueError(f"task.candidate_decoding must be beam or score, got {self.candidate_decoding!r}")
@@ -121,6 +129,32 @@ class InstructedGenerationOptions:
             )
         if "{text}" not in self.summarization_prompt:
             raise ValueError("task.summarization_prompt must contain {text}, where the text to summarize goes")
+
+    def request_task(self, question: str) -> str:
+        """The sub-task a prediction request runs: vqa when it asks a question, else `predict_task` (or its
+        default). Raises ValueError when the checkpoint was not trained for that sub-task, since its output would
+        be noise; the message says what to send instead."""
+        trained = ", ".join(self.tasks)
+        if question.strip():
+            if "vqa" not in self.tasks:
+                raise ValueError(
+                    f"this checkpoint does not answer questions: it was trained for task.tasks=[{trained}], not vqa; "
+                    "leave out the question (--question)"
+                )
+            return "vqa"
+        task = self.predict_task or next((t for t in ("caption", "classification") if t in self.tasks), "")
+        if task not in self.tasks:
+            way_out = (
+                'ask a question about the image (medvl predict RUN IMAGE --question "...")'
+                if "vqa" in self.tasks
+                else f"task.predict_task must name one of them (in the run's config.json), not {task!r}"
+            )
+            raise ValueError(
+                f"this checkpoint was trained for task.tasks=[{trained}] only"
+                + (f", not {task}" if task else "")
+                + f": {way_out}"
+            )
+        return task
 
     def prompts(self) -> dict[str, str]:
         return {
@@ -150,6 +184,15 @@ class InstructedGenerationTask(Task):
         self.label_smoothing = self.cfg.train.label_smoothing
         self.generation: GenerationConfig = self.cfg.generation
         self._tries: dict[str, Any] = {}
+        # Validation reports a sub-task's metrics only when it is trained: say so now, not at the first validation.
+        metric, tasks = self.cfg.train.select_metric, self.options.tasks
+        if metric.split("_")[0] in SUBTASKS and metric.split("_")[0] not in tasks:
+            named = [m for m in self.headline_metrics if m == "loss" or m.split("_")[0] in tasks]
+            raise ValueError(
+                f"train.select_metric={metric} is a metric of the {metric.split('_')[0]} sub-task, which "
+                f"task.tasks={tasks} leaves out; choose one that is validated, e.g. train.select_metric="
+                f"{named[-1]}" + (" train.select_mode=max" if named[-1] != "loss" else " train.select_mode=min")
+            )
         self.updates = 0
         """Training forward passes / grad_accum so far in this process (drop-worst starts after
         `task.drop_worst_after`; it restarts at 0 when a run resumes)."""
@@ -180,11 +223,18 @@ class InstructedGenerationTask(Task):
             if unknown:
                 raise ValueError(
                     f"task.class_names {unknown} are positive in no training study (labels seen: "
-                    f"{', '.join(seen) or 'none'})"
+                    f"{', '.join(seen) or 'none'}, in {len(train)} studies): train on more studies "
+                    "(data.max_studies keeps each split's first N) or leave them out of task.class_names"
                 )
             class_names = list(opts.class_names) or seen
             if opts.none_class and any(not positive_classes(s, class_names, "") for s in train if s.labels):
                 class_names.append(opts.none_class)
+            if len(class_names) < 2:  # a constrained answer with one candidate is always right: nothing to learn
+                raise ValueError(
+                    f"the classification sub-task needs at least 2 class names, the training studies give "
+                    f"{class_names or 'none'} ({len(train)} studies): train on more studies (data.max_studies), "
+                    "name the classes in task.class_names, or set task.none_class for studies with no positive label"
+                )
             multi_label = any(len(positive_classes(s, class_names, "")) > 1 for s in train)
         tc = cfg.tokenizer
         if tc.path:
@@ -226,9 +276,15 @@ class InstructedGenerationTask(Task):
         opts, mc = self.options, self.cfg.model
         examples = examples_of(studies, opts.tasks, opts.prompts(), self.class_names, opts.none_class, training)
         if training and not examples:
+            served = sorted({t for s in studies for t in subtasks_of(s, SUBTASKS)}, key=SUBTASKS.index)
+            way_out = (
+                f"these studies serve {', '.join(served)}: set task.tasks=[{','.join(served)}]"
+                if served
+                else "they carry no report, question/answer, labels or text-only question/answer"
+            )
             raise ValueError(
-                f"no training example for the sub-tasks {opts.tasks}: the studies carry none of "
-                "report, question/answer, labels (or text-only question/answer)"
+                f"no training example for task.tasks={opts.tasks} in data.source={self.cfg.data.source}: {way_out}, "
+                "or choose a source that carries them (VQA: vqa_rad, slake, pathvqa, cxr_vqa_synthetic)"
             )
         order = None
         if training:
@@ -441,12 +497,16 @@ class InstructedGenerationTask(Task):
         items = []
         for s in studies:
             question = (getattr(s, "question", "") or "").strip()
-            task = "vqa" if question else opts.predict_task
+            task = opts.request_task(question)
             instruction = " " + question if question else opts.prompts().get(task, opts.caption_prompt)
             src = text_ids(tok, instruction)[: opts.max_source_tokens]
             image = s.pixels[0] if len(s.pixels) else None
             items.append(InstructionSample(s.id, task, image, src, [tok.eos_token_id], "", {"question": question}))
         return self.collate(items)
+
+    def request_task(self, question: str) -> str:
+        """The sub-task a request runs (see `InstructedGenerationOptions.request_task`; ValueError if untrained)."""
+        return self.options.request_task(question)
 
     def predict(self, batch: InstructionBatch) -> list[dict[str, Any]]:
         return [{"task": r["task"], "text": r["generated"]} for r in self.outputs(batch)]

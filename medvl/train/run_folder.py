@@ -61,6 +61,7 @@ FREE_ON_RESUME = (
     "model.vocab_size",
     "model.pad_id",
     "generation.",
+    "task.predict_task",  # what inference runs without a question; training never reads it
 )
 """Config keys (or prefixes ending in '.') that may differ between a checkpoint and the run that resumes it."""
 MODES = ("auto", "never", "overwrite")
