@@ -126,7 +126,12 @@ def _torchrun(args: list[str], timeout: int = 300) -> subprocess.CompletedProces
         *args,
     ]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
-    assert done.returncode == 0, (done.stdout[-2000:], done.stderr[-4000:])
+    if done.returncode != 0:  # the whole tails, unabridged (an assertion's repr would be cut)
+        pytest.fail(
+            f"torchrun exited {done.returncode}\n--- stdout ---\n{done.stdout[-3000:]}\n--- stderr ---\n"
+            f"{done.stderr[-6000:]}",
+            pytrace=False,
+        )
     return done
 
 
