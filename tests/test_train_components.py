@@ -164,7 +164,7 @@ def test_loggers_write_jsonl_and_reject_unknown_names(tmp_path: Path) -> None:
 
 
 def test_auto_precision_is_bf16_only_where_the_device_computes_it_natively() -> None:
-    from medvl.train.loop import resolve_precision
+    from medvl.train.runtime import resolve_precision
 
     cpu = torch.device("cpu")
     assert resolve_precision("fp32", cpu) == "fp32" and resolve_precision("bf16", cpu) == "bf16"
