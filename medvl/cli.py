@@ -635,7 +635,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="serve a checkpoint over HTTP (REST API with dynamic batching)",
         description="Serve a checkpoint as a REST API: POST /v1/reports for report models (/v1/classifications, "
         "/v1/regressions, /v1/generations or /v1/reconstructions for the other tasks; GET /v1/model names it), a "
-        "multipart upload or JSON with base64 images of one study; GET /v1/model, GET /health; OpenAPI at "
+        "multipart upload or JSON with base64 images of one study (and a 'question' field for unified checkpoints "
+        "trained for VQA; GET /v1/model says whether one is taken); GET /v1/model, GET /health; OpenAPI at "
         "/openapi.json and /docs. Concurrent requests share forward passes (dynamic "
         "batching) through a bounded queue. Uploads stay in memory; the log holds a "
         "request id and timing only.",
@@ -666,8 +667,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Serve a Gradio page: upload the views of a study (PNG, JPEG or DICOM), get the "
         "report with CheXpert findings highlighted and a Grad-CAM overlay of the image "
         "encoder; example studies come from the checkpoint's data set (the synthetic set "
-        "after the quickstart) or --examples. Families that support dialogue also get a "
-        "follow-up chat.",
+        "after the quickstart) or --examples. Unified checkpoints trained for VQA get a "
+        "question box; families that support dialogue also get a follow-up chat.",
     )
     p.add_argument("checkpoint", help="checkpoint directory, a run directory, or a folder from medvl export")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
