@@ -64,7 +64,7 @@ def test_unknown_option_shows_the_commands_usage(argv: list[str], capsys: pytest
 
 
 def test_recipe_summary_is_a_whole_clause_of_a_multiline_comment() -> None:
-    from medvl.cli import recipe_summary
+    from medvl.cli.train import recipe_summary
 
     text = (
         "# BiomedGPT VQA on SLAKE (English questions; train.json + images/), a tiny model\n"

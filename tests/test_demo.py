@@ -1,5 +1,6 @@
-"""The Gradio demo: findings highlighting, Grad-CAM maps, the chat hook, example studies, and a real-browser run
-(Debian's headless chromium driven by Selenium: upload an X-ray, a report appears, a screenshot is kept)."""
+"""The Gradio demo: findings highlighting, Grad-CAM maps, the chat hook, the question box of models that answer
+questions, example studies, and real-browser runs (Debian's headless chromium driven by Selenium: upload an X-ray, a
+report appears, a screenshot is kept; ask a unified VQA model a question, its answer appears)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ import shutil
 import socket
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -21,6 +24,7 @@ from medvl.infer.predictor import LoadedModel, load_study, load_trained
 from medvl.infer.saliency import gradcam
 
 from .dicom_files import write_dicom, xray_pattern
+from .unified_fixtures import tiny_unified, unified_parts
 
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 
@@ -98,16 +102,59 @@ def test_chat_turns_reach_the_task_as_question_answer_pairs() -> None:
     assert _turns(messages) == [("effusion?", "no"), ("heart?", "normal")]
 
 
+@pytest.fixture(scope="module")
+def unified_assets(synth_root: Path) -> dict[str, Any]:
+    return unified_parts(synth_root)[1]
+
+
+def _question_box(demo: Any) -> Any:
+    import gradio as gr
+
+    boxes = [b for b in demo.blocks.values() if isinstance(b, gr.Textbox) and b.elem_id == "question"]
+    assert len(boxes) <= 1
+    return boxes[0] if boxes else None
+
+
+def _button(demo: Any) -> str:
+    import gradio as gr
+
+    return next(b.value for b in demo.blocks.values() if isinstance(b, gr.Button) and b.elem_id == "generate")
+
+
+def test_question_box_is_shown_only_for_models_that_answer_questions(
+    loaded: LoadedModel, unified_assets: dict[str, Any]
+) -> None:
+    assert _question_box(create_demo(loaded)) is None  # the captioner takes no question
+    assert _question_box(create_demo(tiny_unified(unified_assets, tasks=["caption"]))) is None
+    optional = create_demo(tiny_unified(unified_assets, tasks=["caption", "vqa"]))
+    assert _question_box(optional).label == "Question (optional)" and _button(optional) == "Generate"
+    required = create_demo(tiny_unified(unified_assets, tasks=["vqa"]))
+    assert _question_box(required).label == "Question" and _button(required) == "Answer"
+
+
+def test_analyze_answers_the_question_or_says_one_is_needed(
+    unified_assets: dict[str, Any], synth_root: Path, loaded: LoadedModel
+) -> None:
+    vqa = tiny_unified(unified_assets, tasks=["vqa"])
+    image = next((synth_root / "images").glob("*/0.png"))
+    result = analyze(vqa, vqa.config.generation, [image], " is the heart enlarged? ")
+    assert result.record["task"] == "vqa" and result.record["text"] in vqa.task.answers
+    assert result.study.question == "is the heart enlarged?"
+    with pytest.raises(ValueError, match=r"ask a question about the image \(the Question box\)"):
+        analyze(vqa, vqa.config.generation, [image])
+    with pytest.raises(ValueError, match=r"does not answer questions.*leave out the question \(the Question box\)"):
+        analyze(loaded, loaded.config.generation, [image], "is the heart enlarged?")
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def demo_url(loaded: LoadedModel) -> Iterator[str]:
+@contextmanager
+def _served(demo: Any) -> Iterator[str]:
     port = _free_port()
-    demo = create_demo(loaded, examples=example_studies(loaded, limit=2))
     launch(demo, host="127.0.0.1", port=port, block=False)
     try:
         yield f"http://127.0.0.1:{port}"
@@ -115,22 +162,26 @@ def demo_url(loaded: LoadedModel) -> Iterator[str]:
         demo.close()
 
 
-@pytest.mark.skipif(
+@pytest.fixture
+def demo_url(loaded: LoadedModel) -> Iterator[str]:
+    with _served(create_demo(loaded, examples=example_studies(loaded, limit=2))) as url:
+        yield url
+
+
+needs_chromium = pytest.mark.skipif(
     not (CHROMIUM.exists() and CHROMEDRIVER.exists()),
     reason="needs Debian's chromium and chromium-driver (/usr/bin/chromium, /usr/bin/chromedriver); "
     ".ci/run installs them",
 )
-def test_real_browser_uploads_an_xray_and_sees_a_report(
-    demo_url: str, tmp_path: Path, synth_root: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+
+
+@contextmanager
+def _chromium(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """Headless chromium, offline, driven by Selenium; quit on exit."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions as ec
-    from selenium.webdriver.support.ui import WebDriverWait
 
     monkeypatch.setenv("SE_OFFLINE", "true")  # Selenium Manager must not try to download a driver
-    upload = write_dicom(tmp_path / "frontal.dcm", xray_pattern(), syntax="rle", photometric="MONOCHROME1")
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)
     for arg in (
@@ -147,6 +198,21 @@ def test_real_browser_uploads_an_xray_and_sees_a_report(
         options.add_argument(arg)
     driver = webdriver.Chrome(options=options, service=Service(str(CHROMEDRIVER)))
     try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+@needs_chromium
+def test_real_browser_uploads_an_xray_and_sees_a_report(
+    demo_url: str, tmp_path: Path, synth_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    upload = write_dicom(tmp_path / "frontal.dcm", xray_pattern(), syntax="rle", photometric="MONOCHROME1")
+    with _chromium(monkeypatch) as driver:
         driver.get(demo_url)
         wait = WebDriverWait(driver, 60)
         file_input = wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "#upload input[type=file]")))
@@ -158,6 +224,7 @@ def test_real_browser_uploads_an_xray_and_sees_a_report(
         wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#saliency img"))
         status = driver.find_element(By.ID, "status").text
         assert "1 view(s)" in status
+        assert not driver.find_elements(By.ID, "question")  # the captioner takes no question
         time.sleep(0.3)  # let the overlay image paint before the screenshot
         shot = tmp_path / "demo.png"
         assert driver.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
@@ -165,5 +232,29 @@ def test_real_browser_uploads_an_xray_and_sees_a_report(
             target = Path(os.environ["MEDVL_ARTIFACTS"])
             target.mkdir(parents=True, exist_ok=True)
             shutil.copy(shot, target / "demo_browser.png")
-    finally:
-        driver.quit()
+
+
+@needs_chromium
+def test_real_browser_asks_a_unified_model_a_question(
+    unified_assets: dict[str, Any], synth_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    vqa = tiny_unified(unified_assets, tasks=["vqa"])
+    image = tmp_path / "frontal_view.png"
+    image.write_bytes(next((synth_root / "images").glob("*/0.png")).read_bytes())
+    expected = analyze(vqa, vqa.config.generation, [image], "is the heart enlarged?").record["text"]
+    with _served(create_demo(vqa)) as url, _chromium(monkeypatch) as driver:
+        driver.get(url)
+        wait = WebDriverWait(driver, 60)
+        question = wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "#question textarea")))
+        driver.find_element(By.CSS_SELECTOR, "#upload input[type=file]").send_keys(str(image))
+        wait.until(lambda d: "frontal_view" in d.find_element(By.ID, "upload").text)
+        driver.find_element(By.ID, "generate").click()  # no question yet: the page says one is needed
+        wait.until(lambda d: "ask a question about the image" in d.page_source)
+        question.send_keys("is the heart enlarged?")
+        driver.find_element(By.ID, "generate").click()
+        answer = wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "#report-text textarea").get_attribute("value"))
+        assert answer == expected and answer in vqa.task.answers

@@ -10,78 +10,23 @@ from pathlib import Path
 import pytest
 import torch
 
-from medvl.config.experiment import ExperimentConfig
-from medvl.data.config import DataConfig
 from medvl.data.sources import load_studies
-from medvl.data.tokenizer import train_bpe_tokenizer
-from medvl.models.unified.config import UnifiedConfig
 from medvl.models.unified.loss import label_smoothed_nll
 from medvl.models.unified.model import UnifiedModel
 from medvl.tasks.instructed_generation import InstructedGenerationOptions, InstructedGenerationTask
 from medvl.tasks.instructions import SUBTASKS, answer_sequences
 from medvl.train.config import TrainConfig
 
-FINDING_QUESTIONS = {"Cardiomegaly": "is the heart enlarged?", "Pleural Effusion": "is there a pleural effusion?"}
-
-
-def _vqa_studies(studies):
-    """One question per study about a finding it is labelled for, answered yes/no (closed)."""
-    out = []
-    for k, s in enumerate(studies):
-        finding = list(FINDING_QUESTIONS)[k % 2]
-        answer = "yes" if (s.labels or {}).get(finding) == 1 else "no"
-        out.append(
-            dataclasses.replace(
-                s,
-                id=f"q{k}_{s.id}",
-                report="",
-                labels=None,
-                question=FINDING_QUESTIONS[finding],
-                answer=answer,
-                meta={"answer_type": "closed", "question_type": "presence"},
-            )
-        )
-    return out
+from .unified_fixtures import tiny_task, tiny_unified, unified_parts
 
 
 @pytest.fixture(scope="module")
 def parts(synth_root: Path):
-    splits = load_studies(DataConfig(source="iu_xray", root=str(synth_root)))
-    train = splits["train"][:12]
-    vqa = _vqa_studies(splits["train"][12:24])
-    studies = train + vqa
-    tok = train_bpe_tokenizer(
-        [t for s in studies for t in (s.report, s.question, s.answer) if t] + ["no finding"],
-        vocab_size=300,
-        min_frequency=1,
-    )
-    answers = sorted({s.answer for s in vqa} | {"maybe later", "left lower lobe"})
-    class_names = sorted({n for s in train for n, v in (s.labels or {}).items() if v == 1}) + ["no finding"]
-    return studies, {"tokenizer": tok, "answers": answers, "class_names": class_names, "multi_label": True}
+    return unified_parts(synth_root)
 
 
 def _task(assets, **options) -> InstructedGenerationTask:
-    torch.manual_seed(0)
-    mc = UnifiedConfig(
-        image_size=32,
-        resnet="resnet18",
-        d_model=32,
-        n_heads=4,
-        ffn_dim=64,
-        encoder_layers=1,
-        decoder_layers=1,
-        vocab_size=len(assets["tokenizer"]),
-        pad_id=0,
-        dropout=0.0,
-    )
-    cfg = ExperimentConfig(
-        model_family="unified",
-        model_size="tiny",
-        model=mc,
-        task=InstructedGenerationOptions(none_class="no finding", **options),
-        train=TrainConfig(label_smoothing=0.1),
-    )
-    return InstructedGenerationTask(UnifiedModel(mc).eval(), assets, cfg)
+    return tiny_task(assets, **options)
 
 
 def _batch(task, studies, tasks, n=3):
@@ -380,26 +325,32 @@ def test_a_request_for_an_untrained_subtask_is_refused_with_the_way_out():
         InstructedGenerationOptions(tasks=["classification"], predict_task="caption").request_task("")
 
 
-def test_predict_and_serve_refuse_what_the_checkpoint_cannot_answer(parts):
+def test_predict_serve_and_demo_refuse_what_the_checkpoint_cannot_answer(parts):
     from types import SimpleNamespace
 
     from medvl.demo.app import create_demo
-    from medvl.infer.predictor import LoadedModel
     from medvl.serve.app import create_app
 
     _, assets = parts
-    task = _task(assets, tasks=["vqa"])
-    loaded = LoadedModel(task.cfg, task.model, assets["tokenizer"], task, torch.device("cpu"), Path("run"), {})
+    loaded = tiny_unified(assets, tasks=["vqa"])
+    assert loaded.takes_question and loaded.requires_question
     loaded.check_request("is the heart enlarged?")
     with pytest.raises(ValueError, match="--question"):
         loaded.check_request("")
-    with pytest.raises(ValueError, match="cannot serve run: .*takes no question yet"):
-        create_app(loaded)
-    with pytest.raises(ValueError, match="cannot demo run: .*asks no question yet"):
-        create_demo(loaded)
+    with pytest.raises(ValueError, match=r"ask a question about the image \(the 'question' field\)"):
+        loaded.check_request("", "the 'question' field")
+    create_app(loaded)  # a VQA-only model is served and demoed: its requests ask a question
+    create_demo(loaded)
+    mute = tiny_unified(assets, tasks=["classification"], predict_task="caption")  # answers nothing it may be asked
+    assert not mute.takes_question and mute.requires_question
+    with pytest.raises(ValueError, match=r"cannot serve run: .*task.predict_task must name one of them"):
+        create_app(mute)
+    with pytest.raises(ValueError, match=r"cannot demo run: .*task.predict_task must name one of them"):
+        create_demo(mute)
     captioner = dataclasses.replace(loaded, task=SimpleNamespace(name="report_generation"))
+    assert not captioner.takes_question and not captioner.requires_question
     captioner.check_request("")
-    with pytest.raises(ValueError, match="report generation checkpoint does not answer questions"):
+    with pytest.raises(ValueError, match=r"report generation checkpoint does not answer questions.*\(--question\)"):
         captioner.check_request("is the heart enlarged?")
 
 

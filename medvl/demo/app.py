@@ -6,7 +6,10 @@ Contract:
   (`medvl.demo.highlight`) and draws a Grad-CAM overlay of the image encoder for that report
   (`medvl.infer.saliency`), the views side by side.
 - `create_demo(loaded, gen, examples)` builds the page: views upload, a Generate button, example studies, the overlay,
-  the highlighted report, the findings table and the plain text. A follow-up chat is shown only when the model's task
+  the highlighted report, the findings table and the plain text. A question box is shown only when the model answers
+  questions (`loaded.takes_question`: a unified-family checkpoint trained for vqa); its question goes with the study
+  (`analyze(..., question=)`), and a model trained for VQA only refuses to run without one. A follow-up chat is shown
+  only when the model's task
   supports dialogue (`loaded.supports_chat`: the task has `supports_chat = True` and `chat(batch, history, question,
   gen) -> str`, history being the earlier (question, answer) turns); the captioner's report generation does not, so
   its page has no chat.
@@ -31,12 +34,21 @@ import numpy as np
 from medvl.data.images import ImageLoadError
 from medvl.demo.highlight import highlight_findings
 from medvl.infer.config import GenerationConfig
-from medvl.infer.predictor import LoadedModel, PreparedStudy, batch_studies, load_study, predict_prepared
+from medvl.infer.predictor import (
+    MAX_QUESTION_CHARS,
+    LoadedModel,
+    PreparedStudy,
+    batch_studies,
+    load_study,
+    predict_prepared,
+)
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # read when gradio is imported: no calls home
 UPLOAD_TYPES = [".png", ".jpg", ".jpeg", ".dcm", ".dicom", ".bmp", ".tif", ".tiff"]
 DISPLAY_SIZE = 320
 COLORS = {"positive": "#e4572e", "uncertain": "#f3a712", "negative": "#29a36a"}
+QUESTION_BOX = "the Question box"
+"""Where the page's question goes, as the refusals name it."""
 
 
 @dataclass
@@ -55,19 +67,23 @@ class Analysis:
     study: PreparedStudy
 
 
-def analyze(loaded: LoadedModel, gen: GenerationConfig, paths: Sequence[str | Path]) -> Analysis:
-    """Report, findings, highlights and saliency overlay of one study; see the module docstring.
+def analyze(loaded: LoadedModel, gen: GenerationConfig, paths: Sequence[str | Path], question: str = "") -> Analysis:
+    """Report (or the answer to `question`, for models that answer questions), findings, highlights and saliency
+    overlay of one study; see the module docstring.
 
     Raises:
         ImageLoadError: no file, or a file that is not a readable image.
+        ValueError: a question the model cannot take, or none where it needs one (`LoadedModel.check_request`).
     """
     from medvl.infer.saliency import gradcam, overlay
 
+    question = question.strip()
+    loaded.check_request(question, QUESTION_BOX)
     if not paths:
         raise ImageLoadError("upload at least one X-ray image (PNG, JPEG or DICOM)")
     t0 = time.perf_counter()
     loaded = loaded.with_generation(gen)
-    study = load_study(loaded, "demo", [Path(p) for p in paths])
+    study = dataclasses.replace(load_study(loaded, "demo", [Path(p) for p in paths]), question=question)
     record = predict_prepared(loaded, [study], 1)[0]
     try:
         cams = gradcam(loaded, study, record)
@@ -148,22 +164,23 @@ def create_demo(
     """The Gradio Blocks of the demo; see the module docstring.
 
     Raises:
-        ValueError: a model that needs a question for every study (a unified model trained for VQA only): the
-            demo's analysis asks none.
+        ValueError: a model that can answer no request the page can send (a unified model whose task.predict_task
+            names an untrained sub-task, and no vqa).
     """
     try:
         loaded.check_request("")
     except ValueError as err:
-        raise ValueError(f"cannot demo {loaded.checkpoint}: {err}; medvl demo asks no question yet") from None
+        if not loaded.takes_question:
+            raise ValueError(f"cannot demo {loaded.checkpoint}: {err}") from None
     import gradio as gr
 
     gen = dataclasses.replace(gen or loaded.config.generation, batch_size=1)
     cfg = loaded.config
 
-    def run(files: list[str] | None) -> tuple[Any, ...]:
+    def run(files: list[str] | None, question: str = "") -> tuple[Any, ...]:
         try:
-            result = analyze(loaded, gen, files or [])
-        except ImageLoadError as e:
+            result = analyze(loaded, gen, files or [], question or "")
+        except (ImageLoadError, ValueError) as e:
             raise gr.Error(str(e)) from None
         views = ", ".join(v or f"view {i + 1}" for i, v in enumerate(result.views))
         status = f"{len(result.views)} view(s) ({views}) in {result.seconds:.2f}s"
@@ -179,8 +196,14 @@ def create_demo(
             [],
         )
 
-    writes = "report" in loaded.task.prediction_fields  # a report task, or one that names classes
+    fields = loaded.task.prediction_fields
+    writes = "report" in fields  # a report task; "text": instructed generation; else a task that names classes
     purpose = "chest X-ray report generation" if writes else loaded.task.name.replace("_", " ")
+    generates = "text" in fields
+    if writes or not generates:
+        action = "Generate report" if writes else "Classify"
+    else:
+        action = "Answer" if loaded.requires_question else "Generate"
     with gr.Blocks(title=f"medvl: {purpose}") as demo:
         gr.Markdown(
             f"## medvl: {purpose}\nCheckpoint `{loaded.checkpoint.name}` "
@@ -198,7 +221,15 @@ def create_demo(
                     type="filepath",
                     elem_id="upload",
                 )
-                button = gr.Button("Generate report" if writes else "Classify", variant="primary", elem_id="generate")
+                question_box = None
+                if loaded.takes_question:  # only models trained for VQA get a question box
+                    question_box = gr.Textbox(
+                        label="Question" + ("" if loaded.requires_question else " (optional)"),
+                        placeholder="Is there a pleural effusion?",
+                        max_length=MAX_QUESTION_CHARS,
+                        elem_id="question",
+                    )
+                button = gr.Button(action, variant="primary", elem_id="generate")
                 status = gr.Markdown(elem_id="status")
                 if examples:
                     gr.Examples(
@@ -225,7 +256,7 @@ def create_demo(
                     label="Findings (CheXpert labeler)" if writes else "Predicted labels", elem_id="findings"
                 )
                 text = gr.Textbox(
-                    label="Report text" if writes else "Class probabilities",
+                    label="Report text" if writes else ("Generated text" if generates else "Class probabilities"),
                     lines=4,
                     interactive=False,
                     elem_id="report-text",
@@ -247,7 +278,9 @@ def create_demo(
             chat_outputs = [chatbot]
         outputs = [picture, highlighted, findings, text, status, study_state]
         button.click(
-            lambda f: run(f)[: len(outputs) + len(chat_outputs)], inputs=[files], outputs=outputs + chat_outputs
+            lambda f, q="": run(f, q)[: len(outputs) + len(chat_outputs)],
+            inputs=[files, *([question_box] if question_box is not None else [])],
+            outputs=outputs + chat_outputs,
         )
     return demo
 

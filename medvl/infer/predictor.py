@@ -51,20 +51,32 @@ class LoadedModel:
         """Whether the model's task answers follow-up questions (`task.chat`); report generation does not."""
         return bool(getattr(self.task, "supports_chat", False))
 
-    def check_request(self, question: str = "") -> None:
+    @property
+    def takes_question(self) -> bool:
+        """Whether a request may ask a question about its images (a unified-family checkpoint trained for vqa:
+        its task's `takes_question`); predict, serve and demo then offer a question."""
+        return bool(getattr(self.task, "takes_question", False))
+
+    @property
+    def requires_question(self) -> bool:
+        """Whether every request must ask a question (a unified checkpoint trained for VQA only)."""
+        return bool(getattr(self.task, "requires_question", False))
+
+    def check_request(self, question: str = "", field: str = "--question") -> None:
         """Refuse, before any study is read, a request the model cannot answer: a question asked of a model that
         takes none, or none asked of a unified model trained for VQA only (its task's `request_task` decides).
+        `field` names where the caller's question goes (the flag, the API's form field...) in the message.
 
         Raises:
             ValueError: naming what the checkpoint was trained for and what to send instead.
         """
         request_task = getattr(self.task, "request_task", None)
         if request_task is not None:
-            request_task(question)
+            request_task(question, field)
         elif question.strip():
             raise ValueError(
                 f"this {self.task.name.replace('_', ' ')} checkpoint does not answer questions (the unified family's "
-                "instructed_generation task does): leave out the question (--question)"
+                f"instructed_generation task does): leave out the question ({field})"
             )
 
     def with_generation(self, gen: GenerationConfig) -> LoadedModel:
@@ -145,6 +157,11 @@ def load_trained(
     model.to(dev).eval()
     task = task_cls(model, assets, cfg)
     return LoadedModel(cfg, model, getattr(task, "tokenizer", None), task, dev, ckpt_dir, metadata)
+
+
+MAX_QUESTION_CHARS = 1000
+"""Longest question `medvl serve` and `medvl demo` accept (the unified model reads at most `task.max_source_tokens`
+tokens of it anyway)."""
 
 
 @dataclass

@@ -6,9 +6,13 @@ Endpoints (OpenAPI at /openapi.json, docs at /docs):
 - `POST /v1/<task.endpoint>` (`/v1/reports` for report tasks, `/v1/classifications` for classification): one
   study, as `multipart/form-data` (one `images` file part per view, optional `views` text parts such as PA / LATERAL
   in the same order) or as JSON `{"images": [{"data": BASE64, "view": "PA"}, ...]}`. Answers
-  `{"id", <the prediction fields>, "views", "ignored_views", "timing": {...}, "batch_size"}`.
-- `GET /v1/model`: what is loaded (family, size, checkpoint, generation settings of text-generating tasks, limits,
-  batching).
+  `{"id", <the prediction fields>, "views", "ignored_views", "timing": {...}, "batch_size"}`. A model that answers
+  questions (a unified-family checkpoint trained for vqa: `/v1/generations`) also takes a `question` (a text part,
+  or a JSON string field) and answers it; sent to any other model, a question is refused (400
+  `question_not_accepted`), and a model trained for VQA only refuses a request without one (400
+  `question_required`), as `medvl predict --question` does.
+- `GET /v1/model`: what is loaded (family, size, checkpoint, whether it takes or requires a question and its
+  sub-tasks, generation settings of text-generating tasks, limits, batching).
 - `GET /health`: liveness, without authentication.
 Every refusal is `{"error": {"code", "message"}}` with a 4xx status (see `medvl.serve.limits`); 503 with Retry-After
 when the queue is full. With an API key set, `/v1/*` needs the `X-API-Key` header.
@@ -46,7 +50,7 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 
 from medvl.data.images import DecodedImage
 from medvl.infer.config import GenerationConfig
-from medvl.infer.predictor import LoadedModel, PreparedStudy, predict_prepared, prepare_study
+from medvl.infer.predictor import MAX_QUESTION_CHARS, LoadedModel, PreparedStudy, predict_prepared, prepare_study
 from medvl.serve.batcher import DynamicBatcher, QueueFullError
 from medvl.serve.limits import ApiError, Limits, decode_view
 
@@ -96,7 +100,8 @@ class HealthOut(BaseModel):
 _ERRORS = {
     code: {"model": ErrorOut, "description": text}
     for code, text in {
-        400: "malformed request: missing field, bad base64 or JSON, too many images",
+        400: "malformed request: missing field, bad base64 or JSON, too many images; a question the model cannot "
+        "take, or none where it needs one",
         401: "missing or wrong API key",
         413: "file, request or image pixels over the limits",
         415: "not an accepted image type or request content type",
@@ -119,37 +124,40 @@ _IMAGES_ITEM = {
     },
     "additionalProperties": False,
 }
-_REQUEST_BODY = {
-    "required": True,
-    "content": {
-        "multipart/form-data": {
-            "schema": {
-                "type": "object",
-                "required": ["images"],
-                "properties": {
-                    "images": {
-                        "type": "array",
-                        "items": {"type": "string", "format": "binary"},
-                        "description": "one file per view",
-                    },
-                    "views": {
-                        "type": "array",
-                        "items": {"type": "string"},
-                        "description": "view names, in the order of images",
-                    },
-                },
-            }
+QUESTION_FIELD = "the 'question' field"
+"""Where a request's question goes, as the refusals name it."""
+
+
+def _request_body(takes_question: bool, requires_question: bool) -> dict[str, Any]:
+    """The OpenAPI request body: images (and views), plus a question for models that answer questions."""
+    multipart: dict[str, Any] = {
+        "images": {
+            "type": "array",
+            "items": {"type": "string", "format": "binary"},
+            "description": "one file per view",
         },
-        "application/json": {
-            "schema": {
-                "type": "object",
-                "required": ["images"],
-                "additionalProperties": False,
-                "properties": {"images": {"type": "array", "minItems": 1, "items": _IMAGES_ITEM}},
-            }
+        "views": {"type": "array", "items": {"type": "string"}, "description": "view names, in the order of images"},
+    }
+    as_json: dict[str, Any] = {"images": {"type": "array", "minItems": 1, "items": _IMAGES_ITEM}}
+    required = ["images", *(["question"] if requires_question else [])]
+    if takes_question:
+        question = {
+            "type": "string",
+            "maxLength": MAX_QUESTION_CHARS,
+            "description": "a question about the images (VQA)"
+            + ("" if requires_question else "; without it the model runs its default sub-task"),
+        }
+        multipart["question"] = question
+        as_json["question"] = question
+    return {
+        "required": True,
+        "content": {
+            "multipart/form-data": {"schema": {"type": "object", "required": required, "properties": multipart}},
+            "application/json": {
+                "schema": {"type": "object", "required": required, "additionalProperties": False, "properties": as_json}
+            },
         },
-    },
-}
+    }
 
 
 # ------------------------------------------------------------------------------------------------- request parsing
@@ -195,6 +203,26 @@ def _view_name(value: Any, where: str) -> str | None:
     return value.strip() or None
 
 
+def _question(value: Any, where: str) -> str:
+    if not isinstance(value, str):
+        raise ApiError(400, "invalid_field", f"{where} must be a string: the question about the images")
+    if len(value) > MAX_QUESTION_CHARS:
+        raise ApiError(
+            400,
+            "invalid_field",
+            f"{where} is {len(value)} characters, more than the limit of {MAX_QUESTION_CHARS}: ask a shorter question",
+        )
+    return value.strip()
+
+
+@dataclasses.dataclass
+class Upload:
+    """What one request sends: its views as (name, file bytes, view name) and its question ('' = none)."""
+
+    views: list[tuple[str, bytes, str | None]]
+    question: str = ""
+
+
 async def _read_body(request: Request, limits: Limits) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limits.max_request_bytes:
@@ -217,7 +245,7 @@ async def _read_body(request: Request, limits: Limits) -> bytes:
     return b"".join(chunks)
 
 
-async def _multipart_views(body: bytes, headers: Headers, limits: Limits) -> list[tuple[str, bytes, str | None]]:
+async def _multipart_views(body: bytes, headers: Headers, limits: Limits) -> Upload:
     async def stream() -> AsyncIterator[bytes]:
         yield body
 
@@ -248,14 +276,20 @@ async def _multipart_views(body: bytes, headers: Headers, limits: Limits) -> lis
         files = [f for f in parts if isinstance(f, UploadFile)]
         if not files:
             raise ApiError(400, "missing_field", "multipart field 'images' is missing: send one file part per view")
-        unknown = sorted({k for k in form.keys() if k not in ("images", "views")})
+        unknown = sorted({k for k in form.keys() if k not in ("images", "views", "question")})
         if unknown:
             raise ApiError(
                 400,
                 "unknown_field",
                 f"unknown multipart field {unknown[0][:MAX_VIEW_CHARS]!r}: send only "
-                "'images' (files) and 'views' (text)",
+                "'images' (files), 'views' and 'question' (text)",
             )
+        questions = form.getlist("question")
+        if len(questions) > 1:
+            raise ApiError(400, "invalid_field", f"{len(questions)} 'question' parts: ask one question per request")
+        if questions and not isinstance(questions[0], str):
+            raise ApiError(400, "invalid_field", "field 'question' must be a text part, not a file")
+        question = _question(questions[0], "field 'question'") if questions else ""
         views = [
             _view_name(v if isinstance(v, str) else None, f"views[{i}]") for i, v in enumerate(form.getlist("views"))
         ]
@@ -263,7 +297,7 @@ async def _multipart_views(body: bytes, headers: Headers, limits: Limits) -> lis
         for i, f in enumerate(files):
             data = await f.read()
             out.append((f"images[{i}]", data, views[i] if i < len(views) else None))
-        return out
+        return Upload(out, question)
     finally:
         await form.close()
 
@@ -279,7 +313,7 @@ def _refuse_big_number(text: str) -> int:
     return int(text)
 
 
-def _json_views(body: bytes) -> list[tuple[str, bytes, str | None]]:
+def _json_views(body: bytes) -> Upload:
     if body.count(b"[") + body.count(b"{") > MAX_JSON_CONTAINERS:
         raise ApiError(
             400,
@@ -299,14 +333,15 @@ def _json_views(body: bytes) -> list[tuple[str, bytes, str | None]]:
         raise ApiError(
             400, "missing_field", 'JSON field \'images\' is missing: send {"images": [{"data": BASE64, "view": "PA"}]}'
         )
-    unknown = sorted(k for k in payload if k != "images")
+    unknown = sorted(k for k in payload if k not in ("images", "question"))
     if unknown:
         raise ApiError(
             400,
             "unknown_field",
             f"unknown JSON field {unknown[0][:MAX_VIEW_CHARS]!r}: send only "
-            '{"images": [{"data": BASE64, "view": "PA"}]}',
+            '{"images": [{"data": BASE64, "view": "PA"}]} (and "question" for a model that answers questions)',
         )
+    question = _question(payload["question"], "JSON field 'question'") if "question" in payload else ""
     images = payload["images"]
     if not isinstance(images, list) or not images:
         raise ApiError(400, "invalid_field", "JSON field 'images' must be a non-empty list of {\"data\": BASE64}")
@@ -329,7 +364,7 @@ def _json_views(body: bytes) -> list[tuple[str, bytes, str | None]]:
         except (binascii.Error, ValueError):
             raise ApiError(400, "invalid_base64", f"images[{i}].data is not valid base64") from None
         out.append((f"images[{i}]", data, view or None))
-    return out
+    return Upload(out, question)
 
 
 # ------------------------------------------------------------------------------------------------------ the app
@@ -355,10 +390,11 @@ def create_app(
         settings: limits, batching and the optional API key.
     """
     settings = settings or ServeSettings()
-    try:  # requests carry no question (yet): a VQA-only model would answer every one with noise
+    try:  # a model that answers nothing a request can ask (e.g. task.predict_task names an untrained sub-task)
         loaded.check_request("")
     except ValueError as err:
-        raise ValueError(f"cannot serve {loaded.checkpoint}: {err}; medvl serve takes no question yet") from None
+        if not loaded.takes_question:
+            raise ValueError(f"cannot serve {loaded.checkpoint}: {err}") from None
     limits = settings.limits
     gen = dataclasses.replace(gen or loaded.config.generation, batch_size=settings.max_batch_size)
     loaded = loaded.with_generation(gen)
@@ -387,7 +423,13 @@ def create_app(
         version="1",
         lifespan=lifespan,
         description=f"{task.name.replace('_', ' ').capitalize()} from a medvl checkpoint. Upload one study "
-        f"(one image per view: PNG, JPEG or DICOM) and get its prediction ({what}).",
+        f"(one image per view: PNG, JPEG or DICOM)"
+        + (
+            (", with a question about it (required)" if loaded.requires_question else ", optionally with a question")
+            if loaded.takes_question
+            else ""
+        )
+        + f", and get its prediction ({what}).",
     )
     app.state.batcher = batcher
 
@@ -430,8 +472,8 @@ def create_app(
 
     @app.get("/v1/model", tags=["service"], responses={401: _ERRORS[401]})
     async def model_info(request: Request) -> dict[str, Any]:
-        """What is loaded: model family and size, checkpoint, generation settings (tasks that generate text), limits
-        and batching."""
+        """What is loaded: model family and size, checkpoint, whether requests may (or must) ask a question and the
+        sub-tasks it was trained for, generation settings (tasks that generate text), limits and batching."""
         authorize(request)
         from medvl import __version__
 
@@ -446,6 +488,9 @@ def create_app(
             "image_size": mc.image_size,
             "max_views": mc.max_views,
             "supports_chat": loaded.supports_chat,
+            "takes_question": loaded.takes_question,
+            "requires_question": loaded.requires_question,
+            "subtasks": list(getattr(task, "subtasks", [])),
             "device": str(loaded.device),
             "medvl_version": __version__,
             **({"generation": dataclasses.asdict(gen)} if hasattr(task, "generation") else {}),
@@ -461,12 +506,13 @@ def create_app(
         f"/v1/{task.endpoint}",
         response_model=PredictionOut,
         tags=[task.endpoint],
-        openapi_extra={"requestBody": _REQUEST_BODY},
+        openapi_extra={"requestBody": _request_body(loaded.takes_question, loaded.requires_question)},
         responses={k: v for k, v in _ERRORS.items()},
         summary=f"Predict for one study ({what})",
     )
     async def create_prediction(request: Request) -> JSONResponse:
-        """The prediction for one study (one image per view, frontal first or told by `views`)."""
+        """The prediction for one study (one image per view, frontal first or told by `views`; for a model that
+        answers questions, the answer to `question`)."""
         t0 = time.perf_counter()
         rid = uuid.uuid4().hex
         status = 500
@@ -475,9 +521,9 @@ def create_app(
             body = await _read_body(request, limits)
             ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
             if ctype == "multipart/form-data":
-                views = await _multipart_views(body, request.headers, limits)
+                upload = await _multipart_views(body, request.headers, limits)
             elif ctype == "application/json":
-                views = _json_views(body)
+                upload = _json_views(body)
             else:
                 raise ApiError(
                     415,
@@ -486,6 +532,13 @@ def create_app(
                     'view) or application/json ({"images": [{"data": BASE64}]})',
                 )
             del body
+            views = upload.views
+            try:  # before decoding: a question the model cannot take, or none where it needs one
+                loaded.check_request(upload.question, QUESTION_FIELD)
+            except ValueError as err:
+                raise ApiError(
+                    400, "question_not_accepted" if upload.question else "question_required", str(err)
+                ) from None
             if len(views) > limits.max_views:
                 raise ApiError(
                     400,
@@ -495,6 +548,7 @@ def create_app(
                 )
             t_decode = time.perf_counter()
             study = await run_in_threadpool(_prepare, rid, views, limits, mc.image_size, mc.max_views, mc.in_chans)
+            study = dataclasses.replace(study, question=upload.question)
             decode_ms = (time.perf_counter() - t_decode) * 1000
             try:
                 future = batcher.submit(study)

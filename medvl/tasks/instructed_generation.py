@@ -130,22 +130,29 @@ class InstructedGenerationOptions:
         if "{text}" not in self.summarization_prompt:
             raise ValueError("task.summarization_prompt must contain {text}, where the text to summarize goes")
 
-    def request_task(self, question: str) -> str:
-        """The sub-task a prediction request runs: vqa when it asks a question, else `predict_task` (or its
-        default). Raises ValueError when the checkpoint was not trained for that sub-task, since its output would
-        be noise; the message says what to send instead."""
+    def default_task(self) -> str:
+        """The sub-task a request without a question runs: `predict_task`, else caption if trained, else
+        classification if trained; '' when there is none (every request must then ask a question)."""
+        return self.predict_task or next((t for t in ("caption", "classification") if t in self.tasks), "")
+
+    def request_task(self, question: str, field: str = "--question") -> str:
+        """The sub-task a prediction request runs: vqa when it asks a question, else `default_task()`. Raises
+        ValueError when the checkpoint was not trained for that sub-task, since its output would be noise; the
+        message says what to send instead, naming where the question goes (`field`: the command-line flag, the
+        API's form field, the demo's box)."""
         trained = ", ".join(self.tasks)
         if question.strip():
             if "vqa" not in self.tasks:
                 raise ValueError(
                     f"this checkpoint does not answer questions: it was trained for task.tasks=[{trained}], not vqa; "
-                    "leave out the question (--question)"
+                    f"leave out the question ({field})"
                 )
             return "vqa"
-        task = self.predict_task or next((t for t in ("caption", "classification") if t in self.tasks), "")
+        task = self.default_task()
         if task not in self.tasks:
+            ask = f'medvl predict RUN IMAGE {field} "..."' if field.startswith("--") else field
             way_out = (
-                'ask a question about the image (medvl predict RUN IMAGE --question "...")'
+                f"ask a question about the image ({ask})"
                 if "vqa" in self.tasks
                 else f"task.predict_task must name one of them (in the run's config.json), not {task!r}"
             )
@@ -504,9 +511,24 @@ class InstructedGenerationTask(Task):
             items.append(InstructionSample(s.id, task, image, src, [tok.eos_token_id], "", {"question": question}))
         return self.collate(items)
 
-    def request_task(self, question: str) -> str:
+    def request_task(self, question: str, field: str = "--question") -> str:
         """The sub-task a request runs (see `InstructedGenerationOptions.request_task`; ValueError if untrained)."""
-        return self.options.request_task(question)
+        return self.options.request_task(question, field)
+
+    @property
+    def subtasks(self) -> list[str]:
+        """The sub-tasks the checkpoint was trained for (`task.tasks`)."""
+        return list(self.options.tasks)
+
+    @property
+    def takes_question(self) -> bool:
+        """Whether a request may ask a question about its images (the vqa sub-task was trained)."""
+        return "vqa" in self.options.tasks
+
+    @property
+    def requires_question(self) -> bool:
+        """Whether every request must ask a question (no trained sub-task runs without one, e.g. a VQA-only run)."""
+        return self.options.default_task() not in self.options.tasks
 
     def predict(self, batch: InstructionBatch) -> list[dict[str, Any]]:
         return [{"task": r["task"], "text": r["generated"]} for r in self.outputs(batch)]

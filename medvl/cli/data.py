@@ -2,7 +2,7 @@
 X-ray, and data set statistics.
 
 Each subcommand parses its arguments and calls one library function; `add_data_commands` adds them to the `medvl`
-parser (medvl/cli.py), which also turns user errors into one line and exit status 2.
+parser (medvl/cli/__init__.py), which also turns user errors into one line and exit status 2.
 """
 
 from __future__ import annotations
