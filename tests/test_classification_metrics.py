@@ -16,13 +16,11 @@ from sklearn.metrics import average_precision_score, balanced_accuracy_score, f1
 
 from medvl.evaluate.classification import (
     ROC_POINTS,
-    _resample_weights,
-    _weighted_metrics,
     baseline_probs,
     choose_thresholds,
     classification_metrics,
-    ranked_metrics,
 )
+from medvl.evaluate.classification_core import _resample_weights, _weighted_metrics, ranked_metrics
 from medvl.evaluate.classification_report import (
     confident_errors,
     format_classification_tables,

@@ -93,7 +93,7 @@ def test_target_normalization_round_trips_and_travels_in_the_metadata() -> None:
 
 
 def test_weighted_medians_equal_the_median_of_each_resample() -> None:
-    from medvl.evaluate.classification import _resample_weights
+    from medvl.evaluate.classification_core import _resample_weights
     from medvl.evaluate.regression import weighted_medians
 
     rng = np.random.default_rng(0)

@@ -5,7 +5,7 @@ Contract: `regression_metrics(pred, target, km_per_unit, names, bootstrap, seed)
 `n_examples`, `error_px_mean`, `error_px_median`, `error_km_mean`, `error_km_median` (each with `_ci_low` /
 `_ci_high` when `bootstrap` > 0), `per_coordinate` {name: {"mae", "bias", "rmse"}} and `headline` ("error_px_median").
 The error of an example is the Euclidean distance over its k coordinates (k = 2: the distance between two points).
-Intervals are percentile intervals over seeded resamples of examples (`medvl.evaluate.classification`'s resampling):
+Intervals are percentile intervals over seeded resamples of examples (drawn by `medvl.evaluate.classification_core`):
 each resample is a count per example, so the mean is a weighted mean and the median the weighted median computed
 from the sorted errors for all resamples at once (equal to `np.median` of the resample, tested).
 
@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from medvl.evaluate.classification import CI_LEVEL, _resample_weights
+from medvl.evaluate.classification_core import CI_LEVEL, _resample_weights
 from medvl.evaluate.html_report import CSS, esc, format_value, is_number, page_footer, png_data_uri
 
 ERROR_KEYS = ("error_px_mean", "error_px_median", "error_km_mean", "error_km_median")

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from medvl.evaluate.classification import CI_LEVEL, _interval, _resample_weights
+from medvl.evaluate.classification_core import CI_LEVEL, _interval, _resample_weights
 
 ARTICLES = frozenset({"a", "an", "the"})
 NUMBER_WORDS = {
