@@ -30,7 +30,8 @@ Method:
    differential", "... is another consideration") makes it uncertain, a post-negation ("... is not seen", "... has
    resolved", "... have been removed", "... are clear") negative. Anything else is positive.
    A label set may add CheXpert's rules (`LabelSet.alternatives`): "X or Y" and "X is not well seen / not well
-   demonstrated" are uncertain.
+   demonstrated" are uncertain; and it may read fewer hedges (`LabelSet.not_hedges`: CheXpert's rule files hedge
+   "less likely", not "likely").
 4. Normal statements that do not name the finding (`NORMAL`) are negative mentions: "heart size is normal",
    "cardiomediastinal silhouette is within normal limits" -> cardiomegaly; "pleural spaces are clear" -> pleural
    effusion and pneumothorax; "costophrenic angles are sharp" -> pleural effusion.
