@@ -20,9 +20,11 @@ Scores are printed for all reports and for two parts of them: "development" (the
 `annotation.json`; the only part whose errors were studied to write rules) and "check" (R2Gen's val split, held out
 from that study). Per part: per-observation precision/recall/F1 with support, micro-F1 over the 11 observations
 with "uncertain" counted negative (MeSH codes what is present, not what is hedged) and counted positive, reports/s
-of each labeler; then, on the development part only, the kinds of disagreement of medvl with MeSH (which mention
-text each false positive came from, what medvl said for each false negative). MeSH coding is a proxy: where it and
-CheXpert's rules disagree, medvl's default follows CheXpert.
+of each labeler; then, on the development part only, the kinds of disagreement of medvl with MeSH: each false
+positive and false negative gets a named kind (`_KINDS`: "X or Y", scars as Lung Opacity, external leads, ...)
+where CheXpert's rules and the indexers' coding part ways on purpose, or a generic one ("positive mention", "no
+CheXpert mention", "negated in the report") that a reader sorts into medvl's errors and the indexers'. MeSH coding
+is a proxy: where it and CheXpert's rules disagree, medvl's default follows CheXpert.
 Exits 0 with a message when the data is absent.
 
     PYTHONPATH=. .venv/bin/python benchmarks/labeler_agreement.py [--examples 3] [--json out.json]
@@ -160,26 +162,88 @@ def run(label: Callable[[str], Labels], texts: Sequence[str]) -> tuple[list[Labe
     return labels, len(texts) / (time.perf_counter() - t0)
 
 
-# What made a mention uncertain, for the false negatives under "uncertain counted negative".
-_UNCERTAIN_KINDS = (
-    ("alternatives ('X or Y', 'X versus Y', 'and/or')", re.compile(r"\bor\b|\bversus\b|\bvs\b|and/or")),
-    ("borderline", re.compile(r"borderline")),
-    ("stable / unchanged heart or mediastinum", re.compile(r"\bstable\b|\bunchanged\b")),
-    ("weak mention (vascular congestion / prominence)", re.compile(r"congestion|prominence|indistinct")),
-    (
-        "hedge word (may, possible, probable, likely, suggest, ...)",
-        re.compile(r"\bmay\b|possibl|probabl|likely|suggest|question|suspic|concern|could|favor|not\s+\w*\s*excluded"),
-    ),
+# Kinds of disagreement with the indexers, each a reading CheXpert's rules make on purpose (first match wins):
+# (side, observation or None for any, pattern on the evidence: the medvl mention's sentence for a false negative read
+# as uncertain or negative, the positive mention's text for a false positive, the report for a missed mention).
+_KINDS: tuple[tuple[str, str, str | None, re.Pattern[str]], ...] = tuple(
+    (kind, side, obs, re.compile(pattern))
+    for kind, side, obs, pattern in (
+        (
+            "alternatives: 'X or Y', 'X versus Y', 'and/or' (CheXpert: uncertain; indexers code both)",
+            "fn-u",
+            None,
+            r"\bor\b|\bversus\b|\bvs\b|and/or|\w/\w",
+        ),
+        (
+            "borderline heart size, stable heart (CheXpert: uncertain)",
+            "fn-u",
+            "Cardiomegaly",
+            r"borderline|upper limits|\bstable\b|\bunchanged\b",
+        ),
+        ("vascular congestion / prominence (CheXpert: uncertain Edema)", "fn-u", "Edema", r"congestion|prominence"),
+        ("not well seen / demonstrated (CheXpert: uncertain)", "fn-u", None, r"\bnot\s+(?:well|clearly)\b"),
+        ("hedge word: probable, may, possible, cannot exclude, favor, ... (CheXpert: uncertain)", "fn-u", None, r"."),
+        ("calcified nodule (CheXpert's unmention list)", "fn-none", "Lung Lesion", r"calcified\s+nodul"),
+        (
+            "nodular wording outside CheXpert's lesion list (fibronodular, nodular prominence, ...)",
+            "fn-none",
+            "Lung Lesion",
+            r"nodul",
+        ),
+        (
+            "external monitor leads, occluders, stimulators (not in CheXpert's device list)",
+            "fn-none",
+            "Support Devices",
+            r"\bleads?\b|occluder|stimulator",
+        ),
+        ("scar / scarring is Lung Opacity (CheXpert's list; indexers: Cicatrix)", "fp", "Lung Opacity", r"scar"),
+        (
+            "interstitial markings are Lung Opacity (CheXpert's list; indexers: Markings)",
+            "fp",
+            "Lung Opacity",
+            r"interstitial",
+        ),
+        (
+            "nodular opacity / density is Lung Lesion (CheXpert's list; indexers: Density, Opacity)",
+            "fp",
+            "Lung Lesion",
+            r"nodular",
+        ),
+        (
+            "enlarged cardiac silhouette is Cardiomegaly (indexers: Cardiac Shadow)",
+            "fp",
+            "Cardiomegaly",
+            r"silhouette|contour",
+        ),
+        (
+            "marker, valve, plate, screw, arthroplasty, prosthesis are devices (indexers: Surgical Instruments, ...)",
+            "fp",
+            "Support Devices",
+            r"marker|valve|plate|screw|arthroplast|prosthe|hardware",
+        ),
+        ("'lines' in 'low lung lines' matches CheXpert's device phrase", "fp", "Support Devices", r"lines?"),
+        ("hydropneumothorax contains CheXpert's 'pneumothorax'", "fp", "Pneumothorax", r"hydropneumo"),
+        ("heart failure / CHF is an Edema mention (CheXpert's list)", "fp", "Edema", r"heart failure|chf"),
+        ("infection / infectious is Pneumonia (CheXpert's list)", "fp", "Pneumonia", r"infect"),
+    )
 )
 
 
-def _kind(sentence: str) -> str:
-    return next((name for name, pattern in _UNCERTAIN_KINDS if pattern.search(sentence)), "other")
+def _disagreement_kind(name: str, side: str, evidence: str) -> str:
+    for kind, kind_side, obs, pattern in _KINDS:
+        if kind_side == side and obs in (None, name) and pattern.search(evidence):
+            return kind
+    return {
+        "fn-u": "other hedge",
+        "fn-none": "no CheXpert mention",
+        "fn-n": "negated in the report",
+        "fp": "positive mention",
+    }[side]
 
 
 def disagreements(records: list[dict], labels: list[Labels], examples: int) -> dict[str, dict]:
-    """Kinds of disagreement of medvl with MeSH: false positives by mention text, false negatives by what medvl
-    said (no mention, negative, or uncertain, and then by the kind of hedge)."""
+    """Kinds of disagreement of medvl with MeSH, by observation: each false positive and false negative (uncertain
+    counted negative) gets the first kind of `_KINDS` whose pattern its evidence matches, or a generic one."""
     from medvl.evaluate.chexpert import CHEXPERT
     from medvl.evaluate.labeler import label_mentions
 
@@ -187,38 +251,38 @@ def disagreements(records: list[dict], labels: list[Labels], examples: int) -> d
         f"\nKinds of disagreement, medvl vs MeSH on the {len(records)} development reports (uncertain counted "
         "negative):"
     )
-    out = {}
+    out: dict[str, dict] = {}
+    totals: Counter[str] = Counter()
     for name in OBSERVATIONS:
-        fp_by: Counter[str] = Counter()
-        fn_by: Counter[str] = Counter()
+        by_kind: Counter[str] = Counter()
         shown: dict[str, list[str]] = defaultdict(list)
         for rec, lab in zip(records, labels, strict=True):
             pred, true = lab.get(name) == P, rec["labels"][name]
             if pred == bool(true):
                 continue
             mentions = [m for m in label_mentions(rec["report"], CHEXPERT) if m.name == name]
+            label = lab.get(name)
             if pred:
-                found = [m for m in mentions if m.label == P]
-                key = "; ".join(sorted({re.sub(r"\s+", " ", m.text) for m in found})) or "(derived)"
-                fp_by[key] += 1
-                shown["fp " + key].append(found[0].sentence if found else rec["report"][:120])
+                side, found = "fp", [m for m in mentions if m.label == P]
+                evidence = "; ".join(sorted({re.sub(r"\s+", " ", m.text) for m in found}))
+            elif label is None:
+                side, found, evidence = "fn-none", [], rec["report"].lower()
             else:
-                label = lab.get(name)
-                hedged = [m for m in mentions if m.label == U] if label == U else mentions
-                if label == U:
-                    key = "uncertain: " + (_kind(hedged[0].sentence) if hedged else "derived (CHF rule)")
-                else:
-                    key = "no mention found" if label is None else "negative"
-                fn_by[key] += 1
-                shown["fn " + key].append(hedged[0].sentence if hedged else rec["report"][:120])
-        out[name] = {"false_positives": dict(fp_by), "false_negatives": dict(fn_by)}
-        if not fp_by and not fn_by:
-            continue
-        print(f"  {name}: {sum(fp_by.values())} false positives, {sum(fn_by.values())} false negatives")
-        for key, count in fp_by.most_common(6):
-            print(f"    FP x{count:<3} mention {key!r}, e.g. {shown['fp ' + key][:examples]}")
-        for key, count in fn_by.most_common():
-            print(f"    FN x{count:<3} {key}, e.g. {shown['fn ' + key][:examples]}")
+                side = "fn-u" if label == U else "fn-n"
+                found = [m for m in mentions if m.label == label]
+                evidence = found[0].sentence if found else ""
+            kind = ("FP " if pred else "FN ") + _disagreement_kind(name, side, evidence)
+            by_kind[kind] += 1
+            shown[kind].append(found[0].sentence if found else rec["report"][:120])
+        out[name] = dict(by_kind)
+        totals.update(by_kind)
+        if by_kind:
+            print(f"  {name}: {sum(by_kind.values())}")
+            for kind, count in by_kind.most_common():
+                print(f"    x{count:<3} {kind}, e.g. {shown[kind][:examples]}")
+    print("  all observations, by kind:")
+    for kind, count in totals.most_common():
+        print(f"    x{count:<3} {kind}")
     return out
 
 

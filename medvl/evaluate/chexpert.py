@@ -15,14 +15,18 @@ tests/test_chexpert_rules.py checks every phrase of CheXpert's mention lists.
 - Mentions (`CHEXPERT_MENTIONS`) and unmentions (`CHEXPERT_UNMENTION`: "calcified nodule" is not a Lung Lesion,
   "pleural scar" not a Lung Opacity, "pericardial effusion" not a Pleural Effusion) follow CheXpert's lists.
 - Negation: "no", "without", "not", "free/clear of", "negative for", "absence of", "resolved", "removal of",
-  "history of", "rather than", "rule out", "... is not seen", "... has resolved", normal statements ("heart size is
-  normal", "within normal limits"), as in `negation.txt`; "no ... to suggest X" negates X.
+  "history of", "rather than", "rule out", "... is not seen", "... has resolved", "clear X" ("cleared XXX"), normal
+  statements ("heart size is normal", "within normal limits"), as in `negation.txt`; "no ... to suggest X" negates X.
 - Uncertainty before negation (`pre_negation_uncertainty.txt`): "cannot exclude", "not (entirely) excluded", "no new
   X" (uncertain: "no new consolidation" does not say there is none). After negation
-  (`post_negation_uncertainty.txt`): hedges ("may", "possible", "suspicious for", "concern for", "if", "versus",
-  "X or Y", "not well seen", ...); "heart size / cardiomediastinal silhouette is stable or unchanged"
+  (`post_negation_uncertainty.txt`): hedges ("may", "possible", "probable", "suspicious for", "concern for",
+  "versus", "X or Y", "not well seen", ...); "heart size / cardiomediastinal silhouette is stable or unchanged"
   (`CHEXPERT_STABLE`); vascular congestion, pulmonary congestion, vascular prominence and indistinctness are at
-  most uncertain Edema (`CHEXPERT_WEAK`).
+  most uncertain Edema, "borderline heart size" at most uncertain Cardiomegaly (`CHEXPERT_WEAK`). Where the rule
+  files name a hedge only in a narrower form, CHEXPERT reads that form alone (`LabelSet.not_hedges`): "less likely"
+  (not "likely"), "suggestion of" (not "suggestive of", "suggesting"), "probable" / "possibly" / "presumably" (not
+  "probably"), "borderline heart size" (not "borderline cardiomegaly" or "borderline enlarged", which grade an
+  enlargement that is there).
 - Aggregation: several mentions combine as positive > uncertain > negative; a positive or uncertain "CHF" / "heart
   failure" makes Cardiomegaly at least uncertain (it is also an Edema mention); "No Finding" is positive when no
   observation other than Support Devices is positive or uncertain and no other abnormality (CheXpert's
@@ -30,12 +34,19 @@ tests/test_chexpert_rules.py checks every phrase of CheXpert's mention lists.
   uncertain; otherwise it is None, never negative.
 
 Departures, each with its reason:
+- Hedges the rule files do not name at all are still hedges ("equivocal", "potential", "mimic", "either", "?",
+  "indeterminate" but not "age-indeterminate", "possibility of", "difficult to exclude"), and so are hypotheticals
+  ("if ...", "evaluation for"): CheXpert finds its hedges on a dependency parse, medvl has none and reads the
+  words around a mention instead, and these words hedge in radiology reports.
+- Aggregation: a positive mention wins over negative and uncertain ones. CheXpert's `aggregate.py` checks
+  "negative and uncertain" before "negative and positive", so a report with all three is uncertain there, which
+  none of its case comments describes.
 - A weak mention (congestion, prominence, "stable heart size") does not outvote an explicit negation of the same
   observation in the same sentence: "cardiomegaly with vascular prominence without overt edema" is Edema negative
   (CheXpert: uncertain). Across sentences CheXpert's uncertain > negative holds.
 - Anatomical nouns ("the heart", "heart size", "cardiac silhouette", "mediastinum", "mediastinal contour", ...) are
   mentions only with what is said of them: enlarged/widened/large/increase in (positive), normal/not enlarged
-  (negative), stable (uncertain), "borderline" (uncertain); CheXpert reads a bare "the heart" or "contour" as a
+  (negative), stable or "borderline heart size" (uncertain); CheXpert reads a bare "the heart" or "contour" as a
   positive mention. A bare "contour" (diaphragm, spine) is not a mention at all; "cardiac silhouette and
   vascularity" is read as Cardiomegaly ("cardiac silhouette"), not Enlarged Cardiomediastinum.
 - "Collapse" is Atelectasis only of a lung or lobe (not a vertebral body); "support" is a device only in "support
@@ -46,7 +57,10 @@ Departures, each with its reason:
   (IU X-ray's de-identification often blanks the device's name: "right chest XXXX tip in the SVC").
   External monitor leads are not devices (as in CheXpert).
 - Pleural Effusion unmentions also joint, knee, shoulder and suprapatellar effusions; Lung Opacity also
-  pleuro-parenchymal scars; Lung Opacity does not count chest-wall thickening.
+  pleuro-parenchymal scars; Lung Opacity does not count chest-wall thickening. Lung Opacity counts "ground glass"
+  (an opacity by definition) and "airspace process" beyond CheXpert's list; interstitial prominence, interstitial
+  thickening and peribronchial cuffing are not Lung Opacity (not in its list) but other abnormalities, as
+  CheXpert's `no_finding` list ("prominen", "thickening", "cuffing") has them.
 - Soft tissue, subcutaneous, laryngeal and facial edema are not pulmonary edema.
 - "Fissure" (CheXpert's `no_finding` list) does not rule out No Finding: the minor and azygos fissures are normal
   anatomy; "tracheostomy" and "defib" there are devices, which never rule it out.
@@ -57,7 +71,7 @@ Departures, each with its reason:
 - Lung Lesion unmentions "calcified nodule" but not "noncalcified / uncalcified nodule", the very lesion that needs
   follow-up (CheXpert's substring "calcified nodul" drops it too).
 - Support Devices also counts orthopedic hardware named otherwise: bone / suture anchors, internal fixation,
-  prostheses (CheXpert's list has "hardware", "arthroplast", "plate", "screw").
+  prostheses (CheXpert's list has "hardware", "arthroplast", "plate", "screw"); not breast prostheses or implants.
 - Fracture unmentions a broken device ("catheter fracture", "fractured sternal wires"): a device fault, not a bone
   fracture.
 
@@ -107,11 +121,11 @@ _PLEURAL_SCAR = (
 _OPACITY = (
     r"opaci\w*|infiltrat\w*|\bair[\s-]?space\s+(?:disease|process)"
     r"|increased\s+(?:\w+\s+)?densit(?:y|ies)|decreased\s+translucency"
-    r"|interstitial\s+(?:pattern|lung\s+disease|disease|thickening)"
-    r"|reticula(?:r|tion)\w*|ground[\s-]glass|peribronchial\s+(?:thickening|cuffing)"
+    r"|interstitial\s+(?:pattern|lung\b)|reticular\s+(?:pattern|markings?)|reticulation|ground[\s-]glass"
+    r"|peribronchial\s+thickening"
     r"|(?<!chest )wall\s+thickening"
 )
-_SCAR_OR_MARKINGS = r"interstitial\s+(?:markings?|prominence)|(?:parenchymal\s+)?\bscar(?:ring|s)?\b"
+_SCAR_OR_MARKINGS = r"interstitial\s+markings?|(?:parenchymal\s+)?\bscar(?:ring|s)?\b"
 _ENLARGED = r"(?:widen\w*|enlarge\w*|prominen\w*)"
 _STABLE = r"(?:stable|unchanged|not\s+changed)"
 
@@ -177,11 +191,15 @@ CHEXPERT_UNMENTION: dict[str, str] = {
         r"(?:pleural|kerley(?:\s+b)?|septal|\bb|azygos|skin|fissural?|paraspinal|paratracheal"
         r"|paraspinous)[\s-]+lines?|plate[\s-]*like|\bvalves?\s+calcifi\w*"
         r"|calcifi\w*\s+(?:\w+\s+){0,2}valves?|\bline\s+of\s+sight|\bmid\s?line"
+        # breast implants are not orthopedic hardware (see `prosthe` in the mentions), nor in CheXpert's list
+        r"|\bbreast\s+(?:\w+\s+)?(?:prosthe\w*|implants?)"
     ),
 }
 # Mentions CheXpert's post-negation uncertainty rules make uncertain when they are not negated.
 CHEXPERT_WEAK: dict[str, str] = {
     "Edema": r"vascular\s+congestion|pulmonary\s+congestion|vascular\s+prominence|indistinctness",
+    # CheXpert hedges "borderline heart size" (post_negation_uncertainty.txt), not "borderline enlarged".
+    "Cardiomegaly": r"borderline\s+heart\s+size|heart\s+(?:size\s+)?(?:is\s+)?borderline",
 }
 # "Heart size is stable", "stable cardiomediastinal silhouette": uncertain (CheXpert's post-negation uncertainty).
 CHEXPERT_STABLE: dict[str, str] = {
@@ -224,6 +242,7 @@ OTHER_ABNORMALITY = (
     r"|lymphadenopathy|adenopathy|thickening|\bcuffing\b|volume\s+loss|\bblunt\w*|contusion|hemorrhage|hematoma"
     r"|bronchitis|bronchiolitis|bronchospasm|asthma|airways?\s+disease|inflam\w*|hypertension|\bplaques?\b|bullet"
     r"|thoracentesis|arthropathy|osteodystrophy|aerophagia|irregular\s+lucency|aortic\s+disease"
+    r"|interstitial\s+(?:prominence|disease)"
 )
 _OTHER = "_other_abnormality"
 _HEART_FAILURE = "_heart_failure"
@@ -249,6 +268,9 @@ CHEXPERT = LabelSet(
     weak=CHEXPERT_WEAK,
     stable=CHEXPERT_STABLE,
     alternatives=True,
+    # Hedges CheXpert's rule files name in a narrower form only: "less likely", "suggestion of", "probable",
+    # "borderline heart size" (the last is a weak Cardiomegaly mention above).
+    not_hedges=r"borderline\b|likely\b|suggest(?!ion\b)\w*|probably\b",
 )
 
 # The reading of NLM's MeSH indexers (see the module docstring): both alternatives of "X or Y" are present, and scars

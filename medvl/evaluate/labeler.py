@@ -30,7 +30,8 @@ Method:
    differential", "... is another consideration") makes it uncertain, a post-negation ("... is not seen", "... has
    resolved", "... have been removed", "... are clear") negative. Anything else is positive.
    A label set may add CheXpert's rules (`LabelSet.alternatives`): "X or Y" and "X is not well seen / not well
-   demonstrated" are uncertain.
+   demonstrated" are uncertain; and it may read fewer hedges (`LabelSet.not_hedges`: CheXpert's rule files hedge
+   "less likely", not "likely").
 4. Normal statements that do not name the finding (`NORMAL`) are negative mentions: "heart size is normal",
    "cardiomediastinal silhouette is within normal limits" -> cardiomegaly; "pleural spaces are clear" -> pleural
    effusion and pneumothorax; "costophrenic angles are sharp" -> pleural effusion.
@@ -107,7 +108,7 @@ MENTIONS: dict[str, str] = {
     "nodule_mass": r"\bnodul(?:es?\b|ar(?:[\s-]+like)?\s+(?:opacit|densit)\w*)|\bmass(?:es)?\b",
     "atelectasis": (
         r"atelecta\w*|\bcollapsed?\s+(?:\w+\s+){0,3}?(?:lung|lobe)s?\b|\b(?:lung|lobe|lobar)\s+collapse"
-        r"|\bcollapse\s+of\s+the\s+(?:\w+\s+){0,3}?(?:lung|lobes?)\b"
+        r"|\bcollapse\s+of\s+the\s+(?:\w+\s+){0,4}?(?:lung|lobes?)\b"
     ),
     "edema": (
         r"(?<!soft tissue )(?<!subcutaneous )(?<!laryngeal )(?<!facial )\bedema\b"
@@ -149,15 +150,15 @@ _RESOLVED = rf"(?=resolved\b){_PARTLY}resolved"  # the lookahead first: the look
 _NOT_A_NEGATION = r"(?!\s+(?:\w+\s+){0,2}?(?:change|increase|decrease|worsening|improvement|progression|difference)\b)"
 _NEGATION = re.compile(  # the lookahead: as in _UNCERTAIN
     rf"(?=\b)(?:\bno\b{_NOT_A_NEGATION}|\bwithout\b{_NOT_A_NEGATION}|\bnot\b(?!\s+only\b)|\bnor\b|\bfree\s+of\b"
-    r"|\bclear\s+of\b|\bnegative\s+for\b|\babsence\s+of\b|\babsent\b|\bresolution\s+of\b"
+    r"|\bclear\s+of\b|\bclear\s*$|\bnegative\s+for\b|\babsence\s+of\b|\babsent\b|\bresolution\s+of\b"
     rf"|\b{_RESOLVED}\b|\b(?:clearing|disappearance|drainage)\s+of\b"
     r"|\bremoval\s+of\b|\bhistory\s+of\b|\brather\s+than\b|\bdeny|\bexclude[sd]?\b(?!\s+(?:by|on))"
     r"|\bruled?\s+out\b)"
 )
 # Every cue starts at a word boundary (or is "?"): the lookahead rejects other positions before the alternatives
 # are tried one by one, which makes the scan several times faster and matches the same text.
-_UNCERTAIN = re.compile(
-    r"(?=\b|\?)(?:\bmay\b|\bmight\b|\bcould\b|\bpossibl[ey]\b|\bprobabl[ey]\b|\bquestionabl[ey]\b"
+_UNCERTAIN_CUES = (
+    r"(?:\bmay\b|\bmight\b|\bcould\b|\bpossibl[ey]\b|\bprobabl[ey]\b|\bquestionabl[ey]\b"
     r"|\bquestion(?:\s+of)?\b"
     r"|\bsuspicious\s+for\b|\bsuspect\w*|\bconcerning\s+for\b|\bworrisome\s+for\b|\bsuggest\w*|\blikely\b"
     r"|\bcannot\s+(?:be\s+)?(?:excluded?|ruled?\s+out)|\bcan\s+not\s+(?:be\s+)?(?:excluded?|ruled?\s+out)"
@@ -166,8 +167,9 @@ _UNCERTAIN = re.compile(
     r"|\bindeterminate\b(?<!age-indeterminate)(?<!age indeterminate)"
     r"|\bpossibility\s+of\b|\bcorrelat\w*\s+(?:\w+\s+)?for\b|\bevaluat\w*\s+(?:for|of)\b"
     r"|\bif\b|\bconcern\s+for\b|\bdifficult\s+to\s+(?:\w+\s+)?exclude\b|\bnot\s+(?:entirely|completely|definitely)\s+"
-    r"(?:be\s+)?(?:excluded|ruled\s+out))"
+    r"(?:be\s+)?(?:excluded|ruled\s+out)|\bless\s+likely\b)"
 )
+_UNCERTAIN = re.compile(rf"(?=\b|\?){_UNCERTAIN_CUES}")
 # A hedge that is the purpose of a negated finding: "no opacity to suggest pneumonia" negates pneumonia.
 _PURPOSE = re.compile(r"\bto\s+(?:\w+\s+)?$")
 # "no new consolidation" is uncertain (CheXpert's pre-negation uncertainty).
@@ -240,7 +242,9 @@ class LabelSet:
     observation although a mention pattern matches inside it ("calcified nodule"). `weak`: mentions that are at most
     uncertain ("vascular congestion" for edema); `stable`: statements that make an observation uncertain when the
     clause says nothing else about it ("heart size is stable"); an explicit negation of the observation in the same
-    sentence overrides both. `alternatives`: "X or Y" makes a mention that is not negated uncertain. Patterns see
+    sentence overrides both. `alternatives`: "X or Y" makes a mention that is not negated uncertain. `not_hedges`:
+    uncertainty cues of the engine that this label set does not read as hedges (a pattern tried where a cue starts:
+    CheXpert's rule files hedge "less likely" and "suggestion of", not "likely" or "suggestive of"). Patterns see
     lower-cased text.
     """
 
@@ -254,6 +258,14 @@ class LabelSet:
     weak: dict[str, str] = field(default_factory=dict)
     stable: dict[str, str] = field(default_factory=dict)
     alternatives: bool = False
+    not_hedges: str = ""
+
+    @cached_property
+    def uncertain(self) -> re.Pattern[str]:
+        """The uncertainty cues this label set reads before and inside a mention."""
+        if not self.not_hedges:
+            return _UNCERTAIN
+        return re.compile(rf"(?=\b|\?)(?!(?:{self.not_hedges}))(?:{_UNCERTAIN_CUES})")
 
     @cached_property
     def compiled(self) -> tuple[dict[str, re.Pattern[str]], dict[str, re.Pattern[str]]]:
@@ -300,16 +312,23 @@ def _last(pattern: re.Pattern[str], text: str, outside: re.Match[str] | None = N
     return last
 
 
-def _classify(before: str, span: str, after: str, alternatives: bool = False, or_group: bool = False) -> str:
+def _classify(
+    before: str,
+    span: str,
+    after: str,
+    alternatives: bool = False,
+    or_group: bool = False,
+    uncertain: re.Pattern[str] = _UNCERTAIN,
+) -> str:
     """Label one mention from its sub-clause before it, its own text and the text after its coordinated list.
 
     With `alternatives` (CheXpert's rules), a mention offered as one of two alternatives ("atelectasis or scarring")
     is uncertain unless it is negated, and so is one that is "not well seen". `or_group`: the mention's coordinated
-    list joins its members with "or".
+    list joins its members with "or". `uncertain`: the uncertainty cues read before and inside the mention.
     """
-    if _UNCERTAIN.search(span) or (alternatives and _SPAN_OR.search(span)):
+    if uncertain.search(span) or (alternatives and _SPAN_OR.search(span)):
         return UNCERTAIN
-    unc = _last(_UNCERTAIN, before)
+    unc = _last(uncertain, before)
     neg = _last(_NEGATION, before, unc)
     if neg is not None and neg.group() == "not" and "," in before[neg.end() :]:
         neg = None  # "not" negates its own predicate: "heart is not enlarged, small effusion"
@@ -382,7 +401,12 @@ def _clause_mentions(clause: str, label_set: LabelSet, index: int = 0) -> list[M
     for (start, stop, name), after_from, in_or in zip(mentions, group_end, or_group, strict=True):
         sub_start = max((b for b in breaks if b <= start), default=0)
         found = _classify(
-            clause[sub_start:start], clause[start:stop], clause[after_from:], label_set.alternatives, in_or
+            clause[sub_start:start],
+            clause[start:stop],
+            clause[after_from:],
+            label_set.alternatives,
+            in_or,
+            label_set.uncertain,
         )
         weak = name in weak_re and weak_re[name].fullmatch(clause, start, stop) is not None
         if weak and found == POSITIVE:
