@@ -83,6 +83,25 @@ class ScoringOptions:
     """Path of CheXbert weights (chexbert.pth): adds chexbert_* metrics."""
     chexbert_tokenizer: str | None = None
     """Folder with CheXbert's WordPiece vocab.txt (bert-base-uncased)."""
+    _warm_meteor: Any = dataclasses.field(default=None, init=False, repr=False, compare=False)
+    """A METEOR process started by `warm_up`, waiting for the first scoring."""
+
+    def warm_up(self) -> None:
+        """Start METEOR now (its JVM loads for ~5 CPU s) so that it loads while the model generates; the first
+        scoring uses it. Nothing happens without Java or with `meteor` off."""
+        if self._warm_meteor is None:
+            self._warm_meteor = _meteor_handle(self)
+
+    def take_meteor(self) -> Any:
+        """The warmed-up METEOR process (the caller closes it), else a new one, or None (no Java, or off)."""
+        meteor, self._warm_meteor = self._warm_meteor, None
+        return meteor or _meteor_handle(self)
+
+    def close(self) -> None:
+        """Stop a warmed-up METEOR process that no scoring took (evaluation failed or scored no text)."""
+        if self._warm_meteor is not None:
+            self._warm_meteor.close()
+            self._warm_meteor = None
 
     def chexbert_labeler(self) -> Any:
         """The CheXbert labeler when weights were given, else None."""
@@ -190,7 +209,7 @@ def evaluate_generated(
         (the metrics.json dict, the predictions.jsonl rows).
     """
     chexbert = options.chexbert_labeler()
-    meteor = _meteor_handle(options)
+    meteor = options.take_meteor()
     try:
         t1 = time.time()
         model_score = _score(refs, hyps, ids, truth, options, meteor, chexbert=chexbert)

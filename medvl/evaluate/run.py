@@ -109,6 +109,8 @@ def evaluate(
         check_provides(data_cfg.source, task.needs, task.name)
         studies = load_studies(data_cfg)
         require_split(studies, split)
+        if dist_info.is_main and task.scores_text():
+            options.warm_up()  # METEOR's JVM loads while the model generates
         skipped_reasons: dict[str, str] = {}
         outputs: dict[str, list[Any]] = {}
         t0 = time.time()
@@ -154,6 +156,7 @@ def evaluate(
         result, rows = task.evaluation(outputs, studies, options)
         result = {**extra, **{k: v for k, v in result.items() if v is not None or k not in extra}}
     finally:
+        options.close()
         barrier(dist_info)
         shutdown()
 

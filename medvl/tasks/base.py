@@ -137,6 +137,10 @@ class Task:
         """The splits whose outputs `evaluation` needs, `split` last."""
         return [split]
 
+    def scores_text(self) -> bool:
+        """True when `evaluation` scores generated text with the NLG suite (METEOR then warms up during inference)."""
+        return False
+
     def evaluation(
         self, outputs: dict[str, list[Any]], studies: dict[str, list[Study]], options: Any
     ) -> tuple[dict[str, Any], list[dict[str, Any]]]:

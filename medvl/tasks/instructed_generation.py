@@ -204,6 +204,9 @@ class InstructedGenerationTask(Task):
         """Training forward passes / grad_accum so far in this process (drop-worst starts after
         `task.drop_worst_after`; it restarts at 0 when a run resumes)."""
 
+    def scores_text(self) -> bool:
+        return bool({"caption", "summarization"} & set(self.options.tasks))
+
     # ------------------------------------------------------------------------------------------------ assets
     @classmethod
     def usable(cls, study: Study) -> str:

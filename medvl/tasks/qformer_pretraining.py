@@ -76,6 +76,9 @@ class QFormerPretrainingTask(ReportTask):
         out["itc_top1_chance"] = float(np.mean([1.0 / r["batch_size"] for r in rows]))
         return out
 
+    def scores_text(self) -> bool:
+        return False  # its evaluation reports the stage-1 losses, not NLG scores
+
     def evaluation(
         self, outputs: dict[str, list[Any]], studies: dict[str, list[Any]], options: Any
     ) -> tuple[dict[str, Any], list[dict[str, Any]]]:

@@ -156,6 +156,9 @@ class ReportTask(Task):
         headline, _ = score_reports(self._references(rows), [r["generated"] for r in rows], truth)
         return headline
 
+    def scores_text(self) -> bool:
+        return True
+
     def evaluation(
         self, outputs: dict[str, list[Any]], studies: dict[str, list[Study]], options: Any
     ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
