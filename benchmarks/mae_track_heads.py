@@ -26,6 +26,9 @@ import torch
 import torch.nn.functional as F
 
 REPO = Path(__file__).resolve().parents[1]
+BASE = {"image_size": 64, "in_chans": 3, "num_frames": 8, "patch_size": 8, "embed_dim": 96, "depth": 4,
+        "num_heads": 3, "mlp_dim": 384}
+"""The model of medicanes_track_tiny_synthetic."""
 MODEL_FIELDS = ("pooling", "patch_size", "tubelet_size", "dropout", "depth", "embed_dim")
 TRAIN_FIELDS = {"lr": 1e-3, "layer_decay": 0.75, "weight_decay": 0.05, "loss": "huber", "normalize": 1, "flip": 0}
 
@@ -76,17 +79,7 @@ def run_variant(name: str, fields: dict[str, str], data: dict, args: argparse.Na
     if unknown:
         raise SystemExit(f"unknown variant fields {sorted(unknown)}: use {MODEL_FIELDS} or {tuple(TRAIN_FIELDS)}")
     steps = int(fields.get("steps", args.steps))
-    base = dict(
-        image_size=64,
-        in_chans=3,
-        num_frames=8,
-        patch_size=8,
-        embed_dim=96,
-        depth=4,
-        num_heads=3,
-        mlp_dim=384,
-        num_outputs=2,
-    )
+    base = {**BASE, "num_outputs": 2}
     family = MODEL_FAMILIES.get("mae")
     model = family.build(family.make_config("tiny", {**base, **model_fields}))
     if args.init:
@@ -150,6 +143,37 @@ def run_variant(name: str, fields: dict[str, str], data: dict, args: argparse.Na
     return result
 
 
+def probe(name: str, init: str, data: dict) -> None:
+    """Frozen encoder -> ridge regression of (x, y) from the mean-pooled tokens [N, D] and from every token flattened
+    [N, T' * h * w * D] (after the encoder's final LayerNorm): how much of the centre each keeps, linearly."""
+    from sklearn.linear_model import RidgeCV
+
+    from medvl.models.families import MODEL_FAMILIES
+
+    family = MODEL_FAMILIES.get("mae")
+    torch.manual_seed(0)
+    model = family.build(family.make_config("tiny", {**BASE, "num_outputs": 2}))
+    if init:
+        from medvl.train.checkpoint import load_checkpoint
+
+        state = load_checkpoint(Path(init) / "checkpoints" / "last", load_train_state=False).model_state
+        model.load_state_dict(model.init_state(state)[0], strict=False)
+    model.eval()
+    feats = {}
+    with torch.no_grad():
+        for split, (x, _) in data.items():
+            ones = torch.ones(x.shape[:2], dtype=torch.bool)
+            tokens = torch.cat([model.encoder(model.clips(x[i : i + 32], ones[i : i + 32])) for i in range(0, len(x), 32)])
+            feats[split] = {"mean": tokens.mean(1).numpy(), "flatten": tokens.flatten(1).numpy()}
+    line = []
+    for kind in ("mean", "flatten"):
+        ridge = RidgeCV(alphas=np.logspace(-3, 4, 15)).fit(feats["train"][kind], data["train"][1].numpy())
+        for split in ("val", "test"):
+            err = np.linalg.norm(ridge.predict(feats[split][kind]) - data[split][1].numpy(), axis=1)
+            line.append(f"{kind} {split} median {np.median(err):5.1f} px")
+    print(f"probe {name:22s} " + "  ".join(line), flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--root", required=True, help="the synthetic clips (generated there on first use)")
@@ -158,11 +182,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--init", default="", help="a run directory whose last checkpoint starts the encoder")
-    p.add_argument("--variant", action="append", required=True, help="name:field=value,field=value")
+    p.add_argument("--variant", action="append", default=[], help="name:field=value,field=value")
+    p.add_argument("--probe", action="append", default=[], help="name:RUN (empty RUN: random init): frozen probe")
     args = p.parse_args(argv)
     torch.set_num_threads(int(__import__("os").environ.get("OMP_NUM_THREADS", "1")))
     data = load_split(args.root, args.tracks)
     print({k: len(v[0]) for k, v in data.items()}, "clips with a centre", flush=True)
+    for spec in args.probe:
+        name, _, run = spec.partition(":")
+        probe(name, run, data)
     for spec in args.variant:
         name, _, rest = spec.partition(":")
         fields = dict(kv.split("=", 1) for kv in rest.split(",") if kv)
