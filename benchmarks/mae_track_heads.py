@@ -26,8 +26,16 @@ import torch
 import torch.nn.functional as F
 
 REPO = Path(__file__).resolve().parents[1]
-BASE = {"image_size": 64, "in_chans": 3, "num_frames": 8, "patch_size": 8, "embed_dim": 96, "depth": 4,
-        "num_heads": 3, "mlp_dim": 384}
+BASE = {
+    "image_size": 64,
+    "in_chans": 3,
+    "num_frames": 8,
+    "patch_size": 8,
+    "embed_dim": 96,
+    "depth": 4,
+    "num_heads": 3,
+    "mlp_dim": 384,
+}
 """The model of medicanes_track_tiny_synthetic."""
 MODEL_FIELDS = ("pooling", "patch_size", "tubelet_size", "dropout", "depth", "embed_dim")
 TRAIN_FIELDS = {"lr": 1e-3, "layer_decay": 0.75, "weight_decay": 0.05, "loss": "huber", "normalize": 1, "flip": 0}
@@ -163,7 +171,9 @@ def probe(name: str, init: str, data: dict) -> None:
     with torch.no_grad():
         for split, (x, _) in data.items():
             ones = torch.ones(x.shape[:2], dtype=torch.bool)
-            tokens = torch.cat([model.encoder(model.clips(x[i : i + 32], ones[i : i + 32])) for i in range(0, len(x), 32)])
+            tokens = torch.cat(
+                [model.encoder(model.clips(x[i : i + 32], ones[i : i + 32])) for i in range(0, len(x), 32)]
+            )
             feats[split] = {"mean": tokens.mean(1).numpy(), "flatten": tokens.flatten(1).numpy()}
     line = []
     for kind in ("mean", "flatten"):
