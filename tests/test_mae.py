@@ -73,6 +73,42 @@ def test_config_errors_name_the_field() -> None:
     assert (giant.embed_dim, giant.depth, giant.mlp_dim, giant.patch_size, giant.num_frames) == (1408, 40, 6144, 14, 16)
 
 
+def test_head_poolings_mean_attention_and_flatten() -> None:
+    from medvl.models.mae import TokenPool
+    from medvl.train.optim import param_groups
+
+    g = torch.Generator().manual_seed(0)
+    tokens = torch.randn(2, 16, 64, generator=g)
+    norm = torch.nn.LayerNorm(64)
+    mean = TokenPool("mean", 64, 2, 16)
+    torch.testing.assert_close(mean(norm, tokens), norm(tokens.mean(1)))
+    flat = TokenPool("flatten", 64, 2, 16)
+    assert flat.out_dim == 16 * 64
+    out = flat(norm, tokens)
+    torch.testing.assert_close(out.view(2, 16, 64), norm(tokens))  # every token kept, in order
+    attention = TokenPool("attention", 64, 2, 16)
+    torch.nn.init.zeros_(attention.cls_token)  # a zero query weighs the tokens equally: the mean of their values
+    values = torch.nn.functional.linear(
+        tokens, *(t.chunk(3)[2] for t in (attention.attn.in_proj_weight, attention.attn.in_proj_bias))
+    )
+    expected = norm(attention.attn.out_proj(values.mean(1)))
+    torch.testing.assert_close(attention(norm, tokens), expected)
+    torch.nn.init.normal_(attention.cls_token, std=3.0, generator=g)
+    assert (attention(norm, tokens) - expected).abs().max() > 0.1  # a learned query weighs tokens unequally
+
+    model = _model(num_outputs=2, pooling="attention")
+    assert model.head.in_features == 64 and model(torch.rand(3, 1, 1, 32, 32)).shape == (3, 2)
+    no_decay = {id(p) for grp in param_groups(model, 0.05) if grp["weight_decay"] == 0 for p in grp["params"]}
+    assert id(model.pool.cls_token) in no_decay
+    flat_model = _model(num_outputs=2, pooling="flatten")
+    assert flat_model.head.in_features == 16 * 64 and flat_model(torch.rand(3, 1, 1, 32, 32)).shape == (3, 2)
+    # A tracker with mean pooling takes a classifier's encoder and leaves its attention pool out.
+    state, dropped = _model(num_outputs=2).init_state(model.state_dict())
+    assert any(k.startswith("pool.") for k in dropped) and not any(k.startswith("pool.") for k in state)
+    with pytest.raises(ValueError, match="model.pooling must be one of mean, attention, flatten, got 'max'"):
+        MODEL_FAMILIES.get("mae").make_config("tiny", {"pooling": "max"})
+
+
 # ----------------------------------------------------------------------------------------------------- masks
 def test_tube_and_running_cell_masks() -> None:
     torch.manual_seed(1)
@@ -170,6 +206,13 @@ def test_pretrain_evaluate_then_finetune_from_the_encoder(synth_root: Path, tmp_
     assert result["reconstruction_loss"] < result["baseline"]["reconstruction_loss"]
     lo, hi = result["reconstruction_loss_ci"]
     assert lo <= result["reconstruction_loss"] <= hi
+    gain = result["reconstruction_loss"] - result["baseline"]["reconstruction_loss"]
+    assert result["difference_to_baseline"] == pytest.approx(gain)
+    # Per-patch normalized targets: the baseline is (n - 1) / n for every study, so the paired interval of the
+    # difference is the loss's interval moved by it.
+    base = result["baseline"]["reconstruction_loss"]
+    moved = [v - base for v in result["reconstruction_loss_ci"]]
+    assert result["difference_to_baseline_ci"] == pytest.approx(moved, abs=1e-5)  # float32 losses
     rows = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
     pngs = sorted((out / "reconstructions").glob("*.png"))
     assert len(pngs) == 4 and all((out / r["image"]).is_file() for r in rows)

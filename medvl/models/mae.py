@@ -14,8 +14,8 @@ medvl model contract, layer ids for layer-wise lr decay, and local pretrained we
 
 Contract:
 - `num_outputs > 0` (set by the classification / regression tasks): `forward(images [B, V, C, H, W] in [0, 1], view_ids
-  [B, V], view_mask [B, V])` -> [B, num_outputs]: encoder tokens, mean-pooled, LayerNorm, dropout, linear. The V axis
-  is the clip's frames (V = num_frames) or one image; absent frames are zeros.
+  [B, V], view_mask [B, V])` -> [B, num_outputs]: encoder tokens, pooled (`model.pooling`: mean by default), LayerNorm,
+  dropout, linear. The V axis is the clip's frames (V = num_frames) or one image; absent frames are zeros.
 - `num_outputs == 0` (the masked_modeling task): `forward(images, view_ids, view_mask, encoder_mask [B, N] bool, True
   = hidden from the encoder, decode [B, N] bool, True = reconstructed)` -> predicted patches [B, N_decode, patch_dim]
   in token order, with the same number of hidden and of decoded tokens in every row; `patchify(images)` gives the
@@ -36,6 +36,9 @@ import torch
 from torch import Tensor, nn
 
 from medvl.models.encoders import normalize_images, pretrained_normalization
+
+POOLINGS = ("mean", "attention", "flatten")
+"""The choices of `MAEConfig.pooling`."""
 
 
 @dataclass
@@ -79,6 +82,13 @@ class MAEConfig:
     layer_norm_eps: float = 1e-6
     dropout: float = 0.0
     """Dropout before the head's linear layer (fine-tuning)."""
+    pooling: str = "mean"
+    """How the head pools the encoder's tokens [B, N, D] before its LayerNorm + linear (fine-tuning): `mean` (the
+    seed's and VideoMAE's mean pooling -> [B, D]); `attention` (one learned query attends over the tokens,
+    `model.num_heads` heads, as timm's `AttentionPoolLatent` without its MLP -> [B, D]: the weights can pick the tokens
+    of one place, whose features carry their position); `flatten` (every token kept in (t, row, col) order, each
+    LayerNormed, concatenated -> [B, N * D]: a linear head reads position directly). Mean pooling averages where a
+    feature is away, which regression of a position needs (docs/families/mae.md, the medicanes tracking table)."""
     num_outputs: int = 0
     """0: the MAE pretraining model (encoder + decoder); > 0: encoder + pooled head with this many outputs (set by the
     classification and regression tasks)."""
@@ -117,6 +127,8 @@ class MAEConfig:
             raise ValueError(f"model.num_outputs must be >= 0, got {self.num_outputs}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"model.dropout must be in [0, 1), got {self.dropout}")
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"model.pooling must be one of {', '.join(POOLINGS)}, got {self.pooling!r}")
         self.channel_mean, self.channel_std = tuple(self.channel_mean), tuple(self.channel_std)
         if not self.channel_mean and not self.channel_std and self.pretrained:
             found = pretrained_normalization(self.pretrained)
@@ -221,6 +233,34 @@ def sinusoid_table(n: int, dim: int) -> Tensor:
     return table.float()[None]
 
 
+class TokenPool(nn.Module):
+    """The head's pooling (`MAEConfig.pooling`): tokens [B, N, D] and the head's LayerNorm over D -> [B, out_dim].
+
+    `mean`: LayerNorm(mean over N), out_dim D. `attention`: a learned query [1, 1, D] attends over the tokens
+    (`nn.MultiheadAttention`, `heads` heads), then LayerNorm, out_dim D. `flatten`: LayerNorm of each token, the N
+    tokens concatenated, out_dim N * D (N fixed by the model's token grid)."""
+
+    def __init__(self, mode: str, dim: int, heads: int, num_tokens: int) -> None:
+        super().__init__()
+        if mode not in POOLINGS:
+            raise ValueError(f"model.pooling must be one of {', '.join(POOLINGS)}, got {mode!r}")
+        self.mode = mode
+        self.out_dim = dim * num_tokens if mode == "flatten" else dim
+        if mode == "attention":
+            # Named as a ViT token so that AdamW leaves it undecayed (medvl.train.optim).
+            self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
+            nn.init.trunc_normal_(self.cls_token, std=0.02)
+            self.attn = nn.MultiheadAttention(dim, heads, batch_first=True)
+
+    def forward(self, norm: nn.Module, tokens: Tensor) -> Tensor:
+        if self.mode == "mean":
+            return norm(tokens.mean(1))
+        if self.mode == "flatten":
+            return norm(tokens).flatten(1)
+        pooled, _ = self.attn(self.cls_token.expand(tokens.shape[0], -1, -1).to(tokens.dtype), tokens, tokens)
+        return norm(pooled[:, 0])
+
+
 _BLOCK = re.compile(r"^encoder\.videomae\.encoder\.layer\.(\d+)\.")
 
 
@@ -237,9 +277,10 @@ class MaskedVideoViT(nn.Module):
         self.num_layers = config.depth
         """Blocks of the encoder; `layer_id` numbers the patch embedding 0, block i i + 1, the rest depth + 1."""
         if config.num_outputs > 0:
+            self.pool = TokenPool(config.pooling, config.embed_dim, config.num_heads, self.num_tokens)
             self.fc_norm = nn.LayerNorm(config.embed_dim, eps=config.layer_norm_eps)
             self.drop = nn.Dropout(config.dropout)
-            self.head = nn.Linear(config.embed_dim, config.num_outputs)
+            self.head = nn.Linear(self.pool.out_dim, config.num_outputs)
             nn.init.trunc_normal_(self.head.weight, std=0.02)
             nn.init.zeros_(self.head.bias)
         else:
@@ -299,8 +340,7 @@ class MaskedVideoViT(nn.Module):
             view_mask = torch.ones(images.shape[:2], dtype=torch.bool, device=images.device)
         clips = self.clips(images, view_mask.bool())
         if self.config.num_outputs > 0:
-            tokens = self.encoder(clips)
-            return self.head(self.drop(self.fc_norm(tokens.mean(1))))
+            return self.head(self.drop(self.pool(self.fc_norm, self.encoder(clips))))
         if encoder_mask is None or decode is None:
             raise ValueError(
                 "the mae pretraining model (model.num_outputs=0) reconstructs patches: call it with "
@@ -348,11 +388,12 @@ class MaskedVideoViT(nn.Module):
                 "encoder_to_decoder",
                 "mask_token",
                 "decoder",
+                "pool",
                 "fc_norm",
                 "head",
             ):
                 dropped.append(key)
-            elif key in own and key.split(".")[0] in ("head", "fc_norm"):
+            elif key in own and key.split(".")[0] in ("head", "fc_norm", "pool"):
                 dropped.append(key)
             elif key in own:
                 raise ValueError(
@@ -369,6 +410,8 @@ __all__ = [
     "MAEConfig",
     "MAE_SIZES",
     "MaskedVideoViT",
+    "POOLINGS",
+    "TokenPool",
     "VideoViTEncoder",
     "config_for_reload",
     "hf_config",

@@ -15,7 +15,8 @@ The task contract (`medvl.tasks.base.Task`):
 - validation: the loss (selects the best checkpoint, mode min), the baseline's loss and their ratio;
 - evaluation: the reconstruction loss of the split with a bootstrap 95% interval next to a baseline that learned
   nothing: with per-patch normalized targets each patch's mean (the normalized target 0, a loss of (n - 1) / n by
-  construction), with the model's normalized pixels the mean colour of the clip's visible pixels; and, for the
+  construction), with the model's normalized pixels the mean colour of the clip's visible pixels, and the per-study
+  difference model minus baseline with a paired bootstrap interval (the same resampled studies for both); and, for the
   first `eval_images` studies, PNG panels (original | masked | reconstruction, one row per frame) in
   reconstructions/ and report.html;
 - prediction record: {"reconstruction_loss", "baseline_loss", "mask_ratio"} of the study under the seeded mask.
@@ -325,6 +326,10 @@ class MaskedModelingTask(Task):
             draws = rng.integers(0, len(rows), (options.bootstrap, len(rows)))
             means = loss[draws].mean(1)
             result["reconstruction_loss_ci"] = [float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))]
+            # Paired: the same resampled studies for model and baseline, so the interval is that of the gain.
+            gains = (loss - base)[draws].mean(1)
+            result["difference_to_baseline_ci"] = [float(np.percentile(gains, 2.5)), float(np.percentile(gains, 97.5))]
+        result["difference_to_baseline"] = float((loss - base).mean())
         paths = {s.id: [str(p) for p in s.image_paths] for split in studies.values() for s in split}
         self._panels = {}
         predictions = []
@@ -365,6 +370,7 @@ class MaskedModelingTask(Task):
                 f"mask ratio {result['mask_ratio']}",
                 f"baseline ({result['baseline_name']})   {result['baseline']['reconstruction_loss']:.4f}",
                 f"ratio to baseline     {result['loss_ratio']:.4f}" if result.get("loss_ratio") is not None else "",
+                _difference(result),
             ]
         )
 
@@ -381,6 +387,15 @@ class MaskedModelingTask(Task):
             }
             for r in self._rows(batch, panels=False, by_id=False)
         ]
+
+
+def _difference(result: dict[str, Any]) -> str:
+    """The model-minus-baseline line of an evaluation (a paired bootstrap interval when there is one)."""
+    if result.get("difference_to_baseline") is None:  # evaluations written before it existed
+        return ""
+    ci = result.get("difference_to_baseline_ci")
+    shown = f" (paired 95% CI {ci[0]:.4f} to {ci[1]:.4f})" if ci else ""
+    return f"model minus baseline  {result['difference_to_baseline']:.4f}{shown}"
 
 
 def _to_rgb(frame: Tensor) -> np.ndarray:
@@ -402,6 +417,7 @@ def _report_html(result: dict[str, Any], rows: list[dict[str, Any]], title: str)
             f"{result['reconstruction_loss']:.4f}" + (f" [{ci[0]:.4f}, {ci[1]:.4f}]" if ci else ""),
         ),
         (f"baseline: {result['baseline_name']}", f"{result['baseline']['reconstruction_loss']:.4f}"),
+        ("model minus baseline, paired", _difference(result).split("  ", 1)[-1].strip()),
         ("studies", str(result["n_examples"])),
         ("mask ratio", str(result["mask_ratio"])),
     ]
