@@ -93,3 +93,25 @@ def test_a_checkpoint_from_before_the_bridge_field_loads_identically(synth_root:
     trainer.model.eval()
     args = (batch.images, batch.view_ids, batch.view_mask)
     torch.testing.assert_close(loaded.model.encode_images(*args), trainer.model.encode_images(*args), rtol=0, atol=0)
+
+
+def test_merge_size_concatenates_each_block_of_neighbouring_patches(tokenizer) -> None:  # noqa: F811
+    model = _model(tokenizer, bridge="linear", merge_size=2)
+    batch = _batch(tokenizer)
+    feats, _ = model.vision_tokens(batch.images, batch.view_ids, batch.view_mask)  # [2, 2 views x 4 x 4, 32]
+    merged = model.merge_tokens(feats)
+    assert merged.shape == (2, 2 * 4, 4 * 32) and model.n_image_tokens == 8
+    grid = feats.view(2, 2, 4, 4, 32)  # [study, view, row, col, D]
+    # Second view, block (row 1, col 0) of the 2x2 blocks: patches (2, 0), (2, 1), (3, 0), (3, 1) side by side.
+    block = torch.cat([grid[:, 1, 2, 0], grid[:, 1, 2, 1], grid[:, 1, 3, 0], grid[:, 1, 3, 1]], dim=-1)
+    torch.testing.assert_close(merged[:, 4 + 2], block, rtol=0, atol=0)
+    image = model.encode_images(batch.images, batch.view_ids, batch.view_mask)
+    torch.testing.assert_close(image, model.proj(merged))
+    task = InstructedReportTask(model, tokenizer)
+    assert int(task._sequences([("a", "b")], None, False)["image_mask"].sum()) == 8
+
+
+def test_a_merge_size_that_does_not_divide_the_grid_is_refused(tokenizer) -> None:  # noqa: F811
+    with pytest.raises(ValueError, match="merge_size=3 does not divide the encoder's 4x4 patch grid"):
+        _model(tokenizer, bridge="mlp", merge_size=3)
+    assert _model(tokenizer, bridge="qformer", merge_size=3).n_image_tokens == 4  # the Q-Former ignores it

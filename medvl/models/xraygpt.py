@@ -6,7 +6,8 @@ Contract: `XrayGPT(config)` is an `nn.Module` with
   or random init), a LayerNorm (`ln_vision`), a view embedding; then the `bridge` into the LLM's embedding width:
   `qformer` (BLIP-2's Q-Former, HF's `Blip2QFormerModel`: `num_query_tokens` learned queries cross-attending to the
   tokens of all views, then `proj`, linear as XrayGPT's `llama_proj` or a 2-layer MLP), `mlp` (LLaVA-1.5: every patch
-  token of every view through a 2-layer GELU MLP, `proj`) or `linear` (LLaVA-1: one linear layer per token);
+  token of every view through a 2-layer GELU MLP, `proj`; with `merge_size` m, each m x m block of neighbouring
+  patches first becomes one token, as in Qwen2-VL) or `linear` (LLaVA-1: one linear layer per token);
 - `forward(images, view_ids, view_mask, input_ids, attention_mask, image_mask) -> logits [B, T, vocab]`: the token
   embeddings of `input_ids` with the positions where `image_mask` is True replaced, in order, by the image
   embeddings (each row has exactly Q such positions);
@@ -90,6 +91,12 @@ class XrayGPTConfig:
     """How the image tokens reach the LLM: qformer (BLIP-2 / XrayGPT: num_query_tokens learned queries cross-attend
     to the tokens of all views, then `projection`), mlp (LLaVA-1.5: a 2-layer GELU MLP on every patch token of every
     view; the LLM sees max_views x grid tokens) or linear (LLaVA-1: one linear layer per token)."""
+    merge_size: int = 1
+    """bridge=mlp or linear: concatenate the features of each merge_size x merge_size block of neighbouring patches
+    into one token before the projection (Qwen2-VL's patch merger, InternVL's pixel shuffle): merge_size^2 times
+    fewer image tokens for the LLM, no feature dropped. 1 = one token per patch (LLaVA). The encoder's grid must be
+    divisible by it. bridge=qformer ignores it (its queries read every patch token), so a recipe can switch bridges
+    with one override."""
     num_query_tokens: int = 32
     qformer_dim: int = 768
     qformer_depth: int = 12
@@ -167,6 +174,7 @@ class XrayGPTConfig:
         check(self.lora_r >= 0, f"model.lora_r must be >= 0, got {self.lora_r}")
         check(not self.vision_lora or self.lora_r > 0, "model.vision_lora needs model.lora_r > 0")
         check(not self.qformer_text or self.bridge == "qformer", "model.qformer_text needs model.bridge=qformer")
+        check(self.merge_size >= 1, f"model.merge_size must be >= 1, got {self.merge_size}")
         if self.bridge == "qformer":
             check(
                 self.qformer_dim % self.qformer_heads == 0,
@@ -356,7 +364,13 @@ class XrayGPT(nn.Module):
             nn.init.normal_(self.query_tokens, std=0.02)
             d_in = config.qformer_dim
         else:
-            self.qformer, self.query_tokens, d_in = None, None, d_vision
+            m = config.merge_size
+            if self.encoder.grid[0] % m or self.encoder.grid[1] % m:
+                raise ValueError(
+                    f"model.merge_size={m} does not divide the encoder's {self.encoder.grid[0]}x{self.encoder.grid[1]} "
+                    "patch grid: pick a divisor of it (or change model.image_size)"
+                )
+            self.qformer, self.query_tokens, d_in = None, None, d_vision * m * m
         self.qformer_text = (
             QFormerTextSide(config.qformer_dim, config.vocab_size, config.max_len, config.pad_id)
             if config.qformer_text
@@ -446,16 +460,26 @@ class XrayGPT(nn.Module):
             query_embeds=queries, encoder_hidden_states=feats, encoder_attention_mask=mask.long()
         ).last_hidden_state
 
+    def merge_tokens(self, feats: Tensor) -> Tensor:
+        """bridge=mlp/linear: [B, V * h * w, D] vision tokens -> [B, V * (h/m) * (w/m), m * m * D], each m x m block of
+        neighbouring patches of a view (m = merge_size) concatenated, row-major within the block."""
+        m = self.config.merge_size
+        if m == 1:
+            return feats
+        (h, w), d = self.encoder.grid, feats.shape[-1]
+        x = feats.view(feats.shape[0], -1, h // m, m, w // m, m, d).permute(0, 1, 2, 4, 3, 5, 6)
+        return x.reshape(feats.shape[0], -1, m * m * d)
+
     def encode_images(self, images: Tensor, view_ids: Tensor, view_mask: Tensor) -> Tensor:
-        """[B, Q, d_llm] image embeddings for the LLM (Q = num_query_tokens, or the tokens of all views)."""
+        """[B, Q, d_llm] image embeddings for the LLM (Q = num_query_tokens, or the (merged) tokens of all views)."""
         feats, mask = self.vision_tokens(images, view_ids, view_mask)
-        return self.proj(feats if self.qformer is None else self.query_outputs(feats, mask))
+        return self.proj(self.merge_tokens(feats) if self.qformer is None else self.query_outputs(feats, mask))
 
     @property
     def n_image_tokens(self) -> int:
         if self.qformer is not None:
             return self.config.num_query_tokens
-        return self.config.max_views * self.encoder.grid[0] * self.encoder.grid[1]
+        return self.config.max_views * self.encoder.grid[0] * self.encoder.grid[1] // self.config.merge_size**2
 
     def _embed(
         self, images: Tensor, view_ids: Tensor, view_mask: Tensor, input_ids: Tensor, image_mask: Tensor
