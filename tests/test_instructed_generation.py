@@ -268,6 +268,7 @@ def test_pretrain_recipe_trains_and_evaluates_every_subtask(synth_root: Path, tm
     assert result["subtasks"] == ["caption", "classification", "vqa"]
     assert result["vqa"]["n_closed"] > 0 and result["vqa"]["outside_candidates"] == 0
     assert 0.0 <= result["caption"]["bleu_4"] <= 1.0
+    assert 0.0 <= result["caption"]["gt_micro_f1"] <= 1.0  # against the synthetic ground truth, as the captioner
     assert result["classification"]["n_examples"] == result["caption"]["n_studies"] == 4  # the 4 test studies
     assert "auroc_macro" in result["classification"]
     assert (run / "tokenizer" / "tokenizer.json").is_file()
@@ -311,7 +312,7 @@ def test_vqa_recipe_reports_closed_open_and_overall(synth_root: Path, tmp_path: 
     for key in ("accuracy", "closed_accuracy", "open_accuracy"):
         assert 0.0 <= vqa[key] <= 1.0
     assert vqa["outside_candidates"] == 0  # beam search under the trie
-    assert set(vqa["baselines"]) == {"majority_per_question_type", "majority_overall"}
+    assert set(vqa["baselines"]) == {"majority_per_question_type", "majority_overall", "majority_per_question"}
     metrics = json.loads((run / "eval_test" / "metrics.json").read_text())
     assert metrics["vqa"]["closed_accuracy"] == vqa["closed_accuracy"]
     rows = [json.loads(line) for line in (run / "eval_test" / "predictions.jsonl").read_text().splitlines()]
