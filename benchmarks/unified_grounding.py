@@ -18,7 +18,10 @@ Trains a recipe (default `biomedgpt_vqa_tiny_synthetic`) with the ordinary `Trai
 
     PYTHONPATH=. .venv/bin/python benchmarks/unified_grounding.py --steps 300 --probe-every 50 [overrides...]
 
-Prints one JSON line per probe.
+Prints one JSON line per probe. With --run RUN it trains nothing: it answers every VQA question of --split (test) with
+the run's best checkpoint, by scoring every candidate answer, once with each question's own image and once with the
+image of another study (the next question about another study), and prints closed / open / overall accuracy of both:
+a model that reads the image falls towards the blind prior when the images are swapped.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from medvl.config.experiment import load_experiment  # noqa: E402
+from medvl.infer.predictor import load_trained  # noqa: E402
 from medvl.models.encoders import normalize_images  # noqa: E402
 from medvl.models.unified.model import IMAGE_TYPE  # noqa: E402
 from medvl.train.distributed import GlobalBatches  # noqa: E402
@@ -131,14 +135,50 @@ def fixed_batch(trainer: Trainer, dataset, n: int):  # noqa: ANN001, ANN201
     return trainer.task.collate(items).to(trainer.device)
 
 
+@torch.no_grad()
+def swapped_image_accuracy(run: str, split: str, batch_size: int) -> dict[str, float]:
+    """Accuracy of the candidate answers scored with the own and with swapped images (see the module docstring)."""
+    from medvl.data.sources import load_studies
+    from medvl.evaluate.vqa import normalize_answer
+
+    loaded = load_trained(run, device="cpu")
+    task, cfg = loaded.task, loaded.config
+    studies = [s for s in load_studies(cfg.data).get(split, []) if s.question and s.answer]
+    dataset = task.dataset(studies)
+    rows = [k for k in range(len(dataset)) if dataset.examples[dataset.order[k]].task == "vqa"]
+    hits: dict[str, list[tuple[bool, bool]]] = {"closed": [], "open": []}
+    for start in range(0, len(rows), batch_size):
+        batch = task.collate([dataset[k] for k in rows[start : start + batch_size]])
+        answers = {}
+        for name, images in (("own", batch.images), ("swapped", _swap(batch))):
+            batch_images, batch.images = batch.images, images
+            scores = task.candidate_scores(batch, list(range(len(batch))), "vqa")
+            batch.images = batch_images
+            answers[name] = [task.answers[b] for b in scores.argmax(1).tolist()]
+        for k, meta in enumerate(batch.meta):
+            ref = normalize_answer(batch.targets[k])
+            hits[meta.get("answer_type", "open")].append((answers["own"][k] == ref, answers["swapped"][k] == ref))
+    out: dict[str, float] = {"n_closed": len(hits["closed"]), "n_open": len(hits["open"])}
+    every = hits["closed"] + hits["open"]
+    for name, col in (("own", 0), ("swapped", 1)):
+        for group, h in (("closed", hits["closed"]), ("open", hits["open"]), ("overall", every)):
+            out[f"{group}_{name}"] = round(100 * sum(x[col] for x in h) / max(1, len(h)), 1)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--recipe", default="biomedgpt_vqa_tiny_synthetic")
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--probe-every", type=int, default=50)
     parser.add_argument("--probe-size", type=int, default=64)
+    parser.add_argument("--run", default="", help="a trained run: score its questions with own vs swapped images")
+    parser.add_argument("--split", default="test")
     parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.lr=1e-3")
     args = parser.parse_args()
+    if args.run:
+        print(json.dumps(swapped_image_accuracy(args.run, args.split, args.probe_size)), flush=True)
+        return
     with tempfile.TemporaryDirectory() as tmp:
         cfg = load_experiment(
             args.recipe,
