@@ -91,6 +91,16 @@ def _batch(task, studies, tasks, n=3):
     return task.collate([ds[i] for i in picked])
 
 
+def test_evaluation_order_takes_the_subtasks_in_turn(parts):
+    """The 12 report studies come before the 12 questions: validation's first N examples (train.eval_max_studies)
+    must still hold every sub-task, else a mixture's VQA is never validated."""
+    studies, assets = parts
+    ds = _task(assets, tasks=["caption", "vqa", "classification"]).dataset(studies)
+    tasks = [ds.examples[k].task for k in ds.order]
+    assert tasks[:3] == ["caption", "vqa", "classification"] and sorted(ds.order) == list(range(len(ds.examples)))
+    assert [s.id for s in ds.studies[:2]] == [f"{studies[0].id}#caption", studies[12].id]
+
+
 def test_mixed_batch_loss_is_the_mean_of_per_subtask_losses(parts):
     studies, assets = parts
     task = _task(assets)
