@@ -36,6 +36,16 @@ def _batch(task, studies, tasks, n=3):
     return task.collate([ds[i] for i in picked])
 
 
+def test_evaluation_order_takes_the_subtasks_in_turn(parts):
+    """The 12 report studies come before the 12 questions: validation's first N examples (train.eval_max_studies)
+    must still hold every sub-task, else a mixture's VQA is never validated."""
+    studies, assets = parts
+    ds = _task(assets, tasks=["caption", "vqa", "classification"]).dataset(studies)
+    tasks = [ds.examples[k].task for k in ds.order]
+    assert tasks[:3] == ["caption", "vqa", "classification"] and sorted(ds.order) == list(range(len(ds.examples)))
+    assert [s.id for s in ds.studies[:2]] == [f"{studies[0].id}#caption", studies[12].id]
+
+
 def test_mixed_batch_loss_is_the_mean_of_per_subtask_losses(parts):
     studies, assets = parts
     task = _task(assets)
@@ -213,6 +223,7 @@ def test_pretrain_recipe_trains_and_evaluates_every_subtask(synth_root: Path, tm
     assert result["subtasks"] == ["caption", "classification", "vqa"]
     assert result["vqa"]["n_closed"] > 0 and result["vqa"]["outside_candidates"] == 0
     assert 0.0 <= result["caption"]["bleu_4"] <= 1.0
+    assert 0.0 <= result["caption"]["gt_micro_f1"] <= 1.0  # against the synthetic ground truth, as the captioner
     assert result["classification"]["n_examples"] == result["caption"]["n_studies"] == 4  # the 4 test studies
     assert "auroc_macro" in result["classification"]
     assert (run / "tokenizer" / "tokenizer.json").is_file()
@@ -256,7 +267,7 @@ def test_vqa_recipe_reports_closed_open_and_overall(synth_root: Path, tmp_path: 
     for key in ("accuracy", "closed_accuracy", "open_accuracy"):
         assert 0.0 <= vqa[key] <= 1.0
     assert vqa["outside_candidates"] == 0  # beam search under the trie
-    assert set(vqa["baselines"]) == {"majority_per_question_type", "majority_overall"}
+    assert set(vqa["baselines"]) == {"majority_per_question_type", "majority_overall", "majority_per_question"}
     metrics = json.loads((run / "eval_test" / "metrics.json").read_text())
     assert metrics["vqa"]["closed_accuracy"] == vqa["closed_accuracy"]
     rows = [json.loads(line) for line in (run / "eval_test" / "predictions.jsonl").read_text().splitlines()]

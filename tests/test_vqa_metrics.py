@@ -97,6 +97,30 @@ def test_majority_baseline_per_answer_and_question_type() -> None:
     assert b["majority_per_question_type"]["accuracy"] == 0.5
     assert b["majority_per_question_type"]["closed_accuracy"] == 0.5
     assert b["majority_overall"]["answer"] == "no" and b["majority_overall"]["accuracy"] == 0.25
+    assert "majority_per_question" not in b  # no question texts given
+
+
+def test_majority_per_question_is_the_blind_prior_of_each_question() -> None:
+    """Two presence questions of one type with opposite priors: the per-type majority gets one of them right, the
+    per-question majority (a model that never looks at the image) both; an unseen question falls back to its type."""
+    train = {
+        "answers": ["yes", "yes", "no", "no", "no", "no"],
+        "answer_types": ["closed"] * 6,
+        "question_types": ["presence"] * 6,
+        "questions": ["Is the heart enlarged?", "is the heart enlarged", "is the heart enlarged?"]
+        + ["is there a pneumothorax?"] * 3,
+    }
+    test = {
+        "answers": ["yes", "no", "no"],
+        "answer_types": ["closed"] * 3,
+        "question_types": ["presence"] * 3,
+        "questions": ["is the heart enlarged?", "is there a pneumothorax?", "is there edema?"],
+    }
+    b = majority_baselines(train, test, bootstrap=0)
+    assert b["majority_per_question_type"]["accuracy"] == pytest.approx(2 / 3)  # "no" throughout
+    assert b["majority_per_question"]["accuracy"] == 1.0  # heart: yes (2 of 3 after normalization); the rest: no
+    with pytest.raises(ValueError, match="questions has 1 entries"):
+        majority_baselines(train, {**test, "questions": test["questions"][:1]}, bootstrap=0)
 
 
 def test_majority_tie_is_independent_of_order() -> None:

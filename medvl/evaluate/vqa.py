@@ -20,7 +20,8 @@ human answers reduces to exact match).
 `MajorityBaseline` predicts, for each question, the most common training answer of its (answer type, question type),
 falling back to that of its answer type and then to the overall majority for a pair unseen in training: the answer
 type (closed/open) is part of every question file, so a baseline may use it. `majority_baselines` scores it and the
-single overall-majority answer the same way. `format_vqa` renders the terminal table.
+single overall-majority answer the same way, and, given the question texts, the majority answer per question (what
+a model blind to the image can reach when many images share a question). `format_vqa` renders the terminal table.
 """
 
 from __future__ import annotations
@@ -215,18 +216,22 @@ class MajorityBaseline:
 def majority_baselines(
     train: Mapping[str, Sequence[Any]], test: Mapping[str, Sequence[Any]], bootstrap: int = 1000, seed: int = 0
 ) -> dict[str, dict[str, Any]]:
-    """`vqa_accuracy` of the two majority baselines fitted on `train` and scored on `test`.
+    """`vqa_accuracy` of the majority baselines fitted on `train` and scored on `test`.
 
     Args:
-        train, test: {"answers": [...], "answer_types": [...], "question_types": [...]}.
+        train, test: {"answers": [...], "answer_types": [...], "question_types": [...]}, optionally with
+            "questions": [...] (the question texts) in both.
 
     Returns:
-        {"majority_per_question_type": metrics, "majority_overall": metrics (plus "answer": the one answer)}.
+        {"majority_per_question_type": metrics, "majority_overall": metrics (plus "answer": the one answer)}, and
+        with the question texts "majority_per_question": the most common training answer to the same normalized
+        question (else per question type): the best a model that never looks at the image can do on questions
+        asked about many images, such as a synthetic set's "is there a pleural effusion?".
     """
     fitted = MajorityBaseline.fit(train["answers"], train["answer_types"], train["question_types"])
     per_type = fitted.predict(test["answer_types"], test["question_types"])
     overall = [fitted.overall] * len(test["answers"])
-    return {
+    out = {
         "majority_per_question_type": vqa_accuracy(
             per_type, test["answers"], test["answer_types"], bootstrap=bootstrap, seed=seed
         ),
@@ -235,6 +240,19 @@ def majority_baselines(
             "answer": fitted.overall,
         },
     }
+    if "questions" in train and "questions" in test:
+        _check("questions", test["questions"], len(test["answers"]))
+        per_question = MajorityBaseline.fit(
+            train["answers"], train["answer_types"], [normalize_answer(q) for q in train["questions"]]
+        )
+        answers = [  # a question unseen in training falls back to the majority of its question type
+            per_question.by_pair.get((t, normalize_answer(q)), p)
+            for t, q, p in zip(_answer_types(test["answer_types"]), test["questions"], per_type, strict=True)
+        ]
+        out["majority_per_question"] = vqa_accuracy(
+            answers, test["answers"], test["answer_types"], bootstrap=bootstrap, seed=seed
+        )
+    return out
 
 
 def _cell(result: Mapping[str, Any], key: str) -> str:

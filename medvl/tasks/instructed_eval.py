@@ -76,8 +76,14 @@ def vqa_result(rows: Sequence[dict[str, Any]], train: Sequence[Study], options: 
                 "answers": [s.answer for s in train],
                 "answer_types": [m.get("answer_type") or "open" for m in meta],
                 "question_types": [m.get("question_type") or "" for m in meta],
+                "questions": [s.question for s in train],
             },
-            {"answers": [r["reference"] for r in rows], "answer_types": answer_types, "question_types": question_types},
+            {
+                "answers": [r["reference"] for r in rows],
+                "answer_types": answer_types,
+                "question_types": question_types,
+                "questions": [r["question"] for r in rows],
+            },
             bootstrap=options.bootstrap,
             seed=options.seed,
         )
@@ -94,6 +100,22 @@ def vqa_result(rows: Sequence[dict[str, Any]], train: Sequence[Study], options: 
         for r, t, q in zip(rows, answer_types, question_types, strict=True)
     ]
     return section, preds
+
+
+def _finding_truth(rows: Sequence[dict[str, Any]], studies: dict[str, list[Study]]) -> np.ndarray | None:
+    """int [N, len(FINDINGS)] ground-truth findings of the captioned studies when every one of them carries a label
+    for each of `medvl.findings.FINDINGS` (the synthetic set), so reports are scored against the truth (gt_*) as the
+    report-generation task scores them; else None (the labeler on both texts only, ce_*)."""
+    from medvl.findings import FINDINGS
+
+    labels = {s.id: s.labels for split in studies.values() for s in split}
+    truth = []
+    for r in rows:
+        study = labels.get(r["id"].rsplit("#", 1)[0] if r["id"] not in labels else r["id"])
+        if not study or any(f not in study for f in FINDINGS):
+            return None
+        truth.append([int(study[f]) for f in FINDINGS])
+    return np.array(truth, dtype=np.int64) if truth else None
 
 
 def evaluation(
@@ -122,7 +144,7 @@ def evaluation(
                 [r["id"] for r in mine],
                 [r["reference"] for r in mine],
                 [r["generated"] for r in mine],
-                None,
+                _finding_truth(mine, studies) if task == "caption" else None,
                 train_texts,
                 options,
                 image_paths=paths,

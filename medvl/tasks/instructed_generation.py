@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from itertools import zip_longest
 from pathlib import Path
 from typing import Any
 
@@ -303,6 +304,9 @@ class InstructedGenerationTask(Task):
             weights = [float(n) for n in sizes] if not opts.weights else [opts.weights.get(t, 1.0) for t in SUBTASKS]
             pairs = mixture_index(sizes, weights, self.cfg.train.seed, opts.epoch_size or None)
             order = [by_task[t][j] for t, j in pairs]
+        else:  # the sub-tasks in turn, so that the first N (train.eval_max_studies, evaluate --max-studies) hold each
+            by_task = [[k for k, e in enumerate(examples) if e.task == t] for t in SUBTASKS]
+            order = [k for group in zip_longest(*by_task) for k in group if k is not None]
         views = ViewLoader(mc.image_size, 1, mc.in_chans, self.cfg.data.cache_images)
         return InstructionDataset(
             studies,

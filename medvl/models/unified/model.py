@@ -41,6 +41,14 @@ def _drop_path_rates(rate: float, n: int) -> list[float]:
     return [rate * i / (n - 1) for i in range(n)] if n > 1 else [0.0] * n  # plain floats: builds on the meta device
 
 
+def _embedding(n: int, d: int) -> nn.Embedding:
+    """A table initialised as fairseq's (and OFA's) `Embedding`: normal with std d**-0.5, the scale of the token
+    embedding, so no table added to the tokens drowns them."""
+    table = nn.Embedding(n, d)
+    nn.init.normal_(table.weight, std=d**-0.5)
+    return table
+
+
 class ImageEmbedder(nn.Module):
     """A timm ResNet's stem and stages 1-3 (total stride 16), then a linear map to the model width.
 
@@ -140,13 +148,16 @@ class UnifiedModel(nn.Module):
             self.embed_tokens.weight[c.pad_id].zero_()
         # encoder inputs
         self.image_embed = ImageEmbedder(c)
-        self.type_embedding = nn.Embedding(2, d)
+        # fairseq's Embedding init (std d**-0.5), as OFA builds it: at nn.Embedding's std 1 the type vector, the same
+        # for every patch, outweighed the fresh ResNet's features (std ~0.05) about 20 to 1, and after patch_norm all
+        # patches of all images were the same token (0.02% of their energy differed between images)
+        self.type_embedding = _embedding(2, d)
         self.text_norm = nn.LayerNorm(d)
         self.patch_norm = nn.LayerNorm(d)
         self.embed_dropout = nn.Dropout(c.dropout)
         # encoder positions: text table, image grid table, their projections to a bias, relative tables per layer
-        self.text_positions = nn.Embedding(c.max_source_positions, d)
-        self.image_positions = nn.Embedding(c.image_bucket_size**2, d)
+        self.text_positions = _embedding(c.max_source_positions, d)
+        self.image_positions = _embedding(c.image_bucket_size**2, d)
         self.text_position_norm = nn.LayerNorm(d)
         self.image_position_norm = nn.LayerNorm(d)
         self.encoder_position_bias = AbsolutePositionBias(d, h, c.attn_scale_factor)
@@ -162,7 +173,7 @@ class UnifiedModel(nn.Module):
         self.encoder_norm = nn.LayerNorm(d)
         # decoder
         self.decoder_embed_norm = nn.LayerNorm(d)
-        self.target_positions = nn.Embedding(c.max_target_positions, d)
+        self.target_positions = _embedding(c.max_target_positions, d)
         self.target_position_norm = nn.LayerNorm(d)
         self.decoder_position_bias = AbsolutePositionBias(d, h, c.attn_scale_factor)
         self.cross_position_bias = AbsolutePositionBias(d, h, c.attn_scale_factor)
