@@ -179,7 +179,7 @@ def test_tiny_tokenizer_trains_and_evaluates_against_the_image_mean(tiny_vq_toke
     assert 0 < final["code_usage"] <= 1 and 1 <= final["perplexity"] <= 256
     result = evaluate(tiny_vq_tokenizer, split="test", progress=False, options=ScoringOptions(bootstrap=0, html=False))
     assert result["code_grid"] == [8, 8] and result["n_embed"] == 256  # 32 px images, 4 px per code
-    assert result["baseline"]["recon_mse"] > 0
+    assert result["baseline"]["recon_mse"] > 0 and result["cell_mean_mse"] >= 0
     model, _ = load_vq_tokenizer(tiny_vq_tokenizer)
     assert isinstance(model, VQModel) and MODEL_FAMILIES.get("vq").task == "vq_tokenizer"
 
@@ -188,7 +188,8 @@ def test_train_crop_is_checked_and_used() -> None:
     from medvl.config.experiment import experiment_from_dict
     from medvl.tasks.vq_tokenizer import ImageBatch, VQTokenizerTask
 
-    cfg = experiment_from_dict({"model": {"family": "vq", "size": "tiny", "image_size": 32}, "task": {"train_crop": 16}})
+    model_fields = {"family": "vq", "size": "tiny", "image_size": 32}
+    cfg = experiment_from_dict({"model": model_fields, "task": {"train_crop": 16}})
     model = VQModel(cfg.model).train()
     task = VQTokenizerTask(model, None, cfg)
     out = task(ImageBatch(["a", "b"], torch.rand(2, 1, 32, 32)))

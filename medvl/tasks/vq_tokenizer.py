@@ -6,7 +6,9 @@ The task contract (`medvl.tasks.base.Task`):
   taming's pixel term; no perceptual or adversarial term) + the quantizer's loss (beta x commitment; the codebook
   follows the EMA of its vectors, or learns by the codebook loss with `model.ema_decay=0`; `medvl.models.vq.quantizer`);
 - validation: `recon_mse` (mean squared error in [0, 1] pixel units) next to the baseline `baseline_mse` (each image
-  replaced by its own mean intensity: a tokenizer that kept only the brightness) and their ratio `mse_ratio`;
+  replaced by its own mean intensity: a tokenizer that kept only the brightness) and their ratio `mse_ratio`, and
+  `cell_mean_mse` (each f x f cell of a code replaced by its mean: one real number per cell where the tokenizer keeps
+  one of K symbols, a reference rather than a bar to clear);
   `code_usage` (share of the K codes used on the split) and `perplexity` (exp of the entropy of the code histogram;
   K when every code is used equally, 1 when one code takes all);
 - evaluation: the same over the split, with a bootstrap 95% interval of recon_mse;
@@ -23,6 +25,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from medvl.data.dataset import Skipped, StudyDataset, ViewLoader, collate_views
@@ -143,9 +146,18 @@ class VQTokenizerTask(Task):
         err = (recon.float().clamp(0, 1) - batch.images).pow(2).flatten(1).mean(1)
         flat = batch.images.flatten(1)
         base = (flat - flat.mean(1, keepdim=True)).pow(2).mean(1)
+        f = self.cfg.model.downsample
+        cells = F.interpolate(F.avg_pool2d(batch.images, f), scale_factor=f, mode="nearest")
+        cell = (cells - batch.images).pow(2).flatten(1).mean(1)
         codes = q.codes.cpu().numpy()
         return [
-            {"id": sid, "mse": float(err[k]), "baseline_mse": float(base[k]), "codes": codes[k]}
+            {
+                "id": sid,
+                "mse": float(err[k]),
+                "baseline_mse": float(base[k]),
+                "cell_mse": float(cell[k]),
+                "codes": codes[k],
+            }
             for k, sid in enumerate(batch.ids)
         ]
 
@@ -157,8 +169,10 @@ class VQTokenizerTask(Task):
             return {}
         mse = float(np.mean([r["mse"] for r in rows]))
         base = float(np.mean([r["baseline_mse"] for r in rows]))
+        cell = float(np.mean([r["cell_mse"] for r in rows]))
         stats = code_statistics(np.stack([r["codes"] for r in rows]), self.cfg.model.n_embed)
-        return {"recon_mse": mse, "baseline_mse": base, "mse_ratio": mse / base if base > 0 else float("nan"), **stats}
+        ratio = mse / base if base > 0 else float("nan")
+        return {"recon_mse": mse, "baseline_mse": base, "mse_ratio": ratio, "cell_mean_mse": cell, **stats}
 
     def evaluation(
         self, outputs: dict[str, list[Any]], studies: dict[str, list[Study]], options: Any
@@ -175,6 +189,7 @@ class VQTokenizerTask(Task):
             "mse_ratio": metrics["mse_ratio"],
             "baseline": {"recon_mse": metrics["baseline_mse"]},
             "baseline_name": "each image's mean intensity",
+            "cell_mean_mse": metrics["cell_mean_mse"],
         }
         mse = np.array([r["mse"] for r in rows])
         if options.bootstrap and len(rows) > 1:
@@ -196,6 +211,7 @@ class VQTokenizerTask(Task):
                 f"reconstruction MSE    {result['recon_mse']:.5f}{shown} over {result['n_examples']} images",
                 f"baseline ({result['baseline_name']})   {result['baseline']['recon_mse']:.5f}",
                 f"ratio to baseline     {result['mse_ratio']:.4f}",
+                f"cell means (one real number per code cell, for reference)   {result['cell_mean_mse']:.5f}",
                 f"codes used            {result['code_usage']:.1%} of {result['n_embed']}, perplexity "
                 f"{result['perplexity']:.1f}, grid {result['code_grid']}",
             ]
