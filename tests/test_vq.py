@@ -197,3 +197,21 @@ def test_train_crop_is_checked_and_used() -> None:
     cfg.task = dataclasses.replace(cfg.task, train_crop=18)
     with pytest.raises(ValueError, match="task.train_crop=18"):
         VQTokenizerTask(model, None, cfg)
+
+
+def test_a_gumbel_vq_checkpoint_encodes_by_the_argmax_of_its_projection(tmp_path: Path) -> None:
+    config = VQConfig(**{**TAMING_LIKE, "quantizer": "gumbel", "embed_dim": 32})  # GumbelVQ: embed_dim = z_channels
+    torch.manual_seed(2)
+    source = VQModel(config)
+    state = {k: v for k, v in source.state_dict().items()}
+    assert {"quantize.proj.weight", "quantize.embed.weight"} <= set(state)
+    path = tmp_path / "gumbel.safetensors"
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in state.items()}, str(path))
+    model, _ = load_vq_tokenizer(path, "", {"size": "taming_f16", **dataclasses.asdict(config)})
+    images = torch.rand(2, 3, 16, 16)
+    scores = source.quantize.proj(source.quant_conv(source.encoder(images * 2 - 1)))
+    assert torch.equal(model.codes(images), scores.argmax(1))
+    with pytest.raises(RuntimeError, match="only encodes here"):
+        model.train().encode(images)

@@ -322,7 +322,8 @@ class InstructedGenerationTask(Task):
         opts, mc = self.options, self.cfg.model
         examples = examples_of(studies, opts.tasks, opts.prompts(), self.class_names, opts.none_class, training)
         if training and not examples:
-            served = sorted({t for s in studies for t in subtasks_of(s, SUBTASKS)}, key=SUBTASKS.index)
+            named = [t for t in SUBTASKS if t != "mim"]  # any image serves mim: naming it would not help
+            served = sorted({t for s in studies for t in subtasks_of(s, named)}, key=SUBTASKS.index)
             way_out = (
                 f"these studies serve {', '.join(served)}: set task.tasks=[{','.join(served)}]"
                 if served
