@@ -136,8 +136,9 @@ def evaluation(
         elif task == "mim":
             from medvl.tasks.mim import mim_metrics
 
-            section = mim_metrics(mine, n_codes) | {"n_codes": n_codes, "n_examples": len(mine)}
-            section["baselines"] = "mim_uniform_nll: log K; mim_unigram_nll: entropy of this split's code frequencies"
+            mim: dict[str, Any] = {**mim_metrics(mine, n_codes), "n_codes": n_codes, "n_examples": len(mine)}
+            mim["baselines"] = "mim_uniform_nll: log K; mim_unigram_nll: entropy of this split's code frequencies"
+            section = mim
             keys = ("id", "generated", "reference", "nll")
             preds = [{k: r[k] for k in keys} for r in mine]
         elif task == "vqa":

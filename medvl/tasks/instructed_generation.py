@@ -492,8 +492,11 @@ class InstructedGenerationTask(Task):
         """The code grids generated for the mim `rows` ("<code_k> ..."), only codes then EOS allowed (no n-gram
         ban: neighbouring cells of an image repeat codes)."""
         length = int(batch.target_mask[rows[0]].sum()) - 1
+        from medvl.models.unified.generation import generate
+
         tok = self.tokenizer
-        ids = self.model.generate(
+        ids = generate(
+            self.model,
             *self._subset(batch, rows),
             max_new_tokens=length + 1,
             num_beams=gen.num_beams,
@@ -545,7 +548,12 @@ class InstructedGenerationTask(Task):
         rows_out = []
         for k, sid in enumerate(batch.ids):
             meta = batch.meta[k]
-            row = {"id": sid, "task": batch.tasks[k], "reference": batch.targets[k], "generated": texts[k]}
+            row: dict[str, Any] = {
+                "id": sid,
+                "task": batch.tasks[k],
+                "reference": batch.targets[k],
+                "generated": texts[k],
+            }
             if batch.tasks[k] == "vqa":
                 row |= {
                     "question": meta.get("question", ""),

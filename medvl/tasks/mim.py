@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from medvl.models.vq.model import VQModel
+
 OFA_MIM_PROMPT = " what is the image in the middle part?"
 
 
@@ -69,7 +71,7 @@ class ImageCoder:
         code_image_size: side the central region is resized to (0 = as cut).
     """
 
-    def __init__(self, vq: torch.nn.Module, code_offset: int, code_image_size: int = 0) -> None:
+    def __init__(self, vq: VQModel, code_offset: int, code_image_size: int = 0) -> None:
         self.vq, self.code_offset, self.code_image_size = vq, code_offset, code_image_size
         self.n_codes = vq.config.n_embed
 

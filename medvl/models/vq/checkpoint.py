@@ -122,7 +122,8 @@ def taming_state_dict(state: dict[str, torch.Tensor], model: VQModel) -> tuple[d
         book = mapped["quantize.embedding.weight"]
         for key, value in (("quantize.cluster_size", torch.ones(book.shape[0])), ("quantize.embed_sum", book)):
             if key in own and key not in mapped:
-                mapped[key], _ = value.clone(), derived.append(key)
+                mapped[key] = value.clone()
+                derived.append(key)
     missing = [k for k in own if k not in mapped]
     shapes = [
         f"{k}: file {list(mapped[k].shape)} vs model {list(own[k].shape)}"
@@ -201,7 +202,7 @@ def load_vq_tokenizer(
     from medvl.infer.predictor import load_trained
 
     loaded = load_trained(path, device="cpu")
-    if loaded.config.model_family != "vq":
+    if loaded.config.model_family != "vq" or not isinstance(loaded.model, VQModel):
         raise ValueError(
             f"{path} is a {loaded.config.model_family} checkpoint, not a VQ tokenizer; train one with "
             "`medvl train vq_tokenizer_tiny_synthetic` or give a taming-transformers checkpoint file"

@@ -11,6 +11,8 @@ Shapes: `Encoder(x [B, in_chans, H, W]) -> [B, z_channels, H/f, W/f]`, `Decoder(
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -80,17 +82,18 @@ class Upsample(nn.Module):
 class _Level(nn.Module):
     """One resolution level: residual blocks, attention blocks after them (maybe none), a resampler (maybe none)."""
 
-    def __init__(self, blocks: list[nn.Module], attns: list[nn.Module]) -> None:
+    def __init__(self, blocks: Sequence[nn.Module], attns: Sequence[nn.Module]) -> None:
         super().__init__()
         self.block = nn.ModuleList(blocks)
         self.attn = nn.ModuleList(attns)
 
-    def run(self, h: Tensor) -> Tensor:
+    def forward(self, h: Tensor) -> Tensor:
         for j, block in enumerate(self.block):
             h = block(h)
             if len(self.attn):
                 h = self.attn[j](h)
-        return h
+        resample = self._modules.get("downsample") or self._modules.get("upsample")  # set by the encoder/decoder
+        return resample(h) if resample is not None else h
 
 
 class _Mid(nn.Module):
@@ -130,9 +133,7 @@ class Encoder(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         h = self.conv_in(x)
         for level in self.down:
-            h = level.run(h)
-            if hasattr(level, "downsample"):
-                h = level.downsample(h)
+            h = level(h)
         return self.conv_out(F.silu(self.norm_out(self.mid(h))))
 
 
@@ -163,9 +164,7 @@ class Decoder(nn.Module):
     def forward(self, z: Tensor) -> Tensor:
         h = self.mid(self.conv_in(z))
         for level in reversed(self.up):
-            h = level.run(h)
-            if hasattr(level, "upsample"):
-                h = level.upsample(h)
+            h = level(h)
         return self.conv_out(F.silu(self.norm_out(h)))
 
 

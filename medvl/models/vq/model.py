@@ -21,6 +21,9 @@ from medvl.models.vq.quantizer import GumbelQuantizer, Quantized, VectorQuantize
 
 
 class VQModel(nn.Module):
+    config: VQConfig
+    quantize: VectorQuantizer | GumbelQuantizer
+
     def __init__(self, config: VQConfig) -> None:
         super().__init__()
         self.config = config
@@ -29,7 +32,7 @@ class VQModel(nn.Module):
         self.quant_conv = nn.Conv2d(config.z_channels, config.embed_dim, 1)
         self.post_quant_conv = nn.Conv2d(config.embed_dim, config.z_channels, 1)
         if config.quantizer == "gumbel":
-            self.quantize: nn.Module = GumbelQuantizer(config.embed_dim, config.n_embed, config.embed_dim)
+            self.quantize = GumbelQuantizer(config.embed_dim, config.n_embed, config.embed_dim)
         else:
             self.quantize = VectorQuantizer(
                 config.n_embed, config.embed_dim, config.beta, config.ema_decay, config.dead_code_threshold

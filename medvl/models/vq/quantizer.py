@@ -58,6 +58,11 @@ class VectorQuantizer(nn.Module):
         eps: Laplace smoothing of the EMA counts.
     """
 
+    cluster_size: Tensor
+    """EMA of each code's count per batch (with the EMA codebook)."""
+    embed_sum: Tensor
+    """EMA of the sum of each code's assigned vectors (with the EMA codebook)."""
+
     def __init__(
         self,
         n_embed: int,
