@@ -215,3 +215,16 @@ def test_a_gumbel_vq_checkpoint_encodes_by_the_argmax_of_its_projection(tmp_path
     assert torch.equal(model.codes(images), scores.argmax(1))
     with pytest.raises(RuntimeError, match="only encodes here"):
         model.train().encode(images)
+
+
+def test_predict_gives_the_code_grid(tiny_vq_tokenizer: Path) -> None:
+    from medvl.infer.predictor import load_trained
+
+    loaded = load_trained(tiny_vq_tokenizer, device="cpu")
+    images = torch.rand(2, 1, 32, 32)
+    from medvl.tasks.vq_tokenizer import ImageBatch
+
+    records = loaded.task.predict(ImageBatch(["a", "b"], images))
+    codes = loaded.model.codes(images)
+    assert [r["codes"] for r in records] == codes.tolist()
+    assert records[0]["text"].splitlines()[1].split()[2] == f"<code_{int(codes[0, 1, 2])}>"

@@ -12,7 +12,7 @@ The task contract (`medvl.tasks.base.Task`):
   `code_usage` (share of the K codes used on the split) and `perplexity` (exp of the entropy of the code histogram;
   K when every code is used equally, 1 when one code takes all);
 - evaluation: the same over the split, with a bootstrap 95% interval of recon_mse;
-- prediction record: {"codes" (h x w code grid), "reconstruction_mse"}.
+- prediction record: {"codes" (h x w code grid), "reconstruction_mse", "text" (the grid as <code_k> tokens)}.
 A trained run is what `task.mim.tokenizer` of the unified family's MIM sub-task points at.
 """
 
@@ -93,6 +93,7 @@ class VQTokenizerTask(Task):
     prediction_fields = {
         "codes": (list, "the image's code grid (rows of code indices, h x w = image side / stride)"),
         "reconstruction_mse": (float, "mean squared error of the decoded codes, in [0, 1] pixel units"),
+        "text": (str, "the code grid written as the MIM sub-task's tokens: <code_k>, one line per row"),
     }
     headline_metrics = ("loss", "recon_mse", "baseline_mse", "code_usage")
 
@@ -222,7 +223,14 @@ class VQTokenizerTask(Task):
         return self.collate([ImageSample(s.id, s.pixels[:1], [0]) for s in studies])
 
     def predict(self, batch: ImageBatch) -> list[dict[str, Any]]:
-        return [{"codes": r["codes"].tolist(), "reconstruction_mse": round(r["mse"], 6)} for r in self._rows(batch)]
+        return [
+            {
+                "codes": r["codes"].tolist(),
+                "reconstruction_mse": round(r["mse"], 6),
+                "text": "\n".join(" ".join(f"<code_{c}>" for c in row) for row in r["codes"].tolist()),
+            }
+            for r in self._rows(batch)
+        ]
 
 
 __all__ = ["ImageBatch", "VQTokenizerOptions", "VQTokenizerTask", "code_statistics"]
