@@ -88,3 +88,16 @@ def trained_checkpoint(synth_root: Path, tmp_path_factory: pytest.TempPathFactor
     cfg = load_experiment("quickstart", tiny_overrides(synth_root, run, "train.max_steps=8", "train.eval_every=8"))
     summary = train(cfg)
     return Path(summary["best_checkpoint"] or summary["last_checkpoint"])
+
+
+@pytest.fixture(scope="session")
+def tiny_vq_tokenizer(synth_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The run directory of a tiny VQ tokenizer (vq_tokenizer_tiny_synthetic at 32 px, 2 steps): the frozen tokenizer
+    of the MIM recipes in the tests."""
+    from medvl.config.experiment import load_experiment
+    from medvl.train.loop import train
+
+    run = tmp_path_factory.mktemp("vq_tokenizer")
+    extra = ["train.max_steps=2", "train.eval_every=2", "task.train_crop=16", "data.num_workers=0"]
+    train(load_experiment("vq_tokenizer_tiny_synthetic", tiny_overrides(synth_root, run, *extra)))
+    return run

@@ -119,7 +119,7 @@ def test_training_epoch_follows_the_weights(parts):
     task = _task(assets, tasks=["caption", "vqa"], weights={"caption": 1.0, "vqa": 3.0}, epoch_size=40)
     ds = task.dataset(studies, training=True)
     counts = {t: sum(ds.examples[k].task == t for k in ds.order) for t in SUBTASKS}
-    assert counts == {"caption": 10, "vqa": 30, "classification": 0, "summarization": 0}
+    assert counts == {"caption": 10, "vqa": 30, "classification": 0, "summarization": 0, "mim": 0}
     assert [s.id for s in ds.studies[:5]] == [s.id for s in task.dataset(studies, training=True).studies[:5]]
 
 

@@ -172,7 +172,7 @@ CLIPS_FOR_MAE = [
 
 @pytest.mark.parametrize("recipe", sorted((REPO / "recipes").glob("*.yaml")), ids=lambda p: p.stem)
 def test_every_shipped_recipe_trains_at_a_tiny_size(
-    recipe: Path, synth_root: Path, clips_root: Path, tmp_path: Path
+    recipe: Path, synth_root: Path, clips_root: Path, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     text = recipe.read_text()
     extra = NO_PRETRAINED if "family: xraygpt" in text else []
@@ -191,6 +191,10 @@ def test_every_shipped_recipe_trains_at_a_tiny_size(
             extra[0] = "data.source=cxr_vqa_synthetic"
         elif "class_names:" in text:
             extra.append("task.class_names=[]")
+        if "mim:" in text:  # the frozen VQ tokenizer of the chain's first stage (vq_tokenizer_tiny_synthetic)
+            extra.append(f"task.mim.tokenizer={request.getfixturevalue('tiny_vq_tokenizer')}")
+    if "family: vq" in text:  # a crop that fits the tiny 32 px images
+        extra = ["task.train_crop=16"]
     if "source: clips" in text:  # satellite clips: the session's tiny synthetic clips, whatever the family
         extra = [*clips_overrides(clips_root), "train.precision=fp32"]
     if "family: mae" in text:  # no pretrained weights or previous stage here; a clip's frames are the model's

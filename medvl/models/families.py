@@ -177,6 +177,24 @@ def _build_unified(config: Any) -> nn.Module:
     return UnifiedModel(config)
 
 
+def _vq_config() -> type:
+    from medvl.models.vq.config import VQConfig
+
+    return VQConfig
+
+
+def _vq_presets() -> dict[str, dict[str, Any]]:
+    from medvl.models.vq.config import VQ_SIZES
+
+    return VQ_SIZES
+
+
+def _build_vq(config: Any) -> nn.Module:
+    from medvl.models.vq.model import VQModel
+
+    return VQModel(config)
+
+
 MODEL_FAMILIES: Registry[ModelFamily] = Registry("model family")
 MODEL_FAMILIES.add(
     "captioner",
@@ -241,6 +259,12 @@ MODEL_FAMILIES.add(
         default_size="tiny",
         reload_config=_unified_reload_config,
     ),
+)
+
+# A VQ image tokenizer (VQ-VAE, taming-transformers' VQModel layout): the codes the unified family's MIM predicts.
+MODEL_FAMILIES.add(
+    "vq",
+    ModelFamily("vq", _vq_config, _vq_presets, _build_vq, task="vq_tokenizer", default_size="tiny"),
 )
 
 

@@ -51,6 +51,12 @@ def _regression() -> type:
     return RegressionTask
 
 
+def _vq_tokenizer() -> type:
+    from medvl.tasks.vq_tokenizer import VQTokenizerTask
+
+    return VQTokenizerTask
+
+
 TASKS: Registry[Callable[[], Any]] = Registry("task")
 TASKS.add("report_generation", _report_generation)
 TASKS.add("instructed_report", _instructed_report)
@@ -59,6 +65,7 @@ TASKS.add("qformer_pretraining", _qformer_pretraining)
 TASKS.add("classification", _classification)
 TASKS.add("masked_modeling", _masked_modeling)
 TASKS.add("regression", _regression)
+TASKS.add("vq_tokenizer", _vq_tokenizer)
 
 
 def task_class(name: str) -> Any:

@@ -38,11 +38,16 @@ def _class_targets(
     return out
 
 
-def validation_metrics(rows: Sequence[dict[str, Any]]) -> dict[str, float]:
-    """Cheap per-sub-task metrics: exact-match accuracy of vqa and classification answers, BLEU-4 of captions."""
+def validation_metrics(rows: Sequence[dict[str, Any]], n_codes: int = 0) -> dict[str, float]:
+    """Cheap per-sub-task metrics: exact-match accuracy of vqa and classification answers, BLEU-4 of captions, code
+    accuracy and NLL of mim (`medvl.tasks.mim.mim_metrics`)."""
     metrics: dict[str, float] = {}
     for task, mine in _by_task(rows).items():
-        if task in ("vqa", "classification"):
+        if task == "mim":
+            from medvl.tasks.mim import mim_metrics
+
+            metrics |= mim_metrics(mine, n_codes)
+        elif task in ("vqa", "classification"):
             hits = [normalize_answer(r["generated"]) == normalize_answer(r["reference"]) for r in mine]
             metrics[f"{task}_accuracy"] = float(np.mean(hits))
         else:
@@ -126,11 +131,12 @@ def evaluation(
     multi_label: bool,
     none_class: str,
     answers: Sequence[str],
+    n_codes: int = 0,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """(metrics.json dict with one section per sub-task, prediction rows with their `task`)."""
     train = studies.get("train", [])
     paths = {s.id: [str(p) for p in s.image_paths] for split in studies.values() for s in split}
-    paths |= {f"{sid}#{t}": p for sid, p in list(paths.items()) for t in ("caption", "vqa", "classification")}
+    paths |= {f"{sid}#{t}": p for sid, p in list(paths.items()) for t in ("caption", "vqa", "classification", "mim")}
     result: dict[str, Any] = {"n_examples": len(rows), "subtasks": sorted({r["task"] for r in rows})}
     predictions: list[dict[str, Any]] = []
     for task, mine in _by_task(rows).items():
@@ -149,6 +155,14 @@ def evaluation(
                 options,
                 image_paths=paths,
             )
+        elif task == "mim":
+            from medvl.tasks.mim import mim_metrics
+
+            mim: dict[str, Any] = {**mim_metrics(mine, n_codes), "n_codes": n_codes, "n_examples": len(mine)}
+            mim["baselines"] = "mim_uniform_nll: log K; mim_unigram_nll: entropy of this split's code frequencies"
+            section = mim
+            keys = ("id", "generated", "reference", "nll")
+            preds = [{k: r[k] for k in keys} for r in mine]
         elif task == "vqa":
             section, preds = vqa_result(mine, [s for s in train if "vqa" in subtasks_of(s, ("vqa",))], options)
             outside = sum(normalize_answer(r["generated"]) not in set(answers) for r in mine)

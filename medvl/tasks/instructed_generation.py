@@ -1,20 +1,23 @@
 """Instructed generation (BiomedGPT / OFA): every sub-task is text generation chosen by the instruction.
 
 The task contract (`medvl.tasks.base.Task`) for the `unified` family; the examples of each sub-task (caption, vqa,
-classification, summarization) are built in `medvl.tasks.instructions`:
+classification, summarization, mim) are built in `medvl.tasks.instructions`:
 - assets: one byte-level BPE tokenizer fitted on every training text (reports, questions, answers, class names,
   prompts), the candidate answers (train + val answers, normalized) and the class names; all in checkpoint metadata;
+  with the mim sub-task, the frozen VQ image tokenizer (`task.mim.tokenizer`), whose K codes take the token ids
+  len(tokenizer) .. len(tokenizer) + K - 1 (`medvl.tasks.mim`);
 - data: a training epoch mixes the sub-tasks by `task.weights` (`medvl.data.mixing.mixture_index`, seeded by
   `train.seed`); evaluation takes one example per (study, sub-task);
 - loss: label-smoothed cross-entropy (`train.label_smoothing`; BiomedGPT uses 0.1) over BOS + target, answers of
   vqa/classification constrained to their candidate trie when `task.constrain` is on (logits outside the allowed
-  tokens masked, smoothing over the allowed tokens only), optional drop-worst (`task.drop_worst_ratio` after
-  `task.drop_worst_after` updates) and R-Drop (`task.r_drop_alpha`); the loss is the mean over the sub-tasks in the
-  batch of each one's per-token loss (`medvl.data.mixing.per_task_mean`);
+  tokens masked, smoothing over the allowed tokens only), mim targets always to the code range then EOS, optional
+  drop-worst (`task.drop_worst_ratio` after `task.drop_worst_after` updates) and R-Drop (`task.r_drop_alpha`); the
+  loss is the mean over the sub-tasks in the batch of each one's per-token loss (`medvl.data.mixing.per_task_mean`);
 - evaluation per sub-task: caption/summarization through `medvl.evaluate.reports`; vqa accuracy closed/open/overall
   with the majority-answer baseline (`medvl.evaluate.vqa`), answers decoded by beam search under the trie or by
   scoring every candidate (`task.candidate_decoding`); classification by scoring every class name, softmaxed, through
-  `medvl.evaluate.classification`;
+  `medvl.evaluate.classification`; mim: code accuracy of the generated grid and the per-code NLL next to log K
+  (uniform over the codes) and the split's code-frequency entropy (`medvl.tasks.mim.mim_metrics`);
 - prediction record: {"task", "text"} (a question in the request selects vqa, else `task.predict_task`).
 """
 
@@ -60,6 +63,7 @@ from medvl.tasks.instructions import (
     subtasks_of,
     text_ids,
 )
+from medvl.tasks.mim import MIMOptions, allowed_codes, code_mask, codes_text
 
 IGNORE = -100
 
@@ -68,9 +72,9 @@ IGNORE = -100
 class InstructedGenerationOptions:
     """The `task:` section of a unified-family recipe."""
 
-    tasks: list[str] = field(default_factory=lambda: list(SUBTASKS))
-    """Sub-tasks trained and evaluated, among caption, vqa, classification, summarization (a study serves those
-    whose record it carries)."""
+    tasks: list[str] = field(default_factory=lambda: [t for t in SUBTASKS if t != "mim"])
+    """Sub-tasks trained and evaluated, among caption, vqa, classification, summarization, mim (a study serves those
+    whose record it carries; mim, every study with an image, needs `mim.tokenizer`)."""
     weights: dict[str, float] = field(default_factory=dict)
     """Sampling weight per sub-task in a training epoch; empty = each sub-task in proportion to its examples; a
     sub-task not named gets 1.0."""
@@ -104,6 +108,8 @@ class InstructedGenerationOptions:
     """Instruction tokens kept (longer instructions are cut)."""
     max_target_tokens: int = 128
     """Target tokens kept, EOS included."""
+    mim: MIMOptions = field(default_factory=MIMOptions)
+    """Masked image modelling: the VQ tokenizer whose codes of the central region are the target, and the prompt."""
     predict_task: str = ""
     """Sub-task `medvl predict` / `serve` run when the request has no question; empty = caption if trained, else
     classification if trained, else none (every request must then ask a question)."""
@@ -128,6 +134,13 @@ class InstructedGenerationOptions:
             raise ValueError(
                 "task.r_drop_alpha must be >= 0, task.drop_worst_ratio in [0, 1) and task.drop_worst_after >= 0"
             )
+        if "mim" in self.tasks and not self.mim.tokenizer:
+            raise ValueError(
+                "task.tasks names mim but task.mim.tokenizer is empty: give the VQ image tokenizer (a run of "
+                "`medvl train vq_tokenizer_tiny_synthetic`, or a taming-transformers checkpoint file)"
+            )
+        if "mim" == self.predict_task:
+            raise ValueError("task.predict_task cannot be mim (it is a pretraining sub-task)")
         if "{text}" not in self.summarization_prompt:
             raise ValueError("task.summarization_prompt must contain {text}, where the text to summarize goes")
 
@@ -169,6 +182,7 @@ class InstructedGenerationOptions:
             "caption": self.caption_prompt,
             "classification": self.classification_prompt,
             "summarization": self.summarization_prompt,
+            "mim": self.mim.prompt,
         }
 
 
@@ -192,6 +206,9 @@ class InstructedGenerationTask(Task):
         self.label_smoothing = self.cfg.train.label_smoothing
         self.generation: GenerationConfig = self.cfg.generation
         self._tries: dict[str, Any] = {}
+        self.n_codes: int = int(assets.get("n_codes", 0))
+        self.code_offset: int = len(self.tokenizer)
+        self._coder: Any = assets.get("coder")
         # Validation reports a sub-task's metrics only when it is trained: say so now, not at the first validation.
         metric, tasks = self.cfg.train.select_metric, self.options.tasks
         if metric.split("_")[0] in SUBTASKS and metric.split("_")[0] not in tasks:
@@ -257,7 +274,33 @@ class InstructedGenerationTask(Task):
             texts += [*answers, *class_names, *opts.prompts().values()]
             tok = train_bpe_tokenizer(texts, vocab_size=tc.vocab_size, min_frequency=tc.min_frequency)
             tok.save_pretrained(str(save_dir / "tokenizer"))
-        return {"tokenizer": tok, "answers": answers, "class_names": class_names, "multi_label": multi_label}
+        assets = {"tokenizer": tok, "answers": answers, "class_names": class_names, "multi_label": multi_label}
+        if "mim" in opts.tasks:  # load it now: a wrong path or config fails before the model is built
+            coder = cls._load_coder(opts.mim, len(tok), save_dir is not None)
+            coder.grid(cfg.model.image_size)
+            assets |= {"coder": coder, "n_codes": coder.n_codes}
+        return assets
+
+    @staticmethod
+    def _load_coder(mim: MIMOptions, code_offset: int, verbose: bool) -> Any:
+        from medvl.models.vq.checkpoint import load_vq_tokenizer
+        from medvl.tasks.mim import ImageCoder
+
+        vq, line = load_vq_tokenizer(mim.tokenizer, mim.tokenizer_config, mim.tokenizer_model)
+        if verbose:
+            print(line)
+        return ImageCoder(vq, code_offset, mim.code_image_size)
+
+    @property
+    def coder(self) -> Any:
+        """The MIM sub-task's `ImageCoder` (the frozen VQ tokenizer), loaded on first use."""
+        if self._coder is None:
+            self._coder = self._load_coder(self.options.mim, self.code_offset, False)
+            if self._coder.n_codes != self.n_codes:
+                raise ValueError(
+                    f"task.mim.tokenizer has {self._coder.n_codes} codes, the model was trained with {self.n_codes}"
+                )
+        return self._coder
 
     @classmethod
     def assets_from_metadata(cls, metadata: dict[str, Any]) -> dict[str, Any]:
@@ -267,11 +310,13 @@ class InstructedGenerationTask(Task):
             "answers": metadata.get("answers", []),
             "class_names": metadata.get("class_names", []),
             "multi_label": metadata.get("multi_label", False),
+            "n_codes": metadata.get("n_codes", 0),
         }
 
     @classmethod
     def model_fields(cls, assets: Any) -> dict[str, Any]:
-        return {"vocab_size": len(assets["tokenizer"]), "pad_id": assets["tokenizer"].pad_token_id}
+        vocab = len(assets["tokenizer"]) + int(assets.get("n_codes", 0))  # the image codes follow the text tokens
+        return {"vocab_size": vocab, "pad_id": assets["tokenizer"].pad_token_id}
 
     def metadata(self) -> dict[str, Any]:
         return {
@@ -280,6 +325,7 @@ class InstructedGenerationTask(Task):
             "answers": self.answers,
             "class_names": self.class_names,
             "multi_label": self.multi_label,
+            "n_codes": self.n_codes,
         }
 
     # -------------------------------------------------------------------------------------------------- data
@@ -287,7 +333,8 @@ class InstructedGenerationTask(Task):
         opts, mc = self.options, self.cfg.model
         examples = examples_of(studies, opts.tasks, opts.prompts(), self.class_names, opts.none_class, training)
         if training and not examples:
-            served = sorted({t for s in studies for t in subtasks_of(s, SUBTASKS)}, key=SUBTASKS.index)
+            named = [t for t in SUBTASKS if t != "mim"]  # any image serves mim: naming it would not help
+            served = sorted({t for s in studies for t in subtasks_of(s, named)}, key=SUBTASKS.index)
             way_out = (
                 f"these studies serve {', '.join(served)}: set task.tasks=[{','.join(served)}]"
                 if served
@@ -317,6 +364,7 @@ class InstructedGenerationTask(Task):
             opts.max_target_tokens,
             self.cfg.data.strict,
             order,
+            self.coder if "mim" in opts.tasks and any(e.task == "mim" for e in examples) else None,
         )
 
     def collate(self, items: Sequence[Any]) -> InstructionBatch:
@@ -336,12 +384,22 @@ class InstructedGenerationTask(Task):
         return self._tries[task]
 
     def allowed_mask(self, batch: InstructionBatch, vocab: int) -> torch.Tensor | None:
-        """bool [B, T, V]: the tokens the trie allows after each target prefix (every token for unconstrained
-        examples); None when no example of the batch is constrained."""
+        """bool [B, T, V]: the tokens the trie allows after each target prefix, the code range then EOS for mim
+        examples (always), every token for unconstrained examples; None when no example of the batch is
+        constrained."""
         rows = [k for k, t in enumerate(batch.tasks) if t in CONSTRAINED and self.candidates(t)]
-        if not self.options.constrain or not rows:
+        mim = [k for k, t in enumerate(batch.tasks) if t == "mim"]
+        if not mim and (not self.options.constrain or not rows):
             return None
         mask = torch.ones(*batch.target_ids.shape, vocab, dtype=torch.bool, device=batch.target_ids.device)
+        if mim:
+            index = torch.tensor(mim, device=mask.device)
+            lengths = batch.target_mask[index].sum(1) - 1  # codes before the EOS
+            eos = self.tokenizer.eos_token_id
+            part = code_mask(lengths.cpu(), mask.shape[1], vocab, self.code_offset, self.n_codes, eos)
+            mask[index] = part.to(mask.device)
+        if not self.options.constrain:
+            return mask
         for task in {batch.tasks[k] for k in rows}:
             mine = torch.tensor([k for k in rows if batch.tasks[k] == task], device=mask.device)
             mask[mine] = self.trie(task).mask(batch.target_ids[mine], vocab, self.tokenizer.pad_token_id)
@@ -440,7 +498,44 @@ class InstructedGenerationTask(Task):
             pad_id=tok.pad_token_id,
             allowed_tokens=allowed,
         )
-        return [decode_report(tok, row.tolist()) for row in ids]
+        # an image code in a text answer (an untrained model may emit one) has no text: left out
+        return [decode_report(tok, [i for i in row.tolist() if i < self.code_offset]) for row in ids]
+
+    @torch.no_grad()
+    def generate_codes(self, batch: InstructionBatch, rows: list[int], gen: GenerationConfig) -> list[str]:
+        """The code grids generated for the mim `rows` ("<code_k> ..."), only codes then EOS allowed (no n-gram
+        ban: neighbouring cells of an image repeat codes)."""
+        length = int(batch.target_mask[rows[0]].sum()) - 1
+        from medvl.models.unified.generation import generate
+
+        tok = self.tokenizer
+        ids = generate(
+            self.model,
+            *self._subset(batch, rows),
+            max_new_tokens=length + 1,
+            num_beams=gen.num_beams,
+            length_penalty=gen.length_penalty,
+            no_repeat_ngram_size=0,
+            bos_id=tok.bos_token_id,
+            eos_id=tok.eos_token_id,
+            pad_id=tok.pad_token_id,
+            allowed_tokens=allowed_codes(length, self.code_offset, self.n_codes, tok.eos_token_id),
+        )
+        return [codes_text(row.tolist(), self.code_offset, self.n_codes) for row in ids]
+
+    @torch.no_grad()
+    def code_nll(self, batch: InstructionBatch, rows: list[int]) -> list[float]:
+        """Mean negative log-likelihood per code (nats) of each mim row's target under teacher forcing, the
+        distribution restricted to the code range (what log K is the uniform baseline of)."""
+        index = torch.tensor(rows, device=batch.images.device)
+        prev = self._prev(batch.target_ids[index])
+        logits = self.model(*self._subset(batch, rows), prev).float()
+        lo, hi = self.code_offset, self.code_offset + self.n_codes
+        logp = logits[..., lo:hi].log_softmax(-1)
+        target = (batch.target_ids[index] - lo).clamp(0, self.n_codes - 1)
+        nll = -logp.gather(-1, target[..., None])[..., 0]
+        is_code = (batch.target_ids[index] >= lo) & (batch.target_ids[index] < hi) & batch.target_mask[index]
+        return ((nll * is_code).sum(1) / is_code.sum(1).clamp_min(1)).tolist()
 
     def _rows(self, batch: InstructionBatch, gen: GenerationConfig) -> list[dict[str, Any]]:
         opts = self.options
@@ -455,13 +550,24 @@ class InstructedGenerationTask(Task):
                 texts |= {k: self.candidates(task)[b] for k, b in zip(rows, best, strict=True)}
                 if task == "classification":
                     probs |= dict(zip(rows, scores.softmax(-1).cpu().numpy(), strict=True))
+        nll: dict[int, float] = {}
+        mim = by_task.get("mim", [])
+        for length in sorted({int(batch.target_mask[k].sum()) for k in mim}):  # one code-grid size per call
+            rows = [k for k in mim if int(batch.target_mask[k].sum()) == length]
+            texts |= dict(zip(rows, self.generate_codes(batch, rows, gen), strict=True))
+            nll |= dict(zip(rows, self.code_nll(batch, rows), strict=True))
         generated = [k for k in range(len(batch)) if k not in texts]
         if generated:
             texts |= dict(zip(generated, self.generate(batch, generated, gen, opts.constrain), strict=True))
         rows_out = []
         for k, sid in enumerate(batch.ids):
             meta = batch.meta[k]
-            row = {"id": sid, "task": batch.tasks[k], "reference": batch.targets[k], "generated": texts[k]}
+            row: dict[str, Any] = {
+                "id": sid,
+                "task": batch.tasks[k],
+                "reference": batch.targets[k],
+                "generated": texts[k],
+            }
             if batch.tasks[k] == "vqa":
                 row |= {
                     "question": meta.get("question", ""),
@@ -470,6 +576,8 @@ class InstructedGenerationTask(Task):
                 }
             if batch.tasks[k] == "classification":
                 row |= {"probs": probs.get(k), "labels": meta.get("labels", {})}
+            if batch.tasks[k] == "mim":
+                row["nll"] = nll[k]
             rows_out.append(row)
         return rows_out
 
@@ -483,7 +591,7 @@ class InstructedGenerationTask(Task):
         return self._rows(batch, dataclasses.replace(self.generation, num_beams=1))
 
     def validation_metrics(self, rows: Sequence[Any]) -> dict[str, float]:
-        return instructed_eval.validation_metrics(rows)
+        return instructed_eval.validation_metrics(rows, self.n_codes)
 
     # ------------------------------------------------------------------------------------------------ evaluate
     def evaluation(
@@ -491,7 +599,14 @@ class InstructedGenerationTask(Task):
     ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         rows = list(outputs.values())[-1]
         return instructed_eval.evaluation(
-            rows, studies, options, self.class_names, self.multi_label, self.options.none_class, self.answers
+            rows,
+            studies,
+            options,
+            self.class_names,
+            self.multi_label,
+            self.options.none_class,
+            self.answers,
+            self.n_codes,
         )
 
     def write_evaluation(

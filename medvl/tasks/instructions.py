@@ -9,7 +9,9 @@ A study serves every sub-task whose record it carries:
   study with several positive classes gives one training example per class; one with none has the `none_class`
   name when the recipe sets one);
 - summarization: a text-only study (`image_paths` empty) with `question` (the text) and `answer` (the summary) ->
-  the summarization prompt with the text, the summary as target.
+  the summarization prompt with the text, the summary as target;
+- mim (masked image modelling): any study with an image -> the image with its central region zeroed, the MIM
+  prompt, and as target the VQ codes of that region (`medvl.tasks.mim`; computed by the dataset's `coder`).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from medvl.data.dataset import Skipped, StudyError, ViewLoader
 from medvl.data.images import ImageLoadError
 from medvl.data.study import Study
 
-SUBTASKS = ("caption", "vqa", "classification", "summarization")
+SUBTASKS = ("caption", "vqa", "classification", "summarization", "mim")
 CONSTRAINED = ("vqa", "classification")
 """Sub-tasks whose answers come from a candidate set (trie-constrained when `task.constrain` is on)."""
 
@@ -54,6 +56,7 @@ def subtasks_of(study: Study, enabled: Sequence[str]) -> list[str]:
         "vqa": has_image and qa,
         "classification": has_image and bool(study.labels),
         "summarization": not has_image and qa,
+        "mim": has_image,
     }
     return [name for name in enabled if serves[name]]
 
@@ -87,6 +90,8 @@ def examples_of(
             elif task == "vqa":
                 question = " " + s.question.strip()
                 out.append(Example(i, task, question, normalize_answer(s.answer)))
+            elif task == "mim":
+                out.append(Example(i, task, prompts["mim"], ""))  # the target codes come from the image
             elif task == "summarization":
                 out.append(Example(i, task, prompts["summarization"].format(text=s.question.strip()), s.answer.strip()))
             else:
@@ -151,7 +156,8 @@ class InstructionDataset(torch.utils.data.Dataset):
 
     `studies[i]` is the study of item i, its id suffixed with "#<sub-task>" when a study serves several sub-tasks
     (the runner matches output rows to items by id). Training: `order` is the mixed epoch's list of example indices
-    (`medvl.data.mixing.mixture_index`)."""
+    (`medvl.data.mixing.mixture_index`). A mim example's image has its central region zeroed and its target is
+    `coder(image)` (code token ids) + EOS, computed once per example and kept."""
 
     def __init__(
         self,
@@ -163,6 +169,7 @@ class InstructionDataset(torch.utils.data.Dataset):
         max_target: int,
         strict: bool,
         order: Sequence[int] | None = None,
+        coder: Any = None,
     ) -> None:
         self.source = list(studies)
         self.examples = list(examples)
@@ -178,6 +185,8 @@ class InstructionDataset(torch.utils.data.Dataset):
             s = self.source[e.study]
             self.studies.append(replace(s, id=f"{s.id}#{e.task}") if len(several[e.study]) > 1 else s)
         self._tokens: dict[int, tuple[list[int], list[int]]] = {}
+        self.coder = coder
+        self._codes: dict[int, list[int]] = {}
 
     def __len__(self) -> int:
         return len(self.order)
@@ -203,11 +212,22 @@ class InstructionDataset(torch.utils.data.Dataset):
                     raise StudyError(f"study {study.id}: {err}") from err
                 return Skipped(study.id, str(err))
         src, tgt = self.tokens(k)
+        target = e.target
+        if e.task == "mim" and image is not None:
+            if self.coder is None:
+                raise ValueError("a mim example needs the dataset's coder (the VQ image tokenizer, task.mim.tokenizer)")
+            if k not in self._codes:
+                self._codes[k] = self.coder(image)
+            from medvl.tasks.mim import codes_text, mask_center
+
+            tgt = [*self._codes[k], self.tokenizer.eos_token_id]
+            target = codes_text(tgt, self.coder.code_offset, self.coder.n_codes)
+            image = mask_center(image)
         s = self.source[e.study]
         meta = {**(s.meta or {}), "question": s.question}
         if e.task == "classification":
             meta["labels"] = dict(s.labels or {})
-        return InstructionSample(study.id, e.task, image, src, tgt, e.target, meta)
+        return InstructionSample(study.id, e.task, image, src, tgt, target, meta)
 
 
 def collate_instructions(items: Sequence[Any], pad_id: int, image_size: int, channels: int) -> InstructionBatch:
