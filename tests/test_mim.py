@@ -11,18 +11,15 @@ import numpy as np
 import pytest
 import torch
 
-from medvl.config.experiment import ExperimentConfig
 from medvl.data.config import DataConfig
 from medvl.data.sources import load_studies
 from medvl.data.tokenizer import train_bpe_tokenizer
-from medvl.models.unified.config import UnifiedConfig
-from medvl.models.unified.model import UnifiedModel
 from medvl.models.vq.checkpoint import load_vq_tokenizer
 from medvl.tasks.instructed_generation import InstructedGenerationOptions, InstructedGenerationTask
 from medvl.tasks.mim import ImageCoder, MIMOptions, central_box, mask_center, text_codes
-from medvl.train.config import TrainConfig
 
 from .conftest import tiny_overrides
+from .unified_fixtures import tiny_task
 
 
 @pytest.fixture(scope="module")
@@ -35,23 +32,7 @@ def parts(synth_root: Path, tiny_vq_tokenizer: Path):
 
 
 def _task(assets, tokenizer_path: Path, **options) -> InstructedGenerationTask:
-    torch.manual_seed(0)
-    mc = UnifiedConfig(
-        image_size=32,
-        resnet="resnet18",
-        d_model=32,
-        n_heads=4,
-        ffn_dim=64,
-        encoder_layers=1,
-        decoder_layers=1,
-        vocab_size=len(assets["tokenizer"]) + assets["n_codes"],
-        dropout=0.0,
-    )
-    opts = InstructedGenerationOptions(
-        tasks=["caption", "mim"], mim=MIMOptions(tokenizer=str(tokenizer_path)), **options
-    )
-    cfg = ExperimentConfig(model_family="unified", model_size="tiny", model=mc, task=opts, train=TrainConfig())
-    return InstructedGenerationTask(UnifiedModel(mc).eval(), assets, cfg)
+    return tiny_task(assets, tasks=["caption", "mim"], mim=MIMOptions(tokenizer=str(tokenizer_path)), **options)
 
 
 def _mim_batch(task, studies):

@@ -71,7 +71,7 @@ def tiny_task(assets: dict[str, Any], **options: Any) -> InstructedGenerationTas
         ffn_dim=64,
         encoder_layers=1,
         decoder_layers=1,
-        vocab_size=len(assets["tokenizer"]),
+        vocab_size=len(assets["tokenizer"]) + assets.get("n_codes", 0),  # MIM codes follow the text tokens
         pad_id=0,
         dropout=0.0,
     )
