@@ -24,10 +24,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-import torch
 from torch import Tensor, nn
+
+from medvl.models.weights_file import read_weight_tensors
 
 MIN_ENCODER_SHARE = 0.5
 _PREFIXES = ("module.", "backbone.", "model.")
@@ -82,21 +82,7 @@ def read_state(path: Path) -> dict[str, Tensor]:
             f"model.pretrained: folder {str(path)!r} has no model.safetensors or "
             "pytorch_model.bin (an HF VideoMAE folder written by save_pretrained)"
         )
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path))
-    state: Any = torch.load(str(path), map_location="cpu", weights_only=True)
-    while isinstance(state, dict) and not any(isinstance(v, Tensor) for v in state.values()):
-        inner = next((state[k] for k in ("model", "module", "state_dict") if isinstance(state.get(k), dict)), None)
-        if inner is None:
-            break
-        state = inner
-    if not isinstance(state, dict):
-        raise PretrainedWeightsError(
-            f"model.pretrained: {str(path)!r} holds a {type(state).__name__}, not a state dict"
-        )
-    return {k: v for k, v in state.items() if isinstance(v, Tensor)}
+    return read_weight_tensors(path, "model.pretrained", PretrainedWeightsError)
 
 
 def _block(rest: str, prefix: str, value: Tensor, out: dict[str, Tensor]) -> bool:

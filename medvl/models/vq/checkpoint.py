@@ -19,6 +19,7 @@ import torch
 
 from medvl.models.vq.config import VQConfig, config_from_taming_yaml
 from medvl.models.vq.model import VQModel
+from medvl.models.weights_file import read_weight_tensors
 
 WRAPPER_PREFIXES = ("model.", "module.", "first_stage_model.", "vqvae.")
 """Prefixes a training wrapper puts before a VQModel's keys (Lightning, DDP, taming's transformer/LDM stages)."""
@@ -53,37 +54,13 @@ class LoadReport:
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """The tensors of a checkpoint file, read without executing code: safetensors, or a torch pickle read with
-    `weights_only=True` (its `state_dict` entry when it has one, as Lightning checkpoints do).
+    """The tensors of a checkpoint file, read without executing code (`medvl.models.weights_file`).
 
     Raises:
         FileNotFoundError: no such file.
-        ValueError: the file holds more than tensors and plain containers (then convert it once, where you trust
-            it, to safetensors), or no tensors.
+        ValueError: the file holds more than tensors and plain containers, or no tensors.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"VQ tokenizer checkpoint {path} does not exist")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        obj: Any = load_file(str(path))
-    else:
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:  # the unpickler refuses anything but tensors and plain containers
-            raise ValueError(
-                f"{path} cannot be read as tensors only ({type(err).__name__}: {str(err)[:200]}). medvl does not "
-                'unpickle objects; where you trust the file, convert it once: python -c "import torch; '
-                "from safetensors.torch import save_file; sd = torch.load('IN', weights_only=False)['state_dict']; "
-                "save_file({k: v.contiguous() for k, v in sd.items()}, 'OUT.safetensors')\""
-            ) from err
-    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
-        obj = obj["state_dict"]
-    tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)} if isinstance(obj, dict) else {}
-    if not tensors:
-        raise ValueError(f"{path} holds no tensors (expected a state dict, or a dict with a 'state_dict')")
-    return tensors
+    return read_weight_tensors(path, "VQ tokenizer checkpoint")
 
 
 def _strip(key: str) -> str:
