@@ -45,6 +45,24 @@ def test_disagreement_kinds() -> None:
     assert kind("Pneumonia", "fn-none", "consistent with pneumonitis.") == "no CheXpert mention"
 
 
+def test_ceiling_counts_only_own_errors_as_fixable() -> None:
+    """2 TP; FP: 1 scar (a CheXpert rule), 1 generic; FN: 2 "X or Y" (rule), 1 missed mention (generic)."""
+    bench = _bench()
+    kinds = bench.Counter(
+        {
+            "FP scar / scarring is Lung Opacity (CheXpert's list; indexers: Cicatrix)": 1,
+            "FP positive mention": 1,
+            "FN alternatives: 'X or Y', 'X versus Y', 'and/or' (CheXpert: uncertain; indexers code both)": 2,
+            "FN no CheXpert mention": 1,
+        }
+    )
+    c = bench.ceiling(2, kinds)
+    assert (c["errors"], c["rule_kinds"]) == (5, 3)
+    assert c["micro_f1_now"] == pytest.approx(4 / 9)  # 2 TP / (2 TP + 2 FP + 3 FN)
+    assert c["micro_f1"] == pytest.approx(6 / 9)  # the missed mention found: TP 3, FP 1, FN 2
+    assert bench._own_error("FP 'lines' in 'low lung lines' matches CheXpert's device phrase")
+
+
 def test_main_skips_cleanly_without_the_data(monkeypatch: pytest.MonkeyPatch, tmp_path, capsys) -> None:
     bench = _bench()
     monkeypatch.setattr(bench, "MESH", tmp_path / "absent.jsonl")
