@@ -7,10 +7,16 @@ For each it prints the median step time, its ratio to the quickstart's, the sequ
 tokens included, for the xraygpt family) and how many of its steps fit in the time of the quickstart's
 `qs_steps` (1,000: 8 epochs of 125 steps).
 
-    PYTHONPATH=. .venv/bin/python benchmarks/xraygpt_budget.py --steps 10 \
+With `--validate` it also times one validation pass of each configuration (its recipe's `eval_max_studies` and
+decoding: the quickstart's 200 studies with 3-beam search, the xraygpt recipe's 100 greedy) and estimates each run's
+whole training time as its own steps x step time + its validations (as many as `Trainer.fit` runs) x their time, the
+figure a user waits for; the quickstart's is the budget.
+
+    PYTHONPATH=. .venv/bin/python benchmarks/xraygpt_budget.py --steps 10 --validate \
         --variant "model.merge_size=1" --variant "model.bridge=qformer"
 
-The default variants are the xraygpt_tiny_synthetic recipe as shipped and with one token per patch.
+The default variants are the xraygpt_tiny_synthetic recipe as shipped and the recipe before issue 17's sweep (a
+4-layer Llama reading 2x2-merged patch tokens).
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ from medvl.train.loop import Trainer  # noqa: E402
 def make_trainer(recipe: str, overrides: list[str], out: str) -> Trainer:
     cfg = load_experiment(
         recipe,
-        [f"train.output_dir={out}", "train.progress=false", "train.loggers=[]", "train.eval_every=0", *overrides],
+        [f"train.output_dir={out}", "train.progress=false", "train.loggers=[]", *overrides],
     )
     trainer = Trainer(cfg)
     trainer.model.train()
@@ -56,14 +62,34 @@ def sequence_length(trainer: Trainer, micro: list) -> float:  # noqa: ANN001
     return float(seq["attention_mask"].sum(1).float().mean())
 
 
+def validations(trainer: Trainer) -> int:
+    """How many validation passes `Trainer.fit` runs: every `eval_every` steps, or at each epoch's end when it is 0,
+    and always at the last step."""
+    total, every = trainer.total_steps, trainer.cfg.train.eval_every
+    per_epoch = len(trainer.train_set) // trainer.plan.global_batch
+    due = (lambda s: s % every == 0) if every else (lambda s: s % per_epoch == 0)
+    return sum(1 for s in range(1, total + 1) if due(s) or s == total)
+
+
+def validation_seconds(trainer: Trainer) -> float:
+    """Wall seconds of one validation pass with the run's own settings (studies, decoding, precision)."""
+    trainer.model.eval()
+    t0 = time.perf_counter()
+    trainer.validate()
+    seconds = time.perf_counter() - t0
+    trainer.model.train()
+    return seconds
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=10, help="timed steps per configuration (after one warm-up)")
     parser.add_argument("--recipe", default="xraygpt_tiny_synthetic")
     parser.add_argument("--variant", action="append", default=None, help="space-separated overrides of --recipe")
     parser.add_argument("--qs-steps", type=int, default=1000, help="the quickstart's optimizer steps")
+    parser.add_argument("--validate", action="store_true", help="also time one validation pass of each")
     args = parser.parse_args()
-    variants = args.variant if args.variant is not None else ["", "model.merge_size=1"]
+    variants = args.variant if args.variant is not None else ["", "model.llm_depth=4 model.merge_size=2"]
     configs = [("quickstart", [])] + [(args.recipe, v.split()) for v in variants]
     with tempfile.TemporaryDirectory() as tmp:
         runs = []
@@ -81,17 +107,26 @@ def main() -> None:
                 trainer._train_step(micro)
                 if step:  # the first step warms up allocators and kernels
                     times[i].append(time.perf_counter() - t0)
+        val_s = [validation_seconds(trainer) if args.validate else 0.0 for _, _, trainer, _ in runs]
     base = statistics.median(times[0])
+    budget = args.qs_steps * base + validations(runs[0][2]) * val_s[0]
     header = ("params", "prec", "tokens", "step s", "ratio", "steps in budget")
+    if args.validate:
+        header += ("steps", "vals", "val s", "train s (est.)", "vs budget")
     print(f"{'configuration':62s} " + " ".join(f"{h:>{max(len(h), 7)}s}" for h in header))
-    for (recipe, overrides, trainer, _), ts, length in zip(runs, times, lengths, strict=True):
+    for (recipe, overrides, trainer, _), ts, length, vs in zip(runs, times, lengths, val_s, strict=True):
         median = statistics.median(ts)
         params = sum(p.numel() for p in trainer.model.parameters()) / 1e6
         name = " ".join([recipe, *overrides])
-        print(
+        row = (
             f"{name:62s} {params:6.2f}M {trainer.precision:>7s} {length:7.0f} {median:7.3f} {median / base:7.2f} "
             f"{round(args.qs_steps * base / median):15d}"
         )
+        if args.validate:
+            n = validations(trainer)
+            total = trainer.total_steps * median + n * vs
+            row += f" {trainer.total_steps:7d} {n:7d} {vs:7.1f} {total:14.0f} {total / budget:9.2f}"
+        print(row)
 
 
 if __name__ == "__main__":
