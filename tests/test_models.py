@@ -343,6 +343,18 @@ def test_logits_at_gives_the_logits_of_the_selected_positions() -> None:
     assert torch.allclose(some, full[mask], atol=1e-6)
 
 
+def test_buffers_take_the_dtype_of_the_keys_under_autocast() -> None:
+    """Under bf16 autocast the key/value buffers are bf16, as the keys are: no cast of the whole history per step."""
+    model = make_model()
+    memory, memory_mask = model.encode(*make_batch(2))
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        cache = model.decoder.init_cache(memory, memory_mask, capacity=6)
+        logits, cache = model.decoder(torch.full((6, 1), BOS), cache, 0)
+        logits, cache = model.decoder(torch.full((6, 1), BOS + 1), cache, 1)
+    assert all(buffer.dtype == torch.bfloat16 for buffer in cache.self_kv)
+    assert logits.shape == (6, 1, VOCAB) and torch.isfinite(logits).all()
+
+
 def test_decoder_refuses_a_cache_out_of_step() -> None:
     model = make_model()
     memory, memory_mask = model.encode(*make_batch(2))

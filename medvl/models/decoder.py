@@ -76,22 +76,32 @@ class SelfAttention(nn.Module):
         return self.out(y.transpose(1, 2).reshape(n, t, d)), (k, v)
 
     def forward_buffered(
-        self, x: Tensor, buffer: Tensor, start: int, beams: int, mask: Tensor | None, causal: bool = False
-    ) -> Tensor:
+        self,
+        x: Tensor,
+        buffer: Tensor | None,
+        capacity: int,
+        start: int,
+        beams: int,
+        mask: Tensor | None,
+        causal: bool = False,
+    ) -> tuple[Tensor, Tensor]:
         """Attention of x [N, T, d] (positions start..start+T-1, N = B * beams) over the slots of `buffer`
-        [2, B, heads, C * beams, head_dim] up to its own, after writing its keys/values to their slots in place;
-        `mask` [B, 1, beams * T, (start + T) * beams] says which slots each query sees (None: all of them, or the
-        causal mask when `causal`, for one beam from position 0)."""
+        [2, B, heads, capacity * beams, head_dim] up to its own, after writing its keys/values to their slots in
+        place; `mask` [B, 1, beams * T, (start + T) * beams] says which slots each query sees (None: all of them, or
+        the causal mask when `causal`, for one beam from position 0). Returns (output, the buffer, made on the first
+        call in the keys' dtype)."""
         n, t, d = x.shape
         b, heads, hd = n // beams, self.heads, d // self.heads
         qkv = self.qkv(x).view(b, beams, t, 3, heads, hd)
-        slots = buffer.view(2, b, heads, -1, beams, hd)
+        if buffer is None:
+            buffer = qkv.new_empty(2, b, heads, capacity * beams, hd)
+        slots = buffer.view(2, b, heads, capacity, beams, hd)
         slots[:, :, :, start : start + t] = qkv[:, :, :, 1:].permute(3, 0, 4, 2, 1, 5)
         kv = slots[:, :, :, : start + t].flatten(3, 4)  # [2, B, heads, (start + T) * beams, hd], a view
         # The K beams of a row fold into the query axis ([B, heads, K*T, hd]) and share the row's slots.
         q = qkv[:, :, :, 0].permute(0, 3, 1, 2, 4).reshape(b, heads, beams * t, hd)
         y = F.scaled_dot_product_attention(q, kv[0], kv[1], attn_mask=mask, is_causal=causal)
-        return self.out(y.view(b, heads, beams, t, hd).permute(0, 2, 3, 1, 4).reshape(n, t, d))
+        return self.out(y.view(b, heads, beams, t, hd).permute(0, 2, 3, 1, 4).reshape(n, t, d)), buffer
 
 
 class CrossAttention(nn.Module):
@@ -142,11 +152,7 @@ class DecoderLayer(nn.Module):
         past = cache.self_kv[layer] if cache.self_kv else None
         h = self.norm1(x)
         if cache.capacity:
-            if past is None:
-                b, d = cache.memory.shape[0], x.shape[-1]
-                heads = self.self_attn.heads
-                past = x.new_empty(2, b, heads, cache.capacity * cache.beams, d // heads)
-            y = self.self_attn.forward_buffered(h, past, start, cache.beams, self_mask, causal)
+            y, past = self.self_attn.forward_buffered(h, past, cache.capacity, start, cache.beams, self_mask, causal)
         else:
             y, past = self.self_attn(h, past, self_mask, causal)
         x = x + self._drop(y)
