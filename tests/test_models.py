@@ -286,6 +286,89 @@ def test_kv_cache_matches_full_forward(capacity: int) -> None:
                 decoder(ids[:, :1].repeat_interleave(k, 0), cache, capacity)
 
 
+def test_beams_in_buffers_decode_like_beams_in_concatenated_caches() -> None:
+    """Buffered beams keep keys/values where they were computed and reorder a mask over them; step by step, with
+    reorders that move beams within their row, the logits equal those of the gathered (concatenating) cache."""
+    model = make_model()
+    memory, memory_mask = model.encode(*make_batch(3))
+    decoder, k = model.decoder, 3
+    g = torch.Generator().manual_seed(2)
+    with torch.no_grad():
+        buffered = decoder.init_cache(memory, memory_mask, capacity=10)
+        gathered = decoder.init_cache(memory, memory_mask)
+        tokens = torch.full((3 * k, 1), BOS)
+        for t in range(8):
+            a, buffered = decoder(tokens, buffered, t)
+            b, gathered = decoder(tokens, gathered, t)
+            assert torch.allclose(a, b, atol=1e-5)
+            index = (torch.arange(3)[:, None] * k + torch.randint(0, k, (3, k), generator=g)).flatten()
+            buffered, gathered = reorder_cache(buffered, index), reorder_cache(gathered, index)
+            tokens = torch.randint(2, VOCAB, (3 * k, 1), generator=g)
+        # Each beam's history holds exactly one slot per position, and only slots of its own row exist at all.
+        assert buffered.ancestry is not None
+        assert (buffered.ancestry.view(3 * k, 10, k)[:, :8].sum(-1) == 1).all()
+
+
+@pytest.mark.parametrize(
+    "options", [{"num_beams": 2}, {"num_beams": 4, "no_repeat_ngram_size": 2}, {"num_beams": 3, "length_penalty": 0.0}]
+)
+def test_beam_search_with_buffers_equals_beam_search_with_concatenated_caches(options: dict) -> None:
+    model = make_model()
+    batch = make_batch(5)
+    eos = common_eos(model, batch)
+    memory, memory_mask = model.encode(*batch)
+
+    def step(tokens: torch.Tensor, cache: object, position: int) -> tuple:
+        logits, cache = model.decoder(tokens, cache, position)
+        return logits[:, -1], cache
+
+    common = {"bos_id": BOS, "eos_id": eos, "pad_id": PAD, "max_new_tokens": 12, **options}
+    with torch.no_grad():
+        gathered = beam_search(step, reorder_cache, model.decoder.init_cache(memory, memory_mask), 5, **common)
+    generated = model.generate(*batch, **{k: v for k, v in common.items() if k != "pad_id"})
+    assert (generated == eos).any()
+    assert torch.equal(generated, gathered)
+
+
+def test_logits_at_gives_the_logits_of_the_selected_positions() -> None:
+    model = make_model()
+    batch = make_batch(3)
+    ids = torch.randint(2, VOCAB, (3, 9))
+    mask = torch.ones(3, 9, dtype=torch.bool)
+    mask[0, 5:], mask[2, 2:] = False, False
+    with torch.no_grad():
+        full = model(*batch, ids, mask.long())
+        some = model(*batch, ids, mask.long(), logits_at=mask)
+    assert some.shape == (int(mask.sum()), VOCAB)
+    assert torch.allclose(some, full[mask], atol=1e-6)
+
+
+def test_buffers_take_the_dtype_of_the_keys_under_autocast() -> None:
+    """Under bf16 autocast the key/value buffers are bf16, as the keys are: no cast of the whole history per step."""
+    model = make_model()
+    memory, memory_mask = model.encode(*make_batch(2))
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        cache = model.decoder.init_cache(memory, memory_mask, capacity=6)
+        logits, cache = model.decoder(torch.full((6, 1), BOS), cache, 0)
+        logits, cache = model.decoder(torch.full((6, 1), BOS + 1), cache, 1)
+    assert all(buffer.dtype == torch.bfloat16 for buffer in cache.self_kv)
+    assert logits.shape == (6, 1, VOCAB) and torch.isfinite(logits).all()
+
+
+def test_decoder_refuses_a_cache_out_of_step() -> None:
+    model = make_model()
+    memory, memory_mask = model.encode(*make_batch(2))
+    cache = model.decoder.init_cache(memory, memory_mask, capacity=8)
+    with torch.no_grad():
+        _, cache = model.decoder(torch.full((4, 1), BOS), cache, 0)
+        with pytest.raises(ValueError, match="starts at position 2"):
+            model.decoder(torch.full((4, 1), BOS), cache, 2)
+        with pytest.raises(ValueError, match="holds 4 rows"):
+            model.decoder(torch.full((2, 1), BOS), cache, 1)
+    with pytest.raises(ValueError, match="whole number of beams"):
+        model.decoder(torch.full((3, 1), BOS), model.decoder.init_cache(memory, memory_mask), 0)
+
+
 def test_decoder_refuses_positions_past_max_len() -> None:
     model = make_model()
     with pytest.raises(ValueError, match="max_len"):

@@ -5,8 +5,9 @@ Contract:
   [B, V*P, d_model], memory_mask [B, V*P] True=valid). Every present view goes through the shared image encoder
   (`ENCODERS[config.encoder]`, P patches each), is projected to d_model and gets a learned view-type embedding
   (0 = frontal, 1 = lateral) plus a learned 2D patch position; absent views are never encoded and are masked out.
-- `Captioner.forward(images, view_ids, view_mask, input_ids [B, T], attention_mask [B, T])` -> logits [B, T, vocab]
-  (teacher forcing; input_ids start with BOS).
+- `Captioner.forward(images, view_ids, view_mask, input_ids [B, T], attention_mask [B, T], logits_at=None)` ->
+  logits [B, T, vocab] (teacher forcing; input_ids start with BOS), or [M, vocab] at the M True positions of
+  `logits_at` [B, T].
 - `Captioner.generate(images, view_ids, view_mask, *, bos_id, eos_id, max_new_tokens, num_beams=1,
   no_repeat_ngram_size=0, length_penalty=1.0, **sampling)` -> [B, L] ids without BOS, each finished row ending
   with eos_id and right-padded with pad_id; BOS + generated tokens never exceed max_len. `sampling` (do_sample,
@@ -203,10 +204,14 @@ class Captioner(nn.Module):
         view_mask: Tensor,
         input_ids: Tensor,
         attention_mask: Tensor | None = None,
+        logits_at: Tensor | None = None,
     ) -> Tensor:
-        """Teacher-forced next-token logits [B, T, vocab] of input_ids (BOS first)."""
+        """Teacher-forced next-token logits [B, T, vocab] of input_ids (BOS first); with `logits_at` [B, T] bool,
+        logits [M, vocab] of its M True positions only (row-major): training scores no padding position, so it
+        need not project them to the vocabulary."""
         memory, memory_mask = self.encode(images, view_ids, view_mask)
-        logits, _ = self.decoder(input_ids, self.decoder.init_cache(memory, memory_mask), 0, attention_mask)
+        cache = self.decoder.init_cache(memory, memory_mask)
+        logits, _ = self.decoder(input_ids, cache, 0, attention_mask, logits_at=logits_at)
         return logits
 
     @torch.no_grad()
@@ -227,10 +232,8 @@ class Captioner(nn.Module):
         """Report ids [B, L] without BOS (see `medvl.infer.generation`); at most max_len - 1 new tokens."""
         memory, memory_mask = self.encode(images, view_ids, view_mask)
         max_new_tokens = min(max_new_tokens, self.config.max_len - 1)
-        # Greedy and sampling write keys/values into buffers in place (~8% faster decoding on CPU); beam search keeps
-        # the concatenating cache, since reordering buffers in place costs more than rebuilding them by gathering.
-        capacity = max_new_tokens + 1 if num_beams == 1 else 0
-        cache = self.decoder.init_cache(memory, memory_mask, capacity=capacity)
+        # Keys/values go to buffers written in place; beams reorder a mask over them, never the keys/values.
+        cache = self.decoder.init_cache(memory, memory_mask, capacity=max_new_tokens)
 
         def step(tokens: Tensor, cache: DecoderCache, position: int) -> tuple[Tensor, DecoderCache]:
             logits, cache = self.decoder(tokens, cache, position)

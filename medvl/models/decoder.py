@@ -10,12 +10,15 @@ Contract:
   (K beams per row, row-major: row b's beams are b*K .. b*K+K-1); the K queries of a row then share that row's
   cross-attention keys/values instead of K copies of them.
 - `init_cache(..., capacity=C)` (incremental decoding) makes each layer keep its self-attention keys/values in one
-  buffer of C positions written in place, so a step costs O(1) copies instead of concatenating the whole history;
-  without a capacity (teacher forcing) the keys/values are returned as computed. Either way a call may be followed
-  by further calls on the cache it returns; a cache given to a call must not be used again afterwards (its buffers
-  may have been written).
-- `reorder_cache(cache, index [N])` reorders the self-attention keys/values by beam index; `index` must keep every
-  sequence within its own row (beam search does), since the shared cross-attention keys/values are not moved.
+  buffer of C positions written in place, so a step costs O(1) copies instead of concatenating the whole history.
+  With K beams the buffer holds C * K slots, one per (position, beam) in the order they were computed; a beam's
+  history is a per-beam mask over them (`DecoderCache.ancestry`), so reordering beams moves a [N, C*K] bool mask
+  instead of the keys/values (the K beams of a row attend to their row's slots through that mask). Without a
+  capacity (teacher forcing) the keys/values are returned as computed and a later call concatenates to them.
+  Either way a call may be followed by further calls on the cache it returns; a cache given to a call must not be
+  used again afterwards (its buffers may have been written).
+- `reorder_cache(cache, index [N])` reorders the beams' histories by beam index; `index` must keep every sequence
+  within its own row (beam search does), since the shared cross-attention keys/values are not moved.
 - Dropout acts on embeddings and residual branches, not on attention probabilities (which would force the slow
   unfused attention kernel on CPU).
 - The output projection is tied to the token embedding (`lm_head.weight is token_embed.weight`).
@@ -35,17 +38,22 @@ class DecoderCache:
     memory: Tensor
     """[B, S, d]: the encoder output the cross-attention reads."""
     cross_kv: list[tuple[Tensor, Tensor]]
-    """Per layer: cross-attention keys, values [B, heads, S, head_dim], shared by the K beams of a row; empty until
-    the first forward."""
+    """Per layer: cross-attention keys, values [B, heads, S, head_dim] (contiguous), shared by the K beams of a row;
+    empty until the first forward."""
     cross_mask: Tensor
     """[B, 1, 1, S] bool, True where the memory position may be attended."""
-    self_kv: list[tuple[Tensor, Tensor]] = field(default_factory=list)
-    """Per layer: self-attention keys, values [N, heads, T, head_dim], of which the first `length` positions are
-    filled (T = `capacity` when set, else `length`); empty before the first step."""
+    self_kv: list = field(default_factory=list)
+    """Per layer, without a capacity: self-attention keys, values [N, heads, length, head_dim]; with one: a buffer
+    [2, B, heads, capacity * K, head_dim] of keys and values by slot (position * K + beam that computed it).
+    Empty before the first step."""
     capacity: int = 0
     """Positions each layer's key/value buffer holds (0: no buffer, keys/values grow by concatenation)."""
     length: int = 0
     """Positions already in the cache."""
+    beams: int = 1
+    """K, decoder rows per memory row (set by the first forward)."""
+    ancestry: Tensor | None = None
+    """[N, capacity * K] bool, with a capacity and K > 1: slot s holds a key/value of row n's own history."""
 
 
 class SelfAttention(nn.Module):
@@ -56,32 +64,44 @@ class SelfAttention(nn.Module):
         self.out = nn.Linear(d, d)
 
     def forward(
-        self, x: Tensor, past: tuple[Tensor, Tensor] | None, mask: Tensor | None, start: int = 0, capacity: int = 0
+        self, x: Tensor, past: tuple[Tensor, Tensor] | None, mask: Tensor | None, causal: bool = False
     ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
-        """Attention of x (positions start..start+t-1) over the cached positions and itself; returns (output, the
-        keys/values to cache: the in-place buffers when `capacity` is set, else all keys/values so far)."""
+        """Attention of x over the keys/values in `past` (concatenated before x's own) and x's own; returns (output,
+        all keys/values so far). `causal`: x's own positions see only earlier ones (no past, no mask)."""
         n, t, d = x.shape
         q, k, v = self.qkv(x).view(n, t, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
-        if capacity:
-            if past is None:
-                past = (
-                    k.new_empty(n, self.heads, capacity, d // self.heads),
-                    v.new_empty(n, self.heads, capacity, d // self.heads),
-                )
-            past[0][:, :, start : start + t] = k
-            past[1][:, :, start : start + t] = v
-            buffers = past
-            k, v = past[0][:, :, : start + t], past[1][:, :, : start + t]
-            past = past if start else None  # what follows only asks whether earlier positions exist
-        elif past is not None:
+        if past is not None:
             k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
-        if mask is None and past is None:
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=t > 1)
-        elif mask is None and t == 1:  # one new token sees the whole cache: no mask needed
-            y = F.scaled_dot_product_attention(q, k, v)
-        else:
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-        return self.out(y.transpose(1, 2).reshape(n, t, d)), buffers if capacity else (k, v)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)
+        return self.out(y.transpose(1, 2).reshape(n, t, d)), (k, v)
+
+    def forward_buffered(
+        self,
+        x: Tensor,
+        buffer: Tensor | None,
+        capacity: int,
+        start: int,
+        beams: int,
+        mask: Tensor | None,
+        causal: bool = False,
+    ) -> tuple[Tensor, Tensor]:
+        """Attention of x [N, T, d] (positions start..start+T-1, N = B * beams) over the slots of `buffer`
+        [2, B, heads, capacity * beams, head_dim] up to its own, after writing its keys/values to their slots in
+        place; `mask` [B, 1, beams * T, (start + T) * beams] says which slots each query sees (None: all of them, or
+        the causal mask when `causal`, for one beam from position 0). Returns (output, the buffer, made on the first
+        call in the keys' dtype)."""
+        n, t, d = x.shape
+        b, heads, hd = n // beams, self.heads, d // self.heads
+        qkv = self.qkv(x).view(b, beams, t, 3, heads, hd)
+        if buffer is None:
+            buffer = qkv.new_empty(2, b, heads, capacity * beams, hd)
+        slots = buffer.view(2, b, heads, capacity, beams, hd)
+        slots[:, :, :, start : start + t] = qkv[:, :, :, 1:].permute(3, 0, 4, 2, 1, 5)
+        kv = slots[:, :, :, : start + t].flatten(3, 4)  # [2, B, heads, (start + T) * beams, hd], a view
+        # The K beams of a row fold into the query axis ([B, heads, K*T, hd]) and share the row's slots.
+        q = qkv[:, :, :, 0].permute(0, 3, 1, 2, 4).reshape(b, heads, beams * t, hd)
+        y = F.scaled_dot_product_attention(q, kv[0], kv[1], attn_mask=mask, is_causal=causal)
+        return self.out(y.view(b, heads, beams, t, hd).permute(0, 2, 3, 1, 4).reshape(n, t, d)), buffer
 
 
 class CrossAttention(nn.Module):
@@ -93,9 +113,10 @@ class CrossAttention(nn.Module):
         self.out = nn.Linear(d, d)
 
     def memory_kv(self, memory: Tensor) -> tuple[Tensor, Tensor]:
+        """Keys, values [B, heads, S, head_dim] of the memory, each contiguous (read at every decoding step)."""
         b, s, d = memory.shape
-        k, v = self.kv(memory).view(b, s, 2, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
-        return k, v
+        kv = self.kv(memory).view(b, s, 2, self.heads, d // self.heads).permute(2, 0, 3, 1, 4).contiguous()
+        return kv[0], kv[1]
 
     def forward(self, x: Tensor, kv: tuple[Tensor, Tensor], mask: Tensor) -> Tensor:
         n, t, d = x.shape
@@ -119,21 +140,28 @@ class DecoderLayer(nn.Module):
     def forward(
         self,
         x: Tensor,
-        past: tuple[Tensor, Tensor] | None,
+        cache: DecoderCache,
+        layer: int,
         self_mask: Tensor | None,
-        cross_kv: tuple[Tensor, Tensor] | None,
-        memory: Tensor,
-        cross_mask: Tensor,
-        start: int = 0,
-        capacity: int = 0,
-    ) -> tuple[Tensor, tuple[Tensor, Tensor], tuple[Tensor, Tensor]]:
-        """Returns (output, the self-attention keys/values to cache, the cross-attention keys/values)."""
-        if cross_kv is None:
-            cross_kv = self.cross_attn.memory_kv(memory)
-        y, kv = self.self_attn(self.norm1(x), past, self_mask, start, capacity)
-        x = x + self.drop(y)
-        x = x + self.drop(self.cross_attn(self.norm2(x), cross_kv, cross_mask))
-        return x + self.drop(self.ffn(self.norm3(x))), kv, cross_kv
+        causal: bool,
+        start: int,
+    ) -> tuple[Tensor, object, tuple[Tensor, Tensor]]:
+        """Returns (output, this layer's self-attention keys/values or buffer to cache, cross-attention keys/values).
+        `self_mask`/`causal` as `TextDecoder.forward` computed them for every layer."""
+        cross_kv = cache.cross_kv[layer] if cache.cross_kv else self.cross_attn.memory_kv(cache.memory)
+        past = cache.self_kv[layer] if cache.self_kv else None
+        h = self.norm1(x)
+        if cache.capacity:
+            y, past = self.self_attn.forward_buffered(h, past, cache.capacity, start, cache.beams, self_mask, causal)
+        else:
+            y, past = self.self_attn(h, past, self_mask, causal)
+        x = x + self._drop(y)
+        x = x + self._drop(self.cross_attn(self.norm2(x), cross_kv, cache.cross_mask))
+        return x + self._drop(self.ffn(self.norm3(x))), past, cross_kv
+
+    def _drop(self, x: Tensor) -> Tensor:
+        # Dropout is the identity outside training: skipping its module call saves 9 of the ~130 ops of a decoding step.
+        return self.drop(x) if self.training else x
 
 
 class TextDecoder(nn.Module):
@@ -162,51 +190,86 @@ class TextDecoder(nn.Module):
         return DecoderCache(memory=memory, cross_kv=[], cross_mask=memory_mask[:, None, None, :], capacity=capacity)
 
     def forward(
-        self, tokens: Tensor, cache: DecoderCache, start: int = 0, attention_mask: Tensor | None = None
+        self,
+        tokens: Tensor,
+        cache: DecoderCache,
+        start: int = 0,
+        attention_mask: Tensor | None = None,
+        logits_at: Tensor | None = None,
     ) -> tuple[Tensor, DecoderCache]:
         """Logits of `tokens` at positions start.., appending their self-attention keys/values to `cache`.
 
         Args:
             tokens: token ids [N, T].
-            cache: from `init_cache` (and earlier calls); replaced, not modified in place.
+            cache: from `init_cache` (and earlier calls); not to be used again (its buffers may be written).
             start: position of tokens[:, 0]; must equal the number of positions already in the cache.
             attention_mask: optional [N, T] (1 = real token) for an uncached call; padded keys are hidden. Right
                 padding needs none: under the causal mask a pad only influences later pads.
+            logits_at: optional [N, T] bool: return logits [M, vocab] of the M True positions only (row-major),
+                so that training projects to the vocabulary only where a target is scored.
         """
         n, t = tokens.shape
         if start + t > self.max_len:
             raise ValueError(f"decoder input reaches position {start + t} but model.max_len is {self.max_len}")
         if cache.capacity and start + t > cache.capacity:
             raise ValueError(f"decoder input reaches position {start + t} but the cache holds {cache.capacity}")
-        positions = torch.arange(start, start + t, device=tokens.device)
-        x = self.drop(self.token_embed(tokens) + self.pos_embed(positions))
-        self_mask = None
-        if attention_mask is not None and not _right_padded(attention_mask):
-            if cache.self_kv:
-                raise ValueError("attention_mask is only supported without cached positions")
-            causal = torch.ones(t, t, dtype=torch.bool, device=tokens.device).tril()
-            self_mask = (causal & attention_mask.bool()[:, None, None, :]) | torch.eye(
-                t, dtype=torch.bool, device=tokens.device
-            )
-        elif cache.self_kv and t > 1:  # several new tokens after cached ones: causal with an offset
-            self_mask = torch.ones(t, start + t, dtype=torch.bool, device=tokens.device).tril(diagonal=start)
+        if start != cache.length:
+            raise ValueError(f"decoder input starts at position {start} but the cache holds {cache.length} positions")
+        b = cache.memory.shape[0]
+        if n % b:
+            raise ValueError(f"{n} decoder rows are not a whole number of beams per memory row ({b} rows)")
+        if not cache.self_kv:
+            cache.beams = n // b
+        elif n != b * cache.beams:
+            raise ValueError(f"the cache holds {b * cache.beams} rows, got {n}")
+        x = self.drop(self.token_embed(tokens) + self.pos_embed.weight[start : start + t])
+        self_mask, causal = self._self_mask(cache, tokens, start, attention_mask)
         new_kv, cross_kv = [], []
         for i, layer in enumerate(self.layers):
-            past = cache.self_kv[i] if cache.self_kv else None
-            x, kv, layer_cross = layer(
-                x,
-                past,
-                self_mask,
-                cache.cross_kv[i] if cache.cross_kv else None,
-                cache.memory,
-                cache.cross_mask,
-                start,
-                cache.capacity,
-            )
+            x, kv, layer_cross = layer(x, cache, i, self_mask, causal, start)
             new_kv.append(kv)
             cross_kv.append(layer_cross)
+        if logits_at is not None:
+            x = x[logits_at]
         logits = self.lm_head(self.norm(x))
-        return logits, DecoderCache(cache.memory, cross_kv, cache.cross_mask, new_kv, cache.capacity, start + t)
+        return logits, DecoderCache(
+            cache.memory, cross_kv, cache.cross_mask, new_kv, cache.capacity, start + t, cache.beams, cache.ancestry
+        )
+
+    def _self_mask(
+        self, cache: DecoderCache, tokens: Tensor, start: int, attention_mask: Tensor | None
+    ) -> tuple[Tensor | None, bool]:
+        """(mask for every layer's self-attention, whether to use SDPA's causal mask instead); with beams in
+        buffers, also records the new positions in each beam's ancestry."""
+        n, t = tokens.shape
+        device = tokens.device
+        if attention_mask is not None and not _right_padded(attention_mask):
+            if cache.self_kv or (cache.beams > 1 and cache.capacity):
+                raise ValueError(
+                    "attention_mask with padding before real tokens is only supported in the first call of a cache "
+                    "with one row per memory row; right-pad the tokens instead"
+                )
+            causal = torch.ones(t, t, dtype=torch.bool, device=device).tril()
+            diagonal = torch.eye(t, dtype=torch.bool, device=device)  # a padded query still needs one key
+            return (causal & attention_mask.bool()[:, None, None, :]) | diagonal, False
+        k = cache.beams
+        if cache.capacity and k > 1:
+            if cache.ancestry is None:
+                cache.ancestry = torch.zeros(n, cache.capacity * k, dtype=torch.bool, device=device)
+            # Each beam computes the slots (p, its own index) of its new positions p.
+            own = cache.ancestry.view(n // k, k, cache.capacity, k)[:, :, start : start + t]
+            own |= torch.eye(k, dtype=torch.bool, device=device)[None, :, None, :]
+            seen = cache.ancestry[:, : (start + t) * k]
+            if t == 1:
+                return seen.view(n // k, 1, k, (start + 1) * k), False
+            slot_position = torch.arange((start + t) * k, device=device) // k
+            later = slot_position[None, :] <= torch.arange(start, start + t, device=device)[:, None]  # [T, L]
+            return (seen.view(n // k, k, 1, -1) & later).view(n // k, 1, k * t, -1), False
+        if t == 1:
+            return None, False  # one new token sees the whole cache
+        if start == 0:
+            return None, True
+        return torch.ones(t, start + t, dtype=torch.bool, device=device).tril(diagonal=start), False
 
 
 def _right_padded(attention_mask: Tensor) -> bool:
@@ -216,13 +279,13 @@ def _right_padded(attention_mask: Tensor) -> bool:
 
 
 def reorder_cache(cache: DecoderCache, index: Tensor) -> DecoderCache:
-    """The cache with its self-attention rows gathered by `index` [N] (beam search keeps each index in its row);
-    buffers are reordered in place over their filled positions only."""
+    """The cache with its rows' self-attention histories gathered by `index` [N] (beam search keeps each index in
+    its row): with buffers only the [N, C*K] ancestry mask moves; without, the keys/values are gathered."""
     if cache.capacity:
-        n = cache.length
-        for k, v in cache.self_kv:
-            k[:, :, :n] = k[:, :, :n].index_select(0, index)
-            v[:, :, :n] = v[:, :, :n].index_select(0, index)
+        if cache.ancestry is not None:
+            cache.ancestry = cache.ancestry.index_select(0, index)
+        elif not torch.equal(index, torch.arange(index.numel(), device=index.device)):
+            raise ValueError("a cache with one row per memory row cannot reorder its rows")
         return cache
     self_kv = [(k.index_select(0, index), v.index_select(0, index)) for k, v in cache.self_kv]
-    return DecoderCache(cache.memory, cache.cross_kv, cache.cross_mask, self_kv, 0, cache.length)
+    return DecoderCache(cache.memory, cache.cross_kv, cache.cross_mask, self_kv, 0, cache.length, cache.beams)

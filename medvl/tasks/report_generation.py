@@ -221,11 +221,12 @@ class ReportGenerationTask(ReportTask):
     def __call__(self, batch: Batch) -> dict[str, torch.Tensor]:
         inputs, targets = batch.input_ids[:, :-1], batch.input_ids[:, 1:]
         target_mask = batch.attention_mask[:, 1:].bool()
-        logits = self.model(batch.images, batch.view_ids, batch.view_mask, inputs, batch.attention_mask[:, :-1])
-        targets = targets.masked_fill(~target_mask, -100)
-        loss = F.cross_entropy(
-            logits.float().flatten(0, 1), targets.flatten(), ignore_index=-100, label_smoothing=self.label_smoothing
+        # Logits only where a target is scored: padding is never projected to the vocabulary (the mean over the
+        # scored tokens is what cross_entropy with ignore_index over all positions gives).
+        logits = self.model(
+            batch.images, batch.view_ids, batch.view_mask, inputs, batch.attention_mask[:, :-1], logits_at=target_mask
         )
+        loss = F.cross_entropy(logits.float(), targets[target_mask], label_smoothing=self.label_smoothing)
         n_tokens = target_mask.sum()
         return {"loss": loss, "weight": n_tokens, "n_tokens": n_tokens}
 
