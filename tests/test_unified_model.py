@@ -239,7 +239,7 @@ def test_the_candidate_set_wins_over_no_repeat_ngram(num_beams):
 
 def _constrained_scores(model, inputs, i, candidates, trie, renormalize):
     """Beam score (summed log-prob / length) of each candidate for example i, teacher-forced, the log-probabilities
-    renormalized over the trie's allowed tokens (the distribution a masked-logit model learnt) or over the vocabulary."""
+    renormalized over the trie's allowed tokens (what a masked-logit model learnt) or over the vocabulary."""
     out = []
     for c in candidates:
         target = torch.tensor(c)

@@ -11,10 +11,11 @@
   EOS included); an example stops with `num_beams` finished hypotheses; live beams at max_new_tokens count too.
 - `allowed_tokens(example_index, prefix)`: prefix = the tokens generated so far for that beam (no BOS); returns the
   token ids allowed next, or None for no restriction. A `PrefixTrie.allowed` over tokenized candidates keeps the
-  output inside the candidate set; a restricted row's log-probabilities are renormalized over its allowed tokens
-  (OFA masks the logits before the softmax), so a beam scores an answer by the constrained model's probability. `no_repeat_ngram_size=n` bans a token that would repeat an n-gram of the
-  generated tokens, except where that would ban every allowed token (a candidate that repeats itself stays
-  reachable). The pad token is never generated (unless it is also EOS).
+  output inside the candidate set; a restricted row's log-probabilities are renormalized over its allowed tokens (OFA
+  masks the logits before the softmax), so a beam scores an answer by the constrained model's probability.
+  `no_repeat_ngram_size=n` bans a token that would repeat an n-gram of the generated tokens, except where that would
+  ban every allowed token (a candidate that repeats itself stays reachable). The pad token is never generated (unless
+  it is also EOS).
 - `score_candidates(model, images, image_valid, src_ids, src_mask, candidates [K, L], *, bos_id, pad_id=None)`
   -> [B, K] summed log-probabilities of each candidate (pad positions excluded) under teacher forcing.
 """
