@@ -237,6 +237,52 @@ def test_the_candidate_set_wins_over_no_repeat_ngram(num_beams):
     assert out[:, :4].tolist() == [[5, 5, 5, EOS]] * 2
 
 
+def _constrained_scores(model, inputs, i, candidates, trie, renormalize):
+    """Beam score (summed log-prob / length) of each candidate for example i, teacher-forced, the log-probabilities
+    renormalized over the trie's allowed tokens (what a masked-logit model learnt) or over the vocabulary."""
+    out = []
+    for c in candidates:
+        target = torch.tensor(c)
+        prev = torch.cat([torch.tensor([BOS]), target[:-1]])[None]
+        logits = model(*(x[i : i + 1] for x in inputs), prev)[0]
+        logits[:, PAD] = float("-inf")  # generation never emits the pad token
+        if renormalize:
+            logits = logits.masked_fill(~trie.mask(target[None], VOCAB)[0], float("-inf"))
+        out.append(F.log_softmax(logits, -1).gather(-1, target[:, None]).sum().item() / len(c))
+    return out
+
+
+def test_beam_search_under_a_trie_scores_answers_renormalized_over_the_allowed_tokens():
+    """OFA masks the logits before the softmax; with the raw softmax a beam would carry log(mass on the masked tokens),
+    which a model trained with masked logits never learnt, and compare answers on it. With as many beams as
+    candidates the search is exhaustive, so it must return the best renormalized score."""
+    model = tiny_model(seed=7)
+    rng = random.Random(7)
+    inputs = batch(b=3, seed=7)
+    differs = 0
+    for _ in range(6):
+        candidates = sorted(
+            {tuple(rng.randrange(3, VOCAB) for _ in range(rng.randint(1, 3))) + (EOS,) for _ in range(4)}
+        )
+        trie = PrefixTrie([list(c) for c in candidates])
+        out = model.generate(
+            *inputs,
+            max_new_tokens=4,
+            bos_id=BOS,
+            eos_id=EOS,
+            pad_id=PAD,
+            num_beams=len(candidates),
+            allowed_tokens=trie.allowed_tokens,
+        )
+        for i, row in enumerate(out.tolist()):
+            got = tuple(row[: row.index(EOS) + 1])
+            new = _constrained_scores(model, inputs, i, candidates, trie, renormalize=True)
+            old = _constrained_scores(model, inputs, i, candidates, trie, renormalize=False)
+            assert got == candidates[max(range(len(candidates)), key=new.__getitem__)]
+            differs += got != candidates[max(range(len(candidates)), key=old.__getitem__)]
+    assert differs > 0  # the two normalizations pick different answers here, so the test tells them apart
+
+
 def test_score_candidates_equals_teacher_forced_log_probs():
     model = tiny_model(seed=5)
     images, image_valid, src_ids, src_mask = batch(b=3, seed=5)

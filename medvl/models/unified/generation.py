@@ -11,9 +11,11 @@
   EOS included); an example stops with `num_beams` finished hypotheses; live beams at max_new_tokens count too.
 - `allowed_tokens(example_index, prefix)`: prefix = the tokens generated so far for that beam (no BOS); returns the
   token ids allowed next, or None for no restriction. A `PrefixTrie.allowed` over tokenized candidates keeps the
-  output inside the candidate set. `no_repeat_ngram_size=n` bans a token that would repeat an n-gram of the
-  generated tokens, except where that would ban every allowed token (a candidate that repeats itself stays
-  reachable). The pad token is never generated (unless it is also EOS).
+  output inside the candidate set; a restricted row's log-probabilities are renormalized over its allowed tokens (OFA
+  masks the logits before the softmax), so a beam scores an answer by the constrained model's probability.
+  `no_repeat_ngram_size=n` bans a token that would repeat an n-gram of the generated tokens, except where that would
+  ban every allowed token (a candidate that repeats itself stays reachable). The pad token is never generated (unless
+  it is also EOS).
 - `score_candidates(model, images, image_valid, src_ids, src_mask, candidates [K, L], *, bos_id, pad_id=None)`
   -> [B, K] summed log-probabilities of each candidate (pad positions excluded) under teacher forcing.
 """
@@ -84,7 +86,8 @@ def _constrain(
         logprobs[:, pad_id] = float("-inf")
     if no_repeat_ngram_size <= 0 and allowed_tokens is None:
         return logprobs
-    banned = torch.zeros(logprobs.shape, dtype=torch.bool)  # built on the CPU, moved once
+    outside = torch.zeros(logprobs.shape, dtype=torch.bool)  # built on the CPU, moved once
+    repeated = torch.zeros(logprobs.shape, dtype=torch.bool)
     for row, example, prefix in rows:
         allowed = allowed_tokens(example, prefix) if allowed_tokens is not None else None
         if allowed is not None:
@@ -93,12 +96,19 @@ def _constrain(
                     f"allowed_tokens({example}, {prefix}) allowed no token; a prefix trie over the "
                     "candidates must allow EOS after a complete candidate"
                 )
-            banned[row] = True
-            banned[row, torch.tensor(allowed, dtype=torch.long)] = False
+            outside[row] = True
+            outside[row, torch.tensor(allowed, dtype=torch.long)] = False
         repeats = _banned_ngram_tokens(prefix, no_repeat_ngram_size)
         if repeats and (allowed is None or not set(allowed) <= repeats):  # the candidate set wins a conflict
-            banned[row, torch.tensor(sorted(repeats), dtype=torch.long)] = True
-    return logprobs.masked_fill(banned.to(logprobs.device), float("-inf"))
+            repeated[row, torch.tensor(sorted(repeats), dtype=torch.long)] = True
+    if allowed_tokens is not None:
+        # Renormalized over the allowed tokens, as OFA masks the logits before the softmax: the distribution a model
+        # trained with masked logits learnt. Without it a beam's score carries log(mass on the masked tokens), which
+        # such a model never learnt to keep small, and beams of different answers are compared on that noise.
+        constrained = outside.any(-1).to(logprobs.device)
+        masked = logprobs.masked_fill(outside.to(logprobs.device), float("-inf"))
+        logprobs = torch.where(constrained[:, None], masked.log_softmax(-1), logprobs)
+    return logprobs.masked_fill(repeated.to(logprobs.device), float("-inf"))
 
 
 @torch.no_grad()
