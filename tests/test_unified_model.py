@@ -180,8 +180,8 @@ def test_beam_search_finds_a_sequence_at_least_as_likely_as_greedy():
     beam = model.generate(*args, max_new_tokens=6, bos_id=BOS, eos_id=EOS, pad_id=PAD, num_beams=5, length_penalty=0.0)
     for i in range(3):  # score each as a 1-candidate set under teacher forcing
         one = [a[i : i + 1] for a in args]
-        g = model.score_candidates(*one, greedy[i : i + 1], bos_id=BOS)
-        b = model.score_candidates(*one, beam[i : i + 1], bos_id=BOS)
+        g = model.score_candidates(*one, greedy[i : i + 1], bos_id=BOS, renormalize=False)
+        b = model.score_candidates(*one, beam[i : i + 1], bos_id=BOS, renormalize=False)
         assert b.item() >= g.item() - 1e-9
 
 
@@ -286,16 +286,28 @@ def test_beam_search_under_a_trie_scores_answers_renormalized_over_the_allowed_t
 def test_score_candidates_equals_teacher_forced_log_probs():
     model = tiny_model(seed=5)
     images, image_valid, src_ids, src_mask = batch(b=3, seed=5)
-    candidates = torch.tensor([[5, 6, 7, EOS], [9, EOS, PAD, PAD], [11, 12, EOS, PAD]])
-    scores = model.score_candidates(images, image_valid, src_ids, src_mask, candidates, bos_id=BOS, chunk_size=2)
-    assert scores.shape == (3, 3)
+    # Two candidates share the first token 5, so position 0 allows {5, 9, 11} and position 1 after 5 allows {6, 8}.
+    candidates = torch.tensor([[5, 6, 7, EOS], [9, EOS, PAD, PAD], [11, 12, EOS, PAD], [5, 8, EOS, PAD]])
+    allowed_after = {(): [5, 9, 11], (5,): [6, 8]}  # every other prefix has exactly one continuation
+    whole = model.score_candidates(
+        images, image_valid, src_ids, src_mask, candidates, bos_id=BOS, chunk_size=2, renormalize=False
+    )
+    under_trie = model.score_candidates(images, image_valid, src_ids, src_mask, candidates, bos_id=BOS, chunk_size=2)
+    assert whole.shape == under_trie.shape == (3, 4)
     for i in range(3):
-        for k in range(3):
+        for k in range(4):
             target = candidates[k][candidates[k] != PAD]
             prev = torch.cat([torch.tensor([BOS]), target[:-1]])[None]
             logits = model(images[i : i + 1], image_valid[i : i + 1], src_ids[i : i + 1], src_mask[i : i + 1], prev)
             expected = F.log_softmax(logits[0], -1).gather(-1, target[:, None]).sum()
-            assert scores[i, k].item() == pytest.approx(expected.item(), abs=1e-6)
+            assert whole[i, k].item() == pytest.approx(expected.item(), abs=1e-6)
+            renormalized = 0.0  # by hand: log-softmax over each position's allowed tokens only
+            for t in range(len(target)):
+                options = allowed_after.get(tuple(target[:t].tolist()), [int(target[t])])
+                restricted = F.log_softmax(logits[0, t, options], -1)
+                renormalized += restricted[options.index(int(target[t]))].item()
+            assert under_trie[i, k].item() == pytest.approx(renormalized, abs=1e-5)
+    assert (under_trie > whole).all()  # renormalizing over fewer tokens raises every log-probability
 
 
 # ---- inputs ----

@@ -17,7 +17,9 @@
   ban every allowed token (a candidate that repeats itself stays reachable). The pad token is never generated (unless
   it is also EOS).
 - `score_candidates(model, images, image_valid, src_ids, src_mask, candidates [K, L], *, bos_id, pad_id=None)`
-  -> [B, K] summed log-probabilities of each candidate (pad positions excluded) under teacher forcing.
+  -> [B, K] summed log-probabilities of each candidate (pad positions excluded) under teacher forcing, each
+  position renormalized over the tokens that continue some candidate (as under the trie; `renormalize=False`: over
+  the whole vocabulary).
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from medvl.models.unified.trie import PrefixTrie
 
 AllowedTokens = Callable[[int, list[int]], "list[int] | None"]
 
@@ -236,11 +240,14 @@ def score_candidates(
     bos_id: int,
     pad_id: int | None = None,
     chunk_size: int = 256,
+    renormalize: bool = True,
 ) -> Tensor:
     """See the module docstring. candidates Long [K, L], each right-padded with pad_id (and ending in EOS, which is
     scored) -> [B, K] (float32, or float64 for a float64 model). The encoder runs once per example; the decoder
     runs in chunks of `chunk_size` candidates that share (broadcast, not copy) the example's cross-attention
-    keys/values."""
+    keys/values. With `renormalize` (the default) each position's log-probabilities are taken over the tokens that
+    continue some candidate with that prefix (a `PrefixTrie` of the candidates), as beam search under the trie and
+    the trie-masked training loss take them; False scores under the whole vocabulary."""
     if candidates.ndim != 2 or candidates.shape[0] == 0:
         raise ValueError(f"candidates must be a non-empty [K, L] tensor, got shape {list(candidates.shape)}")
     pad_id = model.config.pad_id if pad_id is None else pad_id
@@ -249,12 +256,18 @@ def score_candidates(
     candidates = candidates.to(memory.device)
     prev = torch.cat([torch.full_like(candidates[:, :1], bos_id), candidates[:, :-1]], dim=1)
     real = candidates != pad_id
+    trie = PrefixTrie([[t for t in row if t != pad_id] for row in candidates.tolist()]) if renormalize else None
     out = memory.new_empty(memory.shape[0], candidates.shape[0], dtype=torch.promote_types(memory.dtype, torch.float32))
+    allowed: dict[int, Tensor] = {}
     for b in range(memory.shape[0]):
         for start in range(0, candidates.shape[0], chunk_size):
             stop = min(start + chunk_size, candidates.shape[0])
             rows = state.broadcast_row(b, stop - start)
             logits, _ = model.decode_step(prev[start:stop], rows, use_cache=False)
+            if trie is not None:
+                if start not in allowed:  # the same for every example: built once per chunk
+                    allowed[start] = trie.mask(candidates[start:stop], logits.shape[-1], pad_id)
+                logits = logits.masked_fill(~allowed[start], float("-inf"))
             logprobs = _log_softmax(logits).gather(-1, candidates[start:stop, :, None])[..., 0]
             out[b, start:stop] = (logprobs * real[start:stop]).sum(-1)
     return out
