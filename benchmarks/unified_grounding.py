@@ -22,7 +22,9 @@ Prints one JSON line per probe. With --run RUN it trains nothing: it answers eve
 the run's best checkpoint, by scoring every candidate answer, once with each question's own image and once with the
 image of another study (the next question about another study), and prints overall / closed / open accuracy of both
 in percent as [value, 95% CI low, high] (bootstrap over questions) and per question type: a model that reads the
-image falls towards the blind prior when the images are swapped.
+image falls towards the blind prior when the images are swapped. With --probe-run RUN it prints, for the run's best
+checkpoint, the own-image answer loss and the swapped-minus-own gap (train and val) and the gradient norm per part,
+on --probe-size questions.
 """
 
 from __future__ import annotations
@@ -164,6 +166,40 @@ def swapped_image_accuracy(run: str, split: str, batch_size: int) -> dict[str, A
     return {name: vqa_accuracy(p, refs, answer_types, question_types) for name, p in predicted.items()}
 
 
+def checkpoint_probe(run: str, n: int) -> dict[str, float]:
+    """Of a trained run's best checkpoint: the answer loss with own images and the loss gap with swapped ones on the
+    first n questions of every 4th train and val question (eval mode), and the gradient norm per part of that train
+    batch's loss (train mode, before clipping)."""
+    from medvl.data.sources import load_studies
+
+    torch.manual_seed(0)
+    loaded = load_trained(run, device="cpu")
+    task, model = loaded.task, loaded.task.model
+    splits = load_studies(loaded.config.data)
+    out: dict[str, float] = {}
+    for split in ("train", "val"):
+        dataset = task.dataset([s for s in splits[split] if s.question and s.answer][: 4 * n])
+        batch = task.collate([dataset[k] for k in range(0, len(dataset), 4)][:n])
+        model.eval()
+        with torch.no_grad():
+            own, _ = _answer_loss(task, batch, batch.images)
+            swapped, _ = _answer_loss(task, batch, _swap(batch))
+        out[f"{split}_loss"], out[f"{split}_gap"] = round(own, 4), round(swapped - own, 4)
+        if split == "train":
+            model.train()
+            with torch.enable_grad():
+                prev = task._prev(batch.target_ids)
+                prev_mask = torch.cat([torch.ones_like(batch.target_mask[:, :1]), batch.target_mask[:, :-1]], 1)
+                logits = model(batch.images, batch.image_valid, batch.src_ids, batch.src_mask, prev, prev_mask)
+                allowed = task.allowed_mask(batch, logits.shape[-1])
+                if allowed is not None:
+                    logits = logits.masked_fill(~allowed, torch.finfo(logits.dtype).min)
+                targets = batch.target_ids.masked_fill(~batch.target_mask, -100)
+                F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-100).backward()
+            out |= grad_norms(model)
+    return out
+
+
 def _summary(result: dict[str, Any]) -> dict[str, Any]:
     """Percent accuracies with their CIs, overall / closed / open and per question type, of one vqa_accuracy."""
     out: dict[str, Any] = {}
@@ -185,8 +221,12 @@ def main() -> None:
     parser.add_argument("--probe-size", type=int, default=64)
     parser.add_argument("--run", default="", help="a trained run: score its questions with own vs swapped images")
     parser.add_argument("--split", default="test")
+    parser.add_argument("--probe-run", default="", help="a trained run: loss gap and gradient norms per part")
     parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.lr=1e-3")
     args = parser.parse_args()
+    if args.probe_run:
+        print(json.dumps(checkpoint_probe(args.probe_run, args.probe_size)), flush=True)
+        return
     if args.run:
         result = swapped_image_accuracy(args.run, args.split, args.probe_size)
         print(json.dumps({name: _summary(r) for name, r in result.items()}), flush=True)
