@@ -20,8 +20,11 @@ Trains a recipe (default `biomedgpt_vqa_tiny_synthetic`) with the ordinary `Trai
 
 Prints one JSON line per probe. With --run RUN it trains nothing: it answers every VQA question of --split (test) with
 the run's best checkpoint, by scoring every candidate answer, once with each question's own image and once with the
-image of another study (the next question about another study), and prints closed / open / overall accuracy of both:
-a model that reads the image falls towards the blind prior when the images are swapped.
+image of another study (the next question about another study), and prints overall / closed / open accuracy of both
+in percent as [value, 95% CI low, high] (bootstrap over questions) and per question type: a model that reads the
+image falls towards the blind prior when the images are swapped. With --probe-run RUN it prints, for the run's best
+checkpoint, the own-image answer loss and the swapped-minus-own gap (train and val) and the gradient norm per part,
+on --probe-size questions.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import argparse
 import json
 import os
 import tempfile
+from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -136,33 +140,76 @@ def fixed_batch(trainer: Trainer, dataset, n: int):  # noqa: ANN001, ANN201
 
 
 @torch.no_grad()
-def swapped_image_accuracy(run: str, split: str, batch_size: int) -> dict[str, float]:
-    """Accuracy of the candidate answers scored with the own and with swapped images (see the module docstring)."""
+def swapped_image_accuracy(run: str, split: str, batch_size: int) -> dict[str, Any]:
+    """Accuracy of the candidate answers scored with the own and with swapped images (see the module docstring):
+    {"own": vqa_accuracy, "swapped": vqa_accuracy}, each with bootstrap 95% CIs and the per-question-type rows."""
     from medvl.data.sources import load_studies
-    from medvl.evaluate.vqa import normalize_answer
+    from medvl.evaluate.vqa import vqa_accuracy
 
     loaded = load_trained(run, device="cpu")
     task, cfg = loaded.task, loaded.config
     studies = [s for s in load_studies(cfg.data).get(split, []) if s.question and s.answer]
     dataset = task.dataset(studies)
     rows = [k for k in range(len(dataset)) if dataset.examples[dataset.order[k]].task == "vqa"]
-    hits: dict[str, list[tuple[bool, bool]]] = {"closed": [], "open": []}
+    predicted: dict[str, list[str]] = {"own": [], "swapped": []}
+    refs, answer_types, question_types = [], [], []
     for start in range(0, len(rows), batch_size):
         batch = task.collate([dataset[k] for k in rows[start : start + batch_size]])
-        answers = {}
         for name, images in (("own", batch.images), ("swapped", _swap(batch))):
             batch_images, batch.images = batch.images, images
             scores = task.candidate_scores(batch, list(range(len(batch))), "vqa")
             batch.images = batch_images
-            answers[name] = [task.answers[b] for b in scores.argmax(1).tolist()]
-        for k, meta in enumerate(batch.meta):
-            ref = normalize_answer(batch.targets[k])
-            hits[meta.get("answer_type", "open")].append((answers["own"][k] == ref, answers["swapped"][k] == ref))
-    out: dict[str, float] = {"n_closed": len(hits["closed"]), "n_open": len(hits["open"])}
-    every = hits["closed"] + hits["open"]
-    for name, col in (("own", 0), ("swapped", 1)):
-        for group, h in (("closed", hits["closed"]), ("open", hits["open"]), ("overall", every)):
-            out[f"{group}_{name}"] = round(100 * sum(x[col] for x in h) / max(1, len(h)), 1)
+            predicted[name] += [task.answers[b] for b in scores.argmax(1).tolist()]
+        refs += list(batch.targets)
+        answer_types += [m.get("answer_type", "open") for m in batch.meta]
+        question_types += [m.get("question_type", "") for m in batch.meta]
+    return {name: vqa_accuracy(p, refs, answer_types, question_types) for name, p in predicted.items()}
+
+
+def checkpoint_probe(run: str, n: int) -> dict[str, float]:
+    """Of a trained run's best checkpoint: the answer loss with own images and the loss gap with swapped ones on the
+    first n questions of every 4th train and val question (eval mode), and the gradient norm per part of that train
+    batch's loss (train mode, before clipping)."""
+    from medvl.data.sources import load_studies
+
+    torch.manual_seed(0)
+    loaded = load_trained(run, device="cpu")
+    task, model = loaded.task, loaded.task.model
+    splits = load_studies(loaded.config.data)
+    out: dict[str, float] = {}
+    for split in ("train", "val"):
+        dataset = task.dataset([s for s in splits[split] if s.question and s.answer][: 4 * n])
+        batch = task.collate([dataset[k] for k in range(0, len(dataset), 4)][:n])
+        model.eval()
+        with torch.no_grad():
+            own, _ = _answer_loss(task, batch, batch.images)
+            swapped, _ = _answer_loss(task, batch, _swap(batch))
+        out[f"{split}_loss"], out[f"{split}_gap"] = round(own, 4), round(swapped - own, 4)
+        if split == "train":
+            model.train()
+            with torch.enable_grad():
+                prev = task._prev(batch.target_ids)
+                prev_mask = torch.cat([torch.ones_like(batch.target_mask[:, :1]), batch.target_mask[:, :-1]], 1)
+                logits = model(batch.images, batch.image_valid, batch.src_ids, batch.src_mask, prev, prev_mask)
+                allowed = task.allowed_mask(batch, logits.shape[-1])
+                if allowed is not None:
+                    logits = logits.masked_fill(~allowed, torch.finfo(logits.dtype).min)
+                targets = batch.target_ids.masked_fill(~batch.target_mask, -100)
+                F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-100).backward()
+            out |= grad_norms(model)
+    return out
+
+
+def _summary(result: dict[str, Any]) -> dict[str, Any]:
+    """Percent accuracies with their CIs, overall / closed / open and per question type, of one vqa_accuracy."""
+    out: dict[str, Any] = {}
+    for key in ("accuracy", "closed_accuracy", "open_accuracy"):
+        if result.get(key) is not None:
+            out[key] = [round(100 * result[k], 1) for k in (key, f"{key}_ci_low", f"{key}_ci_high")]
+    out["per_question_type"] = {
+        qt: {"n": row["n"], "accuracy": round(100 * row["accuracy"], 1)}
+        for qt, row in result.get("per_question_type", {}).items()
+    }
     return out
 
 
@@ -174,10 +221,15 @@ def main() -> None:
     parser.add_argument("--probe-size", type=int, default=64)
     parser.add_argument("--run", default="", help="a trained run: score its questions with own vs swapped images")
     parser.add_argument("--split", default="test")
+    parser.add_argument("--probe-run", default="", help="a trained run: loss gap and gradient norms per part")
     parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.lr=1e-3")
     args = parser.parse_args()
+    if args.probe_run:
+        print(json.dumps(checkpoint_probe(args.probe_run, args.probe_size)), flush=True)
+        return
     if args.run:
-        print(json.dumps(swapped_image_accuracy(args.run, args.split, args.probe_size)), flush=True)
+        result = swapped_image_accuracy(args.run, args.split, args.probe_size)
+        print(json.dumps({name: _summary(r) for name, r in result.items()}), flush=True)
         return
     with tempfile.TemporaryDirectory() as tmp:
         cfg = load_experiment(

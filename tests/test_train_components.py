@@ -113,6 +113,37 @@ def test_no_weight_decay_on_norms_biases_and_embeddings() -> None:
     assert len(no_decay["params"]) == 4  # embedding (= tied head), norm weight + bias, proj bias
 
 
+def test_lr_multipliers_scale_a_part_at_every_step_and_reject_bad_prefixes() -> None:
+    from medvl.train.config import TrainConfig
+
+    model = Tied()
+    # the longest prefix wins: proj.weight 4x, proj.bias 2x; the tied embedding / head and the norm keep 1x
+    opt = build_optimizer(model, lr=1e-2, weight_decay=0.1, lr_multipliers={"proj": 2.0, "proj.weight": 4.0})
+    sched = build_scheduler(opt, "cosine", warmup=2, total=10, min_lr_ratio=0.1)
+
+    def lr_of(param: nn.Parameter) -> float:
+        return next(g["lr"] for g in opt.param_groups if any(p is param for p in g["params"]))
+
+    bases = []
+    for _ in range(6):
+        bases.append(sched.get_last_lr()[0])  # group 0 carries the peak schedule
+        base = bases[-1]
+        assert lr_of(model.embed.weight) == pytest.approx(base) and lr_of(model.norm.weight) == pytest.approx(base)
+        assert lr_of(model.proj.weight) == pytest.approx(4 * base) and lr_of(model.proj.bias) == pytest.approx(2 * base)
+        opt.step()
+        sched.step()
+    assert bases[:2] == pytest.approx([5e-3, 1e-2]) and bases[-1] < 1e-2  # warm-up, then decay; the ratios held
+    wd = {g["weight_decay"] for g in opt.param_groups if any(p is model.proj.weight for p in g["params"])}
+    assert wd == {0.1}  # the multiplier keeps the parameter's weight-decay rule
+    # without multipliers: the two-group layout of earlier checkpoints
+    assert len(build_optimizer(model, lr=1e-2, weight_decay=0.1, lr_multipliers={}).param_groups) == 2
+    with pytest.raises(ValueError, match=r"starts with \['prj'\].*'proj'"):
+        build_optimizer(model, lr=1e-2, weight_decay=0.1, lr_multipliers={"prj": 2.0})
+    with pytest.raises(ValueError, match="must be a number > 0"):
+        TrainConfig(lr_multipliers={"proj": 0.0})
+    assert TrainConfig(lr_multipliers={"proj": 3}).lr_multipliers == {"proj": 3.0}
+
+
 @pytest.mark.parametrize("name", ["cosine", "linear", "constant"])
 def test_schedules_warm_up_then_decay(name: str) -> None:
     opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0)

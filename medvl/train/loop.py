@@ -190,7 +190,12 @@ class Trainer:
         self.steps_per_epoch = steps_per_epoch
         self.total_steps = tc.max_steps or tc.epochs * steps_per_epoch
         self.optimizer = build_optimizer(
-            self.model, lr=tc.lr, weight_decay=tc.weight_decay, betas=tc.betas, layer_decay=tc.layer_decay
+            self.model,
+            lr=tc.lr,
+            weight_decay=tc.weight_decay,
+            betas=tc.betas,
+            layer_decay=tc.layer_decay,
+            lr_multipliers=tc.lr_multipliers,
         )
         warmup = min(tc.warmup_steps, self.total_steps)
         self.scheduler = build_scheduler(
