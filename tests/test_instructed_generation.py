@@ -272,6 +272,12 @@ def test_vqa_recipe_reports_closed_open_and_overall(synth_root: Path, tmp_path: 
     assert metrics["vqa"]["closed_accuracy"] == vqa["closed_accuracy"]
     rows = [json.loads(line) for line in (run / "eval_test" / "predictions.jsonl").read_text().splitlines()]
     assert {r["answer_type"] for r in rows} == {"closed", "open"} and all("correct" in r for r in rows)
+    # The same VQA model on a report data set: an error that says why nothing could be evaluated.
+    from medvl.data.study import DataSourceError
+    from medvl.evaluate.run import ScoringOptions, evaluate
+
+    with pytest.raises(DataSourceError, match=r"none of the 4 studies of split 'test' \(synthetic\) holds"):
+        evaluate(run, split="test", data_source="synthetic", max_studies=4, progress=False, options=ScoringOptions())
 
     # the exported folder keeps the answer candidates: the same constrained answers as the checkpoint
     from medvl.export import export_hf
@@ -285,6 +291,14 @@ def test_vqa_recipe_reports_closed_open_and_overall(synth_root: Path, tmp_path: 
         study = dataclasses.replace(load_study(loaded, "s", [image]), question="is there a pleural effusion?")
         answers.append((loaded.task.answers, predict_prepared(loaded, [study], 1)[0]["text"]))
     assert answers[0] == answers[1] and answers[0][1] in answers[0][0]
+
+
+def test_evaluate_refuses_a_negative_max_studies(capsys: pytest.CaptureFixture[str]):
+    from medvl.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["evaluate", "runs/any", "--max-studies", "-1"])
+    assert exit_info.value.code == 2 and "--max-studies: must be 0 or more, got -1" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("recipe,folder", [("biomedgpt_vqa_rad", "vqa_rad"), ("biomedgpt_slake", "slake")])

@@ -50,6 +50,14 @@ def scoring_options(args: argparse.Namespace):  # noqa: ANN202 - the type lives 
     )
 
 
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer >= 0 (argparse turns the ValueError into a usage error naming the option)."""
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
 def generation_args(q: argparse.ArgumentParser) -> None:
     """Add the decoding flags (beam search, lengths, batch size, device) of evaluate, predict, serve and demo."""
     q.add_argument("--num-beams", type=int, default=None, help="beam width (1 = greedy; default from checkpoint)")

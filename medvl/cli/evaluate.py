@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from medvl.cli.common import generation_args, generation_overrides, scoring_args, scoring_options
+from medvl.cli.common import generation_args, generation_overrides, non_negative_int, scoring_args, scoring_options
 
 
 def _written(result: dict) -> str:
@@ -97,7 +97,7 @@ def add_evaluate(sub: Any) -> None:
         help="read --data-root as this data source "
         "(default: the training one), e.g. vqa_rad on a folder with the official testset.json",
     )
-    p.add_argument("--max-studies", type=int, default=0, help="evaluate only the first N studies")
+    p.add_argument("--max-studies", type=non_negative_int, default=0, help="evaluate only the first N studies (0: all)")
     p.add_argument(
         "--strict",
         action="store_true",

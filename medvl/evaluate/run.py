@@ -113,11 +113,13 @@ def evaluate(
             options.warm_up()  # METEOR's JVM loads while the model generates
         skipped_reasons: dict[str, str] = {}
         outputs: dict[str, list[Any]] = {}
+        kept_in_split = 0
         t0 = time.time()
         for name in task.eval_splits(split, [k for k, v in studies.items() if v]):
             kept, skipped = check_studies(studies[name], data_cfg.strict, task.usable, task.takes_text_only)
             kept = kept[:max_studies] if max_studies else kept
             if name == split:
+                kept_in_split = len(kept)
                 skipped_reasons.update({s.id: s.reason for s in skipped})
             dataset = task.dataset(kept)
             mine = shard_indices(len(dataset), dist_info.rank, dist_info.world_size)
@@ -138,6 +140,12 @@ def evaluate(
             return {}
         if not outputs.get(split):
             first = next(iter(skipped_reasons.items()), None)
+            if first is None:  # studies were read, but the task made nothing to evaluate of them
+                raise DataSourceError(
+                    f"none of the {kept_in_split} studies of split {split!r} ({data_cfg.source}) holds what task "
+                    f"{task.name!r} evaluates (a VQA model needs questions with answers, a report model reports); "
+                    "evaluate on the data it was trained on, or pass --data-source/--data-root of such a data set"
+                )
             raise DataSourceError(
                 f"no study of split {split!r} could be evaluated: {len(skipped_reasons)} skipped"
                 + (f" (first: {first[0]}: {first[1]})" if first else "")
