@@ -21,11 +21,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from medvl.infer.generation import generate as generate_ids
+from medvl.models.attention import attend
 from medvl.models.decoder import DecoderCache, TextDecoder, reorder_cache
+from medvl.models.dropout import Dropout
 from medvl.models.encoders import ENCODERS, ImageEncoderConfig, normalize_images
 
 N_VIEW_TYPES = 2  # frontal, lateral
@@ -140,12 +141,12 @@ class MemoryLayer(nn.Module):
         self.qkv = nn.Linear(d, 3 * d)
         self.out = nn.Linear(d, d)
         self.ffn = nn.Sequential(nn.Linear(d, ffn_mult * d), nn.GELU(), nn.Linear(ffn_mult * d, d))
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:
         b, s, d = x.shape
         q, k, v = self.qkv(self.norm1(x)).view(b, s, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None, None, :])
+        y = attend(q, k, v, mask[:, None, None, :])
         x = x + self.drop(self.out(y.transpose(1, 2).reshape(b, s, d)))
         return x + self.drop(self.ffn(self.norm2(x)))
 

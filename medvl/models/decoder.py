@@ -29,8 +29,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
+
+from medvl.models.attention import attend
+from medvl.models.dropout import Dropout
 
 
 @dataclass
@@ -72,7 +74,7 @@ class SelfAttention(nn.Module):
         q, k, v = self.qkv(x).view(n, t, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
         if past is not None:
             k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)
+        y = attend(q, k, v, mask, causal)
         return self.out(y.transpose(1, 2).reshape(n, t, d)), (k, v)
 
     def forward_buffered(
@@ -100,7 +102,7 @@ class SelfAttention(nn.Module):
         kv = slots[:, :, :, : start + t].flatten(3, 4)  # [2, B, heads, (start + T) * beams, hd], a view
         # The K beams of a row fold into the query axis ([B, heads, K*T, hd]) and share the row's slots.
         q = qkv[:, :, :, 0].permute(0, 3, 1, 2, 4).reshape(b, heads, beams * t, hd)
-        y = F.scaled_dot_product_attention(q, kv[0], kv[1], attn_mask=mask, is_causal=causal)
+        y = attend(q, kv[0], kv[1], mask, causal)
         return self.out(y.view(b, heads, beams, t, hd).permute(0, 2, 3, 1, 4).reshape(n, t, d)), buffer
 
 
@@ -124,7 +126,7 @@ class CrossAttention(nn.Module):
         beams, hd = n // b, d // self.heads
         # The K beams of a row attend to the same memory: fold them into the query axis ([B, heads, K*T, hd]).
         q = self.q(x).view(b, beams * t, self.heads, hd).transpose(1, 2)
-        y = F.scaled_dot_product_attention(q, kv[0], kv[1], attn_mask=mask)
+        y = attend(q, kv[0], kv[1], mask)
         return self.out(y.transpose(1, 2).reshape(n, t, d))
 
 
@@ -135,7 +137,7 @@ class DecoderLayer(nn.Module):
         self.self_attn = SelfAttention(d, heads)
         self.cross_attn = CrossAttention(d, heads)
         self.ffn = nn.Sequential(nn.Linear(d, ffn_mult * d), nn.GELU(), nn.Linear(ffn_mult * d, d))
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
 
     def forward(
         self,
@@ -174,7 +176,7 @@ class TextDecoder(nn.Module):
         self.max_len = max_len
         self.token_embed = nn.Embedding(vocab_size, d_model)
         self.pos_embed = nn.Embedding(max_len, d_model)
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
         self.layers = nn.ModuleList(DecoderLayer(d_model, n_heads, ffn_mult, dropout) for _ in range(n_layers))
         self.norm = nn.LayerNorm(d_model)
         self.lm_head = nn.Linear(d_model, vocab_size, bias=False)
