@@ -153,8 +153,9 @@ def main() -> None:
     autocast = (
         (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if args.precision == "bf16" else contextlib.nullcontext
     )
-    opt_ours = torch.optim.AdamW(ours.parameters(), lr=1e-4)
-    opt_peer = torch.optim.AdamW(peer.parameters(), lr=1e-4)
+    # The same optimizer on both sides (torch's fused AdamW, which medvl's trainer uses): the ratio compares models.
+    opt_ours = torch.optim.AdamW(ours.parameters(), lr=1e-4, fused=True)
+    opt_peer = torch.optim.AdamW(peer.parameters(), lr=1e-4, fused=True)
     step_count = {"i": 0}
 
     def next_batch():  # noqa: ANN202

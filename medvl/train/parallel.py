@@ -167,10 +167,16 @@ class ParallelModel:
         index_keyed = bool(groups[0].get("params")) and isinstance(groups[0]["params"][0], int)
         if index_keyed and self.strategy != "fsdp":
             optimizer.load_state_dict(state)  # a checkpoint written before name-keyed optimizer state
-            return
-        from torch.distributed.checkpoint.state_dict import set_optimizer_state_dict
+        else:
+            from torch.distributed.checkpoint.state_dict import set_optimizer_state_dict
 
-        set_optimizer_state_dict(self.model, optimizer, state, options=_state_options())
+            set_optimizer_state_dict(self.model, optimizer, state, options=_state_options())
+        # Loaded moments are contiguous, but a channels-last conv weight's are not; the fused AdamW kernel walks a
+        # parameter and its moments as one flat buffer, so their memory layouts must match.
+        for param, param_state in optimizer.state.items():
+            for key, value in param_state.items():
+                if isinstance(value, torch.Tensor) and value.shape == param.shape and value.stride() != param.stride():
+                    param_state[key] = torch.empty_like(param, dtype=value.dtype).copy_(value)
 
 
 def load_model_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
