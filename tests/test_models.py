@@ -355,6 +355,28 @@ def test_buffers_take_the_dtype_of_the_keys_under_autocast() -> None:
     assert logits.shape == (6, 1, VOCAB) and torch.isfinite(logits).all()
 
 
+def test_generation_under_cpu_autocast_decodes_in_fp32() -> None:
+    """On a CPU the encoder keeps bf16 autocast and the decoding loop runs in fp32 (faster there): its ids are those
+    of decoding the same autocast-encoded memory without autocast."""
+    model = make_model()
+    batch = make_batch(3)
+    seen = []
+    decoder_forward = model.decoder.forward
+
+    def recording_forward(tokens, cache, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        seen.append((torch.is_autocast_enabled("cpu"), cache.memory.dtype))
+        return decoder_forward(tokens, cache, *args, **kwargs)
+
+    model.decoder.forward = recording_forward
+    options = {"bos_id": BOS, "eos_id": common_eos(model, batch), "max_new_tokens": 8, "num_beams": 2}
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        ids = model.generate(*batch, **options)
+        encoded = model.encode(*batch)
+    assert seen and set(seen) == {(False, torch.float32)}
+    model.encode = lambda *args: encoded
+    assert torch.equal(ids, model.generate(*batch, **options))
+
+
 def test_decoder_refuses_a_cache_out_of_step() -> None:
     model = make_model()
     memory, memory_mask = model.encode(*make_batch(2))

@@ -16,6 +16,7 @@ Contract:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from dataclasses import dataclass
 from typing import Any
@@ -230,8 +231,15 @@ class Captioner(nn.Module):
         length_penalty: float = 1.0,
         **sampling: Any,
     ) -> Tensor:
-        """Report ids [B, L] without BOS (see `medvl.infer.generation`); at most max_len - 1 new tokens."""
+        """Report ids [B, L] without BOS (see `medvl.infer.generation`); at most max_len - 1 new tokens.
+
+        Under bf16 autocast on a CPU the encoder runs in bf16 and the decoding loop in fp32: a step over a few dozen
+        rows is bound by per-op overhead there, which autocast's casts add to (the quickstart model decoded 1.4x
+        slower under autocast than in fp32, measured with `benchmarks/train_throughput.py --precision bf16`)."""
         memory, memory_mask = self.encode(images, view_ids, view_mask)
+        precision: contextlib.AbstractContextManager = contextlib.nullcontext()
+        if memory.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+            precision, memory = torch.autocast("cpu", enabled=False), memory.float()
         max_new_tokens = min(max_new_tokens, self.config.max_len - 1)
         # Keys/values go to buffers written in place; beams reorder a mask over them, never the keys/values.
         cache = self.decoder.init_cache(memory, memory_mask, capacity=max_new_tokens)
@@ -240,18 +248,19 @@ class Captioner(nn.Module):
             logits, cache = self.decoder(tokens, cache, position)
             return logits[:, -1], cache
 
-        return generate_ids(
-            step,
-            reorder_cache,
-            cache,
-            memory.shape[0],
-            bos_id=bos_id,
-            eos_id=eos_id,
-            pad_id=self.config.pad_id,
-            max_new_tokens=max_new_tokens,
-            num_beams=num_beams,
-            no_repeat_ngram_size=no_repeat_ngram_size,
-            length_penalty=length_penalty,
-            device=memory.device,
-            **sampling,
-        )
+        with precision:
+            return generate_ids(
+                step,
+                reorder_cache,
+                cache,
+                memory.shape[0],
+                bos_id=bos_id,
+                eos_id=eos_id,
+                pad_id=self.config.pad_id,
+                max_new_tokens=max_new_tokens,
+                num_beams=num_beams,
+                no_repeat_ngram_size=no_repeat_ngram_size,
+                length_penalty=length_penalty,
+                device=memory.device,
+                **sampling,
+            )
