@@ -12,7 +12,9 @@ ratio is the steadier comparison of the two implementations.
 
 Efficiency: the FLOPs of one training step (forward + backward, counted by `torch.utils.flop_counter`) divided by its
 time, next to this CPU's measured matmul peak (the best of a few 2048 x 2048 `torch.mm` in the benchmark's precision),
-as a fraction (MFU).
+as a fraction (MFU). Generation floor: the time a frontal-only generation of one batch cannot go below with medvl's
+weights (its encoder and its decoder's linear layers alone, once per token), and so the most it could be faster than
+the peer.
 
     .venv/bin/python benchmarks/train_throughput.py [--steps 20] [--batch-size 16] [--gen-tokens 64]
         [--precision fp32|bf16]
@@ -101,6 +103,40 @@ def step_flops(fn) -> int:  # noqa: ANN001
     with FlopCounterMode(display=False) as counter:
         fn()
     return counter.get_total_flops()
+
+
+def generation_floor(model, batch, beams: int, tokens: int, autocast, repeats: int = 5) -> float:  # noqa: ANN001
+    """Seconds that a frontal-only generation of `batch` cannot go below with this model's weights: its encoder
+    forward, the cross-attention key/value projections of the memory, and `tokens` times the decoder's linear layers
+    (the output projection included) on random rows of the step's shape, with nothing else (no attention, LayerNorm,
+    cache or search). The median over `repeats`."""
+    import torch.nn.functional as F
+
+    decoder = model.decoder
+    rows = batch.images.shape[0] * beams
+    per_step = [m for layer in decoder.layers for m in layer.modules() if isinstance(m, torch.nn.Linear)]
+    per_step = [m for m in per_step if not any(m is layer.cross_attn.kv for layer in decoder.layers)]
+    inputs = [torch.randn(rows, m.in_features) for m in per_step]
+    head_in = torch.randn(rows, decoder.lm_head.in_features)
+
+    @torch.inference_mode()
+    def run() -> None:
+        with autocast():
+            memory, _ = model.encode(batch.images[:, :1], batch.view_ids[:, :1], batch.view_mask[:, :1])
+            for layer in decoder.layers:
+                layer.cross_attn.kv(memory)
+            for _ in range(tokens):
+                for m, x in zip(per_step, inputs, strict=True):
+                    F.linear(x, m.weight, m.bias)
+                F.linear(head_in, decoder.lm_head.weight)
+
+    run()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
 
 
 def interleaved(fns: list, repeats: int) -> list[tuple[float, float]]:  # noqa: ANN001
@@ -247,6 +283,7 @@ def main() -> None:
             names, interleaved([gen_ours(beams, 2), gen_ours(beams, 1), gen_peer(beams)], args.gen_batches), strict=True
         ):
             gen_rows.append((name, bs / seconds, bs / cpu))
+    floors = {beams: generation_floor(ours, batches[0], beams, args.gen_tokens, autocast) for beams in (1, 3)}
 
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(
@@ -275,6 +312,16 @@ def main() -> None:
                 f"ratio medvl / peer, beams={beams} ({label}): 2 views {gen_rows[k][col] / gen_rows[k + 2][col]:.2f}x, "
                 f"frontal only {gen_rows[k + 1][col] / gen_rows[k + 2][col]:.2f}x"
             )
+    print(
+        "\nfloor of medvl's frontal-only generation: the encoder plus the decoder's linear layers alone for every token"
+        " (no attention, LayerNorm, cache or search)"
+    )
+    for beams, k in ((1, 0), (3, 3)):
+        peer_seconds, ours_seconds = bs / gen_rows[k + 2][1], bs / gen_rows[k + 1][1]
+        print(
+            f"beams={beams}: floor {floors[beams] * 1e3:.0f} ms per batch, medvl {ours_seconds * 1e3:.0f} ms, "
+            f"peer {peer_seconds * 1e3:.0f} ms: at most {peer_seconds / floors[beams]:.2f}x the peer with these weights"
+        )
 
 
 if __name__ == "__main__":
