@@ -302,3 +302,14 @@ def test_data_the_model_cannot_take_is_refused_before_training(synth_root: Path,
     )
     with pytest.raises(StudyError, match="cannot be loaded .*1 channel.*model.in_chans"):
         Trainer(cfg)
+
+
+def test_group_by_length_is_refused_for_a_task_without_lengths(synth_root: Path, tmp_path: Path) -> None:
+    from medvl.train.loop import Trainer
+
+    cfg = load_experiment(
+        "cxr_classify_synthetic",
+        _classify_overrides(synth_root, tmp_path, "model.size=tiny", "data.group_by_length=true"),
+    )
+    with pytest.raises(ValueError, match="group_by_length needs a training set that knows its target lengths"):
+        Trainer(cfg)

@@ -69,6 +69,34 @@ def test_every_step_sees_the_same_global_batch_on_any_world_size(world: int) -> 
         assert together == alone and len(set(alone)) == 8  # the same studies, in the same order, none twice
 
 
+def _steps(batches: GlobalBatches) -> list[list[int]]:
+    return [[i for mb in batches.micro_batches(step) for i in mb] for step in range(batches.steps)]
+
+
+@pytest.mark.parametrize("world", [1, 2])
+def test_length_grouped_batches_are_homogeneous_and_cover_the_epoch_like_random_ones(world: int) -> None:
+    n, plan = 1003, plan_batches(4, 1, 8, world)  # 125 global batches: two full groups of 50 and one of 25
+    lengths = np.random.default_rng(0).integers(10, 200, n).tolist()
+    grouped = [GlobalBatches(n, plan, 2, 7, r, lengths) for r in range(world)]
+    steps = [[i for g in grouped for i in _steps(g)[s]] for s in range(grouped[0].steps)]
+    assert grouped[0].steps == 125
+    # The epoch keeps the same studies as without grouping (the same ones dropped), each once.
+    plain = GlobalBatches(n, plan_batches(8, 1, 8, 1), 2, 7, 0)
+    assert sorted(i for step in steps for i in step) == sorted(i for step in _steps(plain) for i in step)
+    spread = np.mean([max(lengths[i] for i in s) - min(lengths[i] for i in s) for s in steps])
+    plain_spread = np.mean([max(lengths[i] for i in s) - min(lengths[i] for i in s) for s in _steps(plain)])
+    assert spread < 0.1 * plain_spread, (spread, plain_spread)
+    # Batches are shuffled: the longest does not always come first, and another epoch differs.
+    assert max(lengths[i] for i in steps[0]) < max(lengths)
+    assert _steps(GlobalBatches(n, plan, 3, 7, 0, lengths)) != _steps(grouped[0])
+    assert _steps(GlobalBatches(n, plan, 2, 7, 0, lengths)) == _steps(grouped[0])  # repeatable (resume)
+
+
+def test_length_grouping_needs_one_length_per_item() -> None:
+    with pytest.raises(ValueError, match="3 lengths for 4 items"):
+        GlobalBatches(4, plan_batches(2, 1, 2, 1), 0, 0, 0, [1, 2, 3])
+
+
 @pytest.mark.parametrize(("n", "world"), [(0, 2), (7, 1), (7, 2), (7, 3), (10, 4), (3, 5)])
 def test_sharded_evaluation_returns_every_item_exactly_once(n: int, world: int) -> None:
     parts = [[(i, f"study-{i}") for i in shard_indices(n, r, world)] for r in range(world)]

@@ -72,8 +72,14 @@ class _Stop(Exception):
     pass
 
 
-def test_resume_in_process_matches_uninterrupted(synth_root: Path, tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
-    extra = ("train.max_steps=12", "train.save_every=1", "train.ema_decay=0.9", "train.eval_every=5")
+@pytest.mark.parametrize("grouping", [[], ["data.group_by_length=true"]])
+def test_resume_in_process_matches_uninterrupted(
+    synth_root: Path,
+    tmp_path: Path,
+    monkeypatch,
+    grouping: list[str],  # noqa: ANN001
+) -> None:
+    extra = ("train.max_steps=12", "train.save_every=1", "train.ema_decay=0.9", "train.eval_every=5", *grouping)
     train(load_experiment("quickstart", tiny_overrides(synth_root, tmp_path / "full", *extra)))
 
     interrupted = tmp_path / "interrupted"

@@ -179,6 +179,12 @@ class DataConfig:
     """Keep decoded, resized images in memory after the first epoch."""
     strict: bool = False
     """Fail on the first unusable study (missing/corrupt image, empty report) instead of skipping and counting it."""
+    group_by_length: bool = False
+    """Training batches of similar target length (less padding): each run of 50 global batches of the epoch's shuffled
+    order is sorted by length, cut into global batches, and those are shuffled (Hugging Face's `group_by_length`).
+    Needs a task whose training set knows its lengths (report generation). Off by default: on the quickstart, where a
+    report's length follows its findings, it cut the decoder's padded positions from 1.70 to 1.03 per real token but
+    test micro-F1 fell from 0.715 to 0.502 (one run each), as batches sorted by length are also sorted by finding."""
     max_studies: int = 0
     """Use at most this many studies per split (0 = all); for quick experiments. A mixture takes them in turn from
     each entry."""

@@ -223,6 +223,11 @@ class ReportDataset(StudyDataset):
         self.truncated = sum(t for _, t in encoded)
         """Reports cut to max_tokens (their EOS is lost; raise model.max_len if this is large)."""
 
+    @property
+    def lengths(self) -> list[int]:
+        """Tokens of each item's target (BOS and EOS included), for `data.group_by_length`."""
+        return [len(ids) for ids in self.token_ids]
+
     def encode(self, i: int, images: np.ndarray) -> Sample:
         study = self.studies[i]
         labels = None

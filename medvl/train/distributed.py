@@ -197,14 +197,34 @@ def plan_batches(micro_batch: int, grad_accum: int, global_batch: int, world_siz
     return BatchPlan(global_batch, micro_batch, accum, world_size)
 
 
-class GlobalBatches:
-    """The micro-batches of one rank for every step of one epoch (see the module docstring)."""
+GROUP_BY_LENGTH_BATCHES = 50
+"""Global batches per length-sorted group (Hugging Face's LengthGroupedSampler uses 50 too)."""
 
-    def __init__(self, n: int, plan: BatchPlan, epoch: int, seed: int, rank: int) -> None:
-        order = np.random.default_rng([seed, epoch]).permutation(n)
+
+class GlobalBatches:
+    """The micro-batches of one rank for every step of one epoch (see the module docstring).
+
+    With `lengths` (one per item), batches group items of similar length: the epoch's permutation is cut into groups of
+    `GROUP_BY_LENGTH_BATCHES` global batches, each group is sorted by length (longest first) and cut into global
+    batches, and the epoch's global batches are then shuffled, all from the same (seed, epoch) generator, so every rank
+    and a resumed run see the same batches."""
+
+    def __init__(
+        self, n: int, plan: BatchPlan, epoch: int, seed: int, rank: int, lengths: Sequence[int] | None = None
+    ) -> None:
+        rng = np.random.default_rng([seed, epoch])
         self.plan, self.rank = plan, rank
         self.steps = n // plan.global_batch
-        self._order = order[: self.steps * plan.global_batch]
+        order = rng.permutation(n)[: self.steps * plan.global_batch]
+        if lengths is not None:
+            if len(lengths) != n:
+                raise ValueError(f"{len(lengths)} lengths for {n} items")
+            size, key = GROUP_BY_LENGTH_BATCHES * plan.global_batch, np.asarray(lengths)
+            # A stable sort keeps the random order among equal lengths.
+            groups = [order[i : i + size] for i in range(0, len(order), size)]
+            order = np.concatenate([g[np.argsort(-key[g], kind="stable")] for g in groups] or [order])
+            order = order.reshape(self.steps, plan.global_batch)[rng.permutation(self.steps)].reshape(-1)
+        self._order = order
 
     def micro_batches(self, step_in_epoch: int) -> list[list[int]]:
         p = self.plan

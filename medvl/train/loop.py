@@ -188,6 +188,14 @@ class Trainer:
                 f"x grad_accum {self.plan.grad_accum} x {self.dist.world_size} process(es))"
             )
         self.steps_per_epoch = steps_per_epoch
+        self.train_lengths = None
+        if cfg.data.group_by_length:
+            self.train_lengths = getattr(self.train_set, "lengths", None)
+            if self.train_lengths is None:
+                raise ValueError(
+                    f"data.group_by_length needs a training set that knows its target lengths; the "
+                    f"{type(self.task).__name__} task's has none (set data.group_by_length=false)"
+                )
         self.total_steps = tc.max_steps or tc.epochs * steps_per_epoch
         self.optimizer = build_optimizer(
             self.model,
@@ -221,7 +229,9 @@ class Trainer:
         self._begin()
         start, samples, last_metrics, t0 = self.state.step, 0, {}, time.time()
         while self.state.step < self.total_steps:
-            epoch = GlobalBatches(len(self.train_set), self.plan, self.state.epoch, tc.seed, self.dist.rank)
+            epoch = GlobalBatches(
+                len(self.train_set), self.plan, self.state.epoch, tc.seed, self.dist.rank, self.train_lengths
+            )
             if self.state.step_in_epoch >= epoch.steps:  # saved exactly at an epoch's end
                 self.state.epoch, self.state.step_in_epoch = self.state.epoch + 1, 0
                 continue
