@@ -115,3 +115,23 @@ def test_a_merge_size_that_does_not_divide_the_grid_is_refused(tokenizer) -> Non
     with pytest.raises(ValueError, match="merge_size=3 does not divide the encoder's 4x4 patch grid"):
         _model(tokenizer, bridge="mlp", merge_size=3)
     assert _model(tokenizer, bridge="qformer", merge_size=3).n_image_tokens == 4  # the Q-Former ignores it
+
+
+@pytest.mark.parametrize("bridge", ["qformer", "mlp"])
+def test_hf_parts_use_eager_attention_on_cpu_with_the_same_logits(tokenizer, bridge: str) -> None:  # noqa: F811
+    """On a CPU the LLM (and Q-Former) switch from SDPA to HF's eager attention, which is faster there in bf16 and
+    computes the same function: the logits match SDPA's."""
+    model = _model(tokenizer, bridge=bridge, template={"prompts": ["Describe the image."]}).eval()
+    task = InstructedReportTask(model, tokenizer)
+    parts = [model.llm, *([model.qformer] if bridge == "qformer" else [])]
+    assert all(p.config._attn_implementation == "sdpa" for p in parts)  # as built
+    batch = _batch(tokenizer)
+    with torch.no_grad():
+        eager = task(batch)["loss"]
+        assert all(p.config._attn_implementation == "eager" for p in parts)
+        model._use_attention_for = lambda device: None  # keep SDPA for the comparison
+        for p in parts:
+            p.set_attn_implementation("sdpa")
+        sdpa = task(batch)["loss"]
+    assert model._built_attention == {"llm": "sdpa", **({"qformer": "sdpa"} if bridge == "qformer" else {})}
+    torch.testing.assert_close(eager, sdpa, rtol=1e-5, atol=1e-6)
