@@ -421,9 +421,10 @@ class XrayGPT(nn.Module):
                         bias="none",
                     ),
                 )
+        hf_parts: tuple[tuple[str, Any], ...] = (("llm", self.llm), ("qformer", self.qformer))
         self._built_attention = {
             name: part.config._attn_implementation
-            for name, part in (("llm", self.llm), ("qformer", self.qformer))
+            for name, part in hf_parts
             if part is not None and hasattr(part, "set_attn_implementation")
         }
         """The attention kernel each HF part was built with, restored off the CPU (see `_use_attention_for`)."""
@@ -492,7 +493,8 @@ class XrayGPT(nn.Module):
         with elsewhere. Why: torch's SDPA kernel in bf16 on a CPU made a training step of `xraygpt_tiny_synthetic`
         6x slower (1.08 s against 0.17 s, same steps alternating; in fp32 0.31 s against 0.28 s)."""
         for name, built in self._built_attention.items():
-            part, wanted = getattr(self, name), "eager" if device.type == "cpu" else built
+            part: Any = getattr(self, name)
+            wanted = "eager" if device.type == "cpu" else built
             if part.config._attn_implementation != wanted:
                 part.set_attn_implementation(wanted)
 
