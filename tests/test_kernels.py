@@ -94,3 +94,12 @@ def test_dropout_is_identity_in_eval_repeatable_under_a_seed_and_keeps_bf16() ->
     second = Dropout(0.5).train()(x)
     assert first.dtype == torch.bfloat16 and torch.equal(first, second)
     assert 0 < (first == 0).sum() < x.numel()
+
+
+def test_drop_mask_near_one_drops_everything() -> None:
+    """p within half a step of 1 rounds to dropping every element; its threshold (32,768) must not wrap around the
+    int16 lanes' range, which kept every element scaled by 1 / (1 - p)."""
+    torch.manual_seed(0)
+    assert cpu_drop_mask(torch.Size([4096]), 1 - 1e-6, torch.device("cpu")).all()
+    y = Dropout(1 - 1e-6).train()(torch.ones(4096))
+    assert not y.any()
