@@ -15,6 +15,7 @@ from medvl.config.experiment import load_experiment
 from medvl.data.sources import DataSourceError
 from medvl.data.study import Study
 from medvl.tasks.classification import study_targets
+from medvl.train.run_folder import RunFolderError
 
 from .conftest import SHARED_DATA, TINY_OVERRIDES
 
@@ -313,3 +314,19 @@ def test_group_by_length_is_refused_for_a_task_without_lengths(synth_root: Path,
     )
     with pytest.raises(ValueError, match="group_by_length needs a training set that knows its target lengths"):
         Trainer(cfg)
+
+
+def test_a_classifier_run_resumes(synth_root: Path, tmp_path: Path) -> None:
+    """`model.num_outputs` comes from the data (the class names), not the recipe: the resume check must compare it as
+    the task derives it from the checkpoint (it refused every classifier run: 'checkpoint 8, now 2')."""
+    from medvl.train.loop import train
+
+    run = tmp_path / "run"
+    first = train(load_experiment("cxr_classify_synthetic", _classify_overrides(synth_root, run, "train.max_steps=2")))
+    assert first["steps"] == 2
+    more = _classify_overrides(synth_root, run, "train.max_steps=3")
+    summary = train(load_experiment("cxr_classify_synthetic", more), resume="auto")
+    assert summary["steps"] == 3 and summary["steps_this_run"] == 1
+    # The other settings are still checked: a model that differs is refused, naming the setting.
+    with pytest.raises(RunFolderError, match=r"model.image_size"):
+        train(load_experiment("cxr_classify_synthetic", [*more, "model.image_size=64"]), resume="auto")

@@ -94,3 +94,30 @@ def test_dropout_is_identity_in_eval_repeatable_under_a_seed_and_keeps_bf16() ->
     second = Dropout(0.5).train()(x)
     assert first.dtype == torch.bfloat16 and torch.equal(first, second)
     assert 0 < (first == 0).sum() < x.numel()
+
+
+def test_drop_mask_near_one_drops_everything() -> None:
+    """p within half a step of 1 rounds to dropping every element; its threshold (32,768) must not wrap around the
+    int16 lanes' range, which kept every element scaled by 1 / (1 - p)."""
+    torch.manual_seed(0)
+    assert cpu_drop_mask(torch.Size([4096]), 1 - 1e-6, torch.device("cpu")).all()
+    y = Dropout(1 - 1e-6).train()(torch.ones(4096))
+    assert not y.any()
+
+
+@pytest.mark.parametrize("kind", ["bool", "bias"])
+def test_a_query_that_sees_no_key_gets_zeros_as_from_sdpa(kind: str) -> None:
+    """SDPA (torch >= 2.5) gives such a query a zero output and zero gradients; the matmul path must too, not NaN."""
+    q, k, v = _qkv(torch.bfloat16, tq=3, tk=5)
+    mask = torch.ones(2, 1, 3, 5, dtype=torch.bool)
+    mask[0, :, 1] = False  # query 1 of the first row sees no key
+    if kind == "bias":
+        mask = torch.zeros(2, 1, 3, 5, dtype=torch.bfloat16).masked_fill(~mask, float("-inf"))
+    out = attend(q, k, v, mask)
+    assert torch.equal(out[0, :, 1], torch.zeros_like(out[0, :, 1]))
+    torch.testing.assert_close(
+        out.float(), _reference(q, k, v, mask.float() if kind == "bias" else mask), atol=3e-2, rtol=3e-2
+    )
+    grads = torch.autograd.grad(out.float().sum(), (q, k, v))
+    assert all(torch.isfinite(g).all() for g in grads)
+    torch.testing.assert_close(grads[0][0, :, 1], torch.zeros_like(grads[0][0, :, 1]))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import random
 from pathlib import Path
@@ -202,3 +203,37 @@ def test_auto_precision_is_bf16_only_where_the_device_computes_it_natively() -> 
     native = torch.ops.mkldnn._is_mkldnn_bf16_supported()
     assert resolve_precision("auto", cpu) == ("bf16" if native else "fp32")
     assert resolve_precision("auto", torch.device("meta")) == "fp32"
+
+
+@pytest.mark.parametrize("index_keyed", [True, False])
+def test_a_checkpoint_from_before_fused_adamw_resumes_fused_with_the_same_update(index_keyed: bool) -> None:
+    """A checkpoint written before the trainer fused AdamW stores `fused: None` in its groups, and loading replaces a
+    group's hyperparameters by the stored ones: the resumed optimizer must still be fused (not silently the ~3x slower
+    loop ever after), with its moments in the channels-last layout of their weights, and step as the loop did."""
+    from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
+
+    from medvl.train.distributed import DistInfo
+    from medvl.train.optim import param_groups
+    from medvl.train.parallel import ParallelModel
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.Linear(16, 2)).to(memory_format=torch.channels_last)
+    model(torch.randn(2, 3, 4, 4).to(memory_format=torch.channels_last)).square().sum().backward()
+    resumed = copy.deepcopy(model)  # without gradients, as a resumed run loads its optimizer state
+    # The trainer's optimizer before fusing (7e5b794's build_optimizer), one step into training.
+    loop = torch.optim.AdamW(param_groups(model, 0.05), lr=1e-2, betas=(0.9, 0.98))
+    loop.step()
+    state = copy.deepcopy(loop.state_dict() if index_keyed else get_optimizer_state_dict(model, loop))
+    resumed.load_state_dict(model.state_dict())
+    loop.step()  # the step the resumed run takes next (the same gradients)
+
+    optimizer = build_optimizer(resumed, lr=1e-2, weight_decay=0.05)
+    ParallelModel(resumed, "none", DistInfo(), torch.device("cpu")).load_optimizer_state(optimizer, state)
+    assert all(group["fused"] for group in optimizer.param_groups)
+    conv = resumed[0].weight
+    assert all(optimizer.state[conv][key].stride() == conv.stride() for key in ("exp_avg", "exp_avg_sq"))
+    for copied, param in zip(resumed.parameters(), model.parameters(), strict=True):
+        copied.grad = param.grad.clone()
+    optimizer.step()
+    for name, param in resumed.named_parameters():
+        torch.testing.assert_close(param, dict(model.named_parameters())[name], rtol=0, atol=1e-6, msg=name)

@@ -12,8 +12,8 @@ SDPA (flash / memory-efficient kernels) is used unchanged.
 
 Shapes: q [..., Tq, E], k [..., Tk, E], v [..., Tk, Ev] -> [..., Tq, Ev]. `mask` broadcasts to [..., Tq, Tk]: bool
 (True = may attend) or an additive float bias. `causal`: query i sees keys 0..i (top-left aligned, as SDPA's
-`is_causal`); not combined with a mask. A query with no visible key gets NaN on both paths, so callers keep one
-visible key per query.
+`is_causal`); not combined with a mask. A query with no visible key gets zeros (and zero gradients) from the matmul
+path, as from SDPA since torch 2.5 (NaN before).
 """
 
 from __future__ import annotations
@@ -46,6 +46,18 @@ def matmul_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None
     scores = torch.matmul(q * (1.0 / math.sqrt(q.shape[-1])), k.transpose(-2, -1))
     if causal:
         mask = torch.ones(q.shape[-2], k.shape[-2], dtype=torch.bool, device=q.device).tril()
+    blind = None  # [..., Tq, 1] True for a query that sees no key
     if mask is not None:
-        scores = scores.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else scores + mask
-    return torch.matmul(torch.softmax(scores, dim=-1, dtype=torch.float32).to(v.dtype), v)
+        allowed = mask if mask.dtype == torch.bool else mask > float("-inf")
+        blind = ~allowed.any(dim=-1, keepdim=True)
+        blind = blind if blind.any() else None  # the mask is small (broadcast): checking it is cheaper than the fills
+        if mask.dtype == torch.bool:
+            scores = scores.masked_fill(~(mask if blind is None else mask | blind), float("-inf"))
+        else:
+            scores = scores + mask if blind is None else (scores + mask).masked_fill(blind, 0.0)
+    probs = torch.softmax(scores, dim=-1, dtype=torch.float32)
+    if blind is not None:
+        # As SDPA does (torch >= 2.5): zeros, not NaN, for a query with no key. Its row was softmaxed over every key
+        # above, so zeroing the probabilities gives zero gradients too (a NaN row would poison them).
+        probs = probs.masked_fill(blind, 0.0)
+    return torch.matmul(probs.to(v.dtype), v)

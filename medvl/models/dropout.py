@@ -27,7 +27,10 @@ def cpu_drop_mask(shape: torch.Size, p: float, device: torch.device) -> Tensor:
     n = shape.numel()
     words = torch.empty((n + _LANES - 1) // _LANES, dtype=torch.int64, device=device).random_(-(1 << 63), None)
     lanes = words.view(torch.int16)[:n].view(shape)  # uniform over [-32768, 32767]
-    return lanes < round(p * _LEVELS) - _LEVELS // 2
+    threshold = round(p * _LEVELS) - _LEVELS // 2
+    if threshold >= _LEVELS // 2:  # p rounds to 1; compared as an int16, 32,768 would wrap to -32,768 (never drop)
+        return torch.ones(shape, dtype=torch.bool, device=device)
+    return lanes < threshold
 
 
 class Dropout(nn.Dropout):

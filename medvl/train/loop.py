@@ -123,8 +123,16 @@ class Trainer:
             self.run_dir.mkdir(parents=True, exist_ok=True)
         seed_everything(tc.seed)  # the same on every rank: identical initial weights
         self.checkpointer = Checkpointer(self.run_dir, self.dist, tc.keep_checkpoints)
+
+        def derived(meta: dict[str, Any]) -> dict[str, Any]:
+            # The fields a task derives from its assets (a classifier's num_outputs) are compared as the checkpoint's
+            # assets give them, which is how a resumed run gets them below.
+            return task_cls.model_fields(task_cls.assets_from_metadata(meta))
+
         # The run-folder policy (`medvl.train.run_folder`): one run per folder, damaged checkpoints skipped and kept.
-        self.resume_from = self._main_first(lambda: prepare_run_folder(self.run_dir, resume, cfg.to_dict(), self.main))
+        self.resume_from = self._main_first(
+            lambda: prepare_run_folder(self.run_dir, resume, cfg.to_dict(), self.main, derived=derived)
+        )
         checkpoint = load_checkpoint(self.resume_from) if self.resume_from else None
 
         # Rank 0 first: the synthetic source may generate the data set, which the others then read.

@@ -165,18 +165,31 @@ class ParallelModel:
         """Load a name-keyed (or, from older checkpoints, an index-keyed) optimizer state."""
         groups = state.get("param_groups") or [{}]
         index_keyed = bool(groups[0].get("params")) and isinstance(groups[0]["params"][0], int)
+        # Loading replaces each group's options by the stored ones, the kernel choice included: a checkpoint from
+        # before the trainer fused AdamW (`fused: None`) would make the resumed run, and every later one, use the
+        # slower loop. Which kernel runs is this process's choice, not the checkpoint's.
+        kernels = [{k: g[k] for k in ("fused", "foreach") if k in g} for g in optimizer.param_groups]
         if index_keyed and self.strategy != "fsdp":
             optimizer.load_state_dict(state)  # a checkpoint written before name-keyed optimizer state
         else:
             from torch.distributed.checkpoint.state_dict import set_optimizer_state_dict
 
             set_optimizer_state_dict(self.model, optimizer, state, options=_state_options())
+        for group, kernel in zip(optimizer.param_groups, kernels, strict=True):
+            group.update(kernel)
         # Loaded moments are contiguous, but a channels-last conv weight's are not; the fused AdamW kernel walks a
         # parameter and its moments as one flat buffer, so their memory layouts must match.
         for param, param_state in optimizer.state.items():
             for key, value in param_state.items():
                 if isinstance(value, torch.Tensor) and value.shape == param.shape and value.stride() != param.stride():
                     param_state[key] = torch.empty_like(param, dtype=value.dtype).copy_(value)
+        # The fused kernel reads the step count as an fp32 tensor on the parameter's device; the loop keeps it on
+        # the CPU, and a loaded state is placed by the stored (unfused) options.
+        for group in optimizer.param_groups:
+            for param in group["params"] if group.get("fused") else ():
+                step = optimizer.state.get(param, {}).get("step")
+                if isinstance(step, torch.Tensor) and step.device != param.device:
+                    optimizer.state[param]["step"] = step.to(param.device, torch.float32)
 
 
 def load_model_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:

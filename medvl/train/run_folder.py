@@ -122,11 +122,23 @@ def config_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[s
     ]
 
 
-def check_compatible(checkpoint: Path, config: dict[str, Any], say: Callable[[str], None] = print) -> None:
-    """Raise `RunFolderError` when `config` differs from the checkpoint's in a setting that must stay the same."""
-    saved = read_meta(checkpoint).get("config")
+def check_compatible(
+    checkpoint: Path,
+    config: dict[str, Any],
+    say: Callable[[str], None] = print,
+    derived: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+) -> None:
+    """Raise `RunFolderError` when `config` differs from the checkpoint's in a setting that must stay the same.
+
+    `derived(meta)`: the model fields the task derives from the checkpoint's assets (`Task.model_fields`, e.g. a
+    classifier's `num_outputs` from its class names); the checkpoint's config holds them as derived, while `config`
+    is the recipe's, so they are applied to it before comparing (a resumed run derives them the same way)."""
+    meta = read_meta(checkpoint)
+    saved = meta.get("config")
     if not isinstance(saved, dict):
         return
+    if derived is not None:
+        config = {**config, "model": {**config.get("model", {}), **derived(meta)}}
     diffs = config_differences(saved, config)
     if diffs:
         more = f" and {len(diffs) - 3} more" if len(diffs) > 3 else ""
@@ -184,9 +196,11 @@ def prepare_run_folder(
     config: dict[str, Any],
     main: bool = True,
     say: Callable[[str], None] = print,
+    derived: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
 ) -> Path | None:
     """The checkpoint to resume from (None: from scratch), after applying the run-folder policy; see the module
-    docstring. Only `main` (rank 0) changes files; other ranks call it after rank 0 and only read.
+    docstring. Only `main` (rank 0) changes files; other ranks call it after rank 0 and only read. `derived`: as in
+    `check_compatible`.
 
     Raises:
         RunFolderError: a used folder without a resume mode, no loadable checkpoint, or an incompatible config.
@@ -221,7 +235,7 @@ def prepare_run_folder(
         if found is None:
             say(f"resume=auto: no checkpoint in {run_dir / 'checkpoints'}, starting from scratch")
             return None
-        check_compatible(found, config, say)
+        check_compatible(found, config, say, derived)
         if main:
             _set_aside_damaged(damaged, say)
         return found
@@ -231,5 +245,5 @@ def prepare_run_folder(
             f"checkpoint to resume from does not exist: {path} (use --resume auto to pick the "
             f"newest one in {run_dir / 'checkpoints'})"
         )
-    check_compatible(path, config, say)
+    check_compatible(path, config, say, derived)
     return path
