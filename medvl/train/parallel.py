@@ -168,7 +168,9 @@ class ParallelModel:
         # Loading replaces each group's options by the stored ones, the kernel choice included: a checkpoint from
         # before the trainer fused AdamW (`fused: None`) would make the resumed run, and every later one, use the
         # slower loop. Which kernel runs is this process's choice, not the checkpoint's.
-        kernels = [{k: g[k] for k in ("fused", "foreach") if k in g} for g in optimizer.param_groups]
+        kernels: list[dict[str, Any]] = [
+            {k: g[k] for k in ("fused", "foreach") if k in g} for g in optimizer.param_groups
+        ]
         if index_keyed and self.strategy != "fsdp":
             optimizer.load_state_dict(state)  # a checkpoint written before name-keyed optimizer state
         else:
