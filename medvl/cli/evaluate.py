@@ -75,7 +75,8 @@ def add_evaluate(sub: Any) -> None:
         "evaluate",
         help="score a checkpoint on a split, next to its task's baseline",
         description="Run the checkpoint's task over a split, write metrics.json, predictions.jsonl and "
-        "report.html, and print the metrics (with bootstrap 95% intervals) next to the "
+        "report.html (not yet for the unified BiomedGPT-style models), and print the "
+        "metrics (with bootstrap 95% intervals) next to the "
         "task's baseline: for report models the generated reports' NLG and clinical "
         "metrics against the majority report; for classification per-class AUROC/AP/F1 "
         "(thresholds chosen on the validation split) against class prevalence; for "
