@@ -114,8 +114,12 @@ def generation_floor(model, batch, beams: int, tokens: int, autocast, repeats: i
 
     decoder = model.decoder
     rows = batch.images.shape[0] * beams
-    per_step = [m for layer in decoder.layers for m in layer.modules() if isinstance(m, torch.nn.Linear)]
-    per_step = [m for m in per_step if not any(m is layer.cross_attn.kv for layer in decoder.layers)]
+    per_step = [  # every linear layer a step runs; the cross-attention key/value projections run once, below
+        m
+        for layer in decoder.layers
+        for m in layer.modules()
+        if isinstance(m, torch.nn.Linear) and m is not layer.cross_attn.kv
+    ]
     inputs = [torch.randn(rows, m.in_features) for m in per_step]
     head_in = torch.randn(rows, decoder.lm_head.in_features)
 
