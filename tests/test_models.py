@@ -343,6 +343,50 @@ def test_logits_at_gives_the_logits_of_the_selected_positions() -> None:
     assert torch.allclose(some, full[mask], atol=1e-6)
 
 
+@pytest.mark.parametrize("pattern", ["prefixes", "a hole", "past the attention mask"])
+def test_packed_teacher_forcing_equals_the_padded_computation(pattern: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Right-padded rows run packed (padding skipped); any other `logits_at` falls back to the padded layout. Both
+    give the padded computation's logits and parameter gradients."""
+    from medvl.models.decoder import TextDecoder
+
+    model = make_model()
+    batch = make_batch(3)
+    ids = torch.randint(2, VOCAB, (3, 9))
+    attention = torch.ones(3, 9, dtype=torch.bool)
+    attention[0, 6:], attention[2, 3:] = False, False
+    scored = attention.clone()
+    scored[0, 5] = False  # row 0 scores 0..4 of its 6 real tokens: still a prefix
+    if pattern == "a hole":
+        scored[1, 2] = False
+    elif pattern == "past the attention mask":
+        scored[2, 3] = True
+    packed_calls = []
+    packed_rows = TextDecoder._packed_rows
+
+    def spy(self: TextDecoder, *args: object) -> object:
+        packed_calls.append(packed_rows(self, *args))
+        return packed_calls[-1]
+
+    def logits_and_grads() -> tuple[torch.Tensor, list[torch.Tensor]]:
+        model.zero_grad()
+        logits = model(*batch, ids, attention.long(), logits_at=scored)
+        logits.square().sum().backward()
+        return logits.detach(), [p.grad.clone() for p in model.parameters() if p.grad is not None]
+
+    monkeypatch.setattr(TextDecoder, "_packed_rows", spy)
+    packed, packed_grads = logits_and_grads()
+    assert (packed_calls[-1] is not None) == (pattern == "prefixes")
+    if pattern == "prefixes":
+        assert packed_calls[-1].index.numel() == int(scored.sum()) == 5 + 9 + 3
+    monkeypatch.setattr(TextDecoder, "_packed_rows", lambda self, *args: None)
+    padded, padded_grads = logits_and_grads()
+    assert packed.shape == (int(scored.sum()), VOCAB)
+    assert torch.allclose(packed, padded, atol=1e-5)
+    assert len(packed_grads) == len(padded_grads) == len([p for p in model.parameters() if p.requires_grad])
+    for a, b in zip(packed_grads, padded_grads, strict=True):
+        assert torch.allclose(a, b, atol=1e-4, rtol=1e-4)
+
+
 def test_buffers_take_the_dtype_of_the_keys_under_autocast() -> None:
     """Under bf16 autocast the key/value buffers are bf16, as the keys are: no cast of the whole history per step."""
     model = make_model()
