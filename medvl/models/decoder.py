@@ -31,6 +31,7 @@ Contract:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import cast
 
 import torch
 from torch import Tensor, nn
@@ -305,7 +306,7 @@ class TextDecoder(nn.Module):
         positions = rows.index % rows.t
         x = self.drop(self.token_embed(tokens.flatten().index_select(0, rows.index)) + self.pos_embed(positions))
         for i, layer in enumerate(self.layers):
-            x = layer.forward_packed(x, rows, cache, i)
+            x = cast(DecoderLayer, layer).forward_packed(x, rows, cache, i)
         return self.lm_head(self.norm(x))
 
     def _self_mask(
