@@ -96,6 +96,20 @@ def test_dropout_is_identity_in_eval_repeatable_under_a_seed_and_keeps_bf16() ->
     assert 0 < (first == 0).sum() < x.numel()
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_dropout_keeps_nan_and_scales_bf16_in_fp32(dtype: torch.dtype) -> None:
+    """As nn.Dropout: a NaN stays NaN whether dropped or kept, and a kept bf16 value is x * (1 / (1 - p)) computed
+    in fp32 and rounded once (not x times the scale rounded to bf16, which would be biased)."""
+    x = torch.rand(256, 64, dtype=dtype) + 1.0
+    x[0, :] = float("nan")
+    torch.manual_seed(0)
+    y = Dropout(0.1).train()(x)
+    assert y[0].isnan().all()
+    kept = (y != 0) & ~y.isnan()
+    assert 0.05 < 1 - kept[1:].float().mean().item() < 0.15
+    assert torch.equal(y[kept], (x.float() * (1.0 / 0.9)).to(dtype)[kept])
+
+
 def test_drop_mask_near_one_drops_everything() -> None:
     """p within half a step of 1 rounds to dropping every element; its threshold (32,768) must not wrap around the
     int16 lanes' range, which kept every element scaled by 1 / (1 - p)."""
