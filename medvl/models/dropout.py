@@ -5,8 +5,9 @@ eval mode, no parameters), with one difference on a CPU: the keep mask is read f
 words (one draw of the default generator per 4 elements) instead of one Bernoulli draw per element. Why our own:
 torch's CPU generator is serial and `bernoulli_` pays a full draw per element, so at the quickstart's shapes
 (16 x 90 x 256 activations, 10 dropouts per training step) dropout was 8-10% of a training step (`nn.Dropout`
-1.5-2.4 ms per call against 0.5-0.6 ms this way, fp32 and bf16; multiplying by the mask instead of filling with it
-then took forward + backward at [828, 256] from 0.71 to 0.41 ms in fp32 and from 0.64 to 0.49 ms in bf16; `benchmarks/train_throughput.py` shows the step).
+1.5-2.4 ms per call against 0.5-0.6 ms this way, fp32 and bf16; `benchmarks/train_throughput.py` shows the step).
+Multiplying by the mask rather than filling with it took forward + backward at [828, 256] from 0.71 to 0.41 ms in
+fp32 and from 0.64 to 0.49 ms in bf16.
 Each lane is uniform over 65,536 values, so p is applied in steps of 1/65,536 (p = 0.1 drops with probability
 0.100006). On a GPU `nn.Dropout` runs unchanged. The default generator is used, so `torch.manual_seed` makes the
 masks repeatable as before (though different from `nn.Dropout`'s).
