@@ -52,7 +52,11 @@ def matmul_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None
         blind = ~allowed.any(dim=-1, keepdim=True)
         blind = blind if blind.any() else None  # the mask is small (broadcast): checking it is cheaper than the fills
         if mask.dtype == torch.bool:
-            scores = scores.masked_fill(~(mask if blind is None else mask | blind), float("-inf"))
+            # Hidden keys as an additive -inf bias (of the mask's broadcast shape, small) added in place: one
+            # vectorized pass, and nothing in the backward (a masked fill costs a second fill of the gradient).
+            mask = mask if blind is None else mask | blind
+            bias = None if bool(mask.all()) else torch.zeros(mask.shape, dtype=scores.dtype, device=q.device)
+            scores = scores if bias is None else scores.add_(bias.masked_fill_(~mask, float("-inf")))
         else:
             scores = scores + mask if blind is None else (scores + mask).masked_fill(blind, 0.0)
     probs = torch.softmax(scores, dim=-1, dtype=torch.float32)
