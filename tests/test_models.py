@@ -343,11 +343,17 @@ def test_logits_at_gives_the_logits_of_the_selected_positions() -> None:
     assert torch.allclose(some, full[mask], atol=1e-6)
 
 
+@pytest.mark.parametrize("multiple", [4, 64])
 @pytest.mark.parametrize("pattern", ["prefixes", "a hole", "past the attention mask"])
-def test_packed_teacher_forcing_equals_the_padded_computation(pattern: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Right-padded rows run packed (padding skipped); any other `logits_at` falls back to the padded layout. Both
-    give the padded computation's logits and parameter gradients."""
+def test_packed_teacher_forcing_equals_the_padded_computation(
+    pattern: str, multiple: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Right-padded rows run packed (padding skipped but for the rows that round the count up to `multiple`); any
+    other `logits_at` falls back to the padded layout. Both give the padded computation's logits and gradients."""
+    from medvl.models import decoder
     from medvl.models.decoder import TextDecoder
+
+    monkeypatch.setattr(decoder, "PACK_MULTIPLE", multiple)
 
     model = make_model()
     batch = make_batch(3)
@@ -377,7 +383,8 @@ def test_packed_teacher_forcing_equals_the_padded_computation(pattern: str, monk
     packed, packed_grads = logits_and_grads()
     assert (packed_calls[-1] is not None) == (pattern == "prefixes")
     if pattern == "prefixes":
-        assert packed_calls[-1].index.numel() == int(scored.sum()) == 5 + 9 + 3
+        assert packed_calls[-1].scored == int(scored.sum()) == 5 + 9 + 3
+        assert packed_calls[-1].index.numel() == {4: 20, 64: 27}[multiple]  # 27 positions in all
     monkeypatch.setattr(TextDecoder, "_packed_rows", lambda self, *args: None)
     padded, padded_grads = logits_and_grads()
     assert packed.shape == (int(scored.sum()), VOCAB)

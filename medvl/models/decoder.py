@@ -18,8 +18,8 @@ Contract:
   Either way a call may be followed by further calls on the cache it returns; a cache given to a call must not be
   used again afterwards (its buffers may have been written).
 - Teacher forcing with `logits_at` (training) packs the real tokens: embeddings, norms, linear layers, dropout and
-  the output projection run on the M scored tokens only ([M, d]); attention alone sees the padded [N, T] layout
-  (`PackedRows`). The quickstart's batches hold 1.5-2.0 positions per real token, so this skips 35-50% of the
+  the output projection run on the M scored tokens only ([M, d], M rounded up to a multiple of 64 with padding
+  positions); attention alone sees the padded [N, T] layout (`PackedRows`). The quickstart's batches hold 1.5-2.0 positions per real token, so this skips 35-50% of the
   decoder's work (`benchmarks/train_throughput.py`); the logits are those of the padded computation.
 - `reorder_cache(cache, index [N])` reorders the beams' histories by beam index; `index` must keep every sequence
   within its own row (beam search does), since the shared cross-attention keys/values are not moved.
@@ -65,14 +65,17 @@ class DecoderCache:
 
 @dataclass
 class PackedRows:
-    """Where the M real tokens of a right-padded [n, t] batch sit: `index` [M], their flat positions (row-major).
+    """Where the M tokens of a right-padded [n, t] batch that are computed sit: `index` [M], flat positions.
 
-    Linear layers, norms and dropout see only the real tokens ([M, d]); attention scatters them back to the padded
-    [n, t, ...] layout (`pad`, zeros at padding) and gathers its output (`pack`)."""
+    Linear layers, norms and dropout see only these tokens ([M, d]); attention scatters them back to the padded
+    [n, t, ...] layout (`pad`, zeros elsewhere) and gathers its output (`pack`)."""
 
     index: Tensor
     n: int
     t: int
+    scored: int
+    """The first `scored` entries of `index` are the scored positions (row-major); any after them are padding
+    positions computed only to round the row count (see `TextDecoder._packed_rows`)."""
 
     def pad(self, x: Tensor) -> Tensor:
         """[M, c] -> [n, t, c], zeros at padding."""
@@ -81,6 +84,10 @@ class PackedRows:
     def pack(self, x: Tensor) -> Tensor:
         """[n, t, c] -> [M, c]."""
         return x.reshape(self.n * self.t, -1).index_select(0, self.index)
+
+
+PACK_MULTIPLE = 64
+"""Packed teacher forcing computes a multiple of this many token rows (see `TextDecoder._packed_rows`)."""
 
 
 class SelfAttention(nn.Module):
@@ -300,14 +307,23 @@ class TextDecoder(nn.Module):
             return None
         if attention_mask is not None and bool((scored & ~attention_mask.bool()).any()):
             return None
-        return PackedRows(scored.flatten().nonzero().squeeze(1), *scored.shape)
+        flat = scored.flatten()
+        index = flat.nonzero().squeeze(1)
+        # Rounded up to a multiple of PACK_MULTIPLE rows with positions after the scored ones (which no scored
+        # position attends to; their logits are dropped): every batch would otherwise give the linear layers a new
+        # row count, and oneDNN builds its bf16 kernels per shape (varying row counts made a linear layer ~2.5x
+        # slower on this CPU), while a few dozen rounded counts stay in its kernel cache.
+        extra = min(-index.numel() % PACK_MULTIPLE, flat.numel() - index.numel())
+        if extra:
+            index = torch.cat([index, (~flat).nonzero().squeeze(1)[:extra]])
+        return PackedRows(index, *scored.shape, scored=index.numel() - extra)
 
     def _forward_packed(self, tokens: Tensor, cache: DecoderCache, rows: PackedRows) -> Tensor:
         positions = rows.index % rows.t
         x = self.drop(self.token_embed(tokens.flatten().index_select(0, rows.index)) + self.pos_embed(positions))
         for i, layer in enumerate(self.layers):
             x = cast(DecoderLayer, layer).forward_packed(x, rows, cache, i)
-        return self.lm_head(self.norm(x))
+        return self.lm_head(self.norm(x))[: rows.scored]
 
     def _self_mask(
         self, cache: DecoderCache, tokens: Tensor, start: int, attention_mask: Tensor | None
