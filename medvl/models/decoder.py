@@ -19,8 +19,9 @@ Contract:
   used again afterwards (its buffers may have been written).
 - Teacher forcing with `logits_at` (training) packs the real tokens: embeddings, norms, linear layers, dropout and
   the output projection run on the M scored tokens only ([M, d], M rounded up to a multiple of 64 with padding
-  positions); attention alone sees the padded [N, T] layout (`PackedRows`). The quickstart's batches hold 1.5-2.0 positions per real token, so this skips 35-50% of the
-  decoder's work (`benchmarks/train_throughput.py`); the logits are those of the padded computation.
+  positions); attention alone sees the padded [N, T] layout (`PackedRows`). The quickstart's batches hold 1.5-2.0
+  positions per real token, so this skips 35-50% of the decoder's work (`benchmarks/train_throughput.py`); the
+  logits are those of the padded computation.
 - `reorder_cache(cache, index [N])` reorders the beams' histories by beam index; `index` must keep every sequence
   within its own row (beam search does), since the shared cross-attention keys/values are not moved.
 - Dropout acts on embeddings and residual branches, not on attention probabilities (which would force the slow
@@ -316,7 +317,8 @@ class TextDecoder(nn.Module):
         extra = min(-index.numel() % PACK_MULTIPLE, flat.numel() - index.numel())
         if extra:
             index = torch.cat([index, (~flat).nonzero().squeeze(1)[:extra]])
-        return PackedRows(index, *scored.shape, scored=index.numel() - extra)
+        n, t = scored.shape
+        return PackedRows(index, n, t, scored=index.numel() - extra)
 
     def _forward_packed(self, tokens: Tensor, cache: DecoderCache, rows: PackedRows) -> Tensor:
         positions = rows.index % rows.t
