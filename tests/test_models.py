@@ -394,6 +394,23 @@ def test_packed_teacher_forcing_equals_the_padded_computation(
         assert torch.allclose(a, b, atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.parametrize("scored_rows", [[5, 9, 3], [9, 9, 9]])
+def test_logits_at_of_any_dtype_is_a_mask_and_must_match_the_tokens(scored_rows: list[int]) -> None:
+    """A 0/1 long `logits_at` selects positions, packed (prefixes) or not (every position): indexing the padded
+    path with it would gather whole rows instead. One whose shape differs from the tokens' is refused, where packing
+    it would silently read the wrong tokens and positions."""
+    model = make_model()
+    batch = make_batch(3)
+    ids = torch.randint(2, VOCAB, (3, 9))
+    scored = torch.arange(9)[None, :] < torch.tensor(scored_rows)[:, None]
+    expected = model(*batch, ids, None, logits_at=scored)
+    logits = model(*batch, ids, None, logits_at=scored.long())
+    assert logits.shape == (sum(scored_rows), VOCAB)
+    assert torch.equal(logits, expected)
+    with pytest.raises(ValueError, match="logits_at has shape"):
+        model(*batch, ids, None, logits_at=scored[:, :8])
+
+
 def test_buffers_take_the_dtype_of_the_keys_under_autocast() -> None:
     """Under bf16 autocast the key/value buffers are bf16, as the keys are: no cast of the whole history per step."""
     model = make_model()

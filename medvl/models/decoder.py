@@ -261,11 +261,12 @@ class TextDecoder(nn.Module):
             start: position of tokens[:, 0]; must equal the number of positions already in the cache.
             attention_mask: optional [N, T] (1 = real token) for an uncached call; padded keys are hidden. Right
                 padding needs none: under the causal mask a pad only influences later pads.
-            logits_at: optional [N, T] bool: return logits [M, vocab] of the M True positions only (row-major),
-                so that training projects to the vocabulary only where a target is scored. From an empty cache
-                with one row per memory row and the True positions of every row a prefix of its real tokens (a
-                right-padded training batch), only those positions are computed at all (`PackedRows`) and the
-                cache is returned as given: padding costs no linear-layer work, and nothing is cached.
+            logits_at: optional [N, T] mask (bool, or 0/1 of any dtype): return logits [M, vocab] of the M True
+                positions only (row-major), so that training projects to the vocabulary only where a target is
+                scored. From an empty cache with one row per memory row and the True positions of every row a
+                prefix of its real tokens (a right-padded training batch), only those positions are computed at
+                all (`PackedRows`) and the cache is returned as given: padding costs no linear-layer work, and
+                nothing is cached.
         """
         n, t = tokens.shape
         if start + t > self.max_len:
@@ -281,6 +282,11 @@ class TextDecoder(nn.Module):
             cache.beams = n // b
         elif n != b * cache.beams:
             raise ValueError(f"the cache holds {b * cache.beams} rows, got {n}")
+        if logits_at is not None:
+            if logits_at.shape != tokens.shape:
+                raise ValueError(f"logits_at has shape {tuple(logits_at.shape)}, the tokens {tuple(tokens.shape)}")
+            # A mask either way: indexing with an integer tensor (the padded path) would gather rows instead.
+            logits_at = logits_at.bool()
         if logits_at is not None and start == 0 and not cache.self_kv and not cache.capacity and n == b:
             packed = self._packed_rows(logits_at, attention_mask)
             if packed is not None:
