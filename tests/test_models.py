@@ -411,6 +411,37 @@ def test_logits_at_of_any_dtype_is_a_mask_and_must_match_the_tokens(scored_rows:
         model(*batch, ids, None, logits_at=scored[:, :8])
 
 
+def test_packed_layers_run_through_their_wrappers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The packed path calls each decoder layer as a module, so what wraps a layer applies to it: with activation
+    checkpointing a layer's packed forward runs again in the backward, and the gradients are unchanged."""
+    from medvl.models.decoder import DecoderLayer
+    from medvl.train.distributed import DistInfo
+    from medvl.train.parallel import ParallelModel
+
+    batch = make_batch(3)
+    ids = torch.randint(2, VOCAB, (3, 9))
+    scored = torch.ones(3, 9, dtype=torch.bool)
+    scored[0, 5:], scored[2, 2:] = False, False
+    calls = []
+    forward_packed = DecoderLayer.forward_packed
+
+    def spy(self: DecoderLayer, *args: object) -> torch.Tensor:
+        calls.append(self)
+        return forward_packed(self, *args)
+
+    monkeypatch.setattr(DecoderLayer, "forward_packed", spy)
+    grads = []
+    for checkpointing in (False, True):
+        model = make_model()
+        ParallelModel(model, "none", DistInfo(), torch.device("cpu"), activation_checkpointing=checkpointing)
+        calls.clear()
+        model(*batch, ids, scored.long(), logits_at=scored).square().sum().backward()
+        assert len(calls) == len(model.decoder.layers) * (2 if checkpointing else 1)
+        grads.append([p.grad for p in model.parameters()])
+    for a, b in zip(*grads, strict=True):
+        assert torch.allclose(a, b, atol=1e-5)
+
+
 def test_buffers_take_the_dtype_of_the_keys_under_autocast() -> None:
     """Under bf16 autocast the key/value buffers are bf16, as the keys are: no cast of the whole history per step."""
     model = make_model()

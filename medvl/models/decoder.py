@@ -32,7 +32,6 @@ Contract:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import cast
 
 import torch
 from torch import Tensor, nn
@@ -194,9 +193,14 @@ class DecoderLayer(nn.Module):
         self_mask: Tensor | None,
         causal: bool,
         start: int,
-    ) -> tuple[Tensor, object, tuple[Tensor, Tensor]]:
+        packed: PackedRows | None = None,
+    ) -> tuple[Tensor, object, tuple[Tensor, Tensor] | None]:
         """Returns (output, this layer's self-attention keys/values or buffer to cache, cross-attention keys/values).
-        `self_mask`/`causal` as `TextDecoder.forward` computed them for every layer."""
+        `self_mask`/`causal` as `TextDecoder.forward` computed them for every layer. With `packed`, x is [M, d]
+        packed tokens (`forward_packed`) and nothing is returned to cache. The packed path goes through this call too,
+        so that what wraps a layer (FSDP's parameter gathering, activation checkpointing) applies to it."""
+        if packed is not None:
+            return self.forward_packed(x, packed, cache), None, None
         cross_kv = cache.cross_kv[layer] if cache.cross_kv else self.cross_attn.memory_kv(cache.memory)
         past = cache.self_kv[layer] if cache.self_kv else None
         h = self.norm1(x)
@@ -208,7 +212,7 @@ class DecoderLayer(nn.Module):
         x = x + self._drop(self.cross_attn(self.norm2(x), cross_kv, cache.cross_mask))
         return x + self._drop(self.ffn(self.norm3(x))), past, cross_kv
 
-    def forward_packed(self, x: Tensor, rows: PackedRows, cache: DecoderCache, layer: int) -> Tensor:
+    def forward_packed(self, x: Tensor, rows: PackedRows, cache: DecoderCache) -> Tensor:
         """The layer on packed tokens x [M, d] (see `PackedRows`), teacher-forced from position 0."""
         cross_kv = self.cross_attn.memory_kv(cache.memory)
         x = x + self._drop(self.self_attn.forward_packed(self.norm1(x), rows))
@@ -330,7 +334,7 @@ class TextDecoder(nn.Module):
         positions = rows.index % rows.t
         x = self.drop(self.token_embed(tokens.flatten().index_select(0, rows.index)) + self.pos_embed(positions))
         for i, layer in enumerate(self.layers):
-            x = cast(DecoderLayer, layer).forward_packed(x, rows, cache, i)
+            x, _, _ = layer(x, cache, i, None, False, 0, packed=rows)
         return self.lm_head(self.norm(x))[: rows.scored]
 
     def _self_mask(
