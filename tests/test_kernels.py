@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from medvl.models.attention import attend, matmul_attention
-from medvl.models.dropout import Dropout, cpu_drop_mask
+from medvl.models.dropout import Dropout, cpu_keep_mask
 
 
 def _qkv(dtype: torch.dtype, tq: int = 7, tk: int = 7) -> tuple[torch.Tensor, ...]:
@@ -64,11 +64,11 @@ def test_drop_mask_rate_and_rounding() -> None:
     torch.manual_seed(0)
     shape = torch.Size([1000, 1000])
     for p in (0.1, 0.5):
-        rate = cpu_drop_mask(shape, p, torch.device("cpu")).float().mean().item()
+        rate = (~cpu_keep_mask(shape, p, torch.device("cpu"))).float().mean().item()
         assert abs(rate - p) < 0.002, (p, rate)  # 1M draws: the standard error is 0.0005 at most
-    assert not cpu_drop_mask(shape, 0.0, torch.device("cpu")).any()
+    assert not (~cpu_keep_mask(shape, 0.0, torch.device("cpu"))).any()
     # Lanes of 16 bits: p below half a step rounds to never dropping.
-    assert not cpu_drop_mask(shape, 0.4 / 65536, torch.device("cpu")).any()
+    assert not (~cpu_keep_mask(shape, 0.4 / 65536, torch.device("cpu"))).any()
 
 
 def test_dropout_scales_kept_values_and_gradients() -> None:
@@ -114,7 +114,7 @@ def test_drop_mask_near_one_drops_everything() -> None:
     """p within half a step of 1 rounds to dropping every element; its threshold (32,768) must not wrap around the
     int16 lanes' range, which kept every element scaled by 1 / (1 - p)."""
     torch.manual_seed(0)
-    assert cpu_drop_mask(torch.Size([4096]), 1 - 1e-6, torch.device("cpu")).all()
+    assert (~cpu_keep_mask(torch.Size([4096]), 1 - 1e-6, torch.device("cpu"))).all()
     y = Dropout(1 - 1e-6).train()(torch.ones(4096))
     assert not y.any()
 

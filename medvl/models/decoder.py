@@ -291,10 +291,10 @@ class TextDecoder(nn.Module):
                 raise ValueError(f"logits_at has shape {tuple(logits_at.shape)}, the tokens {tuple(tokens.shape)}")
             # A mask either way: indexing with an integer tensor (the padded path) would gather rows instead.
             logits_at = logits_at.bool()
-        if logits_at is not None and start == 0 and not cache.self_kv and not cache.capacity and n == b:
-            packed = self._packed_rows(logits_at, attention_mask)
-            if packed is not None:
-                return self._forward_packed(tokens, cache, packed), cache
+            if start == 0 and not cache.self_kv and not cache.capacity and n == b:
+                packed = self._packed_rows(logits_at, attention_mask)
+                if packed is not None:
+                    return self._forward_packed(tokens, cache, packed), cache
         x = self.drop(self.token_embed(tokens) + self.pos_embed.weight[start : start + t])
         self_mask, causal = self._self_mask(cache, tokens, start, attention_mask)
         new_kv, cross_kv = [], []
@@ -309,11 +309,11 @@ class TextDecoder(nn.Module):
             cache.memory, cross_kv, cache.cross_mask, new_kv, cache.capacity, start + t, cache.beams, cache.ancestry
         )
 
-    def _packed_rows(self, logits_at: Tensor, attention_mask: Tensor | None) -> PackedRows | None:
-        """The packing of a teacher-forced call when it gives the same logits as the padded one: every row's scored
-        positions are a prefix, inside its attention mask (then causal attention never lets a scored position see
-        the unscored ones after it); None otherwise or when there is nothing to save."""
-        scored = logits_at.bool()
+    def _packed_rows(self, scored: Tensor, attention_mask: Tensor | None) -> PackedRows | None:
+        """The packing of a teacher-forced call (`scored`: the bool `logits_at` [N, T]) when it gives the same logits
+        as the padded one: every row's scored positions are a prefix, inside its attention mask (then causal
+        attention never lets a scored position see the unscored ones after it); None otherwise or when there is
+        nothing to save."""
         if not _right_padded(scored) or bool(scored.all()):
             return None
         if attention_mask is not None and bool((scored & ~attention_mask.bool()).any()):

@@ -24,11 +24,6 @@ _LANES = 4  # int16 lanes per int64 word
 _LEVELS = 1 << 16
 
 
-def cpu_drop_mask(shape: torch.Size, p: float, device: torch.device) -> Tensor:
-    """Bool [*shape], True with probability p (rounded to a multiple of 1/65,536), from the default generator."""
-    return ~cpu_keep_mask(shape, p, device)
-
-
 def cpu_keep_mask(shape: torch.Size, p: float, device: torch.device) -> Tensor:
     """Bool [*shape], False with probability p (rounded to a multiple of 1/65,536), from the default generator."""
     n = shape.numel()
