@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,7 @@ from medvl.train.distributed import (
     plan_batches,
     resolve_backend,
     shard_indices,
+    shutdown,
 )
 from medvl.train.loop import Trainer, train
 from medvl.train.parallel import resolve_strategy
@@ -110,6 +112,28 @@ def test_sharded_evaluation_returns_every_item_exactly_once(n: int, world: int) 
             merge_shards([*parts, parts[0][:1] or [(0, "x")]], n)
         with pytest.raises(RuntimeError, match="lost 1 of"):
             merge_shards([p[1:] if i == 0 else p for i, p in enumerate(parts)], n)
+
+
+def test_shutdown_frees_what_cycles_hold_before_destroying_the_group(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A finished trainer's DDP wrapper (whose reducer holds the process group) lives in reference cycles; left to the
+    interpreter's exit it freed gloo's work too late and the rank aborted. shutdown() must collect it first."""
+    import torch.distributed as dist
+
+    class Holder:  # stands in for the DDP-wrapped trainer: unreachable, alive only through its own cycle
+        pass
+
+    holder = Holder()
+    holder.cycle = holder  # type: ignore[attr-defined]
+    alive = weakref.ref(holder)
+    del holder
+    seen: list[str] = []
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(dist, "barrier", lambda: seen.append("barrier"))
+    monkeypatch.setattr(
+        dist, "destroy_process_group", lambda: seen.append(f"destroy, holder alive: {alive() is not None}")
+    )
+    shutdown(sync=True)
+    assert seen == ["barrier", "destroy, holder alive: False"]
 
 
 def test_wrong_settings_fail_before_any_work(monkeypatch: pytest.MonkeyPatch, synth_root: Path, tmp_path: Path) -> None:
@@ -230,7 +254,8 @@ def test_two_processes_match_one(
 ) -> None:
     reference = single_runs(encoder)
     run = tmp_path / strategy
-    _torchrun(tiny_overrides(synth_root, run, *RUN, f"train.strategy={strategy}", f"model.encoder={encoder}"))
+    done = _torchrun(tiny_overrides(synth_root, run, *RUN, f"train.strategy={strategy}", f"model.encoder={encoder}"))
+    assert done.stdout.count("done: 6 steps") == 1  # rank 0 reports, not every rank
     summary = json.loads((run / "train_summary.json").read_text())
     assert summary["world_size"] == 2 and summary["strategy"] == strategy and summary["grad_accum"] == 1
     assert json.loads((reference / "train_summary.json").read_text())["grad_accum"] == 2  # same global batch of 8

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import textwrap
 import time
@@ -28,6 +29,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
         return 0
     summary = train(cfg, resume=resume_mode(args))
+    if os.environ.get("RANK", "0") != "0":
+        return 0  # under torchrun every rank returns the same summary; rank 0 reports it
     print(
         f"done: {summary['steps']} steps in {summary['seconds']}s; best {cfg.train.select_metric} = "
         f"{summary['best_metric'][cfg.train.select_metric]} at step {summary['best_metric']['step']}; "
