@@ -121,7 +121,7 @@ def shutdown(sync: bool = False) -> None:
     Garbage is collected first: a finished trainer's DistributedDataParallel wrapper sits in reference cycles, and its
     reducer keeps the process group alive past `destroy_process_group`; collected only during interpreter shutdown,
     gloo then frees its work (tensors with Python references) without a live interpreter, and the rank aborts with
-    that same message after training ended well (seen about once in 20 two-process test runs)."""
+    that same message after training ended well (seen once, rarely, in the two-process tests)."""
     if dist.is_available() and dist.is_initialized():
         gc.collect()
         if sync:
