@@ -211,13 +211,28 @@ def _weights(run: Path, name: str = "last") -> dict[str, torch.Tensor]:
 BATCHNORM_STATS = ("running_mean", "running_var", "num_batches_tracked")
 
 
+def _without_key_bias(name: str, value: torch.Tensor) -> torch.Tensor:
+    """The tensor with attention key biases zeroed: softmax ignores a constant added to every score, so a key bias's
+    gradient is only rounding noise, which Adam scales up to lr-sized steps that differ with any change of kernel."""
+    if name.endswith("qkv.bias"):  # [q | k | v]
+        value = value.clone()
+        value[value.numel() // 3 : 2 * value.numel() // 3] = 0
+    elif name.endswith("kv.bias"):  # [k | v]
+        value = value.clone()
+        value[: value.numel() // 2] = 0
+    return value
+
+
 def _assert_same_weights(
     a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], tol: float = 2e-5, skip_batchnorm_stats: bool = False
 ) -> None:
     assert a.keys() == b.keys()
     keys = [k for k in a if not (skip_batchnorm_stats and k.endswith(BATCHNORM_STATS))]
-    worst = max(float((a[k].double() - b[k].double()).abs().max()) for k in keys)
-    assert worst < tol, worst
+    gaps = {
+        k: float((_without_key_bias(k, a[k]).double() - _without_key_bias(k, b[k]).double()).abs().max()) for k in keys
+    }
+    worst = max(gaps, key=gaps.__getitem__)
+    assert gaps[worst] < tol, (worst, gaps[worst])
 
 
 @pytest.fixture(scope="module")
@@ -244,7 +259,7 @@ def one_process(single_runs) -> Path:  # noqa: ANN001
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("strategy", "encoder"), [("ddp", "vit"), ("fsdp", "vit"), ("ddp", "conv")])
+@pytest.mark.parametrize(("strategy", "encoder"), [("ddp", "vit"), ("fsdp", "vit"), ("ddp", "conv"), ("fsdp", "conv")])
 def test_two_processes_match_one(
     strategy: str,
     encoder: str,

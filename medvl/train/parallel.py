@@ -92,6 +92,11 @@ class ParallelModel:
                 if precision == "bf16"
                 else MixedPrecisionPolicy()
             )
+            # fully_shard flattens parameters and refuses non-contiguous ones: the conv encoder keeps its weights
+            # channels-last (ConvEncoder), so they go back to the default layout here; its inputs stay channels-last.
+            for param in model.parameters():
+                if not param.is_contiguous():
+                    param.data = param.data.contiguous()
             for block in _blocks(model):
                 fully_shard(block, mesh=mesh, mp_policy=policy)
             fully_shard(model, mesh=mesh, mp_policy=policy)
