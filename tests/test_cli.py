@@ -261,3 +261,22 @@ def test_many_skipped_studies_are_counted_not_listed_one_by_one(
     assert f"{n_empty} studies were skipped" in err
     summary = json.loads((tmp_path / "run" / "train_summary.json").read_text())
     assert len(summary["skipped"]) == n_empty
+
+
+def test_evaluate_strict_stops_at_an_image_that_does_not_decode(
+    trained_checkpoint: Path, synth_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An image file that exists but is not an image passes the up-front check; --strict must stop at it when it is
+    read (it was skipped and counted, as without --strict, since the run's own data.strict was applied)."""
+    data = tmp_path / "data"
+    shutil.copytree(synth_root, data)
+    victim = json.loads((data / "annotation.json").read_text())["test"][0]
+    (data / "images" / victim["image_path"][0]).write_bytes(b"not a png")
+    argv = ["evaluate", str(trained_checkpoint), "--split", "test", "--data-root", str(data), "--no-meteor"]
+    argv += ["--bootstrap", "10", "--no-html"]
+    assert main([*argv, "--out", str(tmp_path / "lenient")]) == 0
+    assert "1 studies of split 'test' were skipped" in capsys.readouterr().err
+    assert main([*argv, "--strict", "--out", str(tmp_path / "strict")]) == 2
+    err = capsys.readouterr().err
+    assert victim["id"] in err and "data.strict=false" in err
+    assert not (tmp_path / "strict" / "metrics.json").exists()

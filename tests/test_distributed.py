@@ -9,6 +9,7 @@ import subprocess
 import sys
 import weakref
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -22,6 +23,7 @@ from medvl.train.distributed import (
     DistributedSetupError,
     GlobalBatches,
     init_distributed,
+    is_main_process,
     merge_shards,
     plan_batches,
     resolve_backend,
@@ -59,6 +61,10 @@ def test_plan_batches_holds_the_global_batch() -> None:
     assert plan_batches(4, 3, 0, 2).global_batch == 24  # no global batch: micro x accum x world
     with pytest.raises(DistributedSetupError, match="global_batch_size=10 is not a multiple of .* 4 x 2"):
         plan_batches(4, 1, 10, 2)
+    with pytest.raises(
+        DistributedSetupError, match=r"no data.batch_size fits on 2 process\(es\): .* multiple of 2 \(e.g. 8\)"
+    ):
+        plan_batches(4, 1, 7, 2)  # 7 studies cannot be split over 2 processes at any micro-batch
     with pytest.raises(DistributedSetupError, match="contradicts"):
         plan_batches(4, 3, 16, 2)
 
@@ -112,6 +118,22 @@ def test_sharded_evaluation_returns_every_item_exactly_once(n: int, world: int) 
             merge_shards([*parts, parts[0][:1] or [(0, "x")]], n)
         with pytest.raises(RuntimeError, match="lost 1 of"):
             merge_shards([p[1:] if i == 0 else p for i, p in enumerate(parts)], n)
+
+
+@pytest.mark.parametrize(
+    ("world", "rank", "main"),
+    [(None, None, True), (None, "1", True), ("1", "1", True), ("2", "0", True), ("2", "1", False)],
+)
+def test_the_main_process_is_rank_0_only_under_torchrun(
+    world: str | None, rank: str | None, main: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # RANK=1 without WORLD_SIZE > 1 is a single process (it trains and reports alone, as init_distributed decides).
+    for name, value in (("WORLD_SIZE", world), ("RANK", rank)):
+        if value is None:
+            monkeypatch.delenv(name, raising=False)
+        else:
+            monkeypatch.setenv(name, value)
+    assert is_main_process() is main
 
 
 def test_shutdown_frees_what_cycles_hold_before_destroying_the_group(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -350,3 +372,68 @@ def test_evaluate_sharded_over_two_processes_equals_one(one_process: Path, tmp_p
     one, two = (json.loads((tmp_path / n / "metrics.json").read_text()) for n in ("one", "two"))
     for key in ("bleu_4", "rouge_l", "cider", "ce_14_micro_f1", "gt_micro_f1", "bleu_4_ci_low", "n_studies"):
         assert two[key] == one[key], key
+
+
+FAIL_ON_RANK_1 = """
+import os, sys
+import medvl.evaluate.run as run
+
+real_outputs = run._outputs
+
+
+def outputs(*args, **kwargs):
+    if os.environ["RANK"] == "1":
+        raise RuntimeError("rank 1 fails while generating")
+    return real_outputs(*args, **kwargs)
+
+
+run._outputs = outputs
+from medvl.cli import main
+
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.slow
+def test_evaluate_stops_when_one_rank_fails(one_process: Path, tmp_path: Path) -> None:
+    """Rank 0 waits in the gather while rank 1 fails: rank 1 must not wait for it at a barrier (which hung until the
+    process group's 30-minute timeout); the job ends at once, with rank 1's error."""
+    script = tmp_path / "fail_on_rank_1.py"
+    script.write_text(FAIL_ON_RANK_1)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    args = ["evaluate", str(one_process), "--split", "test", "--no-meteor", "--bootstrap", "20", "--no-html"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", str(script), *args]
+    done = subprocess.run([*cmd, "--out", str(tmp_path / "two")], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0
+    assert "rank 1 fails while generating" in done.stderr
+    assert not (tmp_path / "two" / "metrics.json").exists()
+
+
+@pytest.mark.slow
+def test_quickstart_runs_under_torchrun(synth_root: Path, tmp_path: Path) -> None:
+    """Every rank trains and helps evaluate; rank 0 alone prints the results (the others crashed on its empty
+    result before)."""
+    run = tmp_path / "quickstart"
+    overrides = [o for o in tiny_overrides(synth_root, run, *RUN) if not o.startswith("train.output_dir=")]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "medvl"]
+    done = subprocess.run(
+        [*cmd, "quickstart", "--output-dir", str(run), *overrides], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("clinical micro-F1") == 1
+    assert (run / "eval_test" / "metrics.json").exists()
+
+
+def test_a_rank_waiting_for_rank_0_reports_its_failure_in_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rank 0 failed while preparing (say, an empty data.root): the others, waiting at the barrier, say so in one
+    line instead of gloo's traceback ("Connection closed by peer")."""
+    import medvl.train.loop as loop
+
+    def lost_peer(info: DistInfo) -> None:
+        raise RuntimeError("[../gloo/transport/tcp/pair.cc:534] Connection closed by peer [127.0.0.1]:29500")
+
+    monkeypatch.setattr(loop, "barrier", lost_peer)
+    waiting = SimpleNamespace(main=False, dist=DistInfo(rank=1, world_size=2))
+    with pytest.raises(DistributedSetupError, match="^rank 1: rank 0 stopped while preparing the run"):
+        Trainer._main_first(waiting, lambda: "never reached")  # type: ignore[arg-type]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import textwrap
 import time
@@ -15,6 +14,7 @@ from medvl.cli.common import resume_mode
 
 def cmd_train(args: argparse.Namespace) -> int:
     from medvl.config.experiment import load_experiment
+    from medvl.train.distributed import is_main_process
     from medvl.train.loop import train
 
     recipe, overrides = args.recipe, list(args.overrides)
@@ -29,7 +29,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
         return 0
     summary = train(cfg, resume=resume_mode(args))
-    if os.environ.get("RANK", "0") != "0":
+    if not is_main_process():
         return 0  # under torchrun every rank returns the same summary; rank 0 reports it
     print(
         f"done: {summary['steps']} steps in {summary['seconds']}s; best {cfg.train.select_metric} = "
@@ -42,6 +42,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_quickstart(args: argparse.Namespace) -> int:
     from medvl.config.experiment import load_experiment
     from medvl.evaluate.run import clinical_gap, evaluate, format_tables, headline_f1_key
+    from medvl.train.distributed import is_main_process
     from medvl.train.loop import train
 
     overrides = [f"train.output_dir={args.output_dir}", *args.overrides, *(["data.strict=true"] if args.strict else [])]
@@ -49,6 +50,8 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
     t0 = time.time()
     summary = train(cfg, resume=resume_mode(args))
     result = evaluate(summary["best_checkpoint"] or summary["last_checkpoint"], split="test", strict=args.strict)
+    if not is_main_process():
+        return 0  # under torchrun the other ranks helped evaluate; rank 0 holds the result and reports it
     print()
     print(format_tables(result))
     key = headline_f1_key(result)

@@ -96,6 +96,10 @@ def evaluate(
     )
     if dist_info.enabled and device in ("auto", "cuda") and torch.cuda.is_available():
         device = f"cuda:{dist_info.local_rank}"
+    # Whether every rank got through the gathers: only then do the ranks meet at the barrier below. A rank that fails
+    # before (loading, generating) exits at once, and torchrun stops the others; meeting it at a barrier while they
+    # wait in a gather would hang until the process group's timeout.
+    gathered = False
     try:
         loaded = load_trained(checkpoint, device=device, generation=generation)
         cfg, task = loaded.config, loaded.task
@@ -104,6 +108,9 @@ def evaluate(
             data_cfg = dataclasses.replace(data_cfg, source=data_source, mixture=[])
         if strict is not None:
             data_cfg = dataclasses.replace(data_cfg, strict=strict)
+        # The task builds its datasets from its config: give it the data read here, so that an image that exists but
+        # does not decode stops a strict evaluation too (the training run's data.strict applied to it before).
+        task.cfg = dataclasses.replace(task.cfg, data=data_cfg)
         from medvl.data.sources import check_provides
 
         check_provides(data_cfg.source, task.needs, task.name)
@@ -135,6 +142,7 @@ def evaluate(
             order = [i for i, study in enumerate(dataset.studies) if study.id not in failed]
             position = {i: k for k, i in enumerate(order)}
             outputs[name] = merge_shards([[(position[i], row) for i, row in part] for part, _ in parts], len(order))
+        gathered = True
         seconds = time.time() - t0
         if not dist_info.is_main:
             return {}
@@ -165,7 +173,8 @@ def evaluate(
         result = {**extra, **{k: v for k, v in result.items() if v is not None or k not in extra}}
     finally:
         options.close()
-        barrier(dist_info)
+        if gathered:  # rank 0 scores alone after the gathers; the others wait for it here, even when it fails
+            barrier(dist_info)
         shutdown()
 
     out = Path(out_dir) if out_dir else loaded.run_dir / f"eval_{split}"

@@ -113,6 +113,13 @@ def init_distributed(backend: str = "auto", device_type: str = "cpu", timeout_s:
     return DistInfo(dist.get_rank(), dist.get_world_size(), local_rank, resolved)
 
 
+def is_main_process() -> bool:
+    """True on a single process and on rank 0 under torchrun: the process that reports. Read from torchrun's
+    environment as `init_distributed` reads it (RANK counts only when WORLD_SIZE > 1), so it answers after the
+    process group is closed too."""
+    return _env_int("WORLD_SIZE", 1) <= 1 or _env_int("RANK", 0) == 0
+
+
 def shutdown(sync: bool = False) -> None:
     """Close the process group. `sync` (after work that ended well on every rank): wait for all ranks first, since a
     rank that tears gloo down while a peer still works on it can abort at exit ("terminate called without an active
@@ -189,10 +196,16 @@ def plan_batches(micro_batch: int, grad_accum: int, global_batch: int, world_siz
     per_step = micro_batch * world_size
     if global_batch % per_step:
         options = sorted({d for d in range(1, global_batch + 1) if global_batch % (d * world_size) == 0})
+        fix = (
+            f"on {world_size} process(es) data.batch_size can be one of {options[:12]}, or change "
+            "train.global_batch_size"
+            if options
+            else f"no data.batch_size fits on {world_size} process(es): make train.global_batch_size a multiple of "
+            f"{world_size} (e.g. {world_size * micro_batch * max(1, round(global_batch / per_step))})"
+        )
         raise DistributedSetupError(
             f"train.global_batch_size={global_batch} is not a multiple of data.batch_size x world size = "
-            f"{micro_batch} x {world_size}; on {world_size} process(es) data.batch_size can be one of "
-            f"{options[:12]}, or change train.global_batch_size"
+            f"{micro_batch} x {world_size}; {fix}"
         )
     accum = global_batch // per_step
     if grad_accum not in (1, accum):

@@ -307,7 +307,12 @@ class Trainer:
             result = fn()
             barrier(self.dist)
             return result
-        barrier(self.dist)
+        try:
+            barrier(self.dist)
+        except RuntimeError:  # gloo/NCCL: rank 0 left the group, which only an error of its own makes it do
+            raise DistributedSetupError(
+                f"rank {self.dist.rank}: rank 0 stopped while preparing the run; its error above says why"
+            ) from None
         return fn()
 
     def _print(self, *args: Any, **kwargs: Any) -> None:
