@@ -437,3 +437,15 @@ def test_a_rank_waiting_for_rank_0_reports_its_failure_in_one_line(monkeypatch: 
     waiting = SimpleNamespace(main=False, dist=DistInfo(rank=1, world_size=2))
     with pytest.raises(DistributedSetupError, match="^rank 1: rank 0 stopped while preparing the run"):
         Trainer._main_first(waiting, lambda: "never reached")  # type: ignore[arg-type]
+
+
+@pytest.mark.slow
+def test_fsdp_trains_the_conv_encoder_in_bf16(synth_root: Path, tmp_path: Path) -> None:
+    """FSDP's bf16 parameters met BatchNorm's fp32 running statistics on the first step ("expected scalar type
+    BFloat16 but found Float"); BatchNorm now keeps fp32 parameters, as under autocast."""
+    run = tmp_path / "fsdp_bf16"
+    _torchrun(
+        tiny_overrides(synth_root, run, *RUN, "train.strategy=fsdp", "model.encoder=conv", "train.precision=bf16")
+    )
+    curve = _curve(run)
+    assert len(curve) == 6 and all(np.isfinite(curve)) and curve[-1] < curve[0]

@@ -201,7 +201,7 @@ def plan_batches(micro_batch: int, grad_accum: int, global_batch: int, world_siz
             "train.global_batch_size"
             if options
             else f"no data.batch_size fits on {world_size} process(es): make train.global_batch_size a multiple of "
-            f"{world_size} (e.g. {world_size * micro_batch * max(1, round(global_batch / per_step))})"
+            f"{world_size} (e.g. {-(-global_batch // world_size) * world_size})"
         )
         raise DistributedSetupError(
             f"train.global_batch_size={global_batch} is not a multiple of data.batch_size x world size = "

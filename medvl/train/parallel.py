@@ -97,6 +97,12 @@ class ParallelModel:
             for param in model.parameters():
                 if not param.is_contiguous():
                     param.data = param.data.contiguous()
+            if precision == "bf16":
+                # BatchNorm keeps fp32 parameters, as under autocast: its running statistics stay fp32, and CPU
+                # batch_norm refuses bf16 weights beside them ("expected scalar type BFloat16 but found Float").
+                for module in model.modules():
+                    if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.affine:
+                        fully_shard(module, mesh=mesh, mp_policy=MixedPrecisionPolicy())
             for block in _blocks(model):
                 fully_shard(block, mesh=mesh, mp_policy=policy)
             fully_shard(model, mesh=mesh, mp_policy=policy)
