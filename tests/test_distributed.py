@@ -3,6 +3,7 @@ CPU) compute what 1 process computes, including checkpoints resumed across world
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import subprocess
@@ -144,17 +145,21 @@ def test_shutdown_frees_what_cycles_hold_before_destroying_the_group(monkeypatch
     class Holder:  # stands in for the DDP-wrapped trainer: unreachable, alive only through its own cycle
         pass
 
-    holder = Holder()
-    holder.cycle = holder  # type: ignore[attr-defined]
-    alive = weakref.ref(holder)
-    del holder
     seen: list[str] = []
     monkeypatch.setattr(dist, "is_initialized", lambda: True)
     monkeypatch.setattr(dist, "barrier", lambda: seen.append("barrier"))
-    monkeypatch.setattr(
-        dist, "destroy_process_group", lambda: seen.append(f"destroy, holder alive: {alive() is not None}")
-    )
-    shutdown(sync=True)
+    gc.disable()  # no automatic collection may free the holder: only shutdown's own
+    try:
+        holder = Holder()
+        holder.cycle = holder  # type: ignore[attr-defined]
+        alive = weakref.ref(holder)
+        del holder
+        monkeypatch.setattr(
+            dist, "destroy_process_group", lambda: seen.append(f"destroy, holder alive: {alive() is not None}")
+        )
+        shutdown(sync=True)
+    finally:
+        gc.enable()
     assert seen == ["barrier", "destroy, holder alive: False"]
 
 
@@ -187,29 +192,24 @@ def test_wrong_settings_fail_before_any_work(monkeypatch: pytest.MonkeyPatch, sy
 
 
 # ------------------------------------------------------------------------------------------------ 2 processes
-def _torchrun(args: list[str], timeout: int = 300) -> subprocess.CompletedProcess[str]:
+def _launch(program: list[str], timeout: int = 300, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """`torchrun --standalone --nproc-per-node 2 PROGRAM` (`-m medvl ...` or a script), one thread per process;
+    with `check`, a non-zero exit fails the test with both output tails."""
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc-per-node",
-        "2",
-        "-m",
-        "medvl",
-        "train",
-        "quickstart",
-        *args,
-    ]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", *program]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
-    if done.returncode != 0:  # the whole tails, unabridged (an assertion's repr would be cut)
+    if check and done.returncode != 0:  # the whole tails, unabridged (an assertion's repr would be cut)
         pytest.fail(
             f"torchrun exited {done.returncode}\n--- stdout ---\n{done.stdout[-3000:]}\n--- stderr ---\n"
             f"{done.stderr[-6000:]}",
             pytrace=False,
         )
     return done
+
+
+def _torchrun(args: list[str], timeout: int = 300) -> subprocess.CompletedProcess[str]:
+    """`medvl train quickstart ARGS` on 2 processes; a failure fails the test."""
+    return _launch(["-m", "medvl", "train", "quickstart", *args], timeout)
 
 
 def _curve(run: Path) -> list[float]:
@@ -341,26 +341,7 @@ def test_evaluate_sharded_over_two_processes_equals_one(one_process: Path, tmp_p
 
     args = ["evaluate", str(one_process), "--split", "test", "--no-meteor", "--bootstrap", "50", "--no-html"]
     assert main([*args, "--out", str(tmp_path / "one")]) == 0
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--nproc-per-node",
-            "2",
-            "-m",
-            "medvl",
-            *args,
-            "--out",
-            str(tmp_path / "two"),
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    done = _launch(["-m", "medvl", *args, "--out", str(tmp_path / "two")], check=False)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("95% CI") == 1  # only rank 0 prints
     rows = {
@@ -400,10 +381,8 @@ def test_evaluate_stops_when_one_rank_fails(one_process: Path, tmp_path: Path) -
     process group's 30-minute timeout); the job ends at once, with rank 1's error."""
     script = tmp_path / "fail_on_rank_1.py"
     script.write_text(FAIL_ON_RANK_1)
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     args = ["evaluate", str(one_process), "--split", "test", "--no-meteor", "--bootstrap", "20", "--no-html"]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", str(script), *args]
-    done = subprocess.run([*cmd, "--out", str(tmp_path / "two")], env=env, capture_output=True, text=True, timeout=120)
+    done = _launch([str(script), *args, "--out", str(tmp_path / "two")], timeout=120, check=False)
     assert done.returncode != 0
     assert "rank 1 fails while generating" in done.stderr
     assert not (tmp_path / "two" / "metrics.json").exists()
@@ -415,11 +394,7 @@ def test_quickstart_runs_under_torchrun(synth_root: Path, tmp_path: Path) -> Non
     result before)."""
     run = tmp_path / "quickstart"
     overrides = [o for o in tiny_overrides(synth_root, run, *RUN) if not o.startswith("train.output_dir=")]
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "medvl"]
-    done = subprocess.run(
-        [*cmd, "quickstart", "--output-dir", str(run), *overrides], env=env, capture_output=True, text=True, timeout=300
-    )
+    done = _launch(["-m", "medvl", "quickstart", "--output-dir", str(run), *overrides], check=False)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("clinical micro-F1") == 1
     assert (run / "eval_test" / "metrics.json").exists()
