@@ -163,6 +163,19 @@ def test_shutdown_frees_what_cycles_hold_before_destroying_the_group(monkeypatch
     assert seen == ["barrier", "destroy, holder alive: False"]
 
 
+def test_shutdown_can_wait_and_keep_the_group_open(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The quickstart trains, then evaluates on the same group: a second default group in one process could pair a
+    rank with its peer's first one (a hang), so training only waits for every rank and leaves the group open."""
+    import torch.distributed as dist
+
+    seen: list[str] = []
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(dist, "barrier", lambda: seen.append("barrier"))
+    monkeypatch.setattr(dist, "destroy_process_group", lambda: seen.append("destroy"))
+    shutdown(sync=True, keep_open=True)
+    assert seen == ["barrier"]
+
+
 def test_wrong_settings_fail_before_any_work(monkeypatch: pytest.MonkeyPatch, synth_root: Path, tmp_path: Path) -> None:
     if not torch.cuda.is_available():
         with pytest.raises(DistributedSetupError, match="nccl needs CUDA"):

@@ -48,7 +48,7 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
     overrides = [f"train.output_dir={args.output_dir}", *args.overrides, *(["data.strict=true"] if args.strict else [])]
     cfg = load_experiment("quickstart", overrides)
     t0 = time.time()
-    summary = train(cfg, resume=resume_mode(args))
+    summary = train(cfg, resume=resume_mode(args), keep_process_group=True)  # evaluate uses it, then closes it
     result = evaluate(summary["best_checkpoint"] or summary["last_checkpoint"], split="test", strict=args.strict)
     if not is_main_process():
         return 0  # under torchrun the other ranks helped evaluate; rank 0 holds the result and reports it

@@ -120,7 +120,7 @@ def is_main_process() -> bool:
     return _env_int("WORLD_SIZE", 1) <= 1 or _env_int("RANK", 0) == 0
 
 
-def shutdown(sync: bool = False) -> None:
+def shutdown(sync: bool = False, keep_open: bool = False) -> None:
     """Close the process group. `sync` (after work that ended well on every rank): wait for all ranks first, since a
     rank that tears gloo down while a peer still works on it can abort at exit ("terminate called without an active
     exception"). Not after an error: the peers may be waiting in another collective.
@@ -128,11 +128,17 @@ def shutdown(sync: bool = False) -> None:
     Garbage is collected first: a finished trainer's DistributedDataParallel wrapper sits in reference cycles, and its
     reducer keeps the process group alive past `destroy_process_group`; collected only during interpreter shutdown,
     gloo then frees its work (tensors with Python references) without a live interpreter, and the rank aborts with
-    that same message after training ended well (seen once, rarely, in the two-process tests)."""
-    if dist.is_available() and dist.is_initialized():
+    that same message after training ended well (seen once, rarely, in the two-process tests).
+
+    `keep_open`: only the wait (with `sync`); the group stays for more work in this process, whose last step closes
+    it (a second default group in one process hung once: see `train`)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    if not keep_open:
         gc.collect()
-        if sync:
-            dist.barrier()
+    if sync:
+        dist.barrier()
+    if not keep_open:
         dist.destroy_process_group()
 
 

@@ -550,7 +550,7 @@ class Trainer:
         return grad_norm
 
 
-def train(cfg: ExperimentConfig, resume: str | None = None) -> dict[str, Any]:
+def train(cfg: ExperimentConfig, resume: str | None = None, keep_process_group: bool = False) -> dict[str, Any]:
     """Train `cfg` to `train.max_steps` (or `train.epochs`) and write the run into `train.output_dir`.
 
     Under torchrun every process calls this and gets the same summary; the process group is closed at the end.
@@ -561,6 +561,11 @@ def train(cfg: ExperimentConfig, resume: str | None = None) -> dict[str, Any]:
             files all load, or a fresh start when there is none), "never" (start over, moving an earlier run into
             RUN/previous_run_N/), "overwrite" (start over, deleting it) or a checkpoint directory; see
             `medvl.train.run_folder`.
+        keep_process_group: under torchrun, leave the process group open after a run that ended well, for more
+            collective work in this process (the quickstart evaluates next; `evaluate` closes it). A second default
+            group in one process hung the quickstart once in CI: rank 0 had passed init_process_group and waited in
+            a gather while rank 1 still waited in init_process_group (likely the reused store keys of the first
+            group; not proven).
 
     Returns:
         The summary also written to RUN/train_summary.json: `steps`, `steps_this_run`, `seconds` (wall clock of this
@@ -584,7 +589,7 @@ def train(cfg: ExperimentConfig, resume: str | None = None) -> dict[str, Any]:
         finished = True
         return summary
     finally:
-        shutdown(sync=finished)
+        shutdown(sync=finished, keep_open=finished and keep_process_group)
 
 
 __all__ = ["RunState", "Trainer", "make_loader", "train"]
